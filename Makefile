@@ -1,0 +1,42 @@
+# Coldstation: `make test` and `make demo` work from a fresh Debian machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := softhsm2 libzbar0
+export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
+
+.PHONY: test lint bench fuzz system-deps venv clean
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests
+
+lint: venv
+	$(PY) -m ruff check .
+
+bench: venv
+	$(PY) tests/bench/psbt_bench.py
+
+fuzz: venv
+	$(VENV)/bin/pip install -q -e '.[fuzz]'
+	$(PY) tests/fuzz/fuzz_psbt.py -atheris_runs=$${RUNS:-200000}
+
+# Debian packages the later layers need (PKCS#11 token, QR decoding); installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: system-deps $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

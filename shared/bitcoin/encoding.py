@@ -1,0 +1,111 @@
+"""Byte-level encodings shared by transactions and PSBTs: hashes, CompactSize, a bounded reader.
+
+Every parser in Coldstation reads through :class:`ByteReader`, which never returns fewer
+bytes than asked for and never allocates more than the bytes actually present, so a
+hostile length prefix cannot make us allocate memory or raise ``IndexError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+class DecodeError(ValueError):
+    """Raised when bytes do not decode; the message says what was being read."""
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def hash256(data: bytes) -> bytes:
+    """Double SHA-256, Bitcoin's txid/sighash hash."""
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def ripemd160(data: bytes) -> bytes:
+    return hashlib.new("ripemd160", data).digest()
+
+
+def hash160(data: bytes) -> bytes:
+    """RIPEMD-160 of SHA-256: P2PKH, P2WPKH and BIP-32 fingerprints."""
+    return ripemd160(sha256(data))
+
+
+def tagged_hash(tag: str, data: bytes) -> bytes:
+    """BIP-340 tagged hash."""
+    tag_hash = sha256(tag.encode())
+    return sha256(tag_hash + tag_hash + data)
+
+
+def compact_size(n: int) -> bytes:
+    """Encode ``n`` as a Bitcoin CompactSize (minimal encoding)."""
+    if n < 0:
+        raise ValueError("CompactSize cannot be negative")
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + n.to_bytes(2, "little")
+    if n <= 0xFFFFFFFF:
+        return b"\xfe" + n.to_bytes(4, "little")
+    if n <= 0xFFFFFFFFFFFFFFFF:
+        return b"\xff" + n.to_bytes(8, "little")
+    raise ValueError("CompactSize too large")
+
+
+def with_length(data: bytes) -> bytes:
+    """``data`` prefixed with its CompactSize length."""
+    return compact_size(len(data)) + data
+
+
+class ByteReader:
+    """A cursor over immutable bytes that refuses to read past the end."""
+
+    __slots__ = ("_data", "_pos", "_view")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = bytes(data)
+        self._view = memoryview(self._data)
+        self._pos = 0
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= len(self._data)
+
+    def read(self, n: int, what: str = "data") -> bytes:
+        if n < 0 or self._pos + n > len(self._data):
+            raise DecodeError(
+                f"truncated {what}: need {n} bytes at offset {self._pos}, "
+                f"{self.remaining()} left"
+            )
+        out = self._view[self._pos : self._pos + n].tobytes()
+        self._pos += n
+        return out
+
+    def read_uint(self, size: int, what: str = "integer") -> int:
+        return int.from_bytes(self.read(size, what), "little")
+
+    def read_int(self, size: int, what: str = "integer") -> int:
+        return int.from_bytes(self.read(size, what), "little", signed=True)
+
+    def read_compact_size(self, what: str = "length") -> int:
+        """Read a CompactSize, refusing non-minimal encodings as Bitcoin Core does."""
+        first = self.read(1, what)[0]
+        if first < 0xFD:
+            return first
+        size = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
+        value = self.read_uint(size, what)
+        if value < {2: 0xFD, 4: 0x10000, 8: 0x100000000}[size]:
+            raise DecodeError(f"non-canonical CompactSize for {what} at offset {self._pos}")
+        return value
+
+    def read_var_bytes(self, what: str = "bytes") -> bytes:
+        """Read a CompactSize length and that many bytes (bounded by what is present)."""
+        n = self.read_compact_size(f"{what} length")
+        return self.read(n, what)

@@ -1,0 +1,511 @@
+"""PSBT (BIP-174 v0, BIP-370 v2) as ordered, validated key-value maps.
+
+Written by hand rather than taken from a library because the appliance must decode every
+byte itself with code an auditor can read in one sitting. Every record is validated on
+the way in by the field registry in :mod:`shared.psbt.fields`; typed views are computed
+from the records, so there is one source of truth. Serialization is canonical, in Bitcoin
+Core's field order, so equal PSBTs give equal bytes; unknown and proprietary records are
+kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from typing import Any
+
+from shared.bitcoin.bip32 import KeyOrigin
+from shared.bitcoin.encoding import ByteReader, DecodeError, compact_size, hash160, with_length
+from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+from shared.psbt import fields as f
+from shared.psbt.errors import (
+    PsbtDecodeError,
+    PsbtError,
+    PsbtFieldError,
+    PsbtSizeError,
+    PsbtStructureError,
+)
+from shared.psbt.fields import REGISTRY, FieldValueError, Scope
+
+MAGIC = b"psbt\xff"
+#: Refused before decoding. Far above any batch Coldstation builds (a 1,000-input PSBT with
+#: full previous transactions is about 0.5 MB) and far below what would hurt the appliance.
+MAX_PSBT_SIZE = 16 * 1024 * 1024
+
+# Bitcoin Core's serialization order; types not listed (unknown) come last, by key.
+_ORDER = {
+    Scope.GLOBAL: [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0xFB, 0xFC],
+    Scope.INPUT: [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x0B, 0x0C, 0x0D, 0x13,
+                  0x14, 0x15, 0x16, 0x17, 0x18, 0x1A, 0x1B, 0x1C, 0x07, 0x08, 0x0E, 0x0F,
+                  0x10, 0x11, 0x12, 0xFC],
+    Scope.OUTPUT: [0x00, 0x01, 0x02, 0x03, 0x04, 0xFC, 0x05, 0x06, 0x07, 0x08],
+}  # fmt: skip
+_RANK = {scope: {t: i for i, t in enumerate(order)} for scope, order in _ORDER.items()}
+
+
+def split_key(key: bytes) -> tuple[int, bytes]:
+    """(key type, key data) of a raw record key; the type is a CompactSize."""
+    reader = ByteReader(key)
+    key_type = reader.read_compact_size("key type")
+    return key_type, reader.read(reader.remaining())
+
+
+def make_key(key_type: int, keydata: bytes = b"") -> bytes:
+    return compact_size(key_type) + keydata
+
+
+class PsbtMap:
+    """One map (global, an input or an output): raw records plus their decoded values."""
+
+    scope: Scope = Scope.GLOBAL
+
+    def __init__(self, where: str = "global") -> None:
+        self.where = where
+        self._records: dict[bytes, bytes] = {}
+        self._decoded: dict[bytes, Any] = {}
+
+    # -- records -----------------------------------------------------------------------
+
+    def set_record(self, key: bytes, value: bytes) -> None:
+        """Validate and store one record, replacing any record with the same key."""
+        self._decoded[key] = self._decode(key, value)
+        self._records[key] = value
+
+    def set(self, key_type: int, value: bytes, keydata: bytes = b"") -> None:
+        self.set_record(make_key(key_type, keydata), value)
+
+    def delete(self, key_type: int, keydata: bytes = b"") -> None:
+        key = make_key(key_type, keydata)
+        self._records.pop(key, None)
+        self._decoded.pop(key, None)
+
+    def keep_only(self, key_types: set[int]) -> None:
+        """Drop every known field whose type is not in ``key_types`` (unknowns stay)."""
+        for key in list(self._records):
+            key_type, _ = split_key(key)
+            if key_type in REGISTRY[self.scope] and key_type not in key_types:
+                del self._records[key], self._decoded[key]
+
+    def raw_records(self) -> dict[bytes, bytes]:
+        return dict(self._records)
+
+    def get(self, key_type: int, keydata: bytes = b"") -> Any:
+        """Decoded value of one record, or None."""
+        return self._decoded.get(make_key(key_type, keydata))
+
+    def has(self, key_type: int) -> bool:
+        return any(True for _ in self.entries(key_type))
+
+    def entries(self, key_type: int) -> Iterator[tuple[bytes, Any]]:
+        """(key data, decoded value) for every record of ``key_type``."""
+        prefix = compact_size(key_type)
+        for key, decoded in self._decoded.items():
+            if key.startswith(prefix) and split_key(key)[0] == key_type:
+                yield key[len(prefix) :], decoded
+
+    def types(self) -> set[int]:
+        return {split_key(key)[0] for key in self._records}
+
+    @property
+    def proprietary(self) -> dict[bytes, bytes]:
+        """Proprietary records, full key (with 0xFC) to value, byte for byte."""
+        return {k: v for k, v in self._records.items() if split_key(k)[0] == f.PROPRIETARY}
+
+    @property
+    def unknown(self) -> dict[bytes, bytes]:
+        known = REGISTRY[self.scope]
+        return {k: v for k, v in self._records.items() if split_key(k)[0] not in known}
+
+    def field_names(self) -> list[str]:
+        return sorted({f.field_name(self.scope, t) for t in self.types()})
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def _decode(self, key: bytes, value: bytes) -> Any:
+        try:
+            key_type, keydata = split_key(key)
+        except DecodeError as exc:
+            raise PsbtFieldError(self.where, "key", f"bad key type: {exc}") from exc
+        spec = REGISTRY[self.scope].get(key_type)
+        if spec is None:
+            return value
+        if spec.key_len is not None and len(keydata) != spec.key_len:
+            raise PsbtFieldError(
+                self.where, spec.name, f"key must be {1 + spec.key_len} byte(s), got {len(key)}"
+            )
+        try:
+            return spec.decode(keydata, value)
+        except FieldValueError as exc:
+            raise PsbtFieldError(self.where, spec.name, str(exc)) from exc
+
+    def _sort_key(self, key: bytes) -> tuple[int, bytes, bytes]:
+        key_type, keydata = split_key(key)
+        rank = _RANK[self.scope].get(key_type, len(_RANK[self.scope]))
+        secondary = b""
+        if self.scope is Scope.INPUT and key_type == 0x02:
+            secondary = hash160(keydata)  # Core keys partial signatures by key id
+        elif self.scope is Scope.GLOBAL and key_type == 0x01:
+            secondary = self._decoded[key].to_psbt_bytes()
+        return rank, secondary, key
+
+    def serialize(self) -> bytes:
+        parts = []
+        for key in sorted(self._records, key=self._sort_key):
+            parts += [with_length(key), with_length(self._records[key])]
+        parts.append(b"\x00")
+        return b"".join(parts)
+
+    def check_version(self, version: int) -> None:
+        """Refuse fields that the PSBT version does not allow."""
+        for key_type in self.types():
+            spec = REGISTRY[self.scope].get(key_type)
+            if spec and spec.only_version is not None and spec.only_version != version:
+                raise PsbtStructureError(
+                    f"{self.where}: {spec.name} is not allowed in PSBT version {version}"
+                )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PsbtMap) and self._records == other._records
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class PsbtInput(PsbtMap):
+    scope = Scope.INPUT
+
+    @property
+    def non_witness_utxo(self) -> Transaction | None:
+        return self.get(0x00)
+
+    @property
+    def witness_utxo(self) -> TxOut | None:
+        return self.get(0x01)
+
+    @property
+    def partial_sigs(self) -> dict[bytes, bytes]:
+        """Public key to signature (DER plus sighash byte)."""
+        return dict(self.entries(0x02))
+
+    @property
+    def sighash_type(self) -> int | None:
+        return self.get(0x03)
+
+    @property
+    def redeem_script(self) -> bytes | None:
+        return self.get(0x04)
+
+    @property
+    def witness_script(self) -> bytes | None:
+        return self.get(0x05)
+
+    @property
+    def bip32_derivations(self) -> dict[bytes, KeyOrigin]:
+        return dict(self.entries(0x06))
+
+    @property
+    def final_script_sig(self) -> bytes | None:
+        return self.get(0x07)
+
+    @property
+    def final_script_witness(self) -> list[bytes] | None:
+        return self.get(0x08)
+
+    @property
+    def is_finalized(self) -> bool:
+        return self.final_script_sig is not None or self.final_script_witness is not None
+
+    # PSBT v2 fields
+    @property
+    def previous_txid(self) -> bytes | None:
+        return self.get(0x0E)
+
+    @property
+    def output_index(self) -> int | None:
+        return self.get(0x0F)
+
+    @property
+    def sequence(self) -> int | None:
+        return self.get(0x10)
+
+    @property
+    def required_time_locktime(self) -> int | None:
+        return self.get(0x11)
+
+    @property
+    def required_height_locktime(self) -> int | None:
+        return self.get(0x12)
+
+
+class PsbtOutput(PsbtMap):
+    scope = Scope.OUTPUT
+
+    @property
+    def redeem_script(self) -> bytes | None:
+        return self.get(0x00)
+
+    @property
+    def witness_script(self) -> bytes | None:
+        return self.get(0x01)
+
+    @property
+    def bip32_derivations(self) -> dict[bytes, KeyOrigin]:
+        return dict(self.entries(0x02))
+
+    @property
+    def amount(self) -> int | None:
+        return self.get(0x03)
+
+    @property
+    def script(self) -> bytes | None:
+        return self.get(0x04)
+
+
+class Psbt:
+    """A whole PSBT. Build with :meth:`parse`, :meth:`from_text` or :meth:`from_unsigned_tx`."""
+
+    def __init__(
+        self, global_map: PsbtMap, inputs: list[PsbtInput], outputs: list[PsbtOutput]
+    ) -> None:
+        self.globals = global_map
+        self.inputs = inputs
+        self.outputs = outputs
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_unsigned_tx(cls, tx: Transaction) -> Psbt:
+        """Creator role: a v0 PSBT around an unsigned transaction."""
+        global_map = PsbtMap("global")
+        global_map.set(0x00, tx.serialize(include_witness=False))
+        inputs = [PsbtInput(f"input {i}") for i in range(len(tx.inputs))]
+        outputs = [PsbtOutput(f"output {i}") for i in range(len(tx.outputs))]
+        return cls(global_map, inputs, outputs)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Psbt:
+        """Decode and validate binary PSBT bytes (v0 or v2)."""
+        if len(data) > MAX_PSBT_SIZE:
+            raise PsbtSizeError(f"PSBT is {len(data)} bytes; the limit is {MAX_PSBT_SIZE}")
+        if not data.startswith(MAGIC):
+            raise PsbtDecodeError("not a PSBT: missing magic bytes 'psbt\\xff'")
+        reader = ByteReader(data[len(MAGIC) :])
+        try:
+            return cls._read(reader)
+        except DecodeError as exc:
+            raise PsbtDecodeError(f"truncated or malformed PSBT: {exc}") from exc
+
+    @classmethod
+    def from_text(cls, text: str | bytes) -> Psbt:
+        """Decode binary, base64 or hex (surrounding whitespace ignored)."""
+        if isinstance(text, bytes) and text.startswith(MAGIC):
+            return cls.parse(text)
+        if len(text) > MAX_PSBT_SIZE * 2:
+            raise PsbtSizeError(f"PSBT text is {len(text)} characters; too large")
+        raw = text.decode("ascii", "replace") if isinstance(text, bytes) else text
+        compact = "".join(raw.split())
+        if compact[:10].lower() == MAGIC.hex():
+            try:
+                return cls.parse(bytes.fromhex(compact))
+            except ValueError as exc:
+                if isinstance(exc, PsbtError):
+                    raise
+                raise PsbtDecodeError(f"invalid hex: {exc}") from exc
+        try:
+            decoded = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise PsbtDecodeError("input is neither a binary PSBT, base64 nor hex") from exc
+        return cls.parse(decoded)
+
+    @classmethod
+    def _read(cls, reader: ByteReader) -> Psbt:
+        global_map = _read_map(reader, PsbtMap("global"))
+        version = global_map.get(0xFB) or 0
+        if version == 1:
+            raise PsbtStructureError("there is no PSBT version 1")
+        global_map.check_version(version)
+        n_inputs, n_outputs = _global_counts(global_map, version)
+        inputs = [_read_map(reader, PsbtInput(f"input {i}"), "input", n_inputs, i)
+                  for i in range(n_inputs)]  # fmt: skip
+        outputs = [_read_map(reader, PsbtOutput(f"output {i}"), "output", n_outputs, i)
+                   for i in range(n_outputs)]  # fmt: skip
+        if not reader.at_end():
+            raise PsbtDecodeError(f"{reader.remaining()} bytes of extra data after the PSBT")
+        psbt = cls(global_map, inputs, outputs)
+        for m in (*inputs, *outputs):
+            m.check_version(version)
+        psbt._check_v2_required()
+        psbt._check_utxos_match()
+        return psbt
+
+    # -- validation --------------------------------------------------------------------
+
+    def _check_v2_required(self) -> None:
+        if self.version != 2:
+            return
+        for inp in self.inputs:
+            for key_type, name in ((0x0E, "PSBT_IN_PREVIOUS_TXID"), (0x0F, "PSBT_IN_OUTPUT_INDEX")):
+                if inp.get(key_type) is None:
+                    raise PsbtStructureError(f"{inp.where}: {name} is required in PSBT v2")
+        for out in self.outputs:
+            for key_type, name in ((0x03, "PSBT_OUT_AMOUNT"), (0x04, "PSBT_OUT_SCRIPT")):
+                if out.get(key_type) is None:
+                    raise PsbtStructureError(f"{out.where}: {name} is required in PSBT v2")
+
+    def _check_utxos_match(self) -> None:
+        for inp, prevout in zip(self.inputs, self.prevouts(), strict=True):
+            utxo_tx = inp.non_witness_utxo
+            if utxo_tx is None:
+                continue
+            if utxo_tx.txid != prevout.txid:
+                raise PsbtStructureError(
+                    f"{inp.where}: PSBT_IN_NON_WITNESS_UTXO has txid {utxo_tx.txid_hex}, "
+                    f"but the input spends {prevout.txid_hex}"
+                )
+            if prevout.vout >= len(utxo_tx.outputs):
+                raise PsbtStructureError(
+                    f"{inp.where}: PSBT_IN_NON_WITNESS_UTXO has no output {prevout.vout}"
+                )
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.globals.get(0xFB) or 0
+
+    @property
+    def xpubs(self) -> dict[bytes, KeyOrigin]:
+        """Serialized 78-byte extended public keys to their key origins."""
+        return dict(self.globals.entries(0x01))
+
+    def prevouts(self) -> list[OutPoint]:
+        if self.version == 0:
+            return [txin.prevout for txin in self.globals.get(0x00).inputs]
+        return [OutPoint(inp.previous_txid, inp.output_index) for inp in self.inputs]
+
+    @property
+    def unsigned_tx(self) -> Transaction:
+        """The transaction being signed (for v2, assembled from the per-map fields)."""
+        if self.version == 0:
+            tx: Transaction = self.globals.get(0x00)
+            return Transaction(
+                tx.version,
+                [TxIn(i.prevout, b"", i.sequence) for i in tx.inputs],
+                [TxOut(o.value, o.script_pubkey) for o in tx.outputs],
+                tx.locktime,
+            )
+        locktime = self.computed_locktime()
+        if locktime is None:
+            raise PsbtStructureError("inputs require incompatible locktime types")
+        inputs = [
+            TxIn(OutPoint(i.previous_txid, i.output_index), b"",
+                 0xFFFFFFFF if i.sequence is None else i.sequence)
+            for i in self.inputs
+        ]  # fmt: skip
+        outputs = [TxOut(o.amount, o.script) for o in self.outputs]
+        return Transaction(self.globals.get(0x02), inputs, outputs, locktime)
+
+    def computed_locktime(self) -> int | None:
+        """BIP-370 locktime: height preferred when every constraint allows it; else None."""
+        if self.version == 0:
+            return self.globals.get(0x00).locktime
+        heights = [i.required_height_locktime for i in self.inputs]
+        times = [i.required_time_locktime for i in self.inputs]
+        constrained = [(h, t) for h, t in zip(heights, times, strict=True) if h or t]
+        if not constrained:
+            return self.globals.get(0x03) or 0
+        if all(h for h, _ in constrained):
+            return max(h for h, _ in constrained)
+        if all(t for _, t in constrained):
+            return max(t for _, t in constrained)
+        return None
+
+    def input_utxo(self, index: int) -> TxOut | None:
+        """The output an input spends, from the full previous transaction when present."""
+        inp = self.inputs[index]
+        if inp.non_witness_utxo is not None:
+            return inp.non_witness_utxo.outputs[self.prevouts()[index].vout]
+        return inp.witness_utxo
+
+    def fee(self) -> int | None:
+        """Inputs minus outputs in satoshis, or None when an input's amount is unknown."""
+        amounts = [self.input_utxo(i) for i in range(len(self.inputs))]
+        if any(utxo is None for utxo in amounts):
+            return None
+        total_in = sum(utxo.value for utxo in amounts if utxo is not None)
+        return total_in - sum(out.value for out in self.unsigned_tx.outputs)
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        maps: list[PsbtMap] = [self.globals, *self.inputs, *self.outputs]
+        return MAGIC + b"".join(m.serialize() for m in maps)
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.serialize()).decode()
+
+    def to_v0(self) -> Psbt:
+        """The same PSBT written as version 0 (what Coldstation emits)."""
+        if self.version == 0:
+            return Psbt.parse(self.serialize())
+        v0 = Psbt.from_unsigned_tx(self.unsigned_tx)
+        for src_map, dst_map in zip(
+            [self.globals, *self.inputs, *self.outputs],
+            [v0.globals, *v0.inputs, *v0.outputs],
+            strict=True,
+        ):
+            for key, value in src_map.raw_records().items():
+                if _kept_in_v0(src_map.scope, split_key(key)[0]):
+                    dst_map.set_record(key, value)
+        return v0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Psbt) and self.serialize() == other.serialize()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _kept_in_v0(scope: Scope, key_type: int) -> bool:
+    """Fields a v2 PSBT keeps when written as v0: all but the v2-only ones and the version."""
+    spec = REGISTRY[scope].get(key_type)
+    if spec is None:
+        return True
+    return spec.only_version is None and not (scope is Scope.GLOBAL and key_type == 0xFB)
+
+
+def _global_counts(global_map: PsbtMap, version: int) -> tuple[int, int]:
+    if version == 0:
+        tx = global_map.get(0x00)
+        if tx is None:
+            raise PsbtStructureError("global: PSBT_GLOBAL_UNSIGNED_TX is required in PSBT v0")
+        return len(tx.inputs), len(tx.outputs)
+    for key_type, name in (
+        (0x02, "PSBT_GLOBAL_TX_VERSION"),
+        (0x04, "PSBT_GLOBAL_INPUT_COUNT"),
+        (0x05, "PSBT_GLOBAL_OUTPUT_COUNT"),
+    ):
+        if global_map.get(key_type) is None:
+            raise PsbtStructureError(f"global: {name} is required in PSBT v2")
+    return global_map.get(0x04), global_map.get(0x05)
+
+
+def _read_map(
+    reader: ByteReader, target: PsbtMap, kind: str = "", expected: int = 0, index: int = 0
+) -> Any:
+    """Read records into ``target`` up to the 0x00 separator; duplicates are refused."""
+    if kind and reader.at_end():
+        raise PsbtStructureError(
+            f"the unsigned transaction has {expected} {kind}s but the PSBT has only "
+            f"{index} {kind} maps"
+        )
+    while True:
+        if reader.at_end():
+            raise PsbtDecodeError(f"{target.where}: separator missing at the end of the map")
+        key = reader.read_var_bytes(f"{target.where} key")
+        if not key:
+            return target
+        value = reader.read_var_bytes(f"{target.where} value")
+        if key in target._records:
+            raise PsbtFieldError(target.where, f.field_name(target.scope, key[0]),
+                                 f"duplicate key {key.hex()}")  # fmt: skip
+        target.set_record(key, value)
