@@ -207,9 +207,7 @@ def _check_witness_program(version: int, program: bytes) -> None:
     if not 2 <= len(program) <= 40:
         raise AddressError(f"invalid witness program length {len(program)} (must be 2..40)")
     if version == 0 and len(program) not in (20, 32):
-        raise AddressError(
-            f"invalid witness v0 program length {len(program)} (must be 20 or 32)"
-        )
+        raise AddressError(f"invalid witness v0 program length {len(program)} (must be 20 or 32)")
 
 
 def segwit_encode(hrp: str, version: int, program: bytes) -> str:

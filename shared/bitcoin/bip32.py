@@ -323,9 +323,7 @@ def parse_path(text: str) -> list[int]:
 
 def format_path(path: Iterable[int], prefix: str = "m", hardened_marker: str = "'") -> str:
     """Format indexes as "m/48'/1'" (``prefix`` "" gives "48'/1'")."""
-    parts = [
-        f"{i - HARDENED}{hardened_marker}" if i >= HARDENED else str(i) for i in path
-    ]
+    parts = [f"{i - HARDENED}{hardened_marker}" if i >= HARDENED else str(i) for i in path]
     return "/".join([prefix, *parts] if prefix else parts)
 
 

@@ -1,0 +1,1 @@
+"""Audit replay: re-verify ceremonies offline from signatures and hashes alone."""

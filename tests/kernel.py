@@ -1,0 +1,29 @@
+"""Script verification by Bitcoin Core's own interpreter (libbitcoinkernel via py-bitcoinkernel).
+
+Every finalized transaction in the tests goes through here, so "valid" means valid to
+Bitcoin Core, not to our own code.
+"""
+
+from __future__ import annotations
+
+import pbk
+
+from shared.bitcoin.tx import Transaction, TxOut
+
+FLAGS = pbk.ScriptVerificationFlags.ALL
+
+
+def verify_input(tx: Transaction, index: int, spent: list[TxOut]) -> bool:
+    """True when input ``index`` of ``tx`` satisfies the script of ``spent[index]``."""
+    kernel_tx = pbk.Transaction(tx.serialize())
+    outputs = [pbk.TransactionOutput(pbk.ScriptPubkey(o.script_pubkey), o.value) for o in spent]
+    precomputed = pbk.script.PrecomputedTransactionData(kernel_tx, outputs)
+    spk = pbk.ScriptPubkey(spent[index].script_pubkey)
+    try:
+        return bool(spk.verify(spent[index].value, kernel_tx, precomputed, index, FLAGS))
+    except pbk.ScriptVerifyException:
+        return False
+
+
+def verify_all(tx: Transaction, spent: list[TxOut]) -> list[bool]:
+    return [verify_input(tx, i, spent) for i in range(len(tx.inputs))]
