@@ -16,6 +16,7 @@ from shared.bitcoin.tx import Transaction
 from shared.psbt import Psbt, PsbtError, combine, extract, finalize
 from shared.psbt.errors import PsbtSignerError
 from shared.psbt.signer import sign_psbt
+from tests.kernel import verify_all
 from tests.vectors import cases, load_json
 
 BIP174 = "psbt/bip174_vectors.json"
@@ -120,7 +121,10 @@ def test_bip174_role_tests_signer_combiner_finalizer_extractor():
     final = finalize(combined)
     assert final.complete
     assert final.psbt.to_base64() == _result(by_name["finalizer"])
-    assert extract(final.psbt).serialize().hex() == by_name["extractor"]["result_tx_hex"]
+    tx = extract(final.psbt)
+    assert tx.serialize().hex() == by_name["extractor"]["result_tx_hex"]
+    spent = [final.psbt.input_utxo(i) for i in range(len(tx.inputs))]
+    assert verify_all(tx, spent) == [True] * len(tx.inputs)
 
 
 def test_bip174_combiner_keeps_unknown_keys_in_lexicographic_order():
@@ -208,4 +212,7 @@ def test_core_finalizer_and_extractor():
         assert result.psbt.to_base64() == entry["result"]
     for entry in data["extractor"]:
         result = finalize(Psbt.from_text(entry["extract"]))
-        assert extract(result.psbt).serialize().hex() == entry["result"]
+        tx = extract(result.psbt)
+        assert tx.serialize().hex() == entry["result"]
+        spent = [result.psbt.input_utxo(i) for i in range(len(tx.inputs))]
+        assert verify_all(tx, spent) == [True] * len(tx.inputs)
