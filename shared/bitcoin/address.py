@@ -321,6 +321,8 @@ def address_to_script(address: str, network: Network) -> bytes:
     address = address.strip()
     if not address:
         raise AddressError("empty address")
+    if len(address) > BECH32_MAX_LENGTH:
+        raise AddressError(f"address too long ({len(address)} characters)")
     if _looks_bech32(address) is not None:
         return _bech32_to_script(address, network)
     try:

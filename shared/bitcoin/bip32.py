@@ -37,6 +37,7 @@ from shared.bitcoin.encoding import hash160
 HARDENED = 0x80000000
 MAX_DEPTH = 255
 _EXTKEY_SIZE = 78
+_MAX_TEXT = 120  # 78 bytes + checksum is at most 112 base58 characters
 
 _PUBLIC_VERSIONS = {
     Network.MAINNET.xpub_version: Network.MAINNET,
@@ -150,8 +151,11 @@ class ExtendedKey:
     @classmethod
     def parse(cls, text: str) -> ExtendedKey:
         """Parse an xpub/tpub/xprv/tprv string with every BIP-32 validity check."""
+        text = text.strip()
+        if len(text) > _MAX_TEXT:
+            raise BIP32Error(f"extended key text too long ({len(text)} characters)")
         try:
-            raw = b58check_decode(text.strip())
+            raw = b58check_decode(text)
         except AddressError as exc:
             raise BIP32Error(f"extended key does not decode: {exc}") from None
         return cls.from_bytes(raw)
@@ -167,7 +171,7 @@ class ExtendedKey:
         if depth == 0 and parent != b"\0\0\0\0":
             raise BIP32Error("zero depth with non-zero parent fingerprint")
         if depth == 0 and child != 0:
-            raise BIP32Error("zero depth with non-zero child number")
+            raise BIP32Error("zero depth with non-zero index")
         return cls(version, depth, parent, child, chain_code, key)
 
     def __str__(self) -> str:

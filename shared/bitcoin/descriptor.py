@@ -32,11 +32,14 @@ from shared.bitcoin.bip32 import (
 )
 from shared.bitcoin.script import (
     MAX_MULTISIG_KEYS,
+    OP_CHECKMULTISIG,
     ScriptError,
     multisig_script,
     p2sh_wrap,
     p2wpkh_script,
     p2wsh_script,
+    push_data,
+    push_int,
 )
 
 INPUT_CHARSET = (
@@ -140,6 +143,14 @@ class DescriptorKey:
         default_factory=dict, init=False, compare=False, repr=False
     )
 
+    def __post_init__(self) -> None:
+        if (self.pubkey is None) == (self.xpub is None):
+            raise DescriptorError("a key needs exactly one of pubkey and xpub")
+        if self.pubkey is not None and (self.steps or self.wildcard):
+            raise DescriptorError("derivation steps are only allowed after an xpub")
+        if self.xpub is not None and self.xpub.is_private:
+            raise DescriptorError("extended private keys are not accepted in descriptors")
+
     @property
     def branch_count(self) -> int:
         """Number of multipath alternatives (1 without a multipath element)."""
@@ -160,7 +171,8 @@ class DescriptorKey:
     def derive(self, index: int, branch: int = 0) -> tuple[bytes, KeyOrigin]:
         """(compressed pubkey, full key origin) at ``index`` on multipath ``branch``."""
         if self.pubkey is not None:
-            return self.pubkey, self.origin or KeyOrigin(fingerprint(self.pubkey), [])
+            origin = self.origin or KeyOrigin(fingerprint(self.pubkey), [])
+            return self.pubkey, origin.extend([])  # a copy: callers may touch .path
         assert self.xpub is not None
         branch = branch if self.branch_count > 1 else 0
         steps = self.resolved_steps(branch)
@@ -300,8 +312,6 @@ def _refuse_private(text: str) -> None:
 
 
 def _parse_xpub(text: str) -> ExtendedKey:
-    if not text:
-        raise DescriptorError("key origin with no key after it")
     _refuse_private(text)
     try:
         xpub = ExtendedKey.parse(text)
@@ -317,6 +327,8 @@ def parse_key(text: str) -> DescriptorKey:
     if "(" in text or ")" in text:
         raise DescriptorError(f"expected a key, found a script expression {text[:20]!r}")
     origin, rest, apostrophe = _parse_origin(text)
+    if not rest:
+        raise DescriptorError("key origin with no key after it" if origin else "missing key")
     key_text, *path_parts = rest.split("/")
     if _HEX.fullmatch(key_text) and len(key_text) in (66, 130):
         if path_parts:
@@ -445,6 +457,24 @@ def _parse_body(body: str) -> Descriptor:
 # -- descriptors --------------------------------------------------------------------------
 
 
+def _push_number(n: int) -> bytes:
+    """Push ``n`` as Bitcoin Core's ``CScript() << n``: OP_N up to 16, else a number push."""
+    if n <= 16:
+        return push_int(n)
+    return push_data(n.to_bytes((n.bit_length() + 8) // 8, "little"))
+
+
+def _multisig_script(threshold: int, pubkeys: list[bytes]) -> bytes:
+    """CHECKMULTISIG script; above 16 keys the counts are number pushes, not OP_N."""
+    if len(pubkeys) <= 16:
+        return multisig_script(threshold, pubkeys)
+    if not 1 <= threshold <= len(pubkeys) <= MAX_MULTISIG_KEYS:
+        raise DescriptorError(f"invalid multisig {threshold}-of-{len(pubkeys)}")
+    body = b"".join(push_data(pk) for pk in pubkeys)
+    count = _push_number(len(pubkeys))
+    return _push_number(threshold) + body + count + bytes([OP_CHECKMULTISIG])
+
+
 @dataclass(frozen=True)
 class DerivedOutput:
     """Everything a PSBT updater needs for one output of a descriptor."""
@@ -457,7 +487,8 @@ class DerivedOutput:
 
     def address(self, network: Network) -> str:
         address = script_to_address(self.script_pubkey, network)
-        assert address is not None  # every form we derive has an address
+        if address is None:  # cannot happen for the script types we derive
+            raise DescriptorError("derived script has no address")
         return address
 
 
@@ -471,14 +502,22 @@ class Descriptor:
     sorted_multi: bool = False
 
     def __post_init__(self) -> None:
-        if self.script_type.is_multisig != (self.threshold is not None):
-            raise DescriptorError("threshold is required exactly for multisig descriptors")
+        self._check_shape()
         counts = {k.branch_count for k in self.keys} - {1}
         if len(counts) > 1:
             raise DescriptorError(f"multipath elements have different lengths {sorted(counts)}")
         kinds = {k.xpub.network for k in self.keys if k.xpub is not None}
         if len(kinds) > 1:
             raise DescriptorError("descriptor mixes mainnet (xpub) and testnet (tpub) keys")
+
+    def _check_shape(self) -> None:
+        if not self.script_type.is_multisig:
+            if self.threshold is not None or self.sorted_multi or len(self.keys) != 1:
+                raise DescriptorError(f"{self.script_type.value} takes exactly one key")
+            return
+        n = len(self.keys)
+        if self.threshold is None or not 1 <= self.threshold <= n <= MAX_MULTISIG_KEYS:
+            raise DescriptorError(f"invalid multisig {self.threshold}-of-{n}")
 
     @classmethod
     def parse(cls, text: str, require_checksum: bool = True) -> Descriptor:
@@ -550,7 +589,7 @@ class Descriptor:
             raise DescriptorError(f"duplicate public keys in multisig at index {index}")
         assert self.threshold is not None
         try:
-            witness_script = multisig_script(self.threshold, pubkeys)
+            witness_script = _multisig_script(self.threshold, pubkeys)
         except ScriptError as exc:
             raise DescriptorError(str(exc)) from None
         program = p2wsh_script(witness_script)

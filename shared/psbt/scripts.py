@@ -117,4 +117,5 @@ def _legacy(index: int, utxo: TxOut, script: bytes, redeem: bytes | None) -> Spe
     if classify(script) is OutputType.P2PKH and redeem is None:
         return SpendInfo(index, utxo, SpendKind.P2PKH, False, script, (), 1, script[3:23],
                          None, None)  # fmt: skip
-    raise UnsupportedInputError(f"input {index}: script type {classify(script).value} is not supported")
+    kind = classify(script).value
+    raise UnsupportedInputError(f"input {index}: script type {kind} is not supported")

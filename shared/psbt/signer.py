@@ -10,9 +10,9 @@ from __future__ import annotations
 from coincurve import PrivateKey
 
 from shared.bitcoin import ecdsa
-from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
+from shared.bitcoin.sighash import SIGHASH_ALL, VALID_ECDSA_SIGHASH_TYPES, SighashCache
 from shared.psbt.errors import PsbtSignerError
-from shared.psbt.model import Psbt
+from shared.psbt.model import Psbt, PsbtInput
 from shared.psbt.scripts import UnsupportedInputError, spend_info
 
 
@@ -36,6 +36,7 @@ def sign_psbt(psbt: Psbt, secrets: list[bytes], low_r: bool = True) -> tuple[Psb
             continue
         except ValueError as exc:
             raise PsbtSignerError(str(exc)) from exc
+        _check_sighash_type(inp)
     cache = SighashCache(result.unsigned_tx)
     added = 0
     for info in plans:
@@ -48,3 +49,17 @@ def sign_psbt(psbt: Psbt, secrets: list[bytes], low_r: bool = True) -> tuple[Psb
             inp.set(0x02, der + bytes([hash_type & 0xFF]), keydata=pubkey)
             added += 1
     return result, added
+
+
+def _check_sighash_type(inp: PsbtInput) -> None:
+    """Refuse a requested type that no ECDSA signature can carry.
+
+    The field is any 32-bit value, but the signature's trailing byte holds only defined
+    types: signing under another value would commit to one type and label it another.
+    """
+    hash_type = inp.sighash_type
+    if hash_type is not None and hash_type not in VALID_ECDSA_SIGHASH_TYPES:
+        raise PsbtSignerError(
+            f"{inp.where}: PSBT_IN_SIGHASH_TYPE {hash_type & 0xFFFFFFFF:#010x} is not a "
+            f"defined ECDSA sighash type"
+        )
