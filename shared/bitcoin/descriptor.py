@@ -32,14 +32,11 @@ from shared.bitcoin.bip32 import (
 )
 from shared.bitcoin.script import (
     MAX_MULTISIG_KEYS,
-    OP_CHECKMULTISIG,
     ScriptError,
     multisig_script,
     p2sh_wrap,
     p2wpkh_script,
     p2wsh_script,
-    push_data,
-    push_int,
 )
 
 INPUT_CHARSET = (
@@ -457,24 +454,6 @@ def _parse_body(body: str) -> Descriptor:
 # -- descriptors --------------------------------------------------------------------------
 
 
-def _push_number(n: int) -> bytes:
-    """Push ``n`` as Bitcoin Core's ``CScript() << n``: OP_N up to 16, else a number push."""
-    if n <= 16:
-        return push_int(n)
-    return push_data(n.to_bytes((n.bit_length() + 8) // 8, "little"))
-
-
-def _multisig_script(threshold: int, pubkeys: list[bytes]) -> bytes:
-    """CHECKMULTISIG script; above 16 keys the counts are number pushes, not OP_N."""
-    if len(pubkeys) <= 16:
-        return multisig_script(threshold, pubkeys)
-    if not 1 <= threshold <= len(pubkeys) <= MAX_MULTISIG_KEYS:
-        raise DescriptorError(f"invalid multisig {threshold}-of-{len(pubkeys)}")
-    body = b"".join(push_data(pk) for pk in pubkeys)
-    count = _push_number(len(pubkeys))
-    return _push_number(threshold) + body + count + bytes([OP_CHECKMULTISIG])
-
-
 @dataclass(frozen=True)
 class DerivedOutput:
     """Everything a PSBT updater needs for one output of a descriptor."""
@@ -589,7 +568,7 @@ class Descriptor:
             raise DescriptorError(f"duplicate public keys in multisig at index {index}")
         assert self.threshold is not None
         try:
-            witness_script = _multisig_script(self.threshold, pubkeys)
+            witness_script = multisig_script(self.threshold, pubkeys)
         except ScriptError as exc:
             raise DescriptorError(str(exc)) from None
         program = p2wsh_script(witness_script)

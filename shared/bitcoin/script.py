@@ -72,6 +72,14 @@ def push_int(n: int) -> bytes:
     return bytes([OP_0 if n == 0 else OP_1 + n - 1])
 
 
+def push_number(n: int) -> bytes:
+    """Push a non-negative count as Bitcoin Core's ``CScript() << n``: OP_N up to 16, else a
+    minimal little-endian number push (multisig with 17-20 keys)."""
+    if n <= 16:
+        return push_int(n)
+    return push_data(n.to_bytes((n.bit_length() + 8) // 8, "little"))
+
+
 def iter_ops(script: bytes) -> list[tuple[int, bytes | None]]:
     """Decode a script into (opcode, pushed data or None); refuses truncated pushes."""
     ops: list[tuple[int, bytes | None]] = []
@@ -154,7 +162,7 @@ def multisig_script(threshold: int, pubkeys: list[bytes] | tuple[bytes, ...]) ->
     if not 1 <= threshold <= len(pubkeys) <= MAX_MULTISIG_KEYS:
         raise ScriptError(f"invalid multisig {threshold}-of-{len(pubkeys)}")
     body = b"".join(push_data(pk) for pk in pubkeys)
-    return push_int(threshold) + body + push_int(len(pubkeys)) + bytes([OP_CHECKMULTISIG])
+    return push_number(threshold) + body + push_number(len(pubkeys)) + bytes([OP_CHECKMULTISIG])
 
 
 def parse_multisig(script: bytes) -> Multisig | None:
@@ -165,7 +173,7 @@ def parse_multisig(script: bytes) -> Multisig | None:
         return None
     if len(ops) < 4 or ops[-1][0] != OP_CHECKMULTISIG:
         return None
-    m, n = small_int(ops[0][0]), small_int(ops[-2][0])
+    m, n = _pushed_count(ops[0]), _pushed_count(ops[-2])
     keys = [data for _, data in ops[1:-2]]
     if m is None or n is None or not 1 <= m <= n == len(keys):
         return None
@@ -174,6 +182,14 @@ def parse_multisig(script: bytes) -> Multisig | None:
     if multisig_script(m, keys) != script:  # non-minimal pushes are not our template
         return None
     return Multisig(m, tuple(k for k in keys if k is not None))
+
+
+def _pushed_count(op: tuple[int, bytes | None]) -> int | None:
+    """A count pushed by :func:`push_number` (exact form checked by the caller's rebuild)."""
+    opcode, data = op
+    if data is not None and len(data) == 1 and opcode == 1:
+        return data[0]
+    return small_int(opcode)
 
 
 def classify(script_pubkey: bytes) -> OutputType:

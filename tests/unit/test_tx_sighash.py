@@ -103,3 +103,12 @@ def test_multisig_scripts_parse_back_and_refuse_non_minimal_forms():
     # n in the script disagreeing with the key count, or m > n, is not our template
     assert parse_multisig(script[:-2] + bytes([0x52, 0xAE])) is None
     assert parse_multisig(bytes([0x54]) + script[1:]) is None
+
+
+def test_multisig_with_more_than_16_keys_uses_number_pushes_like_core():
+    keys = [bytes([3]) + bytes([i]) * 32 for i in range(1, 21)]
+    script = multisig_script(17, keys)
+    assert script[:2] == b"\x01\x11" and script[-3:] == b"\x01\x14\xae"
+    parsed = parse_multisig(script)
+    assert parsed is not None and parsed.threshold == 17 and len(parsed.pubkeys) == 20
+    assert classify(script) is OutputType.MULTISIG
