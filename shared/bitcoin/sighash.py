@@ -77,7 +77,7 @@ class SighashCache:
                 txin.sequence.to_bytes(4, "little"),
                 hash_outputs,
                 tx.locktime.to_bytes(4, "little"),
-                hash_type.to_bytes(4, "little"),
+                _hash_type_bytes(hash_type),
             )
         )
         return hash256(preimage)
@@ -109,6 +109,12 @@ class SighashCache:
             outputs = tx.outputs
         parts.append(compact_size(len(outputs)))
         parts += [out.serialize() for out in outputs]
-        parts += [tx.locktime.to_bytes(4, "little"), hash_type.to_bytes(4, "little")]
+        parts += [tx.locktime.to_bytes(4, "little"), _hash_type_bytes(hash_type)]
         return hash256(b"".join(parts))
 
+
+def _hash_type_bytes(hash_type: int) -> bytes:
+    """The 4-byte sighash type as Core serializes its int32 (two's complement)."""
+    if not -(2**31) <= hash_type < 2**32:
+        raise ValueError(f"sighash type {hash_type} does not fit 32 bits")
+    return (hash_type & 0xFFFFFFFF).to_bytes(4, "little")

@@ -46,6 +46,8 @@ _RANK = {scope: {t: i for i, t in enumerate(order)} for scope, order in _ORDER.i
 
 def split_key(key: bytes) -> tuple[int, bytes]:
     """(key type, key data) of a raw record key; the type is a CompactSize."""
+    if key and key[0] < 0xFD:  # every type defined today: one byte
+        return key[0], key[1:]
     reader = ByteReader(key)
     key_type = reader.read_compact_size("key type")
     return key_type, reader.read(reader.remaining())
@@ -506,6 +508,7 @@ def _read_map(
             return target
         value = reader.read_var_bytes(f"{target.where} value")
         if key in target._records:
-            raise PsbtFieldError(target.where, f.field_name(target.scope, key[0]),
+            key_type, _ = split_key(key)
+            raise PsbtFieldError(target.where, f.field_name(target.scope, key_type),
                                  f"duplicate key {key.hex()}")  # fmt: skip
         target.set_record(key, value)

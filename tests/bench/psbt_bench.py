@@ -122,7 +122,7 @@ def sighash_all_inputs(tx: Transaction, script_code: bytes) -> None:
         cache.segwit_v0(index, script_code, 100_000, SIGHASH_ALL)
 
 
-def bench_sighash(sizes: tuple[int, ...] = (100, 500, 1000), runs: int = 9) -> None:
+def bench_sighash(sizes: tuple[int, ...] = (100, 500, 1000), runs: int = 25) -> None:
     script_code = p2wpkh_script_code(bytes(20))
     print("BIP-143 sighash of every input, SighashCache.segwit_v0, fresh cache per run "
           f"(median of {runs}, 2 outputs)")  # fmt: skip
