@@ -151,7 +151,9 @@ def test_core_invalid(encoded):
         Psbt.from_text(encoded)
 
 
-@pytest.mark.parametrize("entry", cases(CORE, "invalid_with_msg") + cases(CORE_V30, "invalid_with_msg"))
+@pytest.mark.parametrize(
+    "entry", cases(CORE, "invalid_with_msg") + cases(CORE_V30, "invalid_with_msg")
+)
 def test_core_invalid_with_msg(entry):
     encoded, core_message = entry
     with pytest.raises(PsbtError) as raised:
