@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from online_coordinator.commands import psbt as psbt_commands
+from online_coordinator.commands import ur as ur_commands
+from online_coordinator.commands.common import CommandError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     psbt_commands.register(commands)
+    ur_commands.register(commands)
     return parser
 
 
@@ -27,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except psbt_commands.CommandError as exc:
+    except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -10,19 +10,12 @@ import argparse
 import base64
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from online_coordinator.commands.common import CommandError, read_limited, write_output
 from shared.bitcoin.address import network_by_name
-from shared.psbt import MAX_PSBT_SIZE, Psbt, PsbtError, combine, extract, finalize
+from shared.psbt import Psbt, PsbtError, combine, extract, finalize
 from shared.psbt.describe import describe
-
-#: Text encodings (base64, hex) of a PSBT are at most about twice its binary size.
-_MAX_INPUT_BYTES = 2 * MAX_PSBT_SIZE + 4096
-
-
-class CommandError(Exception):
-    """A one-line, user-facing error; the CLI exits with status 2."""
 
 
 def register(commands: Any) -> None:
@@ -50,21 +43,9 @@ def register(commands: Any) -> None:
 
 
 def read_psbt(source: str) -> Psbt:
-    """Load a PSBT from a path or ``-``, refusing oversized input before reading it all."""
+    """Load a PSBT (binary, base64 or hex) from a path or ``-``."""
     try:
-        if source == "-":
-            data = sys.stdin.buffer.read(_MAX_INPUT_BYTES + 1)
-        else:
-            path = Path(source)
-            if path.stat().st_size > _MAX_INPUT_BYTES:
-                raise CommandError(f"{source}: larger than the {MAX_PSBT_SIZE}-byte PSBT limit")
-            data = path.read_bytes()
-    except OSError as exc:
-        raise CommandError(f"{source}: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_INPUT_BYTES:
-        raise CommandError(f"{source}: larger than the {MAX_PSBT_SIZE}-byte PSBT limit")
-    try:
-        return Psbt.from_text(data)
+        return Psbt.from_text(read_limited(source))
     except PsbtError as exc:
         raise CommandError(f"{source}: {exc}") from exc
 
@@ -73,10 +54,7 @@ def write_psbt(psbt: Psbt, target: str) -> None:
     if target == "-":
         print(base64.b64encode(psbt.serialize()).decode())
         return
-    try:
-        Path(target).write_bytes(psbt.serialize())
-    except OSError as exc:
-        raise CommandError(f"{target}: {exc.strerror or exc}") from exc
+    write_output(psbt.serialize(), target)
 
 
 def decode_command(args: argparse.Namespace) -> int:
