@@ -15,7 +15,9 @@ lint: venv
 	$(PY) -m ruff check .
 
 bench: venv
-	$(PY) tests/bench/psbt_bench.py
+	$(PY) -m tests.bench.psbt_bench
+	$(PY) -m tests.bench.fountain_bench
+	$(PY) -m tests.bench.qr_bench
 
 fuzz: venv
 	$(VENV)/bin/pip install -q -e '.[fuzz]'

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from online_coordinator.commands import psbt as psbt_commands
+from online_coordinator.commands import qr as qr_commands
 from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands.common import CommandError
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     psbt_commands.register(commands)
     ur_commands.register(commands)
+    qr_commands.register(commands)
     return parser
 
 

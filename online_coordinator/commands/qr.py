@@ -1,0 +1,138 @@
+"""``qr video | scan``: animated QR through a real video file or camera.
+
+``qr video`` renders a payload's UR parts as an animated-QR video (the screen side);
+``qr scan`` reads frames through OpenCV ``VideoCapture`` (a file or a camera), decodes them
+and writes the payload (the camera side). ``--channel`` applies the channel simulator, so
+the whole path can be exercised and measured without a camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from online_coordinator.commands.common import CommandError, read_limited, write_output
+from online_coordinator.commands.ur import make_encoder
+from shared.qr.camera import CameraError, FrameSource
+from shared.qr.channel import Channel, parse_channel_spec
+from shared.qr.presets import PRESETS, Preset, preset_by_name
+from shared.qr.receiver import QrReceiver
+from shared.qr.video import VideoWriteError, write_video
+from shared.ur.payload import PayloadError, cbor_to_file
+from shared.ur.registry import REGISTRY
+
+
+def register(commands: Any) -> None:
+    group = commands.add_parser("qr", help="animated QR video out, camera or video scan in")
+    sub = group.add_subparsers(dest="qr_command", required=True, metavar="ACTION")
+
+    video = sub.add_parser("video", help="write a payload as an animated-QR video")
+    video.add_argument("file", help="payload file (PSBT, descriptor text, bytes), or -")
+    video.add_argument("--out", required=True, help="video file to write (.avi, MJPG)")
+    video.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    video.add_argument("--type", default="crypto-psbt", choices=sorted(REGISTRY))
+    video.add_argument("--max-fragment", type=int, help="override the preset's bytes per part")
+    video.add_argument("--fps", type=float, help="override the preset's frame rate")
+    video.add_argument("--cycles", type=float, default=2.0,
+                       help="frames to write, in multiples of seqLen (default 2)")  # fmt: skip
+    video.add_argument("--fountain", choices=["standard", "coldstation"], default="standard")
+    video.add_argument("--channel", help="simulate a camera, e.g. loss=0.1,blur=1.0,noise=4")
+    video.set_defaults(handler=video_command)
+
+    scan = sub.add_parser("scan", help="decode an animated QR from a video or camera")
+    source = scan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="video file to read")
+    source.add_argument("--camera", type=int, help="camera device index")
+    scan.add_argument("-o", "--out", default="-", help="payload file (default stdout)")
+    scan.add_argument("--channel", help="apply the channel simulator to captured frames")
+    scan.add_argument("--timeout", type=float, default=120.0, help="give up after N seconds")
+    scan.set_defaults(handler=scan_command)
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    preset = preset_by_name(args.preset)
+    changes: dict[str, object] = {"ur_type": args.type}
+    if args.max_fragment is not None:
+        changes["max_fragment_len"] = args.max_fragment
+    if args.fps is not None:
+        changes["fps"] = args.fps
+    try:
+        return preset.with_overrides(**changes)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _channel(spec: str | None) -> Channel | None:
+    if spec is None:
+        return None
+    try:
+        return Channel(parse_channel_spec(spec))
+    except ValueError as exc:
+        raise CommandError(f"--channel: {exc}") from exc
+
+
+def video_command(args: argparse.Namespace) -> int:
+    preset = _preset(args)
+    channel = _channel(args.channel)
+    encoder = make_encoder(args.type, read_limited(args.file), preset.max_fragment_len,
+                           args.fountain)  # fmt: skip
+    count = max(1, math.ceil(encoder.seq_len * args.cycles))
+    renderer = preset.renderer()
+    frames: Iterator[np.ndarray] = (renderer.image(encoder.next_part().upper())
+                                    for _ in range(count))  # fmt: skip
+    if channel is not None:
+        frames = channel.apply(frames)
+    try:
+        written = write_video(frames, args.out, preset.fps)
+    except (VideoWriteError, OSError) as exc:
+        raise CommandError(f"{args.out}: {exc}") from exc
+    print(f"{args.out}: {written} frames, seqLen {encoder.seq_len}, version "
+          f"{renderer.version}, {preset.fps:g} fps", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def scan_command(args: argparse.Namespace) -> int:
+    channel = _channel(args.channel)
+    try:
+        source = FrameSource(args.video if args.video is not None else args.camera)
+    except CameraError as exc:
+        raise CommandError(str(exc)) from exc
+    with source:
+        receiver = QrReceiver(fps=source.fps)
+        frames: Iterator[np.ndarray] = iter(source)
+        if channel is not None:
+            frames = channel.apply(frames)
+        _scan(receiver, frames, args.timeout, live=args.camera is not None)
+    result = receiver.result
+    if result is None:
+        reasons = "; ".join(f"{n}x {r}" for r, n in receiver.rejections.most_common(3))
+        detail = f" (rejected: {reasons})" if reasons else ""
+        raise CommandError(f"incomplete after {receiver.frames_seen} frames: "
+                           f"{receiver.progress()}{detail}")  # fmt: skip
+    try:
+        write_output(cbor_to_file(result.ur_type, result.cbor), args.out)
+    except PayloadError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"received ur:{result.ur_type} in {receiver.frames_seen} frames",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _scan(receiver: QrReceiver, frames: Iterator[np.ndarray], timeout: float,
+          live: bool) -> None:  # fmt: skip
+    started = time.monotonic()
+    last_report = started
+    for image in frames:
+        now = time.monotonic()
+        receiver.feed(image, now - started if live else None)
+        if receiver.is_complete or now - started > timeout:
+            return
+        if live and now - last_report > 1.0:
+            print(receiver.progress(now - started), file=sys.stderr)
+            last_report = now
