@@ -1,0 +1,659 @@
+"""Journal record format, hash chain and verification (DESIGN 3, REQUIREMENTS 35-37).
+
+The appliance appends one signed record per key event; an auditor replays the export with
+this same module. Every record names the hash of the one before it (``prev_hash``) and
+carries a consecutive ``seq``, and the appliance audit key signs each record's hash, so an
+edited, deleted, reordered, duplicated or foreign-signed record is found and named by its
+seq. Truncation of the tail cannot be seen from the entries alone: the verifier needs the
+head (hash) or length recorded elsewhere (a receipt, the previous ceremony's record).
+
+Records carry officer key fingerprints, never names (DESIGN 8). Everything hashed or
+signed is canonical CBOR (:mod:`shared.canonical`); the record map includes a ``type``
+so a journal signature can never be mistaken for a signature over another document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import canonical
+from shared.bitcoin import ecdsa
+
+GENESIS = bytes(32)
+RECORD_TYPE = "coldstation-journal-record"
+RECORD_FORMAT = 1
+EXPORT_TYPE = "coldstation-journal"
+EXPORT_VERSION = 1
+
+#: Events the appliance may journal. Add new ones here (both writer and reader refuse
+#: anything else, so an auditor never silently skips an event it does not understand).
+EVENTS = frozenset(
+    {
+        "token_init",
+        "key_generated",
+        "officer_enrolled",
+        "officer_revoked",
+        "policy_installed",
+        "activation",
+        "signing_decision",
+        "key_suspended",
+        "key_reactivated",
+        "key_archived",
+        "backup",
+        "restore",
+        "export",
+        "wallet_exported",
+        "journal_export",
+        "pin_lockout",
+    }
+)
+DECISIONS = frozenset({"approved", "refused"})
+
+MAX_SEQ = 2**63 - 1
+MAX_TIME = 2**40  # year ~36812: far beyond any real clock, small enough to refuse garbage
+MAX_APPLIANCE_ID = 64
+MAX_ACTORS = 64
+MAX_SUBJECTS = 16
+MAX_SUBJECT_NAME = 32
+MAX_SUBJECT_BYTES = 64
+MAX_DETAIL_TEXT = 4096
+MAX_DETAIL_ITEMS = 256
+MAX_DETAIL_DEPTH = 4
+MAX_RECORD_BYTES = 32 * 1024
+MAX_ENTRY_BYTES = MAX_RECORD_BYTES + 256
+MAX_EXPORT_BYTES = 16 * 1024 * 1024
+MAX_EXPORT_ENTRIES = 100_000
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_SUBJECT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_RECORD_KEYS = frozenset(
+    {
+        "type",
+        "format",
+        "seq",
+        "prev_hash",
+        "time",
+        "appliance",
+        "event",
+        "actors",
+        "subjects",
+        "decision",
+        "details",
+    }
+)
+_EXPORT_KEYS = frozenset({"type", "version", "appliance", "audit_key", "entries"})
+
+
+class JournalError(ValueError):
+    """A journal record, entry or export that is malformed; the message says what."""
+
+
+def is_fingerprint(value: object) -> bool:
+    """True for an officer key fingerprint: 16 lowercase hex digits (8 bytes)."""
+    return isinstance(value, str) and _FINGERPRINT.fullmatch(value) is not None
+
+
+# -- field checks -------------------------------------------------------------------------
+
+
+def _int(value: object, name: str, low: int, high: int) -> int:
+    """An int (not a bool, which Python treats as one) within ``low..high``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise JournalError(f"{name} must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise JournalError(f"{name} {value} is outside {low}..{high}")
+    return value
+
+
+def _text(value: object, name: str, max_len: int) -> str:
+    """Non-empty printable text: control characters could forge lines in a report."""
+    if not isinstance(value, str):
+        raise JournalError(f"{name} must be text, not {type(value).__name__}")
+    if not 0 < len(value) <= max_len:
+        raise JournalError(f"{name} must be 1..{max_len} characters, got {len(value)}")
+    if not value.isprintable():
+        raise JournalError(f"{name} contains control characters")
+    return value
+
+
+def _hash32(value: object, name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise JournalError(f"{name} must be 32 bytes")
+    return value
+
+
+def _check_event(event: object) -> str:
+    if not isinstance(event, str) or event not in EVENTS:
+        raise JournalError(f"unknown journal event {event!r}")
+    return event
+
+
+def _check_actors(actors: object) -> tuple[str, ...]:
+    if not isinstance(actors, list | tuple):
+        raise JournalError("actors must be a list of officer key fingerprints")
+    if len(actors) > MAX_ACTORS:
+        raise JournalError(f"{len(actors)} actors exceeds the limit of {MAX_ACTORS}")
+    for actor in actors:
+        if not is_fingerprint(actor):
+            raise JournalError(f"actor {actor!r} is not a key fingerprint (16 lowercase hex)")
+    if len(set(actors)) != len(actors):
+        raise JournalError("actors lists the same fingerprint twice")
+    return tuple(actors)
+
+
+def _check_subjects(subjects: object) -> dict[str, bytes]:
+    if not isinstance(subjects, Mapping):
+        raise JournalError("subjects must be a map of name to hash")
+    if len(subjects) > MAX_SUBJECTS:
+        raise JournalError(f"{len(subjects)} subjects exceeds the limit of {MAX_SUBJECTS}")
+    out: dict[str, bytes] = {}
+    for name, value in subjects.items():
+        if (
+            not isinstance(name, str)
+            or len(name) > MAX_SUBJECT_NAME
+            or not _SUBJECT_NAME.fullmatch(name)
+        ):
+            raise JournalError(f"subject name {name!r} is not a short lowercase identifier")
+        if not isinstance(value, bytes) or not 1 <= len(value) <= MAX_SUBJECT_BYTES:
+            raise JournalError(f"subject {name!r} must be 1..{MAX_SUBJECT_BYTES} bytes")
+        out[name] = value
+    return out
+
+
+def _check_decision(decision: object) -> str | None:
+    if decision is not None and (not isinstance(decision, str) or decision not in DECISIONS):
+        raise JournalError(f"decision must be None, 'approved' or 'refused', not {decision!r}")
+    return decision
+
+
+def _check_detail(value: object, path: str, depth: int) -> None:
+    """Details hold plain values only, bounded in size and depth, so any replay can read them."""
+    if depth > MAX_DETAIL_DEPTH:
+        raise JournalError(f"details {path} nested deeper than {MAX_DETAIL_DEPTH} levels")
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -(2**64) <= value < 2**64:
+            raise JournalError(f"details {path} integer outside the 64-bit range")
+        return
+    if isinstance(value, str | bytes):
+        if len(value) > MAX_DETAIL_TEXT:
+            raise JournalError(f"details {path} longer than {MAX_DETAIL_TEXT}")
+        return
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_DETAIL_ITEMS:
+            raise JournalError(f"details {path} has more than {MAX_DETAIL_ITEMS} items")
+        for i, item in enumerate(value):
+            _check_detail(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, Mapping):
+        _check_detail_map(value, path, depth)
+        return
+    raise JournalError(f"details {path} has unsupported type {type(value).__name__}")
+
+
+def _check_detail_map(value: Mapping[Any, Any], path: str, depth: int) -> None:
+    if len(value) > MAX_DETAIL_ITEMS:
+        raise JournalError(f"details {path} has more than {MAX_DETAIL_ITEMS} keys")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_SUBJECT_NAME * 2:
+            raise JournalError(f"details {path} key {key!r} is not short text")
+        _check_detail(item, f"{path}.{key}", depth + 1)
+
+
+def _check_details(details: object) -> dict[str, Any]:
+    """Validate, then copy through canonical CBOR so later caller edits cannot alter the
+    record after it has been hashed and signed (and tuples become lists, as on read)."""
+    if not isinstance(details, Mapping):
+        raise JournalError("details must be a map")
+    _check_detail_map(details, "", 0)
+    encoded = canonical.encode(dict(details))
+    if len(encoded) > MAX_RECORD_BYTES:
+        raise JournalError(f"details are {len(encoded)} bytes, over the record limit")
+    copied: dict[str, Any] = canonical.decode(encoded)
+    return copied
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One journal record: what happened, to which subjects, decided by which officers."""
+
+    seq: int
+    prev_hash: bytes
+    time: int
+    appliance_id: str
+    event: str
+    actors: tuple[str, ...] = ()
+    subjects: dict[str, bytes] = field(default_factory=dict)
+    decision: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _int(self.seq, "seq", 0, MAX_SEQ)
+        _hash32(self.prev_hash, "prev_hash")
+        _int(self.time, "time", 0, MAX_TIME)
+        _text(self.appliance_id, "appliance id", MAX_APPLIANCE_ID)
+        _check_event(self.event)
+        object.__setattr__(self, "actors", _check_actors(self.actors))
+        object.__setattr__(self, "subjects", _check_subjects(self.subjects))
+        _check_decision(self.decision)
+        object.__setattr__(self, "details", _check_details(self.details))
+        size = len(canonical.encode(self.to_plain()))
+        if size > MAX_RECORD_BYTES:
+            raise JournalError(f"record is {size} bytes, over the {MAX_RECORD_BYTES} limit")
+
+    def to_plain(self) -> dict[str, Any]:
+        """The map that is hashed and signed; ``type``/``format`` give domain separation."""
+        return {
+            "type": RECORD_TYPE,
+            "format": RECORD_FORMAT,
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+            "time": self.time,
+            "appliance": self.appliance_id,
+            "event": self.event,
+            "actors": list(self.actors),
+            "subjects": dict(self.subjects),
+            "decision": self.decision,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: object) -> Record:
+        """Strict inverse of :meth:`to_plain`: exact keys, exact types."""
+        if not isinstance(plain, dict):
+            raise JournalError("record must be a map")
+        _exact_keys(plain, _RECORD_KEYS, "record")
+        if plain["type"] != RECORD_TYPE:
+            raise JournalError(f"record type {plain['type']!r} is not {RECORD_TYPE!r}")
+        if plain["format"] != RECORD_FORMAT or isinstance(plain["format"], bool):
+            raise JournalError(f"unsupported record format {plain['format']!r}")
+        return cls(
+            seq=plain["seq"],
+            prev_hash=plain["prev_hash"],
+            time=plain["time"],
+            appliance_id=plain["appliance"],
+            event=plain["event"],
+            actors=_check_actors(plain["actors"]),
+            subjects=plain["subjects"],
+            decision=plain["decision"],
+            details=plain["details"],
+        )
+
+    def hash(self) -> bytes:
+        """SHA-256 of the canonical record: what the audit key signs and the next links to."""
+        return canonical.digest(self.to_plain())
+
+
+def _exact_keys(plain: dict[Any, Any], expected: frozenset[str], what: str) -> None:
+    """Unknown fields are refused (not ignored) so nothing unsigned rides along."""
+    keys = set(plain)
+    missing = sorted(expected - keys)
+    if missing:
+        raise JournalError(f"{what} is missing field {missing[0]!r}")
+    unknown = sorted(repr(k) for k in keys - expected)
+    if unknown:
+        raise JournalError(f"{what} has unknown field {unknown[0]}")
+
+
+def _check_der(sig: object) -> bytes:
+    """Strict DER and low S, as Bitcoin requires: one encoding per signature."""
+    if not isinstance(sig, bytes) or not 8 <= len(sig) <= 72:
+        raise JournalError("signature must be 8..72 bytes of DER")
+    if not ecdsa.is_strict_der(sig + b"\x01") or not ecdsa.is_low_s(sig):
+        raise JournalError("signature is not strict low-S DER")
+    return sig
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A record plus the appliance audit key's signature over ``record.hash()``."""
+
+    record: Record
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.record, Record):
+            raise JournalError("entry record must be a Record")
+        _check_der(self.signature)
+
+    def to_bytes(self) -> bytes:
+        return canonical.encode({"record": self.record.to_plain(), "sig": self.signature})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Entry:
+        """Parse one stored entry; refuses non-canonical or oversized bytes."""
+        if not isinstance(data, bytes):
+            raise JournalError("entry must be bytes")
+        plain = _decode(data, MAX_ENTRY_BYTES, "entry")
+        if not isinstance(plain, dict):
+            raise JournalError("entry must be a map")
+        _exact_keys(plain, frozenset({"record", "sig"}), "entry")
+        return cls(Record.from_plain(plain["record"]), _check_der(plain["sig"]))
+
+    def verify(self, audit_pubkey: bytes) -> bool:
+        return ecdsa.verify(audit_pubkey, self.signature, self.record.hash())
+
+
+def _decode(data: bytes, max_size: int, what: str) -> Any:
+    try:
+        return canonical.decode(data, max_size=max_size)
+    except canonical.CanonicalError as exc:
+        raise JournalError(f"{what}: {exc}") from exc
+
+
+def seal(
+    record: Record, sign: Callable[[bytes], bytes], *, audit_pubkey: bytes | None = None
+) -> Entry:
+    """Sign ``record.hash()`` with ``sign`` (the HSM); check the result when the key is given,
+    since a faulty token must never put an unverifiable entry in the journal."""
+    entry = Entry(record, sign(record.hash()))
+    if audit_pubkey is not None and not entry.verify(audit_pubkey):
+        raise JournalError(f"seq {record.seq}: fresh signature does not verify")
+    return entry
+
+
+def next_record(
+    previous: Entry | None,
+    *,
+    time: int,
+    appliance_id: str,
+    event: str,
+    actors: Iterable[str] = (),
+    subjects: Mapping[str, bytes] | None = None,
+    decision: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Record:
+    """The record that chains onto ``previous`` (or the genesis record when None).
+
+    Refuses a clock that runs backwards or a different appliance id, because per-day limits
+    are counted from record times and the chain belongs to one appliance.
+    """
+    if previous is None:
+        seq, prev_hash = 0, GENESIS
+    else:
+        last = previous.record
+        if time < last.time:
+            raise JournalError(f"time {time} is before seq {last.seq}'s time {last.time}")
+        if appliance_id != last.appliance_id:
+            raise JournalError(f"appliance {appliance_id!r} does not match the journal's")
+        seq, prev_hash = last.seq + 1, last.hash()
+    return Record(
+        seq=seq,
+        prev_hash=prev_hash,
+        time=time,
+        appliance_id=appliance_id,
+        event=event,
+        actors=tuple(actors),
+        subjects=dict(subjects or {}),
+        decision=decision,
+        details=dict(details or {}),
+    )
+
+
+# -- verification -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem, located by list position and (where known) the record's seq."""
+
+    position: int
+    seq: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"position {self.position}" + ("" if self.seq is None else f" (seq {self.seq})")
+        return f"{where}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class JournalReport:
+    """Verification result; ``head`` is the last record's hash (start hash when empty)."""
+
+    findings: list[Finding]
+    length: int
+    head: bytes
+    last_seq: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+@dataclass
+class _Walk:
+    """State carried while walking the entries in list order."""
+
+    audit_pubkey: bytes
+    appliance_id: str | None
+    start_prev_hash: bytes
+    start_seq: int
+    findings: list[Finding] = field(default_factory=list)
+    by_hash: dict[bytes, int] = field(default_factory=dict)
+    by_seq: dict[int, int] = field(default_factory=dict)
+
+    def add(self, position: int, seq: int | None, problem: str) -> None:
+        self.findings.append(Finding(position, seq, problem))
+
+
+def verify_journal(
+    entries: Sequence[Entry],
+    audit_pubkey: bytes,
+    *,
+    expected_head: bytes | None = None,
+    expected_length: int | None = None,
+    start_prev_hash: bytes = GENESIS,
+    start_seq: int = 0,
+    appliance_id: str | None = None,
+) -> JournalReport:
+    """Check signatures, seq order and hash links; name every break by position and seq.
+
+    ``start_prev_hash``/``start_seq`` let a ceremony's segment be checked against the head
+    of the previous one (REQUIREMENTS 36). ``appliance_id`` defaults to the first record's.
+    """
+    if not ecdsa.is_valid_pubkey(audit_pubkey) or len(audit_pubkey) != 33:
+        raise JournalError("audit key must be a valid 33-byte compressed public key")
+    _hash32(start_prev_hash, "start_prev_hash")
+    _int(start_seq, "start_seq", 0, MAX_SEQ)
+    if not all(isinstance(e, Entry) for e in entries):
+        raise JournalError("entries must be Entry objects (parse them with Entry.from_bytes)")
+    if entries and appliance_id is None:
+        appliance_id = entries[0].record.appliance_id
+    walk = _Walk(audit_pubkey, appliance_id, start_prev_hash, start_seq)
+    hashes = [e.record.hash() for e in entries]
+    for position in range(len(entries)):
+        _check_entry(walk, entries, hashes, position)
+    _check_missing(walk, entries)
+    head = hashes[-1] if hashes else start_prev_hash
+    last_seq = entries[-1].record.seq if entries else None
+    _check_end(walk, entries, hashes, expected_head, expected_length)
+    walk.findings.sort(key=lambda f: f.position)
+    return JournalReport(walk.findings, len(entries), head, last_seq)
+
+
+def _check_entry(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
+    record = entries[position].record
+    seq = record.seq
+    if not ecdsa.verify(walk.audit_pubkey, entries[position].signature, hashes[position]):
+        walk.add(
+            position,
+            seq,
+            "signature does not verify under the audit key "
+            "(record altered or signed by another key)",
+        )
+    if walk.appliance_id is not None and record.appliance_id != walk.appliance_id:
+        walk.add(position, seq, f"appliance {record.appliance_id!r} is not {walk.appliance_id!r}")
+    _check_order(walk, entries, hashes, position)
+    _check_link(walk, entries, hashes, position)
+    if position and record.time < entries[position - 1].record.time:
+        walk.add(
+            position,
+            seq,
+            f"time {record.time} is before the previous record's "
+            f"{entries[position - 1].record.time}",
+        )
+    walk.by_hash.setdefault(hashes[position], position)
+    walk.by_seq.setdefault(seq, position)
+
+
+def _check_order(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
+    seq = entries[position].record.seq
+    expected = entries[position - 1].record.seq + 1 if position else walk.start_seq
+    if hashes[position] in walk.by_hash:
+        earlier = walk.by_hash[hashes[position]]
+        walk.add(position, seq, f"duplicate of the record at position {earlier}")
+    elif seq in walk.by_seq:
+        walk.add(
+            position, seq, f"a different record with seq {seq} is at position {walk.by_seq[seq]}"
+        )
+    elif seq < expected:
+        where = f"comes after seq {expected - 1}" if position else f"is before start {expected}"
+        walk.add(position, seq, f"out of order: seq {seq} {where}")
+    elif seq > expected:
+        after = f"seq {expected - 1}" if position else "the start"
+        walk.add(position, seq, f"seq {seq} follows {after}: expected seq {expected}")
+
+
+def _check_link(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
+    record = entries[position].record
+    expected = hashes[position - 1] if position else walk.start_prev_hash
+    if record.prev_hash == expected:
+        return
+    if position:
+        before = f"position {position - 1} (seq {entries[position - 1].record.seq})"
+    else:
+        before = "the start hash"
+    problem = f"chain break: prev_hash does not match the hash of {before}"
+    if record.prev_hash in hashes:
+        target = hashes.index(record.prev_hash)
+        problem += f"; it links to seq {entries[target].record.seq} at position {target}"
+    walk.add(position, record.seq, problem)
+
+
+def _check_missing(walk: _Walk, entries: Sequence[Entry]) -> None:
+    """Name each seq that never appears between the start and the highest seq seen."""
+    if not entries:
+        return
+    seen = {e.record.seq for e in entries}
+    highest = max(seen)
+    if highest - walk.start_seq > 2 * len(entries) + 1000:
+        walk.add(0, highest, f"seq jumps to {highest}: far more records missing than present")
+        return
+    for seq in range(walk.start_seq, highest):
+        if seq not in seen:
+            position = next(i for i, e in enumerate(entries) if e.record.seq > seq)
+            walk.add(position, seq, f"record seq {seq} is missing")
+
+
+def _check_end(
+    walk: _Walk,
+    entries: Sequence[Entry],
+    hashes: list[bytes],
+    expected_head: bytes | None,
+    expected_length: int | None,
+) -> None:
+    """Truncation shows only against a head or length recorded somewhere else."""
+    end = len(entries)
+    last = entries[-1].record.seq if entries else walk.start_seq - 1
+    ends = f"journal ends at seq {last}" if entries else "journal is empty"
+    if expected_length is not None:
+        _int(expected_length, "expected_length", 0, MAX_SEQ)
+        want = walk.start_seq + expected_length - 1
+        if expected_length > end:
+            walk.add(end, last + 1, f"{ends}, expected head at seq {want} (truncated)")
+        elif expected_length < end:
+            walk.add(
+                expected_length,
+                want + 1,
+                f"journal continues to seq {last}, expected head at seq {want}",
+            )
+    if expected_head is None:
+        return
+    _hash32(expected_head, "expected_head")
+    head = hashes[-1] if hashes else walk.start_prev_hash
+    if head == expected_head:
+        return
+    if expected_head in hashes:
+        at = hashes.index(expected_head)
+        walk.add(
+            at + 1,
+            entries[at].record.seq + 1,
+            f"journal continues to seq {last} past "
+            f"the expected head at seq {entries[at].record.seq}",
+        )
+    else:
+        walk.add(
+            end,
+            last + 1,
+            f"{ends}, head {head.hex()[:16]}… is not the expected "
+            f"head {expected_head.hex()[:16]}… (truncated or altered)",
+        )
+
+
+# -- export document ----------------------------------------------------------------------
+
+
+def _check_audit_key(audit_pubkey: object) -> bytes:
+    if not isinstance(audit_pubkey, bytes) or len(audit_pubkey) != 33:
+        raise JournalError("audit key must be a 33-byte compressed public key")
+    if not ecdsa.is_valid_pubkey(audit_pubkey):
+        raise JournalError("audit key is not a point on secp256k1")
+    return audit_pubkey
+
+
+def export_journal(entries: Iterable[Entry], appliance_id: str, audit_pubkey: bytes) -> bytes:
+    """The journal export (a typed CBOR map, the body of a ``ur:bytes``)."""
+    _text(appliance_id, "appliance id", MAX_APPLIANCE_ID)
+    _check_audit_key(audit_pubkey)
+    blobs = [e.to_bytes() for e in entries]
+    if len(blobs) > MAX_EXPORT_ENTRIES:
+        raise JournalError(f"{len(blobs)} entries exceeds the limit of {MAX_EXPORT_ENTRIES}")
+    data = canonical.encode(
+        {
+            "type": EXPORT_TYPE,
+            "version": EXPORT_VERSION,
+            "appliance": appliance_id,
+            "audit_key": audit_pubkey,
+            "entries": blobs,
+        }
+    )
+    if len(data) > MAX_EXPORT_BYTES:
+        raise JournalError(f"export is {len(data)} bytes, over the {MAX_EXPORT_BYTES} limit")
+    return data
+
+
+def parse_export(data: bytes) -> tuple[str, bytes, list[Entry]]:
+    """(appliance id, audit key, entries) from an export; verify them with verify_journal.
+
+    Parsing checks only form; the chain and signatures are judged by :func:`verify_journal`
+    so the auditor gets a report naming each break rather than one exception.
+    """
+    if not isinstance(data, bytes):
+        raise JournalError("export must be bytes")
+    plain = _decode(data, MAX_EXPORT_BYTES, "journal export")
+    if not isinstance(plain, dict):
+        raise JournalError("journal export must be a map")
+    _exact_keys(plain, _EXPORT_KEYS, "journal export")
+    if plain["type"] != EXPORT_TYPE:
+        raise JournalError(f"document type {plain['type']!r} is not {EXPORT_TYPE!r}")
+    if plain["version"] != EXPORT_VERSION or isinstance(plain["version"], bool):
+        raise JournalError(f"unsupported journal export version {plain['version']!r}")
+    appliance_id = _text(plain["appliance"], "appliance id", MAX_APPLIANCE_ID)
+    audit_key = _check_audit_key(plain["audit_key"])
+    blobs = plain["entries"]
+    if not isinstance(blobs, list) or len(blobs) > MAX_EXPORT_ENTRIES:
+        raise JournalError(f"entries must be a list of at most {MAX_EXPORT_ENTRIES} items")
+    entries = []
+    for i, blob in enumerate(blobs):
+        try:
+            entries.append(Entry.from_bytes(blob))
+        except JournalError as exc:
+            raise JournalError(f"entry at position {i}: {exc}") from exc
+    return appliance_id, audit_key, entries
