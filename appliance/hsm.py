@@ -71,7 +71,7 @@ class Hsm:
             tokens = [
                 t for t in self._lib.get_tokens()
                 if (label is not None and t.label == label)
-                or (serial is not None and _serial(t) == serial)
+                or (serial is not None and token_serial(t) == serial)
             ]  # fmt: skip
         what = f"label {label!r}" if label is not None else f"serial {serial!r}"
         if not tokens:
@@ -86,7 +86,7 @@ class Hsm:
 
     def login(self, token: pkcs11.Token, pin: str) -> pkcs11.Session:
         """The token's one read-write user session, logging in if needed."""
-        key = _serial(token)
+        key = token_serial(token)
         with self.lock:
             session = self._sessions.get(key)
             if session is not None:
@@ -103,18 +103,18 @@ class Hsm:
     def session_for(self, token: pkcs11.Token) -> pkcs11.Session:
         """The existing login session; HsmError when the token is not unlocked."""
         with self.lock:
-            session = self._sessions.get(_serial(token))
+            session = self._sessions.get(token_serial(token))
         if session is None:
             raise HsmError(f"token {token.label!r} is locked: log in first")
         return session
 
     def is_logged_in(self, token: pkcs11.Token) -> bool:
         with self.lock:
-            return _serial(token) in self._sessions
+            return token_serial(token) in self._sessions
 
     def logout(self, token: pkcs11.Token) -> None:
         with self.lock:
-            session = self._sessions.pop(_serial(token), None)
+            session = self._sessions.pop(token_serial(token), None)
             if session is not None:
                 session.close()
 
@@ -125,6 +125,7 @@ class Hsm:
             self._sessions.clear()
 
 
-def _serial(token: pkcs11.Token) -> str:
+def token_serial(token: pkcs11.Token) -> str:
+    """The token's serial as text (python-pkcs11 returns padded bytes)."""
     serial = token.serial
     return serial.decode().strip() if isinstance(serial, bytes) else str(serial).strip()

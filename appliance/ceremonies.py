@@ -1,0 +1,250 @@
+"""The appliance's ceremonies, headless and scriptable: each one a short, journaled story.
+
+Every ceremony that uses the signing token first activates it with M officers (their
+shares rebuild the PIN, which is wiped when the ceremony ends), and writes what it did to
+the journal, signed by the audit key, before it reports success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance import softhsm
+from appliance.activation import (
+    activate,
+    activation_pin,
+    new_activation_secret,
+    split_activation_secret,
+)
+from appliance.hsm import Hsm
+from appliance.journal_store import JournalStore
+from appliance.keystore import BackupModel, KeyState, Keystore
+from appliance.officers import PinGuard, enroll_administrator, enroll_officer, unlock
+from appliance.recorder import Recorder
+from appliance.state import ApplianceConfig, ApplianceState
+from shared.bitcoin.descriptor import Descriptor
+from shared.bitcoin.script import OutputType
+from shared.journal import Entry
+from shared.policy import Officer, Policy, SignedPolicy, policy_signing_digest, verify_signed_policy
+
+#: Officers or administrators presented for a ceremony: (token label, PIN).
+Presented = Sequence[tuple[str, str]]
+
+DEFAULT_LIMITS = {
+    "per_tx_limit": 10 * 100_000_000,
+    "per_day_limit": 50 * 100_000_000,
+    "fee_rate_ceiling": 200_000,  # millisat per vbyte: 200 sat/vB
+    "max_fee": 1_000_000,
+    "request_ttl_max": 7 * 24 * 3600,
+}
+DEFAULT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR,
+                        OutputType.P2SH, OutputType.P2PKH)  # fmt: skip
+
+
+class CeremonyError(RuntimeError):
+    """A ceremony that cannot go ahead; the message says why."""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    appliance_id: str
+    officers: list[str]
+    administrators: list[str]
+    audit_public_key: bytes
+    policy_hash: bytes
+
+
+class Appliance:
+    """A loaded appliance: its state, HSM, keystore, PIN guard and journal."""
+
+    def __init__(self, root: Path, hsm: Hsm | None = None) -> None:
+        self.state = ApplianceState(root)
+        self.config = self.state.load()
+        if self.config.demo and hsm is None:
+            softhsm.configure(self.state.root)
+        self.hsm = hsm or Hsm()
+        self.keystore = Keystore(self.hsm, self.config.signing_token, self.state.keys_path)
+        self.guard = PinGuard(self.state.guard_path)
+        store, self.recovery = JournalStore.open(self.state.journal_path)
+        self.recorder = Recorder(store, self.keystore, self.config.appliance_id)
+
+    def close(self) -> None:
+        self.keystore.lock()
+        self.recorder.store.close()
+
+    # -- policy and activation --------------------------------------------------------------
+
+    def policy(self) -> Policy:
+        signed = self.state.installed_policy()
+        if signed is None:
+            raise CeremonyError("no policy installed")
+        return signed.policy
+
+    @contextmanager
+    def activated(self, officers: Presented) -> Iterator[tuple[str, ...]]:
+        """The signing token unlocked by M officers for the length of the block."""
+        policy = self.policy()
+        registry = {o.fingerprint: o.active for o in policy.officers}
+        with activate(self.hsm, self.guard, officers, registry, policy.approval_quorum) as pin:
+            self.keystore.unlock(pin.reveal())
+            actors = pin.officers
+        try:
+            yield actors
+        finally:
+            self.keystore.lock()
+
+    # -- ceremonies -------------------------------------------------------------------------
+
+    def keygen(self, officers: Presented, label: str, model: BackupModel) -> Entry:
+        with self.activated(officers) as actors:
+            info = self.keystore.generate_key(label, model)
+            return self.recorder.record(
+                "key_generated", actors=actors,
+                subjects={"public_key": info.public_key_bytes},
+                details={"label": label, "backup_model": model.value},
+            )  # fmt: skip
+
+    def export_wallet(self, officers: Presented, label: str) -> tuple[Descriptor, Entry]:
+        """The wallet descriptor of one key and the signed journal receipt for it."""
+        info = self.keystore.info(label)
+        descriptor = Descriptor.parse(f"wpkh({info.public_key})", require_checksum=False)
+        with self.activated(officers) as actors:
+            entry = self.recorder.record(
+                "wallet_exported", actors=actors,
+                subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
+                details={"label": label, "descriptor": str(descriptor)},
+            )  # fmt: skip
+        return descriptor, entry
+
+    def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:
+        event = {KeyState.SUSPENDED: "key_suspended", KeyState.ACTIVE: "key_reactivated",
+                 KeyState.ARCHIVED: "key_archived"}[state]  # fmt: skip
+        with self.activated(officers) as actors:
+            self.keystore.set_state(label, state)
+            return self.recorder.record(event, actors=actors, details={"label": label})
+
+    def install_policy(self, officers: Presented, signed: SignedPolicy) -> Entry:
+        current = self.policy()
+        tally = verify_signed_policy(signed, current)
+        with self.activated(officers) as actors:
+            self.state.store_policy(signed)
+            return self.recorder.record(
+                "policy_installed", actors=actors + tally.valid,
+                subjects={"policy": signed.policy.hash()},
+                details={"version": signed.policy.version},
+            )  # fmt: skip
+
+    def sign_policy(self, admins: Presented, policy: Policy) -> SignedPolicy:
+        """Administrators sign a policy document with their own tokens."""
+        digest = policy_signing_digest(policy)
+        signatures = {}
+        for label, pin in admins:
+            with unlock(self.hsm, self.guard, label, pin) as admin:
+                signatures[admin.fingerprint] = admin.approve(digest)
+        return SignedPolicy(policy, signatures)
+
+    def verify_journal(self) -> list[str]:
+        problems = self.recorder.verify()
+        if self.recovery.torn is not None:
+            problems.insert(0, f"torn last record at start-up: {self.recovery.torn}")
+        return problems
+
+
+def initialise(
+    root: Path,
+    network: str,
+    officers: Presented,
+    admins: Presented,
+    quorum: int,
+    admin_quorum: int,
+    demo: bool = True,
+) -> InitResult:
+    """Create the appliance: tokens (demo), officers and their shares, administrators, the
+    audit key, and the first policy signed by the administrators; all journaled."""
+    if not 1 <= quorum <= len(officers):
+        raise CeremonyError(f"quorum {quorum} needs between 1 and {len(officers)} officers")
+    state = ApplianceState(root)
+    config = ApplianceConfig(appliance_id=f"cs-{secrets.token_hex(6)}", network=network,
+                             demo=demo)  # fmt: skip
+    state.create(config)
+    if demo:
+        softhsm.configure(state.root)
+    secret = bytearray(new_activation_secret())
+    try:
+        hsm = _provision_tokens(config, officers, admins, activation_pin(secret), demo)
+        shares = split_activation_secret(secret, quorum, len(officers))
+    finally:
+        secret[:] = bytes(len(secret))
+    cards = [enroll_officer(hsm, label, pin, share)
+             for (label, pin), share in zip(officers, shares, strict=True)]  # fmt: skip
+    admin_cards = [enroll_administrator(hsm, label, pin) for label, pin in admins]
+    config.officer_tokens = {c.fingerprint: c.token_label for c in cards}
+    config.admin_tokens = {c.fingerprint: c.token_label for c in admin_cards}
+    state.save(config)
+    appliance = Appliance(root, hsm)
+    try:
+        policy = _first_policy(config, cards, admin_cards, quorum, admin_quorum)
+        signed = appliance.sign_policy(admins, policy)
+        genesis = [Officer.from_pubkey(c.approval_public_key, "administrator")
+                   for c in admin_cards]  # fmt: skip
+        verify_signed_policy(signed, None, genesis)
+        appliance.state.store_policy(signed)
+        audit = _first_records(appliance, officers, cards, admin_cards, signed)
+    finally:
+        appliance.close()
+    return InitResult(config.appliance_id, [c.fingerprint for c in cards],
+                      [c.fingerprint for c in admin_cards], audit,
+                      signed.policy.hash())  # fmt: skip
+
+
+def _provision_tokens(config: ApplianceConfig, officers: Presented, admins: Presented,
+                      signing_pin: str, demo: bool) -> Hsm:  # fmt: skip
+    if not demo:
+        raise CeremonyError("only demo mode provisions tokens; initialise real tokens "
+                            "with the vendor's tools")  # fmt: skip
+    softhsm.init_token(config.signing_token, secrets.token_hex(16), signing_pin)
+    for label, pin in [*officers, *admins]:
+        softhsm.init_token(label, secrets.token_hex(16), pin)
+    hsm = Hsm()
+    hsm.rescan()
+    return hsm
+
+
+def _first_policy(config: ApplianceConfig, cards: list, admin_cards: list, quorum: int,
+                  admin_quorum: int) -> Policy:  # fmt: skip
+    return Policy(
+        version=1, network=config.network, appliance_id=config.appliance_id,
+        officers=tuple(Officer.from_pubkey(c.approval_public_key, "approver") for c in cards),
+        approval_quorum=quorum,
+        administrators=tuple(Officer.from_pubkey(c.approval_public_key, "administrator")
+                             for c in admin_cards),
+        admin_quorum=admin_quorum, address_book=(), require_address_book=False,
+        allowed_script_types=DEFAULT_SCRIPT_TYPES, previous_hash=None, **DEFAULT_LIMITS,
+    )  # fmt: skip
+
+
+def _first_records(appliance: Appliance, officers: Presented, cards: list, admin_cards: list,
+                   signed: SignedPolicy) -> bytes:  # fmt: skip
+    """Audit key, then the genesis records; the officers are present, so activate."""
+    with appliance.activated(officers[: signed.policy.approval_quorum]) as actors:
+        audit = appliance.keystore.create_audit_key()
+        record = appliance.recorder.record
+        record("token_init", actors=actors,
+               details={"token": appliance.config.signing_token, "module": appliance.hsm.path})
+        record("key_generated", actors=actors, subjects={"public_key": audit.public_key_bytes},
+               details={"label": audit.label, "backup_model": audit.backup_model.value})
+        for card in cards:
+            record("officer_enrolled", actors=[card.fingerprint],
+                   details={"role": "approver", "token": card.token_label})
+        for card in admin_cards:
+            record("officer_enrolled", actors=[card.fingerprint],
+                   details={"role": "administrator", "token": card.token_label})
+        record("policy_installed", actors=actors + tuple(signed.signatures),
+               subjects={"policy": signed.policy.hash()}, details={"version": 1})
+    return audit.public_key_bytes
+

@@ -1,0 +1,572 @@
+"""The signing token's keys: generated inside the HSM, signed with there, never read out.
+
+ISO/TR 23576 9.3.7.2 asks for keys generated and used inside a protected device, with a
+defined lifecycle; DESIGN 5 fixes how that is done over PKCS#11:
+
+- secp256k1 pairs are generated in the signing token. The private half is a token object,
+  private, sensitive and sign-only. Its *backup model* is chosen at generation and never
+  changes (:class:`BackupModel`): non-extractable (no copy can ever exist), or extractable
+  only under a trusted key-encryption key (``CKA_WRAP_WITH_TRUSTED``), which is what
+  HSM-to-HSM cloning needs (appliance.backup). The private key is also not modifiable and
+  not copyable, so neither choice can be weakened later through the PKCS#11 API.
+- Signing is raw ``CKM_ECDSA`` over a 32-byte digest (the token does not hash: we check the
+  length), normalised to low-S DER because SoftHSM2 returns high S about half the time.
+- What the token cannot tell us (backup model, lifecycle state, creation time) lives in a
+  small JSON registry next to the journal, written atomically. Public keys are recorded
+  there too so wallets can be exported while the token is locked.
+
+Lifecycle (ISO/TR 23576 5.4 and 9.3.6): ACTIVE <-> SUSPENDED, and ACTIVE/SUSPENDED ->
+ARCHIVED, which is terminal. Only ACTIVE keys sign. There is deliberately no way to destroy
+a key here: coins can still arrive at a retired address and must be returnable, so an
+archived key stays in the token for as long as its addresses may hold funds. Destroying
+one is a decommissioning ceremony outside this module (re-initialising the token).
+
+Every PKCS#11 call runs while holding :attr:`Hsm.lock`. The private-key object of each
+label is looked up once per login session and cached, so signing costs one ``C_Sign``
+(the keystore must stay within 15% of raw python-pkcs11; see tests/bench/hsm_bench.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from coincurve import PublicKey as CurvePublicKey
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.exceptions import PKCS11Error
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from appliance.files import atomic_write
+from appliance.hsm import Hsm, HsmError
+from shared.bitcoin.ecdsa import der_from_raw
+
+AUDIT_KEY_LABEL = "coldstation-audit"
+CURVE = "secp256k1"
+REGISTRY_VERSION = 1
+KEY_ID_BYTES = 16
+MAX_LABEL = 64
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+class KeystoreError(HsmError):
+    """A key that cannot be created, found or used; the message names the key and token."""
+
+
+class BackupModel(StrEnum):
+    """How a key may ever be copied; fixed at generation (DESIGN 5, ISO/TR 23576 9.3.7.3)."""
+
+    NON_EXTRACTABLE = "non-extractable"
+    WRAP_WITH_TRUSTED = "wrap-with-trusted"
+
+
+class KeyState(StrEnum):
+    """Lifecycle state recorded by the appliance (the token has no such notion)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    ARCHIVED = "archived"
+
+
+_TRANSITIONS: dict[KeyState, frozenset[KeyState]] = {
+    KeyState.ACTIVE: frozenset({KeyState.SUSPENDED, KeyState.ARCHIVED}),
+    KeyState.SUSPENDED: frozenset({KeyState.ACTIVE, KeyState.ARCHIVED}),
+    KeyState.ARCHIVED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the registry knows about one key: no secrets, safe to show and journal."""
+
+    label: str
+    key_id: str
+    public_key: str
+    backup_model: BackupModel
+    state: KeyState
+    created: str
+    origin: str = "generated"
+
+    @property
+    def public_key_bytes(self) -> bytes:
+        """The 33-byte compressed public key."""
+        return bytes.fromhex(self.public_key)
+
+    @property
+    def key_id_bytes(self) -> bytes:
+        """The CKA_ID shared by the private and public key objects in the token."""
+        return bytes.fromhex(self.key_id)
+
+    def to_json(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyInfo:
+        return cls(
+            label=str(data["label"]),
+            key_id=str(data["key_id"]),
+            public_key=str(data["public_key"]),
+            backup_model=BackupModel(data["backup_model"]),
+            state=KeyState(data["state"]),
+            created=str(data["created"]),
+            origin=str(data.get("origin", "generated")),
+        )
+
+
+class Keystore:
+    """The keys of one signing token, their registry, and signing with them."""
+
+    def __init__(self, hsm: Hsm, token_label: str, registry_path: Path) -> None:
+        self.hsm = hsm
+        self.token_label = token_label
+        self.registry_path = Path(registry_path)
+        self._token = hsm.token(label=token_label)
+        self._keys: dict[str, KeyInfo] = _load_registry(self.registry_path, token_label)
+        # label -> (login session the handle belongs to, private key object)
+        self._handles: dict[str, tuple[pkcs11.Session, pkcs11.PrivateKey]] = {}
+
+    # --- login ---------------------------------------------------------------------------
+
+    def unlock(self, pin: str) -> None:
+        """Log in to the signing token (WrongPinError if it refuses the PIN).
+
+        An existing login is closed first, so the PIN is checked on every unlock: Hsm.login
+        would otherwise hand back the open session whatever PIN it was given.
+        """
+        with self.hsm.lock:
+            self._handles.clear()
+            if self.hsm.is_logged_in(self._token):
+                self.hsm.logout(self._token)
+            self._token = self.hsm.token(label=self.token_label)  # slots move on rescan
+            self.hsm.login(self._token, pin)
+
+    def lock(self) -> None:
+        """Log out; cached key handles die with the session."""
+        with self.hsm.lock:
+            self._handles.clear()
+            self.hsm.logout(self._token)
+
+    @property
+    def unlocked(self) -> bool:
+        return self.hsm.is_logged_in(self._token)
+
+    def session(self) -> pkcs11.Session:
+        """The token's login session (for appliance.backup); hold ``hsm.lock`` while using it."""
+        try:
+            return self.hsm.session_for(self._token)
+        except HsmError as exc:
+            raise KeystoreError(f"signing token {self.token_label!r} is locked") from exc
+
+    # --- registry queries ----------------------------------------------------------------
+
+    def keys(self) -> list[KeyInfo]:
+        """Every registered key, oldest first (archived ones included: they are kept)."""
+        with self.hsm.lock:
+            return sorted(self._keys.values(), key=lambda k: (k.created, k.label))
+
+    def info(self, label: str) -> KeyInfo:
+        with self.hsm.lock:
+            try:
+                return self._keys[label]
+            except KeyError:
+                raise KeystoreError(
+                    f"no key labelled {label!r} on token {self.token_label!r}"
+                ) from None
+
+    def public_key(self, label: str) -> bytes:
+        """Compressed public key from the registry; works while the token is locked."""
+        return self.info(label).public_key_bytes
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate_key(self, label: str, backup_model: BackupModel) -> KeyInfo:
+        """Generate a secp256k1 pair inside the token and register it as ACTIVE."""
+        _check_label(label)
+        backup_model = BackupModel(backup_model)
+        with self.hsm.lock:
+            self.refuse_label_taken(label)
+            session = self.session()
+            self._refuse_orphan(session, label)
+            key_id = os.urandom(KEY_ID_BYTES)
+            try:
+                public, private = _generate_pair(session, label, key_id, backup_model)
+                point = public[Attribute.EC_POINT]
+            except PKCS11Error as exc:
+                raise KeystoreError(
+                    f"token {self.token_label!r} could not generate key {label!r}: "
+                    f"{type(exc).__name__}"
+                ) from exc
+            info = KeyInfo(
+                label=label,
+                key_id=key_id.hex(),
+                public_key=compress_ec_point(point).hex(),
+                backup_model=backup_model,
+                state=KeyState.ACTIVE,
+                created=_now(),
+            )
+            self._commit_new(info, (private, public))
+            self._handles[label] = (session, private)
+            return info
+
+    def record_restored_key(
+        self,
+        label: str,
+        key_id: bytes,
+        public_key: bytes,
+        backup_model: BackupModel,
+        objects: tuple[pkcs11.Object, ...],
+    ) -> KeyInfo:
+        """Register a key that appliance.backup unwrapped and proved; ACTIVE, origin restored.
+
+        ``objects`` are the new token objects, destroyed again if the registry cannot be
+        written, so the token never holds a key the appliance does not know about.
+        """
+        _check_label(label)
+        with self.hsm.lock:
+            self.refuse_label_taken(label)
+            info = KeyInfo(
+                label=label,
+                key_id=key_id.hex(),
+                public_key=public_key.hex(),
+                backup_model=BackupModel(backup_model),
+                state=KeyState.ACTIVE,
+                created=_now(),
+                origin="restored",
+            )
+            self._commit_new(info, objects)
+            return info
+
+    def refuse_label_taken(self, label: str) -> None:
+        """Labels are unique per token: refuse one the registry already has."""
+        if label in self._keys:
+            raise KeystoreError(f"key {label!r} already exists on token {self.token_label!r}")
+
+    def _refuse_orphan(self, session: pkcs11.Session, label: str) -> None:
+        """A token key with this label but no registry entry (a crashed ceremony) is kept."""
+        try:
+            found = list(session.get_objects({Attribute.LABEL: label}))
+        except PKCS11Error as exc:
+            raise KeystoreError(
+                f"cannot search token {self.token_label!r}: {type(exc).__name__}"
+            ) from exc
+        if found:
+            raise KeystoreError(
+                f"token {self.token_label!r} already holds objects labelled {label!r} that the "
+                "registry does not know: resolve that before generating"
+            )
+
+    def refuse_public_key_twice(self, public_key: bytes) -> None:
+        """One key, one label: a second registration of the same public key is an error."""
+        with self.hsm.lock:
+            for info in self._keys.values():
+                if info.public_key_bytes == public_key:
+                    raise KeystoreError(
+                        f"public key already registered as {info.label!r} "
+                        f"on token {self.token_label!r}"
+                    )
+
+    def _commit_new(self, info: KeyInfo, objects: tuple[pkcs11.Object, ...]) -> None:
+        """Add ``info`` to the registry file; on failure remove the token objects again."""
+        keys = {**self._keys, info.label: info}
+        try:
+            _write_registry(self.registry_path, self.token_label, keys)
+        except OSError as exc:
+            for obj in objects:
+                with contextlib.suppress(PKCS11Error):
+                    obj.destroy()
+            raise KeystoreError(
+                f"cannot record key {info.label!r} in {self.registry_path}: {exc}"
+            ) from exc
+        self._keys = keys
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def set_state(self, label: str, state: KeyState) -> KeyInfo:
+        """Move a key along ACTIVE <-> SUSPENDED -> ARCHIVED; ARCHIVED never changes again.
+
+        There is no destroy: an archived key stays in the token (see the module docstring).
+        """
+        state = KeyState(state)
+        with self.hsm.lock:
+            current = self.info(label)
+            if state is current.state:
+                return current
+            if state not in _TRANSITIONS[current.state]:
+                raise KeystoreError(
+                    f"key {label!r} on token {self.token_label!r} cannot go from "
+                    f"{current.state} to {state}"
+                )
+            updated = replace(current, state=state)
+            keys = {**self._keys, label: updated}
+            try:
+                _write_registry(self.registry_path, self.token_label, keys)
+            except OSError as exc:
+                raise KeystoreError(
+                    f"cannot record state of key {label!r} in {self.registry_path}: {exc}"
+                ) from exc
+            self._keys = keys
+            return updated
+
+    # --- signing -------------------------------------------------------------------------
+
+    def sign_digest(self, label: str, digest: bytes) -> bytes:
+        """Low-S DER ECDSA signature over a 32-byte digest, made inside the token.
+
+        The token signs whatever bytes it gets (CKM_ECDSA does not hash), so anything but
+        exactly 32 bytes is refused here; so is any key that is not ACTIVE.
+        """
+        if len(digest) != 32:
+            raise KeystoreError(f"key {label!r}: digest must be 32 bytes, got {len(digest)}")
+        with self.hsm.lock:
+            info = self._keys.get(label)
+            if info is None or info.state is not KeyState.ACTIVE:
+                self._refuse_signing(label, info)
+            key = self.private_key_object(label)
+            try:
+                raw = key.sign(bytes(digest), mechanism=Mechanism.ECDSA)
+            except PKCS11Error as exc:
+                raise KeystoreError(
+                    f"token {self.token_label!r} refused to sign with key {label!r}: "
+                    f"{type(exc).__name__}"
+                ) from exc
+        return der_from_raw(raw)
+
+    def _refuse_signing(self, label: str, info: KeyInfo | None) -> None:
+        if info is None:
+            raise KeystoreError(f"no key labelled {label!r} on token {self.token_label!r}")
+        raise KeystoreError(
+            f"key {label!r} on token {self.token_label!r} is {info.state}: it does not sign"
+        )
+
+    def private_key_object(self, label: str) -> pkcs11.PrivateKey:
+        """The private key object, found once per login session; caller holds ``hsm.lock``."""
+        session = self.session()
+        cached = self._handles.get(label)
+        if cached is not None and cached[0] is session:
+            return cached[1]
+        info = self.info(label)
+        try:
+            key = session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, id=info.key_id_bytes
+            )
+        except PKCS11Error as exc:
+            raise KeystoreError(
+                f"key {label!r} (id {info.key_id}) is missing from token "
+                f"{self.token_label!r}: {type(exc).__name__}"
+            ) from exc
+        self._handles[label] = (session, key)
+        return key
+
+    # --- checks --------------------------------------------------------------------------
+
+    def verify_key_attributes(self, label: str) -> dict[str, bool]:
+        """Read the private key's protection attributes and check them against its model.
+
+        For the boot self-check and the tests: a key that is not sensitive, or whose
+        extractability contradicts the recorded backup model, is a KeystoreError.
+        """
+        with self.hsm.lock:
+            info = self.info(label)
+            key = self.private_key_object(label)
+            try:
+                values = key.get_attributes(list(_CHECKED_ATTRIBUTES))
+            except PKCS11Error as exc:
+                raise KeystoreError(
+                    f"cannot read attributes of key {label!r} on token {self.token_label!r}: "
+                    f"{type(exc).__name__}"
+                ) from exc
+        found = {name: bool(values[attr]) for attr, name in _CHECKED_ATTRIBUTES.items()}
+        problem = _attribute_problem(info, found)
+        if problem:
+            raise KeystoreError(f"key {label!r} on token {self.token_label!r}: {problem}")
+        return found
+
+    # --- audit key -----------------------------------------------------------------------
+
+    def create_audit_key(self) -> KeyInfo:
+        """The appliance's audit key: an ordinary non-extractable key in the signing token.
+
+        It signs journal records and receipts; it is never cloned, so a restored appliance
+        gets a new audit key and the journal records the hand-over.
+        """
+        return self.generate_key(AUDIT_KEY_LABEL, BackupModel.NON_EXTRACTABLE)
+
+    def audit_public_key(self) -> bytes:
+        return self.public_key(AUDIT_KEY_LABEL)
+
+    def sign_audit_digest(self, digest: bytes) -> bytes:
+        """Low-S DER signature by the audit key over a 32-byte record or receipt hash."""
+        return self.sign_digest(AUDIT_KEY_LABEL, digest)
+
+
+_CHECKED_ATTRIBUTES: dict[Attribute, str] = {
+    Attribute.SENSITIVE: "sensitive",
+    Attribute.EXTRACTABLE: "extractable",
+    Attribute.ALWAYS_SENSITIVE: "always_sensitive",
+    Attribute.NEVER_EXTRACTABLE: "never_extractable",
+    Attribute.WRAP_WITH_TRUSTED: "wrap_with_trusted",
+    Attribute.PRIVATE: "private",
+    Attribute.TOKEN: "token",
+    Attribute.SIGN: "sign",
+}
+
+
+def _attribute_problem(info: KeyInfo, found: dict[str, bool]) -> str | None:
+    """Why the attributes contradict the registry, or None when they agree."""
+    for name in ("sensitive", "private", "token", "sign"):
+        if not found[name]:
+            return f"CKA_{name.upper()} is false"
+    if info.backup_model is BackupModel.NON_EXTRACTABLE and found["extractable"]:
+        return "backup model non-extractable but CKA_EXTRACTABLE is true"
+    if info.backup_model is BackupModel.WRAP_WITH_TRUSTED and not found["wrap_with_trusted"]:
+        return "backup model wrap-with-trusted but CKA_WRAP_WITH_TRUSTED is false"
+    if info.origin == "generated" and not found["always_sensitive"]:
+        return "generated key was not always sensitive"
+    return None
+
+
+# --- token helpers ---------------------------------------------------------------------
+
+
+def private_key_template(backup_model: BackupModel) -> dict[Attribute, Any]:
+    """Private-key attributes for a backup model; shared with appliance.backup's unwrap.
+
+    CKA_MODIFIABLE comes last on purpose: SoftHSM2 applies a template in order, and once
+    an object is not modifiable it rejects the attributes that follow (seen on unwrap).
+    """
+    extractable = backup_model is BackupModel.WRAP_WITH_TRUSTED
+    template: dict[Attribute, Any] = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.SIGN: True,
+        Attribute.DERIVE: False,
+        Attribute.EXTRACTABLE: extractable,
+        Attribute.COPYABLE: False,
+    }
+    if extractable:
+        template[Attribute.WRAP_WITH_TRUSTED] = True
+    template[Attribute.MODIFIABLE] = False
+    return template
+
+
+def public_key_template() -> dict[Attribute, Any]:
+    return {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: False,
+        Attribute.VERIFY: True,
+        Attribute.DERIVE: False,
+        Attribute.MODIFIABLE: False,
+    }
+
+
+def secp256k1_params() -> bytes:
+    """DER of the secp256k1 named-curve OID, as CKA_EC_PARAMS wants it."""
+    return encode_named_curve_parameters(CURVE)
+
+
+def _generate_pair(
+    session: pkcs11.Session, label: str, key_id: bytes, backup_model: BackupModel
+) -> tuple[pkcs11.PublicKey, pkcs11.PrivateKey]:
+    params = session.create_domain_parameters(
+        KeyType.EC, {Attribute.EC_PARAMS: secp256k1_params()}, local=True
+    )
+    return params.generate_keypair(
+        store=True,
+        id=key_id,
+        label=label,
+        mechanism=Mechanism.EC_KEY_PAIR_GEN,
+        public_template=public_key_template(),
+        private_template=private_key_template(backup_model),
+    )
+
+
+def compress_ec_point(ec_point: bytes) -> bytes:
+    """33-byte compressed key from CKA_EC_POINT (a DER OCTET STRING, or the bare point).
+
+    PKCS#11 says DER-wrapped; a few modules return the raw point, compressed or not, so
+    all of these are read.
+    coincurve checks the point is on the curve.
+    """
+    point = bytes(ec_point)
+    if len(point) not in (33, 65) and point[:1] == b"\x04":
+        point = _der_octet_string(point)
+    uncompressed = len(point) == 65 and point[0] == 0x04
+    compressed = len(point) == 33 and point[0] in (2, 3)
+    if not (uncompressed or compressed):
+        raise KeystoreError("CKA_EC_POINT is not a secp256k1 point")
+    try:
+        return CurvePublicKey(point).format(compressed=True)
+    except ValueError as exc:
+        raise KeystoreError("CKA_EC_POINT is not on secp256k1") from exc
+
+
+def ec_point_der(public_key: bytes) -> bytes:
+    """CKA_EC_POINT for a public key: DER OCTET STRING of the 65-byte uncompressed point."""
+    point = CurvePublicKey(bytes(public_key)).format(compressed=False)
+    return bytes([0x04, len(point)]) + point
+
+
+def _der_octet_string(data: bytes) -> bytes:
+    if len(data) < 2:
+        raise KeystoreError("CKA_EC_POINT is truncated")
+    length, start = data[1], 2
+    if length & 0x80:  # long form
+        count = length & 0x7F
+        length, start = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    if start + length != len(data):
+        raise KeystoreError("CKA_EC_POINT has a bad DER length")
+    return data[start:]
+
+
+def _check_label(label: str) -> None:
+    if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL or not _LABEL_RE.match(label):
+        raise KeystoreError(
+            f"key label {label!r} must be 1-{MAX_LABEL} characters of A-Z a-z 0-9 . _ : / -"
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- registry file ---------------------------------------------------------------------
+
+
+def _load_registry(path: Path, token_label: str) -> dict[str, KeyInfo]:
+    """Read the registry; a missing file is an empty keystore, a damaged one an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise KeystoreError(f"cannot read key registry {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+        if data.get("version") != REGISTRY_VERSION:
+            raise ValueError(f"unknown version {data.get('version')!r}")
+        keys = [KeyInfo.from_json(entry) for entry in data["keys"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeystoreError(f"key registry {path} is damaged: {exc}") from exc
+    if data.get("token") != token_label:
+        raise KeystoreError(
+            f"key registry {path} belongs to token {data.get('token')!r}, not {token_label!r}"
+        )
+    return {info.label: info for info in keys}
+
+
+def _write_registry(path: Path, token_label: str, keys: dict[str, KeyInfo]) -> None:
+    """Write the registry so a crash leaves either the old or the new file, never half."""
+    body = {
+        "version": REGISTRY_VERSION,
+        "token": token_label,
+        "keys": [keys[label].to_json() for label in sorted(keys)],
+    }
+    atomic_write(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())

@@ -1,0 +1,299 @@
+"""appliance.officers on real SoftHSM2 tokens: enrolment, approvals, PIN lockout.
+
+The module's SoftHSM2 store and token factory come from tests/appliance/conftest.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+import pytest
+import shamir_mnemonic
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.exceptions import PKCS11Error
+
+from appliance.officers import (
+    APPROVAL_KEY_LABEL,
+    SHARE_LABEL,
+    LockedOutError,
+    OfficerError,
+    PinGuard,
+    approval_fingerprint,
+    enroll_officer,
+    token_serial,
+    unlock,
+)
+from shared.bitcoin import ecdsa
+
+
+@pytest.fixture(scope="module")
+def shares():
+    return shamir_mnemonic.generate_mnemonics(1, [(2, 16)], secrets.token_bytes(16))[0]
+
+
+@pytest.fixture
+def new_token(make_tokens):
+    """Factory: a fresh, empty token (conftest's make_tokens); returns (label, PIN)."""
+
+    def make() -> tuple[str, str]:
+        [spec] = make_tokens("officer")
+        return spec.label, spec.user_pin
+
+    return make
+
+
+@pytest.fixture
+def enrolled(hsm, new_token, shares):
+    """Factory: an enrolled officer; returns (label, PIN, card, share)."""
+    used = iter(range(len(shares)))
+
+    def make():
+        label, pin = new_token()
+        share = shares[next(used)]
+        return label, pin, enroll_officer(hsm, label, pin, share), share
+
+    return make
+
+
+@pytest.fixture
+def guard(tmp_path):
+    return PinGuard(tmp_path / "pin-guard.json", max_failures=3)
+
+
+# --- enrolment ------------------------------------------------------------------------
+
+
+def test_enrolment_card(hsm, enrolled):
+    label, _pin, card, _share = enrolled()
+    assert card.token_label == label
+    assert card.token_serial == token_serial(hsm.token(label=label))
+    assert len(card.approval_public_key) == 33 and card.approval_public_key[0] in (2, 3)
+    assert ecdsa.is_valid_pubkey(card.approval_public_key)
+    expected = hashlib.sha256(card.approval_public_key).digest()[:8].hex()
+    assert card.fingerprint == expected == approval_fingerprint(card.approval_public_key)
+    assert not hsm.is_logged_in(hsm.token(label=label)), "enrolment must lock the token"
+
+
+def test_fingerprint_matches_policy_definition(enrolled):
+    policy = pytest.importorskip("shared.policy")
+    if not hasattr(policy, "fingerprint_of"):
+        pytest.skip("shared.policy has no fingerprint_of yet")
+    _label, _pin, card, _share = enrolled()
+    assert policy.fingerprint_of(card.approval_public_key) == card.fingerprint
+
+
+def test_approval_key_is_non_extractable_and_share_private(hsm, enrolled):
+    label, pin, _card, share = enrolled()
+    token = hsm.token(label=label)
+    session = hsm.login(token, pin)
+    try:
+        with hsm.lock:
+            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=APPROVAL_KEY_LABEL)
+            assert key.key_type == KeyType.EC
+            for attribute in (Attribute.SENSITIVE, Attribute.ALWAYS_SENSITIVE,
+                              Attribute.NEVER_EXTRACTABLE, Attribute.LOCAL,
+                              Attribute.TOKEN, Attribute.PRIVATE, Attribute.SIGN):  # fmt: skip
+                assert key[attribute] is True, attribute
+            assert key[Attribute.EXTRACTABLE] is False
+            assert key[Attribute.DERIVE] is False
+            assert key[Attribute.MODIFIABLE] is False
+            assert key[Attribute.COPYABLE] is False
+            with pytest.raises(PKCS11Error):  # AttributeSensitive
+                key[Attribute.VALUE]
+            # Wrapping under a key the token does not trust fails too (REQUIREMENTS A2).
+            kek = session.generate_key(KeyType.AES, 256, store=False)
+            with pytest.raises(PKCS11Error):  # KeyUnextractable
+                kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+
+            [data] = list(session.get_objects({Attribute.LABEL: SHARE_LABEL}))
+            assert data[Attribute.CLASS] == ObjectClass.DATA
+            assert data[Attribute.PRIVATE] is True
+            assert data[Attribute.TOKEN] is True
+            assert data[Attribute.VALUE].decode() == share
+    finally:
+        hsm.logout(token)
+
+    with hsm.lock:  # without the PIN: the share and the private key are invisible
+        public = token.open()
+        try:
+            assert not list(public.get_objects({Attribute.LABEL: SHARE_LABEL}))
+            assert not list(public.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+            [pub] = list(public.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}))
+            assert pub[Attribute.LABEL] == APPROVAL_KEY_LABEL
+        finally:
+            public.close()
+
+
+def test_enrolment_refuses_an_enrolled_token(hsm, enrolled, shares):
+    label, pin, _card, _share = enrolled()
+    with pytest.raises(OfficerError, match=f"{label!r} is already enrolled"):
+        enroll_officer(hsm, label, pin, shares[-1])
+    assert not hsm.is_logged_in(hsm.token(label=label))
+
+
+def test_enrolment_refuses_a_bad_share_before_touching_the_token(hsm, new_token, shares):
+    label, pin = new_token()
+    words = shares[0].split()
+    words[3] = "academic" if words[3] != "academic" else "acid"  # checksum now fails
+    with pytest.raises(OfficerError, match=f"{label!r} is not a valid SLIP-39"):
+        enroll_officer(hsm, label, pin, " ".join(words))
+    token = hsm.token(label=label)
+    session = hsm.login(token, pin)
+    try:
+        with hsm.lock:
+            assert not list(session.get_objects())
+    finally:
+        hsm.logout(token)
+
+
+# --- using an unlocked officer ------------------------------------------------------
+
+
+def test_approve_signatures_verify_under_the_enrolled_key(hsm, guard, enrolled):
+    label, pin, card, _share = enrolled()
+    with unlock(hsm, guard, label, pin) as officer:
+        assert officer.public_key == card.approval_public_key
+        assert officer.fingerprint == card.fingerprint
+        for _ in range(24):  # the token returns high S about half the time
+            digest = secrets.token_bytes(32)
+            der = officer.approve(digest)
+            assert ecdsa.is_strict_der(der + b"\x01") and ecdsa.is_low_s(der)
+            assert ecdsa.verify(card.approval_public_key, der, digest)
+            assert not ecdsa.verify(card.approval_public_key, der, secrets.token_bytes(32))
+        assert officer.approve(bytearray(32))
+    assert officer.locked
+
+
+@pytest.mark.parametrize("digest", [b"", bytes(31), bytes(33), bytes(64), "00" * 16])
+def test_approve_refuses_anything_but_32_bytes(hsm, guard, enrolled, digest):
+    label, pin, _card, _share = enrolled()
+    with (
+        unlock(hsm, guard, label, pin) as officer,
+        pytest.raises(OfficerError, match="32 bytes"),
+    ):
+        officer.approve(digest)
+
+
+def test_read_share_and_lock(hsm, guard, enrolled):
+    label, pin, _card, share = enrolled()
+    officer = unlock(hsm, guard, label, pin)
+    assert officer.read_share() == share
+    officer.lock()
+    assert not hsm.is_logged_in(hsm.token(label=label))
+    with pytest.raises(OfficerError, match="is locked"):
+        officer.read_share()
+    with pytest.raises(OfficerError, match="is locked"):
+        officer.approve(bytes(32))
+    officer.lock()  # idempotent
+
+
+def test_unlock_checks_the_pin_even_if_the_token_is_logged_in(hsm, guard, enrolled):
+    label, pin, _card, _share = enrolled()
+    unlock(hsm, guard, label, pin)  # left unlocked on purpose
+    with pytest.raises(OfficerError, match="refused the PIN"):
+        unlock(hsm, guard, label, pin + "x")
+    assert guard.failures(token_serial(hsm.token(label=label))) == 1
+
+
+# --- lockout ------------------------------------------------------------------------------
+
+
+def test_wrong_pins_lock_the_token_out_until_reset(hsm, guard, enrolled, monkeypatch):
+    label, pin, _card, _share = enrolled()
+    serial = token_serial(hsm.token(label=label))
+    for left in (2, 1, 0):
+        with pytest.raises(OfficerError, match=f"{left} attempt") as caught:
+            unlock(hsm, guard, label, "wrong-" + secrets.token_hex(3))
+        assert not isinstance(caught.value, LockedOutError)
+        assert pin not in str(caught.value)
+    assert guard.is_locked_out(serial)
+
+    logins = []
+    real_login = hsm.login
+    monkeypatch.setattr(hsm, "login", lambda *a: logins.append(a) or real_login(*a))
+    with pytest.raises(LockedOutError, match=f"{label!r}.*locked out"):
+        unlock(hsm, guard, label, pin)  # the right PIN is refused as well ...
+    assert logins == [], "... without even being tried on the token"
+    assert PinGuard(guard.path).is_locked_out(serial), "lockout survives a restart"
+
+    guard.reset(serial)  # administrator ceremony
+    with unlock(hsm, guard, label, pin) as officer:
+        assert officer.read_share()
+    assert guard.failures(serial) == 0
+
+
+def test_success_resets_the_consecutive_count(hsm, guard, enrolled):
+    label, pin, _card, _share = enrolled()
+    serial = token_serial(hsm.token(label=label))
+    for _ in range(2):
+        with pytest.raises(OfficerError):
+            unlock(hsm, guard, label, "wrong")
+    assert guard.failures(serial) == 2
+    unlock(hsm, guard, label, pin).lock()
+    assert guard.failures(serial) == 0
+    for _ in range(2):
+        with pytest.raises(OfficerError):
+            unlock(hsm, guard, label, "wrong")
+    assert not guard.is_locked_out(serial)
+
+
+def test_lockout_is_per_token(hsm, guard, enrolled):
+    a_label, _a_pin, _a, _ = enrolled()
+    b_label, b_pin, _b, _ = enrolled()
+    for _ in range(3):
+        with pytest.raises(OfficerError):
+            unlock(hsm, guard, a_label, "wrong")
+    with pytest.raises(LockedOutError):
+        unlock(hsm, guard, a_label, "wrong")
+    unlock(hsm, guard, b_label, b_pin).lock()
+
+
+# --- PinGuard on its own -------------------------------------------------------------
+
+
+def test_guard_counts_before_the_attempt_and_persists_atomically(tmp_path):
+    path = tmp_path / "state" / "pins.json"
+    guard = PinGuard(path, max_failures=2)
+    assert guard.failures("S1") == 0 and not path.exists()
+    guard.begin_attempt("S1")  # a power cut now still costs the attempt
+    assert PinGuard(path, max_failures=2).failures("S1") == 1
+    guard.begin_attempt("S1")
+    with pytest.raises(LockedOutError, match="serial S1"):
+        guard.begin_attempt("S1")
+    assert guard.failures("S1") == 2, "a refused attempt is not counted again"
+    assert json.loads(path.read_text()) == {"version": 1, "failures": {"S1": 2}}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pins.json"], "no temp files"
+    guard.reset("S1")
+    guard.reset("never-seen")
+    assert guard.failures("S1") == 0
+    guard.check("S1")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[]", '{"version": 2, "failures": {}}', '{"version": 1, "failures": {"S": -1}}',
+     '{"version": 1, "failures": {"S": "x"}}', '{"version": 1}'],
+)  # fmt: skip
+def test_guard_fails_closed_on_a_corrupt_file(tmp_path, text):
+    path = tmp_path / "pins.json"
+    path.write_text(text)
+    with pytest.raises(OfficerError, match="corrupt"):
+        PinGuard(path).check("S1")
+
+
+def test_guard_rejects_nonsense_limits(tmp_path):
+    with pytest.raises(ValueError):
+        PinGuard(tmp_path / "pins.json", max_failures=0)
+
+
+def test_share_errors_never_quote_share_words(hsm, new_token, shares):
+    label, pin = new_token()
+    words = shares[1].split()
+    words[5] = "zzsecretword"
+    with pytest.raises(OfficerError) as caught:
+        enroll_officer(hsm, label, pin, " ".join(words))
+    text = str(caught.value)
+    assert "zzsecretword" not in text and not any(w in text.split() for w in words[:4])
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
