@@ -18,6 +18,7 @@ bench: venv
 	$(PY) -m tests.bench.psbt_bench
 	$(PY) -m tests.bench.fountain_bench
 	$(PY) -m tests.bench.qr_bench
+	$(PY) -m tests.bench.hsm_bench
 
 fuzz: venv
 	$(VENV)/bin/pip install -q -e '.[fuzz]'

@@ -21,6 +21,7 @@ from appliance.activation import (
     new_activation_secret,
     split_activation_secret,
 )
+from appliance.backup import combined_kek, export_key, install_trusted_kek, restore_key
 from appliance.hsm import Hsm
 from appliance.journal_store import JournalStore
 from appliance.keystore import BackupModel, KeyState, Keystore
@@ -44,6 +45,16 @@ DEFAULT_LIMITS = {
 }
 DEFAULT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR,
                         OutputType.P2SH, OutputType.P2PKH)  # fmt: skip
+
+
+def so_pin_for(user_pin: str) -> str:
+    """The signing token's SO PIN, derived from the activation PIN.
+
+    Installing the backup KEK needs the security officer (only the SO may mark a key
+    trusted); deriving the SO PIN from the quorum-rebuilt PIN means the SO role, too,
+    exists only while M officers are present, and no second secret has to be kept.
+    """
+    return hashlib.sha256(f"coldstation-so-pin:{user_pin}".encode()).hexdigest()[:32]
 
 
 class CeremonyError(RuntimeError):
@@ -148,6 +159,55 @@ class Appliance:
                 signatures[admin.fingerprint] = admin.approve(digest)
         return SignedPolicy(policy, signatures)
 
+    def export_journal(self, officers: Presented) -> Entry:
+        """Record the export itself, so the exported journal ends with its own export."""
+        with self.activated(officers) as actors:
+            return self.recorder.record("journal_export", actors=actors,
+                                        details={"length": len(self.recorder.store) + 1})
+
+    def install_kek(self, officers: Presented, kek_shares: Sequence[str]) -> Entry:
+        """Put the trusted backup KEK, rebuilt from its custodians' shares, on the token."""
+        policy = self.policy()
+        registry = {o.fingerprint: o.active for o in policy.officers}
+        with activate(self.hsm, self.guard, officers, registry, policy.approval_quorum) as pin, \
+                combined_kek(kek_shares) as kek:  # fmt: skip
+            user_pin = pin.reveal()
+            self.keystore.lock()
+            check = install_trusted_kek(self.hsm, self.config.signing_token,
+                                        so_pin_for(user_pin), user_pin, kek)  # fmt: skip
+            self.keystore.unlock(user_pin)
+            actors = pin.officers
+        try:
+            return self.recorder.record("backup", actors=actors,
+                                        details={"step": "kek_installed", "kek_check": check})
+        finally:
+            self.keystore.lock()
+
+    def backup_key(self, officers: Presented, label: str) -> tuple[bytes, Entry]:
+        """The key wrapped under the trusted KEK, for a token holding the same KEK."""
+        with self.activated(officers) as actors:
+            blob = export_key(self.keystore, label)
+            info = self.keystore.info(label)
+            entry = self.recorder.record(
+                "backup", actors=actors,
+                subjects={"public_key": info.public_key_bytes,
+                          "blob": hashlib.sha256(blob).digest()},
+                details={"step": "key_exported", "label": label},
+            )  # fmt: skip
+        return blob, entry
+
+    def restore(self, officers: Presented, blob: bytes, label: str, public_key: bytes) -> Entry:
+        """Unwrap a cloned key; it must sign for the original public key, or it is refused."""
+        with self.activated(officers) as actors:
+            info = restore_key(self.keystore, blob, label, public_key,
+                               BackupModel.WRAP_WITH_TRUSTED)  # fmt: skip
+            return self.recorder.record(
+                "restore", actors=actors,
+                subjects={"public_key": info.public_key_bytes,
+                          "blob": hashlib.sha256(blob).digest()},
+                details={"label": label},
+            )  # fmt: skip
+
     def verify_journal(self) -> list[str]:
         problems = self.recorder.verify()
         if self.recovery.torn is not None:
@@ -207,7 +267,7 @@ def _provision_tokens(config: ApplianceConfig, officers: Presented, admins: Pres
     if not demo:
         raise CeremonyError("only demo mode provisions tokens; initialise real tokens "
                             "with the vendor's tools")  # fmt: skip
-    softhsm.init_token(config.signing_token, secrets.token_hex(16), signing_pin)
+    softhsm.init_token(config.signing_token, so_pin_for(signing_pin), signing_pin)
     for label, pin in [*officers, *admins]:
         softhsm.init_token(label, secrets.token_hex(16), pin)
     hsm = Hsm()

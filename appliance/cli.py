@@ -1,24 +1,381 @@
-"""``coldstation-appliance``: the cold-station program.
+"""``coldstation-appliance``: the cold station's ceremonies, headless and scriptable.
 
-The Textual signing application and the headless ceremonies arrive with the custody-core
-and signing-ceremony work; until then this entry point says so instead of pretending.
+Every ceremony asks for PINs at a prompt, or reads them one per line from the descriptor
+given with ``--pin-fd`` (never from argv or the environment). Officers and administrators
+are named by their token labels. Exit status: 0 done, 1 refused (with the reason; the
+journal says so where it can), 2 bad usage or input.
+
+The Textual signing application comes with the signing-ceremony work.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from appliance.activation import QuorumError
+from appliance.backup import BackupError, new_kek_shares
+from appliance.ceremonies import Appliance, CeremonyError, initialise
+from appliance.hsm import HsmError
+from appliance.journal_store import JournalStoreError
+from appliance.keystore import BackupModel, KeyState, KeystoreError
+from appliance.officers import OfficerError
+from appliance.pins import PinSource, PinSourceError
+from appliance.state import StateError
+from shared.journal import JournalError, export_journal
+from shared.policy import Policy, PolicyError, SignedPolicy
+from shared.ur.registry import encode_bytes, encode_crypto_output
+from shared.ur.ur import UR, UREncoder
+
+REFUSALS = (CeremonyError, QuorumError, OfficerError, KeystoreError, BackupError, PolicyError,
+            JournalError, JournalStoreError, HsmError, StateError, PinSourceError)  # fmt: skip
+#: Policy fields `policy draft --set` may change (identity and chain fields may not).
+_SETTABLE = {"approval_quorum", "admin_quorum", "require_address_book", "per_tx_limit",
+             "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max"}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coldstation-appliance", description=__doc__)
+    parser.add_argument("--state", type=Path, default=Path("coldstation-appliance-state"),
+                        help="state directory (default ./coldstation-appliance-state)")
+    parser.add_argument("--pin-fd", type=int, help="read PINs, one per line, from this fd")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="CEREMONY")
+
+    init = sub.add_parser("init", help="create tokens, officers, administrators, first policy")
+    init.add_argument("--network", default="regtest")
+    init.add_argument("--officers", type=int, default=3)
+    init.add_argument("--quorum", type=int, default=2)
+    init.add_argument("--admins", type=int, default=2)
+    init.add_argument("--admin-quorum", type=int, default=2)
+    init.add_argument("--demo", action="store_true", help="provision SoftHSM2 tokens")
+    init.set_defaults(handler=init_command)
+
+    def with_officers(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--officers", required=True, help="officer token labels, comma separated")
+        return p
+
+    keygen = with_officers(sub.add_parser("keygen", help="generate a signing key in the HSM"))
+    keygen.add_argument("label")
+    keygen.add_argument("--backup-model", choices=[m.value for m in BackupModel],
+                        default=BackupModel.NON_EXTRACTABLE.value)  # fmt: skip
+    keygen.set_defaults(handler=keygen_command)
+
+    export = with_officers(sub.add_parser("export-wallet", help="descriptor + signed receipt"))
+    export.add_argument("label")
+    export.add_argument("--out", type=Path, required=True, help="folder for the export files")
+    export.set_defaults(handler=export_wallet_command)
+
+    for name, state in (("suspend", KeyState.SUSPENDED), ("reactivate", KeyState.ACTIVE),
+                        ("archive", KeyState.ARCHIVED)):  # fmt: skip
+        cmd = with_officers(sub.add_parser(name, help=f"{name} a key"))
+        cmd.add_argument("label")
+        cmd.set_defaults(handler=key_state_command, key_state=state)
+
+    policy = sub.add_parser("policy", help="draft, sign, install and show policies")
+    psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    draft = psub.add_parser("draft", help="the next policy version, with changes")
+    draft.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    draft.add_argument("--add-address", action="append", default=[], metavar="ADDRESS=LABEL")
+    draft.add_argument("--revoke", action="append", default=[], metavar="FINGERPRINT",
+                       help="revoke an officer (kept listed, inactive)")  # fmt: skip
+    draft.add_argument("-o", "--out", type=Path, required=True)
+    draft.set_defaults(handler=policy_draft_command)
+    sign = psub.add_parser("sign", help="administrators sign a drafted policy")
+    sign.add_argument("draft", type=Path)
+    sign.add_argument("--admins", required=True, help="administrator token labels")
+    sign.add_argument("-o", "--out", type=Path, required=True)
+    sign.set_defaults(handler=policy_sign_command)
+    install = with_officers(psub.add_parser("install", help="install a signed policy"))
+    install.add_argument("signed", type=Path)
+    install.set_defaults(handler=policy_install_command)
+    show = psub.add_parser("show", help="print the installed policy as JSON")
+    show.set_defaults(handler=policy_show_command)
+
+    journal = sub.add_parser("journal", help="verify or export the journal")
+    jsub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    verify = jsub.add_parser("verify", help="check the hash chain and every signature")
+    verify.set_defaults(handler=journal_verify_command)
+    jexport = with_officers(jsub.add_parser("export", help="export for the auditors"))
+    jexport.add_argument("--out", type=Path, required=True, help="export file (CBOR)")
+    jexport.add_argument("--ur", action="store_true", help="also print ur:bytes parts")
+    jexport.set_defaults(handler=journal_export_command)
+
+    kek = sub.add_parser("kek", help="backup KEK: new shares, or install")
+    kek.add_argument("action", choices=["new-shares", "install"])
+    kek.add_argument("--officers", help="officer token labels (install)")
+    kek.add_argument("--shares", default="2,3",
+                     help="new-shares: threshold,count; install: how many shares are presented")
+    kek.set_defaults(handler=kek_command)
+    backup = with_officers(sub.add_parser("backup", help="wrap a key under the trusted KEK"))
+    backup.add_argument("label")
+    backup.add_argument("--out", type=Path, required=True, help="backup blob file")
+    backup.set_defaults(handler=backup_command)
+    restore = with_officers(sub.add_parser("restore", help="unwrap a backup onto this token"))
+    restore.add_argument("blob", type=Path)
+    restore.add_argument("--label", required=True)
+    restore.add_argument("--public-key", required=True, help="the original key, hex")
+    restore.set_defaults(handler=restore_command)
+
+    status = sub.add_parser("status", help="appliance, keys, policy and journal head")
+    status.set_defaults(handler=status_command)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="coldstation-appliance",
-        description="Coldstation air-gapped signing appliance (not yet available).",
-    )
-    parser.parse_args(argv)
-    print("coldstation-appliance: the signing appliance is not built yet", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except REFUSALS as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _labels(text: str) -> list[str]:
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    if len(set(labels)) != len(labels):
+        raise CeremonyError("the same token is named twice")
+    return labels
+
+
+def _present(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str]]:
+    pins = PinSource(args.pin_fd)
+    return [(label, pins.pin(label)) for label in labels]
+
+
+def _appliance(args: argparse.Namespace) -> Appliance:
+    appliance = Appliance(args.state)
+    if appliance.recovery.torn is not None:
+        print(f"warning: torn last journal record found and quarantined: "
+              f"{appliance.recovery.torn}", file=sys.stderr)  # fmt: skip
+    return appliance
+
+
+def _done(entry_seq: int, what: str) -> int:
+    print(f"{what} (journal seq {entry_seq})")
+    return 0
+
+
+# -- ceremonies -------------------------------------------------------------------------
+
+
+def init_command(args: argparse.Namespace) -> int:
+    officers = [f"officer-{i}" for i in range(1, args.officers + 1)]
+    admins = [f"admin-{i}" for i in range(1, args.admins + 1)]
+    pins = PinSource(args.pin_fd)
+    presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
+    admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
+    result = initialise(args.state, args.network, presented, admin_pins, args.quorum,
+                        args.admin_quorum, demo=args.demo)  # fmt: skip
+    print(json.dumps({
+        "appliance_id": result.appliance_id,
+        "officers": dict(zip(officers, result.officers, strict=True)),
+        "administrators": dict(zip(admins, result.administrators, strict=True)),
+        "audit_public_key": result.audit_public_key.hex(),
+        "policy_hash": result.policy_hash.hex(),
+    }, indent=2))  # fmt: skip
+    return 0
+
+
+def keygen_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        entry = appliance.keygen(_present(args, _labels(args.officers)), args.label,
+                                 BackupModel(args.backup_model))  # fmt: skip
+        return _done(entry.record.seq, f"generated key {args.label}")
+    finally:
+        appliance.close()
+
+
+def export_wallet_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        descriptor, receipt = appliance.export_wallet(
+            _present(args, _labels(args.officers)), args.label)
+    finally:
+        appliance.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "wallet.descriptor").write_text(f"{descriptor}\n")
+    (args.out / "wallet.receipt").write_bytes(receipt.to_bytes())
+    parts = UREncoder(UR("crypto-output", encode_crypto_output(descriptor)), 200)
+    (args.out / "wallet.ur").write_text("\n".join(parts.next_part()
+                                                  for _ in range(parts.seq_len)) + "\n")
+    print(descriptor)
+    return _done(receipt.record.seq, f"wallet exported to {args.out}")
+
+
+def key_state_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        entry = appliance.set_key_state(_present(args, _labels(args.officers)), args.label,
+                                        args.key_state)  # fmt: skip
+        return _done(entry.record.seq, f"key {args.label} is now {args.key_state.value}")
+    finally:
+        appliance.close()
+
+
+def policy_draft_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        current = appliance.policy()
+    finally:
+        appliance.close()
+    plain = current.to_plain()
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if field not in _SETTABLE:
+            raise CeremonyError(f"--set {field}: not a field a draft may change "
+                                f"({', '.join(sorted(_SETTABLE))})")  # fmt: skip
+        plain[field] = value.lower() == "true" if field == "require_address_book" else int(value)
+    book = [list(entry) for entry in plain["address_book"]]
+    for item in args.add_address:
+        address, _, label = item.partition("=")
+        book.append([address, label])
+    plain["address_book"] = book
+    for fingerprint in args.revoke:
+        matches = [o for o in plain["officers"] if o["fingerprint"] == fingerprint]
+        if not matches:
+            raise CeremonyError(f"--revoke {fingerprint}: no such officer")
+        matches[0]["active"] = False
+    plain["version"] = current.version + 1
+    plain["previous_hash"] = current.hash()
+    draft = Policy.from_plain(plain)
+    args.out.write_bytes(draft.to_bytes())
+    print(f"policy version {draft.version} drafted: {args.out}")
+    return 0
+
+
+def policy_sign_command(args: argparse.Namespace) -> int:
+    draft = Policy.from_bytes(args.draft.read_bytes())
+    appliance = _appliance(args)
+    try:
+        signed = appliance.sign_policy(_present(args, _labels(args.admins)), draft)
+    finally:
+        appliance.close()
+    args.out.write_bytes(signed.to_bytes())
+    print(f"policy version {draft.version} signed by {len(signed.signatures)}: {args.out}")
+    return 0
+
+
+def policy_install_command(args: argparse.Namespace) -> int:
+    signed = SignedPolicy.from_bytes(args.signed.read_bytes())
+    appliance = _appliance(args)
+    try:
+        entry = appliance.install_policy(_present(args, _labels(args.officers)), signed)
+        return _done(entry.record.seq, f"policy version {signed.policy.version} installed")
+    finally:
+        appliance.close()
+
+
+def policy_show_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        plain = appliance.policy().to_plain()
+    finally:
+        appliance.close()
+    print(json.dumps(plain, indent=2, default=lambda b: b.hex()))
+    return 0
+
+
+def journal_verify_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        problems = appliance.verify_journal()
+        length = len(appliance.recorder.store)
+    finally:
+        appliance.close()
+    for problem in problems:
+        print(problem)
+    print(f"{length} records: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
+    return 0 if not problems else 1
+
+
+def journal_export_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        entry = appliance.export_journal(_present(args, _labels(args.officers)))
+        document = export_journal(appliance.recorder.entries(), appliance.config.appliance_id,
+                                  appliance.keystore.audit_public_key())  # fmt: skip
+    finally:
+        appliance.close()
+    args.out.write_bytes(document)
+    if args.ur:
+        encoder = UREncoder(UR("bytes", encode_bytes(document)), 400)
+        for _ in range(encoder.seq_len):
+            print(encoder.next_part())
+    return _done(entry.record.seq, f"journal exported to {args.out}")
+
+
+def kek_command(args: argparse.Namespace) -> int:
+    """``new-shares`` prints SLIP-39 shares of a fresh KEK, one per custodian (written down,
+    never stored); ``install`` rebuilds the KEK from threshold shares read like PINs."""
+    if args.action == "new-shares":
+        threshold, _, count = args.shares.partition(",")
+        for number, share in enumerate(new_kek_shares(int(threshold), int(count)), start=1):
+            print(f"custodian {number}: {share}")
+        return 0
+    if not args.officers:
+        raise CeremonyError("kek install needs --officers: the signing token must be activated")
+    appliance = _appliance(args)
+    try:
+        officers = _present(args, _labels(args.officers))
+        presented = int(args.shares.partition(",")[0])
+        pins = PinSource(args.pin_fd)
+        shares = [pins.pin(f"KEK share {i}") for i in range(1, presented + 1)]
+        entry = appliance.install_kek(officers, shares)
+        check = entry.record.details["kek_check"]
+        return _done(entry.record.seq, f"KEK installed, check value {check}")
+    finally:
+        appliance.close()
+
+
+def backup_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        blob, entry = appliance.backup_key(_present(args, _labels(args.officers)), args.label)
+    finally:
+        appliance.close()
+    args.out.write_bytes(blob)
+    return _done(entry.record.seq, f"key {args.label} wrapped to {args.out}")
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        entry = appliance.restore(_present(args, _labels(args.officers)),
+                                  args.blob.read_bytes(), args.label,
+                                  bytes.fromhex(args.public_key))  # fmt: skip
+        return _done(entry.record.seq, f"key {args.label} restored and proven")
+    finally:
+        appliance.close()
+
+
+def status_command(args: argparse.Namespace) -> int:
+    appliance = _appliance(args)
+    try:
+        policy = appliance.state.installed_policy()
+        last = appliance.recorder.last()
+        report = {
+            "appliance": dataclasses.asdict(appliance.config),
+            "keys": [info.to_json() for info in appliance.keystore.keys()],  # noqa: SIM118
+            "policy_version": policy.policy.version if policy else None,
+            "journal_length": len(appliance.recorder.store),
+            "journal_head": last.record.hash().hex() if last else None,
+            "torn_record": str(appliance.recovery.torn) if appliance.recovery.torn else None,
+        }
+    finally:
+        appliance.close()
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

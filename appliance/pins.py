@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import IO
 
 
 class PinSourceError(RuntimeError):
@@ -21,22 +20,31 @@ class PinSource:
     """Hands out PINs by purpose ("officer-1", "admin-2", ...), one per request."""
 
     def __init__(self, fd: int | None = None) -> None:
-        self._stream: IO[str] | None = None
-        if fd is not None:
-            try:
-                self._stream = os.fdopen(fd, "r", closefd=False)
-            except OSError as exc:
-                raise PinSourceError(f"cannot read PINs from descriptor {fd}: {exc}") from exc
+        self._fd = fd
 
     def pin(self, purpose: str) -> str:
         """The next PIN, for the prompt text ``purpose``; empty PINs are refused."""
-        if self._stream is None:
+        if self._fd is None:
             value = getpass.getpass(f"PIN for {purpose}: ")
         else:
-            line = self._stream.readline()
-            if not line:
+            line = _read_line(self._fd)
+            if line is None:
                 raise PinSourceError(f"PIN descriptor ran out before the PIN for {purpose}")
-            value = line.rstrip("\r\n")
+            value = line.rstrip("\r")
         if not value:
             raise PinSourceError(f"empty PIN for {purpose}")
         return value
+
+
+def _read_line(fd: int) -> str | None:
+    """One line from ``fd``, read a byte at a time: no buffer swallows the next PIN, so
+    several readers (one per ceremony step) can share the descriptor."""
+    data = bytearray()
+    try:
+        while (byte := os.read(fd, 1)) and byte != b"\n":
+            data += byte
+    except OSError as exc:
+        raise PinSourceError(f"cannot read PINs from descriptor {fd}: {exc}") from exc
+    if not data and not byte:
+        return None
+    return data.decode("utf-8", "replace")

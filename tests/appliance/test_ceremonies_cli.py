@@ -1,0 +1,169 @@
+"""The appliance's ceremonies through its command line, each in a fresh process on its own
+SoftHSM2 token store, PINs through a file descriptor as an automation would pass them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.journal import parse_export, verify_journal
+
+EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
+OFFICER_PINS = {"officer-1": "1111", "officer-2": "2222", "officer-3": "3333"}
+ADMIN_PINS = {"admin-1": "ad11", "admin-2": "ad22"}
+
+
+def run(state: Path, *args: str, pins: list[str] = ()) -> subprocess.CompletedProcess:
+    read, write = os.pipe()
+    os.write(write, "".join(f"{p}\n" for p in pins).encode())
+    os.close(write)
+    try:
+        return subprocess.run([EXE, "--state", str(state), "--pin-fd", str(read), *args],
+                              pass_fds=(read,), capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
+    finally:
+        os.close(read)
+
+
+def officers(*labels: str) -> tuple[list[str], list[str]]:
+    return ["--officers", ",".join(labels)], [OFFICER_PINS[label] for label in labels]
+
+
+@pytest.fixture
+def appliance(tmp_path) -> tuple[Path, dict]:
+    state = tmp_path / "appliance"
+    done = run(state, "init", "--demo", "--network", "regtest",
+               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()])
+    assert done.returncode == 0, done.stderr
+    return state, json.loads(done.stdout)
+
+
+def test_init_journals_everything_and_verifies(appliance):
+    state, info = appliance
+    assert set(info["officers"]) == set(OFFICER_PINS)
+    done = run(state, "journal", "verify")
+    assert done.returncode == 0 and "OK" in done.stdout
+    status = json.loads(run(state, "status").stdout)
+    assert status["policy_version"] == 1
+    assert [k["label"] for k in status["keys"]] == ["coldstation-audit"]
+
+
+def test_quorum_lockout_and_revocation(appliance):
+    state, info = appliance
+    args, pins = officers("officer-1")
+    short = run(state, "keygen", "k1", *args, pins=pins)
+    assert short.returncode == 1 and "2 needed" in short.stderr
+    for attempt in range(3):
+        wrong = run(state, "keygen", "k1", "--officers", "officer-1,officer-2",
+                    pins=["1111", f"bad{attempt}"])
+        assert wrong.returncode == 1 and "refused the PIN" in wrong.stderr
+    locked = run(state, "keygen", "k1", *officers("officer-1", "officer-2")[0],
+                 pins=["1111", "2222"])
+    assert locked.returncode == 1 and "locked out" in locked.stderr.lower()
+    ok = run(state, "keygen", "k1", *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
+    assert ok.returncode == 0, ok.stderr
+
+    draft, signed = state.parent / "draft.cbor", state.parent / "signed.cbor"
+    assert run(state, "policy", "draft", "--revoke", info["officers"]["officer-3"],
+               "-o", str(draft)).returncode == 0
+    assert run(state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2",
+               "-o", str(signed), pins=list(ADMIN_PINS.values())).returncode == 0
+    installed = run(state, "policy", "install", str(signed),
+                    *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
+    assert installed.returncode == 0, installed.stderr
+    revoked = run(state, "keygen", "k2", *officers("officer-1", "officer-3")[0],
+                  pins=["1111", "3333"])
+    assert revoked.returncode == 1 and "revoked" in revoked.stderr
+
+
+def test_suspend_and_policy_signatures(appliance):
+    state, _ = appliance
+    assert run(state, "keygen", "k1", *officers("officer-1", "officer-2")[0],
+               pins=["1111", "2222"]).returncode == 0
+    done = run(state, "suspend", "k1", *officers("officer-2", "officer-3")[0],
+               pins=["2222", "3333"])
+    assert done.returncode == 0 and "suspended" in done.stdout
+    status = json.loads(run(state, "status").stdout)
+    assert {k["label"]: k["state"] for k in status["keys"]}["k1"] == "suspended"
+    draft, signed = state.parent / "d.cbor", state.parent / "s.cbor"
+    run(state, "policy", "draft", "--set", "per_tx_limit=5000", "-o", str(draft))
+    one_admin = run(state, "policy", "sign", str(draft), "--admins", "admin-1",
+                    "-o", str(signed), pins=["ad11"])
+    assert one_admin.returncode == 0
+    refused = run(state, "policy", "install", str(signed),
+                  *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    assert refused.returncode == 1 and "signature" in refused.stderr.lower()
+
+
+def test_backup_restores_on_a_second_appliance_and_proves_the_key(tmp_path, appliance):
+    state_a, _ = appliance
+    state_b = tmp_path / "second"
+    assert run(state_b, "init", "--demo",
+               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]).returncode == 0
+    shares = [line.split(":", 1)[1].strip()
+              for line in run(state_a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()]
+    assert len(shares) == 3
+    for state, chosen in ((state_a, shares[:2]), (state_b, shares[1:])):
+        done = run(state, "kek", "install", "--officers", "officer-1,officer-2", "--shares", "2",
+                   pins=["1111", "2222", *chosen])
+        assert done.returncode == 0, done.stderr
+    assert run(state_a, "keygen", "cold", "--backup-model", "wrap-with-trusted",
+               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    blob = tmp_path / "cold.blob"
+    assert run(state_a, "backup", "cold", "--out", str(blob),
+               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    keys = json.loads(run(state_a, "status").stdout)["keys"]
+    public_key = next(k["public_key"] for k in keys if k["label"] == "cold")
+    restored = run(state_b, "restore", str(blob), "--label", "cold", "--public-key", public_key,
+                   *officers("officer-2", "officer-3")[0], pins=["2222", "3333"])
+    assert restored.returncode == 0, restored.stderr
+    keys_b = json.loads(run(state_b, "status").stdout)["keys"]
+    assert next(k["public_key"] for k in keys_b if k["label"] == "cold") == public_key
+    assert run(state_b, "journal", "verify").returncode == 0
+
+
+def test_journal_export_verifies_offline_and_tampering_is_named(appliance, tmp_path):
+    state, _ = appliance
+    out = tmp_path / "journal.cbor"
+    done = run(state, "journal", "export", "--out", str(out), "--ur",
+               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ur:bytes/")
+    appliance_id, audit_key, entries = parse_export(out.read_bytes())
+    report = verify_journal(entries, audit_key, appliance_id=appliance_id)
+    assert report.ok and entries[-1].record.event == "journal_export"
+
+    journal = state / "journal.log"
+    data = bytearray(journal.read_bytes())
+    middle = len(data) // 2
+    data[middle] ^= 0x01
+    journal.write_bytes(bytes(data))
+    broken = run(state, "journal", "verify")
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr
+    assert "refused:" in broken.stderr and "frame" in broken.stderr
+
+
+def test_wallet_export_writes_descriptor_receipt_and_ur(appliance, tmp_path):
+    state, _ = appliance
+    assert run(state, "keygen", "w", *officers("officer-1", "officer-2")[0],
+               pins=["1111", "2222"]).returncode == 0
+    out = tmp_path / "export"
+    done = run(state, "export-wallet", "w", "--out", str(out),
+               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    assert done.returncode == 0, done.stderr
+    descriptor = (out / "wallet.descriptor").read_text().strip()
+    assert descriptor.startswith("wpkh(") and "#" in descriptor
+    assert (out / "wallet.ur").read_text().startswith("ur:crypto-output/")
+    from shared.journal import Entry
+
+    receipt = Entry.from_bytes((out / "wallet.receipt").read_bytes())
+    status = json.loads(run(state, "status").stdout)
+    audit = next(k["public_key"] for k in status["keys"] if k["label"] == "coldstation-audit")
+    assert receipt.verify(bytes.fromhex(audit))
+    assert receipt.record.details["descriptor"] == descriptor
