@@ -88,6 +88,12 @@ class Appliance:
         self.keystore.lock()
         self.recorder.store.close()
 
+    def __enter__(self) -> Appliance:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- policy and activation --------------------------------------------------------------
 
     def policy(self) -> Policy:

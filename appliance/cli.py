@@ -187,22 +187,16 @@ def init_command(args: argparse.Namespace) -> int:
 
 
 def keygen_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         entry = appliance.keygen(_present(args, _labels(args.officers)), args.label,
                                  BackupModel(args.backup_model))  # fmt: skip
         return _done(entry.record.seq, f"generated key {args.label}")
-    finally:
-        appliance.close()
 
 
 def export_wallet_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         descriptor, receipt = appliance.export_wallet(
             _present(args, _labels(args.officers)), args.label)
-    finally:
-        appliance.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wallet.descriptor").write_text(f"{descriptor}\n")
     (args.out / "wallet.receipt").write_bytes(receipt.to_bytes())
@@ -214,21 +208,15 @@ def export_wallet_command(args: argparse.Namespace) -> int:
 
 
 def key_state_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         entry = appliance.set_key_state(_present(args, _labels(args.officers)), args.label,
                                         args.key_state)  # fmt: skip
         return _done(entry.record.seq, f"key {args.label} is now {args.key_state.value}")
-    finally:
-        appliance.close()
 
 
 def policy_draft_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         current = appliance.policy()
-    finally:
-        appliance.close()
     plain = current.to_plain()
     for item in args.set:
         field, _, value = item.partition("=")
@@ -256,11 +244,8 @@ def policy_draft_command(args: argparse.Namespace) -> int:
 
 def policy_sign_command(args: argparse.Namespace) -> int:
     draft = Policy.from_bytes(args.draft.read_bytes())
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         signed = appliance.sign_policy(_present(args, _labels(args.admins)), draft)
-    finally:
-        appliance.close()
     args.out.write_bytes(signed.to_bytes())
     print(f"policy version {draft.version} signed by {len(signed.signatures)}: {args.out}")
     return 0
@@ -268,31 +253,22 @@ def policy_sign_command(args: argparse.Namespace) -> int:
 
 def policy_install_command(args: argparse.Namespace) -> int:
     signed = SignedPolicy.from_bytes(args.signed.read_bytes())
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         entry = appliance.install_policy(_present(args, _labels(args.officers)), signed)
         return _done(entry.record.seq, f"policy version {signed.policy.version} installed")
-    finally:
-        appliance.close()
 
 
 def policy_show_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         plain = appliance.policy().to_plain()
-    finally:
-        appliance.close()
     print(json.dumps(plain, indent=2, default=lambda b: b.hex()))
     return 0
 
 
 def journal_verify_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         problems = appliance.verify_journal()
         length = len(appliance.recorder.store)
-    finally:
-        appliance.close()
     for problem in problems:
         print(problem)
     print(f"{length} records: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
@@ -300,13 +276,10 @@ def journal_verify_command(args: argparse.Namespace) -> int:
 
 
 def journal_export_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         entry = appliance.export_journal(_present(args, _labels(args.officers)))
         document = export_journal(appliance.recorder.entries(), appliance.config.appliance_id,
                                   appliance.keystore.audit_public_key())  # fmt: skip
-    finally:
-        appliance.close()
     args.out.write_bytes(document)
     if args.ur:
         encoder = UREncoder(UR("bytes", encode_bytes(document)), 400)
@@ -325,8 +298,7 @@ def kek_command(args: argparse.Namespace) -> int:
         return 0
     if not args.officers:
         raise CeremonyError("kek install needs --officers: the signing token must be activated")
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         officers = _present(args, _labels(args.officers))
         presented = int(args.shares.partition(",")[0])
         pins = PinSource(args.pin_fd)
@@ -334,34 +306,25 @@ def kek_command(args: argparse.Namespace) -> int:
         entry = appliance.install_kek(officers, shares)
         check = entry.record.details["kek_check"]
         return _done(entry.record.seq, f"KEK installed, check value {check}")
-    finally:
-        appliance.close()
 
 
 def backup_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         blob, entry = appliance.backup_key(_present(args, _labels(args.officers)), args.label)
-    finally:
-        appliance.close()
     args.out.write_bytes(blob)
     return _done(entry.record.seq, f"key {args.label} wrapped to {args.out}")
 
 
 def restore_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         entry = appliance.restore(_present(args, _labels(args.officers)),
                                   args.blob.read_bytes(), args.label,
                                   bytes.fromhex(args.public_key))  # fmt: skip
         return _done(entry.record.seq, f"key {args.label} restored and proven")
-    finally:
-        appliance.close()
 
 
 def status_command(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
-    try:
+    with _appliance(args) as appliance:
         policy = appliance.state.installed_policy()
         last = appliance.recorder.last()
         report = {
@@ -372,8 +335,6 @@ def status_command(args: argparse.Namespace) -> int:
             "journal_head": last.record.hash().hex() if last else None,
             "torn_record": str(appliance.recovery.torn) if appliance.recovery.torn else None,
         }
-    finally:
-        appliance.close()
     print(json.dumps(report, indent=2))
     return 0
 
