@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,16 +23,24 @@ from appliance.activation import (
     split_activation_secret,
 )
 from appliance.backup import combined_kek, export_key, install_trusted_kek, restore_key
-from appliance.hsm import Hsm
+from appliance.hsm import Hsm, token_serial
 from appliance.journal_store import JournalStore
 from appliance.keystore import BackupModel, KeyState, Keystore
 from appliance.officers import PinGuard, enroll_administrator, enroll_officer, unlock
 from appliance.recorder import Recorder
 from appliance.state import ApplianceConfig, ApplianceState
+from shared import canonical
 from shared.bitcoin.descriptor import Descriptor
 from shared.bitcoin.script import OutputType
 from shared.journal import Entry
-from shared.policy import Officer, Policy, SignedPolicy, policy_signing_digest, verify_signed_policy
+from shared.policy import (
+    Officer,
+    Policy,
+    SignedPolicy,
+    count_admin_signatures,
+    policy_signing_digest,
+    verify_signed_policy,
+)
 
 #: Officers or administrators presented for a ceremony: (token label, PIN).
 Presented = Sequence[tuple[str, str]]
@@ -111,6 +120,10 @@ class Appliance:
             self.keystore.unlock(pin.reveal())
             actors = pin.officers
         try:
+            if self.keystore.has_audit_key():
+                self.recorder.record("activation", actors=actors,
+                                     subjects={"policy": policy.hash()})  # fmt: skip
+                self._flush_pending(actors)
             yield actors
         finally:
             self.keystore.lock()
@@ -148,13 +161,20 @@ class Appliance:
     def install_policy(self, officers: Presented, signed: SignedPolicy) -> Entry:
         current = self.policy()
         tally = verify_signed_policy(signed, current)
+        was_active = {o.fingerprint for o in current.officers if o.active}
+        revoked = [o.fingerprint for o in signed.policy.officers
+                   if o.fingerprint in was_active and not o.active]  # fmt: skip
         with self.activated(officers) as actors:
             self.state.store_policy(signed)
-            return self.recorder.record(
+            entry = self.recorder.record(
                 "policy_installed", actors=actors + tally.valid,
                 subjects={"policy": signed.policy.hash()},
                 details={"version": signed.policy.version},
             )  # fmt: skip
+            for fingerprint in revoked:
+                entry = self.recorder.record("officer_revoked", actors=[fingerprint],
+                                             details={"policy_version": signed.policy.version})
+            return entry
 
     def sign_policy(self, admins: Presented, policy: Policy) -> SignedPolicy:
         """Administrators sign a policy document with their own tokens."""
@@ -170,6 +190,39 @@ class Appliance:
         with self.activated(officers) as actors:
             return self.recorder.record("journal_export", actors=actors,
                                         details={"length": len(self.recorder.store) + 1})
+
+    def reset_lockout(self, admins: Presented, officer_label: str) -> Path:
+        """Administrators give a locked-out officer token its attempts back.
+
+        A quorum of the installed policy's administrators signs the reset with their own
+        tokens. The signing token may be out of reach (the locked-out officer may be needed
+        for the quorum), so the signed evidence is kept in the state directory and written
+        to the journal as a ``pin_lockout`` record at the next activation.
+        """
+        policy = self.policy()
+        serial = token_serial(self.hsm.token(label=officer_label))
+        evidence = {"type": "coldstation-lockout-reset", "token": officer_label,
+                    "serial": serial, "time": int(time.time())}  # fmt: skip
+        digest = canonical.digest(evidence)
+        signatures = {}
+        for label, pin in admins:
+            with unlock(self.hsm, self.guard, label, pin) as admin:
+                signatures[admin.fingerprint] = admin.approve(digest)
+        tally = count_admin_signatures(policy, digest, signatures)
+        if not tally.met:
+            raise CeremonyError(f"lockout reset needs {policy.admin_quorum} administrators; "
+                                f"valid: {len(tally.valid)} {list(tally.rejected)}")  # fmt: skip
+        self.guard.reset(serial)
+        return self.state.store_pending({**evidence, "signatures": signatures})
+
+    def _flush_pending(self, actors: tuple[str, ...]) -> None:
+        for path, evidence in self.state.pending():
+            self.recorder.record("pin_lockout", actors=tuple(evidence["signatures"]),
+                                 details={"reset_token": evidence["token"],
+                                          "serial": evidence["serial"],
+                                          "reset_time": evidence["time"],
+                                          "activated_by": list(actors)})  # fmt: skip
+            path.unlink()
 
     def install_kek(self, officers: Presented, kek_shares: Sequence[str]) -> Entry:
         """Put the trusted backup KEK, rebuilt from its custodians' shares, on the token."""

@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--public-key", required=True, help="the original key, hex")
     restore.set_defaults(handler=restore_command)
 
+    reset = sub.add_parser("reset-lockout", help="administrators unlock an officer token")
+    reset.add_argument("officer", help="the locked-out officer's token label")
+    reset.add_argument("--admins", required=True, help="administrator token labels")
+    reset.set_defaults(handler=reset_lockout_command)
+
     status = sub.add_parser("status", help="appliance, keys, policy and journal head")
     status.set_defaults(handler=status_command)
     return parser
@@ -321,6 +326,14 @@ def restore_command(args: argparse.Namespace) -> int:
                                   args.blob.read_bytes(), args.label,
                                   bytes.fromhex(args.public_key))  # fmt: skip
         return _done(entry.record.seq, f"key {args.label} restored and proven")
+
+
+def reset_lockout_command(args: argparse.Namespace) -> int:
+    with _appliance(args) as appliance:
+        evidence = appliance.reset_lockout(_present(args, _labels(args.admins)), args.officer)
+    print(f"{args.officer} may try its PIN again; the reset is journaled at the next "
+          f"activation ({evidence.name})")  # fmt: skip
+    return 0
 
 
 def status_command(args: argparse.Namespace) -> int:

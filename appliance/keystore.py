@@ -401,6 +401,10 @@ class Keystore:
     def audit_public_key(self) -> bytes:
         return self.public_key(AUDIT_KEY_LABEL)
 
+    def has_audit_key(self) -> bool:
+        """False only during initialisation, before the audit key exists."""
+        return any(info.label == AUDIT_KEY_LABEL for info in self.keys())
+
     def sign_audit_digest(self, digest: bytes) -> bytes:
         """Low-S DER signature by the audit key over a 32-byte record or receipt hash."""
         return self.sign_digest(AUDIT_KEY_LABEL, digest)

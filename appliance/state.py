@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from appliance.files import atomic_write
+from shared import canonical
 from shared.policy import SignedPolicy
 
 SIGNING_TOKEN = "coldstation-signing"
@@ -84,6 +85,26 @@ class ApplianceState:
             raise StateError(f"{self.config_path}: unreadable ({exc})") from exc
 
     # -- policies --------------------------------------------------------------------------
+
+    # -- evidence waiting for the journal --------------------------------------------------
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.root / "pending"
+
+    def store_pending(self, evidence: dict) -> Path:
+        """Signed evidence (e.g. a lockout reset) to journal at the next activation."""
+        data = canonical.encode(evidence)
+        name = f"{int(evidence['time'])}-{canonical.digest(evidence).hex()[:12]}.cbor"
+        path = self.pending_dir / name
+        atomic_write(path, data)
+        return path
+
+    def pending(self) -> list[tuple[Path, dict]]:
+        if not self.pending_dir.is_dir():
+            return []
+        return [(path, canonical.decode(path.read_bytes()))
+                for path in sorted(self.pending_dir.glob("*.cbor"))]  # fmt: skip
 
     def policy_files(self) -> list[Path]:
         return sorted(self.policies_dir.glob("*.cbor"))

@@ -609,6 +609,16 @@ def approval_digest(request_hash: bytes, policy_hash: bytes) -> bytes:
     )
 
 
+def count_admin_signatures(
+    policy: Policy, digest: bytes, signatures: Mapping[str, bytes]
+) -> SignatureTally:
+    """Tally administrator signatures over ``digest`` (administrative acts other than policy
+    installation, e.g. resetting an officer's PIN lockout), each admin counted once."""
+    if not isinstance(signatures, Mapping) or len(signatures) > MAX_OFFICERS:
+        raise PolicyError(f"signatures must be a map of at most {MAX_OFFICERS} entries")
+    return _tally(policy.administrators, signatures, digest, policy.admin_quorum)
+
+
 def count_valid_approvals(
     policy: Policy,
     request_hash: bytes,

@@ -79,6 +79,20 @@ def test_quorum_lockout_and_revocation(appliance):
     revoked = run(state, "keygen", "k2", *officers("officer-1", "officer-3")[0],
                   pins=["1111", "3333"])
     assert revoked.returncode == 1 and "revoked" in revoked.stderr
+    reset = run(state, "reset-lockout", "officer-2", "--admins", "admin-1,admin-2",
+                pins=list(ADMIN_PINS.values()))
+    assert reset.returncode == 0, reset.stderr
+    export = state.parent / "journal.cbor"
+    assert run(state, "journal", "export", "--out", str(export),
+               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    events = [(e.record.event, e.record.actors) for e in parse_export(export.read_bytes())[2]]
+    assert ("officer_revoked", (info["officers"]["officer-3"],)) in events
+    assert ("pin_lockout", tuple(sorted(info["administrators"].values()))) in [
+        (event, tuple(sorted(actors))) for event, actors in events]
+    # every successful ceremony after initialisation starts with the activation that allowed
+    # it (keygen, policy install, journal export); refused attempts activate nothing
+    kinds = [event for event, _ in events]
+    assert kinds.count("activation") == 3
 
 
 def test_suspend_and_policy_signatures(appliance):
