@@ -129,7 +129,7 @@ class ActivatedPin:
 
 
 @dataclass(frozen=True)
-class _Contribution:
+class Contribution:
     fingerprint: str
     token_label: str
     share: Share
@@ -160,8 +160,8 @@ def activate(
         for token_label, pin in officers:
             officer = unlock(hsm, guard, token_label, pin)
             unlocked.append(officer)
-            contributions.append(_contribution(officer, registry))
-        secret = _combine(contributions, threshold)
+            contributions.append(contribute(officer, registry))
+        secret = combine_contributions(contributions, threshold)
     finally:
         for officer in unlocked:
             officer.lock()
@@ -179,7 +179,7 @@ def _refuse_duplicate_labels(officers: Iterable[tuple[str, str]]) -> None:
         seen.add(token_label)
 
 
-def _contribution(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> _Contribution:
+def contribute(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> Contribution:
     """Check the officer against the policy, prove the key, read and parse the share."""
     fingerprint = officer.fingerprint
     who = f"officer {fingerprint} ({officer.name})"
@@ -193,7 +193,7 @@ def _contribution(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> _Co
         share = Share.from_mnemonic(mnemonic)
     except (MnemonicError, ValueError, KeyError) as exc:
         raise QuorumError(f"{who} holds a damaged share: {share_error_text(exc)}") from None
-    return _Contribution(fingerprint, officer.token_label, share, mnemonic)
+    return Contribution(fingerprint, officer.token_label, share, mnemonic)
 
 
 def _prove_key(officer: UnlockedOfficer, who: str) -> None:
@@ -207,7 +207,7 @@ def _prove_key(officer: UnlockedOfficer, who: str) -> None:
         raise QuorumError(f"{who} failed the approval-key challenge")
 
 
-def _combine(contributions: Sequence[_Contribution], threshold: int) -> bytearray:
+def combine_contributions(contributions: Sequence[Contribution], threshold: int) -> bytearray:
     """Check the shares belong together and are enough, then combine them.
 
     shamir_mnemonic wants exactly the member threshold of shares, so with more officers
@@ -238,7 +238,7 @@ def _combine(contributions: Sequence[_Contribution], threshold: int) -> bytearra
     return secret
 
 
-def _check_same_secret(first: _Contribution, other: _Contribution) -> None:
+def _check_same_secret(first: Contribution, other: Contribution) -> None:
     if first.share.group_parameters() != other.share.group_parameters():
         raise QuorumError(
             f"officers {first.fingerprint} and {other.fingerprint} hold shares of "
@@ -246,7 +246,7 @@ def _check_same_secret(first: _Contribution, other: _Contribution) -> None:
         )
 
 
-def _check_distinct(contributions: Sequence[_Contribution]) -> None:
+def _check_distinct(contributions: Sequence[Contribution]) -> None:
     by_index: dict[int, str] = {}
     fingerprints: set[str] = set()
     for c in contributions:

@@ -25,7 +25,7 @@ from appliance.activation import (
 from appliance.backup import combined_kek, export_key, install_trusted_kek, restore_key
 from appliance.hsm import Hsm, token_serial
 from appliance.journal_store import JournalStore
-from appliance.keystore import BackupModel, KeyState, Keystore
+from appliance.keystore import AUDIT_KEY_LABEL, BackupModel, KeyState, Keystore
 from appliance.officers import PinGuard, enroll_administrator, enroll_officer, unlock
 from appliance.recorder import Recorder
 from appliance.state import ApplianceConfig, ApplianceState
@@ -41,6 +41,7 @@ from shared.policy import (
     policy_signing_digest,
     verify_signed_policy,
 )
+from shared.review import OurKey, PinnedWallet
 
 #: Officers or administrators presented for a ceremony: (token label, PIN).
 Presented = Sequence[tuple[str, str]]
@@ -111,6 +112,14 @@ class Appliance:
             raise CeremonyError("no policy installed")
         return signed.policy
 
+    def pinned_wallet(self) -> PinnedWallet:
+        """The pinned descriptors with this HSM's keys (audit key excluded) and their states."""
+        descriptors = tuple(Descriptor.parse(text) for text in self.state.pinned_descriptors())
+        keys = tuple(OurKey(info.public_key_bytes, info.label, info.state.value)
+                     for info in self.keystore.key_infos()
+                     if info.label != AUDIT_KEY_LABEL)  # fmt: skip
+        return PinnedWallet(descriptors, keys)
+
     @contextmanager
     def activated(self, officers: Presented) -> Iterator[tuple[str, ...]]:
         """The signing token unlocked by M officers for the length of the block."""
@@ -144,12 +153,28 @@ class Appliance:
         info = self.keystore.info(label)
         descriptor = Descriptor.parse(f"wpkh({info.public_key})", require_checksum=False)
         with self.activated(officers) as actors:
+            self.state.pin_descriptor(str(descriptor))
             entry = self.recorder.record(
                 "wallet_exported", actors=actors,
                 subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
                 details={"label": label, "descriptor": str(descriptor)},
             )  # fmt: skip
         return descriptor, entry
+
+    def pin_wallet(self, officers: Presented, descriptor: Descriptor) -> Entry:
+        """Pin a wallet descriptor (e.g. a multisig with cosigners' keys) this appliance
+        signs for; one of its keys must be ours."""
+        ours = {info.public_key_bytes for info in self.keystore.key_infos()}
+        keys = {pubkey for pubkey, _ in descriptor.derive(0).keys}
+        if not keys & ours:
+            raise CeremonyError("none of the descriptor's keys is held by this appliance")
+        with self.activated(officers) as actors:
+            self.state.pin_descriptor(str(descriptor))
+            return self.recorder.record(
+                "wallet_exported", actors=actors,
+                subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
+                details={"pinned": str(descriptor)},
+            )  # fmt: skip
 
     def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:
         event = {KeyState.SUSPENDED: "key_suspended", KeyState.ACTIVE: "key_reactivated",
@@ -215,13 +240,41 @@ class Appliance:
         self.guard.reset(serial)
         return self.state.store_pending({**evidence, "signatures": signatures})
 
+    def defer_record(self, event: str, *, decision: str | None = None,
+                     subjects: dict[str, bytes] | None = None,
+                     details: dict | None = None) -> Path:  # fmt: skip
+        """Keep a record for the next activation (the audit key is in the locked token).
+
+        Used for refusals decided before any officer is present; the record is written,
+        signed and chained, as soon as the signing token is next activated.
+        """
+        return self.state.store_pending({
+            "type": "coldstation-deferred-record", "time": int(time.time()), "event": event,
+            "decision": decision, "subjects": subjects or {}, "details": details or {},
+        })  # fmt: skip
+
+    def flush_pending(self, officers: Presented) -> int:
+        """Activate only to write what is pending; returns how many records were written."""
+        waiting = len(self.state.pending())
+        if waiting:
+            with self.activated(officers):
+                pass
+        return waiting
+
     def _flush_pending(self, actors: tuple[str, ...]) -> None:
         for path, evidence in self.state.pending():
-            self.recorder.record("pin_lockout", actors=tuple(evidence["signatures"]),
-                                 details={"reset_token": evidence["token"],
-                                          "serial": evidence["serial"],
-                                          "reset_time": evidence["time"],
-                                          "activated_by": list(actors)})  # fmt: skip
+            if evidence.get("type") == "coldstation-deferred-record":
+                self.recorder.record(
+                    evidence["event"], decision=evidence["decision"],
+                    subjects=evidence["subjects"],
+                    details={**evidence["details"], "decided_at": evidence["time"]},
+                )  # fmt: skip
+            else:
+                self.recorder.record("pin_lockout", actors=tuple(evidence["signatures"]),
+                                     details={"reset_token": evidence["token"],
+                                              "serial": evidence["serial"],
+                                              "reset_time": evidence["time"],
+                                              "activated_by": list(actors)})  # fmt: skip
             path.unlink()
 
     def install_kek(self, officers: Presented, kek_shares: Sequence[str]) -> Entry:

@@ -25,14 +25,21 @@ from appliance.journal_store import JournalStoreError
 from appliance.keystore import BackupModel, KeyState, KeystoreError
 from appliance.officers import OfficerError
 from appliance.pins import PinSource, PinSourceError
+from appliance.signing import SigningError, SigningSession
 from appliance.state import StateError
+from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import JournalError, export_journal
 from shared.policy import Policy, PolicyError, SignedPolicy
-from shared.ur.registry import encode_bytes, encode_crypto_output
+from shared.qr.camera import CameraError, FrameSource
+from shared.qr.receiver import QrReceiver
+from shared.review import Review
+from shared.ur.payload import PayloadError, cbor_to_file
+from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
 
 REFUSALS = (CeremonyError, QuorumError, OfficerError, KeystoreError, BackupError, PolicyError,
-            JournalError, JournalStoreError, HsmError, StateError, PinSourceError)  # fmt: skip
+            JournalError, JournalStoreError, HsmError, StateError, PinSourceError, SigningError,
+            DescriptorError, CameraError, PayloadError)  # fmt: skip
 #: Policy fields `policy draft --set` may change (identity and chain fields may not).
 _SETTABLE = {"approval_quorum", "admin_quorum", "require_address_book", "per_tx_limit",
              "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max"}  # fmt: skip
@@ -119,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--label", required=True)
     restore.add_argument("--public-key", required=True, help="the original key, hex")
     restore.set_defaults(handler=restore_command)
+
+    sign = sub.add_parser("sign", help="the signing ceremony, headless")
+    source = sign.add_mutually_exclusive_group(required=True)
+    source.add_argument("--in", dest="infile", type=Path, help="PSBT file (binary/base64/hex)")
+    source.add_argument("--video", help="scan an animated QR from a video file")
+    source.add_argument("--camera", type=int, help="scan from a camera device")
+    sign.add_argument("--officers", required=True, help="approving officers' token labels")
+    sign.add_argument("--approvals", type=int, metavar="FD",
+                      help="read the officers' PINs from this descriptor (as --pin-fd)")
+    target = sign.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="write the signed PSBT (binary)")
+    target.add_argument("--show", action="store_true", help="print the signed PSBT's UR parts")
+    sign.set_defaults(handler=sign_command)
+
+    pin_wallet = with_officers(sub.add_parser("pin-wallet", help="pin a wallet descriptor"))
+    pin_wallet.add_argument("descriptor")
+    pin_wallet.set_defaults(handler=pin_wallet_command)
 
     reset = sub.add_parser("reset-lockout", help="administrators unlock an officer token")
     reset.add_argument("officer", help="the locked-out officer's token label")
@@ -328,6 +352,68 @@ def restore_command(args: argparse.Namespace) -> int:
         return _done(entry.record.seq, f"key {args.label} restored and proven")
 
 
+def _scan_psbt(args: argparse.Namespace) -> bytes:
+    source = FrameSource(args.video if args.video is not None else args.camera)
+    receiver = QrReceiver(expected_types=["crypto-psbt", "psbt"], fps=source.fps)
+    with source:
+        for image in source:
+            receiver.feed(image)
+            if receiver.is_complete:
+                break
+    if receiver.result is None:
+        raise CeremonyError(f"scan incomplete: {receiver.progress()}")
+    return cbor_to_file(receiver.result.ur_type, receiver.result.cbor)
+
+
+def _print_review(review: Review) -> None:
+    print(f"request {review.request.request_id.hex()} from {review.request.requester}, "
+          f"network {review.network}")
+    for out in review.outputs:
+        tag = "change (ours)" if out.is_change else (out.label or "NOT IN ADDRESS BOOK")
+        print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")
+    print(f"  fee {review.fee} sat, {review.fee_rate} sat/vB (about {review.vsize} vB)")
+    print(f"  request hash {review.request_hash.hex()}")
+    print(f"  words: {review.hash_words}")
+
+
+def sign_command(args: argparse.Namespace) -> int:
+    if args.approvals is not None:
+        args.pin_fd = args.approvals
+    data = args.infile.read_bytes() if args.infile is not None else _scan_psbt(args)
+    with _appliance(args) as appliance:
+        session = SigningSession(appliance)
+        review = session.load(data)
+        presented = _present(args, _labels(args.officers))
+        if review is None or not review.approved_for_signing:
+            appliance.flush_pending(presented)  # journal the refusal now, officers present
+            reasons = "malformed PSBT" if review is None else "; ".join(
+                f"{r.code}: {r.message}" for r in review.refusals)
+            raise CeremonyError(f"request refused, nothing signed: {reasons}")
+        _print_review(review)
+        try:
+            for label, pin in presented:
+                state = session.approve(label, pin)
+                print(f"approved by {label}: {len(state.approved)} of {state.needed}")
+        except REFUSALS as exc:
+            session.refuse(f"approval failed: {exc}")  # journaled at the next activation
+            raise
+        result = session.sign()
+    if args.out is not None:
+        args.out.write_bytes(result.psbt_bytes)
+    else:
+        encoder = UREncoder(UR("crypto-psbt", encode_psbt(result.psbt_bytes)), 400)
+        for _ in range(encoder.seq_len):
+            print(encoder.next_part())
+    return _done(result.receipt_seq, f"signed {result.signatures} input(s)")
+
+
+def pin_wallet_command(args: argparse.Namespace) -> int:
+    descriptor = Descriptor.parse(args.descriptor, require_checksum=False)
+    with _appliance(args) as appliance:
+        entry = appliance.pin_wallet(_present(args, _labels(args.officers)), descriptor)
+    return _done(entry.record.seq, f"pinned {descriptor}")
+
+
 def reset_lockout_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         evidence = appliance.reset_lockout(_present(args, _labels(args.admins)), args.officer)
@@ -342,7 +428,7 @@ def status_command(args: argparse.Namespace) -> int:
         last = appliance.recorder.last()
         report = {
             "appliance": dataclasses.asdict(appliance.config),
-            "keys": [info.to_json() for info in appliance.keystore.keys()],  # noqa: SIM118
+            "keys": [info.to_json() for info in appliance.keystore.key_infos()],
             "policy_version": policy.policy.version if policy else None,
             "journal_length": len(appliance.recorder.store),
             "journal_head": last.record.hash().hex() if last else None,

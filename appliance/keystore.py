@@ -166,7 +166,7 @@ class Keystore:
 
     # --- registry queries ----------------------------------------------------------------
 
-    def keys(self) -> list[KeyInfo]:
+    def key_infos(self) -> list[KeyInfo]:
         """Every registered key, oldest first (archived ones included: they are kept)."""
         with self.hsm.lock:
             return sorted(self._keys.values(), key=lambda k: (k.created, k.label))
@@ -403,7 +403,7 @@ class Keystore:
 
     def has_audit_key(self) -> bool:
         """False only during initialisation, before the audit key exists."""
-        return any(info.label == AUDIT_KEY_LABEL for info in self.keys())
+        return any(info.label == AUDIT_KEY_LABEL for info in self.key_infos())
 
     def sign_audit_digest(self, digest: bytes) -> bytes:
         """Low-S DER signature by the audit key over a 32-byte record or receipt hash."""

@@ -86,6 +86,38 @@ class ApplianceState:
 
     # -- policies --------------------------------------------------------------------------
 
+    # -- the pinned wallet ------------------------------------------------------------------
+
+    @property
+    def wallets_path(self) -> Path:
+        return self.root / "wallets.json"
+
+    def pinned_descriptors(self) -> list[str]:
+        """Descriptors this appliance signs for, pinned by ceremony, never by a request."""
+        if not self.wallets_path.is_file():
+            return []
+        try:
+            data = json.loads(self.wallets_path.read_text())
+        except ValueError as exc:
+            raise StateError(f"{self.wallets_path}: unreadable ({exc})") from exc
+        return [str(d) for d in data.get("descriptors", [])]
+
+    def pin_descriptor(self, descriptor: str) -> None:
+        pinned = self.pinned_descriptors()
+        if descriptor not in pinned:
+            pinned.append(descriptor)
+            atomic_write(self.wallets_path, json.dumps({"descriptors": pinned}, indent=2).encode())
+
+    # -- display transcripts ---------------------------------------------------------------
+
+    def store_transcript(self, plain: dict) -> bytes:
+        """Keep what the officers were shown; returns its hash for the journal record."""
+        digest = canonical.digest(plain)
+        path = self.root / "transcripts" / f"{digest.hex()}.cbor"
+        if not path.exists():
+            atomic_write(path, canonical.encode(plain))
+        return digest
+
     # -- evidence waiting for the journal --------------------------------------------------
 
     @property

@@ -235,7 +235,7 @@ def test_registry_persists_across_instances(hsm, signing_token, keystore):
     keystore.set_state("first", KeyState.SUSPENDED)
 
     again = Keystore(hsm, signing_token.label, keystore.registry_path)
-    listed = again.keys()
+    listed = again.key_infos()
     assert [k.label for k in listed] == ["first", "second"]
     assert again.info("first").state is KeyState.SUSPENDED
     assert again.info("second") == b

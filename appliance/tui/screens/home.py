@@ -1,0 +1,139 @@
+"""Home: who this appliance is, what it signs with and under which rules, and whether its
+journal is intact, read from the live state each time the screen comes back."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static
+
+from appliance.keystore import KeyInfo, KeyState
+from appliance.tui.engine import pinned_wallets
+from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking, when
+
+STATE_STYLE = {KeyState.ACTIVE: "bold green", KeyState.SUSPENDED: "bold yellow",
+               KeyState.ARCHIVED: "dim"}  # fmt: skip
+
+
+def key_state_text(info: KeyInfo) -> Text:
+    return Text(str(info.state), style=STATE_STYLE.get(info.state, ""))
+
+
+def fill_keys(table: DataTable, keys: list[KeyInfo]) -> None:
+    """The keys, one row each (row key = label), in the registry's order."""
+    if not table.columns:
+        table.add_columns("label", "state", "backup", "origin", "created")
+    table.clear()
+    for info in keys:
+        table.add_row(info.label, key_state_text(info), str(info.backup_model), info.origin,
+                      info.created[:16].replace("T", " "), key=info.label)  # fmt: skip
+
+
+class HomeScreen(NavScreen):
+    """The appliance at a glance; a torn journal tail is the first thing shown."""
+
+    NAME: ClassVar[str] = "home"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("w", "write_pending", "Write pending"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome()
+        with VerticalScroll(id="home"):
+            yield Static(id="torn", classes="alarm")
+            yield Static(id="identity", classes="panel")
+            keys = DataTable(id="keys", classes="panel", cursor_type="row", zebra_stripes=True)
+            keys.border_title = "Keys"
+            yield keys
+
+    def on_mount(self) -> None:
+        self.query_one("#identity").border_title = "Appliance"
+        self.refresh_facts()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_facts()
+
+    def refresh_facts(self) -> None:
+        appliance = self.appliance
+        self.app.sub_title = appliance.config.appliance_id
+        torn = self.query_one("#torn", Static)
+        torn.display = appliance.recovery.torn is not None
+        if appliance.recovery.torn is not None:
+            t = appliance.recovery.torn
+            torn.update(Text(f"TORN JOURNAL RECORD found at start-up: {t.length} bytes at "
+                             f"offset {t.offset}, kept in {t.quarantine}. Tell the auditors "
+                             "before any ceremony.", style="bold"))  # fmt: skip
+        self.query_one("#identity", Static).update(self._identity())
+        fill_keys(self.query_one("#keys", DataTable), appliance.keystore.key_infos())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "write_pending":
+            return bool(self.appliance.state.pending())
+        return super().check_action(action, parameters)
+
+    def action_write_pending(self) -> None:
+        """Refusals decided while the token was locked, and lockout resets, wait for an
+        activation to be signed into the journal; officers present to write them now."""
+        appliance = self.appliance
+        quorum = appliance.policy().approval_quorum
+
+        def presented(officers: list[tuple[str, str]] | None) -> None:
+            if not officers:
+                return
+
+            def done(count: int) -> None:
+                self.notify(f"{count} pending record(s) written to the journal.")
+                self.refresh_facts()
+
+            def failed(message: str) -> None:
+                self.notify(message, title="Refused", severity="error", timeout=10)
+
+            run_blocking(self, lambda: appliance.flush_pending(officers), done, failed)
+
+        self.app.push_screen(PresentOfficers(
+            f"Write pending records: {quorum} officers present their tokens", quorum,
+            appliance.config.officer_tokens.values()), presented)  # fmt: skip
+
+    def _identity(self) -> Text:
+        appliance = self.appliance
+        config = appliance.config
+        signed = appliance.state.installed_policy()
+        last = appliance.recorder.last()
+        length = len(appliance.recorder.store)
+        wallets = pinned_wallets(appliance)
+        lines = Text()
+
+        def line(name: str, value: str | Text, style: str = "") -> None:
+            lines.append(f"{name:<9}", style="bold")
+            lines.append(value if isinstance(value, Text) else Text(value, style=style))
+            lines.append("\n")
+
+        line("Id", f"{config.appliance_id} · {config.network}"
+                   + (" · demo tokens (SoftHSM2)" if config.demo else ""))  # fmt: skip
+        if signed is None:
+            line("Policy", "none installed: no ceremony can run", "bold red")
+        else:
+            policy = signed.policy
+            active = sum(o.active for o in policy.officers)
+            line("Policy", f"version {policy.version} · {policy.approval_quorum} of {active} "
+                           f"officers approve · hash {policy.hash().hex()[:16]}")  # fmt: skip
+        if not wallets:
+            line("Wallet", "none pinned yet", "dim")
+        for number, wallet in enumerate(wallets, start=1):
+            line("Wallet" if number == 1 else "", wallet)
+        if last is None:
+            line("Journal", "empty")
+        else:
+            record = last.record
+            line("Journal", f"{length} records · head {record.hash().hex()[:16]} · "
+                            f"last {record.event} {when(record.time)}")  # fmt: skip
+        pending = len(appliance.state.pending())
+        if pending:
+            line("Pending", f"{pending} record(s) wait for the next activation (w writes them)",
+                 "bold yellow")  # fmt: skip
+        lines.rstrip()
+        return lines

@@ -1,0 +1,120 @@
+"""Keys: every key in the signing token with its lifecycle state; suspending or reactivating
+one is the ``suspend``/``reactivate`` ceremony, with M officers presenting their tokens."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from appliance.keystore import AUDIT_KEY_LABEL, KeyState
+from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking
+from appliance.tui.screens.home import fill_keys
+
+VERBS = {KeyState.SUSPENDED: "suspend", KeyState.ACTIVE: "reactivate"}
+
+
+class KeysScreen(NavScreen):
+    NAME: ClassVar[str] = "keys"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("u", "change_state('suspended')", "Suspend"),
+        Binding("r", "change_state('active')", "Reactivate"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome()
+        with Vertical(id="keys-screen"):
+            table = DataTable(id="keys", classes="panel", cursor_type="row", zebra_stripes=True)
+            table.border_title = "Keys in the signing token"
+            yield table
+            yield Static(id="key-detail", classes="panel")
+            yield Static(id="key-problem", classes="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#key-detail").border_title = "Selected key"
+        self.reload()
+        self.query_one("#keys", DataTable).focus()
+
+    def reload(self) -> None:
+        table = self.query_one("#keys", DataTable)
+        row = table.cursor_row
+        fill_keys(table, self.appliance.keystore.key_infos())
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
+        self._show_detail()
+
+    def selected_label(self) -> str | None:
+        table = self.query_one("#keys", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        label = self.selected_label()
+        detail = self.query_one("#key-detail", Static)
+        if label is None:
+            detail.update("no keys yet: generate one with `coldstation-appliance keygen`")
+            return
+        info = self.appliance.keystore.info(label)
+        text = Text()
+        text.append(f"{info.label}", style="bold")
+        text.append(f" · {info.state} · {info.backup_model} · {info.origin}\n")
+        text.append(f"public key {info.public_key}\nkey id     {info.key_id}")
+        if label == AUDIT_KEY_LABEL:
+            text.append("\nsigns the journal: it is never suspended", style="dim")
+        detail.update(text)
+
+    def action_change_state(self, state: str) -> None:
+        target = KeyState(state)
+        label = self.selected_label()
+        if label is None:
+            return
+        if label == AUDIT_KEY_LABEL:
+            self.notify("The audit key signs every journal record; it cannot be suspended.",
+                        severity="error")  # fmt: skip
+            return
+        info = self.appliance.keystore.info(label)
+        if info.state is target:
+            self.notify(f"{label} is already {target}.", severity="warning")
+            return
+        try:
+            policy = self.appliance.policy()
+        except Exception as exc:  # no policy: say so, do not crash
+            self.notify(str(exc), severity="error")
+            return
+        verb = VERBS[target]
+        dialog = PresentOfficers(f"{verb.capitalize()} key {label}: {policy.approval_quorum} "
+                                 "officers present their tokens",
+                                 policy.approval_quorum,
+                                 self.appliance.config.officer_tokens.values())  # fmt: skip
+
+        def presented(officers: list[tuple[str, str]] | None) -> None:
+            if officers:
+                self._run(label, target, officers)
+
+        self.app.push_screen(dialog, presented)
+
+    def _run(self, label: str, target: KeyState, officers: list[tuple[str, str]]) -> None:
+        problem = self.query_one("#key-problem", Static)
+        problem.update(f"{VERBS[target].capitalize()} {label}: activating the signing token…")
+
+        def done(entry: object) -> None:
+            seq = getattr(getattr(entry, "record", None), "seq", "?")
+            problem.update("")
+            self.notify(f"Key {label} is now {target} (journal seq {seq}).")
+            self.reload()
+
+        def failed(message: str) -> None:
+            problem.update(f"Refused: {message}")
+            self.notify(message, title="Refused", severity="error", timeout=10)
+            self.reload()
+
+        run_blocking(self, lambda: self.appliance.set_key_state(officers, label, target),
+                     done, failed)  # fmt: skip

@@ -1,0 +1,97 @@
+"""Officers: who may approve and who administers, as the installed policy names them, with
+the appliance's own PIN attempt counters (SoftHSM2 has none); administrators reset a
+locked-out token here (the ``reset-lockout`` ceremony)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from appliance.hsm import token_serial
+from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking
+
+
+class OfficersScreen(NavScreen):
+    NAME: ClassVar[str] = "officers"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "reset_lockout", "Reset lockout"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome()
+        with Vertical(id="officers-screen"):
+            yield Static(id="quorum", classes="panel")
+            table = DataTable(id="officers", classes="panel", cursor_type="row",
+                              zebra_stripes=True)  # fmt: skip
+            table.border_title = "Officers and administrators"
+            yield table
+
+    def on_mount(self) -> None:
+        self.query_one("#quorum").border_title = "Quorum"
+        self.reload()
+        self.query_one("#officers", DataTable).focus()
+
+    def reload(self) -> None:
+        table = self.query_one("#officers", DataTable)
+        if not table.columns:
+            table.add_columns("role", "token", "fingerprint", "status", "PIN tries left")
+        table.clear()
+        config = self.appliance.config
+        try:
+            policy = self.appliance.policy()
+        except Exception as exc:  # show the problem instead of the table
+            self.query_one("#quorum", Static).update(Text(str(exc), style="bold red"))
+            return
+        self.query_one("#quorum", Static).update(
+            f"{policy.approval_quorum} of {sum(o.active for o in policy.officers)} active "
+            f"approvers sign a request · {policy.admin_quorum} of "
+            f"{len(policy.administrators)} administrators sign a policy (version "
+            f"{policy.version})")  # fmt: skip
+        tokens = {**config.officer_tokens, **config.admin_tokens}
+        for officer in (*policy.officers, *policy.administrators):
+            label = tokens.get(officer.fingerprint, "?")
+            status = Text("active", "green") if officer.active else Text("revoked", "bold red")
+            table.add_row(officer.role, label, officer.fingerprint, status,
+                          self._tries_left(label), key=label)  # fmt: skip
+
+    def _tries_left(self, label: str) -> Text:
+        try:
+            serial = token_serial(self.appliance.hsm.token(label=label))
+        except Exception:  # an absent token is shown, not fatal
+            return Text("token absent", "dim")
+        left = self.appliance.guard.remaining(serial)
+        return Text(str(left), "bold red" if left == 0 else "")
+
+    def action_reset_lockout(self) -> None:
+        table = self.query_one("#officers", DataTable)
+        if not table.row_count:
+            return
+        label = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        policy = self.appliance.policy()
+        dialog = PresentOfficers(f"Reset the PIN lockout of {label}: {policy.admin_quorum} "
+                                 "administrators present their tokens", policy.admin_quorum,
+                                 self.appliance.config.admin_tokens.values(),
+                                 role="Administrator")  # fmt: skip
+
+        def presented(admins: list[tuple[str, str]] | None) -> None:
+            if not admins:
+                return
+
+            def done(_evidence: object) -> None:
+                self.notify(f"{label} may try its PIN again; the reset is journaled at the "
+                            "next activation.")  # fmt: skip
+                self.reload()
+
+            def failed(message: str) -> None:
+                self.notify(message, title="Refused", severity="error", timeout=10)
+                self.reload()
+
+            run_blocking(self, lambda: self.appliance.reset_lockout(admins, label), done,
+                         failed)  # fmt: skip
+
+        self.app.push_screen(dialog, presented)

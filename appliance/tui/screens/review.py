@@ -1,0 +1,211 @@
+"""Review: what you see is what you sign. Every figure here comes from the engine's review
+of the scanned bytes (never from what the coordinator claims): each output with amount,
+full address and address-book label, change proven ours, totals, fee and fee rate, network,
+inputs and their owners, the request and its hash in hex and in words. A refused request
+says why at the top, in the engine's words, and offers no way to approve."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Header, Static
+
+from appliance.ceremonies import Appliance
+from appliance.tui.engine import Ceremony, ReviewView
+from appliance.tui.screens.common import (
+    AskReason,
+    KeysFooter,
+    btc,
+    go_home,
+    grouped,
+    hex_text,
+    run_blocking,
+    until,
+    when,
+)
+
+
+def verdict_text(view: ReviewView, quorum: int) -> Text:
+    if view.refusals:
+        text = Text("REFUSED: this request will not be signed\n", style="bold")
+        for code, message in view.refusals:
+            text.append(f"• {message}", style="bold")
+            text.append(f"  ({code})\n", style="dim")
+        text.rstrip()
+        return text
+    return Text(f"Policy checks passed. Read every line below; {quorum} officers must "
+                "approve before the appliance signs.")  # fmt: skip
+
+
+def _rows(rows: list[tuple[str, str, str]], width: int = 12) -> Text:
+    text = Text()
+    for name, value, style in rows:
+        text.append(f"{name:<{width}}", style="bold")
+        text.append(f"{value}\n", style=style)
+    text.rstrip()
+    return text
+
+
+def request_text(view: ReviewView, now: int) -> Text:
+    request = view.request
+    if request is None:
+        return Text("no valid request metadata in this PSBT", style="bold red")
+    return _rows([
+        ("Request id", request.request_id, ""),
+        ("Requester", request.requester, "bold"),
+        ("Purpose", request.purpose or "-", ""),
+        ("Batch", f"{request.batch_id} ({request.kind})", ""),
+        ("Network", view.network or "unknown", "bold"),
+        ("Created", when(request.created), ""),
+        ("Expires", f"{when(request.expiry)} ({until(request.expiry, now)})", ""),
+        ("Txid", view.txid or "-", "dim"),
+    ])  # fmt: skip
+
+
+def outputs_text(view: ReviewView) -> Text:
+    text = Text()
+    for out in view.outputs:
+        text.append(f"#{out.index:<3}", style="bold")
+        text.append(f"{btc(out.amount):>20}  ", style="bold")
+        if out.is_change:
+            text.append("CHANGE, back to our wallet", style="bold green")
+            text.append(f" (re-derived: {out.change_path})" if out.change_path else "",
+                        style="dim")  # fmt: skip
+        elif out.label:
+            text.append(f"{out.label}", style="bold cyan")
+            text.append(" (address book)", style="dim")
+        else:
+            text.append("NOT IN THE ADDRESS BOOK", style="bold yellow")
+        text.append(f"  {out.script_type}\n", style="dim")
+        text.append(f"     {grouped(out.address)}\n")
+    text.rstrip()
+    return text
+
+
+def _amount(sats: int | None) -> str:
+    return "unknown" if sats is None else btc(sats)
+
+
+def totals_text(view: ReviewView) -> Text:
+    rate = "unknown" if view.fee_rate is None else f"{view.fee_rate:.1f} sat/vB"
+    return _rows([
+        ("Paid out", btc(view.paid_out), "bold"),
+        ("Change", btc(view.total_out - view.paid_out), ""),
+        ("Total out", btc(view.total_out), ""),
+        ("Total in", _amount(view.total_in), ""),
+        ("Fee", _amount(view.fee) + ("" if view.fee is None else f" = {view.fee} sat"),
+         "bold"),
+        ("Fee rate", f"{rate} over about {view.vsize} vB", ""),
+    ])  # fmt: skip
+
+
+def inputs_text(view: ReviewView) -> Text:
+    text = Text()
+    for txin in view.inputs:
+        text.append(f"#{txin.index:<3}", style="bold")
+        text.append(f"{_amount(txin.amount):>20}  ")
+        text.append(f"{txin.owner}\n", style="bold" if txin.owner.startswith("ours") else
+                    "bold red")  # fmt: skip
+        text.append(f"     {txin.outpoint}\n", style="dim")
+    text.rstrip()
+    return text
+
+
+def hash_text(view: ReviewView) -> Text:
+    if view.request_hash is None:
+        return Text("no request hash: nothing can be approved", style="bold red")
+    text = Text()
+    text.append("hex    ", style="bold")
+    text.append(f"{grouped(hex_text(view.request_hash))}\n")
+    text.append("words  ", style="bold")
+    text.append(str(view.hash_words), style="bold cyan")
+    return text
+
+
+class ReviewScreen(Screen[None]):
+    """One scanned request. ``a`` goes on to the approvals; ``r`` refuses (journaled)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "approve", "Approve"),
+        Binding("r", "refuse", "Refuse"),
+        Binding("escape", "leave", "Leave"),
+    ]
+
+    def __init__(self, appliance: Appliance, ceremony: Ceremony, review: ReviewView) -> None:
+        super().__init__()
+        self.appliance = appliance
+        self.ceremony = ceremony
+        self.review = review
+
+    def compose(self) -> ComposeResult:
+        review = self.review
+        quorum = self.appliance.policy().approval_quorum
+        refused = not review.approved_for_signing
+        yield Header()
+        with VerticalScroll(id="review"):
+            yield Static(verdict_text(review, quorum), id="decision",
+                         classes="alarm" if refused else "good")  # fmt: skip
+            yield self._panel("outputs", f"Outputs ({len(review.outputs)})", outputs_text(review))
+            yield self._panel("totals", "Totals and fee", totals_text(review))
+            now = review.now if review.now is not None else int(time.time())
+            yield self._panel("request", "Request", request_text(review, now))
+            yield self._panel("hash", "Request hash: the officers approve this",
+                              hash_text(review))  # fmt: skip
+            yield self._panel("inputs", f"Inputs ({len(review.inputs)})", inputs_text(review))
+        yield KeysFooter()
+
+    @staticmethod
+    def _panel(name: str, title: str, body: Text) -> Static:
+        panel = Static(body, id=name, classes="panel")
+        panel.border_title = title
+        return panel
+
+    def on_mount(self) -> None:
+        self.app.sub_title = "review: what you see is what you sign"
+        self.query_one("#review").focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("approve", "refuse"):
+            return bool(self.review.approved_for_signing)
+        return True
+
+    def action_approve(self) -> None:
+        from appliance.tui.screens.approvals import ApprovalsScreen
+
+        self.app.push_screen(ApprovalsScreen(self.appliance, self.ceremony, self.review))
+
+    def action_refuse(self) -> None:
+        refuse(self, self.ceremony)
+
+    def action_leave(self) -> None:
+        if self.review.approved_for_signing:
+            refuse(self, self.ceremony)  # leaving an approvable request is refusing it
+        else:
+            go_home(self)  # the engine journaled the refusal when it reviewed
+
+
+def refuse(screen: Screen, ceremony: Ceremony) -> None:
+    """Ask why, tell the engine (which journals it), and go home."""
+
+    def reason_given(reason: str | None) -> None:
+        if reason is None:
+            return
+
+        def done(_result: object) -> None:
+            screen.notify("Request refused; the refusal is in the journal.")
+            go_home(screen)
+
+        def failed(message: str) -> None:
+            screen.notify(message, title="Could not record the refusal", severity="error",
+                          timeout=10)  # fmt: skip
+
+        run_blocking(screen, lambda: ceremony.refuse(reason), done, failed)
+
+    screen.app.push_screen(AskReason("Refuse this request? The reason goes into the journal.",
+                                     "officers declined at review"), reason_given)  # fmt: skip

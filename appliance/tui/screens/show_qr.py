@@ -1,0 +1,193 @@
+"""Show QR: a UR (the signed PSBT) as an animated QR code in terminal half blocks.
+
+Black glyphs on a white field (:data:`HALF_BLOCK_STYLE`), one QR version for the whole
+stream so the camera keeps its focus (DESIGN 7), fountain parts after the first cycle (the
+UR encoder's own behaviour). Density (bytes per frame) and speed (frames per second) are
+changed live with keys: the officer sees whether the coordinator's camera keeps up. The
+first density is the largest that fits the window, so 80x24 works and a big screen is used.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Center, Middle
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Static
+
+from appliance.tui.screens.common import KeysFooter
+from shared.qr.frames import (
+    HALF_BLOCK_STYLE,
+    QUIET_ZONE,
+    FrameError,
+    FrameRenderer,
+    symbol_size,
+    version_for,
+)
+from shared.ur.ur import UR, UREncoder, upper
+
+FRAGMENT_STEPS = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800)
+FPS_STEPS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
+DEFAULT_FPS = 5.0
+SEQ_MARGIN = 6
+"""Characters kept free for the part number to grow (up to 10**7 frames) at one version."""
+
+
+class QrStream:
+    """One UR as an endless series of half-block frames at a single QR version."""
+
+    def __init__(self, ur: UR, fragment_len: int) -> None:
+        self.fragment_len = fragment_len
+        self.encoder = UREncoder(ur, fragment_len)
+        self._first: str | None = upper(self.encoder.next_part())
+        margin = 0 if self.encoder.is_single_part else SEQ_MARGIN
+        self.renderer = self._renderer(len(self._first) + margin)
+        self.shown = 0
+
+    @staticmethod
+    def _renderer(length: int) -> FrameRenderer:
+        return FrameRenderer(version_for(length), canvas=None, module_size=1)
+
+    @property
+    def version(self) -> int:
+        return self.renderer.version
+
+    @property
+    def parts(self) -> int:
+        return self.encoder.seq_len
+
+    @property
+    def modules(self) -> int:
+        """Modules per side including the quiet zone: columns, and twice the rows."""
+        return symbol_size(self.version) + 2 * QUIET_ZONE
+
+    def fits(self, width: int, height: int) -> bool:
+        return self.modules <= width and (self.modules + 1) // 2 <= height
+
+    def next_frame(self) -> tuple[str, str]:
+        """(part text, half-block rendering) of the next frame."""
+        text, self._first = self._first or upper(self.encoder.next_part()), None
+        try:
+            art = self.renderer.text(text)
+        except FrameError:  # the part number outgrew the margin: one version up, once
+            self.renderer = self._renderer(len(text) + SEQ_MARGIN)
+            art = self.renderer.text(text)
+        self.shown += 1
+        return text, art
+
+
+def _step(steps: tuple, current: float, direction: int) -> float:
+    index = min(range(len(steps)), key=lambda i: abs(steps[i] - current))
+    return steps[max(0, min(len(steps) - 1, index + direction))]
+
+
+class ShowQrScreen(Screen[None]):
+    """Dismissed with Escape or Enter when the other side has scanned it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("plus,equals_sign", "density(1)", "Denser", key_display="+"),
+        Binding("minus", "density(-1)", "Sparser", key_display="-"),
+        Binding("greater_than_sign,full_stop", "speed(1)", "Faster", key_display=">"),
+        Binding("less_than_sign,comma", "speed(-1)", "Slower", key_display="<"),
+        Binding("space", "pause", "Pause"),
+        Binding("escape,enter", "done", "Done"),
+    ]
+
+    def __init__(self, ur: UR, title: str, note: str = "") -> None:
+        super().__init__()
+        self.ur = ur
+        self.title_text = title
+        self.note = note
+        self.fps = DEFAULT_FPS
+        self.stream = QrStream(ur, FRAGMENT_STEPS[0])
+        self.density_chosen = False
+        self.part_text = ""
+        self.frame_text = ""
+        self.paused = False
+        self._timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        with Middle(id="qr-area"), Center():
+            yield Static(id="qr")
+        yield Static(id="qr-status")
+        yield KeysFooter()
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(1 / self.fps, self.advance)
+        self.call_after_refresh(self.fit)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit)
+
+    def available(self) -> tuple[int, int]:
+        size = self.query_one("#qr-area").content_size
+        return size.width, size.height
+
+    def fit(self) -> None:
+        """The densest stream that fits the window, unless the officer chose one."""
+        if not self.density_chosen:
+            width, height = self.available()
+            best = self.stream
+            for step in FRAGMENT_STEPS:
+                candidate = QrStream(self.ur, step)
+                if not candidate.fits(width, height):
+                    break
+                best = candidate
+                if candidate.parts == 1:
+                    break  # denser cannot help a one-part message
+            if best.fragment_len != self.stream.fragment_len or not self.stream.shown:
+                self.stream = best
+        self.advance()
+
+    def advance(self) -> None:
+        self.part_text, self.frame_text = self.stream.next_frame()
+        self.query_one("#qr", Static).update(Text(self.frame_text, style=HALF_BLOCK_STYLE,
+                                                  no_wrap=True))  # fmt: skip
+        self.query_one("#qr-status", Static).update(self.status())
+
+    def status(self) -> Text:
+        s = self.stream
+        seq = self.part_text.split("/")[1].split("-")[0] if s.parts > 1 else "1"
+        text = Text(f"{self.title_text} ", style="bold")
+        text.append(f"· part {seq} · message in {s.parts} part(s) · {s.fragment_len} B/frame"
+                    f" · {self.fps:g} fps · QR v{s.version}")  # fmt: skip
+        if self.paused:
+            text.append(" · PAUSED", style="bold yellow")
+        if not s.fits(*self.available()):
+            text.append(" · too big for this window: press - or enlarge it", style="bold red")
+        if self.note:
+            text.append(f"\n{self.note}", style="dim")
+        return text
+
+    def action_density(self, direction: int) -> None:
+        step = int(_step(FRAGMENT_STEPS, self.stream.fragment_len, direction))
+        self.density_chosen = True
+        if step != self.stream.fragment_len:
+            self.stream = QrStream(self.ur, step)
+        self.advance()
+
+    def action_speed(self, direction: int) -> None:
+        self.fps = _step(FPS_STEPS, self.fps, direction)
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = self.set_interval(1 / self.fps, self.advance, pause=self.paused)
+        self.query_one("#qr-status", Static).update(self.status())
+
+    def action_pause(self) -> None:
+        if self._timer is None:
+            return
+        self.paused = not self.paused
+        if self.paused:
+            self._timer.pause()
+        else:
+            self._timer.resume()
+        self.query_one("#qr-status", Static).update(self.status())
+
+    def action_done(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self.dismiss(None)

@@ -1,0 +1,1029 @@
+"""What-you-see-is-what-you-sign: the appliance's review of a signing request (DESIGN 2.3, 4).
+
+Everything shown to officers and everything judged is computed here from three things the
+appliance trusts or checks itself: the PSBT object (decoded by :mod:`shared.psbt`), the
+pinned wallet (descriptors and the HSM's own keys) and the installed policy. Nothing the
+coordinator summarises is believed: amounts come from full previous transactions, change is
+change only when its script re-derives from a pinned descriptor (derivation hints are used
+only to find the index to try), labels come from the policy's address book, and signatures
+already present are verified.
+
+Every problem becomes a :class:`Refusal` (a code from :data:`REFUSAL_CODES` and a message
+naming the input or output and the numbers). :func:`review` collects all of them, in a
+fixed order, and never raises for anything a PSBT can contain.
+
+Size estimate (``Review.vsize``): the final transaction's virtual size from script types,
+assuming 72-byte signatures (71-byte DER with a 33-byte R, the longest low-S signature,
+plus the sighash byte) and compressed keys:
+
+* P2WPKH input: 41 non-witness bytes, witness 1 + (1+72) + (1+33) = 108 bytes;
+* P2WSH k-of-n multisig: 41 bytes, witness 1 + 1 (dummy) + k*(1+72) + len-prefixed script;
+* P2SH-wrapped forms add the pushed redeem script (23 or 35 bytes) to the scriptSig;
+* P2PKH 41 + 107 bytes; inputs of other or unknown shape (refused anyway) count as P2WPKH;
+* plus version, locktime, counts, outputs, and the 2-byte segwit marker in the witness.
+
+A signature that comes out one byte shorter makes the real transaction at most 0.25 vB
+smaller per signature, so the fee rate shown may be below the real one by that much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import canonical
+from shared.bitcoin import ecdsa
+from shared.bitcoin.address import Network, network_by_name, script_to_address
+from shared.bitcoin.bip32 import HARDENED, KeyOrigin
+from shared.bitcoin.descriptor import DerivedOutput, Descriptor
+from shared.bitcoin.encoding import compact_size
+from shared.bitcoin.script import classify, parse_multisig, push_data
+from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
+from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction, TxOut
+from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
+from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
+from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
+from shared.request import MAX_TIME, RequestError, RequestMetadata, hash_words, read_request
+from shared.request import request_hash as compute_request_hash
+
+REVIEW_TYPE = "coldstation-review"
+REVIEW_FORMAT = 1
+KEY_STATES = ("active", "suspended", "archived")
+
+#: Refusal codes in the order refusals are listed (DESIGN 4).
+REFUSAL_CODES = (
+    "malformed",  # not a PSBT we can judge: structure, missing full previous transaction
+    "no_request",  # request metadata missing, malformed or inconsistent with the tx
+    "network",  # request or PSBT for another network than the policy's
+    "expired",  # request past its expiry, or living longer than the policy allows
+    "replayed",  # request id already seen by this appliance
+    "utxo_mismatch",  # witness UTXO disagrees with the full previous transaction
+    "sighash",  # a sighash type other than ALL asked for or used
+    "foreign_input",  # an input the pinned wallet does not derive
+    "suspended_key",  # one of our keys needed or paid to is not active
+    "bad_cosigner_signature",  # a partial signature that does not verify
+    "change_not_ours",  # an output claimed as ours whose script the wallet does not derive
+    "conflicting_spend",  # an input already signed in another, not declared replaced, tx
+    "script_type",  # a payment to a script type the policy does not allow
+    "address_book",  # a payment to an address outside the address book
+    "limits",  # per-transaction or per-day limit exceeded
+    "fee",  # absolute fee over the policy's maximum
+    "fee_rate",  # fee rate over the policy's ceiling
+    "policy",  # any other policy violation (none today; fail closed if one is added)
+)
+_RANK = {code: rank for rank, code in enumerate(REFUSAL_CODES)}
+_SIGHASH_NAMES = {0x01: "ALL", 0x02: "NONE", 0x03: "SINGLE"}
+_MAX_CANDIDATES = 8
+_MAX_CACHE = 4096
+
+
+class ReviewError(ValueError):
+    """A caller mistake (bad arguments, a wallet that cannot be pinned), or signing refused."""
+
+
+# -- the pinned wallet --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OurKey:
+    """A key the appliance's HSM holds; only ``active`` keys may sign or receive change."""
+
+    pubkey: bytes
+    label: str
+    state: str = "active"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pubkey, bytes) or len(self.pubkey) != 33:
+            raise ReviewError("an HSM public key must be 33 bytes (compressed)")
+        if not ecdsa.is_valid_pubkey(self.pubkey):
+            raise ReviewError(f"HSM key {self.label!r} is not a valid public key")
+        if not isinstance(self.label, str) or not self.label:
+            raise ReviewError("an HSM key needs a label")
+        if self.state not in KEY_STATES:
+            raise ReviewError(f"key state {self.state!r} is not one of {', '.join(KEY_STATES)}")
+
+
+@dataclass(frozen=True)
+class WalletMatch:
+    """A script re-derived from pinned descriptor ``position`` at (``change``, ``index``)."""
+
+    descriptor: Descriptor
+    position: int
+    index: int
+    change: bool
+    derived: DerivedOutput
+    our_key: OurKey
+
+    def describe(self) -> str:
+        branch = "change" if self.change else "receive"
+        ranged = f" {branch} index {self.index}" if self.descriptor.is_ranged else ""
+        return f"wallet {self.position} ({self.descriptor.script_type.value}){ranged}"
+
+
+@dataclass(frozen=True)
+class PinnedWallet:
+    """Descriptors pinned on the appliance plus the keys its HSM holds, with their states.
+
+    Each descriptor must contain exactly one of the HSM's keys as a plain public key: the
+    HSM has no BIP-32, and an appliance never holds two keys of one wallet (REQUIREMENTS 26).
+    """
+
+    descriptors: tuple[Descriptor, ...]
+    keys: tuple[OurKey, ...]
+    _by_pubkey: dict[bytes, OurKey] = field(init=False, repr=False, compare=False)
+    _own: tuple[OurKey, ...] = field(init=False, repr=False, compare=False)
+    _fixed: dict[bytes, WalletMatch] = field(init=False, repr=False, compare=False)
+    _fingerprints: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _cache: dict[tuple[int, int, bool], DerivedOutput] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        descriptors, keys = tuple(self.descriptors), tuple(self.keys)
+        if not descriptors or not all(isinstance(d, Descriptor) for d in descriptors):
+            raise ReviewError("a pinned wallet needs at least one Descriptor")
+        if not all(isinstance(k, OurKey) for k in keys):
+            raise ReviewError("pinned wallet keys must be OurKey entries")
+        by_pubkey = {k.pubkey: k for k in keys}
+        if len(by_pubkey) != len(keys):
+            raise ReviewError("the same HSM key is listed twice")
+        self._set(descriptors=descriptors, keys=keys, _by_pubkey=by_pubkey, _cache={})
+        self._set(_own=tuple(self._own_key(i, d) for i, d in enumerate(descriptors)))
+        self._set(_fixed=self._fixed_scripts(), _fingerprints=self._wallet_fingerprints())
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _own_key(self, position: int, descriptor: Descriptor) -> OurKey:
+        ours = [self._by_pubkey[k.pubkey] for k in descriptor.keys if k.pubkey in self._by_pubkey]
+        if len(ours) != 1:
+            raise ReviewError(
+                f"pinned descriptor {position} holds {len(ours)} of this appliance's keys; "
+                "it must hold exactly one"
+            )
+        return ours[0]
+
+    def _fixed_scripts(self) -> dict[bytes, WalletMatch]:
+        """Scripts of the non-ranged descriptors: found without any hint."""
+        fixed: dict[bytes, WalletMatch] = {}
+        for position, descriptor in enumerate(self.descriptors):
+            if descriptor.is_ranged:
+                continue
+            for change in _branches(descriptor):
+                found = self._make_match(position, 0, change)
+                fixed.setdefault(found.derived.script_pubkey, found)
+        return fixed
+
+    def _wallet_fingerprints(self) -> frozenset[bytes]:
+        """Master fingerprints of every wallet key, as derivation hints would name them."""
+        return frozenset(key.derive(0)[1].fingerprint for d in self.descriptors for key in d.keys)
+
+    def key(self, pubkey: bytes) -> OurKey | None:
+        return self._by_pubkey.get(pubkey)
+
+    def own_key(self, position: int) -> OurKey:
+        return self._own[position]
+
+    def _derive(self, position: int, index: int, change: bool) -> DerivedOutput:
+        slot = (position, index, change)
+        derived = self._cache.get(slot)
+        if derived is None:
+            if len(self._cache) >= _MAX_CACHE:
+                self._cache.clear()
+            derived = self.descriptors[position].derive(index, change)
+            self._cache[slot] = derived
+        return derived
+
+    def _make_match(self, position: int, index: int, change: bool) -> WalletMatch:
+        derived = self._derive(position, index, change)
+        return WalletMatch(
+            self.descriptors[position], position, index, change, derived, self._own[position]
+        )
+
+    def match(
+        self, script_pubkey: bytes, hints: Mapping[bytes, KeyOrigin] | None = None
+    ) -> WalletMatch | None:
+        """The pinned descriptor position that derives ``script_pubkey``, or None.
+
+        For ranged descriptors the candidate indexes come from the hints (the last path
+        element of each key origin); each candidate is re-derived and compared, so a
+        hint only says where to look, never what is ours.
+        """
+        found = self._fixed.get(script_pubkey)
+        if found is not None:
+            return found
+        for index in _candidate_indexes(hints or {}):
+            for position, descriptor in enumerate(self.descriptors):
+                if not descriptor.is_ranged:
+                    continue
+                for change in _branches(descriptor):
+                    if self._derive(position, index, change).script_pubkey == script_pubkey:
+                        return self._make_match(position, index, change)
+        return None
+
+    def claims_ours(self, hints: Mapping[bytes, KeyOrigin], scripts: Iterable[bytes]) -> bool:
+        """True when PSBT data says a script is this wallet's: our keys or fingerprints in
+        the derivation hints, or one of our keys inside a given witness/redeem script."""
+        for pubkey, origin in hints.items():
+            if pubkey in self._by_pubkey or origin.fingerprint in self._fingerprints:
+                return True
+        for script in scripts:
+            multisig = parse_multisig(script)
+            if multisig is not None and any(k in self._by_pubkey for k in multisig.pubkeys):
+                return True
+        return False
+
+    def network_kinds(self) -> set[Network]:
+        """MAINNET/TESTNET families named by the descriptors' xpubs (empty for hex keys)."""
+        return {d.network for d in self.descriptors if d.network is not None}
+
+
+def _branches(descriptor: Descriptor) -> tuple[bool, ...]:
+    return (False, True) if descriptor.branch_count >= 2 else (False,)
+
+
+def _candidate_indexes(hints: Mapping[bytes, KeyOrigin]) -> list[int]:
+    """Unhardened last path elements of the hints, smallest first, at most a few."""
+    indexes = {o.path[-1] for o in hints.values() if o.path and o.path[-1] < HARDENED}
+    return sorted(indexes)[:_MAX_CANDIDATES]
+
+
+# -- the review ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class OutputView:
+    """One output as shown: the label comes from the policy, change from the wallet."""
+
+    index: int
+    amount: int
+    script_pubkey: bytes
+    address: str | None
+    script_type: str
+    label: str | None
+    is_change: bool
+    wallet: WalletMatch | None = None
+    reference: bytes | None = None
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "amount": self.amount,
+            "address": self.address,
+            "script": self.script_pubkey,
+            "script_type": self.script_type,
+            "label": self.label,
+            "is_change": self.is_change,
+            "change_path": self.wallet.describe() if self.wallet else None,
+            "reference": self.reference,
+        }
+
+
+@dataclass(frozen=True)
+class InputView:
+    """One input as shown: amount from the full previous transaction, owner from the wallet."""
+
+    index: int
+    outpoint: OutPoint
+    amount: int | None
+    script_type: str
+    owner: str  # "ours" or "foreign"
+    wallet: WalletMatch | None
+    sighash_type: int | None  # PSBT_IN_SIGHASH_TYPE; None means the default, ALL
+    signed_by: tuple[bytes, ...] = ()
+
+    @property
+    def key(self) -> OurKey | None:
+        return self.wallet.our_key if self.wallet else None
+
+    def to_plain(self) -> dict[str, Any]:
+        key = self.key
+        return {
+            "index": self.index,
+            "outpoint": str(self.outpoint),
+            "amount": self.amount,
+            "script_type": self.script_type,
+            "owner": self.owner,
+            "key_label": key.label if key else None,
+            "key": key.pubkey if key else None,
+            "wallet": self.wallet.describe() if self.wallet else None,
+            "sighash_type": self.sighash_type,
+            "signed_by": ",".join(k.hex() for k in self.signed_by),
+        }
+
+
+@dataclass(frozen=True)
+class Review:
+    """The decoded request, the policy decision and every reason to refuse it.
+
+    ``fee_rate`` is in sat/kvB (the policy's unit), rounded up so it shows above the
+    ceiling exactly when the policy finds it above. Amounts are satoshis; None where the
+    PSBT does not let the appliance know (an input without its full previous transaction,
+    an amount out of range: refused as malformed).
+    """
+
+    request: RequestMetadata | None
+    request_hash: bytes | None
+    hash_words: str | None
+    network: str | None
+    txid: bytes | None
+    inputs: tuple[InputView, ...]
+    outputs: tuple[OutputView, ...]
+    total_in: int | None
+    total_out: int | None
+    paid_to_others: int | None
+    fee: int | None
+    vsize: int
+    fee_rate: int | None
+    facts: Facts | None
+    decision: Decision | None
+    refusals: tuple[Refusal, ...]
+
+    @property
+    def approved_for_signing(self) -> bool:
+        return not self.refusals and self.decision is not None and self.decision.approved
+
+    @property
+    def paid_out(self) -> int | None:
+        """Alias of ``paid_to_others``."""
+        return self.paid_to_others
+
+    @property
+    def refusal_codes(self) -> tuple[str, ...]:
+        """Distinct codes, in refusal order."""
+        return tuple(dict.fromkeys(r.code for r in self.refusals))
+
+    def to_plain(self) -> dict[str, Any]:
+        """The display transcript, canonical-CBOR-ready and shaped to fit a journal record's
+        details even nested one level down: text keys, at most three levels deep, no None
+        (absent fields are unknown or not applicable)."""
+        return _without_none(
+            {
+                "type": REVIEW_TYPE,
+                "format": REVIEW_FORMAT,
+                "request": _request_plain(self.request),
+                "request_hash": self.request_hash,
+                "hash_words": self.hash_words,
+                "network": self.network,
+                "txid": self.txid,
+                "inputs": [i.to_plain() for i in self.inputs],
+                "outputs": [o.to_plain() for o in self.outputs],
+                "total_in": self.total_in,
+                "total_out": self.total_out,
+                "paid_to_others": self.paid_to_others,
+                "fee": self.fee,
+                "vsize": self.vsize,
+                "fee_rate_sat_per_kvb": self.fee_rate,
+                "facts": _facts_plain(self.facts),
+                "decision": _decision_plain(self.decision),
+                "refusals": [[r.code, r.message] for r in self.refusals],
+                "approved_for_signing": self.approved_for_signing,
+            }
+        )
+
+    def transcript_hash(self) -> bytes:
+        """SHA-256 of the canonical transcript, for the journal record's subjects."""
+        return canonical.digest(self.to_plain())
+
+
+def _without_none(value: Any) -> Any:
+    """Maps lose their None fields, recursively (absent means unknown or not applicable)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _request_plain(meta: RequestMetadata | None) -> dict[str, Any] | None:
+    """The request's fields; its payee references are shown with their outputs."""
+    if meta is None:
+        return None
+    plain = meta.to_plain()
+    del plain["references"]
+    return plain
+
+
+def _facts_plain(facts: Facts | None) -> dict[str, Any] | None:
+    """The evaluator's facts; its payments are the outputs (script, amount, is_change)."""
+    if facts is None:
+        return None
+    return {
+        "network": facts.network,
+        "request_time": facts.request_time,
+        "request_expiry": facts.request_expiry,
+        "request_created": facts.request_created,
+        "fee": facts.fee,
+        "vsize": facts.vsize,
+        "spent_today_before": facts.spent_today_before,
+    }
+
+
+def _decision_plain(decision: Decision | None) -> dict[str, Any] | None:
+    """The verdict with its checks as a name -> result map (violations start "violation")."""
+    if decision is None:
+        return None
+    return {"approved": decision.approved, "checks": dict(decision.checks)}
+
+
+def inputs_to_sign(review_: Review) -> list[tuple[int, bytes]]:
+    """(input index, our public key) for every input the appliance signs.
+
+    Raises ReviewError unless the review approved the request: the signer must never sign
+    on a review that refused (approval quorum is checked separately, on the request hash).
+    """
+    if not review_.approved_for_signing:
+        reasons = "; ".join(str(r) for r in review_.refusals) or "the policy did not approve"
+        raise ReviewError(f"signing refused: {reasons}")
+    return [(i.index, i.wallet.our_key.pubkey) for i in review_.inputs if i.wallet is not None]
+
+
+# -- the reviewer -------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    now: int
+    seen_request_ids: frozenset[bytes]
+    signed_outpoints: Mapping[OutPoint, bytes]
+    spent_today_before: int
+
+
+def review(
+    psbt: Psbt,
+    wallet: PinnedWallet,
+    policy: Policy,
+    *,
+    now: int,
+    seen_request_ids: Iterable[bytes],
+    signed_outpoints: Mapping[OutPoint, bytes],
+    spent_today_before: int,
+) -> Review:
+    """Decode, check and judge ``psbt`` for signing; see the module docstring.
+
+    ``now`` is the appliance's UTC time, ``seen_request_ids`` and ``signed_outpoints``
+    (outpoint -> txid, internal byte order, of the transaction we signed spending it) and
+    ``spent_today_before`` come from the appliance's own journal. Raises ReviewError only
+    for bad arguments; anything wrong with the PSBT is a refusal.
+    """
+    ctx = _check_arguments(
+        psbt, wallet, policy, now, seen_request_ids, signed_outpoints, spent_today_before
+    )
+    try:
+        return _Reviewer(psbt, wallet, policy, ctx).run()
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+        # Fail closed: a PSBT that trips anything unforeseen is refused, never signed.
+        return _failed(f"the PSBT could not be reviewed: {exc}")
+
+
+def _check_arguments(
+    psbt: object,
+    wallet: object,
+    policy: object,
+    now: object,
+    seen: object,
+    signed: object,
+    spent_today: object,
+) -> _Context:
+    if not isinstance(psbt, Psbt) or not isinstance(wallet, PinnedWallet):
+        raise ReviewError("review needs a Psbt and a PinnedWallet")
+    if not isinstance(policy, Policy):
+        raise ReviewError("review needs the installed Policy")
+    if not isinstance(signed, Mapping):
+        raise ReviewError("signed_outpoints must map OutPoint to txid")
+    if not isinstance(seen, set | frozenset | list | tuple):
+        raise ReviewError("seen_request_ids must be a set of request ids")
+    return _Context(
+        _count(now, "now", MAX_TIME),
+        frozenset(seen),
+        signed,
+        _count(spent_today, "spent_today_before", 2**63 - 1),
+    )
+
+
+def _count(value: object, name: str, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise ReviewError(f"{name} must be an integer in 0..{high}")
+    return value
+
+
+def _failed(message: str) -> Review:
+    return _undecodable((Refusal("malformed", message),))
+
+
+def _undecodable(refusals: tuple[Refusal, ...]) -> Review:
+    """A review of a PSBT whose transaction could not be read: nothing to show but why."""
+    return Review(
+        request=None,
+        request_hash=None,
+        hash_words=None,
+        network=None,
+        txid=None,
+        inputs=(),
+        outputs=(),
+        total_in=None,
+        total_out=None,
+        paid_to_others=None,
+        fee=None,
+        vsize=1,
+        fee_rate=None,
+        facts=None,
+        decision=None,
+        refusals=refusals,
+    )
+
+
+def _sighash_name(hash_type: int) -> str:
+    base = _SIGHASH_NAMES.get(hash_type & 0x1F, f"{hash_type & 0xFFFFFFFF:#x}")
+    return base + ("|ANYONECANPAY" if hash_type & 0x80 else "")
+
+
+def _short(data: bytes) -> str:
+    return data.hex()[:16] + "..."
+
+
+class _Reviewer:
+    """One review: accumulates refusals while decoding inputs, outputs and the request."""
+
+    def __init__(self, psbt: Psbt, wallet: PinnedWallet, policy: Policy, ctx: _Context) -> None:
+        self.psbt, self.wallet, self.policy, self.ctx = psbt, wallet, policy, ctx
+        self.net = network_by_name(policy.network)
+        self.refusals: list[Refusal] = []
+        self.meta: RequestMetadata | None = None
+        self.spends: dict[int, SpendInfo] = {}
+        self.cache: SighashCache | None = None
+
+    def refuse(self, code: str, message: str) -> None:
+        self.refusals.append(Refusal(code, message))
+
+    # -- driver ------------------------------------------------------------------------
+
+    def run(self) -> Review:
+        tx = self._transaction()
+        if tx is None:
+            return _undecodable(tuple(self.refusals))
+        self.meta = self._request(tx)
+        self.cache = SighashCache(tx)
+        inputs = tuple(self._input(i, tx) for i in range(len(tx.inputs)))
+        outputs = tuple(self._output(j, out) for j, out in enumerate(tx.outputs))
+        self._network_evidence()
+        self._conflicts(tx)
+        vsize = _estimate_vsize(tx, [self._shape(i) for i in inputs])
+        return self._result(tx, inputs, outputs, vsize)
+
+    def _result(
+        self,
+        tx: Transaction,
+        inputs: tuple[InputView, ...],
+        outputs: tuple[OutputView, ...],
+        vsize: int,
+    ) -> Review:
+        total_in = self._total("inputs", [i.amount for i in inputs])
+        total_out = self._total("outputs", [o.amount for o in outputs])
+        paid = self._total("", [o.amount for o in outputs if not o.is_change])
+        fee = None if total_in is None or total_out is None else total_in - total_out
+        if fee is not None and fee < 0:
+            self.refuse(
+                "malformed", f"outputs total {total_out} sat but inputs total only {total_in} sat"
+            )
+        facts, decision = self._decide(outputs, fee, vsize)
+        digest = self._request_hash()
+        fee_rate = None if fee is None or fee < 0 else -(-fee * 1000 // vsize)
+        refusals = tuple(sorted(self.refusals, key=lambda r: _RANK[r.code]))
+        return Review(
+            self.meta,
+            digest,
+            hash_words(digest) if digest else None,
+            self.meta.network if self.meta else None,
+            tx.txid,
+            inputs,
+            outputs,
+            total_in,
+            total_out,
+            paid,
+            fee,
+            vsize,
+            fee_rate,
+            facts,
+            decision,
+            refusals,
+        )
+
+    def _total(self, what: str, amounts: list[int | None]) -> int | None:
+        """A sum of amounts; None when one is unknown or out of range (refused already) or
+        the sum is more money than can exist (refused here when ``what`` names it)."""
+        if any(a is None or not 0 <= a <= MAX_MONEY for a in amounts):
+            return None
+        total = sum(a for a in amounts if a is not None)
+        if total <= MAX_MONEY:
+            return total
+        if what:
+            self.refuse("malformed", f"{what} total {total} sat, more than 21 million BTC")
+        return None
+
+    # -- structure and request ---------------------------------------------------------
+
+    def _transaction(self) -> Transaction | None:
+        psbt = self.psbt
+        try:
+            tx = psbt.unsigned_tx
+            if psbt.version != 0:
+                psbt.to_v0()
+        except ValueError as exc:
+            self.refuse("malformed", f"cannot be written as a version 0 PSBT: {exc}")
+            return None
+        if len(psbt.inputs) != len(tx.inputs) or len(psbt.outputs) != len(tx.outputs):
+            self.refuse(
+                "malformed", "the PSBT's maps do not match the transaction's inputs and outputs"
+            )
+            return None
+        self._tx_shape(tx)
+        return tx
+
+    def _tx_shape(self, tx: Transaction) -> None:
+        if not tx.inputs or not tx.outputs:
+            self.refuse(
+                "malformed",
+                f"the transaction has {len(tx.inputs)} inputs and {len(tx.outputs)} outputs",
+            )
+        seen: dict[OutPoint, int] = {}
+        for index, txin in enumerate(tx.inputs):
+            if txin.prevout in seen:
+                self.refuse(
+                    "malformed",
+                    f"inputs {seen[txin.prevout]} and {index} both spend {txin.prevout}",
+                )
+            seen.setdefault(txin.prevout, index)
+        for index, out in enumerate(tx.outputs):
+            if not 0 <= out.value <= MAX_MONEY:
+                self.refuse("malformed", f"output {index} amount {out.value} sat is out of range")
+
+    def _request(self, tx: Transaction) -> RequestMetadata | None:
+        try:
+            meta = read_request(self.psbt)
+        except RequestError as exc:
+            self.refuse("no_request", str(exc))
+            return None
+        for index, _ in meta.references:
+            if index >= len(tx.outputs):
+                self.refuse(
+                    "no_request",
+                    f"the request has a payee reference for output "
+                    f"{index}, but the transaction has only {len(tx.outputs)} outputs",
+                )
+        if meta.request_id in self.ctx.seen_request_ids:
+            self.refuse(
+                "replayed",
+                f"request {meta.request_id.hex()} was already presented to this appliance",
+            )
+        return meta
+
+    def _request_hash(self) -> bytes | None:
+        if self.meta is None:
+            return None
+        try:
+            return compute_request_hash(self.psbt, self.meta)
+        except RequestError:
+            return None  # already refused as malformed (no full previous transaction)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _input(self, index: int, tx: Transaction) -> InputView:
+        inp = self.psbt.inputs[index]
+        prevout = tx.inputs[index].prevout
+        utxo = self._trusted_utxo(index, inp, prevout)
+        shown = utxo or inp.witness_utxo
+        script = shown.script_pubkey if shown else b""
+        found = self.wallet.match(script, inp.bip32_derivations) if shown else None
+        self._sighash(index, inp)
+        self._ownership(index, prevout, utxo, found)
+        if utxo is not None and self._consistent(index, inp, utxo):
+            self._resolve(index, inp, found)
+            self._signatures(index, inp)
+        if inp.is_finalized:
+            self.refuse("malformed", f"input {index} is already finalized")
+        return InputView(
+            index,
+            prevout,
+            utxo.value if utxo else None,
+            classify(script).value if shown else "unknown",
+            "ours" if found else "foreign",
+            found,
+            inp.sighash_type,
+            tuple(sorted(inp.partial_sigs)),
+        )
+
+    def _trusted_utxo(self, index: int, inp: PsbtInput, prevout: OutPoint) -> TxOut | None:
+        """The spent output from the full previous transaction, the only amount we trust."""
+        prev = inp.non_witness_utxo
+        if prev is None:
+            self.refuse(
+                "malformed",
+                f"input {index} has no full previous transaction "
+                "(non_witness_utxo), so its amount cannot be verified",
+            )
+            return None
+        if prev.txid != prevout.txid or prevout.vout >= len(prev.outputs):
+            self.refuse(
+                "malformed",
+                f"input {index}: the previous transaction given is "
+                f"{prev.txid_hex}, which does not hold {prevout}",
+            )
+            return None
+        utxo = prev.outputs[prevout.vout]
+        if not 0 <= utxo.value <= MAX_MONEY:
+            self.refuse("malformed", f"input {index} amount {utxo.value} sat is out of range")
+            return None
+        return utxo
+
+    def _consistent(self, index: int, inp: PsbtInput, utxo: TxOut) -> bool:
+        claimed = inp.witness_utxo
+        if claimed is None or claimed == utxo:
+            return True
+        problem = f"input {index}: the witness UTXO says {claimed.value} sat"
+        if claimed.script_pubkey != utxo.script_pubkey:
+            problem += f" to script {_short(claimed.script_pubkey)}"
+        problem += f", the full previous transaction says {utxo.value} sat"
+        if claimed.script_pubkey != utxo.script_pubkey:
+            problem += f" to script {_short(utxo.script_pubkey)}"
+        self.refuse("utxo_mismatch", problem)
+        return False
+
+    def _sighash(self, index: int, inp: PsbtInput) -> None:
+        asked = inp.sighash_type
+        if asked is not None and asked != SIGHASH_ALL:
+            self.refuse(
+                "sighash",
+                f"input {index} asks for sighash {_sighash_name(asked)}; only ALL is signed",
+            )
+        for pubkey, sig in sorted(inp.partial_sigs.items()):
+            if sig[-1] != SIGHASH_ALL:
+                self.refuse(
+                    "sighash",
+                    f"input {index}: the signature by {_short(pubkey)} uses "
+                    f"sighash {_sighash_name(sig[-1])}, not ALL",
+                )
+
+    def _ownership(
+        self, index: int, prevout: OutPoint, utxo: TxOut | None, found: WalletMatch | None
+    ) -> None:
+        if found is None:
+            amount = f" ({utxo.value} sat)" if utxo else ""
+            self.refuse(
+                "foreign_input",
+                f"input {index} spends {prevout}{amount}, which the "
+                "pinned wallet does not derive; mixing in foreign inputs is not supported",
+            )
+            return
+        key = found.our_key
+        if key.state != "active":
+            self.refuse(
+                "suspended_key",
+                f"input {index} needs key {key.label!r} "
+                f"({_short(key.pubkey)}), which is {key.state}",
+            )
+
+    def _resolve(self, index: int, inp: PsbtInput, found: WalletMatch | None) -> None:
+        """How the input is spent, from the PSBT's scripts; ours must resolve cleanly."""
+        if found is None and not inp.partial_sigs:
+            return
+        try:
+            self.spends[index] = spend_info(self.psbt, index)
+        except ValueError as exc:
+            if found is not None:
+                self.refuse("malformed", f"input {index}: {exc}")
+
+    def _signatures(self, index: int, inp: PsbtInput) -> None:
+        """Every partial signature present must be by a key of the script and verify."""
+        info = self.spends.get(index)
+        if info is None:
+            return
+        for pubkey, sig in sorted(inp.partial_sigs.items()):
+            if not info.may_sign(pubkey):
+                self.refuse(
+                    "bad_cosigner_signature",
+                    f"input {index}: signature by {_short(pubkey)}, which is not a key "
+                    "of this input's script",
+                )
+            elif not ecdsa.verify(pubkey, sig[:-1], info.digest(self._cache(), sig[-1])):
+                self.refuse(
+                    "bad_cosigner_signature",
+                    f"input {index}: the signature by {_short(pubkey)} does not verify",
+                )
+
+    def _cache(self) -> SighashCache:
+        if self.cache is None:
+            self.cache = SighashCache(self.psbt.unsigned_tx)
+        return self.cache
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def _output(self, index: int, out: TxOut) -> OutputView:
+        omap: PsbtOutput = self.psbt.outputs[index]
+        hints = omap.bip32_derivations
+        found = self.wallet.match(out.script_pubkey, hints)
+        address = script_to_address(out.script_pubkey, self.net)
+        shown = address or "script " + _short(out.script_pubkey)
+        if found is None:
+            scripts = [s for s in (omap.witness_script, omap.redeem_script) if s is not None]
+            if self.wallet.claims_ours(hints, scripts):
+                self.refuse(
+                    "change_not_ours",
+                    f"output {index} ({out.value} sat to {shown}) "
+                    "is marked as our wallet's, but its script does "
+                    "not derive from the pinned wallet",
+                )
+        elif found.our_key.state != "active":
+            self.refuse(
+                "suspended_key",
+                f"output {index} sends {out.value} sat of change to "
+                f"key {found.our_key.label!r}, which is {found.our_key.state}",
+            )
+        return OutputView(
+            index,
+            out.value,
+            out.script_pubkey,
+            address,
+            classify(out.script_pubkey).value,
+            self.policy.label_for(out.script_pubkey),
+            found is not None,
+            found,
+            self.meta.reference_for(index) if self.meta else None,
+        )
+
+    # -- whole-transaction checks ------------------------------------------------------
+
+    def _network_evidence(self) -> None:
+        """xpubs carry a mainnet/testnet version: they must agree with the policy."""
+        kind = self.net.kind
+        for xpub in self.psbt.xpubs:
+            version = int.from_bytes(xpub[:4], "big")
+            if version not in (kind.xpub_version, kind.xprv_version):
+                self.refuse(
+                    "network",
+                    f"the PSBT carries an extended key with version "
+                    f"{version:#010x}, not a {kind.label} key; the policy "
+                    f"is for {self.policy.network}",
+                )
+        for other in self.wallet.network_kinds() - {kind}:
+            self.refuse(
+                "network",
+                f"the pinned wallet has {other.label} keys; the policy is "
+                f"for {self.policy.network}",
+            )
+
+    def _conflicts(self, tx: Transaction) -> None:
+        replaces = set(self.meta.replaces) if self.meta else set()
+        for index, txin in enumerate(tx.inputs):
+            spender = self.ctx.signed_outpoints.get(txin.prevout)
+            if spender is None or spender == tx.txid or spender in replaces:
+                continue
+            self.refuse(
+                "conflicting_spend",
+                f"input {index} spends {txin.prevout}, already "
+                f"signed in transaction {spender[::-1].hex()}; "
+                "only a replacement request listing that transaction may spend it again",
+            )
+
+    def _decide(
+        self, outputs: tuple[OutputView, ...], fee: int | None, vsize: int
+    ) -> tuple[Facts | None, Decision | None]:
+        meta = self.meta
+        if meta is None or fee is None or fee < 0:
+            return None, None
+        try:
+            payments = tuple(Payment(o.script_pubkey, o.amount, o.is_change) for o in outputs)
+            facts = Facts(
+                meta.network,
+                self.ctx.now,
+                meta.expiry,
+                payments,
+                fee,
+                vsize,
+                self.ctx.spent_today_before,
+                meta.created,
+            )
+        except PolicyError as exc:
+            self.refuse("malformed", f"cannot evaluate the policy: {exc}")
+            return None, None
+        decision = evaluate(self.policy, facts)
+        for violation in decision.violations:
+            self.refuse(_violation_code(violation), violation)
+        return facts, decision
+
+    # -- size --------------------------------------------------------------------------
+
+    def _shape(self, view: InputView) -> _Shape:
+        """The input's final shape: from the pinned descriptor when ours, else the PSBT."""
+        if view.wallet is not None:
+            derived = view.wallet.derived
+            threshold = view.wallet.descriptor.threshold or 1
+            return _Shape(derived.redeem_script, derived.witness_script, threshold, True)
+        info = self.spends.get(view.index)
+        if info is None:
+            return _Shape(None, None, 1, True)  # unknown: counted as P2WPKH
+        legacy_p2pkh = info.kind is SpendKind.P2PKH
+        return _Shape(
+            info.redeem_script, info.witness_script, info.threshold, info.segwit, legacy_p2pkh
+        )
+
+
+def _violation_code(violation: str) -> str:
+    """The refusal code for one policy violation (named by the evaluator's check)."""
+    name = violation.split(":", 1)[0]
+    table = {
+        "network": "network",
+        "expiry": "expired",
+        "ttl": "expired",
+        "per_tx_limit": "limits",
+        "per_day_limit": "limits",
+        "max_fee": "fee",
+        "fee_rate": "fee_rate",
+    }
+    if name in table:
+        return table[name]
+    if name.endswith("script type"):
+        return "script_type"
+    if name.endswith("address book"):
+        return "address_book"
+    return "policy"
+
+
+# -- size estimate ------------------------------------------------------------------------
+
+_SIG = 72  # DER (at most 71 with low S) + sighash byte
+_PUBKEY = 33
+
+
+@dataclass(frozen=True)
+class _Shape:
+    redeem_script: bytes | None
+    witness_script: bytes | None
+    threshold: int
+    segwit: bool
+    p2pkh: bool = False
+
+
+def _script_sig_size(shape: _Shape) -> int:
+    if shape.segwit:
+        return len(push_data(shape.redeem_script)) if shape.redeem_script else 0
+    if shape.p2pkh or shape.redeem_script is None:
+        return 1 + _SIG + 1 + _PUBKEY
+    return 1 + shape.threshold * (1 + _SIG) + len(push_data(shape.redeem_script))
+
+
+def _witness_size(shape: _Shape) -> int:
+    if not shape.segwit:
+        return 0
+    if shape.witness_script is None:
+        return 1 + (1 + _SIG) + (1 + _PUBKEY)
+    script = shape.witness_script
+    items = 1 + shape.threshold + 1
+    return (
+        len(compact_size(items))
+        + 1
+        + shape.threshold * (1 + _SIG)
+        + len(compact_size(len(script)))
+        + len(script)
+    )
+
+
+def _estimate_vsize(tx: Transaction, shapes: list[_Shape]) -> int:
+    """Virtual size of ``tx`` once signed; see the module docstring for the assumptions."""
+    base = 4 + 4 + len(compact_size(len(tx.inputs))) + len(compact_size(len(tx.outputs)))
+    base += sum(len(out.serialize()) for out in tx.outputs)
+    witness = 0
+    for shape in shapes:
+        script_sig = _script_sig_size(shape)
+        base += 32 + 4 + 4 + len(compact_size(script_sig)) + script_sig
+        witness += _witness_size(shape)
+    if witness:
+        witness += 2 + sum(1 for s in shapes if not s.segwit)  # marker, flag, empty stacks
+    return max(1, -(-(base * 4 + witness) // 4))
+
+
+__all__ = [
+    "KEY_STATES",
+    "REFUSAL_CODES",
+    "InputView",
+    "OurKey",
+    "OutputView",
+    "PinnedWallet",
+    "Refusal",
+    "Review",
+    "ReviewError",
+    "WalletMatch",
+    "inputs_to_sign",
+    "review",
+]

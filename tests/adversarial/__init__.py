@@ -1,0 +1,1 @@
+"""Realistic and adversarial inputs shared by the review, signing and TUI tests."""

@@ -1,0 +1,579 @@
+"""The appliance TUI driven by Textual's Pilot, on a real demo appliance (SoftHSM2 tokens,
+created through the CLI in a subprocess, then opened in this process).
+
+Review, approvals and signing run on real reviews (``shared.review`` over PSBTs built by
+``tests.adversarial.psbts``) with :class:`StandInSession` in place of
+``appliance.signing.SigningSession``: its wallet keys are not this appliance's HSM keys.
+The real engine's end-to-end run belongs with the engine's tests.
+
+Each test runs its app with ``asyncio.run`` so no pytest plugin or configuration is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance import softhsm
+from appliance.ceremonies import Appliance, CeremonyError
+from appliance.hsm import Hsm, module_path
+from appliance.keystore import KeyState
+from appliance.officers import OfficerError
+from appliance.tui.app import ColdstationApp
+from appliance.tui.screens.approvals import ApprovalsScreen
+from appliance.tui.screens.home import HomeScreen
+from appliance.tui.screens.journal import JournalScreen
+from appliance.tui.screens.keys import KeysScreen
+from appliance.tui.screens.officers import OfficersScreen
+from appliance.tui.screens.policy import PolicyScreen
+from appliance.tui.screens.review import ReviewScreen
+from appliance.tui.screens.scan import ScanScreen
+from appliance.tui.screens.show_qr import ShowQrScreen
+from shared.qr.frames import FrameRenderer
+from shared.qr.receiver import QrReceiver
+from shared.qr.video import write_video
+from shared.ur.registry import decode_psbt, encode_psbt
+from shared.ur.ur import UR, UREncoder, upper
+
+EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
+OFFICER_PINS = {"officer-1": "1111", "officer-2": "2222", "officer-3": "3333"}
+ADMIN_PINS = {"admin-1": "ad11", "admin-2": "ad22"}
+SMALL, LARGE = (80, 24), (160, 50)
+
+
+# -- a real appliance -------------------------------------------------------------------------
+
+
+def cli(state: Path, *args: str, pins: list[str] = ()) -> str:
+    read, write = os.pipe()
+    os.write(write, "".join(f"{p}\n" for p in pins).encode())
+    os.close(write)
+    try:
+        done = subprocess.run([EXE, "--state", str(state), "--pin-fd", str(read), *args],
+                              pass_fds=(read,), capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
+    finally:
+        os.close(read)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def make_appliance(state: Path) -> dict[str, Any]:
+    """init --demo; a treasury key exported as the wallet; a second key, suspended."""
+    info = json.loads(cli(state, "init", "--demo", "--network", "regtest",
+                          pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]))  # fmt: skip
+    two = ["--officers", "officer-1,officer-2"]
+    pins = [OFFICER_PINS["officer-1"], OFFICER_PINS["officer-2"]]
+    cli(state, "keygen", "treasury", *two, pins=pins)
+    cli(state, "export-wallet", "treasury", "--out", str(state.parent / "export"), *two,
+        pins=pins)  # fmt: skip
+    cli(state, "keygen", "ops-hot", *two, pins=pins)
+    cli(state, "suspend", "ops-hot", *two, pins=pins)
+    return info
+
+
+def open_appliance(state: Path) -> Appliance:
+    """Point SoftHSM2 at this state's tokens and re-initialise the (shared) PKCS#11 library."""
+    softhsm.configure(state)
+    hsm = Hsm()
+    hsm.rescan()
+    return Appliance(state, hsm)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Appliance, dict[str, Any]]:
+    if shutil.which(softhsm.SOFTHSM_UTIL) is None or not Path(module_path()).exists():
+        pytest.skip("SoftHSM2 (softhsm2-util and libsofthsm2.so) is not installed")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    state = tmp_path_factory.mktemp("tui") / "appliance"
+    info = make_appliance(state)
+    appliance = open_appliance(state)
+    yield appliance, info
+    appliance.close()
+    appliance.hsm.logout_all()
+    if previous is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = previous
+
+
+@pytest.fixture
+def appliance(made: tuple[Appliance, dict[str, Any]]) -> Appliance:
+    return made[0]
+
+
+# -- a stand-in for the signing engine, over real reviews -------------------------------------
+
+
+@dataclass(frozen=True)
+class Approvals:
+    approved: tuple[str, ...]
+    needed: int
+    rejected: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.approved) >= self.needed
+
+
+@dataclass(frozen=True)
+class Signed:
+    psbt_bytes: bytes
+    receipt_seq: int
+
+
+@dataclass
+class StandInSession:
+    """``SigningSession``'s answers for a real Review of a real PSBT; approvals by label."""
+
+    case: Any
+    officers: dict[str, str]  # token label -> fingerprint
+    needed: int = 2
+    review: Any = None
+    loaded: list[bytes] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def load(self, data: bytes) -> Any:
+        self.loaded.append(data)
+        self.review = self.case.review()
+        return self.review
+
+    def approve(self, officer_label: str, pin: str) -> Approvals:
+        if OFFICER_PINS.get(officer_label) != pin:
+            raise OfficerError(f"token {officer_label!r} refused the PIN")
+        fingerprint = self.officers[officer_label]
+        if fingerprint in self.approved:
+            raise CeremonyError(f"officer {fingerprint} has already approved")
+        self.approved.append(fingerprint)
+        return self.approval_state()
+
+    def approval_state(self) -> Approvals:
+        return Approvals(tuple(self.approved), self.needed)
+
+    def sign(self) -> Signed:
+        return Signed(self.case.psbt.serialize(), 42)
+
+    def refuse(self, reason: str) -> None:
+        self.refused.append(reason)
+
+
+def valid_case() -> Any:
+    from tests.adversarial.psbts import Scenario
+
+    return Scenario().build()
+
+
+def refused_case() -> Any:
+    from tests.adversarial.psbts import variant
+
+    return variant("change_to_foreign_address")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+_SVG_TEXT = re.compile(r'<text[^>]*clip-path="url\(#[^)]*-line-(\d+)\)"[^>]*>(.*?)</text>', re.S)
+
+
+def screen_text(app: ColdstationApp) -> str:
+    """What the terminal shows, line by line (from the app's own SVG screenshot)."""
+    lines: dict[int, str] = defaultdict(str)
+    for number, text in _SVG_TEXT.findall(app.export_screenshot()):
+        lines[int(number)] += html.unescape(text).replace("\xa0", " ")
+    return "\n".join(lines[n] for n in sorted(lines))
+
+
+def run(app: ColdstationApp, size: tuple[int, int],
+        body: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await body(pilot)
+
+    asyncio.run(main())
+
+
+def alnum(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+async def settle(pilot: Any, rounds: int = 4) -> None:
+    """Let thread workers finish and their call_from_thread callbacks run."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def type_text(pilot: Any, text: str) -> None:
+    await pilot.press(*("minus" if ch == "-" else ch for ch in text))
+
+
+def frame_image(art: str, scale: int = 4) -> np.ndarray:
+    """A half-block frame back to a grayscale image, the way a camera would see it."""
+    rows: list[list[bool]] = []
+    for line in art.split("\n"):
+        rows.append([ch in "▀█" for ch in line])
+        rows.append([ch in "▄█" for ch in line])
+    image = np.where(np.array(rows, dtype=bool), np.uint8(0), np.uint8(255))
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+# -- home and navigation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x50"])
+def test_home_shows_the_real_appliance(appliance: Appliance, size: tuple[int, int]) -> None:
+    async def body(pilot: Any) -> None:
+        assert isinstance(pilot.app.screen, HomeScreen)
+        text = screen_text(pilot.app)
+        assert appliance.config.appliance_id in text
+        assert "version 1 · 2 of 3 officers approve" in text
+        assert f"{len(appliance.recorder.store)} records" in text
+        assert "wpkh(" in text  # the pinned wallet
+        for label, state in (("coldstation-audit", "active"), ("treasury", "active"),
+                             ("ops-hot", "suspended")):  # fmt: skip
+            assert re.search(rf"{label}\s+{state}", text), text
+        assert "TORN" not in text
+        assert "Keys" in text.splitlines()[-1]  # the footer shows the navigation keys
+
+    run(ColdstationApp(appliance), size, body)
+
+
+def test_navigation_by_keys_and_palette(appliance: Appliance) -> None:
+    async def body(pilot: Any) -> None:
+        app = pilot.app
+        for key, screen in (("k", KeysScreen), ("o", OfficersScreen), ("p", PolicyScreen),
+                            ("j", JournalScreen), ("h", HomeScreen), ("s", ScanScreen)):
+            await pilot.press(key)
+            await pilot.pause()
+            assert type(app.screen) is screen, key
+        await pilot.press("escape")  # cancelling the scan hands nothing on
+        await pilot.pause()
+        assert type(app.screen) is HomeScreen and len(app.screen_stack) == 1
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"Sign", "Keys", "Officers", "Policy", "Journal"} <= titles
+        await pilot.press("p")
+        await pilot.pause()
+        policy = screen_text(app)
+        assert "Approvals needed" in policy and "200 sat/vB" in policy
+        await pilot.press("o")
+        await pilot.pause()
+        officers = screen_text(app)
+        assert "officer-3" in officers and "admin-2" in officers
+
+    run(ColdstationApp(appliance), SMALL, body)
+
+
+# -- journal ----------------------------------------------------------------------------------
+
+
+def test_journal_filters_by_event_and_request_and_verifies(appliance: Appliance) -> None:
+    from textual.widgets import DataTable, Input, Select
+
+    total = len(appliance.recorder.store)
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("j")
+        await pilot.pause()
+        screen = pilot.app.screen
+        table = screen.query_one("#rows", DataTable)
+        assert table.row_count == total
+        screen.query_one("#event", Select).value = "officer_enrolled"
+        await pilot.pause()
+        assert table.row_count == 5  # three approvers, two administrators
+        screen.query_one("#event", Select).clear()
+        await pilot.pause()
+        assert table.row_count == total
+        await pilot.press("r")  # the request-id filter
+        await type_text(pilot, "ffff")
+        await pilot.pause()
+        assert screen.query_one("#request", Input).value == "ffff"
+        assert table.row_count == 0  # no signing records carry that id
+        await pilot.press("enter", "v")
+        await settle(pilot)
+        assert f"{total} records verified" in screen_text(pilot.app)
+        screen.query_one("#request", Input).value = ""
+        await pilot.pause()
+        await pilot.press("enter")  # the newest record, in full
+        await pilot.pause()
+        assert "Journal record" in screen_text(pilot.app)
+
+    run(ColdstationApp(appliance), SMALL, body)
+
+
+# -- keys: a real ceremony with officers' PINs ---------------------------------------------------
+
+
+def test_keys_reactivate_and_suspend_with_officer_pins(appliance: Appliance) -> None:
+    from textual.widgets import DataTable
+
+    async def present(pilot: Any, officers: list[tuple[str, str]]) -> None:
+        for label, pin in officers:
+            await type_text(pilot, label)
+            await pilot.press("enter")
+            await type_text(pilot, pin)
+            await pilot.press("enter")
+        await settle(pilot)
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("k")
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#keys", DataTable)
+        table.move_cursor(row=table.get_row_index("ops-hot"))
+        await pilot.pause()
+        length = len(appliance.recorder.store)
+        await pilot.press("r")
+        await pilot.pause()
+        await present(pilot, [("officer-1", "1111"), ("officer-3", "3333")])
+        assert appliance.keystore.info("ops-hot").state is KeyState.ACTIVE
+        assert len(appliance.recorder.store) == length + 2  # activation + key_reactivated
+        assert appliance.recorder.last().record.event == "key_reactivated"
+
+        await pilot.press("u")
+        await pilot.pause()
+        await present(pilot, [("officer-2", "2222"), ("officer-3", "0000")])  # a wrong PIN
+        assert appliance.keystore.info("ops-hot").state is KeyState.ACTIVE
+        assert "Refused" in screen_text(pilot.app)  # said on screen; the app goes on
+        await pilot.press("u")
+        await pilot.pause()
+        await present(pilot, [("officer-2", "2222"), ("officer-3", "3333")])
+        assert appliance.keystore.info("ops-hot").state is KeyState.SUSPENDED
+        assert appliance.recorder.last().record.event == "key_suspended"
+
+    run(ColdstationApp(appliance), SMALL, body)
+
+
+# -- the animated QR ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x50"])
+def test_animated_qr_decodes_and_keys_change_density_and_speed(
+        appliance: Appliance, size: tuple[int, int]) -> None:  # fmt: skip
+    from textual.widgets import Static
+
+    psbt = valid_case().psbt.serialize()
+    screen = ShowQrScreen(UR("crypto-psbt", encode_psbt(psbt)), "Signed PSBT")
+
+    async def body(pilot: Any) -> None:
+        app = pilot.app
+        await app.push_screen(screen)
+        await pilot.pause(0.1)
+        width, height = screen.available()
+        assert screen.stream.fits(width, height)  # the first density fits the window
+        assert set(screen.frame_text) <= set(" ▀▄█\n")
+        qr = screen.query_one("#qr", Static)
+        assert str(qr.visual) == screen.frame_text  # what is on screen is the frame
+        first = screen.frame_text
+        await pilot.pause(0.5)  # 5 fps: two or three frames later
+        assert screen.frame_text != first and screen.stream.shown >= 3
+
+        fragment, fps = screen.stream.fragment_len, screen.fps
+        await pilot.press("minus")
+        assert screen.stream.fragment_len < fragment
+        await pilot.press("plus", "plus")
+        assert screen.stream.fragment_len > fragment
+        await pilot.press("greater_than_sign")
+        assert screen.fps > fps
+        await pilot.press("less_than_sign", "less_than_sign")
+        assert screen.fps < fps
+        await pilot.press("minus")
+        await pilot.press("space")  # paused: frames are stepped by hand below
+        assert screen.paused
+
+        receiver = QrReceiver(expected_types=["crypto-psbt"])
+        versions = set()
+        for _ in range(20 * screen.stream.parts):
+            screen.advance()
+            versions.add(screen.stream.version)
+            receiver.feed(frame_image(screen.frame_text))
+            if receiver.is_complete:
+                break
+        assert receiver.result is not None and decode_psbt(receiver.result.cbor) == psbt
+        assert len(versions) == 1  # one QR version for the whole stream
+
+    run(ColdstationApp(appliance), size, body)
+
+
+# -- scan, review, approvals, sign -----------------------------------------------------------------
+
+
+def write_request_video(path: Path, psbt: bytes, fragment_len: int = 150) -> int:
+    encoder = UREncoder(UR("crypto-psbt", encode_psbt(psbt)), fragment_len)
+    parts = [upper(encoder.next_part()) for _ in range(2 * encoder.seq_len)]
+    renderer = FrameRenderer.for_texts(parts, canvas=(640, 480))
+    return write_video((renderer.image(part) for part in parts), path, fps=10)
+
+
+def test_scan_from_video_hands_the_psbt_to_the_review(
+        made: tuple[Appliance, dict[str, Any]], tmp_path: Path) -> None:  # fmt: skip
+    appliance, info = made
+    case = valid_case()
+    psbt = case.psbt.serialize()
+    video = tmp_path / "request.avi"
+    assert write_request_video(video, psbt) > 0
+    session = StandInSession(case, info["officers"])
+    app = ColdstationApp(appliance, camera=str(video), session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ScanScreen)
+        await pilot.press("enter")  # the source field holds the video's path
+        await settle(pilot)
+        assert session.loaded == [psbt]  # the payload, byte for byte, handed on
+        assert isinstance(app.screen, ReviewScreen)
+        text = screen_text(app)
+        assert "Policy checks passed" in text
+        assert "Exchange hot wallet" in text and "0.00400000 BTC" in text
+
+    run(app, SMALL, body)
+
+
+def test_scan_of_a_missing_file_says_so_and_stays(appliance: Appliance, tmp_path: Path) -> None:
+    app = ColdstationApp(appliance, camera=str(tmp_path / "no-such.avi"))
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ScanScreen)
+        assert "does not exist" in screen_text(app)
+
+    run(app, SMALL, body)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x50"])
+def test_review_shows_what_is_signed(made: tuple[Appliance, dict[str, Any]],
+                                     size: tuple[int, int]) -> None:  # fmt: skip
+    appliance, info = made
+    case = valid_case()
+    review = case.review()
+    session = StandInSession(case, info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(case.psbt.serialize())
+        await settle(pilot)
+        assert isinstance(app.screen, ReviewScreen)
+        full = ""
+        for _ in range(12):  # page through the review as an officer would
+            full += screen_text(app)
+            await pilot.press("pagedown")
+            await pilot.pause()
+        flat = alnum(full)  # addresses and hashes are grouped and wrap inside the panels
+        for out in review.outputs:
+            assert alnum(out.address) in flat  # every address, in full
+        assert "Exchange hot wallet" in full and "Supplier GmbH" in full
+        assert "CHANGE, back to our wallet" in full
+        assert "0.00650000 BTC" in full  # paid out
+        assert "0.00003000 BTC = 3000 sat" in full  # the fee
+        assert "11.9 sat/vB" in full
+        assert review.request.requester in full
+        assert review.request_hash.hex() in flat
+        assert review.hash_words.split(" / ")[0] in full
+        assert "regtest" in full
+
+    run(app, size, body)
+
+
+def test_refused_request_says_why_and_cannot_be_approved(
+        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    appliance, info = made
+    session = StandInSession(refused_case(), info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "REFUSED: this request will not be signed" in text
+        assert alnum("its script does not derive from the pinned wallet") in alnum(text)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)  # no way on to the approvals
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen)
+
+    run(app, SMALL, body)
+
+
+def test_approvals_officer_by_officer_then_sign_shows_the_qr(
+        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    from textual.widgets import Input
+
+    appliance, info = made
+    case = valid_case()
+    session = StandInSession(case, info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def officer(pilot: Any, label: str, pin: str) -> None:
+        await type_text(pilot, label)
+        await pilot.press("enter")
+        await type_text(pilot, pin)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(case.psbt.serialize())
+        await settle(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ApprovalsScreen)
+        assert screen.query_one("#pin", Input).password  # PINs are masked
+        assert "0 of 2 approvals; 2 more needed" in screen_text(app)
+        await officer(pilot, "officer-1", "1111")
+        assert "1 of 2 approvals; 1 more needed" in screen_text(app)
+        await officer(pilot, "officer-1", "1111")  # the same officer twice
+        assert "already approved" in screen_text(app)
+        await officer(pilot, "officer-2", "9999")  # a wrong PIN
+        assert "refused the PIN" in screen_text(app)
+        assert "1 of 2 approvals" in screen_text(app)
+        await officer(pilot, "officer-2", "2222")
+        assert "Quorum reached" in screen_text(app)
+        await pilot.press("s")
+        await settle(pilot)
+        qr = app.screen
+        assert isinstance(qr, ShowQrScreen)
+        assert qr.ur.type == "crypto-psbt"
+        assert decode_psbt(qr.ur.cbor) == case.psbt.serialize()
+        assert "journal record 42" in screen_text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen) and len(app.screen_stack) == 1
+
+    run(app, SMALL, body)
+
+
+def test_refusing_at_review_tells_the_engine(made: tuple[Appliance, dict[str, Any]]) -> None:
+    appliance, info = made
+    session = StandInSession(valid_case(), info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press("enter")  # the default reason
+        await settle(pilot)
+        assert session.refused == ["officers declined at review"]
+        assert isinstance(app.screen, HomeScreen)
+
+    run(app, SMALL, body)
