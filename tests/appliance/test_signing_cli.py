@@ -1,0 +1,130 @@
+"""The headless signing ceremony on a real SoftHSM2 appliance: a request paying from the
+appliance's own HSM key is reviewed, approved by two officers, signed inside the token, and
+the result is valid to Bitcoin Core; adversarial requests are refused with nothing signed
+and exactly one journal record each."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from shared.bitcoin.address import Network, address_to_script
+from shared.bitcoin.script import p2wpkh_script
+from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
+from shared.journal import parse_export
+from shared.psbt import Psbt, extract, finalize
+from shared.request import RequestMetadata, attach_request, read_receipts
+from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, officers, run
+from tests.kernel import verify_all
+
+PAYEE = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+TWO = ["--officers", "officer-1,officer-2"]
+TWO_PINS = ["1111", "2222"]
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory) -> dict:
+    state = tmp_path_factory.mktemp("station") / "appliance"
+    assert run(state, "init", "--demo", "--network", "regtest",
+               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]).returncode == 0
+    assert run(state, "keygen", "hot-1", *TWO, pins=TWO_PINS).returncode == 0
+    out = state.parent / "export"
+    assert run(state, "export-wallet", "hot-1", "--out", str(out), *TWO,
+               pins=TWO_PINS).returncode == 0
+    keys = json.loads(run(state, "status").stdout)["keys"]
+    pubkey = bytes.fromhex(next(k["public_key"] for k in keys if k["label"] == "hot-1"))
+    return {"state": state, "pubkey": pubkey}
+
+
+def request(pubkey: bytes, *, pay: int = 400_000, request_id: bytes | None = None,
+            network: str = "regtest", sighash: int | None = None,
+            expiry_delta: int = 1800) -> tuple[bytes, list[TxOut]]:
+    ours = p2wpkh_script(pubkey)
+    funding = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
+                          outputs=[TxOut(1_000_000, ours)])
+    spend = Transaction(
+        inputs=[TxIn(OutPoint(funding.txid, 0), sequence=SEQUENCE_RBF)],
+        outputs=[TxOut(pay, address_to_script(PAYEE, Network.REGTEST)),
+                 TxOut(1_000_000 - pay - 2_000, ours)],
+    )
+    psbt = Psbt.from_unsigned_tx(spend)
+    psbt.inputs[0].set(0x00, funding.serialize())
+    psbt.inputs[0].set(0x01, funding.outputs[0].serialize())
+    if sighash is not None:
+        psbt.inputs[0].set(0x03, sighash.to_bytes(4, "little"))
+    now = int(time.time())
+    meta = RequestMetadata(request_id=request_id or os.urandom(16), batch_id="batch-1",
+                           requester="ops-alice", created=now - 10,
+                           expiry=now + expiry_delta, purpose="payouts", network=network)
+    return attach_request(psbt, meta).serialize(), funding.outputs
+
+
+def test_happy_path_signs_in_the_hsm_and_core_accepts(station, tmp_path):
+    data, spent = request(station["pubkey"])
+    source, signed = tmp_path / "req.psbt", tmp_path / "signed.psbt"
+    source.write_bytes(data)
+    done = run(station["state"], "sign", "--in", str(source), *TWO, "--out", str(signed),
+               pins=TWO_PINS)
+    assert done.returncode == 0, done.stderr
+    assert "words:" in done.stdout and "change (ours)" in done.stdout
+    psbt = Psbt.parse(signed.read_bytes())
+    assert station["pubkey"] in psbt.inputs[0].partial_sigs
+    assert len(read_receipts(psbt)) == 1
+    tx = extract(finalize(psbt).psbt)
+    assert verify_all(tx, spent) == [True]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "code"),
+    [
+        ("outputs exceed inputs", {"pay": 900_000_000}, "malformed"),
+        ("wrong network", {"network": "mainnet"}, "network"),
+        ("sighash none", {"sighash": 2}, "sighash"),
+        ("expired", {"expiry_delta": -5}, "expired"),
+    ],
+)
+def test_refused_requests_sign_nothing_and_leave_one_record(station, tmp_path, name, kwargs,
+                                                            code):
+    state = station["state"]
+    data, _ = request(station["pubkey"], **kwargs)
+    source, signed = tmp_path / "req.psbt", tmp_path / "signed.psbt"
+    source.write_bytes(data)
+    before = _decisions(state, tmp_path)
+    done = run(state, "sign", "--in", str(source), *TWO, "--out", str(signed), pins=TWO_PINS)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "nothing signed" in done.stderr and code in done.stderr
+    assert not signed.exists()
+    after = _decisions(state, tmp_path)
+    assert len(after) == len(before) + 1 and after[-1] == "refused"
+
+
+def test_replayed_request_is_refused(station, tmp_path):
+    request_id = os.urandom(16)
+    first, _ = request(station["pubkey"], request_id=request_id)
+    (tmp_path / "a").write_bytes(first)
+    ok = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
+             str(tmp_path / "sa"), pins=TWO_PINS)
+    assert ok.returncode == 0, ok.stderr
+    again = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
+                str(tmp_path / "sb"), pins=TWO_PINS)
+    assert again.returncode == 1 and "replayed" in again.stderr
+
+
+def test_one_officer_is_not_enough(station, tmp_path):
+    data, _ = request(station["pubkey"])
+    (tmp_path / "r").write_bytes(data)
+    done = run(station["state"], "sign", "--in", str(tmp_path / "r"),
+               *officers("officer-1")[0], "--out", str(tmp_path / "s"), pins=["1111"])
+    assert done.returncode == 1 and "approvals" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def _decisions(state, tmp_path) -> list[str]:
+    out = tmp_path / f"j{time.monotonic_ns()}.cbor"
+    assert run(state, "journal", "export", "--out", str(out), *TWO,
+               pins=TWO_PINS).returncode == 0
+    return [e.record.decision for e in parse_export(out.read_bytes())[2]
+            if e.record.event == "signing_decision"]
