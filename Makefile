@@ -19,6 +19,7 @@ bench: venv
 	$(PY) -m tests.bench.fountain_bench
 	$(PY) -m tests.bench.qr_bench
 	$(PY) -m tests.bench.hsm_bench
+	$(PY) -m tests.bench.sign_bench
 
 fuzz: venv
 	$(VENV)/bin/pip install -q -e '.[fuzz]'

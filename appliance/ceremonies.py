@@ -177,6 +177,9 @@ class Appliance:
             )  # fmt: skip
 
     def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:
+        if label == AUDIT_KEY_LABEL:
+            raise CeremonyError("the audit key signs the journal: it cannot be suspended or "
+                                "archived (a new appliance gets a new audit key)")
         event = {KeyState.SUSPENDED: "key_suspended", KeyState.ACTIVE: "key_reactivated",
                  KeyState.ARCHIVED: "key_archived"}[state]  # fmt: skip
         with self.activated(officers) as actors:

@@ -5,7 +5,8 @@ given with ``--pin-fd`` (never from argv or the environment). Officers and admin
 are named by their token labels. Exit status: 0 done, 1 refused (with the reason; the
 journal says so where it can), 2 bad usage or input.
 
-The Textual signing application comes with the signing-ceremony work.
+With no ceremony named, the Textual application starts (home, scan, review, approvals,
+signed QR, keys, officers, policy, journal).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", type=Path, default=Path("coldstation-appliance-state"),
                         help="state directory (default ./coldstation-appliance-state)")
     parser.add_argument("--pin-fd", type=int, help="read PINs, one per line, from this fd")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="CEREMONY")
+    parser.add_argument("--camera", default="0",
+                        help="TUI scan source: camera index or video file (default 0)")
+    sub = parser.add_subparsers(dest="command", required=False, metavar="CEREMONY")
 
     init = sub.add_parser("init", help="create tokens, officers, administrators, first policy")
     init.add_argument("--network", default="regtest")
@@ -156,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command is None:
+        from appliance.tui.app import run  # the TUI's imports are only paid for when used
+
+        return run(args.state, camera=args.camera)
     try:
         return args.handler(args)
     except REFUSALS as exc:

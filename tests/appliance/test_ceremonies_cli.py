@@ -104,6 +104,10 @@ def test_suspend_and_policy_signatures(appliance):
     assert done.returncode == 0 and "suspended" in done.stdout
     status = json.loads(run(state, "status").stdout)
     assert {k["label"]: k["state"] for k in status["keys"]}["k1"] == "suspended"
+    audit = run(state, "suspend", "coldstation-audit", *officers("officer-2", "officer-3")[0],
+                pins=["2222", "3333"])
+    assert audit.returncode == 1 and "audit key" in audit.stderr
+    assert run(state, "journal", "verify").returncode == 0
     draft, signed = state.parent / "d.cbor", state.parent / "s.cbor"
     run(state, "policy", "draft", "--set", "per_tx_limit=5000", "-o", str(draft))
     one_admin = run(state, "policy", "sign", str(draft), "--admins", "admin-1",

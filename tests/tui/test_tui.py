@@ -1,10 +1,11 @@
 """The appliance TUI driven by Textual's Pilot, on a real demo appliance (SoftHSM2 tokens,
 created through the CLI in a subprocess, then opened in this process).
 
-Review, approvals and signing run on real reviews (``shared.review`` over PSBTs built by
-``tests.adversarial.psbts``) with :class:`StandInSession` in place of
-``appliance.signing.SigningSession``: its wallet keys are not this appliance's HSM keys.
-The real engine's end-to-end run belongs with the engine's tests.
+The signing ceremony runs twice: end to end through the real engine
+(``appliance.signing``) on a request paying from the appliance's own HSM key, and, for the
+review's breadth (labels, cosigners, attacks), on reviews of ``tests.adversarial.psbts``
+with :class:`StandInSession` answering for the engine (those wallets' keys are not this
+appliance's).
 
 Each test runs its app with ``asyncio.run`` so no pytest plugin or configuration is needed.
 """
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,9 +45,14 @@ from appliance.tui.screens.policy import PolicyScreen
 from appliance.tui.screens.review import ReviewScreen
 from appliance.tui.screens.scan import ScanScreen
 from appliance.tui.screens.show_qr import ShowQrScreen
+from shared.bitcoin.address import Network, address_to_script
+from shared.bitcoin.script import p2wpkh_script
+from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
+from shared.psbt import Psbt
 from shared.qr.frames import FrameRenderer
 from shared.qr.receiver import QrReceiver
 from shared.qr.video import write_video
+from shared.request import RequestMetadata, attach_request, read_receipts
 from shared.ur.registry import decode_psbt, encode_psbt
 from shared.ur.ur import UR, UREncoder, upper
 
@@ -219,7 +226,11 @@ async def settle(pilot: Any, rounds: int = 4) -> None:
 
 
 async def type_text(pilot: Any, text: str) -> None:
-    await pilot.press(*("minus" if ch == "-" else ch for ch in text))
+    """Text into the focused field, as a terminal paste (a key press costs ~65 ms in Pilot)."""
+    from textual import events
+
+    pilot.app.focused.post_message(events.Paste(text))
+    await pilot.pause()
 
 
 def frame_image(art: str, scale: int = 4) -> np.ndarray:
@@ -276,6 +287,30 @@ def test_navigation_by_keys_and_palette(appliance: Appliance) -> None:
         assert "officer-3" in officers and "admin-2" in officers
 
     run(ColdstationApp(appliance), SMALL, body)
+
+
+def test_run_says_why_a_state_directory_cannot_open(tmp_path: Path, capsys: Any) -> None:
+    from appliance.tui.app import run as run_tui
+
+    assert run_tui(tmp_path / "nothing-here") == 2
+    assert "holds no appliance" in capsys.readouterr().err
+
+
+def test_an_engine_fault_is_reported_not_fatal(appliance: Appliance) -> None:
+    class Broken:
+        review = None
+
+        def load(self, data: bytes) -> Any:
+            raise KeyError("a bug in the engine")
+
+    app = ColdstationApp(appliance, session_factory=lambda _a: Broken())
+
+    async def body(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen)  # still running, nothing half-shown
+
+    run(app, SMALL, body)
 
 
 # -- journal ----------------------------------------------------------------------------------
@@ -575,5 +610,121 @@ def test_refusing_at_review_tells_the_engine(made: tuple[Appliance, dict[str, An
         await settle(pilot)
         assert session.refused == ["officers declined at review"]
         assert isinstance(app.screen, HomeScreen)
+
+    run(app, SMALL, body)
+
+
+# -- the real engine, end to end ----------------------------------------------------------------
+
+
+def own_request(pubkey: bytes, requester: str, network: str = "regtest",
+                request_id: bytes | None = None) -> bytes:  # fmt: skip
+    """A request paying 0.004 BTC from a coin of ``pubkey``, change back to it."""
+    ours = p2wpkh_script(pubkey)
+    funding = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
+                          outputs=[TxOut(1_000_000, ours)])
+    payee = address_to_script("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", Network.REGTEST)
+    spend = Transaction(inputs=[TxIn(OutPoint(funding.txid, 0), sequence=SEQUENCE_RBF)],
+                        outputs=[TxOut(400_000, payee), TxOut(598_000, ours)])
+    psbt = Psbt.from_unsigned_tx(spend)
+    psbt.inputs[0].set(0x00, funding.serialize())
+    psbt.inputs[0].set(0x01, funding.outputs[0].serialize())
+    now = int(time.time())
+    meta = RequestMetadata(request_id=request_id or os.urandom(16), batch_id="batch-tui",
+                           requester=requester,
+                           created=now - 10, expiry=now + 1800, purpose="tui payouts",
+                           network=network)  # fmt: skip
+    return attach_request(psbt, meta).serialize()
+
+
+def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[str, Any]]) -> None:
+    from textual.widgets import DataTable
+
+    appliance, info = made
+    pubkey = appliance.keystore.info("treasury").public_key_bytes
+    requester = info["officers"]["officer-3"]  # an officer asks: their approval cannot count
+    request_id = os.urandom(16)
+    data = own_request(pubkey, requester, request_id=request_id)
+    app = ColdstationApp(appliance)  # the default engine: appliance.signing
+
+    async def officer(pilot: Any, label: str, pin: str) -> str:
+        await type_text(pilot, label)
+        await pilot.press("enter")
+        await type_text(pilot, pin)
+        await pilot.press("enter")
+        await settle(pilot)
+        return screen_text(app)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(data)
+        await settle(pilot)
+        assert isinstance(app.screen, ReviewScreen)
+        text = screen_text(app)
+        assert "Policy checks passed" in text and "CHANGE, back to our wallet" in text
+        await pilot.press("a")
+        await pilot.pause()
+        assert "does not count" in await officer(pilot, "officer-3", "3333")
+        assert "0 of 2 approvals" in screen_text(app)
+        assert "1 of 2 approvals" in await officer(pilot, "officer-1", "1111")
+        assert "already approved" in await officer(pilot, "officer-1", "1111")
+        assert "Quorum reached" in await officer(pilot, "officer-2", "2222")
+        await pilot.press("s")
+        await settle(pilot)
+        qr = app.screen
+        assert isinstance(qr, ShowQrScreen)
+        qr.action_pause()
+        receiver = QrReceiver(expected_types=["crypto-psbt"])
+        for _ in range(20 * qr.stream.parts):
+            qr.advance()
+            receiver.feed(frame_image(qr.frame_text))
+            if receiver.is_complete:
+                break
+        assert receiver.result is not None
+        signed = Psbt.parse(decode_psbt(receiver.result.cbor))
+        assert pubkey in signed.inputs[0].partial_sigs  # signed inside the HSM
+        assert len(read_receipts(signed)) == 1
+        last = appliance.recorder.last().record
+        assert (last.event, last.decision) == ("signing_decision", "approved")
+
+        await pilot.press("enter")  # the coordinator has it: home, then the journal
+        await pilot.pause()
+        await pilot.press("j", "r")
+        await pilot.pause()
+        await type_text(pilot, request_id.hex()[:10])
+        table = app.screen.query_one("#rows", DataTable)
+        assert table.row_count == 1  # this request's signing decision, nothing else
+        assert table.get_row_at(0)[2:4] == ["signing_decision", "approved"]
+
+    run(app, SMALL, body)
+
+
+def test_a_refusal_waits_for_officers_who_write_it_from_home(
+        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    appliance, _info = made
+    pubkey = appliance.keystore.info("treasury").public_key_bytes
+    app = ColdstationApp(appliance)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(own_request(pubkey, "ops-alice", network="mainnet"))
+        await settle(pilot)
+        assert "REFUSED" in screen_text(app) and "network" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen)
+        assert "1 record(s) wait for the next activation" in screen_text(app)
+        length = len(appliance.recorder.store)
+        await pilot.press("w")
+        await pilot.pause()
+        for label, pin in (("officer-1", "1111"), ("officer-2", "2222")):
+            await type_text(pilot, label)
+            await pilot.press("enter")
+            await type_text(pilot, pin)
+            await pilot.press("enter")
+        await settle(pilot)
+        assert not appliance.state.pending()
+        decisions = [e.record for e in appliance.recorder.entries()[length:]
+                     if e.record.event == "signing_decision"]
+        assert [r.decision for r in decisions] == ["refused"]
+        assert "wait for the next activation" not in screen_text(app)
 
     run(app, SMALL, body)

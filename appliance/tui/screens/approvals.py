@@ -163,9 +163,15 @@ class ApprovalsScreen(Screen[None]):
         run_blocking(self, self.ceremony.sign, self.signed, self.sign_failed)
 
     def sign_failed(self, message: str) -> None:
+        """Nothing was signed; the engine may have dropped the approvals, so ask it again."""
         self.busy = False
         self.notify(message, title="Not signed", severity="error", timeout=15)
-        self.refresh_bindings()
+        self.problem(f"Not signed: {message}")
+        try:
+            self.state = self.ceremony.approval_state()
+        except EngineError:
+            self.state = None
+        self.show_state()
 
     def signed(self, result: Any) -> None:
         try:
