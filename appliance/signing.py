@@ -178,8 +178,8 @@ class SigningSession:
         if self.review is None or self.psbt is None:
             raise SigningError("no request loaded")
         if not self.review.approved_for_signing:
-            raise SigningError("this request was refused: " + "; ".join(
-                r.message for r in self.review.refusals) or "policy")
+            reasons = "; ".join(r.message for r in self.review.refusals)
+            raise SigningError(f"this request was refused: {reasons or 'by the policy'}")
         return self.review
 
     def _journal_review(self, current: Review, decision: str,
