@@ -32,7 +32,7 @@ from appliance.state import ApplianceConfig, ApplianceState
 from shared import canonical
 from shared.bitcoin.descriptor import Descriptor
 from shared.bitcoin.script import OutputType
-from shared.journal import Entry
+from shared.journal import GENESIS, Entry, Record
 from shared.policy import (
     Officer,
     Policy,
@@ -251,8 +251,14 @@ class Appliance:
         Used for refusals decided before any officer is present; the record is written,
         signed and chained, as soon as the signing token is next activated.
         """
+        now = int(time.time())
+        # Build the record now, so a record the journal would refuse fails here, at the
+        # refusal, and never sits in the pending folder blocking every later activation.
+        Record(seq=0, prev_hash=GENESIS, time=now, appliance_id=self.config.appliance_id,
+               event=event, decision=decision, subjects=dict(subjects or {}),
+               details={**(details or {}), "decided_at": now})  # fmt: skip
         return self.state.store_pending({
-            "type": "coldstation-deferred-record", "time": int(time.time()), "event": event,
+            "type": "coldstation-deferred-record", "time": now, "event": event,
             "decision": decision, "subjects": subjects or {}, "details": details or {},
         })  # fmt: skip
 

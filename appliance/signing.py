@@ -199,7 +199,7 @@ class SigningSession:
             **(extra or {}),
         }  # fmt: skip
         subjects = {"psbt": hashlib.sha256(tx.serialize()).digest(), "transcript": transcript}
-        if current.request is not None:
+        if current.request_hash is not None:  # None when the request cannot be hashed
             subjects["request"] = current.request_hash
         return self._record(decision, details, subjects)
 

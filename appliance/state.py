@@ -127,7 +127,9 @@ class ApplianceState:
     def store_pending(self, evidence: dict) -> Path:
         """Signed evidence (e.g. a lockout reset) to journal at the next activation."""
         data = canonical.encode(evidence)
-        name = f"{int(evidence['time'])}-{canonical.digest(evidence).hex()[:12]}.cbor"
+        # time first (files are flushed in order), then a random tag: two identical
+        # refusals in one second are two records, not one overwritten file
+        name = f"{int(evidence['time']):012d}-{os.urandom(6).hex()}.cbor"
         path = self.pending_dir / name
         atomic_write(path, data)
         return path

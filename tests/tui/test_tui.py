@@ -548,6 +548,39 @@ def test_refused_request_says_why_and_cannot_be_approved(
     run(app, SMALL, body)
 
 
+def _refusal_variants() -> list[str]:
+    from tests.adversarial.psbts import VARIANTS
+
+    return sorted(VARIANTS)
+
+
+@pytest.mark.parametrize("name", _refusal_variants())
+def test_each_refusal_class_is_shown_and_blocks_approval(
+        made: tuple[Appliance, dict[str, Any]], name: str) -> None:  # fmt: skip
+    """Every DESIGN 4 refusal class, from a real review of a real adversarial PSBT: the
+    officers read why on the review screen, and there is no way on to the approvals."""
+    from tests.adversarial.psbts import variant
+
+    appliance, info = made
+    case = variant(name)
+    session = StandInSession(case, info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        text = alnum(screen_text(app))
+        assert alnum("REFUSED: this request will not be signed") in text
+        first = session.review.refusals[0].message
+        assert alnum(first)[:40] in text, f"{name}: {first!r} not on screen"
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+        assert session.approved == []
+
+    run(app, LARGE, body)
+
+
 def test_approvals_officer_by_officer_then_sign_shows_the_qr(
         made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
     from textual.widgets import Input
