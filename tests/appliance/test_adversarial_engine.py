@@ -62,8 +62,9 @@ LABELS = {
 #: Variants whose attack lives in the appliance's own journal, not in the PSBT: the engine
 #: derives seen request ids, signed outpoints and the day's total from its journal
 #: (appliance.history.SigningHistory), so the scenario's injected context has no effect here.
-#: Covered by tests/unit/test_review.py (review with that context) and by
-#: tests/appliance/test_signing_cli.py::test_replayed_request_is_refused (engine + journal).
+#: Covered by tests/unit/test_review.py (review with that context) and, through the engine
+#: and a real journal, by tests/appliance/test_signing_cli.py (replayed request, conflicting
+#: spend of a signed coin, daily total over the limit).
 JOURNAL_DERIVED = {
     "replayed_request_id": "seen request ids come from the appliance's journal",
     "conflicting_spend": "signed outpoints come from the appliance's journal",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -41,14 +42,15 @@ def station(tmp_path_factory) -> dict:
 
 def request(pubkey: bytes, *, pay: int = 400_000, request_id: bytes | None = None,
             network: str = "regtest", sighash: int | None = None,
-            expiry_delta: int = 1800) -> tuple[bytes, list[TxOut]]:
+            expiry_delta: int = 1800, funding_seed: bytes | None = None,
+            fee: int = 2_000) -> tuple[bytes, list[TxOut]]:
     ours = p2wpkh_script(pubkey)
-    funding = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
+    funding = Transaction(inputs=[TxIn(OutPoint(funding_seed or os.urandom(32), 0), b"\x51")],
                           outputs=[TxOut(1_000_000, ours)])
     spend = Transaction(
         inputs=[TxIn(OutPoint(funding.txid, 0), sequence=SEQUENCE_RBF)],
         outputs=[TxOut(pay, address_to_script(PAYEE, Network.REGTEST)),
-                 TxOut(1_000_000 - pay - 2_000, ours)],
+                 TxOut(1_000_000 - pay - fee, ours)],
     )
     psbt = Psbt.from_unsigned_tx(spend)
     psbt.inputs[0].set(0x00, funding.serialize())
@@ -111,6 +113,48 @@ def test_replayed_request_is_refused(station, tmp_path):
     again = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
                 str(tmp_path / "sb"), pins=TWO_PINS)
     assert again.returncode == 1 and "replayed" in again.stderr
+
+
+def _sign(station, tmp_path, data: bytes, name: str) -> subprocess.CompletedProcess:
+    (tmp_path / name).write_bytes(data)
+    return run(station["state"], "sign", "--in", str(tmp_path / name), *TWO, "--out",
+               str(tmp_path / f"{name}.signed"), pins=TWO_PINS)
+
+
+def test_conflicting_spend_of_a_signed_coin_is_refused(station, tmp_path):
+    """The journal remembers which coins were signed away: a second transaction spending
+    the same coin (a different fee, so a different txid) is a double spend, not a retry."""
+    coin = os.urandom(32)
+    first, _ = request(station["pubkey"], funding_seed=coin)
+    assert _sign(station, tmp_path, first, "first").returncode == 0
+    second, _ = request(station["pubkey"], funding_seed=coin, fee=3_000)
+    refused = _sign(station, tmp_path, second, "second")
+    assert refused.returncode == 1 and "conflicting_spend" in refused.stderr
+    assert not (tmp_path / "second.signed").exists()
+
+
+def test_daily_total_counts_what_was_signed_today(tmp_path):
+    """Two payments each under the per-tx limit, together over the per-day limit."""
+    state = tmp_path / "appliance"
+    assert run(state, "init", "--demo",
+               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]).returncode == 0
+    assert run(state, "keygen", "k", *TWO, pins=TWO_PINS).returncode == 0
+    assert run(state, "export-wallet", "k", "--out", str(tmp_path / "x"), *TWO,
+               pins=TWO_PINS).returncode == 0
+    draft, signed = tmp_path / "d.cbor", tmp_path / "s.cbor"
+    assert run(state, "policy", "draft", "--set", "per_day_limit=700000", "-o",
+               str(draft)).returncode == 0
+    assert run(state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2", "-o",
+               str(signed), pins=list(ADMIN_PINS.values())).returncode == 0
+    assert run(state, "policy", "install", str(signed), *TWO, pins=TWO_PINS).returncode == 0
+    keys = json.loads(run(state, "status").stdout)["keys"]
+    station = {"state": state,
+               "pubkey": bytes.fromhex(next(k["public_key"] for k in keys if k["label"] == "k"))}
+    first, _ = request(station["pubkey"], pay=400_000)
+    assert _sign(station, tmp_path, first, "a").returncode == 0
+    second, _ = request(station["pubkey"], pay=400_000)
+    refused = _sign(station, tmp_path, second, "b")
+    assert refused.returncode == 1 and "limits" in refused.stderr
 
 
 def test_one_officer_is_not_enough(station, tmp_path):
