@@ -17,7 +17,6 @@ that has used up its attempts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -34,6 +33,7 @@ from appliance.files import atomic_write
 from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
 from appliance.keystore import compress_ec_point
 from shared.bitcoin import ecdsa
+from shared.policy import fingerprint_of
 
 APPROVAL_KEY_LABEL = "coldstation-approval"
 SHARE_LABEL = "coldstation-pin-share"
@@ -50,14 +50,11 @@ class LockedOutError(OfficerError):
 
 
 def approval_fingerprint(public_key: bytes) -> str:
-    """Officer id: hex of the first 8 bytes of SHA-256 of the compressed approval key.
-
-    The same definition as shared.policy's officer registry, so a journal record's actors
-    and the policy's officers compare as plain strings.
-    """
+    """Officer id, as the policy's officer registry defines it (shared.policy.fingerprint_of),
+    so a journal record's actors and the policy's officers compare as plain strings."""
     if len(public_key) != 33 or public_key[0] not in (2, 3):
         raise OfficerError("approval public key must be 33-byte compressed secp256k1")
-    return hashlib.sha256(public_key).digest()[:8].hex()
+    return fingerprint_of(public_key)
 
 
 @dataclass(frozen=True)

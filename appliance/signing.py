@@ -22,7 +22,7 @@ from appliance.activation import (
 )
 from appliance.ceremonies import Appliance
 from appliance.history import SigningHistory
-from appliance.officers import OfficerError, unlock
+from appliance.officers import unlock
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.journal import Entry
 from shared.policy import approval_digest, count_valid_approvals
@@ -218,4 +218,4 @@ class SigningSession:
         return None
 
 
-__all__ = ["ApprovalState", "OfficerError", "SignedResult", "SigningError", "SigningSession"]
+__all__ = ["ApprovalState", "SignedResult", "SigningError", "SigningSession"]

@@ -32,6 +32,7 @@ from shared.bitcoin.address import (
     b58check_decode,
     b58check_encode,
 )
+from shared.bitcoin.ecdsa import is_valid_pubkey
 from shared.bitcoin.encoding import hash160
 
 HARDENED = 0x80000000
@@ -230,10 +231,8 @@ def _check_key_data(version: int, key_data: bytes) -> bytes:
             raise BIP32Error("pubkey version / prvkey mismatch")
         if key_data[0] not in (2, 3):
             raise BIP32Error(f"invalid pubkey prefix {key_data[0]:02x}")
-        try:
-            PublicKey(key_data)
-        except ValueError:
-            raise BIP32Error(f"invalid pubkey {key_data.hex()}") from None
+        if not is_valid_pubkey(key_data):
+            raise BIP32Error(f"invalid pubkey {key_data.hex()}")
         return key_data
     if version in _PRIVATE_VERSIONS:
         if key_data[0] in (2, 3):

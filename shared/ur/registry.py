@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from coincurve import PublicKey
 
 from shared.bitcoin.address import Network
 from shared.bitcoin.bip32 import HARDENED, BIP32Error, ExtendedKey, KeyOrigin
@@ -71,6 +70,7 @@ from shared.bitcoin.descriptor import (
     Step,
     split_checksum,
 )
+from shared.bitcoin.ecdsa import is_valid_pubkey
 from shared.psbt.model import MAGIC as PSBT_MAGIC
 from shared.psbt.model import MAX_PSBT_SIZE, Psbt
 
@@ -368,10 +368,8 @@ def _check_pubkey(data: bytes, what: str) -> bytes:
         raise RegistryError(f"{what}: private keys are not accepted")
     if len(data) != 33 or data[0] not in (2, 3):
         raise RegistryError(f"{what}: not a compressed public key ({len(data)} bytes)")
-    try:
-        PublicKey(data)
-    except ValueError:
-        raise RegistryError(f"{what}: public key is not a valid point") from None
+    if not is_valid_pubkey(data):
+        raise RegistryError(f"{what}: public key is not a valid point")
     return data
 
 
