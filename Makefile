@@ -20,6 +20,7 @@ bench: venv
 	$(PY) -m tests.bench.qr_bench
 	$(PY) -m tests.bench.hsm_bench
 	$(PY) -m tests.bench.sign_bench
+	$(PY) -m tests.bench.coordinator_bench
 
 fuzz: venv
 	$(VENV)/bin/pip install -q -e '.[fuzz]'

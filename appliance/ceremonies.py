@@ -157,7 +157,8 @@ class Appliance:
             entry = self.recorder.record(
                 "wallet_exported", actors=actors,
                 subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
-                details={"label": label, "descriptor": str(descriptor)},
+                details={"label": label, "descriptor": str(descriptor),
+                         "audit_key": self.keystore.audit_public_key().hex()},
             )  # fmt: skip
         return descriptor, entry
 
@@ -173,7 +174,8 @@ class Appliance:
             return self.recorder.record(
                 "wallet_exported", actors=actors,
                 subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
-                details={"pinned": str(descriptor)},
+                details={"descriptor": str(descriptor),
+                         "audit_key": self.keystore.audit_public_key().hex()},
             )  # fmt: skip
 
     def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from appliance.keystore import BackupModel, KeyState, KeystoreError
 from appliance.officers import OfficerError
 from appliance.pins import PinSource, PinSourceError
 from appliance.signing import SigningError, SigningSession
-from appliance.state import StateError
+from appliance.state import ApplianceState, StateError
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import JournalError, export_journal
 from shared.policy import Policy, PolicyError, SignedPolicy
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     jexport = with_officers(jsub.add_parser("export", help="export for the auditors"))
     jexport.add_argument("--out", type=Path, required=True, help="export file (CBOR)")
     jexport.add_argument("--ur", action="store_true", help="also print ur:bytes parts")
+    jexport.add_argument("--evidence", type=Path, metavar="DIR",
+                         help="also write the audit bundle: journal.cbor, every installed "
+                              "policy and every review transcript")  # fmt: skip
     jexport.set_defaults(handler=journal_export_command)
 
     kek = sub.add_parser("kek", help="backup KEK: new shares, or install")
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pin_wallet = with_officers(sub.add_parser("pin-wallet", help="pin a wallet descriptor"))
     pin_wallet.add_argument("descriptor")
+    pin_wallet.add_argument("--out", type=Path,
+                            help="write the pin receipt here (wallet.receipt, receipt.ur)")
     pin_wallet.set_defaults(handler=pin_wallet_command)
 
     reset = sub.add_parser("reset-lockout", help="administrators unlock an officer token")
@@ -235,10 +241,8 @@ def export_wallet_command(args: argparse.Namespace) -> int:
             _present(args, _labels(args.officers)), args.label)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wallet.descriptor").write_text(f"{descriptor}\n")
-    (args.out / "wallet.receipt").write_bytes(receipt.to_bytes())
-    parts = UREncoder(UR("crypto-output", encode_crypto_output(descriptor)), 200)
-    (args.out / "wallet.ur").write_text("\n".join(parts.next_part()
-                                                  for _ in range(parts.seq_len)) + "\n")
+    _write_ur(args.out / "wallet.ur", UR("crypto-output", encode_crypto_output(descriptor)))
+    _write_receipt(args.out, receipt.to_bytes())
     print(descriptor)
     return _done(receipt.record.seq, f"wallet exported to {args.out}")
 
@@ -317,11 +321,30 @@ def journal_export_command(args: argparse.Namespace) -> int:
         document = export_journal(appliance.recorder.entries(), appliance.config.appliance_id,
                                   appliance.keystore.audit_public_key())  # fmt: skip
     args.out.write_bytes(document)
+    if args.evidence is not None:
+        _write_evidence(args, document)
     if args.ur:
         encoder = UREncoder(UR("bytes", encode_bytes(document)), 400)
         for _ in range(encoder.seq_len):
             print(encoder.next_part())
     return _done(entry.record.seq, f"journal exported to {args.out}")
+
+
+def _write_evidence(args: argparse.Namespace, document: bytes) -> None:
+    """The auditor's bundle: the journal, the policies it names, the transcripts it hashes.
+
+    Transcripts (what officers were shown) and policies are too large for journal records;
+    the records carry their hashes, so the auditor checks every file against the journal.
+    """
+    state = ApplianceState(args.state)
+    bundle: Path = args.evidence
+    (bundle / "policies").mkdir(parents=True, exist_ok=True)
+    (bundle / "transcripts").mkdir(exist_ok=True)
+    (bundle / "journal.cbor").write_bytes(document)
+    for path in state.policy_files():
+        shutil.copyfile(path, bundle / "policies" / path.name)
+    for path in sorted((state.root / "transcripts").glob("*.cbor")):
+        shutil.copyfile(path, bundle / "transcripts" / path.name)
 
 
 def kek_command(args: argparse.Namespace) -> int:
@@ -418,7 +441,22 @@ def pin_wallet_command(args: argparse.Namespace) -> int:
     descriptor = Descriptor.parse(args.descriptor, require_checksum=False)
     with _appliance(args) as appliance:
         entry = appliance.pin_wallet(_present(args, _labels(args.officers)), descriptor)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_receipt(args.out, entry.to_bytes())
     return _done(entry.record.seq, f"pinned {descriptor}")
+
+
+def _write_ur(path: Path, ur: UR) -> None:
+    """One full cycle of UR parts, one per line: what the animated QR shows, as text."""
+    parts = UREncoder(ur, 200)
+    path.write_text("\n".join(parts.next_part() for _ in range(parts.seq_len)) + "\n")
+
+
+def _write_receipt(out: Path, entry_bytes: bytes) -> None:
+    """The signed journal entry for the coordinator, as a file and as ``ur:bytes`` parts."""
+    (out / "wallet.receipt").write_bytes(entry_bytes)
+    _write_ur(out / "receipt.ur", UR("bytes", encode_bytes(entry_bytes)))
 
 
 def reset_lockout_command(args: argparse.Namespace) -> int:

@@ -10,9 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from online_coordinator.commands import batch as batch_commands
 from online_coordinator.commands import psbt as psbt_commands
 from online_coordinator.commands import qr as qr_commands
+from online_coordinator.commands import regtest as regtest_commands
 from online_coordinator.commands import ur as ur_commands
+from online_coordinator.commands import wallet as wallet_commands
 from online_coordinator.commands.common import CommandError
 
 
@@ -25,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     psbt_commands.register(commands)
     ur_commands.register(commands)
     qr_commands.register(commands)
+    wallet_commands.register(commands)
+    batch_commands.register(commands)
+    regtest_commands.register(commands)
     return parser
 
 

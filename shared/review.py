@@ -13,17 +13,9 @@ naming the input or output and the numbers). :func:`review` collects all of them
 fixed order, and never raises for anything a PSBT can contain.
 
 Size estimate (``Review.vsize``): the final transaction's virtual size from script types,
-assuming 72-byte signatures (71-byte DER with a 33-byte R, the longest low-S signature,
-plus the sighash byte) and compressed keys:
-
-* P2WPKH input: 41 non-witness bytes, witness 1 + (1+72) + (1+33) = 108 bytes;
-* P2WSH k-of-n multisig: 41 bytes, witness 1 + 1 (dummy) + k*(1+72) + len-prefixed script;
-* P2SH-wrapped forms add the pushed redeem script (23 or 35 bytes) to the scriptSig;
-* P2PKH 41 + 107 bytes; inputs of other or unknown shape (refused anyway) count as P2WPKH;
-* plus version, locktime, counts, outputs, and the 2-byte segwit marker in the witness.
-
-A signature that comes out one byte shorter makes the real transaction at most 0.25 vB
-smaller per signature, so the fee rate shown may be below the real one by that much.
+by :mod:`shared.bitcoin.size` (the model the coordinator's coin selection uses too); inputs
+of unknown shape (refused anyway) count as P2WPKH. A signature one byte shorter than
+assumed makes the fee rate shown lower than the real one by at most 0.25 vB per signature.
 """
 
 from __future__ import annotations
@@ -37,9 +29,9 @@ from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name, script_to_address
 from shared.bitcoin.bip32 import HARDENED, KeyOrigin
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor
-from shared.bitcoin.encoding import compact_size
-from shared.bitcoin.script import classify, parse_multisig, push_data
+from shared.bitcoin.script import classify, parse_multisig
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
+from shared.bitcoin.size import P2WPKH_SHAPE, InputShape, estimate_vsize
 from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction, TxOut
 from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
 from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
@@ -579,7 +571,7 @@ class _Reviewer:
         outputs = tuple(self._output(j, out) for j, out in enumerate(tx.outputs))
         self._network_evidence()
         self._conflicts(tx)
-        vsize = _estimate_vsize(tx, [self._shape(i) for i in inputs])
+        vsize = estimate_vsize(tx, [self._shape(i) for i in inputs])
         return self._result(tx, inputs, outputs, vsize)
 
     def _result(
@@ -924,17 +916,17 @@ class _Reviewer:
 
     # -- size --------------------------------------------------------------------------
 
-    def _shape(self, view: InputView) -> _Shape:
+    def _shape(self, view: InputView) -> InputShape:
         """The input's final shape: from the pinned descriptor when ours, else the PSBT."""
         if view.wallet is not None:
             derived = view.wallet.derived
             threshold = view.wallet.descriptor.threshold or 1
-            return _Shape(derived.redeem_script, derived.witness_script, threshold, True)
+            return InputShape(derived.redeem_script, derived.witness_script, threshold, True)
         info = self.spends.get(view.index)
         if info is None:
-            return _Shape(None, None, 1, True)  # unknown: counted as P2WPKH
+            return P2WPKH_SHAPE  # unknown: counted as P2WPKH
         legacy_p2pkh = info.kind is SpendKind.P2PKH
-        return _Shape(
+        return InputShape(
             info.redeem_script, info.witness_script, info.threshold, info.segwit, legacy_p2pkh
         )
 
@@ -958,59 +950,6 @@ def _violation_code(violation: str) -> str:
     if name.endswith("address book"):
         return "address_book"
     return "policy"
-
-
-# -- size estimate ------------------------------------------------------------------------
-
-_SIG = 72  # DER (at most 71 with low S) + sighash byte
-_PUBKEY = 33
-
-
-@dataclass(frozen=True)
-class _Shape:
-    redeem_script: bytes | None
-    witness_script: bytes | None
-    threshold: int
-    segwit: bool
-    p2pkh: bool = False
-
-
-def _script_sig_size(shape: _Shape) -> int:
-    if shape.segwit:
-        return len(push_data(shape.redeem_script)) if shape.redeem_script else 0
-    if shape.p2pkh or shape.redeem_script is None:
-        return 1 + _SIG + 1 + _PUBKEY
-    return 1 + shape.threshold * (1 + _SIG) + len(push_data(shape.redeem_script))
-
-
-def _witness_size(shape: _Shape) -> int:
-    if not shape.segwit:
-        return 0
-    if shape.witness_script is None:
-        return 1 + (1 + _SIG) + (1 + _PUBKEY)
-    script = shape.witness_script
-    items = 1 + shape.threshold + 1
-    return (
-        len(compact_size(items))
-        + 1
-        + shape.threshold * (1 + _SIG)
-        + len(compact_size(len(script)))
-        + len(script)
-    )
-
-
-def _estimate_vsize(tx: Transaction, shapes: list[_Shape]) -> int:
-    """Virtual size of ``tx`` once signed; see the module docstring for the assumptions."""
-    base = 4 + 4 + len(compact_size(len(tx.inputs))) + len(compact_size(len(tx.outputs)))
-    base += sum(len(out.serialize()) for out in tx.outputs)
-    witness = 0
-    for shape in shapes:
-        script_sig = _script_sig_size(shape)
-        base += 32 + 4 + 4 + len(compact_size(script_sig)) + script_sig
-        witness += _witness_size(shape)
-    if witness:
-        witness += 2 + sum(1 for s in shapes if not s.segwit)  # marker, flag, empty stacks
-    return max(1, -(-(base * 4 + witness) // 4))
 
 
 __all__ = [

@@ -139,7 +139,7 @@ def pinned_wallets(appliance: Appliance) -> list[str]:
     for entry in reversed(appliance.recorder.entries()):
         if entry.record.event == "wallet_exported":
             details = entry.record.details
-            return [str(details.get("pinned") or details.get("descriptor"))]
+            return [str(details.get("descriptor"))]
     return []
 
 

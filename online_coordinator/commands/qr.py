@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
 from online_coordinator.commands.ur import make_encoder
+from online_coordinator.transport import scan_frames
 from shared.qr.camera import CameraError, FrameSource
 from shared.qr.channel import Channel, parse_channel_spec
 from shared.qr.presets import PRESETS, Preset, preset_by_name
@@ -108,7 +108,7 @@ def scan_command(args: argparse.Namespace) -> int:
         frames: Iterator[np.ndarray] = iter(source)
         if channel is not None:
             frames = channel.apply(frames)
-        _scan(receiver, frames, args.timeout, live=args.camera is not None)
+        scan_frames(receiver, frames, args.timeout, live=args.camera is not None)
     result = receiver.result
     if result is None:
         reasons = "; ".join(f"{n}x {r}" for r, n in receiver.rejections.most_common(3))
@@ -122,17 +122,3 @@ def scan_command(args: argparse.Namespace) -> int:
     print(f"received ur:{result.ur_type} in {receiver.frames_seen} frames",
           file=sys.stderr)  # fmt: skip
     return 0
-
-
-def _scan(receiver: QrReceiver, frames: Iterator[np.ndarray], timeout: float,
-          live: bool) -> None:  # fmt: skip
-    started = time.monotonic()
-    last_report = started
-    for image in frames:
-        now = time.monotonic()
-        receiver.feed(image, now - started if live else None)
-        if receiver.is_complete or now - started > timeout:
-            return
-        if live and now - last_report > 1.0:
-            print(receiver.progress(now - started), file=sys.stderr)
-            last_report = now

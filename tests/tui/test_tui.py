@@ -44,13 +44,13 @@ from appliance.tui.screens.officers import OfficersScreen
 from appliance.tui.screens.policy import PolicyScreen
 from appliance.tui.screens.review import ReviewScreen
 from appliance.tui.screens.scan import ScanScreen
-from appliance.tui.screens.show_qr import ShowQrScreen
 from shared.bitcoin.address import Network, address_to_script
 from shared.bitcoin.script import p2wpkh_script
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.psbt import Psbt
 from shared.qr.frames import FrameRenderer
 from shared.qr.receiver import QrReceiver
+from shared.qr.show import ShowQrScreen
 from shared.qr.video import write_video
 from shared.request import RequestMetadata, attach_request, read_receipts
 from shared.ur.registry import decode_psbt, encode_psbt

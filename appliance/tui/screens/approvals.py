@@ -18,7 +18,7 @@ from textual.widgets import Header, Input, Static
 from appliance.ceremonies import Appliance
 from appliance.tui.engine import Ceremony, EngineError, ReviewView
 from appliance.tui.screens.common import KeysFooter, btc, run_blocking
-from appliance.tui.screens.show_qr import ShowQrScreen
+from shared.qr.show import ShowQrScreen
 from shared.ur.registry import encode_psbt
 from shared.ur.ur import UR
 

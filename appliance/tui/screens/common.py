@@ -13,10 +13,11 @@ from textual.containers import Vertical
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Header, Input, Label, Static
 
 from appliance.ceremonies import Appliance
 from appliance.tui.engine import EngineError, guarded
+from shared.tui import KeysFooter  # re-exported: the screens import it from here
 
 T = TypeVar("T")
 SATS = 100_000_000
@@ -56,13 +57,6 @@ def grouped(text: str, size: int = 4) -> str:
 
 
 # -- screens -------------------------------------------------------------------------------
-
-
-class KeysFooter(Footer):
-    """The Footer, compact below 120 columns so every key still fits at 80x24."""
-
-    def on_resize(self) -> None:
-        self.compact = self.size.width < 120
 
 
 class NavScreen(Screen[None]):

@@ -1,4 +1,9 @@
-"""Show QR: a UR (the signed PSBT) as an animated QR code in terminal half blocks.
+"""Show QR: a UR as an animated QR code in terminal half blocks, for a camera to read.
+
+The one animated-QR screen of both programs: the appliance shows the signed PSBT to the
+coordinator, the coordinator shows the unsigned signing request to the appliance. It lives
+in ``shared/`` because neither program may import the other, and brings its own CSS
+(:attr:`ShowQrScreen.DEFAULT_CSS`) so it looks the same in either app.
 
 Black glyphs on a white field (:data:`HALF_BLOCK_STYLE`), one QR version for the whole
 stream so the camera keeps its focus (DESIGN 7), fountain parts after the first cycle (the
@@ -14,12 +19,11 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Center, Middle
+from textual.containers import Center, Horizontal, Middle
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from appliance.tui.screens.common import KeysFooter
 from shared.qr.frames import (
     HALF_BLOCK_STYLE,
     QUIET_ZONE,
@@ -28,6 +32,7 @@ from shared.qr.frames import (
     symbol_size,
     version_for,
 )
+from shared.tui import KeysFooter
 from shared.ur.ur import UR, UREncoder, upper
 
 FRAGMENT_STEPS = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800)
@@ -88,6 +93,17 @@ def _step(steps: tuple, current: float, direction: int) -> float:
 class ShowQrScreen(Screen[None]):
     """Dismissed with Escape or Enter when the other side has scanned it."""
 
+    # Scoped to this screen (Textual prefixes the screen's type), so an app's own CSS can
+    # still override a rule. The status keeps to two lines: at 80x24 the QR needs the rest.
+    DEFAULT_CSS = """
+    #qr-row { align-vertical: middle; }
+    /* Black modules on a white field, the field larger than the quiet zone */
+    #qr-area { background: #ffffff; width: 1fr; height: 1fr; }
+    #qr { width: auto; height: auto; }
+    #qr-aside { width: auto; max-width: 40%; height: auto; padding: 0 1; }
+    #qr-status { height: auto; max-height: 2; padding: 0 1; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("plus,equals_sign", "density(1)", "Denser", key_display="+"),
         Binding("minus", "density(-1)", "Sparser", key_display="-"),
@@ -97,11 +113,15 @@ class ShowQrScreen(Screen[None]):
         Binding("escape,enter", "done", "Done"),
     ]
 
-    def __init__(self, ur: UR, title: str, note: str = "") -> None:
+    def __init__(self, ur: UR, title: str, note: str = "", aside: str | Text = "") -> None:
+        """``note`` is a dim line under the status, cut off when the window is small.
+        ``aside`` stands beside the QR, where it has room at 80x24: what officers must read
+        in full there, such as the request hash words to compare with another screen."""
         super().__init__()
         self.ur = ur
         self.title_text = title
         self.note = note
+        self.aside = aside
         self.fps = DEFAULT_FPS
         self.stream = QrStream(ur, FRAGMENT_STEPS[0])
         self.density_chosen = False
@@ -109,10 +129,14 @@ class ShowQrScreen(Screen[None]):
         self.frame_text = ""
         self.paused = False
         self._timer: Timer | None = None
+        self._fitted_for = (0, 0)
 
     def compose(self) -> ComposeResult:
-        with Middle(id="qr-area"), Center():
-            yield Static(id="qr")
+        with Horizontal(id="qr-row"):
+            with Middle(id="qr-area"), Center():
+                yield Static(id="qr")
+            if self.aside:
+                yield Static(self.aside, id="qr-aside")
         yield Static(id="qr-status")
         yield KeysFooter()
 
@@ -129,8 +153,9 @@ class ShowQrScreen(Screen[None]):
 
     def fit(self) -> None:
         """The densest stream that fits the window, unless the officer chose one."""
+        self._fitted_for = self.available()
         if not self.density_chosen:
-            width, height = self.available()
+            width, height = self._fitted_for
             best = self.stream
             for step in FRAGMENT_STEPS:
                 candidate = QrStream(self.ur, step)
@@ -142,6 +167,15 @@ class ShowQrScreen(Screen[None]):
             if best.fragment_len != self.stream.fragment_len or not self.stream.shown:
                 self.stream = best
         self.advance()
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        """Fit again if the stream no longer fits: the status under the QR takes its height
+        only once filled, so the first fit may have measured a taller area."""
+        if self.density_chosen or self.available() == self._fitted_for:
+            return
+        if not self.stream.fits(*self.available()):
+            self.fit()
 
     def advance(self) -> None:
         self.part_text, self.frame_text = self.stream.next_frame()

@@ -1,0 +1,458 @@
+"""Batch builder: a payout CSV becomes one unsigned PSBT signing request (DESIGN 2.2).
+
+All or nothing: the CSV is validated first (every bad row reported), then coin selection,
+coin locking, change address, the batch, its payouts and the request are written in one
+``BEGIN IMMEDIATE`` transaction. Two processes building batches at the same moment are
+serialised by SQLite's write lock, and a coin is locked with a conditional update, so no
+coin ever lands in two batches; a crash anywhere leaves either the whole batch or nothing.
+
+The PSBT carries what every signer needs and nothing more: ``non_witness_utxo`` *and*
+``witness_utxo`` on every input (the appliance refuses segwit inputs without the full
+previous transaction), witness scripts and key origins for our inputs and change,
+nSequence 0xFFFFFFFD (replaceable, so a stuck payout can be fee-bumped by a new request),
+nLockTime at the current height (as Bitcoin Core does, against fee sniping), and the
+request metadata in Coldstation's proprietary global field. Payee references stay here:
+the PSBT carries only their SHA-256 (DESIGN 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+
+from online_coordinator.coinselect import Candidate, Selection, SelectionError, select_coins
+from online_coordinator.payouts import Payout, dust_threshold, parse_payouts
+from online_coordinator.store import Store, now
+from online_coordinator.wallet import (
+    AddressSlot,
+    Wallet,
+    WalletError,
+    next_address,
+    require_ready,
+)
+from shared.bitcoin.descriptor import DerivedOutput
+from shared.bitcoin.encoding import compact_size
+from shared.bitcoin.size import (
+    InputShape,
+    base_weight,
+    estimate_vsize,
+    input_weight,
+    output_weight,
+)
+from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
+from shared.psbt.model import Psbt
+from shared.request import RequestMetadata, attach_request, read_request, request_hash
+
+COINBASE_MATURITY = 100
+TX_VERSION = 2
+MAX_STANDARD_WEIGHT = 400_000
+#: Fee rate assumed for spending change later (Bitcoin Core's -consolidatefeerate default).
+LONG_TERM_FEE_RATE = 10_000
+
+
+class BatchError(ValueError):
+    """A batch that cannot be built; nothing was written."""
+
+
+@dataclass(frozen=True)
+class BuiltRequest:
+    batch_id: int
+    label: str
+    request_row: int
+    psbt: Psbt
+    meta: RequestMetadata
+    request_hash: bytes
+    fee: int
+    fee_rate: int
+    selection: Selection
+    change: AddressSlot | None
+
+
+@dataclass(frozen=True)
+class _Coin:
+    outpoint: OutPoint
+    value: int
+    descriptor_id: int
+    change: bool
+    index: int
+    height: int
+
+
+def _shape(derived: DerivedOutput, threshold: int | None) -> InputShape:
+    return InputShape(derived.redeem_script, derived.witness_script, threshold or 1, True)
+
+
+def _spendable(store: Store, wallet: Wallet, tip: int) -> list[_Coin]:
+    rows = store.all(
+        "SELECT u.txid, u.vout, u.value, u.height, u.coinbase, a.descriptor_id, a.change, "
+        "a.idx FROM utxos u JOIN addresses a ON a.id = u.address_id "
+        "WHERE u.wallet_id = ? AND u.state = 'available' ORDER BY u.height, u.txid, u.vout",
+        wallet.id,
+    )
+    return [
+        _Coin(
+            OutPoint.from_hex(r["txid"], r["vout"]),
+            r["value"],
+            r["descriptor_id"],
+            bool(r["change"]),
+            r["idx"],
+            r["height"],
+        )
+        for r in rows
+        if not r["coinbase"] or tip - r["height"] + 1 >= COINBASE_MATURITY
+    ]
+
+
+def _weights(wallet: Wallet) -> dict[int, int]:
+    """Input weight per descriptor: the same at every index (compressed keys, same script)."""
+    return {
+        descriptor_id: input_weight(_shape(descriptor.derive(0), descriptor.threshold))
+        for descriptor_id, descriptor in wallet.descriptors
+    }
+
+
+def build_request(
+    store: Store,
+    wallet: Wallet,
+    csv: bytes,
+    *,
+    label: str,
+    purpose: str,
+    requester: str,
+    fee_rate: int,
+    tip: int,
+    expiry_seconds: int,
+) -> BuiltRequest:
+    """Validate, select, lock and record; see the module docstring. Raises BatchError."""
+    payouts = parse_payouts(csv, wallet.network)
+    require_ready(store, wallet)
+    _check_label(label)
+    with store.write():
+        if store.one("SELECT 1 FROM batches WHERE label = ?", label):
+            raise BatchError(f"a batch labelled {label!r} already exists")
+        coins = _spendable(store, wallet, tip)
+        selection = _select(wallet, coins, payouts, fee_rate)
+        change = None
+        if selection.change:
+            change = next_address(store, wallet, change=True, note=f"change of batch {label}")
+        tx = _transaction(selection, payouts, change, tip)
+        psbt = _psbt(store, wallet, tx, selection, change)
+        meta = _metadata(label, requester, purpose, wallet, payouts, expiry_seconds)
+        psbt = attach_request(psbt, meta)
+        digest = request_hash(psbt, meta)
+        batch_id, request_row = _record(
+            store, wallet, csv, label, purpose, payouts, psbt, meta, digest, selection
+        )
+        _lock(store, selection, request_row)
+    return BuiltRequest(
+        batch_id, label, request_row, psbt, meta, digest, selection.fee, fee_rate, selection, change
+    )
+
+
+def _check_label(label: str) -> None:
+    if not label or len(label) > 64 or not label.isprintable():
+        raise BatchError("a batch label must be 1..64 printable characters")
+
+
+def _select(wallet: Wallet, coins: list[_Coin], payouts: list[Payout], fee_rate: int) -> Selection:
+    weights = _weights(wallet)
+    outputs = [TxOut(p.amount, p.script_pubkey) for p in payouts]
+    change_descriptor = wallet.descriptors[0][1]
+    change_script = change_descriptor.derive(0, change_descriptor.branch_count >= 2)
+    change_out = TxOut(0, change_script.script_pubkey)
+    candidates = [Candidate(coin, coin.value, weights[coin.descriptor_id]) for coin in coins]
+    try:
+        return select_coins(
+            candidates,
+            payments=sum(p.amount for p in payouts),
+            base_weight=base_weight(outputs, 1, segwit=True),  # coinselect adds the input count
+            change_output_weight=output_weight(change_out) + _count_growth(len(outputs)),
+            change_spend_weight=weights[wallet.descriptors[0][0]],
+            fee_rate=fee_rate,
+            long_term_fee_rate=min(LONG_TERM_FEE_RATE, fee_rate),
+            min_change=dust_threshold(change_out.script_pubkey),
+            max_weight=MAX_STANDARD_WEIGHT,
+        )
+    except SelectionError as exc:
+        raise BatchError(f"coin selection: {exc}") from exc
+
+
+def _count_growth(outputs: int) -> int:
+    """Weight the output count's CompactSize gains when a change output is added."""
+    return (len(compact_size(outputs + 1)) - len(compact_size(outputs))) * 4
+
+
+def _transaction(
+    selection: Selection, payouts: list[Payout], change: AddressSlot | None, tip: int
+) -> Transaction:
+    coins = [c.key for c in selection.chosen]
+    inputs = [TxIn(coin.outpoint, b"", SEQUENCE_RBF) for coin in coins]  # type: ignore[attr-defined]
+    outputs = [TxOut(p.amount, p.script_pubkey) for p in payouts]
+    if change is not None:
+        outputs.append(TxOut(selection.change, change.script))
+    return Transaction(TX_VERSION, inputs, outputs, tip)
+
+
+def _psbt(
+    store: Store, wallet: Wallet, tx: Transaction, selection: Selection, change: AddressSlot | None
+) -> Psbt:
+    psbt = Psbt.from_unsigned_tx(tx)
+    previous: dict[str, tuple[bytes, Transaction]] = {}
+    for inp, candidate in zip(psbt.inputs, selection.chosen, strict=True):
+        coin: _Coin = candidate.key  # type: ignore[assignment]
+        derived = wallet.descriptor(coin.descriptor_id).derive(coin.index, coin.change)
+        raw, prev = _previous(store, coin.outpoint.txid_hex, previous)
+        inp.set(0x00, raw)
+        inp.set(0x01, prev.outputs[coin.outpoint.vout].serialize())
+        _scripts_and_origins(inp, derived, redeem=0x04, witness=0x05, origin=0x06)
+    if change is not None:
+        derived = wallet.descriptor(change.descriptor_id).derive(change.index, change.change)
+        _scripts_and_origins(psbt.outputs[-1], derived, redeem=0x00, witness=0x01, origin=0x02)
+    return psbt
+
+
+def _previous(
+    store: Store, txid: str, cache: dict[str, tuple[bytes, Transaction]]
+) -> tuple[bytes, Transaction]:
+    """A coin's full previous transaction, read and parsed once per batch."""
+    if txid not in cache:
+        raw = bytes(store.one("SELECT raw FROM transactions WHERE txid = ?", txid)["raw"])
+        cache[txid] = (raw, Transaction.parse(raw))
+    return cache[txid]
+
+
+def _scripts_and_origins(
+    target: object, derived: DerivedOutput, *, redeem: int, witness: int, origin: int
+) -> None:
+    if derived.redeem_script is not None:
+        target.set(redeem, derived.redeem_script)  # type: ignore[attr-defined]
+    if derived.witness_script is not None:
+        target.set(witness, derived.witness_script)  # type: ignore[attr-defined]
+    for pubkey, key_origin in derived.keys:
+        target.set(origin, key_origin.to_psbt_bytes(), keydata=pubkey)  # type: ignore[attr-defined]
+
+
+def _metadata(
+    label: str,
+    requester: str,
+    purpose: str,
+    wallet: Wallet,
+    payouts: list[Payout],
+    expiry_seconds: int,
+) -> RequestMetadata:
+    created = now()
+    return RequestMetadata(
+        request_id=os.urandom(16),
+        batch_id=label,
+        requester=requester,
+        created=created,
+        expiry=created + expiry_seconds,
+        purpose=purpose,
+        network=wallet.network.label,
+        references={
+            i: hashlib.sha256(p.reference.encode()).digest() for i, p in enumerate(payouts)
+        },
+    )
+
+
+def _record(
+    store: Store,
+    wallet: Wallet,
+    csv: bytes,
+    label: str,
+    purpose: str,
+    payouts: list[Payout],
+    psbt: Psbt,
+    meta: RequestMetadata,
+    digest: bytes,
+    selection: Selection,
+) -> tuple[int, int]:
+    db = store.db
+    batch_id = _insert(
+        db,
+        "INSERT INTO batches (wallet_id, label, csv_sha256, purpose, state, "
+        "created) VALUES (?, ?, ?, ?, 'awaiting_signatures', ?)",
+        (wallet.id, label, hashlib.sha256(csv).digest(), purpose, now()),
+    )
+    db.executemany(
+        "INSERT INTO payouts (batch_id, line, address, amount, reference) VALUES (?, ?, ?, ?, ?)",
+        [(batch_id, p.line, p.address, p.amount, p.reference) for p in payouts],
+    )
+    tx = psbt.unsigned_tx
+    vsize = -(-selection.weight // 4)
+    request_row = _insert(
+        db,
+        "INSERT INTO requests (batch_id, request_id, kind, replaces, unsigned_psbt, request_hash,"
+        " txid, fee, fee_rate, created, expiry, state) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?,"
+        " ?, 'open')",
+        (
+            batch_id,
+            meta.request_id,
+            meta.kind,
+            psbt.serialize(),
+            digest,
+            tx.txid_hex,
+            selection.fee,
+            selection.fee * 1000 // vsize,
+            meta.created,
+            meta.expiry,
+        ),
+    )
+    store.event(
+        "batch_created",
+        f"batch {label}: {len(payouts)} payouts, "
+        f"{len(selection.chosen)} inputs, fee {selection.fee} sat, request "
+        f"{meta.request_id.hex()}",
+        batch_id=batch_id,
+    )
+    return batch_id, request_row
+
+
+def _insert(db: sqlite3.Connection, sql: str, params: tuple) -> int:
+    return int(db.execute(sql, params).lastrowid or 0)
+
+
+def _lock(store: Store, selection: Selection, request_row: int) -> None:
+    """Lock each chosen coin; a coin someone else locked first aborts the whole batch."""
+    for candidate in selection.chosen:
+        coin: _Coin = candidate.key  # type: ignore[assignment]
+        locked = store.db.execute(
+            "UPDATE utxos SET state = 'locked', request_id = ? WHERE txid = ? AND vout = ? "
+            "AND state = 'available'",
+            (request_row, coin.outpoint.txid_hex, coin.outpoint.vout),
+        ).rowcount
+        if locked != 1:
+            raise BatchError(f"coin {coin.outpoint} was taken by another batch; try again")
+
+
+def release_coins(store: Store, request_row: int) -> int:
+    """Unlock the coins of a cancelled request (inside the caller's transaction)."""
+    return store.db.execute(
+        "UPDATE utxos SET state = 'available', request_id = NULL "
+        "WHERE request_id = ? AND state = 'locked'",
+        (request_row,),
+    ).rowcount
+
+
+__all__ = ["BatchError", "BuiltRequest", "WalletError", "build_request", "release_coins"]
+
+
+# -- fee bump -------------------------------------------------------------------------------
+
+#: BIP-125 rule 4: a replacement pays for its own size at the incremental relay fee rate.
+INCREMENTAL_RELAY_FEE_RATE = 1000
+
+
+def build_replacement(
+    store: Store,
+    wallet: Wallet,
+    batch_id: int,
+    *,
+    fee_rate: int,
+    requester: str,
+    expiry_seconds: int,
+) -> BuiltRequest:
+    """A fee bump as a new, separately approved request (REQUIREMENTS 38).
+
+    Same coins and payouts; only the change shrinks. The request is of kind
+    ``replacement`` and names the txid it replaces, so the appliance's conflicting-spend
+    check lets it through while refusing undeclared double spends.
+    """
+    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    original = store.one(
+        "SELECT r.*, b.txid AS sent_txid FROM requests r JOIN broadcasts b ON "
+        "b.request_id = r.id WHERE r.batch_id = ? AND b.state = 'sent' "
+        "ORDER BY r.id DESC LIMIT 1",
+        batch_id,
+    )
+    if batch is None or original is None:
+        raise BatchError("only a broadcast, unconfirmed batch can be fee-bumped")
+    old = Psbt.parse(bytes(original["unsigned_psbt"]))
+    psbt, fee = _bumped(wallet, old, original["fee"], fee_rate)
+    meta = RequestMetadata(
+        request_id=os.urandom(16),
+        batch_id=batch["label"],
+        requester=requester,
+        created=now(),
+        expiry=now() + expiry_seconds,
+        purpose=batch["purpose"],
+        network=wallet.network.label,
+        kind="replacement",
+        replaces=(bytes.fromhex(original["sent_txid"])[::-1],),
+        references=read_references(old),
+    )
+    psbt = attach_request(psbt, meta)
+    digest = request_hash(psbt, meta)
+    tx = psbt.unsigned_tx
+    with store.write() as db:
+        row = _insert(
+            db,
+            "INSERT INTO requests (batch_id, request_id, kind, replaces, unsigned_psbt, "
+            "request_hash, txid, fee, fee_rate, created, expiry, state) VALUES (?, ?, "
+            "'replacement', ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+            (
+                batch_id,
+                meta.request_id,
+                original["id"],
+                psbt.serialize(),
+                digest,
+                tx.txid_hex,
+                fee,
+                fee_rate,
+                meta.created,
+                meta.expiry,
+            ),
+        )
+        store.event(
+            "fee_bump",
+            f"batch {batch['label']}: replacement request "
+            f"{meta.request_id.hex()} pays {fee} sat instead of {original['fee']}",
+            batch_id=batch_id,
+        )
+    selection = Selection((), tx.outputs[-1].value, fee, 0, "replacement")
+    return BuiltRequest(
+        batch_id, batch["label"], row, psbt, meta, digest, fee, fee_rate, selection, None
+    )
+
+
+def read_references(psbt: Psbt) -> dict[int, bytes]:
+    return dict(read_request(psbt).references)
+
+
+def _bumped(wallet: Wallet, old: Psbt, old_fee: int, fee_rate: int) -> tuple[Psbt, int]:
+    """A copy of ``old`` (without its request record) whose change pays the new fee."""
+    tx = old.unsigned_tx
+    change_index = _change_index(old)
+    shapes = [_input_shape(wallet, inp) for inp in old.inputs]
+    vsize = estimate_vsize(tx, shapes)
+    fee = max(
+        -(-vsize * fee_rate // 1000), old_fee + -(-vsize * INCREMENTAL_RELAY_FEE_RATE // 1000)
+    )
+    change = tx.outputs[change_index].value - (fee - old_fee)
+    if change < dust_threshold(tx.outputs[change_index].script_pubkey):
+        raise BatchError(f"the change output cannot pay a {fee} sat fee; build a new batch")
+    outputs = list(tx.outputs)
+    outputs[change_index] = TxOut(change, outputs[change_index].script_pubkey)
+    new_tx = Transaction(
+        tx.version, [TxIn(i.prevout, b"", i.sequence) for i in tx.inputs], outputs, tx.locktime
+    )
+    psbt = Psbt.from_unsigned_tx(new_tx)
+    for src, dst in zip(old.inputs + old.outputs, psbt.inputs + psbt.outputs, strict=True):
+        for key, value in src.raw_records().items():
+            dst.set_record(key, value)
+    return psbt, fee
+
+
+def _change_index(psbt: Psbt) -> int:
+    """Our change is the output with derivation data (the builder adds it to change only)."""
+    found = [i for i, out in enumerate(psbt.outputs) if out.bip32_derivations]
+    if len(found) != 1:
+        raise BatchError("the request has no change output to take the higher fee from")
+    return found[0]
+
+
+def _input_shape(wallet: Wallet, inp: object) -> InputShape:
+    threshold = wallet.descriptors[0][1].threshold
+    return InputShape(inp.redeem_script, inp.witness_script, threshold or 1, True)  # type: ignore[attr-defined]

@@ -1,0 +1,263 @@
+"""``init`` and ``wallet ...``: configure the coordinator, import and inspect cold wallets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from online_coordinator.chain.rpc import ChainUnavailable, RpcError
+from online_coordinator.commands.common import CommandError
+from online_coordinator.config import Config, ConfigError, load_config, write_config
+from online_coordinator.store import Store, StoreError
+from online_coordinator.transport import receive
+from online_coordinator.wallet import (
+    ApplianceExport,
+    WalletError,
+    confirm_pin,
+    create_multisig,
+    import_single,
+    load_wallet,
+    next_address,
+    parse_descriptor_source,
+    read_export,
+    unpinned_members,
+)
+
+DEFAULT_STATE = Path("coldstation-coordinator")
+
+
+def add_state(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=DEFAULT_STATE,
+        help=f"state directory (default ./{DEFAULT_STATE})",
+    )
+    return parser
+
+
+@contextmanager
+def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
+    """Config and store for a command; every expected failure becomes a CommandError."""
+    try:
+        config = load_config(args.state)
+        store = Store.open(config.database)
+    except (ConfigError, StoreError) as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        yield config, store
+    except (WalletError, RpcError, ChainUnavailable) as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        store.close()
+
+
+def register(commands: Any) -> None:
+    init = add_state(commands.add_parser("init", help="write the configuration, create the store"))
+    init.add_argument("--network", choices=["mainnet", "testnet", "signet", "regtest"])
+    init.add_argument("--node-url", help="Bitcoin Core JSON-RPC URL")
+    init.add_argument("--cookie", type=Path, help="the node's .cookie file")
+    init.add_argument(
+        "--regtest",
+        type=Path,
+        metavar="DATADIR",
+        help="use the local regtest started by `regtest start` in DATADIR",
+    )
+    init.add_argument("--requester", default="ops", help="who signs requests as requester")
+    init.set_defaults(handler=init_command)
+
+    group = commands.add_parser("wallet", help="import and inspect cold wallets")
+    sub = group.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+    imp = add_state(sub.add_parser("import", help="import an appliance's wallet export"))
+    imp.add_argument("name")
+    imp.add_argument(
+        "--export",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("DESCRIPTOR", "RECEIPT"),
+        help="descriptor source and receipt source (file, UR text, video or "
+        "camera:N); repeat for a key pool",
+    )
+    imp.add_argument("--birth-height", type=int, help="first block to watch (default: tip)")
+    imp.set_defaults(handler=import_command)
+
+    multi = add_state(sub.add_parser("multisig", help="assemble an M-of-N wallet"))
+    multi.add_argument("name")
+    multi.add_argument("--threshold", type=int, required=True)
+    multi.add_argument(
+        "--export",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("DESCRIPTOR", "RECEIPT"),
+        help="an appliance's key export",
+    )
+    multi.add_argument(
+        "--cosigner",
+        action="append",
+        default=[],
+        help="a third-party key, e.g. [fp/48h/1h/0h/2h]tpub.../<0;1>/*",
+    )
+    multi.add_argument("--out", type=Path, help="write the descriptor to pin on each appliance")
+    multi.add_argument("--birth-height", type=int)
+    multi.set_defaults(handler=multisig_command)
+
+    pin = add_state(sub.add_parser("confirm-pin", help="record an appliance's pin receipt"))
+    pin.add_argument("name")
+    pin.add_argument("receipt", help="receipt source (file, UR text, video or camera:N)")
+    pin.set_defaults(handler=confirm_pin_command)
+
+    address = add_state(sub.add_parser("address", help="issue the next receive address"))
+    address.add_argument("name")
+    address.add_argument("--note", default="receive", help="who or what the address is for")
+    address.set_defaults(handler=address_command)
+
+    show = add_state(sub.add_parser("show", help="balance, coins and address inventory"))
+    show.add_argument("name")
+    show.set_defaults(handler=show_command)
+
+
+def init_command(args: argparse.Namespace) -> int:
+    if args.regtest is not None:
+        try:
+            info = json.loads((args.regtest / "regtest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandError(
+                f"{args.regtest}: no running regtest ({exc}); run "
+                "`coldstation-coordinator regtest start` first"
+            ) from exc
+        network, url, cookie = "regtest", info["url"], Path(info["cookie"])
+    else:
+        if not (args.network and args.node_url and args.cookie):
+            raise CommandError("give --network, --node-url and --cookie (or --regtest DATADIR)")
+        network, url, cookie = args.network, args.node_url, args.cookie
+    try:
+        path = write_config(args.state, network, url, cookie, args.requester)
+        Store.open(load_config(args.state).database).close()
+    except (ConfigError, StoreError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"coordinator configured in {path} ({network}, node {url})")
+    return 0
+
+
+def _export(descriptor_source: str, receipt_source: str) -> ApplianceExport:
+    descriptor = parse_descriptor_source(receive(descriptor_source).data)
+    return read_export(descriptor, receive(receipt_source).data)
+
+
+def _birth(config: Config, given: int | None) -> int:
+    if given is not None:
+        return given
+    try:
+        return config.rpc().block_count()
+    except (ChainUnavailable, RpcError) as exc:
+        raise CommandError(f"cannot read the chain tip for --birth-height: {exc}") from exc
+
+
+def _announce(exports: list[ApplianceExport]) -> None:
+    for export in exports:
+        print(
+            f"appliance {export.appliance_id}: audit key fingerprint "
+            f"{export.audit_fingerprint} (compare with the appliance's status screen)"
+        )
+
+
+def import_command(args: argparse.Namespace) -> int:
+    with opened(args) as (config, store):
+        exports = [_export(d, r) for d, r in args.export]
+        wallet = import_single(
+            store, args.name, config.network, exports, _birth(config, args.birth_height)
+        )
+        _announce(exports)
+        print(f"wallet {wallet.name}: {len(wallet.descriptors)} descriptor(s) imported")
+    return 0
+
+
+def multisig_command(args: argparse.Namespace) -> int:
+    with opened(args) as (config, store):
+        exports = [_export(d, r) for d, r in args.export]
+        wallet, descriptor = create_multisig(
+            store,
+            args.name,
+            config.network,
+            args.threshold,
+            exports,
+            args.cosigner,
+            _birth(config, args.birth_height),
+        )
+        _announce(exports)
+        if args.out is not None:
+            args.out.write_text(f"{descriptor}\n")
+        print(descriptor)
+        waiting = unpinned_members(store, wallet)
+        print(f"pin it on appliance(s) {', '.join(waiting)}, then `wallet confirm-pin`")
+    return 0
+
+
+def confirm_pin_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        wallet = load_wallet(store, args.name)
+        appliance = confirm_pin(store, wallet, receive(args.receipt).data)
+        waiting = unpinned_members(store, wallet)
+        print(
+            f"appliance {appliance} pinned {wallet.name}; "
+            + (f"still waiting for {', '.join(waiting)}" if waiting else "wallet ready")
+        )
+    return 0
+
+
+def address_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        wallet = load_wallet(store, args.name)
+        slot = next_address(store, wallet, change=False, note=args.note)
+        print(slot.address)
+        if slot.reused:
+            print("warning: the key pool is exhausted; this address was used before")
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        wallet = load_wallet(store, args.name)
+        print(json.dumps(wallet_summary(store, wallet.id), indent=2))
+    return 0
+
+
+def wallet_summary(store: Store, wallet_id: int) -> dict[str, Any]:
+    """Balance by coin state and the address inventory (REQUIREMENTS 10)."""
+    wallet = store.one("SELECT * FROM wallets WHERE id = ?", wallet_id)
+    coins = store.all(
+        "SELECT state, COUNT(*) AS n, SUM(value) AS total FROM utxos "
+        "WHERE wallet_id = ? GROUP BY state",
+        wallet_id,
+    )
+    addresses = store.all(
+        "SELECT a.address, d.position, a.change, a.idx, a.state, a.note, "
+        "(SELECT COALESCE(SUM(value), 0) FROM utxos u WHERE u.address_id = a.id AND "
+        "u.state IN ('available', 'locked')) AS balance FROM addresses a JOIN descriptors d "
+        "ON d.id = a.descriptor_id WHERE a.wallet_id = ? AND a.state != 'fresh' ORDER BY a.id",
+        wallet_id,
+    )
+    return {
+        "wallet": wallet["name"],
+        "network": wallet["network"],
+        "kind": wallet["kind"],
+        "coins": {r["state"]: {"count": r["n"], "sats": r["total"]} for r in coins},
+        "addresses": [
+            {
+                "address": r["address"],
+                "descriptor": r["position"],
+                "change": bool(r["change"]),
+                "index": r["idx"],
+                "state": r["state"],
+                "note": r["note"],
+                "sats": r["balance"],
+            }
+            for r in addresses
+        ],
+    }

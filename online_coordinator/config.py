@@ -1,0 +1,185 @@
+"""The coordinator's configuration file, ``coordinator.toml`` in its state directory.
+
+Credentials for the node come from a cookie file or from this file, never from the
+command line (where ``ps`` shows them to every user) nor from the environment. A config
+file holding a password must not be readable by other users.
+
+Example::
+
+    network = "regtest"
+    requester = "ops-desk-1"
+    confirmations = 6
+
+    [node]
+    url = "http://127.0.0.1:18443"
+    cookie = "/var/lib/bitcoind/regtest/.cookie"   # or: user = "..." and password = "..."
+
+    [fees]
+    max_fee_rate = 100000        # sat/kvB: never pay more, whatever the node estimates
+    fallback_fee_rate = 2000     # sat/kvB when the node has no estimate (fresh regtest)
+    target_blocks = 6
+
+    [requests]
+    expiry_hours = 24
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from online_coordinator.chain.rpc import BitcoinCoreRPC, RpcAuth
+from shared.bitcoin.address import Network, network_by_name
+
+CONFIG_NAME = "coordinator.toml"
+DATABASE_NAME = "coordinator.sqlite"
+MIN_RELAY_FEE_RATE = 1000  # sat/kvB, Bitcoin Core's default minimum relay fee
+
+
+class ConfigError(ValueError):
+    """A missing, malformed or unsafe configuration file."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    url: str
+    cookie: Path | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def auth(self) -> RpcAuth:
+        if self.cookie is not None:
+            return RpcAuth.from_cookie(self.cookie)
+        assert self.user is not None and self.password is not None
+        return RpcAuth(self.user, self.password)
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path
+    network: Network
+    node: NodeConfig
+    requester: str = "ops"
+    confirmations: int = 6
+    max_fee_rate: int = 100_000
+    fallback_fee_rate: int = 2_000
+    target_blocks: int = 6
+    expiry_hours: int = 24
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / DATABASE_NAME
+
+    def rpc(self) -> BitcoinCoreRPC:
+        return BitcoinCoreRPC(self.node.url, self.node.auth())
+
+
+def load_config(state_dir: Path) -> Config:
+    path = state_dir / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: run `coldstation-coordinator init` first"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return _from_document(doc, state_dir, path)
+
+
+def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
+    allowed = {"network", "requester", "confirmations", "node", "fees", "requests"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    try:
+        network = network_by_name(_get(doc, "network", str, path))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    node = _node(_table(doc, "node", path), path)
+    fees, requests = _table(doc, "fees", path, {}), _table(doc, "requests", path, {})
+    config = Config(
+        state_dir=state_dir,
+        network=network,
+        node=node,
+        requester=_get(doc, "requester", str, path, "ops"),
+        confirmations=_get(doc, "confirmations", int, path, 6),
+        max_fee_rate=_get(fees, "max_fee_rate", int, path, 100_000),
+        fallback_fee_rate=_get(fees, "fallback_fee_rate", int, path, 2_000),
+        target_blocks=_get(fees, "target_blocks", int, path, 6),
+        expiry_hours=_get(requests, "expiry_hours", int, path, 24),
+    )
+    _check_ranges(config, path)
+    return config
+
+
+def _node(table: dict[str, Any], path: Path) -> NodeConfig:
+    url = _get(table, "url", str, path)
+    cookie = table.get("cookie")
+    user, password = table.get("user"), table.get("password")
+    if (cookie is None) == (user is None or password is None):
+        raise ConfigError(f"{path}: [node] needs either cookie, or user and password")
+    if password is not None and _others_can_read(path):
+        raise ConfigError(
+            f"{path} holds a node password and is readable by other users: chmod 600 {path}"
+        )
+    return NodeConfig(url, Path(cookie) if cookie else None, user, password)
+
+
+def _check_ranges(config: Config, path: Path) -> None:
+    if not 1 <= config.confirmations <= 1000:
+        raise ConfigError(f"{path}: confirmations must be 1..1000")
+    if not MIN_RELAY_FEE_RATE <= config.fallback_fee_rate <= config.max_fee_rate:
+        raise ConfigError(
+            f"{path}: need {MIN_RELAY_FEE_RATE} <= fallback_fee_rate <= max_fee_rate (sat/kvB)"
+        )
+    if not 1 <= config.target_blocks <= 1008 or not 1 <= config.expiry_hours <= 24 * 30:
+        raise ConfigError(f"{path}: target_blocks must be 1..1008 and expiry_hours 1..720")
+    if not config.requester.isprintable() or not 0 < len(config.requester) <= 64:
+        raise ConfigError(f"{path}: requester must be 1..64 printable characters")
+
+
+def _others_can_read(path: Path) -> bool:
+    return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def _table(
+    doc: dict[str, Any], name: str, path: Path, default: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    value = doc.get(name, default)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] section is missing")
+    return value
+
+
+def _get(table: dict[str, Any], name: str, kind: type, path: Path, default: Any = None) -> Any:
+    value = table.get(name, default)
+    if value is None:
+        raise ConfigError(f"{path}: {name} is required")
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{path}: {name} must be {kind.__name__}")
+    return value
+
+
+def write_config(
+    state_dir: Path, network: str, url: str, cookie: Path, requester: str = "ops"
+) -> Path:
+    """A first config pointing at a cookie-authenticated node (no password to protect)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / CONFIG_NAME
+    path.write_text(
+        f'network = "{network}"\nrequester = "{requester}"\nconfirmations = 6\n\n'
+        f'[node]\nurl = "{url}"\ncookie = "{cookie.resolve()}"\n\n'
+        "[fees]\nmax_fee_rate = 100000\nfallback_fee_rate = 2000\ntarget_blocks = 6\n\n"
+        "[requests]\nexpiry_hours = 24\n",
+        encoding="utf-8",
+    )
+    load_config(state_dir)  # what we wrote must load
+    return path

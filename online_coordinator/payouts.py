@@ -1,0 +1,321 @@
+"""The payout batch CSV that ops staff upload: ``address,amount,reference``.
+
+Money code fails closed: :func:`parse_payouts` checks every row, reports every problem with
+its line number in one :class:`PayoutsError`, and returns payouts only when the whole file
+is clean. A half-accepted batch is worse than a rejected one, because staff would have to
+work out which rows were paid.
+
+Amounts are BTC written as plain decimals (``0.015``) and converted to satoshis with
+integer arithmetic only; anything a spreadsheet might have mangled (exponents, thousands
+separators, a ninth decimal) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from shared.bitcoin.address import AddressError, Network, address_to_script
+from shared.bitcoin.script import OutputType, classify, witness_program
+from shared.bitcoin.tx import MAX_MONEY
+
+MAX_CSV_BYTES = 8 * 1024 * 1024
+MAX_PAYOUTS = 10_000
+MAX_REFERENCE_CHARS = 64
+#: Problems spelled out in ``str(PayoutsError)``; the rest are counted.
+SHOWN_PROBLEMS = 50
+
+HEADER = ("address", "amount", "reference")
+SATS_PER_BTC = 100_000_000
+_MAX_BTC_DIGITS = len(str(MAX_MONEY // SATS_PER_BTC))
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]{1,8}))?")
+_OVER_PRECISE = re.compile(r"[0-9]+\.[0-9]{9,}")
+# Every pattern is unambiguous (no two quantifiers can share a character), so matching is
+# linear: a 131,072-character field must not become a quadratic regex search.
+_EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+")
+_NOT_A_NUMBER = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_SEPARATED = re.compile(r"[0-9]+(?:[,_' .][0-9]+)+")
+_MAX_AMOUNT_CHARS = 64
+_SHOWN_CHARS = 90  # the longest valid address: never cut one short in a message
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", str, bytes)
+
+# Core's GetDustThreshold: the output's size plus the size of spending it, at 3 sat/vB.
+_DUST_RELAY_RATE = 3_000  # sat/kvB
+_WITNESS_SPEND_BYTES = 32 + 4 + 1 + 107 // 4 + 4
+_LEGACY_SPEND_BYTES = 32 + 4 + 1 + 107 + 4
+
+
+@dataclass(frozen=True)
+class Payout:
+    """One validated row; ``amount`` is in satoshis and ``line`` is the row's first line."""
+
+    line: int
+    address: str
+    script_pubkey: bytes
+    amount: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """One reason the file is refused; line 0 is about the whole file."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+class PayoutsError(ValueError):
+    """The file is refused; ``problems`` holds every reason found, in line order."""
+
+    def __init__(self, problems: list[CsvProblem] | tuple[CsvProblem, ...]) -> None:
+        self.problems = tuple(sorted(problems, key=lambda p: p.line))
+        super().__init__(_summary(self.problems))
+
+
+def _summary(problems: tuple[CsvProblem, ...]) -> str:
+    """All problems one per line, capped so a 10,000-row disaster stays readable."""
+    count = len(problems)
+    head = f"payout file refused: {count} problem{'s' if count != 1 else ''}"
+    lines = [head, *(f"  {p}" for p in problems[:SHOWN_PROBLEMS])]
+    if count > SHOWN_PROBLEMS:
+        lines.append(f"  ... and {count - SHOWN_PROBLEMS} more")
+    return "\n".join(lines)
+
+
+class _FieldError(Exception):
+    """One field's problem, raised by a field check and collected by the row check."""
+
+
+def dust_threshold(script_pubkey: bytes) -> int:
+    """Bitcoin Core's default dust limit for an output paying ``script_pubkey``.
+
+    Nodes refuse to relay a transaction with an output below this, so a payout that small
+    would strand the whole batch. Same formula as Core's ``GetDustThreshold`` at the default
+    3 sat/vB dust relay rate: P2WPKH 294, P2WSH/P2TR 330, P2PKH 546, P2SH 540; other witness
+    programs depend on the program length (330 for 32 bytes). OP_RETURN outputs are never
+    spent, so their threshold is 0.
+    """
+    if classify(script_pubkey) is OutputType.NULL_DATA:
+        return 0
+    output_bytes = 8 + _compact_size_len(len(script_pubkey)) + len(script_pubkey)
+    is_witness = witness_program(script_pubkey) is not None
+    spend = _WITNESS_SPEND_BYTES if is_witness else _LEGACY_SPEND_BYTES
+    return -(-(output_bytes + spend) * _DUST_RELAY_RATE // 1000)
+
+
+def _compact_size_len(n: int) -> int:
+    return 1 if n < 0xFD else 3 if n <= 0xFFFF else 5 if n <= 0xFFFFFFFF else 9
+
+
+def parse_payouts(data: bytes, network: Network) -> list[Payout]:
+    """Validate a whole payout CSV; raises :class:`PayoutsError` listing every problem."""
+    if len(data) > MAX_CSV_BYTES:
+        size_problem = f"the file is {len(data):,} bytes, more than the {MAX_CSV_BYTES:,} limit"
+        raise PayoutsError([CsvProblem(0, size_problem)])
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise PayoutsError([CsvProblem(0, "the file is UTF-16; export it as CSV (UTF-8)")])
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    parser = _Parser(network)
+    parser.parse(text)
+    if parser.problems:
+        raise PayoutsError(parser.problems)
+    return parser.payouts
+
+
+def _show(text: str) -> str:
+    """A field quoted for an error message: escaped, and cut short if long."""
+    if len(text) > _SHOWN_CHARS:
+        text = text[:_SHOWN_CHARS] + "…"
+    return repr(text)
+
+
+def _sats_to_btc(sats: int) -> str:
+    return f"{sats // SATS_PER_BTC}.{sats % SATS_PER_BTC:08d}"
+
+
+def _has_bad_bytes(text: str) -> bool:
+    """True when undecodable bytes (kept as lone surrogates) are in ``text``."""
+    return _BAD_BYTE.search(text) is not None
+
+
+class _Parser:
+    """Walks the rows once, collecting payouts and problems; private to parse_payouts."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.payouts: list[Payout] = []
+        self.problems: list[CsvProblem] = []
+        self.rows = 0
+        self.broken = False  # a CSV syntax error stopped the walk: later rows are unknown
+        self.references: dict[str, int] = {}
+        self.scripts: dict[bytes, int] = {}
+
+    def problem(self, line: int, message: str) -> None:
+        self.problems.append(CsvProblem(line, message))
+
+    def parse(self, text: str) -> None:
+        for line, row in self._records(text):
+            if not self._record(line, row):
+                break
+        self._check_totals()
+
+    def _lines(self, lines: Iterable[str]) -> Iterator[str]:
+        """The physical lines, naming each one that holds invalid UTF-8 as it goes by."""
+        for number, line in enumerate(lines, start=1):
+            bad = _BAD_BYTE.search(line)
+            if bad is not None:
+                byte = ord(bad.group()) - 0xDC00
+                self.problem(number, f"not valid UTF-8 (byte 0x{byte:02x}); save the file as UTF-8")
+            yield line
+
+    def _records(self, text: str) -> Iterator[tuple[int, list[str]]]:
+        """(first line, fields) of each non-blank record; a CSV syntax error ends the walk."""
+        lines = io.StringIO(text, newline="")
+        checked = self._lines(lines) if _has_bad_bytes(text) else lines  # skip a slow path
+        reader = csv.reader(checked, strict=True)
+        start = 1
+        try:
+            for row in reader:
+                if row and not all(field.isspace() or not field for field in row):
+                    yield start, row
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            self.problem(start, f"CSV syntax error: {exc}")
+            self.broken = True
+
+    def _record(self, line: int, row: list[str]) -> bool:
+        """Check one record; False once the file has too many payouts to go on."""
+        if line == 1 and _is_header(row):
+            return True
+        self.rows += 1
+        if self.rows > MAX_PAYOUTS:
+            return False  # the rest is not read: an 8 MiB file must not take minutes
+        if any(_has_bad_bytes(field) for field in row):
+            return True  # already reported, by line, as not UTF-8
+        if len(row) != len(HEADER):
+            self.problem(line, _column_message(row))
+            return True
+        self._row(line, *row)
+        return True
+
+    def _row(self, line: int, address: str, amount_text: str, reference: str) -> None:
+        script = self._field(line, lambda: address_to_script(address, self.network), address)
+        amount = self._field(line, lambda: _amount(amount_text), amount_text)
+        ref = self._field(line, lambda: _reference(reference), reference)
+        if script is not None and amount is not None:
+            self._check_dust(line, script, amount)
+        if script is not None:
+            self._check_duplicate(line, self.scripts, script, f"address {_show(address.strip())}")
+        if ref is not None:
+            self._check_duplicate(line, self.references, ref, f"reference {_show(ref)}")
+        if script is not None and amount is not None and ref is not None:
+            self.payouts.append(Payout(line, address.strip(), script, amount, ref))
+
+    def _field(self, line: int, check: Callable[[], _T], text: str) -> _T | None:
+        try:
+            return check()
+        except AddressError as exc:
+            self.problem(line, f"address {_show(text.strip())} refused: {exc}")
+        except _FieldError as exc:
+            self.problem(line, str(exc))
+        return None
+
+    def _check_dust(self, line: int, script: bytes, amount: int) -> None:
+        dust = dust_threshold(script)
+        if amount < dust:
+            kind = classify(script).value
+            self.problem(
+                line,
+                f"amount {_sats_to_btc(amount)} BTC ({amount} sats) is below the dust "
+                f"threshold of {dust} sats for a {kind} output",
+            )
+
+    def _check_duplicate(self, line: int, seen: dict[_K, int], key: _K, what: str) -> None:
+        """Name both lines: staff must see which of the two rows to fix."""
+        first = seen.setdefault(key, line)
+        if first != line:
+            self.problem(line, f"{what} is also on line {first}; each may appear only once")
+
+    def _check_totals(self) -> None:
+        if self.rows == 0 and not self.broken:
+            self.problem(0, "the file has no payouts")
+        if self.rows > MAX_PAYOUTS:
+            self.problem(0, f"the file has more than {MAX_PAYOUTS:,} payouts, the most per batch")
+        total = sum(p.amount for p in self.payouts)
+        if total > MAX_MONEY:
+            self.problem(
+                0, f"the payouts total {_sats_to_btc(total)} BTC, more than 21,000,000 BTC"
+            )
+
+
+def _is_header(row: list[str]) -> bool:
+    return tuple(field.strip().lower() for field in row) == HEADER
+
+
+def _column_message(row: list[str]) -> str:
+    hint = ""
+    if len(row) == 1 and (";" in row[0] or "\t" in row[0]):
+        hint = "; fields must be separated by commas"
+    return f"expected 3 columns (address,amount,reference), found {len(row)}{hint}"
+
+
+def _amount(text: str) -> int:
+    """Satoshis for a BTC amount written as a plain decimal, or :class:`_FieldError` saying why."""
+    text = text.strip()
+    shown = _show(text)
+    if not text:
+        raise _FieldError("amount is empty")
+    if len(text) > _MAX_AMOUNT_CHARS:
+        raise _FieldError(f"amount {shown} is {len(text)} characters, too long for an amount")
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        raise _FieldError(_amount_refusal(text, shown))
+    whole, fraction = match.group(1).lstrip("0"), match.group(2) or ""
+    if len(whole) > _MAX_BTC_DIGITS:
+        raise _FieldError(f"amount {shown} is over 21,000,000 BTC")
+    sats = int(whole or "0") * SATS_PER_BTC + int(fraction.ljust(8, "0"))
+    if sats == 0:
+        raise _FieldError(f"amount {shown} is zero")
+    if sats > MAX_MONEY:
+        raise _FieldError(f"amount {shown} is over 21,000,000 BTC")
+    return sats
+
+
+def _amount_refusal(text: str, shown: str) -> str:
+    """Why ``text`` is not a plain decimal, naming the spreadsheet habit that produced it."""
+    if _NOT_A_NUMBER.fullmatch(text):
+        return f"amount {shown} is not a number"
+    if _EXPONENT.fullmatch(text):
+        return f"amount {shown} uses exponent notation; write it as a plain decimal"
+    if text.startswith("-"):
+        return f"amount {shown} is negative"
+    if _OVER_PRECISE.fullmatch(text):
+        return f"amount {shown} is over-precise: more than 8 decimal places"
+    if _SEPARATED.fullmatch(text):
+        return f"amount {shown} has a thousands or decimal separator other than one '.'"
+    return f"amount {shown} is not a BTC amount such as 0.015 (digits, '.', up to 8 decimals)"
+
+
+def _reference(text: str) -> str:
+    if not text:
+        raise _FieldError("reference is empty")
+    shown = _show(text)
+    if len(text) > MAX_REFERENCE_CHARS:
+        limit = MAX_REFERENCE_CHARS
+        raise _FieldError(f"reference {shown} is {len(text)} characters, more than {limit}")
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        raise _FieldError(f"reference {shown} contains a non-printable character U+{ord(bad):04X}")
+    if text != text.strip():
+        raise _FieldError(f"reference {shown} has leading or trailing whitespace")
+    return text

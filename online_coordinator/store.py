@@ -1,0 +1,271 @@
+"""The coordinator's SQLite store: wallets, coins, batches, requests, responses, broadcasts.
+
+Why SQLite: one file, ACID, safe across processes. The coordinator must never lose a batch
+and never put one coin in two batches, so
+
+* the connection runs in WAL mode with ``synchronous=FULL`` and foreign keys on;
+* every change happens inside :meth:`Store.write`, a ``BEGIN IMMEDIATE`` transaction: the
+  write lock is taken *before* anything is read, so two processes selecting coins at the
+  same moment are serialised and the second one sees the first one's locks;
+* nothing is deleted: a cancelled request is marked cancelled, a spent coin is marked
+  spent, an orphaned block is marked orphaned, and every state change also lands in the
+  append-only ``events`` table (REQUIREMENTS 37: the reconciliation needs the history).
+
+Schema changes are numbered migrations applied in order and recorded in ``user_version``;
+a database newer than this program is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BUSY_TIMEOUT_MS = 30_000
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole first schema.
+    """
+    CREATE TABLE wallets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        network TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('single', 'multisig')),
+        threshold INTEGER,
+        birth_height INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE descriptors (
+        id INTEGER PRIMARY KEY,
+        wallet_id INTEGER NOT NULL REFERENCES wallets(id),
+        position INTEGER NOT NULL,
+        descriptor TEXT NOT NULL,
+        UNIQUE (wallet_id, position)
+    );
+    CREATE TABLE appliances (
+        appliance_id TEXT PRIMARY KEY,
+        audit_key BLOB NOT NULL,
+        pinned INTEGER NOT NULL
+    );
+    CREATE TABLE wallet_members (
+        id INTEGER PRIMARY KEY,
+        wallet_id INTEGER NOT NULL REFERENCES wallets(id),
+        appliance_id TEXT REFERENCES appliances(appliance_id),
+        key TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('appliance', 'external')),
+        export_receipt BLOB,
+        pin_receipt BLOB
+    );
+    CREATE TABLE addresses (
+        id INTEGER PRIMARY KEY,
+        wallet_id INTEGER NOT NULL REFERENCES wallets(id),
+        descriptor_id INTEGER NOT NULL REFERENCES descriptors(id),
+        change INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        script BLOB NOT NULL UNIQUE,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('fresh', 'issued', 'used')),
+        note TEXT,
+        UNIQUE (descriptor_id, change, idx)
+    );
+    CREATE TABLE transactions (
+        txid TEXT PRIMARY KEY,
+        raw BLOB NOT NULL
+    );
+    CREATE TABLE utxos (
+        txid TEXT NOT NULL REFERENCES transactions(txid),
+        vout INTEGER NOT NULL,
+        wallet_id INTEGER NOT NULL REFERENCES wallets(id),
+        address_id INTEGER NOT NULL REFERENCES addresses(id),
+        value INTEGER NOT NULL CHECK (value > 0),
+        height INTEGER NOT NULL,
+        coinbase INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('available', 'locked', 'spent', 'orphaned')),
+        request_id INTEGER REFERENCES requests(id),
+        spent_by TEXT,
+        spent_block TEXT,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (txid, vout)
+    );
+    CREATE INDEX utxos_by_wallet ON utxos (wallet_id, state);
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY,
+        wallet_id INTEGER NOT NULL REFERENCES wallets(id),
+        label TEXT NOT NULL UNIQUE,
+        csv_sha256 BLOB NOT NULL,
+        purpose TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE payouts (
+        id INTEGER PRIMARY KEY,
+        batch_id INTEGER NOT NULL REFERENCES batches(id),
+        line INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        reference TEXT NOT NULL,
+        UNIQUE (batch_id, reference)
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        batch_id INTEGER NOT NULL REFERENCES batches(id),
+        request_id BLOB NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        replaces INTEGER REFERENCES requests(id),
+        unsigned_psbt BLOB NOT NULL,
+        request_hash BLOB NOT NULL,
+        txid TEXT NOT NULL,
+        fee INTEGER NOT NULL,
+        fee_rate INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        expiry INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE responses (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        psbt BLOB NOT NULL,
+        received INTEGER NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE receipts (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        appliance_id TEXT NOT NULL REFERENCES appliances(appliance_id),
+        entry BLOB NOT NULL,
+        UNIQUE (request_id, appliance_id)
+    );
+    CREATE TABLE broadcasts (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL UNIQUE REFERENCES requests(id),
+        txid TEXT NOT NULL,
+        wtxid TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        first_sent INTEGER NOT NULL,
+        last_sent INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 1,
+        block_hash TEXT,
+        height INTEGER,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE blocks (
+        height INTEGER NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('active', 'orphaned')),
+        seen INTEGER NOT NULL
+    );
+    CREATE INDEX active_blocks ON blocks (state, height);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'alert')),
+        batch_id INTEGER REFERENCES batches(id),
+        message TEXT NOT NULL
+    );
+    """,
+)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used: newer than this program, or corrupt."""
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Store:
+    """One connection to the coordinator database; open with :meth:`open`."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this coordinator knows up to "
+                    f"{len(MIGRATIONS)}: upgrade the coordinator"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error.
+
+        Nested use joins the outer transaction, so helpers can be composed.
+        """
+        if self.db.in_transaction:
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def one(self, sql: str, *params: Any) -> sqlite3.Row | None:
+        return self.db.execute(sql, params).fetchone()
+
+    def all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        return self.db.execute(sql, params).fetchall()
+
+    def event(
+        self, kind: str, message: str, *, severity: str = "info", batch_id: int | None = None
+    ) -> None:
+        """Append to the event log (inside the caller's transaction when there is one)."""
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO events (time, kind, severity, batch_id, message) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (now(), kind, severity, batch_id, message),
+            )
+
+    def check_integrity(self) -> list[str]:
+        """SQLite's own integrity and foreign-key checks; empty when the file is sound."""
+        problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [
+            f"foreign key: {tuple(r)}" for r in self.db.execute("PRAGMA foreign_key_check")
+        ]
+        return problems
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (no semicolons inside our DDL strings)."""
+    return [part.strip() for part in script.split(";") if part.strip()]

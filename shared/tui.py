@@ -1,0 +1,16 @@
+"""Textual pieces both programs' screens share (the appliance and the online coordinator).
+
+They live in ``shared/`` because neither program may import the other; only widgets with no
+knowledge of either program belong here.
+"""
+
+from __future__ import annotations
+
+from textual.widgets import Footer
+
+
+class KeysFooter(Footer):
+    """The Footer, compact below 120 columns so every key still fits at 80x24."""
+
+    def on_resize(self) -> None:
+        self.compact = self.size.width < 120

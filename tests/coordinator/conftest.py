@@ -1,0 +1,91 @@
+"""A real local regtest (kernel-validated blocks) behind real JSON-RPC, and a coordinator
+state directory configured for it. Each test gets its own chain."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from online_coordinator.regtest.node import RegtestNode
+
+from online_coordinator.cli import main as coordinator_main
+from online_coordinator.config import load_config, write_config
+from online_coordinator.regtest.server import start_in_thread
+from online_coordinator.store import Store
+from shared.bitcoin.address import Network, address_to_script
+from tests.coordinator.softappliance import SoftAppliance
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Desk:
+    """The ops desk: a coordinator state directory, its node, and a CLI runner."""
+
+    state: Path
+    node: RegtestNode
+    tmp: Path
+
+    def run(self, *args: str) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = coordinator_main(
+                    [*args[:2], "--state", str(self.state), *args[2:]]
+                    if args[0] in ("wallet", "batch")
+                    else [args[0], "--state", str(self.state), *args[1:]]
+                )
+            except SystemExit as exc:  # argparse errors
+                code = int(exc.code or 0)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.code == 0, f"{args}: {result.err}{result.out}"
+        return result.out
+
+    def store(self) -> Store:
+        return Store.open(load_config(self.state).database)
+
+    def write(self, name: str, data: bytes | str) -> str:
+        path = self.tmp / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return str(path)
+
+    def fund(self, address: str, sats: int, count: int = 1) -> None:
+        script = address_to_script(address, Network.REGTEST)
+        self.node.fund([(script, sats)] * count)
+        self.node.mine(1)
+
+    def import_soft(self, name: str, appliance: SoftAppliance) -> None:
+        descriptor, receipt = appliance.export()
+        self.ok(
+            "wallet",
+            "import",
+            name,
+            "--export",
+            self.write(f"{name}.desc", descriptor),
+            self.write(f"{name}.receipt", receipt),
+        )
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Iterator[Desk]:
+    node = RegtestNode(tmp_path / "regtest")
+    server = start_in_thread(node)
+    try:
+        state = tmp_path / "coordinator"
+        write_config(state, "regtest", server.url, Path(server.cookie_path))
+        yield Desk(state, node, tmp_path)
+    finally:
+        server.shutdown()
+        node.close()

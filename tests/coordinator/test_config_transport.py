@@ -1,0 +1,103 @@
+"""Configuration safety, the fee-rate cap, and every way a payload can arrive."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from online_coordinator.commands.batch import node_fee_rate, parse_fee_rate
+from online_coordinator.commands.common import CommandError
+from online_coordinator.config import ConfigError, load_config
+from online_coordinator.store import Store, StoreError
+from online_coordinator.transport import receive, ur_parts, write_qr_video
+from shared.ur.registry import encode_bytes
+from tests.coordinator.conftest import Desk
+
+NODE = '[node]\nurl = "http://127.0.0.1:1"\n'
+
+
+def write(state: Path, text: str, mode: int = 0o600) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "coordinator.toml"
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def test_password_in_a_world_readable_config_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, f'network = "regtest"\n{NODE}user = "u"\npassword = "p"\n', 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_config(tmp_path)
+    os.chmod(tmp_path / "coordinator.toml", 0o600)
+    assert load_config(tmp_path).node.password == "p"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f'network = "regtest"\nfoo = 1\n{NODE}cookie = "/c"\n', "unknown setting 'foo'"),
+        (f'network = "moon"\n{NODE}cookie = "/c"\n', "moon"),
+        (f'network = "regtest"\n{NODE}', "cookie, or user and password"),
+        (f'network = "regtest"\nconfirmations = 0\n{NODE}cookie = "/c"\n', "confirmations"),
+        ('network = "regtest"\n[node\n', "coordinator.toml"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path)
+
+
+def test_a_database_from_a_newer_coordinator_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path / "db.sqlite").close()
+    with Store.open(tmp_path / "db.sqlite") as store:
+        store.db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="upgrade the coordinator"):
+        Store.open(tmp_path / "db.sqlite")
+
+
+def test_fee_rate_comes_from_the_node_and_is_capped(desk: Desk) -> None:
+    config = load_config(desk.state)
+    assert node_fee_rate(config) == config.fallback_fee_rate  # fresh regtest: no estimate
+    desk.node.set_fee_estimate(5_000)
+    assert node_fee_rate(config) == 5_000
+    desk.node.set_fee_estimate(10_000_000)
+    assert node_fee_rate(config) == config.max_fee_rate
+
+
+@pytest.mark.parametrize(("text", "rate"), [("1", 1000), ("2.5", 2500), ("12.345", 12345)])
+def test_fee_rate_argument(text: str, rate: int) -> None:
+    assert parse_fee_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["0.5", "abc", "1.0001", "nan", "-3"])
+def test_bad_fee_rate_argument(text: str) -> None:
+    with pytest.raises(CommandError):
+        parse_fee_rate(text)
+
+
+def test_payload_arrives_the_same_from_file_ur_text_and_video(tmp_path: Path) -> None:
+    payload = os.urandom(3000)
+    raw = tmp_path / "payload.bin"
+    raw.write_bytes(payload)
+    text = tmp_path / "payload.ur.txt"
+    text.write_text("junk line\n" + "\n".join(ur_parts("bytes", encode_bytes(payload))) + "\n")
+    video = tmp_path / "payload.avi"
+    write_qr_video("bytes", encode_bytes(payload), video)
+    assert receive(str(raw)).data == payload
+    assert receive(str(text)).data == payload
+    received = receive(str(video))
+    assert received.data == payload and received.how == "video"
+
+
+def test_incomplete_or_missing_payloads_are_clear_errors(tmp_path: Path) -> None:
+    parts = ur_parts("bytes", encode_bytes(os.urandom(3000)))
+    partial = tmp_path / "partial.ur.txt"
+    partial.write_text(parts[0] + "\n")
+    with pytest.raises(CommandError, match="incomplete"):
+        receive(str(partial))
+    with pytest.raises(CommandError, match="No such file"):
+        receive(str(tmp_path / "missing.psbt"))
+    with pytest.raises(CommandError, match="camera:N"):
+        receive("camera:front")

@@ -1,0 +1,261 @@
+"""The coordinator end to end on the local regtest: fund, batch, sign, broadcast, confirm;
+reorg re-broadcast; fee bump; tampering; unknown outflows; multisig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from online_coordinator.regtest.node import RegtestNode
+from shared.bitcoin.address import Network, address_to_script, script_to_address
+from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+from shared.psbt.model import Psbt
+from shared.psbt.roles import extract, finalize
+from shared.psbt.signer import sign_psbt
+from shared.request import read_request
+from tests.coordinator.conftest import Desk
+from tests.coordinator.softappliance import SoftAppliance, pubkey, secret
+from tests.kernel import verify_all
+
+BTC = 100_000_000
+
+
+def payee(n: int) -> str:
+    """A regtest P2WPKH address of a key nobody in the test controls."""
+    return script_to_address(b"\x00\x14" + secret(f"payee {n}")[:20], Network.REGTEST) or ""
+
+
+def csv_for(*rows: tuple[str, str, str]) -> str:
+    return "address,amount,reference\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows)
+
+
+def funded_single(desk: Desk, appliance: SoftAppliance, coins: int = 3, sats: int = BTC) -> str:
+    desk.import_soft("treasury", appliance)
+    address = desk.ok("wallet", "address", "treasury").split()[0]
+    desk.fund(address, sats, coins)
+    desk.ok("sync")
+    return address
+
+
+def create(desk: Desk, label: str, rows: list[tuple[str, str, str]], *extra: str) -> Path:
+    csv = desk.write(f"{label}.csv", csv_for(*rows))
+    out = desk.tmp / "requests"
+    desk.ok(
+        "batch",
+        "create",
+        "treasury",
+        csv,
+        "--label",
+        label,
+        "--purpose",
+        "supplier payouts",
+        "--out",
+        str(out),
+        *extra,
+    )
+    return out / f"{label}.psbt"
+
+
+def sign_and_import(desk: Desk, label: str, request: Path, *appliances: SoftAppliance) -> None:
+    for number, appliance in enumerate(appliances):
+        signed = desk.write(f"{label}.signed{number}.psbt", appliance.sign(request.read_bytes()))
+        desk.ok("batch", "import", label, signed)
+
+
+def status(desk: Desk, label: str) -> dict:
+    result = desk.run("status", label)
+    return json.loads(result.out)["batches"][0]
+
+
+def paid_to(node: RegtestNode, address: str) -> list:
+    return node.scan({address_to_script(address, Network.REGTEST)})
+
+
+def test_fund_batch_sign_broadcast_confirm(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1"), (payee(2), "0.25", "INV-2")])
+    psbt = Psbt.parse(request.read_bytes())
+    assert all(inp.non_witness_utxo and inp.witness_utxo for inp in psbt.inputs)
+    assert read_request(psbt).network == "regtest"
+    assert all(txin.sequence == 0xFFFFFFFD for txin in psbt.unsigned_tx.inputs)
+    sign_and_import(desk, "b1", request, appliance)
+    desk.ok("batch", "broadcast", "b1")
+    sent = status(desk, "b1")
+    assert sent["state"] == "broadcast" and sent["txid"] in desk.node.mempool()
+    raw = desk.node.raw_transaction(sent["txid"])
+    tx = Transaction.parse(raw)
+    assert all(
+        verify_all(
+            tx,
+            [
+                i.non_witness_utxo.outputs[t.prevout.vout]
+                for i, t in zip(psbt.inputs, tx.inputs, strict=True)
+            ],
+        )
+    )
+    desk.node.mine(1)
+    desk.ok("sync")
+    assert status(desk, "b1")["confirmations"] == 1
+    desk.node.mine(5)
+    desk.ok("sync")
+    final = status(desk, "b1")
+    assert final["state"] == "confirmed" and final["confirmations"] == 6
+    assert [u.value for u in paid_to(desk.node, payee(1))] == [BTC // 2]
+
+
+def test_reorg_rebroadcasts_the_same_bytes_and_pays_once(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1")])
+    sign_and_import(desk, "b1", request, appliance)
+    desk.ok("batch", "broadcast", "b1")
+    txid = status(desk, "b1")["txid"]
+    raw = desk.node.raw_transaction(txid)
+    desk.node.mine(1)
+    desk.ok("sync")
+    assert status(desk, "b1")["confirmations"] == 1
+    desk.node.reorg(1)  # the block with our payout is gone, and the node forgot the tx
+    assert txid not in desk.node.mempool() and desk.node.transaction_block(txid) is None
+    out = desk.ok("sync")
+    assert "1 re-sent" in out
+    assert desk.node.raw_transaction(txid) == raw  # exactly the same bytes
+    desk.node.mine(1)
+    desk.ok("sync")
+    assert status(desk, "b1")["sends"] == 2
+    assert len(paid_to(desk.node, payee(1))) == 1
+    with desk.store() as store:
+        assert store.one("SELECT COUNT(*) AS n FROM broadcasts")["n"] == 1
+        assert store.one("SELECT COUNT(*) AS n FROM requests")["n"] == 1
+
+
+def test_fee_bump_is_a_new_request_and_pays_once(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1")], "--fee-rate", "1")
+    sign_and_import(desk, "b1", request, appliance)
+    desk.ok("batch", "broadcast", "b1")
+    first = status(desk, "b1")["txid"]
+    out = desk.ok("batch", "bump", "b1", "--fee-rate", "5", "--out", str(desk.tmp / "bump"))
+    bump = next((desk.tmp / "bump").glob("b1-bump*.psbt"))
+    meta = read_request(Psbt.parse(bump.read_bytes()))
+    assert meta.kind == "replacement" and meta.replaces[0][::-1].hex() == first
+    assert "request" in out
+    sign_and_import(desk, "b1", bump, appliance)
+    desk.ok("batch", "broadcast", "b1")
+    second = status(desk, "b1")["txid"]
+    assert second != first and second in desk.node.mempool() and first not in desk.node.mempool()
+    desk.node.mine(1)
+    report = desk.ok("sync")
+    assert "0 re-sent" in report  # the replaced transaction is never re-sent
+    assert len(paid_to(desk.node, payee(1))) == 1
+
+
+def test_signed_transaction_altered_after_signing_is_refused(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1")])
+    signed = Psbt.parse(appliance.sign(request.read_bytes()))
+    tx = signed.unsigned_tx
+    tx.outputs[0].value -= 1000  # someone takes a cut after signing
+    forged = Psbt.from_unsigned_tx(tx)
+    for src, dst in zip(signed.inputs, forged.inputs, strict=True):
+        for key, value in src.raw_records().items():
+            dst.set_record(key, value)
+    for key, value in signed.globals.raw_records().items():
+        if key[0] != 0x00:
+            forged.globals.set_record(key, value)
+    result = desk.run("batch", "import", "b1", desk.write("forged.psbt", forged.serialize()))
+    assert result.code == 2 and "answers no request" in result.err
+    result = desk.run("batch", "broadcast", "b1")
+    assert result.code == 2 and desk.node.mempool() == []
+
+
+def test_receipt_for_another_request_or_refusal_is_refused(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1")])
+    refused = appliance.sign(request.read_bytes(), decision="refused")
+    result = desk.run("batch", "import", "b1", desk.write("refused.psbt", refused))
+    assert result.code == 2 and "not an approval" in result.err
+    impostor = SoftAppliance("cold-1", seed="impostor")  # same id, another audit key
+    result = desk.run(
+        "batch", "import", "b1", desk.write("impostor.psbt", impostor.sign(request.read_bytes()))
+    )
+    assert result.code == 2 and "pinned audit key" in result.err
+
+
+def steal(desk: Desk, appliance: SoftAppliance, address: str) -> str:
+    """Spend the wallet's coin with its key directly, as a thief with the key would."""
+    coin = paid_to(desk.node, address)[0]
+    prev = Transaction.parse(desk.node.raw_transaction(coin.txid))
+    spend = Transaction(
+        2,
+        [TxIn(OutPoint.from_hex(coin.txid, coin.vout))],
+        [TxOut(coin.value - 1000, address_to_script(payee(9), Network.REGTEST))],
+    )
+    psbt = Psbt.from_unsigned_tx(spend)
+    psbt.inputs[0].set(0x00, prev.serialize())
+    signed, count = sign_psbt(psbt, [appliance.key])
+    assert count == 1
+    desk.node.send(extract(finalize(signed).psbt).serialize())
+    desk.node.mine(1)
+    return coin.txid
+
+
+def test_outflow_without_a_request_raises_an_alert(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    address = funded_single(desk, appliance, coins=1)
+    stolen = steal(desk, appliance, address)
+    result = desk.run("sync")
+    assert result.code == 3 and "outflow without a signed request" in result.out
+    alerts = json.loads(desk.run("status").out)["alerts"]
+    assert alerts and stolen in alerts[0]["message"]
+
+
+def test_coin_received_and_stolen_between_two_syncs_raises_an_alert(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    desk.import_soft("treasury", appliance)
+    address = desk.ok("wallet", "address", "treasury").split()[0]
+    desk.fund(address, BTC)  # no sync: the coordinator never saw this coin in its UTXO scan
+    steal(desk, appliance, address)
+    result = desk.run("sync")
+    assert result.code == 3 and "outflow without a signed request" in result.out
+
+
+def test_two_of_three_multisig_with_an_external_cosigner(desk: Desk) -> None:
+    a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
+    external = pubkey(secret("hardware wallet key")).hex()
+    exports = []
+    for appliance in (a, b):
+        descriptor, receipt = appliance.export()
+        exports += [
+            "--export",
+            desk.write(f"{appliance.appliance_id}.desc", descriptor),
+            desk.write(f"{appliance.appliance_id}.receipt", receipt),
+        ]
+    out = desk.ok(
+        "wallet", "multisig", "treasury", "--threshold", "2", *exports, "--cosigner", external
+    )
+    descriptor = next(line for line in out.splitlines() if line.startswith("wsh("))
+    assert descriptor.startswith("wsh(sortedmulti(2,")
+    refused = desk.run("wallet", "address", "treasury")
+    assert refused.code == 2 and "not pinned yet" in refused.err
+    for appliance in (a, b):
+        desk.ok(
+            "wallet",
+            "confirm-pin",
+            "treasury",
+            desk.write(f"{appliance.appliance_id}.pin", appliance.pin(descriptor)),
+        )
+    address = desk.ok("wallet", "address", "treasury").split()[0]
+    desk.fund(address, BTC, 2)
+    desk.ok("sync")
+    request = create(desk, "m1", [(payee(1), "0.3", "INV-1")])
+    sign_and_import(desk, "m1", request, a)
+    assert status(desk, "m1")["state"] == "awaiting_signatures"
+    sign_and_import(desk, "m1", request, b)
+    desk.ok("batch", "broadcast", "m1")
+    desk.node.mine(1)
+    desk.ok("sync")
+    assert status(desk, "m1")["confirmations"] == 1
