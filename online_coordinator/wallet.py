@@ -471,3 +471,48 @@ def scripts_of(store: Store, wallet: Wallet) -> dict[bytes, int]:
     """Every inventory script of the wallet -> address row id."""
     rows = store.all("SELECT id, script FROM addresses WHERE wallet_id = ?", wallet.id)
     return {bytes(r["script"]): r["id"] for r in rows}
+
+
+# -- reconciliation (REQUIREMENTS 10) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    addresses: int
+    orphan_addresses: list[str]  # inventory rows the wallet's descriptors do not derive
+    unknown_outputs: list[str]  # node UTXOs on our scripts that the coin table lacks
+    missing_outputs: list[str]  # coins we hold as unspent that the node does not have
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_addresses or self.unknown_outputs or self.missing_outputs)
+
+
+def reconcile(store: Store, wallet: Wallet, node_outputs: set[tuple[str, int]]) -> Reconciliation:
+    """Inventory against descriptors, and coin table against the node's UTXO set.
+
+    ``node_outputs`` is (txid, vout) of every UTXO the node reports on the wallet's scripts.
+    """
+    orphans = []
+    rows = store.all("SELECT * FROM addresses WHERE wallet_id = ? ORDER BY id", wallet.id)
+    for row in rows:
+        descriptor = wallet.descriptor(row["descriptor_id"])
+        derived = descriptor.derive(row["idx"], bool(row["change"]))
+        if (
+            derived.script_pubkey != bytes(row["script"])
+            or derived.address(wallet.network) != row["address"]
+        ):
+            orphans.append(row["address"])
+    held = {
+        (r["txid"], r["vout"])
+        for r in store.all(
+            "SELECT txid, vout FROM utxos WHERE wallet_id = ? AND state IN ('available', 'locked')",
+            wallet.id,
+        )
+    }
+    return Reconciliation(
+        addresses=len(rows),
+        orphan_addresses=orphans,
+        unknown_outputs=[f"{t}:{v}" for t, v in sorted(node_outputs - held)],
+        missing_outputs=[f"{t}:{v}" for t, v in sorted(held - node_outputs)],
+    )

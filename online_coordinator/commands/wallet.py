@@ -24,6 +24,8 @@ from online_coordinator.wallet import (
     next_address,
     parse_descriptor_source,
     read_export,
+    reconcile,
+    scripts_of,
     unpinned_members,
 )
 
@@ -120,6 +122,10 @@ def register(commands: Any) -> None:
     show = add_state(sub.add_parser("show", help="balance, coins and address inventory"))
     show.add_argument("name")
     show.set_defaults(handler=show_command)
+
+    check = add_state(sub.add_parser("reconcile", help="inventory and coins against the node"))
+    check.add_argument("name")
+    check.set_defaults(handler=reconcile_command)
 
 
 def init_command(args: argparse.Namespace) -> int:
@@ -226,6 +232,28 @@ def show_command(args: argparse.Namespace) -> int:
         wallet = load_wallet(store, args.name)
         print(json.dumps(wallet_summary(store, wallet.id), indent=2))
     return 0
+
+
+def reconcile_command(args: argparse.Namespace) -> int:
+    """Exit 0 when every address re-derives and the coin table matches the node, else 1."""
+    with opened(args) as (config, store):
+        wallet = load_wallet(store, args.name)
+        scripts = list(scripts_of(store, wallet))
+        found = config.rpc().scan_scripts(scripts)
+        result = reconcile(store, wallet, {(c.txid, c.vout) for c in found})
+        print(
+            json.dumps(
+                {
+                    "wallet": wallet.name,
+                    "addresses": result.addresses,
+                    "orphan_addresses": result.orphan_addresses,
+                    "unknown_outputs": result.unknown_outputs,
+                    "missing_outputs": result.missing_outputs,
+                },
+                indent=2,
+            )
+        )
+    return 0 if result.clean else 1
 
 
 def wallet_summary(store: Store, wallet_id: int) -> dict[str, Any]:

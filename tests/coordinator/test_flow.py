@@ -259,3 +259,19 @@ def test_two_of_three_multisig_with_an_external_cosigner(desk: Desk) -> None:
     desk.node.mine(1)
     desk.ok("sync")
     assert status(desk, "m1")["confirmations"] == 1
+
+
+def test_reconciliation_is_clean_on_seeded_data_and_flags_discrepancies(desk: Desk) -> None:
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance, coins=3)
+    clean = json.loads(desk.ok("wallet", "reconcile", "treasury"))
+    assert clean["addresses"] >= 1
+    assert clean["orphan_addresses"] == clean["unknown_outputs"] == clean["missing_outputs"] == []
+    address = desk.ok("wallet", "address", "treasury").split()[0]
+    desk.fund(address, BTC)  # arrives on chain, not yet synced: an unknown output
+    with desk.store() as store:  # and an inventory row no descriptor derives
+        store.db.execute("UPDATE addresses SET address = ? WHERE id = 1", (payee(7),))
+    result = desk.run("wallet", "reconcile", "treasury")
+    report = json.loads(result.out)
+    assert result.code == 1 and report["orphan_addresses"] == [payee(7)]
+    assert len(report["unknown_outputs"]) == 1
