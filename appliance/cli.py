@@ -30,7 +30,7 @@ from appliance.pins import PinSource, PinSourceError
 from appliance.signing import SigningError, SigningSession
 from appliance.state import ApplianceState, StateError
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
-from shared.journal import JournalError, export_journal
+from shared.journal import JournalError, audit_key_fingerprint, export_journal
 from shared.policy import Policy, PolicyError, SignedPolicy
 from shared.qr.camera import CameraError, FrameSource
 from shared.qr.receiver import QrReceiver
@@ -401,7 +401,8 @@ def _print_review(review: Review) -> None:
     for out in review.outputs:
         tag = "change (ours)" if out.is_change else (out.label or "NOT IN ADDRESS BOOK")
         print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")
-    print(f"  fee {review.fee} sat, {review.fee_rate} sat/vB (about {review.vsize} vB)")
+    rate = "?" if review.fee_rate is None else f"{review.fee_rate / 1000:g}"
+    print(f"  fee {review.fee} sat, {rate} sat/vB (about {review.vsize} vB)")
     print(f"  request hash {review.request_hash.hex()}")
     print(f"  words: {review.hash_words}")
 
@@ -413,13 +414,14 @@ def sign_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         session = SigningSession(appliance)
         review = session.load(data)
-        presented = _present(args, _labels(args.officers))
         if review is None or not review.approved_for_signing:
+            presented = _present(args, _labels(args.officers))
             appliance.flush_pending(presented)  # journal the refusal now, officers present
             reasons = "malformed PSBT" if review is None else "; ".join(
                 f"{r.code}: {r.message}" for r in review.refusals)
             raise CeremonyError(f"request refused, nothing signed: {reasons}")
-        _print_review(review)
+        _print_review(review)  # what the officers approve, before anyone enters a PIN
+        presented = _present(args, _labels(args.officers))
         try:
             for label, pin in presented:
                 state = session.approve(label, pin)
@@ -474,6 +476,8 @@ def status_command(args: argparse.Namespace) -> int:
         report = {
             "appliance": dataclasses.asdict(appliance.config),
             "keys": [info.to_json() for info in appliance.keystore.key_infos()],
+            "audit_key_fingerprint": (audit_key_fingerprint(appliance.keystore.audit_public_key())
+                                      if appliance.keystore.has_audit_key() else None),
             "policy_version": policy.policy.version if policy else None,
             "journal_length": len(appliance.recorder.store),
             "journal_head": last.record.hash().hex() if last else None,

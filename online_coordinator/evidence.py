@@ -134,7 +134,12 @@ def export_evidence(store: Store) -> bytes:
         "requests": _requests(store),
         "broadcasts": _broadcasts(store),
         "alerts": [
-            {"time": r["time"], "kind": r["kind"], "message": r["message"]}
+            {
+                "time": r["time"],
+                "kind": r["kind"],
+                "message": r["message"],
+                "acknowledged": r["acknowledged"],
+            }
             for r in store.all("SELECT * FROM events WHERE severity = 'alert' ORDER BY id")
         ],
     }

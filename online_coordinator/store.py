@@ -167,6 +167,10 @@ MIGRATIONS: tuple[str, ...] = (
         message TEXT NOT NULL
     );
     """,
+    # 2: alerts are acknowledged (by whom, why), never deleted.
+    """
+    ALTER TABLE events ADD COLUMN acknowledged TEXT;
+    """,
 )
 
 

@@ -24,7 +24,6 @@ back its pin receipt: funds must never land where an appliance would refuse to s
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from online_coordinator.store import Store, now
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name
 from shared.bitcoin.descriptor import Descriptor, DescriptorError, parse_key
-from shared.journal import Entry, JournalError
+from shared.journal import Entry, JournalError, audit_key_fingerprint
 
 GAP_LIMIT = 20
 MAX_POOL = 1000
@@ -56,7 +55,7 @@ class ApplianceExport:
 
     @property
     def audit_fingerprint(self) -> str:
-        return hashlib.sha256(self.audit_key).hexdigest()[:16]
+        return audit_key_fingerprint(self.audit_key)
 
 
 def read_receipt_entry(data: bytes) -> Entry:

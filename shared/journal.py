@@ -14,6 +14,7 @@ so a journal signature can never be mistaken for a signature over another docume
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -606,6 +607,12 @@ def _check_audit_key(audit_pubkey: object) -> bytes:
     if not ecdsa.is_valid_pubkey(audit_pubkey):
         raise JournalError("audit key is not a point on secp256k1")
     return audit_pubkey
+
+
+def audit_key_fingerprint(audit_pubkey: bytes) -> str:
+    """16 hex digits of SHA-256 of the audit key: what the appliance's status shows and the
+    coordinator prints at wallet import, so ops can compare them when pinning the key."""
+    return hashlib.sha256(audit_pubkey).hexdigest()[:16]
 
 
 def export_journal(entries: Iterable[Entry], appliance_id: str, audit_pubkey: bytes) -> bytes:

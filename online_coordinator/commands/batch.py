@@ -89,6 +89,11 @@ def register(commands: Any) -> None:
     export_all.add_argument("--out", type=Path, required=True, help="evidence file (JSON)")
     export_all.set_defaults(handler=evidence_command)
 
+    ack = add_state(commands.add_parser("acknowledge", help="acknowledge an alert, with a note"))
+    ack.add_argument("alert", type=int, help="the alert id shown by status")
+    ack.add_argument("--note", required=True, help="who checked it and what was done")
+    ack.set_defaults(handler=acknowledge_command)
+
     status = add_state(commands.add_parser("status", help="every batch's state and alerts"))
     status.add_argument("label", nargs="?")
     status.add_argument("--sync", action="store_true", help="sync with the node first")
@@ -382,7 +387,8 @@ def status_command(args: argparse.Namespace) -> int:
         alerts = [
             dict(r)
             for r in store.all(
-                "SELECT time, kind, message FROM events WHERE severity = 'alert' ORDER BY id"
+                "SELECT id, time, kind, message FROM events WHERE severity = 'alert' AND "
+                "acknowledged IS NULL ORDER BY id"
             )
         ]
         print(json.dumps({"tip": tip, "batches": batches, "alerts": alerts}, indent=2))
@@ -394,4 +400,19 @@ def evidence_command(args: argparse.Namespace) -> int:
         document = export_evidence(store)
     args.out.write_bytes(document)
     print(f"coordinator evidence written to {args.out} ({len(document)} bytes)")
+    return 0
+
+
+def acknowledge_command(args: argparse.Namespace) -> int:
+    """An alert stays open (status exits 3) until someone records what they did about it."""
+    with opened(args) as (_, store):
+        row = store.one("SELECT * FROM events WHERE id = ? AND severity = 'alert'", args.alert)
+        if row is None:
+            raise CommandError(f"no alert with id {args.alert}")
+        if row["acknowledged"] is not None:
+            raise CommandError(f"alert {args.alert} was acknowledged: {row['acknowledged']}")
+        with store.write() as db:
+            db.execute("UPDATE events SET acknowledged = ? WHERE id = ?", (args.note, args.alert))
+            store.event("alert_acknowledged", f"alert {args.alert} acknowledged: {args.note}")
+    print(f"alert {args.alert} acknowledged")
     return 0

@@ -57,6 +57,22 @@ def test_a_database_from_a_newer_coordinator_is_refused(tmp_path: Path) -> None:
         Store.open(tmp_path / "db.sqlite")
 
 
+def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from online_coordinator.store import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute("INSERT INTO events (time, kind, severity, message) VALUES (1, 'k', 'alert', 'm')")
+    db.commit()
+    db.close()
+    with Store.open(tmp_path / "db.sqlite") as store:
+        assert store.one("PRAGMA user_version")[0] == len(MIGRATIONS)
+        row = store.one("SELECT message, acknowledged FROM events")
+        assert (row["message"], row["acknowledged"]) == ("m", None)
+
+
 def test_fee_rate_comes_from_the_node_and_is_capped(desk: Desk) -> None:
     config = load_config(desk.state)
     assert node_fee_rate(config) == config.fallback_fee_rate  # fresh regtest: no estimate

@@ -211,6 +211,9 @@ def test_outflow_without_a_request_raises_an_alert(desk: Desk) -> None:
     assert result.code == 3 and "outflow without a signed request" in result.out
     alerts = json.loads(desk.run("status").out)["alerts"]
     assert alerts and stolen in alerts[0]["message"]
+    assert desk.run("status").code == 3  # open until someone says what was done
+    desk.ok("acknowledge", str(alerts[0]["id"]), "--note", "key compromise protocol started")
+    assert desk.run("status").code == 0
 
 
 def test_coin_received_and_stolen_between_two_syncs_raises_an_alert(desk: Desk) -> None:
