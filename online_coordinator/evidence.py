@@ -105,7 +105,7 @@ def _requests(store: Store) -> list[dict[str, Any]]:
 def _broadcasts(store: Store) -> list[dict[str, Any]]:
     return [
         {
-            "request_id": _hex(r["request_id"]),
+            "request_id": _hex(r["request_key"]),
             "txid": r["txid"],
             "wtxid": r["wtxid"],
             "raw": _hex(r["raw"]),
@@ -115,7 +115,7 @@ def _broadcasts(store: Store) -> list[dict[str, Any]]:
             "sends": r["sends"],
         }
         for r in store.all(
-            "SELECT b.*, q.request_id FROM broadcasts b JOIN requests q ON "
+            "SELECT b.*, q.request_id AS request_key FROM broadcasts b JOIN requests q ON "
             "q.id = b.request_id ORDER BY b.id"
         )
     ]

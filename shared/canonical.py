@@ -32,6 +32,14 @@ def digest(value: Any) -> bytes:
     return hashlib.sha256(encode(value)).digest()
 
 
+def encode_and_copy(value: Any) -> tuple[bytes, Any]:
+    """(canonical encoding, a deep copy read back from it): the copy holds exactly what
+    was encoded, so later edits to ``value`` cannot change what gets hashed. No re-check of
+    canonical form is needed: the bytes are our own encoding."""
+    data = encode(value)
+    return data, cbor2.loads(data)
+
+
 def decode(data: bytes, max_size: int = 1 << 20) -> Any:
     """Decode CBOR that must already be canonical (re-encoding gives the same bytes)."""
     if len(data) > max_size:

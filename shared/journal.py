@@ -211,10 +211,9 @@ def _check_details(details: object) -> dict[str, Any]:
     if not isinstance(details, Mapping):
         raise JournalError("details must be a map")
     _check_detail_map(details, "", 0)
-    encoded = canonical.encode(dict(details))
+    encoded, copied = canonical.encode_and_copy(dict(details))
     if len(encoded) > MAX_RECORD_BYTES:
         raise JournalError(f"details are {len(encoded)} bytes, over the record limit")
-    copied: dict[str, Any] = canonical.decode(encoded)
     return copied
 
 
@@ -245,9 +244,10 @@ class Record:
         object.__setattr__(self, "subjects", _check_subjects(self.subjects))
         _check_decision(self.decision)
         object.__setattr__(self, "details", _check_details(self.details))
-        size = len(canonical.encode(self.to_plain()))
-        if size > MAX_RECORD_BYTES:
-            raise JournalError(f"record is {size} bytes, over the {MAX_RECORD_BYTES} limit")
+        encoded = canonical.encode(self.to_plain())
+        if len(encoded) > MAX_RECORD_BYTES:
+            raise JournalError(f"record is {len(encoded)} bytes, over the {MAX_RECORD_BYTES} limit")
+        object.__setattr__(self, "_digest", hashlib.sha256(encoded).digest())
 
     def to_plain(self) -> dict[str, Any]:
         """The map that is hashed and signed; ``type``/``format`` give domain separation."""
@@ -288,8 +288,11 @@ class Record:
         )
 
     def hash(self) -> bytes:
-        """SHA-256 of the canonical record: what the audit key signs and the next links to."""
-        return canonical.digest(self.to_plain())
+        """SHA-256 of the canonical record: what the audit key signs and the next links to.
+
+        Computed once, at construction, from the validated copy the record holds.
+        """
+        return self._digest  # type: ignore[attr-defined, no-any-return]
 
 
 def _exact_keys(plain: dict[Any, Any], expected: frozenset[str], what: str) -> None:

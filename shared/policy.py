@@ -343,8 +343,15 @@ class Policy:
         return cls.from_plain(_decode(data, "policy"))
 
     def hash(self) -> bytes:
-        """Identity of this policy: journaled, chained by successors, bound into approvals."""
-        return canonical.digest(self.to_plain())
+        """Identity of this policy: journaled, chained by successors, bound into approvals.
+
+        Computed once: every approval check needs it, and the policy is immutable.
+        """
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = canonical.digest(self.to_plain())
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
 
 def _decode(data: object, what: str) -> Any:

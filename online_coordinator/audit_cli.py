@@ -1,0 +1,255 @@
+"""``coldstation-audit``: the auditor's command line (the I/O around :mod:`shared.audit`).
+
+    coldstation-audit replay --journal BUNDLE [--journal BUNDLE ...] --coordinator-export C
+                             [--chain URL --cookie FILE] [--json OUT.json] [--html OUT.html]
+    coldstation-audit verify-receipt FILE [--audit-key HEX]
+
+This program only reads the evidence files, asks the auditor's own node for blocks (with
+``--chain``), and writes the reports; every judgement is made by the pure replay in
+:mod:`shared.audit`, so it can be read and re-run without trusting this adapter.
+
+Exit status: 0 when every check holds, 1 when there are findings (or a receipt does not
+verify), 2 when the input cannot be used at all (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
+from online_coordinator.commands.common import CommandError, read_limited
+from online_coordinator.transport import receive
+from shared.audit.chain import ChainScanError, ChainScanner
+from shared.audit.evidence import (
+    ApplianceBundle,
+    CoordinatorEvidence,
+    EvidenceError,
+    parse_bundle,
+    parse_coordinator,
+)
+from shared.audit.replay import replay
+from shared.audit.report import summary, to_html, to_json
+from shared.audit.wallets import WalletIndex, build_index
+from shared.bitcoin import ecdsa
+from shared.bitcoin.block import Block
+from shared.bitcoin.encoding import DecodeError
+from shared.journal import MAX_EXPORT_BYTES, Entry, JournalError
+from shared.psbt import Psbt, PsbtError
+from shared.request import RequestError, read_receipts
+
+MAX_COORDINATOR_BYTES = 512 * 1024 * 1024
+MAX_FILE_BYTES = 16 * 1024 * 1024
+BLOCKS_PER_CALL = 16
+HASHES_PER_CALL = 1000
+#: Core's chain names -> the network names wallets and policies use.
+CHAINS = {"main": "mainnet", "test": "testnet", "testnet4": "testnet", "signet": "signet",
+          "regtest": "regtest"}  # fmt: skip
+UNUSABLE = (CommandError, EvidenceError, ChainError, ChainScanError, ValueError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coldstation-audit",
+        description="Replay Coldstation signing ceremonies from the evidence alone.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("replay", help="replay every ceremony; write JSON and HTML reports")
+    run.add_argument("--journal", action="append", required=True, type=Path, metavar="BUNDLE",
+                     help="an appliance's audit bundle folder (journal export --evidence); "
+                          "once per appliance")  # fmt: skip
+    run.add_argument("--coordinator-export", required=True, type=Path, metavar="FILE",
+                     help="the coordinator's evidence (coldstation-coordinator export)")
+    run.add_argument("--chain", metavar="URL", help="your own node's RPC URL: walk the chain")
+    run.add_argument("--cookie", type=Path, metavar="FILE",
+                     help="the node's .cookie file (with --chain)")
+    run.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
+    run.add_argument("--html", type=Path, metavar="OUT", help="write the HTML report here")
+    run.set_defaults(handler=replay_command)
+    receipt = sub.add_parser("verify-receipt", help="check one receipt's signature")
+    receipt.add_argument("file", help="a receipt (file or ur:bytes text) or a signed PSBT")
+    receipt.add_argument("--audit-key", metavar="HEX", help="the appliance's audit key")
+    receipt.set_defaults(handler=verify_receipt_command)
+    return parser
+
+
+# -- reading the evidence -----------------------------------------------------------------
+
+
+def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    return read_limited(str(path), limit)
+
+
+def _folder(path: Path) -> dict[str, bytes]:
+    if not path.is_dir():
+        return {}
+    return {p.name: _read(p) for p in sorted(path.glob("*.cbor")) if p.is_file()}
+
+
+def read_bundle(path: Path) -> ApplianceBundle:
+    """A bundle folder, or a bare journal export (then policies and transcripts are absent,
+    which the replay reports)."""
+    if path.is_file():
+        return parse_bundle(str(path), _read(path, MAX_EXPORT_BYTES), {}, {}, journal_name="")
+    journal = path / "journal.cbor"
+    if not journal.is_file():
+        raise CommandError(f"{path}: not an audit bundle (no journal.cbor)")
+    return parse_bundle(str(path), _read(journal, MAX_EXPORT_BYTES),
+                        _folder(path / "policies"), _folder(path / "transcripts"))  # fmt: skip
+
+
+def read_coordinator(path: Path) -> CoordinatorEvidence:
+    return parse_coordinator(str(path), _read(path, MAX_COORDINATOR_BYTES))
+
+
+# -- the chain ----------------------------------------------------------------------------
+
+
+def _rpc(args: argparse.Namespace) -> BitcoinCoreRPC | None:
+    if args.chain is None and args.cookie is None:
+        return None
+    if args.chain is None or args.cookie is None:
+        raise CommandError("--chain and --cookie go together")
+    return BitcoinCoreRPC(args.chain, RpcAuth.from_cookie(args.cookie))
+
+
+def _check_network(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence) -> None:
+    chain = CHAINS.get(rpc.chain_name(), "unknown")
+    networks = {w.network for w in evidence.wallets}
+    if networks and networks != {chain}:
+        raise CommandError(f"the node is on {chain}; the wallets are on "
+                           f"{', '.join(sorted(networks))}")  # fmt: skip
+
+
+def scan_chain(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence,
+               index: WalletIndex) -> ChainScanner:  # fmt: skip
+    """Every block from the wallets' earliest birth height to the node's tip."""
+    _check_network(rpc, evidence)
+    start = min((w.birth_height for w in evidence.wallets), default=0)
+    tip = rpc.block_count()
+    scanner = ChainScanner(index.scripts, start)
+    for low in range(start, tip + 1, HASHES_PER_CALL):
+        hashes = rpc.block_hashes(list(range(low, min(low + HASHES_PER_CALL, tip + 1))))
+        for offset in range(0, len(hashes), BLOCKS_PER_CALL):
+            chunk = hashes[offset : offset + BLOCKS_PER_CALL]
+            raws = rpc.batch([("getblock", [h, 0]) for h in chunk])
+            for position, (block_hash, raw) in enumerate(zip(chunk, raws, strict=True)):
+                scanner.add_block(low + offset + position, _block(raw, block_hash), block_hash)
+    return scanner
+
+
+def _block(raw: object, block_hash: str) -> Block:
+    try:
+        return Block.parse(bytes.fromhex(raw if isinstance(raw, str) else ""))
+    except (ValueError, DecodeError) as exc:
+        raise ChainScanError(f"block {block_hash} from the node does not parse: {exc}") from exc
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    bundles = [read_bundle(path) for path in args.journal]
+    evidence = read_coordinator(args.coordinator_export)
+    index = build_index(evidence)
+    rpc = _rpc(args)
+    scanner = None
+    if rpc is not None:
+        with rpc:
+            scanner = scan_chain(rpc, evidence, index)
+    report = replay(bundles, evidence, scanner, index)
+    inputs = _inputs(args)
+    if args.json is not None:
+        args.json.write_text(to_json(report, inputs), encoding="utf-8")
+    if args.html is not None:
+        args.html.write_text(to_html(report, inputs), encoding="utf-8")
+    print(summary(report))
+    for kind, path in (("JSON", args.json), ("HTML", args.html)):
+        if path is not None:
+            print(f"{kind} report: {path}")
+    return 0 if report.ok else 1
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, str]:
+    inputs = {f"bundle {n}": str(p) for n, p in enumerate(args.journal, start=1)}
+    inputs["coordinator evidence"] = str(args.coordinator_export)
+    inputs["chain"] = args.chain or "not checked"
+    inputs["generated"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return inputs
+
+
+def _receipts(data: bytes, source: str) -> list[Entry]:
+    """A receipt is an entry (binary or hex), or the receipts a signed PSBT carries."""
+    candidates = [data]
+    with contextlib.suppress(UnicodeDecodeError, ValueError):
+        candidates.append(bytes.fromhex(data.decode("ascii").strip()))
+    for candidate in candidates:
+        try:
+            return [Entry.from_bytes(candidate)]
+        except JournalError:
+            continue
+    try:
+        return [Entry.from_bytes(raw) for raw in read_receipts(Psbt.from_text(data))]
+    except (PsbtError, RequestError, JournalError) as exc:
+        raise CommandError(f"{source}: neither a receipt nor a PSBT carrying receipts "
+                           f"({exc})") from exc  # fmt: skip
+
+
+def _audit_key(given: str | None, entry: Entry) -> tuple[bytes, str]:
+    """The key to verify under, and where it came from (the receipt's own claim is only a
+    claim: compare it with the key pinned at import)."""
+    text = given if given is not None else entry.record.details.get("audit_key")
+    how = "given" if given is not None else "named in the receipt itself (compare it with "\
+        "the fingerprint pinned at import)"  # fmt: skip
+    if not isinstance(text, str):
+        raise CommandError(f"receipt seq {entry.record.seq} does not name its audit key: "
+                           "give --audit-key")  # fmt: skip
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 33 or not ecdsa.is_valid_pubkey(key):
+        raise CommandError(f"audit key {text!r} is not a compressed public key")
+    return key, how
+
+
+def verify_receipt_command(args: argparse.Namespace) -> int:
+    entries = _receipts(receive(args.file).data, args.file)
+    if not entries:
+        raise CommandError(f"{args.file}: the PSBT carries no receipt")
+    failed = 0
+    for entry in entries:
+        key, how = _audit_key(args.audit_key, entry)
+        record = entry.record
+        ok = entry.verify(key)
+        failed += not ok
+        decision = f" {record.decision}" if record.decision else ""
+        print(f"appliance {record.appliance_id} seq {record.seq} {record.event}{decision}, "
+              f"record {record.hash().hex()}")  # fmt: skip
+        for name, value in sorted(record.subjects.items()):
+            print(f"  {name}: {value.hex()}")
+        verdict = "verifies" if ok else "DOES NOT VERIFY"
+        print(f"  signature {verdict} under audit key {key.hex()} ({how})")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UNUSABLE as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

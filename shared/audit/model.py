@@ -1,0 +1,244 @@
+"""What a replay produces: findings, ceremonies, per-appliance and per-broadcast results.
+
+Every finding names where the problem is (appliance and journal seq, request id, txid or
+file), because an auditor's next step is to pull that record; "something is wrong" is not
+a finding. ``to_plain`` gives JSON-ready maps (bytes as hex) for the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The checks, in the order the report lists them.
+CHECKS = ("journal", "policy", "ceremony", "receipt", "request", "response", "broadcast", "chain")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem; ``check`` is one of :data:`CHECKS`."""
+
+    check: str
+    message: str
+    appliance: str | None = None
+    seq: int | None = None
+    request_id: str | None = None
+    txid: str | None = None
+    file: str | None = None
+
+    def where(self) -> str:
+        parts = []
+        if self.appliance is not None:
+            parts.append(f"appliance {self.appliance}")
+        if self.seq is not None:
+            parts.append(f"seq {self.seq}")
+        if self.request_id is not None:
+            parts.append(f"request {self.request_id}")
+        if self.txid is not None:
+            parts.append(f"tx {self.txid}")
+        if self.file is not None:
+            parts.append(self.file)
+        return ", ".join(parts) or "evidence"
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.where()}: {self.message}"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "where": self.where(),
+            "message": self.message,
+            "appliance": self.appliance,
+            "seq": self.seq,
+            "request_id": self.request_id,
+            "txid": self.txid,
+            "file": self.file,
+        }
+
+
+@dataclass
+class Ceremony:
+    """One ``signing_decision`` record as replayed; linked later to its request/broadcast."""
+
+    appliance: str
+    seq: int
+    time: int
+    decision: str
+    request_id: str | None
+    request_hash: bytes | None
+    txid: str | None
+    policy_version: int | None
+    paid_out: int | None = None
+    fee: int | None = None
+    approvals: tuple[str, ...] = ()
+    quorum: int | None = None
+    refusals: tuple[str, ...] = ()
+    policy_verdict: str | None = None
+    coordinator_request: str | None = None
+    broadcast: str | None = None
+    height: int | None = None
+    transcript: dict[str, Any] | None = field(default=None, repr=False)
+    psbt_hash: bytes | None = field(default=None, repr=False)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "appliance": self.appliance,
+            "seq": self.seq,
+            "time": self.time,
+            "decision": self.decision,
+            "policy_verdict": self.policy_verdict,
+            "request_id": self.request_id,
+            "request_hash": self.request_hash.hex() if self.request_hash else None,
+            "txid": self.txid,
+            "policy_version": self.policy_version,
+            "approvals": list(self.approvals),
+            "quorum": self.quorum,
+            "refusals": list(self.refusals),
+            "paid_out": self.paid_out,
+            "fee": self.fee,
+            "in_coordinator_evidence": self.coordinator_request is not None,
+            "broadcast": self.broadcast,
+            "height": self.height,
+            "ok": self.ok,
+            "findings": [f.to_plain() for f in self.findings],
+        }
+
+
+@dataclass
+class ApplianceStatus:
+    """The journal of one appliance: how long, where it ends, whether it holds."""
+
+    appliance_id: str
+    source: str
+    audit_key: str
+    records: int
+    head: str
+    anchored: str
+    policy_versions: list[int] = field(default_factory=list)
+    approved: int = 0
+    refused: int = 0
+    journal_findings: int = 0
+    findings: int = 0
+
+    @property
+    def journal_ok(self) -> bool:
+        return self.journal_findings == 0
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "appliance_id": self.appliance_id,
+            "source": self.source,
+            "audit_key": self.audit_key,
+            "anchored": self.anchored,
+            "records": self.records,
+            "head": self.head,
+            "journal_ok": self.journal_ok,
+            "policy_versions": self.policy_versions,
+            "approved": self.approved,
+            "refused": self.refused,
+            "findings": self.findings,
+        }
+
+
+@dataclass
+class BroadcastResult:
+    """A transaction the coordinator broadcast, and the ceremonies that approved it."""
+
+    txid: str
+    state: str
+    height: int | None
+    request_id: str | None
+    approved_by: list[str] = field(default_factory=list)
+    signers: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def approved(self) -> bool:
+        return self.request_id is not None and not self.findings
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "txid": self.txid,
+            "state": self.state,
+            "height": self.height,
+            "request_id": self.request_id,
+            "approved_by": self.approved_by,
+            "signers": self.signers,
+            "ok": self.approved,
+        }
+
+
+@dataclass(frozen=True)
+class OutflowResult:
+    """A transaction seen on chain spending a wallet output, and what it maps to."""
+
+    txid: str
+    height: int
+    block_hash: str
+    broadcast: str | None
+    malleated: bool
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "txid": self.txid,
+            "height": self.height,
+            "block_hash": self.block_hash,
+            "broadcast": self.broadcast,
+            "malleated": self.malleated,
+        }
+
+
+@dataclass
+class ChainSummary:
+    """Which blocks were walked; ``None`` in the report when no chain was given."""
+
+    start: int
+    tip: int
+    tip_hash: str
+    wallet_outputs: int
+    outflows: list[OutflowResult] = field(default_factory=list)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "tip": self.tip,
+            "tip_hash": self.tip_hash,
+            "wallet_outputs": self.wallet_outputs,
+            "outflows": [o.to_plain() for o in self.outflows],
+        }
+
+
+@dataclass
+class Report:
+    """Everything a replay found; ``ok`` only when there is no finding at all."""
+
+    appliances: list[ApplianceStatus]
+    ceremonies: list[Ceremony]
+    broadcasts: list[BroadcastResult]
+    findings: list[Finding]
+    requests: int
+    chain: ChainSummary | None = None
+    notes: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "appliances": len(self.appliances),
+            "records": sum(a.records for a in self.appliances),
+            "ceremonies": len(self.ceremonies),
+            "approved": sum(1 for c in self.ceremonies if c.decision == "approved"),
+            "refused": sum(1 for c in self.ceremonies if c.decision == "refused"),
+            "requests": self.requests,
+            "broadcasts": len(self.broadcasts),
+            "outflows": len(self.chain.outflows) if self.chain else 0,
+            "findings": len(self.findings),
+        }

@@ -1,0 +1,89 @@
+"""Audit replay: re-verify every signing ceremony from signatures and hashes alone.
+
+Pure: it takes parsed evidence (:mod:`shared.audit.evidence`), and optionally a chain scan
+(:mod:`shared.audit.chain`), and returns a :class:`~shared.audit.model.Report`. It reads no
+file and no network, so the same evidence always gives the same report.
+
+The checks, each naming the record, request or transaction it concerns:
+
+1. journal: hash chain, every record's audit-key signature, the export's own length, the
+   audit key pinned by the coordinator and journaled by its own ``key_generated`` record;
+2. policies: each installed policy is in the bundle and unchanged, each verifies under the
+   previous one's administrator quorum, and no policy file is left unexplained;
+3. ceremonies: each decision's transcript is the one journaled, the policy then in force
+   reaches the same decision from it, approvals are a valid quorum over the request hash;
+4. coordinator: receipts are journal records, request hashes recompute, signatures verify
+   and are the wallet's, each broadcast is exactly one approved request;
+5. chain (when given): each transaction spending a wallet output is such a broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.audit.chain import ChainScanner, map_outflows
+from shared.audit.coordinator_replay import CoordinatorReplay
+from shared.audit.evidence import ApplianceBundle, CoordinatorEvidence, EvidenceError
+from shared.audit.journal_replay import ApplianceReplay
+from shared.audit.model import CHECKS, Finding, Report
+from shared.audit.wallets import MAX_INDEX, WalletIndex, build_index
+
+
+def replay(
+    bundles: Sequence[ApplianceBundle],
+    coordinator: CoordinatorEvidence,
+    chain: ChainScanner | None = None,
+    index: WalletIndex | None = None,
+) -> Report:
+    """Replay every bundle against the coordinator's evidence (and the chain, if scanned).
+
+    ``index`` may be passed when the caller already built it to scan the chain.
+    Raises EvidenceError only for evidence that cannot be replayed at all (two bundles of
+    one appliance); everything else becomes a finding.
+    """
+    _one_bundle_each(bundles)
+    index = index or build_index(coordinator)
+    replays = {
+        b.appliance_id: ApplianceReplay(b, coordinator.appliances.get(b.appliance_id)).run()
+        for b in bundles
+    }
+    checked = CoordinatorReplay(coordinator, replays, index).run()
+    findings = [f for r in replays.values() for f in r.findings] + checked.findings
+    report = Report(
+        [r.status for r in replays.values()],
+        [c for r in replays.values() for c in r.ceremonies],
+        checked.broadcasts,
+        findings,
+        len(coordinator.requests),
+        notes=list(checked.notes),
+        alerts=list(coordinator.alerts),  # the coordinator's own alarms, for comparison
+    )
+    if chain is not None:
+        report.chain, chain_findings = map_outflows(
+            chain, coordinator.broadcasts, checked.broadcasts, coordinator.requests
+        )
+        findings += chain_findings
+    for r in replays.values():
+        r.status.findings = len(r.findings)
+    if index.capped:
+        report.notes.append(f"wallet scripts derived only up to index {MAX_INDEX}")
+    report.findings = sorted(findings, key=_order)
+    return report
+
+
+def _one_bundle_each(bundles: Sequence[ApplianceBundle]) -> None:
+    seen: dict[str, str] = {}
+    for bundle in bundles:
+        if bundle.appliance_id in seen:
+            raise EvidenceError(
+                f"{bundle.source} and {seen[bundle.appliance_id]} are both bundles of "
+                f"appliance {bundle.appliance_id}: give one"
+            )
+        seen[bundle.appliance_id] = bundle.source
+
+
+def _order(finding: Finding) -> tuple[int, str, int]:
+    return CHECKS.index(finding.check), finding.appliance or "", finding.seq or 0
+
+
+__all__ = ["replay"]

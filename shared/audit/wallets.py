@@ -1,0 +1,94 @@
+"""Which scripts and keys are the custodian's, derived from the wallet descriptors alone.
+
+The auditor does not take the coordinator's address inventory on trust: every script is
+re-derived from the descriptors in the evidence. Ranged descriptors are derived from index
+0 up to the highest index any PSBT in the evidence names (in its BIP-32 derivation hints)
+plus a gap of :data:`GAP`, on both branches; a hint only says how far to look, never what
+is ours. Fixed-key descriptors (``wpkh(<hex>)``, the appliance's HSM keys) have one script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
+from shared.bitcoin.bip32 import HARDENED
+from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError
+from shared.psbt import Psbt
+
+GAP = 100
+#: A hint naming a huge index must not make the replay derive for hours.
+MAX_INDEX = 20_000
+
+
+@dataclass(frozen=True)
+class WalletScript:
+    """A derived output script: its wallet and the public keys that may sign for it."""
+
+    wallet: str
+    keys: frozenset[bytes]
+
+
+@dataclass
+class WalletIndex:
+    """Every derived script of every wallet, and which appliance holds which key."""
+
+    scripts: dict[bytes, WalletScript] = field(default_factory=dict)
+    appliance_keys: dict[bytes, str] = field(default_factory=dict)
+    external_keys: set[bytes] = field(default_factory=set)
+    highest_index: int = -1
+    capped: bool = False
+
+    def wallet_of(self, script: bytes) -> str | None:
+        found = self.scripts.get(script)
+        return found.wallet if found else None
+
+
+def highest_hinted_index(psbts: Iterable[Psbt]) -> int:
+    """The largest unhardened last path element in any derivation hint, or -1."""
+    highest = -1
+    for psbt in psbts:
+        for node in (*psbt.inputs, *psbt.outputs):
+            for origin in node.bip32_derivations.values():
+                if origin.path and origin.path[-1] < HARDENED:
+                    highest = max(highest, origin.path[-1])
+    return highest
+
+
+def build_index(evidence: CoordinatorEvidence) -> WalletIndex:
+    """Derive every wallet's scripts (see the module docstring)."""
+    psbts = [p for r in evidence.requests for p in (r.psbt, *r.responses)]
+    index = WalletIndex(highest_index=highest_hinted_index(psbts))
+    top = index.highest_index + GAP
+    if top > MAX_INDEX:
+        top, index.capped = MAX_INDEX, True
+    for wallet in evidence.wallets:
+        _add_wallet(index, wallet, top)
+    return index
+
+
+def _add_wallet(index: WalletIndex, wallet: WalletEvidence, top: int) -> None:
+    for member in wallet.members:
+        key = member.pubkey
+        if key is not None and member.role == "appliance" and member.appliance_id:
+            index.appliance_keys[key] = member.appliance_id
+        elif key is not None:
+            index.external_keys.add(key)
+    for descriptor in wallet.descriptors:
+        for derived in _derive_all(descriptor, top):
+            keys = frozenset(pk for pk, _ in derived.keys)
+            index.scripts.setdefault(derived.script_pubkey, WalletScript(wallet.name, keys))
+
+
+def _derive_all(descriptor: Descriptor, top: int) -> list[DerivedOutput]:
+    indexes = range(top + 1) if descriptor.is_ranged else range(1)
+    branches = (False, True) if descriptor.branch_count >= 2 else (False,)
+    derived = []
+    for change in branches:
+        for i in indexes:
+            try:
+                derived.append(descriptor.derive(i, change))
+            except DescriptorError:
+                continue  # an index with no valid child key (BIP-32 skips it too)
+    return derived
