@@ -5,11 +5,18 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := softhsm2 libzbar0
 export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: test lint bench fuzz system-deps venv clean
+.PHONY: test demo lint bench fuzz system-deps venv clean
 
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests
+
+# The whole story on embedded defaults (SoftHSM2, local regtest validated by Bitcoin Core's
+# libbitcoinkernel, QR frames through a simulated camera), narrated, in DEMO_DIR.
+# DEMO_DIR is wiped first (only if an earlier demo made it); DEMO_ARGS=--keep-node keeps the node.
+DEMO_DIR ?= coldstation-demo
+demo: venv
+	$(PY) -m tests.e2e.demo --dir $(DEMO_DIR) $(DEMO_ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
@@ -21,6 +28,7 @@ bench: venv
 	$(PY) -m tests.bench.hsm_bench
 	$(PY) -m tests.bench.sign_bench
 	$(PY) -m tests.bench.coordinator_bench
+	$(PY) -m tests.bench.audit_bench
 
 fuzz: venv
 	$(VENV)/bin/pip install -q -e '.[fuzz]'

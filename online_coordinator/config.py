@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import stat
 import tomllib
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
 
 
 def _node(table: dict[str, Any], path: Path) -> NodeConfig:
+    if "regtest" in table:
+        return _regtest_node(Path(_get(table, "regtest", str, path)), path)
     url = _get(table, "url", str, path)
     cookie = table.get("cookie")
     user, password = table.get("user"), table.get("password")
@@ -131,6 +134,18 @@ def _node(table: dict[str, Any], path: Path) -> NodeConfig:
             f"{path} holds a node password and is readable by other users: chmod 600 {path}"
         )
     return NodeConfig(url, Path(cookie) if cookie else None, user, password)
+
+
+def _regtest_node(datadir: Path, path: Path) -> NodeConfig:
+    """The local regtest's address is read when used: it gets a new port on each start."""
+    try:
+        info = json.loads((datadir / "regtest.json").read_text())
+        return NodeConfig(str(info["url"]), Path(info["cookie"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: the local regtest in {datadir} is not running ({exc}); "
+            "run `coldstation-coordinator regtest start` first"
+        ) from exc
 
 
 def _check_ranges(config: Config, path: Path) -> None:
@@ -169,17 +184,32 @@ def _get(table: dict[str, Any], name: str, kind: type, path: Path, default: Any 
 
 
 def write_config(
-    state_dir: Path, network: str, url: str, cookie: Path, requester: str = "ops"
+    state_dir: Path,
+    network: str,
+    node: tuple[str, Path] | Path,
+    requester: str = "ops",
 ) -> Path:
-    """A first config pointing at a cookie-authenticated node (no password to protect)."""
+    """A first config: ``node`` is (url, cookie file) of a node, or a local regtest's datadir.
+
+    Cookie authentication only, so the file holds no password to protect.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / CONFIG_NAME
+    if isinstance(node, tuple):
+        node_table = f"url = {_toml(node[0])}\ncookie = {_toml(str(node[1].resolve()))}\n"
+    else:
+        node_table = f"regtest = {_toml(str(node.resolve()))}\n"
     path.write_text(
-        f'network = "{network}"\nrequester = "{requester}"\nconfirmations = 6\n\n'
-        f'[node]\nurl = "{url}"\ncookie = "{cookie.resolve()}"\n\n'
+        f"network = {_toml(network)}\nrequester = {_toml(requester)}\nconfirmations = 6\n\n"
+        f"[node]\n{node_table}\n"
         "[fees]\nmax_fee_rate = 100000\nfallback_fee_rate = 2000\ntarget_blocks = 6\n\n"
         "[requests]\nexpiry_hours = 24\n",
         encoding="utf-8",
     )
     load_config(state_dir)  # what we wrote must load
     return path
+
+
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these characters)."""
+    return json.dumps(text)

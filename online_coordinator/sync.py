@@ -230,7 +230,7 @@ def _walk_block(
         for position, tx in enumerate(block.transactions):
             if position:
                 _spends(store, tx, height, block_hash, report)
-            _receives(store, tx, height, ours, coinbase=position == 0)
+            _receives(store, tx, height, ours, report, coinbase=position == 0)
 
 
 def _receives(
@@ -238,6 +238,7 @@ def _receives(
     tx: Transaction,
     height: int,
     ours: dict[bytes, tuple[int, int]],
+    report: SyncReport,
     *,
     coinbase: bool,
 ) -> None:
@@ -250,11 +251,11 @@ def _receives(
     )
     for vout, out in paid:
         wallet_id, address_id = ours[out.script_pubkey]
-        store.db.execute(
+        report.new_coins += store.db.execute(
             "INSERT OR IGNORE INTO utxos (txid, vout, wallet_id, address_id, value, height, "
             "coinbase, state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
             (tx.txid_hex, vout, wallet_id, address_id, out.value, height, coinbase, now()),
-        )
+        ).rowcount
         store.db.execute("UPDATE addresses SET state = 'used' WHERE id = ?", (address_id,))
 
 

@@ -18,16 +18,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from online_coordinator.commands.common import CommandError, read_limited
-from shared.qr.camera import CameraError, FrameSource
-from shared.qr.presets import preset_by_name
-from shared.qr.receiver import QrReceiver
-from shared.qr.video import VideoWriteError, write_video
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.ur import UR, URDecoder, UREncoder
+
+if TYPE_CHECKING:  # OpenCV and numpy load only when a camera or video is used
+    from shared.qr.receiver import QrReceiver
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov"})
 UR_TEXT_PART_BYTES = 200
@@ -83,6 +81,9 @@ def _to_file(source: str, ur_type: str, cbor: bytes) -> bytes:
 
 
 def _scan(device: int | str, timeout: float, how: str) -> Payload:
+    from shared.qr.camera import CameraError, FrameSource
+    from shared.qr.receiver import QrReceiver
+
     try:
         source = FrameSource(device)
     except CameraError as exc:
@@ -101,9 +102,7 @@ def _scan(device: int | str, timeout: float, how: str) -> Payload:
     return Payload(_to_file(str(device), result.ur_type, result.cbor), result.ur_type, how)
 
 
-def scan_frames(
-    receiver: QrReceiver, frames: Iterator[np.ndarray], timeout: float, live: bool
-) -> None:
+def scan_frames(receiver: QrReceiver, frames: Iterator[Any], timeout: float, live: bool) -> None:
     """Feed frames until the transfer completes or ``timeout`` passes; progress on stderr."""
     started = time.monotonic()
     last_report = started
@@ -130,6 +129,9 @@ def write_qr_video(
     ur_type: str, cbor: bytes, path: Path, preset: str = "fast", cycles: float = 3.0
 ) -> int:
     """An animated-QR video of the payload, as a screen would show it; frames written."""
+    from shared.qr.presets import preset_by_name
+    from shared.qr.video import VideoWriteError, write_video
+
     chosen = preset_by_name(preset).with_overrides(ur_type=ur_type)
     encoder = UREncoder(UR(ur_type, cbor), chosen.max_fragment_len)
     renderer = chosen.renderer()

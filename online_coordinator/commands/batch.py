@@ -398,7 +398,11 @@ def status_command(args: argparse.Namespace) -> int:
 def evidence_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         document = export_evidence(store)
-    args.out.write_bytes(document)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(document)
+    except OSError as exc:
+        raise CommandError(f"{args.out}: {exc.strerror or exc}") from exc
     print(f"coordinator evidence written to {args.out} ({len(document)} bytes)")
     return 0
 

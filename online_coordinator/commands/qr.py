@@ -12,20 +12,17 @@ import argparse
 import math
 import sys
 from collections.abc import Iterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
 from online_coordinator.commands.ur import make_encoder
 from online_coordinator.transport import scan_frames
-from shared.qr.camera import CameraError, FrameSource
-from shared.qr.channel import Channel, parse_channel_spec
 from shared.qr.presets import PRESETS, Preset, preset_by_name
-from shared.qr.receiver import QrReceiver
-from shared.qr.video import VideoWriteError, write_video
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.registry import REGISTRY
+
+if TYPE_CHECKING:  # OpenCV loads only when a video is written or scanned
+    from shared.qr.channel import Channel
 
 
 def register(commands: Any) -> None:
@@ -71,6 +68,8 @@ def _preset(args: argparse.Namespace) -> Preset:
 def _channel(spec: str | None) -> Channel | None:
     if spec is None:
         return None
+    from shared.qr.channel import Channel, parse_channel_spec
+
     try:
         return Channel(parse_channel_spec(spec))
     except ValueError as exc:
@@ -78,13 +77,15 @@ def _channel(spec: str | None) -> Channel | None:
 
 
 def video_command(args: argparse.Namespace) -> int:
+    from shared.qr.video import VideoWriteError, write_video
+
     preset = _preset(args)
     channel = _channel(args.channel)
     encoder = make_encoder(args.type, read_limited(args.file), preset.max_fragment_len,
                            args.fountain)  # fmt: skip
     count = max(1, math.ceil(encoder.seq_len * args.cycles))
     renderer = preset.renderer()
-    frames: Iterator[np.ndarray] = (renderer.image(encoder.next_part().upper())
+    frames: Iterator[Any] = (renderer.image(encoder.next_part().upper())
                                     for _ in range(count))  # fmt: skip
     if channel is not None:
         frames = channel.apply(frames)
@@ -98,6 +99,9 @@ def video_command(args: argparse.Namespace) -> int:
 
 
 def scan_command(args: argparse.Namespace) -> int:
+    from shared.qr.camera import CameraError, FrameSource
+    from shared.qr.receiver import QrReceiver
+
     channel = _channel(args.channel)
     try:
         source = FrameSource(args.video if args.video is not None else args.camera)
@@ -105,7 +109,7 @@ def scan_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     with source:
         receiver = QrReceiver(fps=source.fps)
-        frames: Iterator[np.ndarray] = iter(source)
+        frames: Iterator[Any] = iter(source)
         if channel is not None:
             frames = channel.apply(frames)
         scan_frames(receiver, frames, args.timeout, live=args.camera is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,25 +130,19 @@ def register(commands: Any) -> None:
 
 
 def init_command(args: argparse.Namespace) -> int:
+    node: tuple[str, Path] | Path
     if args.regtest is not None:
-        try:
-            info = json.loads((args.regtest / "regtest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CommandError(
-                f"{args.regtest}: no running regtest ({exc}); run "
-                "`coldstation-coordinator regtest start` first"
-            ) from exc
-        network, url, cookie = "regtest", info["url"], Path(info["cookie"])
+        network, node, where = "regtest", args.regtest, f"local regtest in {args.regtest}"
     else:
         if not (args.network and args.node_url and args.cookie):
             raise CommandError("give --network, --node-url and --cookie (or --regtest DATADIR)")
-        network, url, cookie = args.network, args.node_url, args.cookie
+        network, node, where = args.network, (args.node_url, args.cookie), args.node_url
     try:
-        path = write_config(args.state, network, url, cookie, args.requester)
+        path = write_config(args.state, network, node, args.requester)
         Store.open(load_config(args.state).database).close()
     except (ConfigError, StoreError) as exc:
         raise CommandError(str(exc)) from exc
-    print(f"coordinator configured in {path} ({network}, node {url})")
+    print(f"coordinator configured in {path} ({network}, node: {where})")
     return 0
 
 
@@ -223,7 +218,9 @@ def address_command(args: argparse.Namespace) -> int:
         slot = next_address(store, wallet, change=False, note=args.note)
         print(slot.address)
         if slot.reused:
-            print("warning: the key pool is exhausted; this address was used before")
+            print(
+                "warning: the key pool is exhausted; this address was used before", file=sys.stderr
+            )
     return 0
 
 

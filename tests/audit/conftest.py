@@ -147,7 +147,7 @@ def real_evidence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEvid
     server = start_in_thread(node)
     try:
         state = root / "coordinator"
-        write_config(state, "regtest", server.url, Path(server.cookie_path))
+        write_config(state, "regtest", (server.url, Path(server.cookie_path)))
         built = _build(root, Desk(state, node, root))
         yield dataclasses.replace(built, rpc_url=server.url, cookie=Path(server.cookie_path))
     finally:

@@ -53,7 +53,7 @@ def main() -> None:
         server = start_in_thread(node)
         try:
             state = Path(tmp) / "coordinator"
-            write_config(state, "regtest", server.url, Path(server.cookie_path))
+            write_config(state, "regtest", (server.url, Path(server.cookie_path)))
             config = load_config(state)
             store = Store.open(config.database)
             appliance = SoftAppliance("bench")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from online_coordinator.regtest.node import RegtestNode
 
 from online_coordinator.cli import main as coordinator_main
 from online_coordinator.config import load_config, write_config
+from online_coordinator.regtest.node import RegtestNode
 from online_coordinator.regtest.server import start_in_thread
 from online_coordinator.store import Store
 from shared.bitcoin.address import Network, address_to_script
@@ -84,7 +84,7 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
     server = start_in_thread(node)
     try:
         state = tmp_path / "coordinator"
-        write_config(state, "regtest", server.url, Path(server.cookie_path))
+        write_config(state, "regtest", (server.url, Path(server.cookie_path)))
         yield Desk(state, node, tmp_path)
     finally:
         server.shutdown()

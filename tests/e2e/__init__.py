@@ -1,0 +1,1 @@
+"""End-to-end scenarios: the real programs driven through their command lines."""
