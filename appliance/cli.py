@@ -32,8 +32,6 @@ from appliance.state import ApplianceState, StateError
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import JournalError, audit_key_fingerprint, export_journal
 from shared.policy import Policy, PolicyError, SignedPolicy
-from shared.qr.camera import CameraError, FrameSource
-from shared.qr.receiver import QrReceiver
 from shared.review import Review
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
@@ -41,7 +39,7 @@ from shared.ur.ur import UR, UREncoder
 
 REFUSALS = (CeremonyError, QuorumError, OfficerError, KeystoreError, BackupError, PolicyError,
             JournalError, JournalStoreError, HsmError, StateError, PinSourceError, SigningError,
-            DescriptorError, CameraError, PayloadError)  # fmt: skip
+            DescriptorError, PayloadError)  # fmt: skip
 #: Policy fields `policy draft --set` may change (identity and chain fields may not).
 _SETTABLE = {"approval_quorum", "admin_quorum", "require_address_book", "per_tx_limit",
              "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max"}  # fmt: skip
@@ -383,13 +381,18 @@ def restore_command(args: argparse.Namespace) -> int:
 
 
 def _scan_psbt(args: argparse.Namespace) -> bytes:
-    source = FrameSource(args.video if args.video is not None else args.camera)
-    receiver = QrReceiver(expected_types=["crypto-psbt", "psbt"], fps=source.fps)
-    with source:
-        for image in source:
-            receiver.feed(image)
-            if receiver.is_complete:
-                break
+    from shared.qr.camera import CameraError, FrameSource  # OpenCV loads only to scan
+    from shared.qr.receiver import QrReceiver
+
+    try:
+        with FrameSource(args.video if args.video is not None else args.camera) as source:
+            receiver = QrReceiver(expected_types=["crypto-psbt", "psbt"], fps=source.fps)
+            for image in source:
+                receiver.feed(image)
+                if receiver.is_complete:
+                    break
+    except CameraError as exc:
+        raise CeremonyError(str(exc)) from exc
     if receiver.result is None:
         raise CeremonyError(f"scan incomplete: {receiver.progress()}")
     return cbor_to_file(receiver.result.ur_type, receiver.result.cbor)
