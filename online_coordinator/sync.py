@@ -268,7 +268,7 @@ def _spends(
     ]
     if not ours:
         return
-    broadcast = _matching_broadcast(store, tx, outpoints)
+    broadcast = matching_broadcast(store, tx, outpoints)
     if broadcast is None:
         message = (
             f"outflow without a signed request: transaction {tx.txid_hex} in block "
@@ -286,7 +286,7 @@ def _spends(
         )
 
 
-def _matching_broadcast(
+def matching_broadcast(
     store: Store, tx: Transaction, outpoints: list[tuple[str, int]]
 ) -> sqlite3.Row | None:
     """Our broadcast this is: same wtxid, same txid, or same outpoints spent (malleated)."""
