@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := softhsm2 libzbar0
 export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: test demo lint bench fuzz system-deps venv clean
+.PHONY: test demo lint bench fuzz system-deps venv clean image image-deps test-image
 
 test: venv
 	$(PY) -m ruff check .
@@ -53,3 +53,18 @@ venv: system-deps $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The cold-station OS image (issue 8, docs/image.md): needs root, debootstrap and, for the
+# tests, qemu. Not part of `make test` or CI's default run (about 15 minutes as root).
+IMAGE_APT_PACKAGES := debootstrap squashfs-tools dosfstools mtools fdisk zstd e2fsprogs qemu-system-x86 ovmf
+
+image-deps:
+	@missing=""; for p in $(IMAGE_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; fi
+
+image: image-deps
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) bash image-build/build.sh
+
+test-image: venv image-deps
+	COLDSTATION_IMAGE_TESTS=1 $(PY) -m pytest tests/image -v -rA
