@@ -193,20 +193,22 @@ def write_config(
 
     Cookie authentication only, so the file holds no password to protect.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / CONFIG_NAME
+    if path.exists():
+        raise ConfigError(f"{path} already exists: edit it, or use another --state directory")
     if isinstance(node, tuple):
         node_table = f"url = {_toml(node[0])}\ncookie = {_toml(str(node[1].resolve()))}\n"
     else:
         node_table = f"regtest = {_toml(str(node.resolve()))}\n"
-    path.write_text(
+    text = (
         f"network = {_toml(network)}\nrequester = {_toml(requester)}\nconfirmations = 6\n\n"
         f"[node]\n{node_table}\n"
         "[fees]\nmax_fee_rate = 100000\nfallback_fee_rate = 2000\ntarget_blocks = 6\n\n"
-        "[requests]\nexpiry_hours = 24\n",
-        encoding="utf-8",
+        "[requests]\nexpiry_hours = 24\n"
     )
-    load_config(state_dir)  # what we wrote must load
+    _from_document(tomllib.loads(text), state_dir, path)  # check before anything is written
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

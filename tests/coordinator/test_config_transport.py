@@ -117,3 +117,16 @@ def test_incomplete_or_missing_payloads_are_clear_errors(tmp_path: Path) -> None
         receive(str(tmp_path / "missing.psbt"))
     with pytest.raises(CommandError, match="camera:N"):
         receive("camera:front")
+
+
+def test_init_never_overwrites_a_config_nor_writes_a_broken_one(tmp_path: Path) -> None:
+    from online_coordinator.config import write_config
+
+    with pytest.raises(ConfigError, match="not running"):
+        write_config(tmp_path / "a", "regtest", tmp_path / "no-regtest")
+    assert not (tmp_path / "a" / "coordinator.toml").exists()
+    write_config(tmp_path / "b", "regtest", ("http://127.0.0.1:1", tmp_path / "cookie"))
+    before = (tmp_path / "b" / "coordinator.toml").read_bytes()
+    with pytest.raises(ConfigError, match="already exists"):
+        write_config(tmp_path / "b", "mainnet", ("http://127.0.0.1:2", tmp_path / "cookie"))
+    assert (tmp_path / "b" / "coordinator.toml").read_bytes() == before
