@@ -39,11 +39,9 @@ FORMAT = "coldstation-image-manifest/1"
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file, streamed; the one file hasher of the image build."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # -- normalise ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ fixed order, fixed disk identifier.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,20 +24,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from manifest import sha256_file  # a sibling script: lib/ is on sys.path when run
+
 MIB = 1 << 20
 PART_START = 2048  # sectors
 
 
 def run(*command: str, **kwargs: Any) -> None:
     subprocess.run(command, check=True, **kwargs)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fat_hashes(fat: Path, work: Path, env: dict[str, str]) -> dict[str, str]:
@@ -52,7 +45,7 @@ def fat_hashes(fat: Path, work: Path, env: dict[str, str]) -> dict[str, str]:
             continue
         copy = work / "hash.tmp"
         run("mcopy", "-n", "-i", str(fat), f"::{path}", str(copy), env=env)
-        hashes[path] = sha256(copy)
+        hashes[path] = sha256_file(copy)
         copy.unlink()
     return hashes
 
@@ -79,7 +72,7 @@ def main() -> None:
         (config / "loader/entries/serial.conf", "loader/entries/serial.conf"),
     ]
     stage.mkdir(parents=True)
-    hashes = "".join(f"{sha256(src)}  /{dest}\n" for src, dest in files)
+    hashes = "".join(f"{sha256_file(src)}  /{dest}\n" for src, dest in files)
     (stage / "manifest-hashes.txt").write_text(hashes)
     files.append((stage / "manifest-hashes.txt", "coldstation/manifest-hashes.txt"))
     for src, _ in files:

@@ -23,13 +23,14 @@ Subcommands (stdlib only; ``pip`` is run as a subprocess):
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
 import tempfile
 import tomllib
 from pathlib import Path
+
+from manifest import sha256_file  # a sibling script: lib/ is on sys.path when run
 
 HERE = Path(__file__).resolve().parent.parent
 #: The image's interpreter: Debian bookworm's python3 (3.11) on glibc 2.36, x86_64.
@@ -57,14 +58,6 @@ def wheel_name_version(path: Path) -> tuple[str, str]:
     return canonical(name), version
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def venv_pins(pip: str) -> list[str]:
     """``name==version`` for everything in the development venv: the versions the tests ran."""
     done = subprocess.run([pip, "freeze", "--exclude-editable", "--all"], capture_output=True,
@@ -85,7 +78,7 @@ def write_lock(path: Path, wheels: list[Path], what: str) -> None:
     lines = [HEADER.format(what=what, py=PYTHON_VERSION)]
     for wheel in sorted(wheels, key=lambda w: wheel_name_version(w)[0]):
         name, version = wheel_name_version(wheel)
-        lines.append(f"{name}=={version} \\\n    --hash=sha256:{sha256(wheel)}\n")
+        lines.append(f"{name}=={version} \\\n    --hash=sha256:{sha256_file(wheel)}\n")
     path.write_text("".join(lines))
     print(f"wrote {path} ({len(wheels)} wheels)")
 
@@ -126,7 +119,7 @@ def requirements(lockfile: Path, wheel: Path, out: Path) -> None:
     name, version = wheel_name_version(wheel)
     text = lockfile.read_text()
     text += f"# This checkout, built at image build time:\n{name}=={version} \\\n"
-    text += f"    --hash=sha256:{sha256(wheel)}\n"
+    text += f"    --hash=sha256:{sha256_file(wheel)}\n"
     out.write_text(text)
 
 
@@ -142,7 +135,7 @@ def main(argv: list[str]) -> int:
         lockfile, directory, name = Path(args[0]), Path(args[1]), canonical(args[2])
         version, digest = locked(lockfile)[name]
         for wheel in sorted(directory.glob("*.whl")):
-            if wheel_name_version(wheel) == (name, version) and sha256(wheel) == digest:
+            if wheel_name_version(wheel) == (name, version) and sha256_file(wheel) == digest:
                 print(wheel)
                 return 0
         print(f"no wheel for {name}=={version} with the locked hash in {directory}",
