@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := softhsm2 libzbar0
+APT_PACKAGES := softhsm2 libzbar0 faketime
 export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
 .PHONY: test demo lint bench fuzz system-deps venv clean image image-deps test-image

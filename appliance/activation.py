@@ -8,6 +8,11 @@ active in the installed policy and that the token holds the registered approval 
 must sign a fresh challenge), reads the shares and combines them. Fewer than the quorum,
 a revoked or unknown officer, or shares of different secrets never produce a PIN.
 
+The secret mixes the OS's random bytes with the signing HSM's (:func:`new_activation_secret`),
+so neither source alone decides it; the journal records both sources (REQUIREMENTS 7).
+After a re-key an officer token may hold shares of two secrets; the station asks for the
+share set by its SLIP-39 identifier, which the journal records.
+
 The PIN is kept in a bytearray that is zeroed when the :class:`ActivatedPin` context exits.
 The ``str`` handed to the PKCS#11 login (python-pkcs11 wants text) and the ``bytes`` that
 shamir_mnemonic returns are immutable and cannot be wiped in CPython; their lifetime is
@@ -16,8 +21,10 @@ kept to the call that needs them.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -36,11 +43,20 @@ class QuorumError(RuntimeError):
     """The presented officers or shares do not make a quorum; the message says why."""
 
 
-def new_activation_secret(size: int = 16) -> bytes:
-    """A fresh random activation secret (16 bytes: 20-word shares; or 32 bytes)."""
+def new_activation_secret(size: int = 16, hsm_random: bytes = b"") -> bytes:
+    """A fresh activation secret (16 bytes: 20-word shares; or 32 bytes).
+
+    SHA-256 of the OS's random bytes followed by ``hsm_random`` (the signing token's
+    C_GenerateRandom), cut to ``size``: as strong as the better of the two sources.
+    """
     if size not in SECRET_SIZES:
         raise ValueError(f"activation secret must be one of {SECRET_SIZES} bytes, not {size}")
-    return secrets.token_bytes(size)
+    return hashlib.sha256(os.urandom(32) + bytes(hsm_random)).digest()[:size]
+
+
+def share_identifier(mnemonics: Sequence[str]) -> int:
+    """The SLIP-39 identifier the shares of one secret share (what the journal records)."""
+    return int(Share.from_mnemonic(mnemonics[0]).identifier)
 
 
 def activation_pin(secret: bytes | bytearray) -> str:
@@ -130,10 +146,49 @@ class ActivatedPin:
 
 @dataclass(frozen=True)
 class Contribution:
+    """One officer's share of the secret with a given identifier (see :func:`contribute`)."""
+
     fingerprint: str
     token_label: str
     share: Share
     mnemonic: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Every share an unlocked officer token holds, checked against the policy."""
+
+    fingerprint: str
+    token_label: str
+    shares: tuple[tuple[Share, str], ...]
+
+    def contribution(self, identifier: int | None) -> Contribution | None:
+        """This officer's share of the secret ``identifier`` (None: its only share)."""
+        if identifier is None:
+            if len(self.shares) != 1:
+                return None
+            share, mnemonic = self.shares[0]
+            return Contribution(self.fingerprint, self.token_label, share, mnemonic)
+        for share, mnemonic in self.shares:
+            if share.identifier == identifier:
+                return Contribution(self.fingerprint, self.token_label, share, mnemonic)
+        return None
+
+
+def contributions(offers: Sequence[Offer], identifier: int | None) -> list[Contribution]:
+    """The presented officers' shares of secret ``identifier``; an officer without one (a
+    share set replaced while their token was away) is named, not silently skipped."""
+    found = []
+    for offer in offers:
+        contribution = offer.contribution(identifier)
+        if contribution is None:
+            raise QuorumError(
+                f"officer {offer.fingerprint} ({offer.token_label!r}) holds no share of the "
+                f"activation secret in use (share set {identifier}): their share was replaced "
+                "by a re-key, or the token belongs to another station"
+            )
+        found.append(contribution)
+    return found
 
 
 def activate(
@@ -142,33 +197,64 @@ def activate(
     officers: Sequence[tuple[str, str]],
     registry: Mapping[str, bool],
     threshold: int,
+    identifier: int | None = None,
 ) -> ActivatedPin:
     """Rebuild the activation PIN from ``officers`` ((token label, PIN) pairs).
 
     ``registry`` maps approval-key fingerprints to "active" from the installed policy;
-    ``threshold`` is the policy's quorum. Every presented officer must unlock (failures
-    count towards their lockout), be registered and active, prove the approval key, and
-    hold a share of the same secret; any failure stops the activation and names the officer.
-    Officer tokens are locked again before this returns or raises.
+    ``threshold`` is the policy's quorum; ``identifier`` the share set the journal names.
+    Every presented officer must unlock (failures count towards their lockout), be
+    registered and active, prove the approval key, and hold a share of that secret; any
+    failure stops the activation and names the officer. Officer tokens are locked again
+    before this returns or raises.
     """
+    offers = collect_offers(hsm, guard, officers, registry)
+    return activated_pin(contributions(offers, identifier), threshold)
+
+
+def collect_offers(
+    hsm: Hsm,
+    guard: PinGuard,
+    officers: Sequence[tuple[str, str]],
+    registry: Mapping[str, bool],
+    on_unlock: Callable[[UnlockedOfficer], None] | None = None,
+) -> list[Offer]:
+    """Unlock each officer token in turn, check it and read its shares, lock it again.
+
+    ``on_unlock(officer)``, when given, runs while the token is unlocked (the station checks
+    and refreshes the journal anchor the token keeps).
+    """
+    if not officers:
+        raise QuorumError("no officers presented")
+    _refuse_duplicate_labels(officers)
+    offers: list[Offer] = []
+    for token_label, pin in officers:
+        with unlock(hsm, guard, token_label, pin) as officer:
+            offer = make_offer(officer, registry)
+            if on_unlock is not None:
+                on_unlock(officer)
+        offers.append(offer)
+    _check_distinct_officers(offers)
+    return offers
+
+
+def activated_pin(found: Sequence[Contribution], threshold: int) -> ActivatedPin:
+    """Combine the contributions into the PIN (see :func:`combine_contributions`)."""
     if threshold < 1:
         raise QuorumError(f"quorum threshold must be at least 1, got {threshold}")
-    _refuse_duplicate_labels(officers)
-    unlocked: list[UnlockedOfficer] = []
+    secret = combine_contributions(found, threshold)
     try:
-        contributions = []
-        for token_label, pin in officers:
-            officer = unlock(hsm, guard, token_label, pin)
-            unlocked.append(officer)
-            contributions.append(contribute(officer, registry))
-        secret = combine_contributions(contributions, threshold)
-    finally:
-        for officer in unlocked:
-            officer.lock()
-    try:
-        return ActivatedPin(secret, [c.fingerprint for c in contributions])
+        return ActivatedPin(secret, [c.fingerprint for c in found])
     finally:
         _zero(secret)
+
+
+def _check_distinct_officers(offers: Sequence[Offer]) -> None:
+    seen: set[str] = set()
+    for offer in offers:
+        if offer.fingerprint in seen:
+            raise QuorumError(f"officer {offer.fingerprint} presented twice (two tokens, one key)")
+        seen.add(offer.fingerprint)
 
 
 def _refuse_duplicate_labels(officers: Iterable[tuple[str, str]]) -> None:
@@ -179,8 +265,8 @@ def _refuse_duplicate_labels(officers: Iterable[tuple[str, str]]) -> None:
         seen.add(token_label)
 
 
-def contribute(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> Contribution:
-    """Check the officer against the policy, prove the key, read and parse the share."""
+def make_offer(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> Offer:
+    """Check the officer against the policy, prove the key, read and parse every share."""
     fingerprint = officer.fingerprint
     who = f"officer {fingerprint} ({officer.name})"
     if fingerprint not in registry:
@@ -188,12 +274,19 @@ def contribute(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> Contri
     if registry[fingerprint] is not True:
         raise QuorumError(f"{who} is revoked and cannot contribute to activation")
     _prove_key(officer, who)
-    mnemonic = officer.read_share()
-    try:
-        share = Share.from_mnemonic(mnemonic)
-    except (MnemonicError, ValueError, KeyError) as exc:
-        raise QuorumError(f"{who} holds a damaged share: {share_error_text(exc)}") from None
-    return Contribution(fingerprint, officer.token_label, share, mnemonic)
+    shares = []
+    for mnemonic in officer.read_shares():
+        try:
+            shares.append((Share.from_mnemonic(mnemonic), mnemonic))
+        except (MnemonicError, ValueError, KeyError) as exc:
+            raise QuorumError(f"{who} holds a damaged share: {share_error_text(exc)}") from None
+    return Offer(fingerprint, officer.token_label, tuple(shares))
+
+
+def contribute(officer: UnlockedOfficer, registry: Mapping[str, bool],
+               identifier: int | None = None) -> Contribution:  # fmt: skip
+    """One officer's checked share of secret ``identifier`` (see :func:`make_offer`)."""
+    return contributions([make_offer(officer, registry)], identifier)[0]
 
 
 def _prove_key(officer: UnlockedOfficer, who: str) -> None:

@@ -373,6 +373,7 @@ def restore_key(
     public_key: bytes | str,
     backup_model: BackupModel,
     kek_label: str = KEK_LABEL,
+    key_id: bytes | None = None,
 ) -> KeyInfo:
     """Unwrap a cloned key into the keystore's token, prove it, and register it.
 
@@ -393,11 +394,67 @@ def restore_key(
         keystore.refuse_public_key_twice(original)
         session = keystore.session()
         kek = _find_kek(session, kek_label, keystore.token_label)
-        key_id = os.urandom(KEY_ID_BYTES)
+        key_id = os.urandom(KEY_ID_BYTES) if key_id is None else key_id
         private = _unwrap(kek, bytes(blob), label, key_id, model, keystore.token_label)
         _prove_or_destroy(private, original, label, keystore.token_label)
-        public = _create_public(session, private, original, label, key_id, keystore.token_label)
-        return keystore.record_restored_key(label, key_id, original, model, (private, public))
+        _create_public(session, private, original, label, key_id, keystore.token_label)
+        return keystore.restored_key(label, key_id, original, model)
+
+
+def finish_restore(keystore: Keystore, label: str, key_id: bytes, public_key: bytes,
+                   backup_model: BackupModel) -> KeyInfo | None:
+    """After a crash: the key a restore unwrapped under ``key_id``, proven against the
+    original public key and completed with its public object; None (and nothing left in
+    the token) when the unwrap never happened or its key does not prove."""
+    public, private = keystore.key_objects(key_id)
+    if private is None:
+        if public is not None:
+            _destroy_quietly(public)
+        return None
+    with keystore.hsm.lock:
+        try:
+            _prove_or_destroy(private, public_key, label, keystore.token_label)
+        except BackupError:
+            if public is not None:
+                _destroy_quietly(public)
+            return None
+        if public is None:
+            _create_public(keystore.session(), private, public_key, label, key_id,
+                           keystore.token_label)  # fmt: skip
+    return keystore.restored_key(label, key_id, public_key, backup_model)
+
+
+def kek_present(hsm: Hsm, token_label: str, label: str = KEK_LABEL) -> bool:
+    """True when the token holds a KEK (a public object: no PIN needed to see it)."""
+    with hsm.lock:
+        token = hsm.token(label=token_label)
+        with hsm.public_session(token) as session:
+            try:
+                return bool(list(session.get_objects(
+                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})))
+            except PKCS11Error as exc:
+                raise BackupError(f"cannot search token {token_label!r}: {exc!r}") from exc
+
+
+def destroy_kek(hsm: Hsm, token_label: str, label: str = KEK_LABEL) -> int:
+    """Destroy every KEK in the token; returns how many there were.
+
+    The KEK is a public object (only the SO can mark a key trusted, and the SO can only
+    create public objects), so it can be destroyed without a PIN: the station does so the
+    moment it finds one outside a backup or restore ceremony, crash or not.
+    """
+    with hsm.lock:
+        token = hsm.token(label=token_label)
+        with hsm.public_session(token) as session:
+            try:
+                found = list(session.get_objects(
+                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
+                for kek in found:
+                    kek.destroy()
+            except PKCS11Error as exc:
+                raise BackupError(f"cannot destroy the KEK on token {token_label!r}: "
+                                  f"{exc!r}") from exc  # fmt: skip
+    return len(found)
 
 
 @contextmanager
@@ -446,7 +503,7 @@ def _unwrap(
 
 
 def _prove_or_destroy(
-    private: pkcs11.PrivateKey, original: bytes, label: str, token_label: str
+    private: pkcs11.Object, original: bytes, label: str, token_label: str
 ) -> None:
     """Sign a fresh random digest and verify it under the original public key."""
     digest = os.urandom(32)
@@ -465,7 +522,7 @@ def _prove_or_destroy(
 
 def _create_public(
     session: pkcs11.Session,
-    private: pkcs11.PrivateKey,
+    private: pkcs11.Object,
     original: bytes,
     label: str,
     key_id: bytes,

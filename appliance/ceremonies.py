@@ -1,50 +1,81 @@
 """The appliance's ceremonies, headless and scriptable: each one a short, journaled story.
 
-Every ceremony that uses the signing token first activates it with M officers (their
-shares rebuild the PIN, which is wiped when the ceremony ends), and writes what it did to
-the journal, signed by the audit key, before it reports success.
+Every ceremony that uses the signing token is activated by M officers
+(:meth:`appliance.station.Station.activated`). The journal is the station's only truth
+(DESIGN 9), so a ceremony either *is* its record (suspending a key, pinning a wallet,
+installing a policy: the state is folded from the record) or journals its intent before an
+effect that cannot be taken back and its completion after it:
+
+- keygen: intent (label, key id, backup model) -> key pair in the HSM -> ``key_generated``;
+  after a crash the next activation adopts the pair by its key id, or generates it.
+- backup and restore: intent -> the trusted KEK, rebuilt from its custodians' shares, is put
+  in the token, used and destroyed -> record. A KEK a crash leaves is destroyed the moment
+  the station next opens; an interrupted restore is finished (or abandoned) by key id.
+- re-key (a policy that revokes officers or changes the quorum): intent -> new shares on
+  every remaining officer's token -> SO PIN, then user PIN changed -> ``pin_rekeyed`` and
+  ``policy_installed``; the next activation finishes whichever step a crash interrupted.
+- lockout reset: the administrators' signed evidence is written before the counter is reset.
+- init: ``init_completed`` is the last record; a station without it refuses to work, and
+  ``init --start-over`` wipes a half-made demo station.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import secrets
+import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import softhsm
 from appliance.activation import (
-    activate,
+    QuorumError,
+    activated_pin,
     activation_pin,
+    contributions,
     new_activation_secret,
+    share_identifier,
     split_activation_secret,
 )
-from appliance.backup import combined_kek, export_key, install_trusted_kek, restore_key
-from appliance.hsm import Hsm, token_serial
+from appliance.backup import (
+    combined_kek,
+    destroy_kek,
+    export_key,
+    finish_restore,
+    install_trusted_kek,
+    restore_key,
+)
+from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
 from appliance.journal_store import JournalStore
-from appliance.keystore import AUDIT_KEY_LABEL, BackupModel, KeyState, Keystore
-from appliance.officers import PinGuard, enroll_administrator, enroll_officer, unlock
+from appliance.keystore import AUDIT_KEY_LABEL, KEY_ID_BYTES, BackupModel, KeyState, Keystore
+from appliance.officers import enroll_administrator, enroll_officer, unlock
+from appliance.pending import deferred_refusal, lockout_reset, reset_digest
 from appliance.recorder import Recorder
-from appliance.state import ApplianceConfig, ApplianceState
+from appliance.state import SIGNING_TOKEN, ApplianceConfig, ApplianceState, StateError
+from appliance.station import Activation, CeremonyError, Presented, Station
+from appliance.token_objects import clear_initialising, initialising, mark_initialising
 from shared import canonical
+from shared.bitcoin.address import network_by_name
 from shared.bitcoin.descriptor import Descriptor
 from shared.bitcoin.script import OutputType
-from shared.journal import GENESIS, Entry, Record
+from shared.journal import Entry, JournalError, parse_export, verify_journal
 from shared.policy import (
     Officer,
     Policy,
     SignedPolicy,
     count_admin_signatures,
     policy_signing_digest,
+    recovery_statement,
     verify_signed_policy,
+    wallet_pin_statement,
 )
-from shared.review import OurKey, PinnedWallet
+from shared.station import activation_commitment
 
-#: Officers or administrators presented for a ceremony: (token label, PIN).
-Presented = Sequence[tuple[str, str]]
+__all__ = ["Appliance", "CeremonyError", "InitResult", "Presented", "initialise"]
 
 DEFAULT_LIMITS = {
     "per_tx_limit": 10 * 100_000_000,
@@ -55,6 +86,8 @@ DEFAULT_LIMITS = {
 }
 DEFAULT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR,
                         OutputType.P2SH, OutputType.P2PKH)  # fmt: skip
+MIN_PIN, MAX_PIN = 4, 255  # SoftHSM2's bounds; most tokens accept at least these
+ENTROPY_SOURCES = ["os.urandom", "signing token C_GenerateRandom"]
 
 
 def so_pin_for(user_pin: str) -> str:
@@ -62,13 +95,10 @@ def so_pin_for(user_pin: str) -> str:
 
     Installing the backup KEK needs the security officer (only the SO may mark a key
     trusted); deriving the SO PIN from the quorum-rebuilt PIN means the SO role, too,
-    exists only while M officers are present, and no second secret has to be kept.
+    exists only while M officers are present, and no second secret has to be kept. A
+    re-key changes both (the SO could otherwise set a new user PIN with old shares).
     """
     return hashlib.sha256(f"coldstation-so-pin:{user_pin}".encode()).hexdigest()[:32]
-
-
-class CeremonyError(RuntimeError):
-    """A ceremony that cannot go ahead; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -80,103 +110,36 @@ class InitResult:
     policy_hash: bytes
 
 
-class Appliance:
-    """A loaded appliance: its state, HSM, keystore, PIN guard and journal."""
+class Appliance(Station):
+    """A loaded appliance and its ceremonies (the front door is :class:`Station`)."""
 
-    def __init__(self, root: Path, hsm: Hsm | None = None) -> None:
-        self.state = ApplianceState(root)
-        self.config = self.state.load()
-        if self.config.demo and hsm is None:
-            softhsm.configure(self.state.root)
-        self.hsm = hsm or Hsm()
-        self.keystore = Keystore(self.hsm, self.config.signing_token, self.state.keys_path)
-        self.guard = PinGuard(self.state.guard_path)
-        store, self.recovery = JournalStore.open(self.state.journal_path)
-        self.recorder = Recorder(store, self.keystore, self.config.appliance_id)
-
-    def close(self) -> None:
-        self.keystore.lock()
-        self.recorder.store.close()
-
-    def __enter__(self) -> Appliance:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- policy and activation --------------------------------------------------------------
-
-    def policy(self) -> Policy:
-        signed = self.state.installed_policy()
-        if signed is None:
-            raise CeremonyError("no policy installed")
-        return signed.policy
-
-    def pinned_wallet(self) -> PinnedWallet:
-        """The pinned descriptors with this HSM's keys (audit key excluded) and their states."""
-        descriptors = tuple(Descriptor.parse(text) for text in self.state.pinned_descriptors())
-        keys = tuple(OurKey(info.public_key_bytes, info.label, info.state.value)
-                     for info in self.keystore.key_infos()
-                     if info.label != AUDIT_KEY_LABEL)  # fmt: skip
-        return PinnedWallet(descriptors, keys)
-
-    @contextmanager
-    def activated(self, officers: Presented) -> Iterator[tuple[str, ...]]:
-        """The signing token unlocked by M officers for the length of the block."""
-        policy = self.policy()
-        registry = {o.fingerprint: o.active for o in policy.officers}
-        with activate(self.hsm, self.guard, officers, registry, policy.approval_quorum) as pin:
-            self.keystore.unlock(pin.reveal())
-            actors = pin.officers
-        try:
-            if self.keystore.has_audit_key():
-                self.recorder.record("activation", actors=actors,
-                                     subjects={"policy": policy.hash()})  # fmt: skip
-                self._flush_pending(actors)
-            yield actors
-        finally:
-            self.keystore.lock()
-
-    # -- ceremonies -------------------------------------------------------------------------
+    # -- keys -------------------------------------------------------------------------------
 
     def keygen(self, officers: Presented, label: str, model: BackupModel) -> Entry:
-        with self.activated(officers) as actors:
-            info = self.keystore.generate_key(label, model)
-            return self.recorder.record(
-                "key_generated", actors=actors,
-                subjects={"public_key": info.public_key_bytes},
-                details={"label": label, "backup_model": model.value},
-            )  # fmt: skip
+        with self.activated(officers) as act:
+            finished = act.completed.get(("keygen", label))
+            if finished is not None:
+                return finished  # a rerun: this activation finished the crashed keygen
+            if label in self.journal.keys:
+                raise CeremonyError(f"key {label!r} already exists")
+            intent = self.record("intent", actors=act.actors, details={
+                "ceremony": "keygen", "label": label, "key_id": secrets.token_hex(KEY_ID_BYTES),
+                "backup_model": BackupModel(model).value})  # fmt: skip
+            return self._finish_keygen(intent.record.seq, intent.record.details, act)
 
-    def export_wallet(self, officers: Presented, label: str) -> tuple[Descriptor, Entry]:
-        """The wallet descriptor of one key and the signed journal receipt for it."""
-        info = self.keystore.info(label)
-        descriptor = Descriptor.parse(f"wpkh({info.public_key})", require_checksum=False)
-        with self.activated(officers) as actors:
-            self.state.pin_descriptor(str(descriptor))
-            entry = self.recorder.record(
-                "wallet_exported", actors=actors,
-                subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
-                details={"label": label, "descriptor": str(descriptor),
-                         "audit_key": self.keystore.audit_public_key().hex()},
-            )  # fmt: skip
-        return descriptor, entry
-
-    def pin_wallet(self, officers: Presented, descriptor: Descriptor) -> Entry:
-        """Pin a wallet descriptor (e.g. a multisig with cosigners' keys) this appliance
-        signs for; one of its keys must be ours."""
-        ours = {info.public_key_bytes for info in self.keystore.key_infos()}
-        keys = {pubkey for pubkey, _ in descriptor.derive(0).keys}
-        if not keys & ours:
-            raise CeremonyError("none of the descriptor's keys is held by this appliance")
-        with self.activated(officers) as actors:
-            self.state.pin_descriptor(str(descriptor))
-            return self.recorder.record(
-                "wallet_exported", actors=actors,
-                subjects={"descriptor": hashlib.sha256(str(descriptor).encode()).digest()},
-                details={"descriptor": str(descriptor),
-                         "audit_key": self.keystore.audit_public_key().hex()},
-            )  # fmt: skip
+    def _finish_keygen(self, seq: int, intent: dict, act: Activation) -> Entry:
+        """Adopt the pair a crash left under the intent's key id, or generate it now."""
+        label, model = intent["label"], BackupModel(intent["backup_model"])
+        key_id = bytes.fromhex(intent["key_id"])
+        info = self.keystore.adopt(label, key_id, model)
+        if info is None:
+            info = self.keystore.generate_key(label, model, key_id)
+        entry = self.record("key_generated", actors=act.actors,
+                            subjects={"public_key": info.public_key_bytes},
+                            details={"label": label, "backup_model": model.value,
+                                     "key_id": key_id.hex(), "intent": seq})  # fmt: skip
+        act.completed[("keygen", label)] = entry
+        return entry
 
     def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:
         if label == AUDIT_KEY_LABEL:
@@ -184,158 +147,569 @@ class Appliance:
                                 "archived (a new appliance gets a new audit key)")
         event = {KeyState.SUSPENDED: "key_suspended", KeyState.ACTIVE: "key_reactivated",
                  KeyState.ARCHIVED: "key_archived"}[state]  # fmt: skip
-        with self.activated(officers) as actors:
-            self.keystore.set_state(label, state)
-            return self.recorder.record(event, actors=actors, details={"label": label})
+        entry = self.journal.keys.get(label)
+        if entry is None:
+            raise CeremonyError(f"no key labelled {label!r}")
+        if entry.state == state.value:
+            raise CeremonyError(f"key {label!r} is already {state.value}")
+        if entry.state == "archived" or (event == "key_reactivated"
+                                         and entry.state != "suspended"):  # fmt: skip
+            raise CeremonyError(f"key {label!r} cannot go from {entry.state} to {state.value}")
+        with self.activated(officers) as act:
+            return self.record(event, actors=act.actors, details={"label": label})
 
-    def install_policy(self, officers: Presented, signed: SignedPolicy) -> Entry:
-        current = self.policy()
-        tally = verify_signed_policy(signed, current)
-        was_active = {o.fingerprint for o in current.officers if o.active}
-        revoked = [o.fingerprint for o in signed.policy.officers
-                   if o.fingerprint in was_active and not o.active]  # fmt: skip
-        with self.activated(officers) as actors:
-            self.state.store_policy(signed)
-            entry = self.recorder.record(
-                "policy_installed", actors=actors + tally.valid,
-                subjects={"policy": signed.policy.hash()},
-                details={"version": signed.policy.version},
+    # -- wallets ----------------------------------------------------------------------------
+
+    def export_wallet(self, officers: Presented, label: str) -> tuple[Descriptor, Entry]:
+        """The wallet descriptor of one key and the signed journal receipt for it (pinned:
+        a station's own single key needs no administrators)."""
+        entry = self.journal.keys.get(label)
+        if entry is None or label == AUDIT_KEY_LABEL:
+            raise CeremonyError(f"no signing key labelled {label!r}")
+        if entry.state != "active":
+            raise CeremonyError(f"key {label!r} is {entry.state}: it does not receive funds")
+        descriptor = Descriptor.parse(f"wpkh({entry.public_key.hex()})", require_checksum=False)
+        with self.activated(officers) as act:
+            receipt = self.record("wallet_exported", actors=act.actors,
+                                  subjects={"descriptor": _digest_text(str(descriptor))},
+                                  details={"label": label, "descriptor": str(descriptor),
+                                           "audit_key": self._audit_hex(),
+                                           "quorum": self.policy().approval_quorum})
+        return descriptor, receipt
+
+    def pin_wallet(self, officers: Presented, descriptor: Descriptor,
+                   admins: Presented = ()) -> Entry:  # fmt: skip
+        """Pin a wallet (a multisig with cosigners' keys) this station signs for.
+
+        Authorised by the policy in force (it names the descriptor as internal) or by the
+        administrators' quorum signing the pin here. Refused: no station key, two station
+        keys, the audit key, a key that is not active, another network, or a wallet others
+        can spend without this station (threshold <= other keys) unless the policy names it.
+        """
+        self.require_usable()
+        policy = self.policy()
+        text = str(descriptor)
+        if text in self.journal.wallets:
+            raise CeremonyError(f"{text} is already pinned")
+        internal = self._check_pinnable(descriptor, policy)
+        signatures: dict[str, bytes] = {}
+        if not internal:
+            signatures = self._admin_quorum(admins, policy, wallet_pin_statement(
+                self.config.appliance_id, "pin", text))  # fmt: skip
+        with self.activated(officers) as act:
+            return self.record(
+                "wallet_pinned", actors=act.actors,
+                subjects={"descriptor": _digest_text(text)},
+                details={"descriptor": text, "audit_key": self._audit_hex(),
+                         "quorum": policy.approval_quorum,
+                         "authorised_by": "policy" if internal else "administrators",
+                         **({"admin_signatures": signatures} if signatures else {})},
             )  # fmt: skip
-            for fingerprint in revoked:
-                entry = self.recorder.record("officer_revoked", actors=[fingerprint],
-                                             details={"policy_version": signed.policy.version})
-            return entry
 
-    def sign_policy(self, admins: Presented, policy: Policy) -> SignedPolicy:
-        """Administrators sign a policy document with their own tokens."""
-        digest = policy_signing_digest(policy)
+    def unpin_wallet(self, officers: Presented, descriptor: Descriptor,
+                     admins: Presented) -> Entry:  # fmt: skip
+        """The administrators' quorum takes a wallet off the station (it no longer signs for
+        it, and outputs to it are payments)."""
+        self.require_usable()
+        text = str(descriptor)
+        if text not in self.journal.wallets:
+            raise CeremonyError(f"{text} is not pinned")
+        policy = self.policy()
+        signatures = self._admin_quorum(admins, policy, wallet_pin_statement(
+            self.config.appliance_id, "unpin", text))  # fmt: skip
+        with self.activated(officers) as act:
+            return self.record("wallet_unpinned", actors=act.actors,
+                               details={"descriptor": text, "admin_signatures": signatures})
+
+    def _check_pinnable(self, descriptor: Descriptor, policy: Policy) -> bool:
+        """The structural rules; returns True when the policy names it as internal."""
+        station = {e.public_key: e for e in self.journal.keys.values()}
+        keys = [pubkey for pubkey, _ in descriptor.derive(0).keys]
+        audit = self.journal.audit_key
+        if audit is not None and audit in keys:
+            raise CeremonyError("the descriptor holds the station's audit key: refused")
+        ours = [station[k] for k in keys if k in station]
+        if not ours:
+            raise CeremonyError("none of the descriptor's keys is held by this station")
+        if len(ours) > 1:
+            raise CeremonyError("the descriptor holds two of this station's keys: one station "
+                                "may hold only one key of a wallet")  # fmt: skip
+        if ours[0].state != "active":
+            raise CeremonyError(f"the station's key {ours[0].label!r} is {ours[0].state}")
+        kind = network_by_name(policy.network).kind
+        if descriptor.network is not None and descriptor.network is not kind:
+            raise CeremonyError(f"the descriptor's keys are not {policy.network} keys")
+        internal = str(descriptor) in policy.internal_wallets
+        threshold = descriptor.threshold or 1
+        others = len(keys) - 1
+        if threshold <= others and not internal:
+            raise CeremonyError(
+                f"{threshold}-of-{len(keys)}: the other {others} keys can spend without this "
+                "station; only a wallet the administrators' policy names as internal may be "
+                "pinned like that (policy draft --internal-wallet)"
+            )
+        return internal
+
+    def _audit_hex(self) -> str:
+        return self.keystore.audit_public_key().hex()
+
+    # -- administrators ---------------------------------------------------------------------
+
+    def admin_signatures(self, admins: Presented, digest: bytes) -> dict[str, bytes]:
+        """Each administrator unlocks their own token and signs ``digest``."""
         signatures = {}
         for label, pin in admins:
             with unlock(self.hsm, self.guard, label, pin) as admin:
                 signatures[admin.fingerprint] = admin.approve(digest)
-        return SignedPolicy(policy, signatures)
+        return signatures
 
-    def export_journal(self, officers: Presented) -> Entry:
-        """Record the export itself, so the exported journal ends with its own export."""
-        with self.activated(officers) as actors:
-            return self.recorder.record("journal_export", actors=actors,
-                                        details={"length": len(self.recorder.store) + 1})
+    def _admin_quorum(self, admins: Presented, policy: Policy, statement: dict
+                      ) -> dict[str, bytes]:  # fmt: skip
+        if not admins:
+            raise CeremonyError(f"this needs {policy.admin_quorum} administrators (--admins)")
+        signatures = self.admin_signatures(admins, canonical.digest(statement))
+        tally = count_admin_signatures(policy, canonical.digest(statement), signatures)
+        if not tally.met:
+            refused = "; ".join(f"{fp}: {why}" for fp, why in tally.rejected) or "none"
+            raise CeremonyError(f"needs {policy.admin_quorum} administrators; valid: "
+                                f"{len(tally.valid)} ({refused})")  # fmt: skip
+        return {fp: signatures[fp] for fp in tally.valid}
+
+    def sign_policy(self, admins: Presented, policy: Policy) -> SignedPolicy:
+        """Administrators sign a policy document with their own tokens."""
+        return SignedPolicy(policy, self.admin_signatures(admins, policy_signing_digest(policy)))
 
     def reset_lockout(self, admins: Presented, officer_label: str) -> Path:
         """Administrators give a locked-out officer token its attempts back.
 
         A quorum of the installed policy's administrators signs the reset with their own
         tokens. The signing token may be out of reach (the locked-out officer may be needed
-        for the quorum), so the signed evidence is kept in the state directory and written
-        to the journal as a ``pin_lockout`` record at the next activation.
+        for the quorum), so the signed evidence waits in ``pending/`` and is journaled (its
+        signatures checked again) at the next activation. The evidence is stored before the
+        counter is reset: a crash between the two leaves a record for nothing, never a reset
+        without a record.
         """
+        self.require_usable()
         policy = self.policy()
         serial = token_serial(self.hsm.token(label=officer_label))
-        evidence = {"type": "coldstation-lockout-reset", "token": officer_label,
-                    "serial": serial, "time": int(time.time())}  # fmt: skip
-        digest = canonical.digest(evidence)
-        signatures = {}
-        for label, pin in admins:
-            with unlock(self.hsm, self.guard, label, pin) as admin:
-                signatures[admin.fingerprint] = admin.approve(digest)
-        tally = count_admin_signatures(policy, digest, signatures)
+        statement = lockout_reset(self.config.appliance_id, officer_label, serial, self.now(),
+                                  secrets.token_hex(8))  # fmt: skip
+        signatures = self.admin_signatures(admins, reset_digest(statement))
+        tally = count_admin_signatures(policy, reset_digest(statement), signatures)
         if not tally.met:
             raise CeremonyError(f"lockout reset needs {policy.admin_quorum} administrators; "
                                 f"valid: {len(tally.valid)} {list(tally.rejected)}")  # fmt: skip
+        path = self.state.store_pending({**statement, "signatures": signatures})
         self.guard.reset(serial)
-        return self.state.store_pending({**evidence, "signatures": signatures})
+        return path
 
-    def defer_record(self, event: str, *, decision: str | None = None,
-                     subjects: dict[str, bytes] | None = None,
-                     details: dict | None = None) -> Path:  # fmt: skip
-        """Keep a record for the next activation (the audit key is in the locked token).
+    # -- policy -----------------------------------------------------------------------------
 
-        Used for refusals decided before any officer is present; the record is written,
-        signed and chained, as soon as the signing token is next activated.
+    def install_policy(self, officers: Presented, signed: SignedPolicy) -> Entry:
+        """Install the next policy; one that revokes officers or changes the quorum re-keys
+        the activation PIN, so a revoked officer's share no longer opens the token."""
+        self.require_usable()
+        current = self.policy()
+        ref = self.journal.policy
+        if ref is not None and ref.hash == signed.policy.hash():
+            raise CeremonyError(f"policy version {signed.policy.version} is already installed "
+                                f"(journal seq {ref.seq})")  # fmt: skip
+        tally = verify_signed_policy(signed, current)
+        self.state.store_policy(signed)  # a cache the record below names by hash
+        if _needs_rekey(current, signed.policy):
+            self._refuse_missing_holders(officers, signed.policy)
+        with self.activated(officers) as act:
+            done = self._installed(signed)
+            if done is not None:
+                return done  # finished by this activation (an interrupted re-key)
+            if not _needs_rekey(current, signed.policy):
+                return self._record_install(act, signed, tally.valid, None)
+            return self._rekey(act, officers, signed, tally.valid)
+
+    def _installed(self, signed: SignedPolicy) -> Entry | None:
+        ref = self.journal.policy
+        if ref is not None and ref.hash == signed.policy.hash():
+            raw = self.recorder.store.entry(ref.seq)
+            return Entry.from_bytes(raw)
+        return None
+
+    def _record_install(self, act: Activation, signed: SignedPolicy, admins: Sequence[str],
+                        intent: int | None) -> Entry:  # fmt: skip
+        current = self.policy()
+        active = {o.fingerprint for o in current.officers if o.active}
+        actors = tuple(dict.fromkeys(act.actors + tuple(admins)))
+        entry = self.record("policy_installed", actors=actors,
+                            subjects={"policy": signed.policy.hash()},
+                            details={"version": signed.policy.version,
+                                     **({"intent": intent} if intent is not None else {})})
+        for officer in signed.policy.officers:
+            if officer.fingerprint in active and not officer.active:
+                entry = self.record("officer_revoked", actors=[officer.fingerprint],
+                                    details={"policy_version": signed.policy.version})
+        return entry
+
+    def _refuse_missing_holders(self, officers: Presented, policy: Policy) -> None:
+        """Before any activation: a re-key needs every remaining officer (labels as the
+        journal enrolled them; the tokens themselves are checked when unlocked)."""
+        by_label = {e.token: fp for fp, e in self.journal.enrolled.items()}
+        presented = {by_label.get(label) for label, _ in officers}
+        missing = [o.fingerprint for o in policy.officers
+                   if o.active and o.fingerprint not in presented]  # fmt: skip
+        if missing:
+            names = {fp: e.token for fp, e in self.journal.enrolled.items()}
+            shown = ", ".join(f"{names.get(fp, '?')} ({fp})" for fp in missing)
+            raise CeremonyError("a re-key gives every remaining officer a new share: present "
+                                f"them all (missing {shown})")  # fmt: skip
+
+    def _rekey(self, act: Activation, officers: Presented, signed: SignedPolicy,
+               admins: Sequence[str]) -> Entry:  # fmt: skip
+        """A fresh activation secret, shared among every remaining officer (see module)."""
+        policy = signed.policy
+        holders = [o.fingerprint for o in policy.officers if o.active]
+        present = {offer.fingerprint: offer.token_label for offer in act.offers}
+        missing = [fp for fp in holders if fp not in present]
+        if missing:
+            raise CeremonyError("a re-key gives every remaining officer a new share: present "
+                                f"them all (missing {', '.join(missing)})")  # fmt: skip
+        token = self.hsm.token(label=self.config.signing_token)
+        secret = bytearray(new_activation_secret(16, self.hsm.generate_random(token, 32)))
+        try:
+            shares = split_activation_secret(secret, policy.approval_quorum, len(holders))
+            intent = self.record("intent", actors=act.actors, details={
+                "ceremony": "rekey", "policy": policy.hash(), "version": policy.version,
+                "share_identifier": share_identifier(shares),
+                "share_commitment": activation_commitment(secret),
+                "share_threshold": policy.approval_quorum, "holders": holders,
+                "admins": list(admins)})  # fmt: skip
+            pins = dict(officers)
+            for fingerprint, share in zip(holders, shares, strict=True):
+                label = present[fingerprint]
+                with unlock(self.hsm, self.guard, label, pins[label]) as officer:
+                    officer.add_share(share)
+            self._switch_pins(act, activation_pin(secret))
+        finally:
+            secret[:] = bytes(len(secret))
+        return self._finish_rekey(intent.record.seq, intent.record.details, act)
+
+    def _switch_pins(self, act: Activation, new_pin: str) -> None:
+        """SO PIN first, then the user PIN; each step is skipped when already done, so a
+        rerun after a crash between them completes the switch."""
+        old_pin = act.pin.reveal()
+        token = self.hsm.token(label=self.config.signing_token)
+        self.keystore.lock()
+        try:
+            self.hsm.so_set_pins(token, so_pin_for(old_pin), so_pin_for(new_pin), None)
+        except WrongPinError:
+            self.hsm.so_set_pins(token, so_pin_for(new_pin), so_pin_for(new_pin), None)
+        try:
+            self.keystore.unlock(old_pin)
+            self.hsm.set_user_pin(self.hsm.token(label=self.config.signing_token), old_pin,
+                                  new_pin)  # fmt: skip
+        except WrongPinError:
+            self.keystore.unlock(new_pin)
+
+    def _finish_rekey(self, seq: int, intent: dict, act: Activation) -> Entry:
+        """Journal the switch (once), then the policy install that closes the intent."""
+        shares = self.journal.shares
+        if shares is None or shares.commitment != intent["share_commitment"]:
+            self.record("pin_rekeyed", actors=act.actors, details={
+                "rekey_intent": seq, "share_identifier": intent["share_identifier"],
+                "share_commitment": intent["share_commitment"],
+                "share_threshold": intent["share_threshold"], "holders": intent["holders"],
+                "entropy": ENTROPY_SOURCES})  # fmt: skip
+        ref = self.journal.policy
+        version = int(intent["version"])
+        if ref is not None and ref.version >= version:
+            raise CeremonyError("a newer policy was installed while the re-key was pending")
+        signed = self.state.read_policy(version, intent["policy"], seq)
+        return self._record_install(act, signed, intent.get("admins", []), seq)
+
+    def _resume_rekey(self, seq: int, intent: dict, act: Activation) -> None:
+        """Finish an interrupted re-key if the PIN already changed or the new shares are
+        here; abandon it if nothing changed yet; otherwise leave it open and say so."""
+        shares = self.journal.shares
+        switched = shares is not None and shares.commitment == intent["share_commitment"]
+        if switched or act.share_set == intent["share_identifier"]:
+            self._finish_rekey(seq, intent, act)
+            return
+        try:
+            new = activated_pin(contributions(act.offers, int(intent["share_identifier"])),
+                                int(intent["share_threshold"]))  # fmt: skip
+        except QuorumError:
+            new = None  # not enough new shares among the officers here: decide below
+        if new is not None:
+            try:
+                self._switch_pins(act, new.reveal())
+                act.pin, act.share_set = new, int(intent["share_identifier"])
+            finally:
+                if act.pin is not new:
+                    new.wipe()
+            self._finish_rekey(seq, intent, act)
+            return
+        if self._so_unchanged(act):
+            self.record("intent_abandoned", actors=act.actors, details={
+                "intent": seq, "reason": "re-key interrupted before any PIN changed; "
+                "install the policy again"})  # fmt: skip
+        else:
+            self.notes.append(f"a re-key (journal seq {seq}) changed the SO PIN but not yet "
+                              "the user PIN: present officers holding the new shares")
+
+    def _so_unchanged(self, act: Activation) -> bool:
+        old_pin = act.pin.reveal()
+        token = self.hsm.token(label=self.config.signing_token)
+        self.keystore.lock()
+        try:
+            self.hsm.so_set_pins(token, so_pin_for(old_pin), so_pin_for(old_pin), None)
+            return True
+        except WrongPinError:
+            return False
+        finally:
+            self.keystore.unlock(old_pin)
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def export_journal(self, officers: Presented) -> Entry:
+        """Record the export itself, so the exported journal ends with its own export."""
+        with self.activated(officers) as act:
+            return self.record("journal_export", actors=act.actors,
+                               details={"length": self.journal.length + 1})
+
+    def defer_refusal(self, subjects: dict[str, bytes], details: dict) -> Path:
+        """Keep a refusal for the next activation (the audit key is in the locked token).
+
+        Only the fixed refusal schema may wait (appliance.pending); it is checked now, so a
+        record the journal would refuse never sits in the pending folder.
         """
-        now = int(time.time())
-        # Build the record now, so a record the journal would refuse fails here, at the
-        # refusal, and never sits in the pending folder blocking every later activation.
-        Record(seq=0, prev_hash=GENESIS, time=now, appliance_id=self.config.appliance_id,
-               event=event, decision=decision, subjects=dict(subjects or {}),
-               details={**(details or {}), "decided_at": now})  # fmt: skip
-        return self.state.store_pending({
-            "type": "coldstation-deferred-record", "time": now, "event": event,
-            "decision": decision, "subjects": subjects or {}, "details": details or {},
-        })  # fmt: skip
+        return self.state.store_pending(deferred_refusal(self.now(), subjects, details))
 
     def flush_pending(self, officers: Presented) -> int:
-        """Activate only to write what is pending; returns how many records were written."""
+        """Activate only to write what is pending; returns how many files were waiting."""
         waiting = len(self.state.pending())
         if waiting:
             with self.activated(officers):
                 pass
         return waiting
 
-    def _flush_pending(self, actors: tuple[str, ...]) -> None:
-        for path, evidence in self.state.pending():
-            if evidence.get("type") == "coldstation-deferred-record":
-                self.recorder.record(
-                    evidence["event"], decision=evidence["decision"],
-                    subjects=evidence["subjects"],
-                    details={**evidence["details"], "decided_at": evidence["time"]},
-                )  # fmt: skip
-            else:
-                self.recorder.record("pin_lockout", actors=tuple(evidence["signatures"]),
-                                     details={"reset_token": evidence["token"],
-                                              "serial": evidence["serial"],
-                                              "reset_time": evidence["time"],
-                                              "activated_by": list(actors)})  # fmt: skip
-            path.unlink()
+    def verify_journal(self) -> list[str]:
+        return self.recorder.verify()
 
-    def install_kek(self, officers: Presented, kek_shares: Sequence[str]) -> Entry:
-        """Put the trusted backup KEK, rebuilt from its custodians' shares, on the token."""
+    def recover_journal(self, officers: Presented, admins: Presented) -> Entry:
+        """The administrators' recovery ceremony: journal what was lost, then go on.
+
+        For a damaged tail (a torn or bad last record, a record that does not verify) and
+        for a journal behind an anchor (an older copy restored, records cut off). The
+        damaged bytes are kept in a quarantine file; a journal damaged in the middle, with
+        good records after the damage, is not cut: restore it from a copy.
+        """
+        report, recorder = self.recorder.report, self.recorder
+        last = len(recorder.store) - 1
+        torn_inside = report.damage is not None and report.damage.followed_by_valid_frames
+        bad_inside = recorder.first_bad is not None and recorder.first_bad < last
+        damaged_inside = torn_inside or bad_inside
+        if damaged_inside:
+            raise CeremonyError("the journal is damaged before its end (good records follow "
+                                "the damage): restore journal.log from a copy (an export "
+                                "holds every record up to it: `journal restore FILE`), then "
+                                "run `journal recover` for whatever the copy lacks")
+        if self.journal.policy is None:
+            raise CeremonyError("the journal names no policy (no officers to activate): "
+                                "restore it from an export first (`journal restore FILE`)")
+        cut = recorder.first_bad if recorder.first_bad is not None else len(recorder.store)
         policy = self.policy()
-        registry = {o.fingerprint: o.active for o in policy.officers}
-        with activate(self.hsm, self.guard, officers, registry, policy.approval_quorum) as pin, \
-                combined_kek(kek_shares) as kek:  # fmt: skip
-            user_pin = pin.reveal()
-            self.keystore.lock()
-            check = install_trusted_kek(self.hsm, self.config.signing_token,
-                                        so_pin_for(user_pin), user_pin, kek)  # fmt: skip
-            self.keystore.unlock(user_pin)
-            actors = pin.officers
-        try:
-            return self.recorder.record("backup", actors=actors,
-                                        details={"step": "kek_installed", "kek_check": check})
-        finally:
-            self.keystore.lock()
+        with self.activated(officers, recovering=True) as act:
+            claims = [a.seq for _, a in act.anchors_ahead]
+            if recorder.checkpoint_claims is not None:
+                claims.append(recorder.checkpoint_claims)
+            lost_through = max(claims, default=None)
+            if cut >= len(recorder.store) and report.damage is None and lost_through is None:
+                raise CeremonyError("nothing to recover: the journal verifies and contains "
+                                    "every anchor presented")
+            statement = recovery_statement(self.config.appliance_id, self.journal.seq,
+                                           self.journal.head, cut, lost_through,
+                                           [p[:300] for p in self.problems][:8])  # fmt: skip
+            signatures = self._admin_quorum(admins, policy, statement)
+            quarantine = recorder.store.cut_tail(cut)
+            recorder.problems.clear()
+            details = {"kept_through": self.journal.seq, "cut_from": cut,
+                       "quarantine": quarantine.name if quarantine else "",
+                       "quarantine_sha256": _file_digest(quarantine),
+                       "problems": statement["problems"], "admin_signatures": signatures,
+                       **({"lost_through": lost_through} if lost_through is not None else {})}
+            entry = self.record("journal_recovered",
+                                actors=tuple(dict.fromkeys(act.actors + tuple(signatures))),
+                                details=details)  # fmt: skip
+            self.recorder.checkpoint(force=True)  # the old checkpoint may lie past the cut
+            self._identity_problems(self.keystore.token_audit_key())
+            return entry
 
-    def backup_key(self, officers: Presented, label: str) -> tuple[bytes, Entry]:
-        """The key wrapped under the trusted KEK, for a token holding the same KEK."""
-        with self.activated(officers) as actors:
-            blob = export_key(self.keystore, label)
-            info = self.keystore.info(label)
-            entry = self.recorder.record(
-                "backup", actors=actors,
+    def restore_journal(self, export: bytes) -> int:
+        """Replace a lost or damaged ``journal.log`` with an export's records.
+
+        Only records that verify under the signing token's own audit key, as one unbroken
+        chain of this appliance that contains every record the current journal still
+        verifies, are written; nothing in them can be forged, so this needs no PIN. The
+        replaced file and the checkpoint are kept aside. The anchors then show what the
+        export lacks, and ``journal recover`` journals it. Returns the new length.
+        """
+        try:
+            appliance_id, audit_key, entries = parse_export(export)
+        except JournalError as exc:
+            raise CeremonyError(f"not a journal export: {exc}") from exc
+        token_key = self.keystore.token_audit_key()
+        if token_key is None or audit_key != token_key:
+            raise CeremonyError("the export was signed by another audit key than this "
+                                "station's signing token holds")  # fmt: skip
+        if appliance_id != self.config.appliance_id:
+            raise CeremonyError(f"the export is of appliance {appliance_id!r}")
+        report = verify_journal(entries, token_key, appliance_id=appliance_id)
+        if not report.ok:
+            raise CeremonyError(f"the export does not verify: {report.findings[0]}")
+        kept = self.journal.length
+        if kept > len(entries) or (kept and entries[kept - 1].record.hash() != self.journal.head):
+            raise CeremonyError(f"the export does not contain the {kept} record(s) the journal "
+                                "still verifies: it is not this journal's copy")  # fmt: skip
+        self.recorder.store.close()
+        _replace_journal(self.state, [e.to_bytes() for e in entries])
+        self.recorder = Recorder.open(self.state.journal_path, self.state.checkpoint_path,
+                                      self.keystore, self.config.appliance_id, token_key)
+        self._identity_problems(token_key)
+        self._refresh()
+        return self.journal.length
+
+    # -- backup -----------------------------------------------------------------------------
+
+    def backup_key(self, officers: Presented, label: str, kek_shares: Sequence[str]
+                   ) -> tuple[bytes, Entry]:  # fmt: skip
+        """The key wrapped under the trusted KEK, which exists in the token only meanwhile."""
+        info = self.keystore.info(label)
+        if info.backup_model is BackupModel.NON_EXTRACTABLE:
+            raise CeremonyError(f"key {label!r} is non-extractable: it has no backup")
+        with self.activated(officers) as act:
+            intent = self.record("intent", actors=act.actors,
+                                 details={"ceremony": "backup", "label": label})
+            with self._kek(act, kek_shares) as check:
+                blob = export_key(self.keystore, label)
+            entry = self.record(
+                "backup", actors=act.actors,
                 subjects={"public_key": info.public_key_bytes,
                           "blob": hashlib.sha256(blob).digest()},
-                details={"step": "key_exported", "label": label},
+                details={"step": "key_exported", "label": label, "kek_check": check,
+                         "intent": intent.record.seq},
             )  # fmt: skip
         return blob, entry
 
-    def restore(self, officers: Presented, blob: bytes, label: str, public_key: bytes) -> Entry:
+    def restore(self, officers: Presented, blob: bytes, label: str, public_key: bytes,
+                kek_shares: Sequence[str]) -> Entry:  # fmt: skip
         """Unwrap a cloned key; it must sign for the original public key, or it is refused."""
-        with self.activated(officers) as actors:
-            info = restore_key(self.keystore, blob, label, public_key,
-                               BackupModel.WRAP_WITH_TRUSTED)  # fmt: skip
-            return self.recorder.record(
-                "restore", actors=actors,
-                subjects={"public_key": info.public_key_bytes,
-                          "blob": hashlib.sha256(blob).digest()},
-                details={"label": label},
-            )  # fmt: skip
+        if label in self.journal.keys or self.journal.key_by_public(public_key) is not None:
+            raise CeremonyError(f"key {label!r} or its public key is already registered")
+        with self.activated(officers) as act:
+            finished = act.completed.get(("restore", label))
+            if finished is not None:
+                return finished  # a rerun: this activation finished the crashed restore
+            intent = self.record("intent", actors=act.actors, details={
+                "ceremony": "restore", "label": label, "key_id": secrets.token_hex(KEY_ID_BYTES),
+                "public_key": public_key.hex(), "blob": hashlib.sha256(blob).hexdigest(),
+                "backup_model": BackupModel.WRAP_WITH_TRUSTED.value})  # fmt: skip
+            key_id = bytes.fromhex(intent.record.details["key_id"])
+            with self._kek(act, kek_shares):
+                info = restore_key(self.keystore, blob, label, public_key,
+                                   BackupModel.WRAP_WITH_TRUSTED, key_id=key_id)  # fmt: skip
+            return self.record("restore", actors=act.actors,
+                               subjects={"public_key": info.public_key_bytes,
+                                         "blob": hashlib.sha256(blob).digest()},
+                               details={"label": label, "key_id": key_id.hex(),
+                                        "backup_model": info.backup_model.value,
+                                        "intent": intent.record.seq})  # fmt: skip
 
-    def verify_journal(self) -> list[str]:
-        problems = self.recorder.verify()
-        if self.recovery.torn is not None:
-            problems.insert(0, f"torn last record at start-up: {self.recovery.torn}")
-        return problems
+    def _kek(self, act: Activation, kek_shares: Sequence[str]) -> _KekInstalled:
+        return _KekInstalled(self, act, kek_shares)
+
+    def _resume_restore(self, seq: int, intent: dict, act: Activation) -> None:
+        label, key_id = intent["label"], bytes.fromhex(intent["key_id"])
+        public_key = bytes.fromhex(intent["public_key"])
+        info = finish_restore(self.keystore, label, key_id, public_key,
+                              BackupModel(intent["backup_model"]))  # fmt: skip
+        if info is None:
+            self.record("intent_abandoned", actors=act.actors, details={
+                "intent": seq, "reason": "restore interrupted before the key was unwrapped; "
+                "run it again"})  # fmt: skip
+            return
+        act.completed[("restore", label)] = self.record(
+            "restore", actors=act.actors, subjects={"public_key": public_key},
+            details={"label": label, "key_id": key_id.hex(),
+                     "backup_model": intent["backup_model"], "intent": seq})  # fmt: skip
+
+    def _resume_backup(self, seq: int, intent: dict, act: Activation) -> None:
+        self.record("intent_abandoned", actors=act.actors, details={
+            "intent": seq, "reason": "backup interrupted; its KEK was destroyed; run it again"})
+
+    def _resumers(self) -> dict:
+        return {"keygen": self._finish_keygen, "restore": self._resume_restore,
+                "backup": self._resume_backup, "rekey": self._resume_rekey}
+
+
+class _KekInstalled:
+    """``with``: the KEK from its custodians' shares is trusted in the token, and destroyed
+    when the block ends (however it ends); yields its check value."""
+
+    def __init__(self, appliance: Appliance, act: Activation, shares: Sequence[str]) -> None:
+        self.appliance, self.act, self.shares = appliance, act, shares
+
+    def __enter__(self) -> str:
+        app = self.appliance
+        user_pin = self.act.pin.reveal()
+        with combined_kek(self.shares) as kek:
+            app.keystore.lock()
+            try:
+                check = install_trusted_kek(app.hsm, app.config.signing_token,
+                                            so_pin_for(user_pin), user_pin, kek)  # fmt: skip
+            except BaseException:
+                destroy_kek(app.hsm, app.config.signing_token)
+                raise
+            finally:
+                app.keystore.unlock(user_pin)
+        return check
+
+    def __exit__(self, *exc_info: object) -> None:
+        destroy_kek(self.appliance.hsm, self.appliance.config.signing_token)
+
+
+def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> None:
+    """Write ``payloads`` as the journal, keeping the old file and checkpoint aside."""
+    path = state.journal_path
+    n = 1
+    while path.with_name(f"{path.name}.replaced-{n}").exists():
+        n += 1
+    fresh = path.with_name(f"{path.name}.restoring")
+    fresh.unlink(missing_ok=True)
+    with JournalStore.open(fresh)[0] as store:
+        for payload in payloads:
+            store.append(payload)
+    if path.exists():
+        os.replace(path, path.with_name(f"{path.name}.replaced-{n}"))
+    if state.checkpoint_path.exists():
+        os.replace(state.checkpoint_path,
+                   state.checkpoint_path.with_name(f"checkpoint.cbor.replaced-{n}"))
+    os.replace(fresh, path)
+
+
+def _needs_rekey(current: Policy, new: Policy) -> bool:
+    """The activation shares must change with the officers who hold them or the quorum."""
+    active = {o.fingerprint for o in current.officers if o.active}
+    remaining = {o.fingerprint for o in new.officers if o.active}
+    return remaining != active or new.approval_quorum != current.approval_quorum
+
+
+def _digest_text(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _file_digest(path: Path | None) -> str:
+    return "" if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- initialisation ------------------------------------------------------------------------
 
 
 def initialise(
@@ -346,56 +720,113 @@ def initialise(
     quorum: int,
     admin_quorum: int,
     demo: bool = True,
+    start_over: bool = False,
 ) -> InitResult:
     """Create the appliance: tokens (demo), officers and their shares, administrators, the
-    audit key, and the first policy signed by the administrators; all journaled."""
-    if not 1 <= quorum <= len(officers):
-        raise CeremonyError(f"quorum {quorum} needs between 1 and {len(officers)} officers")
-    state = ApplianceState(root)
-    config = ApplianceConfig(appliance_id=f"cs-{secrets.token_hex(6)}", network=network,
-                             demo=demo)  # fmt: skip
-    state.create(config)
-    if demo:
-        softhsm.configure(state.root)
-    secret = bytearray(new_activation_secret())
-    try:
-        hsm = _provision_tokens(config, officers, admins, activation_pin(secret), demo)
-        shares = split_activation_secret(secret, quorum, len(officers))
-    finally:
-        secret[:] = bytes(len(secret))
-    cards = [enroll_officer(hsm, label, pin, share)
-             for (label, pin), share in zip(officers, shares, strict=True)]  # fmt: skip
-    admin_cards = [enroll_administrator(hsm, label, pin) for label, pin in admins]
-    config.officer_tokens = {c.fingerprint: c.token_label for c in cards}
-    config.admin_tokens = {c.fingerprint: c.token_label for c in admin_cards}
-    state.save(config)
-    appliance = Appliance(root, hsm)
-    try:
-        policy = _first_policy(config, cards, admin_cards, quorum, admin_quorum)
-        signed = appliance.sign_policy(admins, policy)
-        genesis = [Officer.from_pubkey(c.approval_public_key, "administrator")
-                   for c in admin_cards]  # fmt: skip
-        verify_signed_policy(signed, None, genesis)
-        appliance.state.store_policy(signed)
-        audit = _first_records(appliance, officers, cards, admin_cards, signed)
-    finally:
-        appliance.close()
-    return InitResult(config.appliance_id, [c.fingerprint for c in cards],
-                      [c.fingerprint for c in admin_cards], audit,
-                      signed.policy.hash())  # fmt: skip
-
-
-def _provision_tokens(config: ApplianceConfig, officers: Presented, admins: Presented,
-                      signing_pin: str, demo: bool) -> Hsm:  # fmt: skip
+    audit key, and the first policy signed by the administrators; all journaled, and
+    ``init_completed`` last (a station without it refuses to work)."""
     if not demo:
         raise CeremonyError("only demo mode provisions tokens; initialise real tokens "
                             "with the vendor's tools")  # fmt: skip
-    softhsm.init_token(config.signing_token, so_pin_for(signing_pin), signing_pin)
+    if not 1 <= quorum <= len(officers):
+        raise CeremonyError(f"quorum {quorum} needs between 1 and {len(officers)} officers")
+    if not 1 <= admin_quorum <= len(admins):
+        raise CeremonyError(f"admin quorum {admin_quorum} needs between 1 and {len(admins)} "
+                            "administrators")  # fmt: skip
     for label, pin in [*officers, *admins]:
-        softhsm.init_token(label, secrets.token_hex(16), pin)
+        if not MIN_PIN <= len(pin) <= MAX_PIN:
+            raise CeremonyError(f"the PIN for {label} must be {MIN_PIN} to {MAX_PIN} "
+                                "characters")  # fmt: skip
+    state = ApplianceState(root)
+    _clear_half_made(state, start_over)
+    config = ApplianceConfig(appliance_id=f"cs-{secrets.token_hex(6)}", network=network,
+                             demo=demo)  # fmt: skip
+    state.create(config)
+    softhsm.configure(state.root)
     hsm = Hsm()
     hsm.rescan()
-    return hsm
+    secret, shares = _provision_signing_token(hsm, config, quorum, len(officers))
+    try:
+        for label, pin in [*officers, *admins]:
+            hsm.init_token(label, secrets.token_hex(16), pin)
+        cards = [enroll_officer(hsm, label, pin, share)
+                 for (label, pin), share in zip(officers, shares, strict=True)]  # fmt: skip
+        admin_cards = [enroll_administrator(hsm, label, pin) for label, pin in admins]
+        config.officer_tokens = {c.fingerprint: c.token_label for c in cards}
+        config.admin_tokens = {c.fingerprint: c.token_label for c in admin_cards}
+        state.save(config)
+        return _first_records(root, hsm, config, secret, shares, cards, admin_cards, admins,
+                              quorum, admin_quorum)  # fmt: skip
+    finally:
+        secret[:] = bytes(len(secret))
+
+
+def _clear_half_made(state: ApplianceState, start_over: bool) -> None:
+    """An existing station is never overwritten; a half-made demo one may be wiped, and
+    only while its signing token still carries the init-in-progress marker."""
+    if not state.exists() and not (state.root.exists() and any(state.root.iterdir())):
+        return
+    complete, why = _completed(state)
+    if complete:
+        raise StateError(f"{state.root} already holds an appliance: init never overwrites one")
+    if not start_over:
+        raise StateError(f"{state.root} holds a half-made station ({why}): run init again with "
+                         "--start-over to wipe it (demo tokens live inside it), or choose "
+                         "another --state")  # fmt: skip
+    if _signing_token_finished(state):
+        raise StateError(f"{state.root}: its signing token finished initialising (no "
+                         "init-in-progress marker), so the journal was emptied or cut after "
+                         f"the fact ({why}): restore it (`journal restore FILE`) and run "
+                         "`journal recover`; a finished station is never wiped")  # fmt: skip
+    shutil.rmtree(state.root)
+
+
+def _signing_token_finished(state: ApplianceState) -> bool:
+    """True when the state directory's signing token exists and no longer carries the
+    init-in-progress marker: its initialisation completed once."""
+    label = SIGNING_TOKEN
+    with contextlib.suppress(StateError):
+        label = state.load().signing_token
+    softhsm.configure(state.root)
+    hsm = Hsm()
+    hsm.rescan()
+    try:
+        token = hsm.token(label=label)
+        has_audit_key = Keystore(hsm, label).token_audit_key() is not None
+    except HsmError:
+        return False
+    # the marker comes before the audit key, so a token with an audit key and no marker
+    # finished; one that holds neither died before it had anything to lose
+    return has_audit_key and not initialising(hsm, token)
+
+
+def _completed(state: ApplianceState) -> tuple[bool, str]:
+    try:
+        config = state.load()
+    except StateError as exc:
+        return False, str(exc)
+    if not config.demo:
+        raise StateError(f"{state.root} holds a station with real tokens: not touched")
+    try:
+        with Appliance(state.root) as appliance:
+            if appliance.journal.init_complete:
+                return True, ""
+            return False, f"journal has {appliance.journal.length} record(s), no init_completed"
+    except (StateError, HsmError, OSError, ValueError) as exc:
+        return False, str(exc)
+
+
+def _provision_signing_token(hsm: Hsm, config: ApplianceConfig, quorum: int, count: int
+                             ) -> tuple[bytearray, list[str]]:  # fmt: skip
+    """The signing token, with a PIN from a secret that mixes the OS's and the token's RNG:
+    initialised with a throw-away SO PIN, then its own PINs set through the API."""
+    throwaway = secrets.token_hex(16)
+    token = hsm.init_token(config.signing_token, throwaway, None)
+    mark_initialising(hsm, token, config.appliance_id)
+    secret = bytearray(new_activation_secret(16, hsm.generate_random(token, 32)))
+    pin = activation_pin(secret)
+    hsm.so_set_pins(token, throwaway, so_pin_for(pin), pin)
+    return secret, split_activation_secret(secret, quorum, count)
 
 
 def _first_policy(config: ApplianceConfig, cards: list, admin_cards: list, quorum: int,
@@ -411,16 +842,30 @@ def _first_policy(config: ApplianceConfig, cards: list, admin_cards: list, quoru
     )  # fmt: skip
 
 
-def _first_records(appliance: Appliance, officers: Presented, cards: list, admin_cards: list,
-                   signed: SignedPolicy) -> bytes:  # fmt: skip
-    """Audit key, then the genesis records; the officers are present, so activate."""
-    with appliance.activated(officers[: signed.policy.approval_quorum]) as actors:
-        audit = appliance.keystore.create_audit_key()
-        record = appliance.recorder.record
-        record("token_init", actors=actors,
-               details={"token": appliance.config.signing_token, "module": appliance.hsm.path})
+def _first_records(root: Path, hsm: Hsm, config: ApplianceConfig, secret: bytearray,
+                   shares: list[str], cards: list, admin_cards: list, admins: Presented,
+                   quorum: int, admin_quorum: int) -> InitResult:  # fmt: skip
+    """The first policy, the audit key and the genesis records, ``init_completed`` last."""
+    appliance = Appliance(root, hsm)
+    try:
+        policy = _first_policy(config, cards, admin_cards, quorum, admin_quorum)
+        signed = appliance.sign_policy(admins, policy)
+        genesis = [Officer.from_pubkey(c.approval_public_key, "administrator")
+                   for c in admin_cards]  # fmt: skip
+        verify_signed_policy(signed, None, genesis)
+        appliance.state.store_policy(signed)
+        appliance.recorder.problems.clear()  # "never initialised": this is the initialisation
+        appliance.keystore.unlock(activation_pin(secret))
+        audit = appliance.keystore.create_audit_key(secrets.token_bytes(KEY_ID_BYTES))
+        actors = tuple(c.fingerprint for c in cards[:quorum])
+        record = appliance.record
+        # the audit key's own record first: the registry is re-read from the journal after
+        # every record, and every record is signed by this key
         record("key_generated", actors=actors, subjects={"public_key": audit.public_key_bytes},
-               details={"label": audit.label, "backup_model": audit.backup_model.value})
+               details={"label": audit.label, "backup_model": audit.backup_model.value,
+                        "key_id": audit.key_id})  # fmt: skip
+        record("token_init", actors=actors,
+               details={"token": config.signing_token, "module": hsm.path})
         for card in cards:
             record("officer_enrolled", actors=[card.fingerprint],
                    details={"role": "approver", "token": card.token_label})
@@ -429,5 +874,15 @@ def _first_records(appliance: Appliance, officers: Presented, cards: list, admin
                    details={"role": "administrator", "token": card.token_label})
         record("policy_installed", actors=actors + tuple(signed.signatures),
                subjects={"policy": signed.policy.hash()}, details={"version": 1})
-    return audit.public_key_bytes
-
+        record("init_completed", actors=actors, details={
+            "share_identifier": share_identifier(shares),
+            "share_commitment": activation_commitment(secret), "share_threshold": quorum,
+            "holders": [c.fingerprint for c in cards], "entropy": ENTROPY_SOURCES,
+            "started": int(time.time())})  # fmt: skip
+        appliance.recorder.checkpoint(force=True)
+        clear_initialising(hsm, hsm.token(label=config.signing_token))
+    finally:
+        appliance.close()
+    return InitResult(config.appliance_id, [c.fingerprint for c in cards],
+                      [c.fingerprint for c in admin_cards], audit.public_key_bytes,
+                      signed.policy.hash())  # fmt: skip

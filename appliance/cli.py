@@ -16,6 +16,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,22 +28,26 @@ from appliance.journal_store import JournalStoreError
 from appliance.keystore import BackupModel, KeyState, KeystoreError
 from appliance.officers import OfficerError
 from appliance.pins import PinSource, PinSourceError
+from appliance.recorder import ClockError
 from appliance.signing import SigningError, SigningSession
 from appliance.state import ApplianceState, StateError
+from appliance.token_objects import AnchorError
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import JournalError, audit_key_fingerprint, export_journal
 from shared.policy import Policy, PolicyError, SignedPolicy
-from shared.review import Review
+from shared.review import Review, review_locks_text
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
 
 REFUSALS = (CeremonyError, QuorumError, OfficerError, KeystoreError, BackupError, PolicyError,
             JournalError, JournalStoreError, HsmError, StateError, PinSourceError, SigningError,
-            DescriptorError, PayloadError)  # fmt: skip
+            DescriptorError, PayloadError, AnchorError, ClockError)  # fmt: skip
 #: Policy fields `policy draft --set` may change (identity and chain fields may not).
 _SETTABLE = {"approval_quorum", "admin_quorum", "require_address_book", "per_tx_limit",
-             "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max"}  # fmt: skip
+             "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max",
+             "allow_timelocks"}  # fmt: skip
+_BOOLEAN = {"require_address_book", "allow_timelocks"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--admins", type=int, default=2)
     init.add_argument("--admin-quorum", type=int, default=2)
     init.add_argument("--demo", action="store_true", help="provision SoftHSM2 tokens")
+    init.add_argument("--start-over", action="store_true",
+                      help="wipe a half-made demo station in --state first (never a finished one)")
     init.set_defaults(handler=init_command)
 
     def with_officers(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -91,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     draft.add_argument("--add-address", action="append", default=[], metavar="ADDRESS=LABEL")
     draft.add_argument("--revoke", action="append", default=[], metavar="FINGERPRINT",
                        help="revoke an officer (kept listed, inactive)")  # fmt: skip
+    draft.add_argument("--internal-wallet", action="append", default=[], metavar="DESCRIPTOR",
+                       help="a wallet of the custodian's own: outputs to it count as change "
+                            "and the station may pin it")  # fmt: skip
     draft.add_argument("-o", "--out", type=Path, required=True)
     draft.set_defaults(handler=policy_draft_command)
     sign = psub.add_parser("sign", help="administrators sign a drafted policy")
@@ -104,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = psub.add_parser("show", help="print the installed policy as JSON")
     show.set_defaults(handler=policy_show_command)
 
-    journal = sub.add_parser("journal", help="verify or export the journal")
+    journal = sub.add_parser("journal", help="verify, export or recover the journal")
     jsub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
     verify = jsub.add_parser("verify", help="check the hash chain and every signature")
     verify.set_defaults(handler=journal_verify_command)
@@ -115,21 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write the audit bundle: journal.cbor, every installed "
                               "policy and every review transcript")  # fmt: skip
     jexport.set_defaults(handler=journal_export_command)
+    recover = with_officers(jsub.add_parser(
+        "recover", help="administrators journal a damaged tail or lost records, then go on"))
+    recover.add_argument("--admins", required=True, help="administrator token labels")
+    recover.set_defaults(handler=journal_recover_command)
+    jrestore = jsub.add_parser("restore", help="replace a lost or damaged journal.log with an "
+                               "export's records (they must verify under this station's key)")
+    jrestore.add_argument("export", type=Path, help="a `journal export` file (CBOR)")
+    jrestore.set_defaults(handler=journal_restore_command)
 
-    kek = sub.add_parser("kek", help="backup KEK: new shares, or install")
-    kek.add_argument("action", choices=["new-shares", "install"])
-    kek.add_argument("--officers", help="officer token labels (install)")
-    kek.add_argument("--shares", default="2,3",
-                     help="new-shares: threshold,count; install: how many shares are presented")
+    kek = sub.add_parser("kek", help="backup KEK: new custodian shares")
+    kek.add_argument("action", choices=["new-shares"])
+    kek.add_argument("--shares", default="2,3", help="threshold,count (default 2,3)")
     kek.set_defaults(handler=kek_command)
     backup = with_officers(sub.add_parser("backup", help="wrap a key under the trusted KEK"))
     backup.add_argument("label")
     backup.add_argument("--out", type=Path, required=True, help="backup blob file")
+    backup.add_argument("--kek-shares", type=int, default=2, metavar="N",
+                        help="KEK shares the custodians enter (read like PINs; default 2)")
     backup.set_defaults(handler=backup_command)
     restore = with_officers(sub.add_parser("restore", help="unwrap a backup onto this token"))
     restore.add_argument("blob", type=Path)
     restore.add_argument("--label", required=True)
     restore.add_argument("--public-key", required=True, help="the original key, hex")
+    restore.add_argument("--kek-shares", type=int, default=2, metavar="N",
+                         help="KEK shares the custodians enter (read like PINs; default 2)")
     restore.set_defaults(handler=restore_command)
 
     sign = sub.add_parser("sign", help="the signing ceremony, headless")
@@ -147,9 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pin_wallet = with_officers(sub.add_parser("pin-wallet", help="pin a wallet descriptor"))
     pin_wallet.add_argument("descriptor")
+    pin_wallet.add_argument("--admins", default="",
+                            help="administrator token labels (unless the policy names it)")
     pin_wallet.add_argument("--out", type=Path,
                             help="write the pin receipt here (wallet.receipt, receipt.ur)")
     pin_wallet.set_defaults(handler=pin_wallet_command)
+    unpin = with_officers(sub.add_parser("unpin-wallet", help="administrators unpin a wallet"))
+    unpin.add_argument("descriptor")
+    unpin.add_argument("--admins", required=True, help="administrator token labels")
+    unpin.set_defaults(handler=unpin_wallet_command)
 
     reset = sub.add_parser("reset-lockout", help="administrators unlock an officer token")
     reset.add_argument("officer", help="the locked-out officer's token label")
@@ -194,9 +220,11 @@ def _present(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str
 
 def _appliance(args: argparse.Namespace) -> Appliance:
     appliance = Appliance(args.state)
-    if appliance.recovery.torn is not None:
-        print(f"warning: torn last journal record found and quarantined: "
-              f"{appliance.recovery.torn}", file=sys.stderr)  # fmt: skip
+    for note in appliance.notes:
+        print(f"note: {note}", file=sys.stderr)
+    appliance.on_note = lambda text: print(f"note: {text}", file=sys.stderr)
+    for problem in appliance.problems:
+        print(f"problem: {problem}", file=sys.stderr)
     return appliance
 
 
@@ -215,7 +243,8 @@ def init_command(args: argparse.Namespace) -> int:
     presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
     admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
     result = initialise(args.state, args.network, presented, admin_pins, args.quorum,
-                        args.admin_quorum, demo=args.demo)  # fmt: skip
+                        args.admin_quorum, demo=args.demo,
+                        start_over=args.start_over)  # fmt: skip
     print(json.dumps({
         "appliance_id": result.appliance_id,
         "officers": dict(zip(officers, result.officers, strict=True)),
@@ -261,7 +290,10 @@ def policy_draft_command(args: argparse.Namespace) -> int:
         if field not in _SETTABLE:
             raise CeremonyError(f"--set {field}: not a field a draft may change "
                                 f"({', '.join(sorted(_SETTABLE))})")  # fmt: skip
-        plain[field] = value.lower() == "true" if field == "require_address_book" else int(value)
+        plain[field] = value.lower() == "true" if field in _BOOLEAN else int(value)
+    for text in args.internal_wallet:
+        plain["internal_wallets"] = [*plain["internal_wallets"],
+                                     str(Descriptor.parse(text, require_checksum=False))]
     book = [list(entry) for entry in plain["address_book"]]
     for item in args.add_address:
         address, _, label = item.partition("=")
@@ -313,14 +345,42 @@ def journal_verify_command(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def journal_recover_command(args: argparse.Namespace) -> int:
+    with _appliance(args) as appliance:
+        pins = PinSource(args.pin_fd)
+        officers = [(label, pins.pin(label)) for label in _labels(args.officers)]
+        admins = [(label, pins.pin(label)) for label in _labels(args.admins)]
+        entry = appliance.recover_journal(officers, admins)
+        details = entry.record.details
+        lost = details.get("lost_through")
+        what = f"kept through seq {details['kept_through']}"
+        if details.get("quarantine"):
+            what += f", damaged tail kept in {details['quarantine']}"
+        if lost is not None:
+            what += f", records up to seq {lost} journaled as lost"
+        return _done(entry.record.seq, f"journal recovered: {what}")
+
+
+def journal_restore_command(args: argparse.Namespace) -> int:
+    with _appliance(args) as appliance:
+        length = appliance.restore_journal(args.export.read_bytes())
+        left = appliance.problems
+    print(f"journal restored from {args.export}: {length} records (the old file is kept as "
+          "journal.log.replaced-N)")  # fmt: skip
+    for problem in left:
+        print(f"still: {problem}", file=sys.stderr)
+    return 0
+
+
 def journal_export_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         entry = appliance.export_journal(_present(args, _labels(args.officers)))
         document = export_journal(appliance.recorder.entries(), appliance.config.appliance_id,
                                   appliance.keystore.audit_public_key())  # fmt: skip
+        versions = [ref.version for ref in appliance.journal.policies]
     args.out.write_bytes(document)
     if args.evidence is not None:
-        _write_evidence(args, document)
+        _write_evidence(args, document, versions)
     if args.ur:
         encoder = UREncoder(UR("bytes", encode_bytes(document)), 400)
         for _ in range(encoder.seq_len):
@@ -328,7 +388,8 @@ def journal_export_command(args: argparse.Namespace) -> int:
     return _done(entry.record.seq, f"journal exported to {args.out}")
 
 
-def _write_evidence(args: argparse.Namespace, document: bytes) -> None:
+def _write_evidence(args: argparse.Namespace, document: bytes,
+                    named_policies: list[int]) -> None:  # fmt: skip
     """The auditor's bundle: the journal, the policies it names, the transcripts it hashes.
 
     Transcripts (what officers were shown) and policies are too large for journal records;
@@ -339,7 +400,8 @@ def _write_evidence(args: argparse.Namespace, document: bytes) -> None:
     (bundle / "policies").mkdir(parents=True, exist_ok=True)
     (bundle / "transcripts").mkdir(exist_ok=True)
     (bundle / "journal.cbor").write_bytes(document)
-    for path in state.policy_files():
+    for ref in named_policies:
+        path = state.policy_path(ref)
         shutil.copyfile(path, bundle / "policies" / path.name)
     for path in sorted((state.root / "transcripts").glob("*.cbor")):
         shutil.copyfile(path, bundle / "transcripts" / path.name)
@@ -347,36 +409,33 @@ def _write_evidence(args: argparse.Namespace, document: bytes) -> None:
 
 def kek_command(args: argparse.Namespace) -> int:
     """``new-shares`` prints SLIP-39 shares of a fresh KEK, one per custodian (written down,
-    never stored); ``install`` rebuilds the KEK from threshold shares read like PINs."""
-    if args.action == "new-shares":
-        threshold, _, count = args.shares.partition(",")
-        for number, share in enumerate(new_kek_shares(int(threshold), int(count)), start=1):
-            print(f"custodian {number}: {share}")
-        return 0
-    if not args.officers:
-        raise CeremonyError("kek install needs --officers: the signing token must be activated")
-    with _appliance(args) as appliance:
-        officers = _present(args, _labels(args.officers))
-        presented = int(args.shares.partition(",")[0])
-        pins = PinSource(args.pin_fd)
-        shares = [pins.pin(f"KEK share {i}") for i in range(1, presented + 1)]
-        entry = appliance.install_kek(officers, shares)
-        check = entry.record.details["kek_check"]
-        return _done(entry.record.seq, f"KEK installed, check value {check}")
+    never stored). The KEK itself enters a token only inside ``backup`` and ``restore``."""
+    threshold, _, count = args.shares.partition(",")
+    for number, share in enumerate(new_kek_shares(int(threshold), int(count)), start=1):
+        print(f"custodian {number}: {share}")
+    return 0
+
+
+def _kek_shares(args: argparse.Namespace) -> list[str]:
+    pins = PinSource(args.pin_fd)
+    return [pins.pin(f"KEK share {i}") for i in range(1, args.kek_shares + 1)]
 
 
 def backup_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        blob, entry = appliance.backup_key(_present(args, _labels(args.officers)), args.label)
+        officers = _present(args, _labels(args.officers))
+        blob, entry = appliance.backup_key(officers, args.label, _kek_shares(args))
     args.out.write_bytes(blob)
-    return _done(entry.record.seq, f"key {args.label} wrapped to {args.out}")
+    check = entry.record.details["kek_check"]
+    return _done(entry.record.seq, f"key {args.label} wrapped to {args.out} (KEK check {check}; "
+                 "the KEK was destroyed in the token)")
 
 
 def restore_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        entry = appliance.restore(_present(args, _labels(args.officers)),
-                                  args.blob.read_bytes(), args.label,
-                                  bytes.fromhex(args.public_key))  # fmt: skip
+        officers = _present(args, _labels(args.officers))
+        entry = appliance.restore(officers, args.blob.read_bytes(), args.label,
+                                  bytes.fromhex(args.public_key), _kek_shares(args))
         return _done(entry.record.seq, f"key {args.label} restored and proven")
 
 
@@ -406,6 +465,7 @@ def _print_review(review: Review) -> None:
         print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")
     rate = "?" if review.fee_rate is None else f"{review.fee_rate / 1000:g}"
     print(f"  fee {review.fee} sat, {rate} sat/vB (about {review.vsize} vB)")
+    print(f"  {review_locks_text(review)}")
     print(f"  request hash {review.request_hash.hex()}")
     print(f"  words: {review.hash_words}")
 
@@ -417,6 +477,8 @@ def sign_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         session = SigningSession(appliance)
         review = session.load(data)
+        if session.previous is not None:
+            return _show_again(args, session)
         if review is None or not review.approved_for_signing:
             presented = _present(args, _labels(args.officers))
             appliance.flush_pending(presented)  # journal the refusal now, officers present
@@ -433,23 +495,54 @@ def sign_command(args: argparse.Namespace) -> int:
             session.refuse(f"approval failed: {exc}")  # journaled at the next activation
             raise
         result = session.sign()
+    _emit_signed(args, result.psbt_bytes)
+    return _done(result.receipt_seq, f"signed {result.signatures} input(s)")
+
+
+def _emit_signed(args: argparse.Namespace, psbt_bytes: bytes) -> None:
     if args.out is not None:
-        args.out.write_bytes(result.psbt_bytes)
+        args.out.write_bytes(psbt_bytes)
     else:
-        encoder = UREncoder(UR("crypto-psbt", encode_psbt(result.psbt_bytes)), 400)
+        encoder = UREncoder(UR("crypto-psbt", encode_psbt(psbt_bytes)), 400)
         for _ in range(encoder.seq_len):
             print(encoder.next_part())
-    return _done(result.receipt_seq, f"signed {result.signatures} input(s)")
+
+
+def _show_again(args: argparse.Namespace, session: SigningSession) -> int:
+    """A request the journal already approved: its signed PSBT again, never a second
+    approval. From the station's copy when it holds one; else (lost in a crash) signed
+    again after M officers activate, journaled as a reissue and counted nowhere."""
+    assert session.previous is not None
+    seq = session.previous.record.seq
+    print(f"this request was approved at journal seq {seq}: showing its signed PSBT again "
+          "(no new approval)", file=sys.stderr)  # fmt: skip
+    data = session.reshow()
+    if data is None:
+        print("the station's copy of the signed PSBT is missing or does not verify: "
+              "officers activate to sign the same transaction again", file=sys.stderr)
+        result = session.reissue(_present(args, _labels(args.officers)))
+        data = result.psbt_bytes
+    _emit_signed(args, data)
+    return _done(seq, "signed PSBT shown again")
 
 
 def pin_wallet_command(args: argparse.Namespace) -> int:
     descriptor = Descriptor.parse(args.descriptor, require_checksum=False)
     with _appliance(args) as appliance:
-        entry = appliance.pin_wallet(_present(args, _labels(args.officers)), descriptor)
+        admins = _present(args, _labels(args.admins)) if args.admins else []
+        entry = appliance.pin_wallet(_present(args, _labels(args.officers)), descriptor, admins)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         _write_receipt(args.out, entry.to_bytes())
     return _done(entry.record.seq, f"pinned {descriptor}")
+
+
+def unpin_wallet_command(args: argparse.Namespace) -> int:
+    descriptor = Descriptor.parse(args.descriptor, require_checksum=False)
+    with _appliance(args) as appliance:
+        admins = _present(args, _labels(args.admins))
+        entry = appliance.unpin_wallet(_present(args, _labels(args.officers)), descriptor, admins)
+    return _done(entry.record.seq, f"unpinned {descriptor}")
 
 
 def _write_ur(path: Path, ur: UR) -> None:
@@ -473,21 +566,29 @@ def reset_lockout_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    """Read-only: what the journal says, and every problem that stops the station."""
     with _appliance(args) as appliance:
-        policy = appliance.state.installed_policy()
-        last = appliance.recorder.last()
+        journal = appliance.journal
+        policy = journal.policy
+        audit = journal.audit_key
         report = {
             "appliance": dataclasses.asdict(appliance.config),
+            "usable": not appliance.problems,
+            "problems": appliance.problems,
+            "notes": appliance.notes,
             "keys": [info.to_json() for info in appliance.keystore.key_infos()],
-            "audit_key_fingerprint": (audit_key_fingerprint(appliance.keystore.audit_public_key())
-                                      if appliance.keystore.has_audit_key() else None),
-            "policy_version": policy.policy.version if policy else None,
-            "journal_length": len(appliance.recorder.store),
-            "journal_head": last.record.hash().hex() if last else None,
-            "torn_record": str(appliance.recovery.torn) if appliance.recovery.torn else None,
+            "audit_key_fingerprint": audit_key_fingerprint(audit) if audit else None,
+            "policy_version": policy.version if policy else None,
+            "pinned_wallets": list(journal.wallets),
+            "journal_length": journal.length,
+            "journal_head": journal.head.hex() if journal.seq >= 0 else None,
+            "journal_last_time": journal.last_time,
+            "station_clock": int(time.time()),
+            "pending": len(appliance.state.pending()),
+            "open_intents": {str(k): v.get("ceremony") for k, v in journal.intents.items()},
         }
-    print(json.dumps(report, indent=2))
-    return 0
+    print(json.dumps(report, indent=2, default=lambda b: b.hex()))
+    return 0 if not report["problems"] else 1
 
 
 if __name__ == "__main__":

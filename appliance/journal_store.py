@@ -1,4 +1,4 @@
-"""The journal's append-only file: framed, checksummed, fsynced, torn tails reported.
+"""The journal's append-only file: framed, checksummed, fsynced; damage reported, never cut.
 
 shared.journal defines what a record says and signs; this module only keeps the bytes.
 Each entry is one frame::
@@ -6,13 +6,18 @@ Each entry is one frame::
     b"CSJ1" | length (4 bytes, big-endian) | payload | CRC-32 of (length + payload), 4 bytes
 
 An append is one ``write`` of the whole frame followed by ``fsync``, so after a crash the
-file ends with complete frames plus at most one partial frame (the append in flight).
-On open that damaged tail is *reported*, copied to a quarantine file beside the journal
-(``<name>.torn-<n>``) and only then cut off, so appends can continue (DESIGN 3: a torn
-last record is detected and reported, never silently dropped). Damage followed by a valid
-frame cannot come from a crash: that is corruption, and opening refuses with the frame
-index and offset instead of truncating anything. The file is held under an exclusive
-``flock`` so two processes never append to it at once.
+file ends with complete frames plus at most one partial frame (the append in flight). Any
+damage found on open (a torn or bad tail, or a bad frame followed by good ones) is
+*reported* in :class:`RecoveryReport` and the store refuses to append: the station stops
+until an administrators' recovery ceremony (appliance.ceremonies) journals what was lost
+and only then cuts the tail (:meth:`JournalStore.cut_tail`, which keeps the bytes in a
+quarantine file ``<name>.torn-<n>`` first). Nothing is ever truncated silently (DESIGN 9).
+
+Opening can start from a signed checkpoint (:class:`Start`): the bytes before its offset
+are checked against its SHA-256 in one pass instead of frame by frame, and only the frames
+after it are scanned, so opening costs little more than reading the file. A prefix that
+does not match its digest is reported (``prefix_changed``) and the whole file is scanned.
+The file is held under an exclusive ``flock`` so two processes never append to it at once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import struct
 import time
@@ -42,25 +48,44 @@ class JournalStoreError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TornTail:
-    """Bytes after the last complete frame, as found on open (before truncation)."""
+class Damage:
+    """Bytes from ``offset`` on that are not a run of valid frames, as found on open."""
 
     offset: int
     length: int
-    quarantine: Path
+    frame: int  # index of the first frame that is not valid
+    problem: str
+    followed_by_valid_frames: bool = False
+
+    def __str__(self) -> str:
+        where = f"frame {self.frame} at offset {self.offset} ({self.length} bytes): {self.problem}"
+        if self.followed_by_valid_frames:
+            return where + "; valid frames follow it (corruption, not a crash)"
+        return where
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a verified checkpoint left the file: frames before ``offset`` are ``index``
+    frames whose bytes hash to ``prefix_sha256``."""
+
+    offset: int
+    index: int
+    prefix_sha256: bytes
 
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What open() found: the complete frames kept and a torn tail, if there was one."""
+    """What open() found: complete frames, damage if any, and whether the prefix held."""
 
     path: Path
     frames: int
-    torn: TornTail | None = None
+    damage: Damage | None = None
+    prefix_changed: bool = False
 
     @property
     def clean(self) -> bool:
-        return self.torn is None
+        return self.damage is None and not self.prefix_changed
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -73,44 +98,69 @@ def encode_frame(payload: bytes) -> bytes:
 class JournalStore:
     """An open, exclusively locked journal file. Use :meth:`open`, not the constructor."""
 
-    def __init__(self, path: Path, fd: int, frames: list[tuple[int, int]]) -> None:
+    def __init__(self, path: Path, fd: int, frames: list[tuple[int, int]], first: int,
+                 end: int, damage: Damage | None) -> None:  # fmt: skip
         self.path = path
         self._fd = fd
+        self._first = first  # index of frames[0]; frames before it are indexed on demand
         self._frames = frames  # (offset of the frame, payload length)
-        self._end = frames[-1][0] + frames[-1][1] + OVERHEAD if frames else 0
+        self._end = end
         self._failed: str | None = None
+        self.damage = damage
 
-    # --- opening and recovery ---------------------------------------------------------
+    # --- opening ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str) -> tuple[JournalStore, RecoveryReport]:
-        """Open (creating if needed), lock, scan, and recover a torn tail."""
+    def open(cls, path: Path | str, start: Start | None = None
+             ) -> tuple[JournalStore, RecoveryReport]:  # fmt: skip
+        """Open (creating if needed), lock and scan; damage is reported, nothing is cut."""
         path = Path(path)
         fd, created = _open_locked(path)
         try:
             if created:
                 _fsync_dir(path.parent)
             data = _read_all(fd, path)
-            frames, damage = _scan(data, path)
-            torn = None
-            if damage is not None:
-                torn = _quarantine(path, fd, data, damage)
+            changed = start is not None and not _prefix_holds(data, start)
+            if start is None or changed:
+                start = Start(0, 0, b"")
+            frames, damage = _scan(data, start.offset, start.index)
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, frames), RecoveryReport(path, len(frames), torn)
+        end = damage.offset if damage is not None else len(data)
+        store = cls(path, fd, frames, start.index, end, damage)
+        return store, RecoveryReport(path, len(store), damage, changed)
 
     # --- reading ----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return self._first + len(self._frames)
+
+    @property
+    def end_offset(self) -> int:
+        """Where the next frame goes: the end of the last valid frame."""
+        return self._end
+
+    def frame_end(self, index: int) -> int:
+        """The offset just after frame ``index``."""
+        offset, length = self._frame(index)
+        return offset + length + OVERHEAD
+
+    def prefix_sha256(self, offset: int) -> bytes:
+        """SHA-256 of the file's first ``offset`` bytes (what a checkpoint records)."""
+        digest = hashlib.sha256()
+        done = 0
+        while done < offset:
+            chunk = os.pread(self._fd, min(offset - done, 1 << 24), done)
+            if not chunk:
+                raise JournalStoreError(f"journal {self.path}: ends before offset {offset}")
+            digest.update(chunk)
+            done += len(chunk)
+        return digest.digest()
 
     def entry(self, index: int) -> bytes:
         """One payload, re-checked against its CRC as it is read."""
-        index = index if index >= 0 else len(self._frames) + index
-        if not 0 <= index < len(self._frames):
-            raise IndexError(f"journal {self.path} has no entry {index}")
-        offset, length = self._frames[index]
+        offset, length = self._frame(index)
         frame = os.pread(self._fd, length + OVERHEAD, offset)
         if len(frame) != length + OVERHEAD or _frame_error(frame, 0, length) is not None:
             raise JournalStoreError(
@@ -118,12 +168,35 @@ class JournalStore:
             )
         return frame[HEADER_SIZE : HEADER_SIZE + length]
 
-    def entries(self) -> list[bytes]:
-        return [self.entry(i) for i in range(len(self._frames))]
+    def entries(self, first: int = 0) -> list[bytes]:
+        return [self.entry(i) for i in range(first, len(self))]
 
     def last(self) -> bytes | None:
         """The newest payload, or None for an empty journal."""
-        return self.entry(-1) if self._frames else None
+        return self.entry(len(self) - 1) if len(self) else None
+
+    def _frame(self, index: int) -> tuple[int, int]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"journal {self.path} has no entry {index}")
+        if index < self._first:
+            self._index_prefix()
+        return self._frames[index - self._first]
+
+    def _index_prefix(self) -> None:
+        """Index the frames before the checkpoint (read headers only; they were hashed)."""
+        frames: list[tuple[int, int]] = []
+        offset = 0
+        while len(frames) < self._first:
+            header = os.pread(self._fd, HEADER_SIZE, offset)
+            if len(header) != HEADER_SIZE or header[:4] != MAGIC:
+                raise JournalStoreError(f"journal {self.path}: no frame at offset {offset}")
+            (length,) = struct.unpack_from(">I", header, 4)
+            frames.append((offset, length))
+            offset += length + OVERHEAD
+        self._frames = frames + self._frames
+        self._first = 0
 
     # --- writing ----------------------------------------------------------------------
 
@@ -132,8 +205,12 @@ class JournalStore:
 
         Only when this returns is the entry durable. After a failed write or fsync the
         store refuses further appends: the kernel may have dropped the dirty pages, so
-        retrying could acknowledge data that is not on disk.
+        retrying could acknowledge data that is not on disk. A damaged journal is never
+        appended to (the recovery ceremony cuts the damage first).
         """
+        if self.damage is not None:
+            raise JournalStoreError(f"journal {self.path} is damaged ({self.damage}): the "
+                                    "station is stopped until `journal recover`")  # fmt: skip
         if self._failed is not None:
             raise JournalStoreError(f"journal {self.path} is unusable: {self._failed}")
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -145,22 +222,41 @@ class JournalStore:
             )
         frame = encode_frame(payload)
         try:
-            written = os.write(self._fd, frame)
+            written = os.write(self._fd, frame)  # O_APPEND: at the end of the file
             if written != len(frame):
                 self._undo_short_write(written, len(frame))
             os.fsync(self._fd)
         except OSError as exc:
-            self._failed = f"append of frame {len(self._frames)} failed: {exc}"
+            self._failed = f"append of frame {len(self)} failed: {exc}"
             raise JournalStoreError(f"journal {self.path}: {self._failed}") from exc
         self._frames.append((self._end, len(payload)))
         self._end += len(frame)
-        return len(self._frames) - 1
+        return len(self) - 1
 
     def _undo_short_write(self, written: int, wanted: int) -> None:
         """A short write (disk full) leaves a partial frame: cut it off before failing."""
         os.ftruncate(self._fd, self._end)
         os.fsync(self._fd)
         raise OSError(errno.ENOSPC, f"short write: {written} of {wanted} bytes")
+
+    def cut_tail(self, index: int) -> Path | None:
+        """Quarantine everything from frame ``index`` (or the damage, if earlier) to the end
+        of the file, then truncate there; returns the quarantine file (None if nothing).
+
+        Only the recovery ceremony calls this, after the loss has been described and
+        signed by the administrators; the journal record of it is appended next.
+        """
+        offset = self._frame(index)[0] if index < len(self) else self._end
+        if self.damage is not None and self.damage.followed_by_valid_frames:
+            raise JournalStoreError(f"journal {self.path}: {self.damage}; restore the file "
+                                    "from a copy instead of cutting it")  # fmt: skip
+        size = os.fstat(self._fd).st_size
+        target = None
+        if size > offset:
+            target = _quarantine(self.path, self._fd, offset, size)
+        self._frames = self._frames[: max(0, index - self._first)]
+        self._end, self.damage, self._failed = offset, None, None
+        return target
 
     # --- closing ----------------------------------------------------------------------
 
@@ -242,21 +338,22 @@ def _frame_error(data: bytes, offset: int, length: int | None = None) -> str | N
     return None
 
 
-def _scan(data: bytes, path: Path) -> tuple[list[tuple[int, int]], int | None]:
-    """Complete frames, and the offset where a torn tail starts (None if there is none)."""
+def _prefix_holds(data: bytes, start: Start) -> bool:
+    """The file still holds, before ``start.offset``, exactly the bytes the checkpoint hashed."""
+    if len(data) < start.offset:
+        return False
+    return hashlib.sha256(memoryview(data)[: start.offset]).digest() == start.prefix_sha256
+
+
+def _scan(data: bytes, offset: int, index: int) -> tuple[list[tuple[int, int]], Damage | None]:
+    """Complete frames from ``offset`` (frame ``index``) on, and the damage after them."""
     frames: list[tuple[int, int]] = []
-    offset = 0
     while offset < len(data):
         problem = _frame_error(data, offset)
         if problem is not None:
             later = _next_valid_frame(data, offset + 1)
-            if later is not None:
-                raise JournalStoreError(
-                    f"journal {path} is corrupt: frame {len(frames)} at offset {offset} "
-                    f"({problem}) is followed by a valid frame at offset {later}; "
-                    "not truncating"
-                )
-            return frames, offset
+            return frames, Damage(offset, len(data) - offset, index + len(frames), problem,
+                                  later is not None)  # fmt: skip
         (length,) = struct.unpack_from(">I", data, offset + 4)
         frames.append((offset, length))
         offset += length + OVERHEAD
@@ -273,9 +370,9 @@ def _next_valid_frame(data: bytes, start: int) -> int | None:
     return None
 
 
-def _quarantine(path: Path, fd: int, data: bytes, offset: int) -> TornTail:
-    """Keep the torn bytes in ``<name>.torn-<n>`` (durably), then truncate the journal."""
-    torn = data[offset:]
+def _quarantine(path: Path, fd: int, offset: int, size: int) -> Path:
+    """Keep bytes ``offset..size`` in ``<name>.torn-<n>`` (durably), then truncate."""
+    torn = os.pread(fd, size - offset, offset)
     n = 1
     while True:
         target = path.with_name(f"{path.name}.torn-{n}")
@@ -285,7 +382,7 @@ def _quarantine(path: Path, fd: int, data: bytes, offset: int) -> TornTail:
         except FileExistsError:
             n += 1
         except OSError as exc:
-            raise JournalStoreError(f"cannot quarantine torn tail of {path}: {exc}") from exc
+            raise JournalStoreError(f"cannot quarantine the tail of {path}: {exc}") from exc
     try:
         view = memoryview(torn)
         while view:
@@ -296,7 +393,7 @@ def _quarantine(path: Path, fd: int, data: bytes, offset: int) -> TornTail:
     _fsync_dir(path.parent)
     os.ftruncate(fd, offset)
     os.fsync(fd)
-    return TornTail(offset=offset, length=len(torn), quarantine=target)
+    return target
 
 
 def _fsync_dir(directory: Path) -> None:

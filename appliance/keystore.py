@@ -11,9 +11,10 @@ defined lifecycle; DESIGN 5 fixes how that is done over PKCS#11:
   not copyable, so neither choice can be weakened later through the PKCS#11 API.
 - Signing is raw ``CKM_ECDSA`` over a 32-byte digest (the token does not hash: we check the
   length), normalised to low-S DER because SoftHSM2 returns high S about half the time.
-- What the token cannot tell us (backup model, lifecycle state, creation time) lives in a
-  small JSON registry next to the journal, written atomically. Public keys are recorded
-  there too so wallets can be exported while the token is locked.
+- What the token cannot tell us (backup model, lifecycle state, creation time) comes from
+  the journal: the station folds it into :class:`shared.station.StationState` and hands
+  the keystore its registry (:meth:`Keystore.set_registry`). Nothing about keys is read
+  from a file on the state medium, which anyone may edit (DESIGN 9).
 
 Lifecycle (ISO/TR 23576 5.4 and 9.3.6): ACTIVE <-> SUSPENDED, and ACTIVE/SUSPENDED ->
 ARCHIVED, which is terminal. Only ACTIVE keys sign. There is deliberately no way to destroy
@@ -28,14 +29,12 @@ label is looked up once per login session and cached, so signing costs one ``C_S
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -44,13 +43,12 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from appliance.files import atomic_write
 from appliance.hsm import Hsm, HsmError
 from shared.bitcoin.ecdsa import der_from_raw
+from shared.station import KeyEntry
 
 AUDIT_KEY_LABEL = "coldstation-audit"
 CURVE = "secp256k1"
-REGISTRY_VERSION = 1
 KEY_ID_BYTES = 16
 MAX_LABEL = 64
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -74,12 +72,6 @@ class KeyState(StrEnum):
     SUSPENDED = "suspended"
     ARCHIVED = "archived"
 
-
-_TRANSITIONS: dict[KeyState, frozenset[KeyState]] = {
-    KeyState.ACTIVE: frozenset({KeyState.SUSPENDED, KeyState.ARCHIVED}),
-    KeyState.SUSPENDED: frozenset({KeyState.ACTIVE, KeyState.ARCHIVED}),
-    KeyState.ARCHIVED: frozenset(),
-}
 
 
 @dataclass(frozen=True)
@@ -108,6 +100,19 @@ class KeyInfo:
         return {k: str(v) for k, v in asdict(self).items()}
 
     @classmethod
+    def from_entry(cls, entry: KeyEntry) -> KeyInfo:
+        """The journal's record of a key, as the keystore and the screens use it."""
+        return cls(
+            label=entry.label,
+            key_id=entry.key_id.hex(),
+            public_key=entry.public_key.hex(),
+            backup_model=BackupModel(entry.backup_model),
+            state=KeyState(entry.state),
+            created=datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="seconds"),
+            origin=entry.origin,
+        )
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> KeyInfo:
         return cls(
             label=str(data["label"]),
@@ -121,16 +126,20 @@ class KeyInfo:
 
 
 class Keystore:
-    """The keys of one signing token, their registry, and signing with them."""
+    """The keys of one signing token, their registry (from the journal), signing with them."""
 
-    def __init__(self, hsm: Hsm, token_label: str, registry_path: Path) -> None:
+    def __init__(self, hsm: Hsm, token_label: str) -> None:
         self.hsm = hsm
         self.token_label = token_label
-        self.registry_path = Path(registry_path)
         self._token = hsm.token(label=token_label)
-        self._keys: dict[str, KeyInfo] = _load_registry(self.registry_path, token_label)
+        self._keys: dict[str, KeyInfo] = {}
         # label -> (login session the handle belongs to, private key object)
         self._handles: dict[str, tuple[pkcs11.Session, pkcs11.PrivateKey]] = {}
+
+    def set_registry(self, infos: Iterable[KeyInfo]) -> None:
+        """The keys as the journal records them (the station calls this after each record)."""
+        with self.hsm.lock:
+            self._keys = {info.label: info for info in infos}
 
     # --- login ---------------------------------------------------------------------------
 
@@ -186,15 +195,21 @@ class Keystore:
 
     # --- generation ----------------------------------------------------------------------
 
-    def generate_key(self, label: str, backup_model: BackupModel) -> KeyInfo:
-        """Generate a secp256k1 pair inside the token and register it as ACTIVE."""
+    def generate_key(self, label: str, backup_model: BackupModel,
+                     key_id: bytes | None = None) -> KeyInfo:  # fmt: skip
+        """Generate a secp256k1 pair inside the token; the caller journals it.
+
+        ``key_id`` (CKA_ID) is chosen before, and journaled as the ceremony's intent, so a
+        rerun after a crash finds the pair by it (:meth:`adopt`). Until the journal record
+        is folded the key is registered here provisionally, so the same ceremony can use it.
+        """
         _check_label(label)
         backup_model = BackupModel(backup_model)
+        key_id = os.urandom(KEY_ID_BYTES) if key_id is None else key_id
         with self.hsm.lock:
             self.refuse_label_taken(label)
             session = self.session()
-            self._refuse_orphan(session, label)
-            key_id = os.urandom(KEY_ID_BYTES)
+            self._refuse_orphan(session, label, key_id)
             try:
                 public, private = _generate_pair(session, label, key_id, backup_model)
                 point = public[Attribute.EC_POINT]
@@ -203,44 +218,68 @@ class Keystore:
                     f"token {self.token_label!r} could not generate key {label!r}: "
                     f"{type(exc).__name__}"
                 ) from exc
-            info = KeyInfo(
-                label=label,
-                key_id=key_id.hex(),
-                public_key=compress_ec_point(point).hex(),
-                backup_model=backup_model,
-                state=KeyState.ACTIVE,
-                created=_now(),
-            )
-            self._commit_new(info, (private, public))
+            info = KeyInfo(label=label, key_id=key_id.hex(),
+                           public_key=compress_ec_point(point).hex(),
+                           backup_model=backup_model, state=KeyState.ACTIVE, created=_now())
+            self._keys[label] = info
             self._handles[label] = (session, private)
             return info
 
-    def record_restored_key(
-        self,
-        label: str,
-        key_id: bytes,
-        public_key: bytes,
-        backup_model: BackupModel,
-        objects: tuple[pkcs11.Object, ...],
-    ) -> KeyInfo:
-        """Register a key that appliance.backup unwrapped and proved; ACTIVE, origin restored.
+    def key_objects(self, key_id: bytes) -> tuple[pkcs11.Object | None, pkcs11.Object | None]:
+        """(public, private) objects with CKA_ID ``key_id``; None where absent."""
+        with self.hsm.lock:
+            session = self.session()
+            try:
+                found = list(session.get_objects({Attribute.ID: key_id}))
+            except PKCS11Error as exc:
+                raise KeystoreError(f"cannot search token {self.token_label!r}: {exc!r}") \
+                    from exc  # fmt: skip
+        public = [o for o in found if o.object_class == ObjectClass.PUBLIC_KEY]
+        private = [o for o in found if o.object_class == ObjectClass.PRIVATE_KEY]
+        if len(public) > 1 or len(private) > 1 or len(found) != len(public) + len(private):
+            raise KeystoreError(f"token {self.token_label!r} holds unexpected objects with "
+                                f"key id {key_id.hex()}")  # fmt: skip
+        return (public[0] if public else None), (private[0] if private else None)
 
-        ``objects`` are the new token objects, destroyed again if the registry cannot be
-        written, so the token never holds a key the appliance does not know about.
-        """
+    def adopt(self, label: str, key_id: bytes, backup_model: BackupModel) -> KeyInfo | None:
+        """The pair a crashed keygen left in the token under ``key_id``, checked like a new
+        key (generated inside the token, sensitive, extractable only as its model allows);
+        None when the token holds no such pair. A half pair is an error."""
+        public, private = self.key_objects(key_id)
+        if public is None and private is None:
+            return None
+        if public is None or private is None:
+            raise KeystoreError(f"token {self.token_label!r} holds half a key pair with key id "
+                                f"{key_id.hex()}: decommission it by hand")  # fmt: skip
+        with self.hsm.lock:
+            point = public[Attribute.EC_POINT]
+        info = KeyInfo(label=label, key_id=key_id.hex(), public_key=compress_ec_point(point).hex(),
+                       backup_model=BackupModel(backup_model), state=KeyState.ACTIVE,
+                       created=_now())  # fmt: skip
+        self._keys[label] = info
+        try:
+            self.verify_key_attributes(label)
+            with self.hsm.lock:
+                local = bool(private[Attribute.LOCAL])
+            if not local:
+                raise KeystoreError(f"key id {key_id.hex()} on token {self.token_label!r} was "
+                                    "not generated inside the token: not adopted")  # fmt: skip
+        except BaseException:
+            del self._keys[label]
+            raise
+        return info
+
+    def restored_key(self, label: str, key_id: bytes, public_key: bytes,
+                     backup_model: BackupModel) -> KeyInfo:  # fmt: skip
+        """The registry entry for a key appliance.backup unwrapped and proved (provisional,
+        like :meth:`generate_key`, until its journal record is folded)."""
         _check_label(label)
         with self.hsm.lock:
             self.refuse_label_taken(label)
-            info = KeyInfo(
-                label=label,
-                key_id=key_id.hex(),
-                public_key=public_key.hex(),
-                backup_model=BackupModel(backup_model),
-                state=KeyState.ACTIVE,
-                created=_now(),
-                origin="restored",
-            )
-            self._commit_new(info, objects)
+            info = KeyInfo(label=label, key_id=key_id.hex(), public_key=public_key.hex(),
+                           backup_model=BackupModel(backup_model), state=KeyState.ACTIVE,
+                           created=_now(), origin="restored")  # fmt: skip
+            self._keys[label] = info
             return info
 
     def refuse_label_taken(self, label: str) -> None:
@@ -248,10 +287,11 @@ class Keystore:
         if label in self._keys:
             raise KeystoreError(f"key {label!r} already exists on token {self.token_label!r}")
 
-    def _refuse_orphan(self, session: pkcs11.Session, label: str) -> None:
-        """A token key with this label but no registry entry (a crashed ceremony) is kept."""
+    def _refuse_orphan(self, session: pkcs11.Session, label: str, key_id: bytes) -> None:
+        """Objects with this label under another key id are not ours to overwrite."""
         try:
-            found = list(session.get_objects({Attribute.LABEL: label}))
+            found = [o for o in session.get_objects({Attribute.LABEL: label})
+                     if bytes(o[Attribute.ID]) != key_id]  # fmt: skip
         except PKCS11Error as exc:
             raise KeystoreError(
                 f"cannot search token {self.token_label!r}: {type(exc).__name__}"
@@ -259,7 +299,7 @@ class Keystore:
         if found:
             raise KeystoreError(
                 f"token {self.token_label!r} already holds objects labelled {label!r} that the "
-                "registry does not know: resolve that before generating"
+                "journal does not know: resolve that before generating"
             )
 
     def refuse_public_key_twice(self, public_key: bytes) -> None:
@@ -271,48 +311,6 @@ class Keystore:
                         f"public key already registered as {info.label!r} "
                         f"on token {self.token_label!r}"
                     )
-
-    def _commit_new(self, info: KeyInfo, objects: tuple[pkcs11.Object, ...]) -> None:
-        """Add ``info`` to the registry file; on failure remove the token objects again."""
-        keys = {**self._keys, info.label: info}
-        try:
-            _write_registry(self.registry_path, self.token_label, keys)
-        except OSError as exc:
-            for obj in objects:
-                with contextlib.suppress(PKCS11Error):
-                    obj.destroy()
-            raise KeystoreError(
-                f"cannot record key {info.label!r} in {self.registry_path}: {exc}"
-            ) from exc
-        self._keys = keys
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def set_state(self, label: str, state: KeyState) -> KeyInfo:
-        """Move a key along ACTIVE <-> SUSPENDED -> ARCHIVED; ARCHIVED never changes again.
-
-        There is no destroy: an archived key stays in the token (see the module docstring).
-        """
-        state = KeyState(state)
-        with self.hsm.lock:
-            current = self.info(label)
-            if state is current.state:
-                return current
-            if state not in _TRANSITIONS[current.state]:
-                raise KeystoreError(
-                    f"key {label!r} on token {self.token_label!r} cannot go from "
-                    f"{current.state} to {state}"
-                )
-            updated = replace(current, state=state)
-            keys = {**self._keys, label: updated}
-            try:
-                _write_registry(self.registry_path, self.token_label, keys)
-            except OSError as exc:
-                raise KeystoreError(
-                    f"cannot record state of key {label!r} in {self.registry_path}: {exc}"
-                ) from exc
-            self._keys = keys
-            return updated
 
     # --- signing -------------------------------------------------------------------------
 
@@ -390,13 +388,32 @@ class Keystore:
 
     # --- audit key -----------------------------------------------------------------------
 
-    def create_audit_key(self) -> KeyInfo:
+    def create_audit_key(self, key_id: bytes | None = None) -> KeyInfo:
         """The appliance's audit key: an ordinary non-extractable key in the signing token.
 
         It signs journal records and receipts; it is never cloned, so a restored appliance
         gets a new audit key and the journal records the hand-over.
         """
-        return self.generate_key(AUDIT_KEY_LABEL, BackupModel.NON_EXTRACTABLE)
+        return self.generate_key(AUDIT_KEY_LABEL, BackupModel.NON_EXTRACTABLE, key_id)
+
+    def token_audit_key(self) -> bytes | None:
+        """The audit key's public half as the signing token holds it, read without a PIN:
+        the key the journal and its checkpoints are verified with (never from a file)."""
+        with self.hsm.lock:
+            token = self.hsm.token(label=self.token_label)
+            with self.hsm.public_session(token) as session:
+                try:
+                    found = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                                                      Attribute.LABEL: AUDIT_KEY_LABEL}))
+                    points = [bytes(o[Attribute.EC_POINT]) for o in found]
+                except PKCS11Error as exc:
+                    raise KeystoreError(f"cannot read the audit key of token "
+                                        f"{self.token_label!r}: {exc!r}") from exc  # fmt: skip
+        if not points:
+            return None
+        if len(points) > 1:
+            raise KeystoreError(f"token {self.token_label!r} holds {len(points)} audit keys")
+        return compress_ec_point(points[0])
 
     def audit_public_key(self) -> bytes:
         return self.public_key(AUDIT_KEY_LABEL)
@@ -539,38 +556,3 @@ def _check_label(label: str) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# --- registry file ---------------------------------------------------------------------
-
-
-def _load_registry(path: Path, token_label: str) -> dict[str, KeyInfo]:
-    """Read the registry; a missing file is an empty keystore, a damaged one an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise KeystoreError(f"cannot read key registry {path}: {exc}") from exc
-    try:
-        data = json.loads(text)
-        if data.get("version") != REGISTRY_VERSION:
-            raise ValueError(f"unknown version {data.get('version')!r}")
-        keys = [KeyInfo.from_json(entry) for entry in data["keys"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise KeystoreError(f"key registry {path} is damaged: {exc}") from exc
-    if data.get("token") != token_label:
-        raise KeystoreError(
-            f"key registry {path} belongs to token {data.get('token')!r}, not {token_label!r}"
-        )
-    return {info.label: info for info in keys}
-
-
-def _write_registry(path: Path, token_label: str, keys: dict[str, KeyInfo]) -> None:
-    """Write the registry so a crash leaves either the old or the new file, never half."""
-    body = {
-        "version": REGISTRY_VERSION,
-        "token": token_label,
-        "keys": [keys[label].to_json() for label in sorted(keys)],
-    }
-    atomic_write(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())

@@ -11,17 +11,21 @@ smartcard in production, a SoftHSM2 token in demo and tests) holding:
 
 Officers are named by the fingerprint of their approval public key (DESIGN 8), never by
 name. SoftHSM2 has no PIN retry limit (and smartcards differ), so the appliance keeps its
-own per-token failure counters (:class:`PinGuard`) and refuses to even try a PIN on a token
-that has used up its attempts.
+own per-token failure counters (:class:`PinGuard`), in the signing token rather than on the
+state medium (appliance.token_objects), and refuses to even try a PIN on a token that has
+used up its attempts.
+
+A token may hold shares of two activation secrets for a while: a re-key (an officer was
+revoked) writes the new share before the signing token's PIN changes, and the old one is
+removed once the journal records the change. Shares are told apart by their SLIP-39
+identifier, which the journal records for the share set in use.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 import pkcs11
@@ -29,9 +33,9 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 from shamir_mnemonic import MnemonicError, Share
 
-from appliance.files import atomic_write
 from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
 from appliance.keystore import compress_ec_point
+from appliance.token_objects import Anchor, read_anchor, read_counters, write_anchor, write_counters
 from shared.bitcoin import ecdsa
 from shared.policy import fingerprint_of
 
@@ -183,19 +187,29 @@ def _store_share(session: pkcs11.Session, share_mnemonic: str) -> None:
 
 
 class PinGuard:
-    """Per-token consecutive PIN failures, persisted atomically as JSON.
+    """Per-token consecutive PIN failures, kept in the signing token (a public object).
 
     An attempt is counted *before* the PIN goes to the token and cleared only after a
     successful login, so pulling the power right after a wrong guess cannot win a free
-    retry. Tokens are keyed by serial, since labels can be duplicated or changed.
+    retry. Tokens are keyed by serial, since labels can be duplicated or changed. The
+    counters live in the signing token, not in a file: restoring an older copy of the state
+    medium gives no attempts back (with SoftHSM2 the token files are on the medium too).
     """
 
-    def __init__(self, path: Path | str, max_failures: int = DEFAULT_MAX_FAILURES) -> None:
+    def __init__(self, hsm: Hsm, signing_token: str, appliance_id: str,
+                 max_failures: int = DEFAULT_MAX_FAILURES) -> None:  # fmt: skip
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
-        self.path = Path(path)
+        self.hsm = hsm
+        self.signing_token = signing_token
+        self.appliance_id = appliance_id
         self.max_failures = max_failures
         self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        """Every token with failures, by serial."""
+        with self._lock:
+            return self._load()
 
     def failures(self, serial: str) -> int:
         with self._lock:
@@ -242,26 +256,21 @@ class PinGuard:
                 "attempts: an administrator must reset it"
             )
 
+    def _token(self) -> pkcs11.Token:
+        return self.hsm.token(label=self.signing_token)
+
     def _load(self) -> dict[str, int]:
-        """Counters on disk; an unreadable file fails closed instead of forgetting them."""
+        """Counters in the signing token; unreadable ones fail closed, never forgotten."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise OfficerError(f"cannot read PIN counters {self.path}: {exc}") from exc
-        try:
-            data = json.loads(text)
-            counts = data["failures"]
-            if data.get("version") != 1 or not isinstance(counts, dict):
-                raise ValueError("unknown layout")
-            return {str(k): _count(v) for k, v in counts.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OfficerError(f"PIN counter file {self.path} is corrupt: {exc}") from exc
+            return read_counters(self.hsm, self._token(), self.appliance_id)
+        except HsmError as exc:
+            raise OfficerError(f"cannot read the PIN counters: {exc}") from exc
 
     def _save(self, counts: dict[str, int]) -> None:
-        text = json.dumps({"version": 1, "failures": dict(sorted(counts.items()))})
-        atomic_write(self.path, text.encode("utf-8"))
+        try:
+            write_counters(self.hsm, self._token(), self.appliance_id, counts)
+        except HsmError as exc:
+            raise OfficerError(f"cannot write the PIN counters: {exc}") from exc
 
 
 def _count(value: object) -> int:
@@ -340,21 +349,67 @@ class UnlockedOfficer:
     def fingerprint(self) -> str:
         return approval_fingerprint(self.public_key)
 
-    def read_share(self) -> str:
-        """The officer's SLIP-39 share; refused unless the token keeps it private."""
+    def read_shares(self) -> list[str]:
+        """The officer's SLIP-39 shares (one, or two during a re-key); each must be private."""
         session = self._session()
 
-        def read() -> tuple[bool, bytes]:
-            obj = _one_object(session, ObjectClass.DATA, SHARE_LABEL, self.name)
-            return bool(obj[Attribute.PRIVATE]), bytes(obj[Attribute.VALUE])
+        def read() -> list[tuple[bool, bytes]]:
+            found = session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                         Attribute.LABEL: SHARE_LABEL})
+            return [(bool(o[Attribute.PRIVATE]), bytes(o[Attribute.VALUE])) for o in found]
 
-        private, value = self._hsm.call(read)
-        if not private:
-            raise OfficerError(f"{self.name}: share object is not private; refusing to use it")
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise OfficerError(f"{self.name}: share object is not text") from None
+        shares = []
+        for private, value in self._hsm.call(read):
+            if not private:
+                raise OfficerError(f"{self.name}: share object is not private; refusing to use it")
+            try:
+                shares.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise OfficerError(f"{self.name}: share object is not text") from None
+        if not shares:
+            raise OfficerError(f"{self.name}: expected a share {SHARE_LABEL!r}, found none")
+        return shares
+
+    def read_share(self) -> str:
+        """The officer's one share; OfficerError while a re-key left two."""
+        shares = self.read_shares()
+        if len(shares) != 1:
+            raise OfficerError(f"{self.name}: holds {len(shares)} shares")
+        return shares[0]
+
+    def add_share(self, share_mnemonic: str) -> None:
+        """Store a share of a new activation secret beside the current one (re-key)."""
+        _check_share_text(share_mnemonic, self.token_label)
+        if share_mnemonic in self.read_shares():
+            return
+        session = self._session()
+        self._hsm.call(_store_share, session, share_mnemonic)
+
+    def keep_only_shares(self, identifier: int) -> int:
+        """Destroy shares of other activation secrets; returns how many were destroyed."""
+        session = self._session()
+
+        def prune() -> int:
+            removed = 0
+            for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                            Attribute.LABEL: SHARE_LABEL}):
+                try:
+                    share = Share.from_mnemonic(bytes(obj[Attribute.VALUE]).decode("utf-8"))
+                except (MnemonicError, ValueError, KeyError, UnicodeDecodeError):
+                    continue
+                if share.identifier != identifier:
+                    obj.destroy()
+                    removed += 1
+            return removed
+
+        return self._hsm.call(prune)
+
+    def read_anchor(self, appliance_id: str) -> Anchor | None:
+        """The journal head this token saw when it was last unlocked for the station."""
+        return read_anchor(self._hsm, self._session(), appliance_id, self.name)
+
+    def write_anchor(self, appliance_id: str, anchor: Anchor) -> None:
+        write_anchor(self._hsm, self._session(), appliance_id, anchor, self.name)
 
     def approve(self, digest: bytes) -> bytes:
         """Low-S DER signature by the approval key over a 32-byte digest.

@@ -1,34 +1,150 @@
-"""Writing the journal: every event becomes a chained record, signed by the audit key in the
-signing token, appended with fsync before the ceremony reports success.
+"""The station's journal as the ceremonies use it: verified before use, folded into state,
+appended only under the audit key, anchored in the signing token.
 
-The format and the verification live in :mod:`shared.journal` (the auditor replays with
-the same code); storage is :mod:`appliance.journal_store`; this is the one place that joins
-them, so no ceremony can write a record any other way.
+The format and the chain rules live in :mod:`shared.journal` (the auditor replays with the
+same code), the state fold in :mod:`shared.station`, the bytes in
+:mod:`appliance.journal_store`, and the signed checkpoint in :mod:`appliance.checkpoint`.
+This is the one place that joins them, so no ceremony can read state or write a record any
+other way:
+
+- **open** (:meth:`Recorder.open`): start from the signed checkpoint when it verifies (else
+  from the genesis record), check the file's prefix against it, then verify and fold every
+  record after it. Anything that fails is a *problem*: the station does not sign, review or
+  run ceremonies until an administrators' recovery ceremony deals with it.
+- **record**: refuse a clock behind the journal; chain, sign inside the HSM, check the
+  signature, append with fsync, fold, then move the signing token's anchor to the new head.
+- **checkpoint**: at the end of each activated ceremony the state is signed again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from appliance.journal_store import JournalStore
+from appliance.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from appliance.journal_store import JournalStore, RecoveryReport, Start
 from appliance.keystore import Keystore
-from shared.journal import Entry, next_record, seal, verify_journal
+from appliance.token_objects import Anchor, write_anchor
+from shared.journal import Entry, JournalError, Record, seal, verify_journal
+from shared.station import StationError, StationState
+
+#: Records after the last checkpoint before a ceremony writes a new one.
+CHECKPOINT_EVERY = 32
+
+
+class ClockError(RuntimeError):
+    """The station clock is behind the journal: time-based rules cannot be trusted."""
 
 
 class Recorder:
-    def __init__(self, store: JournalStore, keystore: Keystore, appliance_id: str) -> None:
+    """An open journal and the state folded from it (see the module docstring)."""
+
+    def __init__(self, store: JournalStore, keystore: Keystore, appliance_id: str,
+                 state: StationState, report: RecoveryReport, problems: list[str],
+                 checkpoint_path: Path, notes: list[str]) -> None:  # fmt: skip
         self.store = store
         self.keystore = keystore
         self.appliance_id = appliance_id
+        self.state = state
+        self.report = report
+        self.problems = problems
+        self.notes = notes
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_seq = state.seq  # where the checkpoint this open started from is
 
-    def entries(self) -> list[Entry]:
-        return [Entry.from_bytes(raw) for raw in self.store.entries()]
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, journal_path: Path, checkpoint_path: Path, keystore: Keystore,
+             appliance_id: str, audit_key: bytes | None) -> Recorder:  # fmt: skip
+        """Open and verify; problems are collected, never raised (status must still work)."""
+        notes: list[str] = []
+        state, start = StationState(), None
+        if audit_key is not None:
+            try:
+                checkpoint, state = read_checkpoint(checkpoint_path, audit_key, appliance_id)
+                start = Start(checkpoint.offset, checkpoint.seq + 1, checkpoint.prefix_sha256)
+            except CheckpointError as exc:
+                if checkpoint_path.exists():
+                    notes.append(f"checkpoint not used ({exc}): verified from the first record")
+                state = StationState()
+        store, report = JournalStore.open(journal_path, start)
+        problems: list[str] = []
+        claimed = None  # the journal length a signed checkpoint vouches for, when it lost some
+        if report.prefix_changed and start is not None:
+            if store.end_offset < start.offset and report.damage is None:
+                claimed = start.index - 1
+                problems.append(f"journal {journal_path} ends before its signed checkpoint "
+                                f"(seq {claimed}): records were removed or an older copy "
+                                "was restored; run `journal recover` with the "
+                                "administrators")  # fmt: skip
+            else:
+                problems.append(f"journal {journal_path}: bytes before the signed checkpoint "
+                                f"(seq {state.seq}) changed on disk")  # fmt: skip
+            state = StationState()
+        recorder = cls(store, keystore, appliance_id, state, report, problems,
+                       checkpoint_path, notes)  # fmt: skip
+        recorder.checkpoint_claims = claimed
+        recorder._fold_unverified(audit_key)
+        if report.damage is not None:
+            problems.append(f"journal {journal_path} is damaged: {report.damage}")
+        return recorder
+
+    def _fold_unverified(self, audit_key: bytes | None) -> None:
+        """Verify and fold each record after the state's head; stop at the first bad one."""
+        first = self.state.length
+        if first >= len(self.store):
+            return
+        if audit_key is None:
+            self.problems.append(f"journal {self.store.path} holds {len(self.store)} records "
+                                 "but the signing token has no audit key to check them")
+            return
+        for index in range(first, len(self.store)):
+            try:
+                entry = Entry.from_bytes(self.store.entry(index))
+                if not entry.verify(audit_key):
+                    raise JournalError("signature does not verify under the audit key")
+                self.state.apply(entry.record, entry.record.hash())
+            except (JournalError, StationError, ValueError) as exc:
+                self.problems.append(f"journal {self.store.path}: record at position {index}"
+                                     f" does not verify: {exc}")  # fmt: skip
+                self.first_bad = index
+                return
+
+    first_bad: int | None = None  # the first record that did not verify, if any
+    checkpoint_claims: int | None = None  # a signed checkpoint's seq past the journal's end
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def entries(self, first: int = 0) -> list[Entry]:
+        return [Entry.from_bytes(raw) for raw in self.store.entries(first)]
 
     def last(self) -> Entry | None:
         raw = self.store.last()
         return None if raw is None else Entry.from_bytes(raw)
+
+    def hash_at(self, seq: int) -> bytes:
+        """The hash of record ``seq`` in the verified chain."""
+        return self.state.hash_at(seq)
+
+    def require_clock(self, now: int | None = None) -> int:
+        """The station's time, refused when it is behind the journal's last record."""
+        now = int(time.time()) if now is None else now
+        if now < self.state.last_time:
+            raise ClockError(
+                f"the station clock ({now}) is behind the journal's last record (seq "
+                f"{self.state.seq}, time {self.state.last_time}): set the clock right; "
+                "nothing is reviewed or signed until it is"
+            )
+        return now
+
+    # -- writing ----------------------------------------------------------------------------
 
     def record(
         self,
@@ -39,20 +155,61 @@ class Recorder:
         decision: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> Entry:
-        """Append one signed record (the signing token must be unlocked)."""
-        previous = self.last()
-        now = int(time.time())
-        if previous is not None:
-            now = max(now, previous.record.time)  # never backwards, even if the clock is
-        record = next_record(previous, time=now, appliance_id=self.appliance_id, event=event,
-                             actors=actors, subjects=subjects, decision=decision,
-                             details=details)  # fmt: skip
+        """Append one signed record (the signing token must be unlocked), then anchor it."""
+        if self.problems:
+            raise JournalError("the journal has problems: " + "; ".join(self.problems))
+        now = self.require_clock()
+        record = Record(seq=self.state.seq + 1, prev_hash=self.state.head, time=now,
+                        appliance_id=self.appliance_id, event=event, actors=tuple(actors),
+                        subjects=dict(subjects or {}), decision=decision,
+                        details=dict(details or {}))  # fmt: skip
         entry = seal(record, self.keystore.sign_audit_digest,
                      audit_pubkey=self.keystore.audit_public_key())  # fmt: skip
-        self.store.append(entry.to_bytes())
+        try:
+            # folded first: a record the state cannot follow is a bug and never reaches disk
+            self.state.apply(record, record.hash())
+            self.store.append(entry.to_bytes())
+        except BaseException as exc:
+            self.problems.append(f"journal seq {record.seq} ({event}) was not written: {exc}; "
+                                 "open the station again")  # fmt: skip
+            raise
+        self.anchor()
         return entry
 
+    def anchor(self) -> None:
+        """Move the signing token's anchor to the journal head (token unlocked)."""
+        if self.state.seq < 0:
+            return
+        write_anchor(self.keystore.hsm, self.keystore.session(), self.appliance_id,
+                     Anchor(self.state.seq, self.state.head),
+                     f"signing token {self.keystore.token_label!r}")  # fmt: skip
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Sign the state at the head (token unlocked) once :data:`CHECKPOINT_EVERY` records
+        have followed the last checkpoint (or ``force``): until then the next open verifies
+        those few records itself, which costs less than rewriting the checkpoint."""
+        if self.problems or self.state.seq < 0:
+            return
+        if not force and self.state.seq - self.checkpoint_seq < CHECKPOINT_EVERY:
+            return
+        offset = self.store.end_offset
+        write_checkpoint(self.checkpoint_path, self.state, offset,
+                         self.store.prefix_sha256(offset),
+                         self.keystore.sign_audit_digest)  # fmt: skip
+        self.checkpoint_seq = self.state.seq
+
     def verify(self) -> list[str]:
-        """Problems found in the whole journal (empty when it verifies)."""
-        report = verify_journal(self.entries(), self.keystore.audit_public_key())
-        return [str(finding) for finding in report.findings]
+        """Problems found in the whole journal, every record re-checked from the first."""
+        audit_key = self.state.audit_key
+        found = list(self.problems)
+        if audit_key is None:
+            return found or ([] if not len(self.store) else ["no audit key in the journal"])
+        entries = []
+        for index in range(len(self.store)):
+            try:
+                entries.append(Entry.from_bytes(self.store.entry(index)))
+            except JournalError as exc:
+                found.append(f"position {index}: {exc}")
+                return found
+        report = verify_journal(entries, audit_key)
+        return found + [str(finding) for finding in report.findings]

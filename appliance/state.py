@@ -1,19 +1,27 @@
-"""The appliance's state directory: what lives where, and its small configuration file.
+"""The appliance's state directory (the "state medium"): what lives where.
 
-    STATE/appliance.json   appliance id, network, token labels, officer and admin tokens
-    STATE/keys.json        the keystore's key registry (labels, public keys, states)
-    STATE/pin-guard.json   the appliance's own PIN retry counters
-    STATE/journal.log      the hash-chained, signed journal
-    STATE/policies/        every installed signed policy, NNNN.cbor, never deleted
+    STATE/appliance.json   appliance id, network, token labels (checked against the journal)
+    STATE/journal.log      the hash-chained, HSM-signed journal: the station's only truth
+    STATE/checkpoint.cbor  the state folded from the journal, signed by the audit key (a cache)
+    STATE/policies/        installed signed policies, NNNN.cbor: a cache, each file checked
+                           against the hash its policy_installed record names
+    STATE/transcripts/     what officers were shown, named by hash (evidence for auditors)
+    STATE/pending/         refusals and lockout resets waiting for the next activation
+    STATE/signed/          signed PSBTs, kept so a lost output can be shown again
     STATE/softhsm/         SoftHSM2's token store in demo mode
 
-The signing token's PIN is not here: it exists only while M officers are present.
+The medium is untrusted (DESIGN 9): nothing here is believed unless the journal vouches for
+it. Keys, pinned wallets, the policy in force, officers, PIN counters and the signing
+history are not kept in files at all; they come from the journal (shared.station) and the
+tokens (appliance.token_objects). The signing token's PIN exists only while M officers are
+present.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,20 +55,19 @@ class ApplianceState:
         return self.root / "appliance.json"
 
     @property
-    def keys_path(self) -> Path:
-        return self.root / "keys.json"
-
-    @property
-    def guard_path(self) -> Path:
-        return self.root / "pin-guard.json"
-
-    @property
     def journal_path(self) -> Path:
         return self.root / "journal.log"
 
     @property
+    def checkpoint_path(self) -> Path:
+        return self.root / "checkpoint.cbor"
+
+    @property
     def policies_dir(self) -> Path:
         return self.root / "policies"
+
+    def policy_path(self, version: int) -> Path:
+        return self.policies_dir / f"{version:04d}.cbor"
 
     def exists(self) -> bool:
         return self.config_path.is_file()
@@ -83,30 +90,6 @@ class ApplianceState:
             return ApplianceConfig(**json.loads(self.config_path.read_text()))
         except (ValueError, TypeError) as exc:
             raise StateError(f"{self.config_path}: unreadable ({exc})") from exc
-
-    # -- policies --------------------------------------------------------------------------
-
-    # -- the pinned wallet ------------------------------------------------------------------
-
-    @property
-    def wallets_path(self) -> Path:
-        return self.root / "wallets.json"
-
-    def pinned_descriptors(self) -> list[str]:
-        """Descriptors this appliance signs for, pinned by ceremony, never by a request."""
-        if not self.wallets_path.is_file():
-            return []
-        try:
-            data = json.loads(self.wallets_path.read_text())
-        except ValueError as exc:
-            raise StateError(f"{self.wallets_path}: unreadable ({exc})") from exc
-        return [str(d) for d in data.get("descriptors", [])]
-
-    def pin_descriptor(self, descriptor: str) -> None:
-        pinned = self.pinned_descriptors()
-        if descriptor not in pinned:
-            pinned.append(descriptor)
-            atomic_write(self.wallets_path, json.dumps({"descriptors": pinned}, indent=2).encode())
 
     # -- display transcripts ---------------------------------------------------------------
 
@@ -134,22 +117,83 @@ class ApplianceState:
         atomic_write(path, data)
         return path
 
-    def pending(self) -> list[tuple[Path, dict]]:
+    def pending(self) -> list[Path]:
+        """Files waiting for the next activation, oldest first (checked when journaled)."""
         if not self.pending_dir.is_dir():
             return []
-        return [(path, canonical.decode(path.read_bytes()))
-                for path in sorted(self.pending_dir.glob("*.cbor"))]  # fmt: skip
+        return sorted(self.pending_dir.glob("*.cbor"))
+
+    def read_pending(self, path: Path) -> bytes:
+        """A pending file's bytes: a regular file (never a link, a folder or a pipe) of at
+        most MAX_PENDING_BYTES, checked before it is read; PendingError otherwise."""
+        from appliance.pending import MAX_PENDING_BYTES, PendingError
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise PendingError(f"cannot be opened as a file ({exc.strerror})") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise PendingError("is not a regular file")
+            if info.st_size > MAX_PENDING_BYTES:
+                raise PendingError(f"{info.st_size} bytes, more than a pending record can be")
+            return os.read(fd, MAX_PENDING_BYTES + 1)
+        finally:
+            os.close(fd)
+
+    def reject_pending(self, path: Path) -> Path:
+        """Move a pending file that does not verify aside, so it is kept but never used
+        (into ``pending/rejected``, refused if that is anything but a real folder)."""
+        folder = self.pending_dir / "rejected"
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise StateError(f"{folder} is not a folder of the state directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / path.name
+        os.replace(path, target)
+        return target
+
+    def symlink_problems(self) -> list[str]:
+        """Symbolic links in the state directory would make the station read or write
+        somewhere else than the medium: each one is a problem that stops it."""
+        names = ["journal.log", "checkpoint.cbor", "appliance.json", "policies",
+                 "transcripts", "pending", "pending/rejected", "signed", "softhsm"]
+        found = [self.root / n for n in names if (self.root / n).is_symlink()]
+        for folder in ("policies", "transcripts", "pending", "signed"):
+            path = self.root / folder
+            if path.is_dir() and not path.is_symlink():
+                found += [p for p in path.iterdir() if p.is_symlink()]
+        return [f"{p} is a symbolic link: the state directory may hold only plain files and "
+                "folders" for p in found]
 
     def policy_files(self) -> list[Path]:
         return sorted(self.policies_dir.glob("*.cbor"))
 
-    def installed_policy(self) -> SignedPolicy | None:
-        files = self.policy_files()
-        return SignedPolicy.from_bytes(files[-1].read_bytes()) if files else None
+    def read_policy(self, version: int, digest: bytes, seq: int) -> SignedPolicy:
+        """The signed policy the journal installed at ``seq``, checked against its hash."""
+        path = self.policy_path(version)
+        try:
+            signed = SignedPolicy.from_bytes(path.read_bytes())
+        except FileNotFoundError:
+            raise StateError(f"{path} is missing: the journal installed policy version "
+                             f"{version} at seq {seq}") from None  # fmt: skip
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{path} is unreadable ({exc}); the journal installed policy "
+                             f"version {version} at seq {seq}") from exc  # fmt: skip
+        if signed.policy.hash() != digest:
+            raise StateError(f"{path} is not the policy the journal installed at seq {seq} "
+                             f"(hash {signed.policy.hash().hex()[:16]}…, journal says "
+                             f"{digest.hex()[:16]}…): replaced or edited")  # fmt: skip
+        return signed
 
     def store_policy(self, signed: SignedPolicy) -> Path:
-        path = self.policies_dir / f"{signed.policy.version:04d}.cbor"
-        if path.exists():
-            raise StateError(f"policy version {signed.policy.version} is already installed")
+        """Write a policy about to be installed (the record that installs it comes next,
+        so a file left by a crash is rewritten by the rerun; the journal names the one)."""
+        path = self.policy_path(signed.policy.version)
         atomic_write(path, signed.to_bytes())
         return path
+
+    # -- signed outputs ---------------------------------------------------------------------
+
+    def signed_path(self, txid_hex: str) -> Path:
+        return self.root / "signed" / f"{txid_hex}.psbt"

@@ -49,8 +49,18 @@ EVENTS = frozenset(
         "wallet_exported",
         "journal_export",
         "pin_lockout",
+        "wallet_pinned",
+        "wallet_unpinned",
+        "intent",
+        "intent_abandoned",
+        "journal_recovered",
+        "pin_rekeyed",
+        "init_completed",
+        "signing_reissued",
     }
 )
+#: Records that vouch for something to the outside (the coordinator, the auditors).
+WALLET_RECEIPT_EVENTS = frozenset({"wallet_exported", "wallet_pinned"})
 DECISIONS = frozenset({"approved", "refused"})
 
 MAX_SEQ = 2**63 - 1
@@ -599,6 +609,39 @@ def _check_end(
             f"{ends}, head {head.hex()[:16]}… is not the expected "
             f"head {expected_head.hex()[:16]}… (truncated or altered)",
         )
+
+
+# -- receipts ------------------------------------------------------------------------------
+
+
+def receipt_problem(record: Record, *, wallet: bool) -> str | None:
+    """Why a signed record cannot serve as a receipt, or None when it can.
+
+    The coordinator and the auditors rely on receipts, so beyond the audit key's signature
+    (checked by the caller) a receipt must be a record the station wrote inside an activated
+    ceremony: never a deferred record (written from the pending folder at a later
+    activation), and carrying the quorum in force with at least that many distinct officers
+    (``actors``; for an approval, also that many approval signatures). ``wallet`` selects a
+    wallet receipt (export or pin) instead of a signing approval.
+    """
+    details = record.details
+    if details.get("deferred") is not None:
+        return f"seq {record.seq} is a deferred record, not a receipt"
+    if wallet:
+        if record.event not in WALLET_RECEIPT_EVENTS:
+            return f"seq {record.seq} records {record.event!r}, not a wallet export or pin"
+    elif record.event != "signing_decision" or record.decision != "approved":
+        return f"seq {record.seq} records {record.event}/{record.decision}, not an approval"
+    quorum = details.get("quorum")
+    if not isinstance(quorum, int) or isinstance(quorum, bool) or quorum < 1:
+        return f"seq {record.seq} names no quorum"
+    if len(record.actors) < quorum:
+        return f"seq {record.seq} has {len(record.actors)} officer(s), the quorum is {quorum}"
+    if not wallet:
+        approvals = details.get("approvals")
+        if not isinstance(approvals, Mapping) or not set(record.actors) <= set(approvals):
+            return f"seq {record.seq} lacks an approval signature for each officer"
+    return None
 
 
 # -- export document ----------------------------------------------------------------------

@@ -10,6 +10,12 @@ Units, all integers (no floats anywhere near money):
     over ceiling" is ``fee * 1000 > fee_rate_ceiling * vsize``;
   * times in UTC unix seconds; a UTC day is ``time // 86400``.
 
+Format 2 adds ``internal_wallets`` (descriptors the administrators declare the custodian's
+own: outputs to them count as change even when the inputs come from another wallet, and
+the station may pin them although its key alone is not needed to spend them) and
+``allow_timelocks`` (default false: a transaction may carry no relative lock and no
+absolute lock beyond the tip height the request declares).
+
 Digests (each a canonical-CBOR SHA-256 of a map with its own ``type``, so a signature made
 for one purpose can never be replayed as another):
   * ``Policy.hash()``: the policy document ``{"type": "coldstation-policy", ...}``;
@@ -31,11 +37,15 @@ from shared.bitcoin import ecdsa
 from shared.bitcoin.address import AddressError, address_to_script, network_by_name
 from shared.bitcoin.address import script_to_address as _script_to_address
 from shared.bitcoin.script import OutputType, classify
+from shared.bitcoin.tx import LOCKTIME_THRESHOLD
 from shared.journal import is_fingerprint
 
 POLICY_TYPE = "coldstation-policy"
 SIGNED_POLICY_TYPE = "coldstation-signed-policy"
-POLICY_FORMAT = 1
+POLICY_FORMAT = 2
+MAX_CLOCK_SKEW = 600  # seconds a request may be dated ahead of the station
+STANDARD_TX_VERSIONS = (1, 2)
+MAX_INTERNAL_WALLETS = 100
 NETWORKS = ("mainnet", "testnet", "signet", "regtest")
 ROLES = ("approver", "administrator")
 
@@ -74,6 +84,8 @@ _POLICY_KEYS = frozenset(
         "allowed_script_types",
         "request_ttl_max",
         "previous_hash",
+        "internal_wallets",
+        "allow_timelocks",
     }
 )
 
@@ -240,6 +252,8 @@ class Policy:
     allowed_script_types: tuple[OutputType, ...]
     request_ttl_max: int
     previous_hash: bytes | None = None
+    internal_wallets: tuple[str, ...] = ()
+    allow_timelocks: bool = False
     _book: dict[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -263,6 +277,8 @@ class Policy:
         self._set("allowed_script_types", _check_script_types(self.allowed_script_types))
         self._set("address_book", _normalise_book(self.address_book))
         self._set("_book", _check_book(self.address_book, self.network))
+        self._set("internal_wallets", _check_internal_wallets(self.internal_wallets))
+        _bool(self.allow_timelocks, "allow_timelocks")
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -307,6 +323,8 @@ class Policy:
             "allowed_script_types": [t.value for t in self.allowed_script_types],
             "request_ttl_max": self.request_ttl_max,
             "previous_hash": self.previous_hash,
+            "internal_wallets": list(self.internal_wallets),
+            "allow_timelocks": self.allow_timelocks,
         }
 
     @classmethod
@@ -333,6 +351,9 @@ class Policy:
             allowed_script_types=tuple(_list(data["allowed_script_types"], "script types", 16)),
             request_ttl_max=data["request_ttl_max"],
             previous_hash=data["previous_hash"],
+            internal_wallets=tuple(_list(data["internal_wallets"], "internal_wallets",
+                                         MAX_INTERNAL_WALLETS)),
+            allow_timelocks=data["allow_timelocks"],
         )
 
     def to_bytes(self) -> bytes:
@@ -383,6 +404,28 @@ def _check_unique_keys(officers: tuple[Officer, ...]) -> None:
         if o.fingerprint in seen:
             raise PolicyError(f"fingerprint {o.fingerprint} is listed twice")
         seen.add(o.fingerprint)
+
+
+def _check_internal_wallets(value: object) -> tuple[str, ...]:
+    """Descriptor texts, each once, in the canonical form the descriptor parser writes
+    (with its checksum), so the station compares pins and policy entries as plain text."""
+    from shared.bitcoin.descriptor import Descriptor, DescriptorError
+
+    items = tuple(_list(value, "internal_wallets", MAX_INTERNAL_WALLETS))
+    canonical_texts = []
+    for item in items:
+        text = _text(item, "internal wallet descriptor", 4096)
+        try:
+            parsed = str(Descriptor.parse(text, require_checksum=False))
+        except DescriptorError as exc:
+            raise PolicyError(f"internal wallet {text[:40]}…: {exc}") from exc
+        if parsed != text:
+            raise PolicyError(f"internal wallet {text[:40]}… is not in canonical form "
+                              f"(write {parsed})")  # fmt: skip
+        canonical_texts.append(text)
+    if len(set(canonical_texts)) != len(canonical_texts):
+        raise PolicyError("internal_wallets lists a descriptor twice")
+    return tuple(canonical_texts)
 
 
 def _check_script_types(value: object) -> tuple[OutputType, ...]:
@@ -604,6 +647,31 @@ def _check_successor(policy: Policy, trusted: Policy) -> None:
         raise PolicyError(f"policy changes network from {trusted.network} to {policy.network}")
 
 
+# -- administrators' statements ----------------------------------------------------------
+
+WALLET_PIN_STATEMENT = "coldstation-wallet-pin"
+RECOVERY_STATEMENT = "coldstation-journal-recovery"
+
+
+def wallet_pin_statement(appliance_id: str, action: str, descriptor: str) -> dict[str, Any]:
+    """What administrators sign to pin (``action`` "pin") or unpin a wallet on a station;
+    the station checks the quorum before it journals the signatures, the auditor again."""
+    if action not in ("pin", "unpin"):
+        raise PolicyError(f"unknown wallet action {action!r}")
+    return {"type": WALLET_PIN_STATEMENT, "appliance": appliance_id, "action": action,
+            "descriptor": descriptor}  # fmt: skip
+
+
+def recovery_statement(appliance_id: str, kept_through: int, head: bytes, cut_from: int,
+                       lost_through: int | None, problems: list[str]) -> dict[str, Any]:
+    """What administrators sign before a journal recovery cuts anything: which records
+    are kept (through seq ``kept_through``, whose hash is ``head``), where the damaged tail
+    starts, the highest seq any anchor or checkpoint vouched for, and why."""
+    return {"type": RECOVERY_STATEMENT, "appliance": appliance_id,
+            "kept_through": kept_through, "head": head, "cut_from": cut_from,
+            "lost_through": lost_through, "problems": list(problems)}  # fmt: skip
+
+
 # -- approvals ----------------------------------------------------------------------------
 
 
@@ -674,9 +742,12 @@ class Facts:
 
     ``request_time`` is the appliance's UTC time at evaluation (the time its journal record
     carries). ``request_created``, when known, is the request's creation time; the TTL
-    check measures ``request_expiry - request_created`` (or from ``request_time`` when it
-    is None). ``spent_today_before`` is what the appliance already approved on the UTC day
-    of ``request_time``, summed from its own journal.
+    check measures ``request_expiry - request_created`` and ``request_expiry -
+    request_time``, and a request dated more than :data:`MAX_CLOCK_SKEW` ahead of the
+    station is refused. ``spent_today_before`` is what the appliance already approved on
+    the UTC day of ``request_time``, summed from its own journal (each transaction once).
+    ``tx_version``, ``locktime``, ``relative_locks`` (inputs whose nSequence sets a BIP-68
+    relative lock) and the request's declared ``tip_height`` bound what is signed in time.
     """
 
     network: str
@@ -687,9 +758,18 @@ class Facts:
     vsize: int
     spent_today_before: int
     request_created: int | None = None
+    tx_version: int = 2
+    locktime: int = 0
+    relative_locks: int = 0
+    tip_height: int | None = None
 
     def __post_init__(self) -> None:
         _network(self.network)
+        _int(self.tx_version, "tx_version", 0, 2**32 - 1)
+        _int(self.locktime, "locktime", 0, 2**32 - 1)
+        _int(self.relative_locks, "relative_locks", 0, MAX_PAYMENTS * 10)
+        if self.tip_height is not None:
+            _int(self.tip_height, "tip_height", 0, LOCKTIME_THRESHOLD - 1)
         _int(self.request_time, "request_time", 0, MAX_TIME)
         _int(self.request_expiry, "request_expiry", 0, MAX_TIME)
         if self.request_created is not None:
@@ -740,6 +820,7 @@ def evaluate(policy: Policy, facts: Facts) -> Decision:
     ev = _Eval()
     _eval_network(ev, policy, facts)
     _eval_time(ev, policy, facts)
+    _eval_locks(ev, policy, facts)
     _eval_outputs(ev, policy, facts)
     _eval_amounts(ev, policy, facts)
     _eval_fee(ev, policy, facts)
@@ -762,12 +843,49 @@ def _eval_time(ev: _Eval, policy: Policy, facts: Facts) -> None:
         "expiry", now <= expiry, f"{now} <= {expiry}", f"request expired at {expiry}, now {now}"
     )
     start = facts.request_time if facts.request_created is None else facts.request_created
-    ttl = expiry - start
+    ttl = max(expiry - start, expiry - now)
     ev.check(
         "ttl",
         ttl <= policy.request_ttl_max,
         f"{ttl} <= {policy.request_ttl_max} s",
         f"request lifetime {ttl} s exceeds {policy.request_ttl_max} s",
+    )
+    ahead = start - now
+    ev.check(
+        "created",
+        ahead <= MAX_CLOCK_SKEW,
+        f"created {max(ahead, 0)} s ahead of the station, at most {MAX_CLOCK_SKEW} s",
+        f"request is dated {ahead} s ahead of the station clock (at most {MAX_CLOCK_SKEW} s)",
+    )
+
+
+def _eval_locks(ev: _Eval, policy: Policy, facts: Facts) -> None:
+    """Version and timelocks are part of what is signed: bounded like amounts are."""
+    ev.check(
+        "tx_version",
+        facts.tx_version in STANDARD_TX_VERSIONS,
+        str(facts.tx_version),
+        f"transaction version {facts.tx_version} is not one of {STANDARD_TX_VERSIONS}",
+    )
+    if policy.allow_timelocks:
+        ev.check("timelocks", True, "allowed by the policy", "")
+        return
+    lock, tip = facts.locktime, facts.tip_height
+    at_tip = lock == 0 or (lock < LOCKTIME_THRESHOLD and tip is not None and lock <= tip)
+    shown = "none" if lock == 0 else f"height {lock} <= declared tip {tip}"
+    ev.check(
+        "locktime",
+        at_tip,
+        shown,
+        f"nLockTime {lock} locks the transaction beyond the tip the request declares "
+        f"({tip if tip is not None else 'none'}); the policy allows no timelocks",
+    )
+    ev.check(
+        "relative_locks",
+        facts.relative_locks == 0,
+        "none",
+        f"{facts.relative_locks} input(s) carry a relative lock in nSequence; the policy "
+        "allows no timelocks",
     )
 
 

@@ -47,11 +47,14 @@ MAX_REPLACES = 100
 MAX_REFERENCES = 10_000
 MAX_OUTPUT_INDEX = 100_000
 MAX_REQUEST_BYTES = 1 << 20
+MAX_TIP_HEIGHT = 499_999_999  # nLockTime values from 500,000,000 on are times, not heights
 
 _REQUIRED = frozenset(
     {"format", "request_id", "batch_id", "requester", "created", "expiry", "purpose",
      "network", "kind", "references"}
 )  # fmt: skip
+#: ``tip_height``: the chain tip the coordinator built on, the bound for nLockTime.
+_OPTIONAL = frozenset({"replaces", "tip_height"})
 
 
 class RequestError(ValueError):
@@ -148,6 +151,7 @@ class RequestMetadata:
     kind: str = "payment"
     replaces: tuple[bytes, ...] = ()
     references: tuple[tuple[int, bytes], ...] = ()
+    tip_height: int | None = None
 
     def __post_init__(self) -> None:
         _fixed_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
@@ -162,6 +166,8 @@ class RequestMetadata:
         _choice(self.kind, "kind", KINDS)
         object.__setattr__(self, "replaces", _replaces(self.replaces, self.kind))
         object.__setattr__(self, "references", _references(self.references))
+        if self.tip_height is not None:
+            _int(self.tip_height, "tip_height", 0, MAX_TIP_HEIGHT)
 
     def reference_for(self, output_index: int) -> bytes | None:
         return dict(self.references).get(output_index)
@@ -182,6 +188,8 @@ class RequestMetadata:
         }
         if self.kind == "replacement":
             plain["replaces"] = list(self.replaces)
+        if self.tip_height is not None:
+            plain["tip_height"] = self.tip_height
         return plain
 
     @classmethod
@@ -206,6 +214,7 @@ class RequestMetadata:
             kind=kind,
             replaces=tuple(_replaces(data.get("replaces", []), kind)),
             references=_references(data["references"]),
+            tip_height=data.get("tip_height"),
         )
 
     def to_bytes(self) -> bytes:
@@ -231,7 +240,7 @@ def _exact_fields(plain: object) -> dict[str, Any]:
     missing = sorted(_REQUIRED - keys)
     if missing:
         raise RequestError(f"request metadata is missing field {missing[0]!r}")
-    unknown = sorted(repr(k) for k in keys - _REQUIRED - {"replaces"})
+    unknown = sorted(repr(k) for k in keys - _REQUIRED - _OPTIONAL)
     if unknown:
         raise RequestError(f"request metadata has unknown field {unknown[0]}")
     return plain

@@ -5,8 +5,11 @@ appliance trusts or checks itself: the PSBT object (decoded by :mod:`shared.psbt
 pinned wallet (descriptors and the HSM's own keys) and the installed policy. Nothing the
 coordinator summarises is believed: amounts come from full previous transactions, change is
 change only when its script re-derives from a pinned descriptor (derivation hints are used
-only to find the index to try), labels come from the policy's address book, and signatures
-already present are verified.
+only to find the index to try) *and* that descriptor is the wallet the inputs spend from
+or one the policy names as internal (DESIGN 9: a pinned wallet the station does not fully
+control must not make a payment look like change); labels come from the policy's address
+book, and signatures already present are verified. Version, nLockTime and each input's
+nSequence are part of what is signed, so they are shown and judged too.
 
 Every problem becomes a :class:`Refusal` (a code from :data:`REFUSAL_CODES` and a message
 naming the input or output and the numbers). :func:`review` collects all of them, in a
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared import canonical
 from shared.bitcoin import ecdsa
@@ -32,7 +35,14 @@ from shared.bitcoin.descriptor import DerivedOutput, Descriptor
 from shared.bitcoin.script import classify, parse_multisig
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.size import P2WPKH_SHAPE, InputShape, estimate_vsize
-from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction, TxOut
+from shared.bitcoin.tx import (
+    LOCKTIME_THRESHOLD,
+    MAX_MONEY,
+    SEQUENCE_LOCKTIME_DISABLE_FLAG,
+    OutPoint,
+    Transaction,
+    TxOut,
+)
 from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
 from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
 from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
@@ -49,9 +59,12 @@ REFUSAL_CODES = (
     "no_request",  # request metadata missing, malformed or inconsistent with the tx
     "network",  # request or PSBT for another network than the policy's
     "expired",  # request past its expiry, or living longer than the policy allows
+    "future_request",  # request dated ahead of the station clock beyond the allowed skew
     "replayed",  # request id already seen by this appliance
     "utxo_mismatch",  # witness UTXO disagrees with the full previous transaction
     "sighash",  # a sighash type other than ALL asked for or used
+    "tx_version",  # a transaction version the policy does not sign
+    "timelock",  # an absolute lock beyond the declared tip, or a relative lock, when refused
     "foreign_input",  # an input the pinned wallet does not derive
     "suspended_key",  # one of our keys needed or paid to is not active
     "bad_cosigner_signature",  # a partial signature that does not verify
@@ -63,6 +76,8 @@ REFUSAL_CODES = (
     "fee",  # absolute fee over the policy's maximum
     "fee_rate",  # fee rate over the policy's ceiling
     "policy",  # any other policy violation (none today; fail closed if one is added)
+    "quorum",  # fewer valid approvals than the policy's quorum (decided in the ceremony)
+    "officers",  # the officers stopped the ceremony (their reason is recorded)
 )
 _RANK = {code: rank for rank, code in enumerate(REFUSAL_CODES)}
 _SIGHASH_NAMES = {0x01: "ALL", 0x02: "NONE", 0x03: "SINGLE"}
@@ -294,6 +309,7 @@ class InputView:
     wallet: WalletMatch | None
     sighash_type: int | None  # PSBT_IN_SIGHASH_TYPE; None means the default, ALL
     signed_by: tuple[bytes, ...] = ()
+    sequence: int = 0xFFFFFFFF
 
     @property
     def key(self) -> OurKey | None:
@@ -312,6 +328,7 @@ class InputView:
             "wallet": self.wallet.describe() if self.wallet else None,
             "sighash_type": self.sighash_type,
             "signed_by": ",".join(k.hex() for k in self.signed_by),
+            "sequence": self.sequence,
         }
 
 
@@ -341,6 +358,13 @@ class Review:
     facts: Facts | None
     decision: Decision | None
     refusals: tuple[Refusal, ...]
+    tx_version: int | None = None
+    locktime: int | None = None
+
+    @property
+    def relative_locks(self) -> int:
+        """Inputs whose nSequence sets a BIP-68 relative lock (shown and judged)."""
+        return sum(1 for i in self.inputs if has_relative_lock(self.tx_version, i.sequence))
 
     @property
     def approved_for_signing(self) -> bool:
@@ -369,6 +393,8 @@ class Review:
                 "hash_words": self.hash_words,
                 "network": self.network,
                 "txid": self.txid,
+                "tx_version": self.tx_version,
+                "locktime": self.locktime,
                 "inputs": [i.to_plain() for i in self.inputs],
                 "outputs": [o.to_plain() for o in self.outputs],
                 "total_in": self.total_in,
@@ -419,6 +445,10 @@ def _facts_plain(facts: Facts | None) -> dict[str, Any] | None:
         "fee": facts.fee,
         "vsize": facts.vsize,
         "spent_today_before": facts.spent_today_before,
+        "tx_version": facts.tx_version,
+        "locktime": facts.locktime,
+        "relative_locks": facts.relative_locks,
+        "tip_height": facts.tip_height,
     }
 
 
@@ -427,6 +457,30 @@ def _decision_plain(decision: Decision | None) -> dict[str, Any] | None:
     if decision is None:
         return None
     return {"approved": decision.approved, "checks": dict(decision.checks)}
+
+
+def review_locks_text(review_: Review) -> str:
+    """Version, nLockTime and nSequence in one line, as officers read them on every review:
+    all three are part of what is signed."""
+    lock = review_.locktime or 0
+    if lock == 0:
+        lock_text = "no nLockTime"
+    elif lock < LOCKTIME_THRESHOLD:
+        lock_text = f"nLockTime block {lock}"
+    else:
+        lock_text = f"nLockTime time {lock}"
+    sequences = sorted({f"{i.sequence:#010x}" for i in review_.inputs})
+    relative = review_.relative_locks
+    rel_text = f"{relative} input(s) with a relative lock" if relative else "no relative lock"
+    return (f"version {review_.tx_version}, {lock_text}, {rel_text} "
+            f"(nSequence {', '.join(sequences) or 'none'})")  # fmt: skip
+
+
+def has_relative_lock(tx_version: int | None, sequence: int) -> bool:
+    """BIP-68: with version 2 or more, an nSequence without the disable bit is a lock."""
+    if tx_version is None or tx_version < 2:
+        return False
+    return not sequence & SEQUENCE_LOCKTIME_DISABLE_FLAG
 
 
 def inputs_to_sign(review_: Review) -> list[tuple[int, bytes]]:
@@ -444,11 +498,19 @@ def inputs_to_sign(review_: Review) -> list[tuple[int, bytes]]:
 # -- the reviewer -------------------------------------------------------------------------
 
 
+class SeenIds(Protocol):
+    def __contains__(self, request_id: object) -> bool: ...
+
+
+class Spenders(Protocol):
+    def get(self, outpoint: OutPoint, default: bytes | None = None) -> bytes | None: ...
+
+
 @dataclass
 class _Context:
     now: int
-    seen_request_ids: frozenset[bytes]
-    signed_outpoints: Mapping[OutPoint, bytes]
+    seen_request_ids: SeenIds
+    signed_outpoints: Spenders
     spent_today_before: int
 
 
@@ -458,15 +520,16 @@ def review(
     policy: Policy,
     *,
     now: int,
-    seen_request_ids: Iterable[bytes],
-    signed_outpoints: Mapping[OutPoint, bytes],
+    seen_request_ids: SeenIds | Iterable[bytes],
+    signed_outpoints: Spenders | Mapping[OutPoint, bytes],
     spent_today_before: int,
 ) -> Review:
     """Decode, check and judge ``psbt`` for signing; see the module docstring.
 
-    ``now`` is the appliance's UTC time, ``seen_request_ids`` and ``signed_outpoints``
-    (outpoint -> txid, internal byte order, of the transaction we signed spending it) and
-    ``spent_today_before`` come from the appliance's own journal. Raises ReviewError only
+    ``now`` is the appliance's UTC time, ``seen_request_ids`` (anything answering ``in``),
+    ``signed_outpoints`` (``.get(outpoint)`` -> txid, internal byte order, of the
+    transaction we signed spending it) and ``spent_today_before`` come from the appliance's
+    own journal (:mod:`shared.station`). Raises ReviewError only
     for bad arguments; anything wrong with the PSBT is a refusal.
     """
     ctx = _check_arguments(
@@ -492,14 +555,16 @@ def _check_arguments(
         raise ReviewError("review needs a Psbt and a PinnedWallet")
     if not isinstance(policy, Policy):
         raise ReviewError("review needs the installed Policy")
-    if not isinstance(signed, Mapping):
+    if not callable(getattr(signed, "get", None)):
         raise ReviewError("signed_outpoints must map OutPoint to txid")
-    if not isinstance(seen, set | frozenset | list | tuple):
+    if isinstance(seen, list | tuple):
+        seen = frozenset(seen)
+    if not hasattr(seen, "__contains__") or isinstance(seen, str | bytes):
         raise ReviewError("seen_request_ids must be a set of request ids")
     return _Context(
         _count(now, "now", MAX_TIME),
-        frozenset(seen),
-        signed,
+        seen,  # type: ignore[arg-type]
+        signed,  # type: ignore[arg-type]
         _count(spent_today, "spent_today_before", 2**63 - 1),
     )
 
@@ -555,6 +620,8 @@ class _Reviewer:
         self.meta: RequestMetadata | None = None
         self.spends: dict[int, SpendInfo] = {}
         self.cache: SighashCache | None = None
+        self.input_wallets: set[int] = set()  # pinned descriptor positions the inputs spend
+        self.internal = set(getattr(policy, "internal_wallets", ()))
 
     def refuse(self, code: str, message: str) -> None:
         self.refusals.append(Refusal(code, message))
@@ -568,6 +635,7 @@ class _Reviewer:
         self.meta = self._request(tx)
         self.cache = SighashCache(tx)
         inputs = tuple(self._input(i, tx) for i in range(len(tx.inputs)))
+        self.input_wallets = {i.wallet.position for i in inputs if i.wallet is not None}
         outputs = tuple(self._output(j, out) for j, out in enumerate(tx.outputs))
         self._network_evidence()
         self._conflicts(tx)
@@ -610,6 +678,8 @@ class _Reviewer:
             facts,
             decision,
             refusals,
+            tx.version,
+            tx.locktime,
         )
 
     def _total(self, what: str, amounts: list[int | None]) -> int | None:
@@ -714,6 +784,7 @@ class _Reviewer:
             found,
             inp.sighash_type,
             tuple(sorted(inp.partial_sigs)),
+            tx.inputs[index].sequence,
         )
 
     def _trusted_utxo(self, index: int, inp: PsbtInput, prevout: OutPoint) -> TxOut | None:
@@ -839,7 +910,7 @@ class _Reviewer:
         elif found.our_key.state != "active":
             self.refuse(
                 "suspended_key",
-                f"output {index} sends {out.value} sat of change to "
+                f"output {index} sends {out.value} sat to "
                 f"key {found.our_key.label!r}, which is {found.our_key.state}",
             )
         return OutputView(
@@ -849,10 +920,15 @@ class _Reviewer:
             address,
             classify(out.script_pubkey).value,
             self.policy.label_for(out.script_pubkey),
-            found is not None,
+            found is not None and self._is_change(found),
             found,
             self.meta.reference_for(index) if self.meta else None,
         )
+
+    def _is_change(self, found: WalletMatch) -> bool:
+        """Change pays the wallet the inputs spend from, or one the policy calls internal;
+        any other pinned wallet is paid like an outside address (limits apply)."""
+        return found.position in self.input_wallets or str(found.descriptor) in self.internal
 
     # -- whole-transaction checks ------------------------------------------------------
 
@@ -896,6 +972,7 @@ class _Reviewer:
             return None, None
         try:
             payments = tuple(Payment(o.script_pubkey, o.amount, o.is_change) for o in outputs)
+            tx = self.psbt.unsigned_tx
             facts = Facts(
                 meta.network,
                 self.ctx.now,
@@ -905,6 +982,10 @@ class _Reviewer:
                 vsize,
                 self.ctx.spent_today_before,
                 meta.created,
+                tx.version,
+                tx.locktime,
+                sum(1 for txin in tx.inputs if has_relative_lock(tx.version, txin.sequence)),
+                meta.tip_height,
             )
         except PolicyError as exc:
             self.refuse("malformed", f"cannot evaluate the policy: {exc}")
@@ -938,6 +1019,10 @@ def _violation_code(violation: str) -> str:
         "network": "network",
         "expiry": "expired",
         "ttl": "expired",
+        "created": "future_request",
+        "tx_version": "tx_version",
+        "locktime": "timelock",
+        "relative_locks": "timelock",
         "per_tx_limit": "limits",
         "per_day_limit": "limits",
         "max_fee": "fee",
@@ -965,4 +1050,5 @@ __all__ = [
     "WalletMatch",
     "inputs_to_sign",
     "review",
+    "review_locks_text",
 ]

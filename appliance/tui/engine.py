@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from appliance.ceremonies import Appliance
+from shared.review import Review, review_locks_text
 
 T = TypeVar("T")
 
@@ -126,21 +127,8 @@ class Ceremony:
 
 
 def pinned_wallets(appliance: Appliance) -> list[str]:
-    """The wallet descriptors this appliance signs for, as text (empty before any pinning).
-
-    ``ApplianceState.pinned_descriptors()`` is the engine's source of truth; an appliance
-    from before pinning existed says in its journal which descriptor it handed out.
-    """
-    pinned = getattr(appliance.state, "pinned_descriptors", None)
-    if pinned is not None:
-        found = pinned()
-        if found:
-            return list(found)
-    for entry in reversed(appliance.recorder.entries()):
-        if entry.record.event == "wallet_exported":
-            details = entry.record.details
-            return [str(details.get("descriptor"))]
-    return []
+    """The wallet descriptors this appliance signs for, as the journal pins them."""
+    return appliance.pinned_descriptors()
 
 
 # -- the review, in display terms --------------------------------------------------------------
@@ -198,6 +186,7 @@ class ReviewView:
     refusals: tuple[tuple[str, str], ...]  # (code, message)
     approved_for_signing: bool
     now: int | None  # the time the engine judged expiry against
+    locks: str = ""  # version, nLockTime and nSequence, as signed
 
 
 def review_view(review: Any) -> ReviewView:
@@ -226,6 +215,7 @@ def review_view(review: Any) -> ReviewView:
         refusals=tuple((r.code, r.message) for r in review.refusals),
         approved_for_signing=bool(review.approved_for_signing),
         now=getattr(facts, "request_time", None),
+        locks=review_locks_text(review) if isinstance(review, Review) else "",
     )  # fmt: skip
 
 

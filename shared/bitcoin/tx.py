@@ -14,6 +14,10 @@ from shared.bitcoin.encoding import ByteReader, DecodeError, compact_size, hash2
 MAX_MONEY = 21_000_000 * 100_000_000
 SEQUENCE_FINAL = 0xFFFFFFFF
 SEQUENCE_RBF = 0xFFFFFFFD
+#: nLockTime below this is a block height, from here on a unix time (Core's LOCKTIME_THRESHOLD).
+LOCKTIME_THRESHOLD = 500_000_000
+#: BIP-68: an nSequence with this bit set carries no relative lock.
+SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 #: Outputs and inputs need at least this many bytes each, so counts are bounded by size.
 _MIN_INPUT_SIZE = 41
 _MIN_OUTPUT_SIZE = 9

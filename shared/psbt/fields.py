@@ -16,12 +16,12 @@ from typing import Any
 from shared.bitcoin.bip32 import KeyOrigin
 from shared.bitcoin.ecdsa import is_valid_pubkey, is_valid_signature_encoding
 from shared.bitcoin.encoding import ByteReader, DecodeError
-from shared.bitcoin.tx import Transaction, TxOut
+from shared.bitcoin.tx import LOCKTIME_THRESHOLD, Transaction, TxOut
 
-LOCKTIME_THRESHOLD = 500_000_000
 TAPROOT_CONTROL_MAX_NODE_COUNT = 128
 TAPROOT_LEAF_MASK = 0xFE
 PROPRIETARY = 0xFC
+IN_PARTIAL_SIG = 0x02
 
 
 class Scope(Enum):

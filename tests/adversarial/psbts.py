@@ -193,6 +193,10 @@ class Scenario:
     cosigner_sighash: int = SIGHASH_ALL  # ... input 0's signed with this type
     bad_cosigner_signature: bool = False  # ... input 0's over the wrong message
     stranger_signature: bool = False  # input 0 signed by a key not in its script
+    change_to_other_wallet: bool = False  # change pays the other pinned wallet, with hints
+    locktime: int = 0  # nLockTime of the spend
+    tip_height: int | None = None  # the chain tip the request declares
+    sequence0: int = SEQUENCE_RBF  # nSequence of input 0
 
     def build(self, name: str = "valid", expected: tuple[str, ...] = ()) -> Case:
         return _Builder(self).build(name, expected)
@@ -243,9 +247,12 @@ class _Builder:
         return self.descriptor.derive(self.s.receive_index + i)
 
     def change(self) -> DerivedOutput:
-        if self.s.kind == "wpkh":
-            return self.descriptor.derive(0)
-        return self.descriptor.derive(self.s.change_index, change=True)
+        kind = self.s.kind
+        if self.s.change_to_other_wallet:
+            kind = "wsh" if kind == "wpkh" else "wpkh"
+        if kind == "wpkh":
+            return WPKH_DESCRIPTOR.derive(0)
+        return WSH_DESCRIPTOR.derive(self.s.change_index, change=True)
 
     def build(self, name: str, expected: tuple[str, ...]) -> Case:
         s = self.s
@@ -279,14 +286,15 @@ class _Builder:
     def spend(self, funding: Transaction, stranger: Transaction) -> Transaction:
         s = self.s
         count = len(s.input_amounts)
-        inputs = [TxIn(OutPoint(funding.txid, i), b"", SEQUENCE_RBF) for i in range(count)]
+        inputs = [TxIn(OutPoint(funding.txid, i), b"", s.sequence0 if i == 0 else SEQUENCE_RBF)
+                  for i in range(count)]  # fmt: skip
         if s.foreign_input:
             inputs.append(TxIn(OutPoint(stranger.txid, 0), b"", SEQUENCE_RBF))
         outputs = [TxOut(amount, script) for script, amount in s.payments]
         if s.change:
             value = sum(s.input_amounts) + s.foreign_input - sum(a for _, a in s.payments) - s.fee
             outputs.append(TxOut(value, s.change_script or self.change().script_pubkey))
-        return Transaction(2, inputs, outputs, 0)
+        return Transaction(2, inputs, outputs, s.locktime)
 
     def fill_inputs(self, psbt: Psbt, funding: Transaction, stranger: Transaction) -> None:
         s = self.s
@@ -335,6 +343,7 @@ class _Builder:
             kind=s.request_kind,
             replaces=s.replaces,
             references={j: secret(f"payee reference {j}") for j in range(len(s.payments))},
+            tip_height=s.tip_height,
         )
 
     def sign(self, psbt: Psbt) -> Psbt:
@@ -390,6 +399,11 @@ def _wsh(s: Scenario, **changes: Any) -> Scenario:
 
 _ACP = SIGHASH_ALL | SIGHASH_ANYONECANPAY
 
+
+def _other_wallet(s: Scenario) -> Descriptor:
+    """The pinned wallet the spend does not come from."""
+    return WSH_DESCRIPTOR if s.kind == "wpkh" else WPKH_DESCRIPTOR
+
 #: name -> (how the scenario changes, the refusal codes a correct review reports, in order)
 VARIANTS: dict[str, tuple[Callable[[Scenario], Scenario], tuple[str, ...]]] = {
     "change_to_foreign_address": (
@@ -434,6 +448,23 @@ VARIANTS: dict[str, tuple[Callable[[Scenario], Scenario], tuple[str, ...]]] = {
     "missing_request": (lambda s: replace(s, request=False), ("no_request",)),
     "two_requests": (lambda s: replace(s, second_request=True), ("no_request",)),
     "wrong_network": (lambda s: replace(s, network="mainnet"), ("network",)),
+    # a pinned wallet the inputs do not spend from is paid, not "change": limits and the
+    # address book apply (it may be a wallet others can spend alone)
+    "change_to_other_pinned_wallet": (
+        lambda s: replace(s, change_to_other_wallet=True),
+        ("address_book",),
+    ),
+    "future_created": (
+        lambda s: replace(s, created=s.now + 10 * 366 * 86400,
+                          expiry=s.now + 10 * 366 * 86400 + 600),
+        ("expired", "future_request"),
+    ),
+    "locktime_beyond_tip": (lambda s: replace(s, locktime=900_001, tip_height=900_000),
+                            ("timelock",)),
+    "locktime_without_tip": (lambda s: replace(s, locktime=900_000), ("timelock",)),
+    "time_based_locktime": (lambda s: replace(s, locktime=1_800_000_000, tip_height=900_000),
+                            ("timelock",)),
+    "relative_lock": (lambda s: replace(s, sequence0=144), ("timelock",)),
 }
 
 #: Variants that must PASS: they look like attacks but are declared or harmless.
@@ -443,6 +474,10 @@ ACCEPTED: dict[str, Callable[[Scenario], Scenario]] = {
     ),
     "cosigned": lambda s: _wsh(s),
     "explicit_sighash_all": lambda s: replace(s, sighash_field=SIGHASH_ALL),
+    "locktime_at_declared_tip": lambda s: replace(s, locktime=900_000, tip_height=900_000),
+    "change_to_internal_wallet": lambda s: replace(
+        s, change_to_other_wallet=True,
+        policy_changes=(*s.policy_changes, ("internal_wallets", (str(_other_wallet(s)),)))),
 }
 
 

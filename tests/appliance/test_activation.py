@@ -10,7 +10,6 @@ import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from appliance import softhsm
 from appliance.activation import (
     ActivatedPin,
     QuorumError,
@@ -119,8 +118,7 @@ class Ceremony:
 def _make_token(hsm: Hsm, prefix: str) -> tuple[str, str]:
     label = f"{prefix}-{secrets.token_hex(5)}"
     pin = f"pin-{secrets.token_hex(4)}"
-    softhsm.init_token(label, SO_PIN, pin)
-    hsm.rescan()
+    hsm.init_token(label, SO_PIN, pin)
     return label, pin
 
 
@@ -164,15 +162,16 @@ def ceremony(hsm):
     impostor = _enrolled(hsm, shares[0])
     _swap_public_key(hsm, officers[0], impostor)
     signing_label = f"signing-{secrets.token_hex(4)}"
-    softhsm.init_token(signing_label, SO_PIN, activation_pin(secret))
-    hsm.rescan()
+    hsm.init_token(signing_label, SO_PIN, activation_pin(secret))
     yield Ceremony(hsm, secret, officers, strangers, impostor, signing_label)
     hsm.logout_all()
 
 
 @pytest.fixture
-def guard(tmp_path):
-    return PinGuard(tmp_path / "pin-guard.json", max_failures=3)
+def guard(ceremony):
+    """Fresh counters for each test: the signing token keeps them per appliance id."""
+    return PinGuard(ceremony.hsm, ceremony.signing_label, f"test-{secrets.token_hex(4)}",
+                    max_failures=3)
 
 
 def _all_locked(ceremony: Ceremony) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -38,12 +39,13 @@ from tests.adversarial.psbts import (
     ACCEPTED,
     OUR_SECRETS,
     VARIANTS,
+    WPKH_DESCRIPTOR,
     WPKH_LABEL,
+    WSH_DESCRIPTOR,
     WSH_LABEL,
     Case,
     Scenario,
     make_policy,
-    make_wallet,
     pubkey,
     secret,
     variant,
@@ -61,7 +63,7 @@ LABELS = {
 
 #: Variants whose attack lives in the appliance's own journal, not in the PSBT: the engine
 #: derives seen request ids, signed outpoints and the day's total from its journal
-#: (appliance.history.SigningHistory), so the scenario's injected context has no effect here.
+#: (shared.station.History), so the scenario's injected context has no effect here.
 #: Covered by tests/unit/test_review.py (review with that context) and, through the engine
 #: and a real journal, by tests/appliance/test_signing_cli.py (replayed request, conflicting
 #: spend of a signed coin, daily total over the limit).
@@ -85,7 +87,7 @@ def test_variant_partition_is_complete():
 @pytest.fixture(scope="module")
 def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     if not softhsm_available():
-        pytest.skip("SoftHSM2 (softhsm2-util and libsofthsm2.so) is not installed")
+        pytest.skip("SoftHSM2 (libsofthsm2.so) is not installed")
     state = tmp_path_factory.mktemp("engine") / "appliance"
     done = run(state, "init", "--demo", "--network", "regtest",
                pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()])  # fmt: skip
@@ -99,9 +101,10 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     appliance = Appliance(state, hsm)
     try:
         _import_scenario_keys(appliance)
-        _install_scenario_policy(appliance)
-        for descriptor in make_wallet().descriptors:
-            appliance.pin_wallet(TWO, descriptor)
+        _install_scenario_policy(appliance, internal=(str(WSH_DESCRIPTOR),))
+        appliance.pin_wallet(TWO, WPKH_DESCRIPTOR, ADMINS)  # the station's own key: admins
+        appliance.pin_wallet(TWO, WSH_DESCRIPTOR)  # 2-of-3 others could spend: the policy
+        _install_scenario_policy(appliance, internal=())  # still pinned; no longer internal
         assert not appliance.state.pending()
         yield appliance
     finally:
@@ -129,17 +132,20 @@ def _import_scenario_keys(appliance: Appliance) -> None:
                 **private_key_template(BackupModel.NON_EXTRACTABLE),
             }
             with appliance.hsm.lock:
-                obj = session.create_object(template)
-            appliance.keystore.record_restored_key(label, key_id, public_key,
-                                                   BackupModel.NON_EXTRACTABLE, (obj,))  # fmt: skip
+                session.create_object(template)
+            # keys exist for the station only through the journal: record them as restored
+            appliance.record("restore", subjects={"public_key": public_key},
+                             details={"label": label, "key_id": key_id.hex(),
+                                      "backup_model": BackupModel.NON_EXTRACTABLE.value})
 
 
-def _install_scenario_policy(appliance: Appliance) -> None:
+def _install_scenario_policy(appliance: Appliance, internal: tuple[str, ...]) -> None:
     """The scenario's rules as the next version of the appliance's own policy."""
     current, scenario = appliance.policy(), make_policy()
     rules = ("address_book", "require_address_book", "per_tx_limit", "per_day_limit",
              "fee_rate_ceiling", "max_fee", "allowed_script_types", "request_ttl_max")  # fmt: skip
     policy = replace(current, version=current.version + 1, previous_hash=current.hash(),
+                     internal_wallets=internal,
                      **{name: getattr(scenario, name) for name in rules})  # fmt: skip
     appliance.install_policy(TWO, appliance.sign_policy(ADMINS, policy))
     assert appliance.policy() == policy
@@ -153,8 +159,11 @@ def _decisions(appliance: Appliance) -> list[Entry]:
 
 
 def _base(name: str) -> Scenario:
-    """A request id of its own per case: refused requests count as seen (no retries)."""
-    return Scenario(request_id=secret(f"engine request {name}")[:16])
+    """A request id of its own per case: refused requests count as seen (no retries). The
+    station refuses to judge with a clock behind its journal, so requests are dated now."""
+    now = int(time.time()) + 60
+    return Scenario(request_id=secret(f"engine request {name}")[:16], now=now,
+                    created=now - 60, expiry=now + 1800)
 
 
 def _assert_refused_once(appliance: Appliance, case: Case | None, data: bytes) -> Entry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import replace
 
 import pytest
 import shamir_mnemonic
@@ -24,9 +25,12 @@ from appliance.backup import (
     BackupError,
     combine_kek_shares,
     combined_kek,
+    destroy_kek,
     export_key,
+    finish_restore,
     install_trusted_kek,
     kek_check_value,
+    kek_present,
     new_kek_shares,
     restore_key,
     wipe,
@@ -51,7 +55,7 @@ def install(hsm, spec, mnemonics) -> str:
 
 
 def open_keystore(hsm, spec, tmp_path) -> Keystore:
-    store = Keystore(hsm, spec.label, tmp_path / f"{spec.label}.json")
+    store = Keystore(hsm, spec.label)
     store.unlock(spec.user_pin)
     return store
 
@@ -90,18 +94,39 @@ def test_key_cloned_from_a_to_b_signs_for_the_original_public_key(pair):
 
 
 def test_clone_is_registered_and_the_token_holds_the_pair(hsm, pair):
-    ks_a, ks_b, _, b = pair
+    ks_a, ks_b, _, _ = pair
     original = ks_a.generate_key("cold-2", WRAP_WITH_TRUSTED)
     restore_key(
         ks_b, export_key(ks_a, "cold-2"), "cold-2", original.public_key_bytes, WRAP_WITH_TRUSTED
     )
-    again = Keystore(hsm, b.label, ks_b.registry_path)
-    assert again.info("cold-2").public_key == original.public_key
+    assert ks_b.info("cold-2").public_key == original.public_key
     with hsm.lock:
         public = ks_b.session().get_key(
-            object_class=ObjectClass.PUBLIC_KEY, id=again.info("cold-2").key_id_bytes
+            object_class=ObjectClass.PUBLIC_KEY, id=ks_b.info("cold-2").key_id_bytes
         )
         assert public[Attribute.LABEL] == "cold-2"
+
+
+def test_an_interrupted_restore_is_finished_by_key_id(hsm, pair):
+    """A crash after the unwrap: the next activation proves the key and completes it."""
+    ks_a, ks_b, _, b = pair
+    original = ks_a.generate_key("cold-9", WRAP_WITH_TRUSTED)
+    key_id = os.urandom(16)
+    restore_key(ks_b, export_key(ks_a, "cold-9"), "cold-9", original.public_key_bytes,
+                WRAP_WITH_TRUSTED, key_id=key_id)  # fmt: skip
+    fresh = Keystore(hsm, b.label)  # the process died: nothing was journaled
+    info = finish_restore(fresh, "cold-9", key_id, original.public_key_bytes, WRAP_WITH_TRUSTED)
+    assert info is not None and info.public_key == original.public_key
+    assert finish_restore(fresh, "other", os.urandom(16), original.public_key_bytes,
+                          WRAP_WITH_TRUSTED) is None  # fmt: skip
+
+
+def test_a_kek_outside_a_ceremony_is_destroyed_without_a_pin(hsm, pair):
+    _, _, a, _ = pair
+    assert kek_present(hsm, a.label)
+    hsm.logout_all()
+    assert destroy_kek(hsm, a.label) == 1
+    assert not kek_present(hsm, a.label)
 
 
 def test_a_clone_can_be_cloned_again_but_never_twice_into_one_token(pair):
@@ -124,8 +149,8 @@ def test_a_clone_can_be_cloned_again_but_never_twice_into_one_token(pair):
 
 def test_suspended_and_archived_keys_can_still_be_backed_up(pair):
     ks_a, _, _, _ = pair
-    ks_a.generate_key("old", WRAP_WITH_TRUSTED)
-    ks_a.set_state("old", KeyState.ARCHIVED)
+    info = ks_a.generate_key("old", WRAP_WITH_TRUSTED)
+    ks_a.set_registry([replace(info, state=KeyState.ARCHIVED)])
     assert export_key(ks_a, "old")
 
 

@@ -53,7 +53,7 @@ def test_init_journals_everything_and_verifies(appliance):
     assert [k["label"] for k in status["keys"]] == ["coldstation-audit"]
 
 
-def test_quorum_lockout_and_revocation(appliance):
+def test_quorum_lockout_reset_and_revocation_with_rekey(appliance):
     state, info = appliance
     args, pins = officers("officer-1")
     short = run(state, "keygen", "k1", *args, pins=pins)
@@ -67,21 +67,27 @@ def test_quorum_lockout_and_revocation(appliance):
     assert locked.returncode == 1 and "locked out" in locked.stderr.lower()
     ok = run(state, "keygen", "k1", *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
     assert ok.returncode == 0, ok.stderr
+    reset = run(state, "reset-lockout", "officer-2", "--admins", "admin-1,admin-2",
+                pins=list(ADMIN_PINS.values()))
+    assert reset.returncode == 0, reset.stderr
+    again = run(state, "keygen", "k2", *officers("officer-1", "officer-2")[0],
+                pins=["1111", "2222"])
+    assert again.returncode == 0, again.stderr
 
     draft, signed = state.parent / "draft.cbor", state.parent / "signed.cbor"
     assert run(state, "policy", "draft", "--revoke", info["officers"]["officer-3"],
                "-o", str(draft)).returncode == 0
     assert run(state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2",
                "-o", str(signed), pins=list(ADMIN_PINS.values())).returncode == 0
+    partial = run(state, "policy", "install", str(signed),
+                  *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
+    assert partial.returncode == 1 and "present them all" in partial.stderr
     installed = run(state, "policy", "install", str(signed),
-                    *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
+                    *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
     assert installed.returncode == 0, installed.stderr
-    revoked = run(state, "keygen", "k2", *officers("officer-1", "officer-3")[0],
+    revoked = run(state, "keygen", "k3", *officers("officer-1", "officer-3")[0],
                   pins=["1111", "3333"])
     assert revoked.returncode == 1 and "revoked" in revoked.stderr
-    reset = run(state, "reset-lockout", "officer-2", "--admins", "admin-1,admin-2",
-                pins=list(ADMIN_PINS.values()))
-    assert reset.returncode == 0, reset.stderr
     export = state.parent / "journal.cbor"
     assert run(state, "journal", "export", "--out", str(export),
                *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
@@ -89,10 +95,11 @@ def test_quorum_lockout_and_revocation(appliance):
     assert ("officer_revoked", (info["officers"]["officer-3"],)) in events
     assert ("pin_lockout", tuple(sorted(info["administrators"].values()))) in [
         (event, tuple(sorted(actors))) for event, actors in events]
-    # every successful ceremony after initialisation starts with the activation that allowed
-    # it (keygen, policy install, journal export); refused attempts activate nothing
     kinds = [event for event, _ in events]
-    assert kinds.count("activation") == 3
+    assert kinds.count("pin_rekeyed") == 1 and kinds.count("intent") == 3  # 2 keygens, rekey
+    # every successful ceremony after initialisation starts with the activation that allowed
+    # it (keygen k1, keygen k2, policy install, journal export); refused ones activate nothing
+    assert kinds.count("activation") == 4
 
 
 def test_suspend_and_policy_signatures(appliance):
@@ -126,19 +133,16 @@ def test_backup_restores_on_a_second_appliance_and_proves_the_key(tmp_path, appl
     shares = [line.split(":", 1)[1].strip()
               for line in run(state_a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()]
     assert len(shares) == 3
-    for state, chosen in ((state_a, shares[:2]), (state_b, shares[1:])):
-        done = run(state, "kek", "install", "--officers", "officer-1,officer-2", "--shares", "2",
-                   pins=["1111", "2222", *chosen])
-        assert done.returncode == 0, done.stderr
     assert run(state_a, "keygen", "cold", "--backup-model", "wrap-with-trusted",
                *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
     blob = tmp_path / "cold.blob"
-    assert run(state_a, "backup", "cold", "--out", str(blob),
-               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    backup = run(state_a, "backup", "cold", "--out", str(blob), "--kek-shares", "2",
+                 *officers("officer-1", "officer-2")[0], pins=["1111", "2222", *shares[:2]])
+    assert backup.returncode == 0, backup.stderr
     keys = json.loads(run(state_a, "status").stdout)["keys"]
     public_key = next(k["public_key"] for k in keys if k["label"] == "cold")
     restored = run(state_b, "restore", str(blob), "--label", "cold", "--public-key", public_key,
-                   *officers("officer-2", "officer-3")[0], pins=["2222", "3333"])
+                   *officers("officer-2", "officer-3")[0], pins=["2222", "3333", *shares[1:]])
     assert restored.returncode == 0, restored.stderr
     keys_b = json.loads(run(state_b, "status").stdout)["keys"]
     assert next(k["public_key"] for k in keys_b if k["label"] == "cold") == public_key
@@ -164,7 +168,10 @@ def test_journal_export_verifies_offline_and_tampering_is_named(appliance, tmp_p
     broken = run(state, "journal", "verify")
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
-    assert "refused:" in broken.stderr and "frame" in broken.stderr
+    assert "problem:" in broken.stderr and "journal" in broken.stderr
+    stopped = run(state, "keygen", "after", *officers("officer-1", "officer-2")[0],
+                  pins=["1111", "2222"])
+    assert stopped.returncode == 1 and "station is stopped" in stopped.stderr
 
 
 def test_wallet_export_writes_descriptor_receipt_and_ur(appliance, tmp_path):

@@ -1,4 +1,5 @@
-"""appliance.journal_store: framing, torn-tail recovery, corruption refusal, crash safety."""
+"""appliance.journal_store: framing, damage reported (never cut), the recovery cut, checkpoint
+starts, crash safety."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from appliance.journal_store import (
     OVERHEAD,
     JournalStore,
     JournalStoreError,
+    Start,
     encode_frame,
     journal_append_rate,
 )
@@ -121,7 +123,7 @@ def _torn_cases():
 
 
 @pytest.mark.parametrize(("name", "tail"), list(_torn_cases()), ids=lambda v: v)
-def test_torn_tail_is_reported_quarantined_and_cut(tmp_path, name, tail):
+def test_a_damaged_tail_is_reported_and_stops_appends_until_cut(tmp_path, name, tail):
     path = tmp_path / "journal"
     kept = PAYLOADS[:-1]
     _write(path, kept)
@@ -131,14 +133,17 @@ def test_torn_tail_is_reported_quarantined_and_cut(tmp_path, name, tail):
 
     store, report = JournalStore.open(path)
     with store:
-        assert report.torn is not None, name
-        assert report.torn.offset == good_size
-        assert report.torn.length == len(tail)
-        assert report.torn.quarantine == tmp_path / "journal.torn-1"
-        assert report.torn.quarantine.read_bytes() == tail
-        assert report.frames == len(kept)
-        assert path.stat().st_size == good_size
+        assert report.damage is not None and not report.clean, name
+        assert report.damage.offset == good_size and report.damage.length == len(tail)
+        assert report.damage.frame == len(kept) and not report.damage.followed_by_valid_frames
+        assert path.stat().st_size == good_size + len(tail), "nothing is cut on open"
         assert store.entries() == kept
+        with pytest.raises(JournalStoreError, match="journal recover"):
+            store.append(b"more")
+        quarantine = store.cut_tail(len(store))  # what the recovery ceremony does
+        assert quarantine == tmp_path / "journal.torn-1"
+        assert quarantine.read_bytes() == tail
+        assert path.stat().st_size == good_size
         assert store.append(b"after recovery") == len(kept)
 
     store, report = JournalStore.open(path)
@@ -147,16 +152,28 @@ def test_torn_tail_is_reported_quarantined_and_cut(tmp_path, name, tail):
         assert store.entries() == [*kept, b"after recovery"]
 
 
-def test_second_torn_tail_gets_its_own_quarantine_file(tmp_path):
+def test_each_cut_gets_its_own_quarantine_file(tmp_path):
     path = tmp_path / "journal"
     _write(path, PAYLOADS)
     for n in (1, 2):
         with open(path, "ab") as handle:
             handle.write(encode_frame(b"torn %d" % n)[:-2])
         store, report = JournalStore.open(path)
-        store.close()
-        assert report.torn.quarantine.name == f"journal.torn-{n}"
+        with store:
+            assert report.damage is not None
+            assert store.cut_tail(len(store)).name == f"journal.torn-{n}"
     assert len(list(tmp_path.glob("journal.torn-*"))) == 2
+
+
+def test_cut_tail_can_drop_valid_frames_that_failed_verification(tmp_path):
+    """A frame whose CRC holds but whose record does not verify is cut from its index."""
+    path = tmp_path / "journal"
+    _write(path, PAYLOADS)
+    store, _ = JournalStore.open(path)
+    with store:
+        quarantine = store.cut_tail(3)
+        assert store.entries() == PAYLOADS[:3]
+        assert quarantine.read_bytes() == b"".join(encode_frame(p) for p in PAYLOADS[3:])
 
 
 def _offsets(payloads):
@@ -184,8 +201,15 @@ def test_corruption_before_the_last_frame_is_refused(tmp_path, what, delta, fram
     data[at] ^= 0xFF
     path.write_bytes(bytes(data))
 
-    with pytest.raises(JournalStoreError, match=rf"frame {frame} at offset {offsets[frame]}\b"):
-        JournalStore.open(path)
+    store, report = JournalStore.open(path)
+    with store:
+        assert report.damage is not None and report.damage.followed_by_valid_frames
+        assert report.damage.frame == frame and report.damage.offset == offsets[frame]
+        assert f"frame {frame} at offset {offsets[frame]}" in str(report.damage)
+        with pytest.raises(JournalStoreError, match="restore the file from a copy"):
+            store.cut_tail(frame)
+        with pytest.raises(JournalStoreError):
+            store.append(b"x")
     assert path.read_bytes() == bytes(data), "a corrupt journal must never be truncated"
     assert not list(tmp_path.glob("journal.torn-*"))
 
@@ -197,9 +221,50 @@ def test_corruption_followed_by_torn_tail_is_still_corruption(tmp_path):
     data[HEADER_SIZE] ^= 0x01  # damage frame 0
     data += encode_frame(b"torn")[:5]
     path.write_bytes(bytes(data))
-    with pytest.raises(JournalStoreError, match="frame 0 at offset 0"):
-        JournalStore.open(path)
+    store, report = JournalStore.open(path)
+    store.close()
+    assert report.damage.frame == 0 and report.damage.followed_by_valid_frames
     assert path.read_bytes() == bytes(data)
+
+
+def test_open_from_a_checkpoint_scans_only_what_follows(tmp_path):
+    path = tmp_path / "journal"
+    _write(path, PAYLOADS)
+    offset = sum(len(p) + OVERHEAD for p in PAYLOADS[:3])
+    store, _ = JournalStore.open(path)
+    with store:
+        digest = store.prefix_sha256(offset)
+    store, report = JournalStore.open(path, Start(offset, 3, digest))
+    with store:
+        assert report.clean and len(store) == len(PAYLOADS)
+        assert store.entry(4) == PAYLOADS[4]
+        assert store.entry(1) == PAYLOADS[1]  # frames before the checkpoint, found on demand
+        assert store.frame_end(2) == offset
+
+
+def test_a_changed_prefix_is_reported_and_everything_rescanned(tmp_path):
+    path = tmp_path / "journal"
+    _write(path, PAYLOADS)
+    offset = sum(len(p) + OVERHEAD for p in PAYLOADS[:3])
+    store, _ = JournalStore.open(path)
+    with store:
+        digest = store.prefix_sha256(offset)
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE + 1] ^= 0x01  # one bit in frame 0, CRC fixed up as an insider would
+    body = bytes(data[4 : HEADER_SIZE + len(PAYLOADS[0])])
+    import zlib
+
+    data[HEADER_SIZE + len(PAYLOADS[0]) : OVERHEAD + len(PAYLOADS[0])] = \
+        zlib.crc32(body).to_bytes(4, "big")  # fmt: skip
+    path.write_bytes(bytes(data))
+    store, report = JournalStore.open(path, Start(offset, 3, digest))
+    with store:
+        assert report.prefix_changed and not report.clean
+        assert len(store) == len(PAYLOADS) and store.entry(0) != PAYLOADS[0]
+    short = Start(path.stat().st_size + 10, 9, digest)  # a checkpoint beyond the file
+    store, report = JournalStore.open(path, short)
+    store.close()
+    assert report.prefix_changed
 
 
 def test_entry_rechecks_crc(tmp_path):
@@ -246,7 +311,10 @@ def test_sigkill_never_loses_an_acknowledged_record(tmp_path):
 
         store, report = JournalStore.open(path)
         with store:
-            torn_reports += report.torn is not None
+            if report.damage is not None:  # a torn append: the recovery cut, as admins would
+                assert not report.damage.followed_by_valid_frames
+                torn_reports += 1
+                store.cut_tail(len(store))
             assert len(store) > acknowledged, f"run {run}: acknowledged record lost"
             for index in range(checked, len(store)):
                 assert store.entry(index) == record_payload(index), f"record {index} damaged"

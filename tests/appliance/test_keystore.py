@@ -1,15 +1,17 @@
-"""appliance.keystore on real SoftHSM2 tokens: attributes, signing, lifecycle, registry."""
+"""appliance.keystore on real SoftHSM2 tokens: attributes, signing, lifecycle, adoption.
+
+The registry (labels, states, backup models) comes from the journal; here tests hand it
+over with ``set_registry`` as the station does after each record."""
 
 from __future__ import annotations
 
-import json
 import os
-import stat
 import threading
+from dataclasses import replace
 
 import pytest
 from coincurve import PublicKey
-from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import AttributeSensitive, PKCS11Error
 
 from appliance.hsm import WrongPinError
@@ -20,6 +22,7 @@ from appliance.keystore import (
     Keystore,
     KeystoreError,
     compress_ec_point,
+    ec_point_der,
 )
 from shared.bitcoin import ecdsa
 
@@ -108,13 +111,54 @@ def test_duplicate_and_bad_labels_are_refused(keystore):
             keystore.generate_key(bad, NON_EXTRACTABLE)
 
 
-def test_token_objects_unknown_to_the_registry_block_the_label(
-    hsm, signing_token, keystore, tmp_path
-):
+def test_token_objects_unknown_to_the_journal_block_the_label(hsm, signing_token, keystore):
     keystore.generate_key("orphan", NON_EXTRACTABLE)
-    fresh = Keystore(hsm, signing_token.label, tmp_path / "other-registry.json")
-    with pytest.raises(KeystoreError, match="registry does not know"):
+    fresh = Keystore(hsm, signing_token.label)
+    with pytest.raises(KeystoreError, match="journal does not know"):
         fresh.generate_key("orphan", NON_EXTRACTABLE)
+
+
+def test_a_crashed_keygen_is_adopted_by_its_key_id(hsm, signing_token, keystore):
+    key_id = os.urandom(16)
+    made = keystore.generate_key("crashed", WRAP_WITH_TRUSTED, key_id)
+    fresh = Keystore(hsm, signing_token.label)  # the registry never heard of it
+    assert fresh.adopt("crashed", os.urandom(16), WRAP_WITH_TRUSTED) is None
+    adopted = fresh.adopt("crashed", key_id, WRAP_WITH_TRUSTED)
+    assert adopted is not None and adopted.public_key == made.public_key
+    digest = os.urandom(32)
+    assert ecdsa.verify(made.public_key_bytes, fresh.sign_digest("crashed", digest), digest)
+
+
+def test_a_key_imported_into_the_token_is_not_adopted(hsm, signing_token, keystore):
+    """Adoption takes only a pair generated inside the token (CKA_LOCAL)."""
+    from coincurve import PrivateKey
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    key_id = os.urandom(16)
+    secret = PrivateKey()
+    session = keystore.session()
+    with hsm.lock:
+        session.create_object({
+            Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.EC,
+            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+            Attribute.SIGN: True, Attribute.ID: key_id, Attribute.LABEL: "planted",
+            Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
+            Attribute.VALUE: secret.secret})  # fmt: skip
+        session.create_object({
+            Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
+            Attribute.TOKEN: True, Attribute.ID: key_id, Attribute.LABEL: "planted",
+            Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
+            Attribute.EC_POINT: ec_point_der(secret.public_key.format())})  # fmt: skip
+    with pytest.raises(KeystoreError):
+        keystore.adopt("planted", key_id, NON_EXTRACTABLE)
+    assert "planted" not in {k.label for k in keystore.key_infos()}
+
+
+def test_the_audit_key_is_read_from_the_token_without_a_pin(hsm, signing_token, keystore):
+    info = keystore.create_audit_key()
+    keystore.lock()
+    fresh = Keystore(hsm, signing_token.label)
+    assert fresh.token_audit_key() == info.public_key_bytes
 
 
 # --- signing -------------------------------------------------------------------------------
@@ -192,33 +236,37 @@ def test_concurrent_signing_is_serialised(keystore):
 # --- lifecycle -----------------------------------------------------------------------------
 
 
+def _with_state(keystore, label, state):
+    """What the station does after a key_suspended/key_archived record: a new registry."""
+    infos = [replace(i, state=state) if i.label == label else i for i in keystore.key_infos()]
+    keystore.set_registry(infos)
+
+
 def test_suspended_and_archived_keys_refuse_to_sign(keystore):
     keystore.generate_key("life", WRAP_WITH_TRUSTED)
     public = keystore.public_key("life")
     digest = os.urandom(32)
 
-    assert keystore.set_state("life", KeyState.SUSPENDED).state is KeyState.SUSPENDED
+    _with_state(keystore, "life", KeyState.SUSPENDED)
     with pytest.raises(KeystoreError, match="is suspended: it does not sign"):
         keystore.sign_digest("life", digest)
 
-    keystore.set_state("life", KeyState.ACTIVE)  # reactivation
+    _with_state(keystore, "life", KeyState.ACTIVE)  # reactivation
     assert ecdsa.verify(public, keystore.sign_digest("life", digest), digest)
 
-    keystore.set_state("life", KeyState.ARCHIVED)
+    _with_state(keystore, "life", KeyState.ARCHIVED)
     with pytest.raises(KeystoreError, match="is archived: it does not sign"):
         keystore.sign_digest("life", digest)
-    for state in (KeyState.ACTIVE, KeyState.SUSPENDED):
-        with pytest.raises(KeystoreError, match="cannot go from archived"):
-            keystore.set_state("life", state)
     # archived keys are kept: still registered, still in the token
     assert keystore.info("life").state is KeyState.ARCHIVED
     assert keystore.verify_key_attributes("life")["sensitive"]
 
 
-def test_suspended_key_can_be_archived_directly(keystore):
-    keystore.generate_key("s", NON_EXTRACTABLE)
-    keystore.set_state("s", KeyState.SUSPENDED)
-    assert keystore.set_state("s", KeyState.ARCHIVED).state is KeyState.ARCHIVED
+def test_a_key_the_registry_does_not_list_does_not_sign(keystore):
+    keystore.generate_key("gone", NON_EXTRACTABLE)
+    keystore.set_registry([])
+    with pytest.raises(KeystoreError, match="no key labelled"):
+        keystore.sign_digest("gone", os.urandom(32))
 
 
 def test_there_is_no_way_to_destroy_a_key():
@@ -226,53 +274,8 @@ def test_there_is_no_way_to_destroy_a_key():
     assert not {n for n in names if "destroy" in n or "delete" in n or "remove" in n}
 
 
-# --- registry ------------------------------------------------------------------------------
-
-
-def test_registry_persists_across_instances(hsm, signing_token, keystore):
-    a = keystore.generate_key("first", NON_EXTRACTABLE)
-    b = keystore.generate_key("second", WRAP_WITH_TRUSTED)
-    keystore.set_state("first", KeyState.SUSPENDED)
-
-    again = Keystore(hsm, signing_token.label, keystore.registry_path)
-    listed = again.key_infos()
-    assert [k.label for k in listed] == ["first", "second"]
-    assert again.info("first").state is KeyState.SUSPENDED
-    assert again.info("second") == b
-    assert again.info("first").key_id == a.key_id
-    assert again.info("first").public_key == a.public_key
-
-    again.unlock(signing_token.user_pin)  # same Hsm: reuses the login session
-    digest = os.urandom(32)
-    assert ecdsa.verify(b.public_key_bytes, again.sign_digest("second", digest), digest)
-
-
-def test_registry_file_is_plain_json_written_atomically(keystore):
-    keystore.generate_key("j", NON_EXTRACTABLE)
-    path = keystore.registry_path
-    data = json.loads(path.read_text())
-    assert data["token"] == keystore.token_label and data["version"] == 1
-    assert data["keys"][0]["label"] == "j"
-    assert data["keys"][0]["backup_model"] == "non-extractable"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
-
-
-def test_registry_of_another_token_or_damaged_is_refused(hsm, signing_token, keystore, tmp_path):
-    keystore.generate_key("r", NON_EXTRACTABLE)
-    data = json.loads(keystore.registry_path.read_text())
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({**data, "token": "someone-else"}))
-    with pytest.raises(KeystoreError, match="belongs to token"):
-        Keystore(hsm, signing_token.label, other)
-    damaged = tmp_path / "damaged.json"
-    damaged.write_text(keystore.registry_path.read_text()[:-20])
-    with pytest.raises(KeystoreError, match="damaged"):
-        Keystore(hsm, signing_token.label, damaged)
-
-
-def test_wrong_pin_raises_wrong_pin_error(hsm, signing_token, tmp_path):
-    store = Keystore(hsm, signing_token.label, tmp_path / "keys.json")
+def test_wrong_pin_raises_wrong_pin_error(hsm, signing_token):
+    store = Keystore(hsm, signing_token.label)
     with pytest.raises(WrongPinError):
         store.unlock("not-the-pin")
     assert not store.unlocked

@@ -6,7 +6,6 @@ The module's SoftHSM2 store and token factory come from tests/appliance/conftest
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 
 import pytest
@@ -25,6 +24,7 @@ from appliance.officers import (
     token_serial,
     unlock,
 )
+from appliance.token_objects import COUNTERS_LABEL as COUNTERS
 from shared.bitcoin import ecdsa
 
 
@@ -58,8 +58,14 @@ def enrolled(hsm, new_token, shares):
 
 
 @pytest.fixture
-def guard(tmp_path):
-    return PinGuard(tmp_path / "pin-guard.json", max_failures=3)
+def signing(make_tokens):
+    """A signing token: where the station keeps its PIN counters."""
+    return make_tokens("signing")[0]
+
+
+@pytest.fixture
+def guard(hsm, signing):
+    return PinGuard(hsm, signing.label, f"cs-{secrets.token_hex(4)}", max_failures=3)
 
 
 # --- enrolment ------------------------------------------------------------------------
@@ -216,7 +222,8 @@ def test_wrong_pins_lock_the_token_out_until_reset(hsm, guard, enrolled, monkeyp
     with pytest.raises(LockedOutError, match=f"{label!r}.*locked out"):
         unlock(hsm, guard, label, pin)  # the right PIN is refused as well ...
     assert logins == [], "... without even being tried on the token"
-    assert PinGuard(guard.path).is_locked_out(serial), "lockout survives a restart"
+    again = PinGuard(hsm, guard.signing_token, guard.appliance_id)
+    assert again.is_locked_out(serial), "lockout survives a restart"
 
     guard.reset(serial)  # administrator ceremony
     with unlock(hsm, guard, label, pin) as officer:
@@ -253,39 +260,59 @@ def test_lockout_is_per_token(hsm, guard, enrolled):
 # --- PinGuard on its own -------------------------------------------------------------
 
 
-def test_guard_counts_before_the_attempt_and_persists_atomically(tmp_path):
-    path = tmp_path / "state" / "pins.json"
-    guard = PinGuard(path, max_failures=2)
-    assert guard.failures("S1") == 0 and not path.exists()
+def test_guard_counts_before_the_attempt_and_keeps_them_in_the_signing_token(hsm, signing,
+                                                                            tmp_path):
+    app = f"cs-{secrets.token_hex(4)}"
+    guard = PinGuard(hsm, signing.label, app, max_failures=2)
+    assert guard.failures("S1") == 0
     guard.begin_attempt("S1")  # a power cut now still costs the attempt
-    assert PinGuard(path, max_failures=2).failures("S1") == 1
+    assert PinGuard(hsm, signing.label, app, max_failures=2).failures("S1") == 1
     guard.begin_attempt("S1")
     with pytest.raises(LockedOutError, match="serial S1"):
         guard.begin_attempt("S1")
     assert guard.failures("S1") == 2, "a refused attempt is not counted again"
-    assert json.loads(path.read_text()) == {"version": 1, "failures": {"S1": 2}}
-    assert sorted(p.name for p in path.parent.iterdir()) == ["pins.json"], "no temp files"
+    assert PinGuard(hsm, signing.label, "another-station").failures("S1") == 0
     guard.reset("S1")
     guard.reset("never-seen")
     assert guard.failures("S1") == 0
     guard.check("S1")
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["{", "[]", '{"version": 2, "failures": {}}', '{"version": 1, "failures": {"S": -1}}',
-     '{"version": 1, "failures": {"S": "x"}}', '{"version": 1}'],
-)  # fmt: skip
-def test_guard_fails_closed_on_a_corrupt_file(tmp_path, text):
-    path = tmp_path / "pins.json"
-    path.write_text(text)
-    with pytest.raises(OfficerError, match="corrupt"):
-        PinGuard(path).check("S1")
+def test_guard_counters_are_one_public_object_readable_without_a_pin(hsm, signing):
+    """The counters change while the signing token is locked; the newest copy wins if a
+    crash left two (a rewrite creates before it destroys)."""
+    app = f"cs-{secrets.token_hex(4)}"
+    guard = PinGuard(hsm, signing.label, app)
+    for _ in range(2):
+        guard.begin_attempt("S9")
+    token = hsm.token(label=signing.label)
+    with hsm.lock, hsm.public_session(token) as session:
+        found = list(session.get_objects({Attribute.LABEL: COUNTERS,
+                                          Attribute.APPLICATION: app}))
+        assert len(found) == 1 and not found[0][Attribute.PRIVATE]
+        value = bytes(found[0][Attribute.VALUE])
+        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
+                               Attribute.PRIVATE: False, Attribute.LABEL: COUNTERS,
+                               Attribute.APPLICATION: app, Attribute.VALUE: value})
+    assert guard.failures("S9") == 2  # two identical copies: still one answer
+    guard.begin_attempt("S9")
+    assert guard.failures("S9") == 3
 
 
-def test_guard_rejects_nonsense_limits(tmp_path):
+def test_guard_fails_closed_on_corrupt_counters(hsm, signing):
+    app = f"cs-{secrets.token_hex(4)}"
+    token = hsm.token(label=signing.label)
+    with hsm.lock, hsm.public_session(token) as session:
+        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
+                               Attribute.PRIVATE: False, Attribute.LABEL: COUNTERS,
+                               Attribute.APPLICATION: app, Attribute.VALUE: b"not cbor"})
+    with pytest.raises(OfficerError, match="PIN counters"):
+        PinGuard(hsm, signing.label, app).check("S1")
+
+
+def test_guard_rejects_nonsense_limits(hsm, signing):
     with pytest.raises(ValueError):
-        PinGuard(tmp_path / "pins.json", max_failures=0)
+        PinGuard(hsm, signing.label, "x", max_failures=0)
 
 
 def test_share_errors_never_quote_share_words(hsm, new_token, shares):

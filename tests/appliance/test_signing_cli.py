@@ -5,6 +5,7 @@ and exactly one journal record each."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -103,16 +104,53 @@ def test_refused_requests_sign_nothing_and_leave_one_record(station, tmp_path, n
     assert len(after) == len(before) + 1 and after[-1] == "refused"
 
 
-def test_replayed_request_is_refused(station, tmp_path):
+def test_an_approved_request_presented_again_is_shown_again_never_approved_twice(station,
+                                                                                   tmp_path):
+    """Issue 13's lost output: the signed PSBT comes back from the station's copy (no PIN,
+    no record); if the copy is gone, officers activate and the same transaction is signed
+    again as `signing_reissued`, counted toward no limit. Another transaction under the same
+    request id is refused as a replay."""
     request_id = os.urandom(16)
-    first, _ = request(station["pubkey"], request_id=request_id)
+    first, spent = request(station["pubkey"], request_id=request_id)
     (tmp_path / "a").write_bytes(first)
     ok = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
              str(tmp_path / "sa"), pins=TWO_PINS)
     assert ok.returncode == 0, ok.stderr
-    again = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
-                str(tmp_path / "sb"), pins=TWO_PINS)
-    assert again.returncode == 1 and "replayed" in again.stderr
+    before = _events(station["state"], tmp_path)
+    again = run(station["state"], "sign", "--in", str(tmp_path / "a"), "--officers",
+                "officer-1,officer-2", "--out", str(tmp_path / "sb"))  # no PINs needed
+    assert again.returncode == 0 and "shown again" in again.stdout, again.stderr
+    assert (tmp_path / "sb").read_bytes() == (tmp_path / "sa").read_bytes()
+    txid = Psbt.parse(first).unsigned_tx.txid_hex
+    (station["state"] / "signed" / f"{txid}.psbt").unlink()  # the copy lost in a crash
+    third = run(station["state"], "sign", "--in", str(tmp_path / "a"), *TWO, "--out",
+                str(tmp_path / "sc"), pins=TWO_PINS)
+    assert third.returncode == 0 and "sign the same transaction again" in third.stderr
+    psbt = Psbt.parse((tmp_path / "sc").read_bytes())
+    assert verify_all(extract(finalize(psbt).psbt), spent) == [True]
+    assert read_receipts(psbt) == read_receipts(Psbt.parse((tmp_path / "sa").read_bytes()))
+    after = _events(station["state"], tmp_path)
+    assert [e for e in after if e[0] == "signing_decision"] == \
+        [e for e in before if e[0] == "signing_decision"]  # fmt: skip
+    assert after[-1][0] == "signing_reissued"
+    psbt_other = Psbt.parse(first)
+    tx = psbt_other.unsigned_tx
+    changed = dataclasses.replace(tx.inputs[0], sequence=0xFFFFFFFE)
+    psbt_other.globals.set(0x00, Transaction(tx.version, [changed], tx.outputs,
+                                             tx.locktime).serialize())  # fmt: skip
+    (tmp_path / "b").write_bytes(psbt_other.serialize())
+    refused = run(station["state"], "sign", "--in", str(tmp_path / "b"), *TWO, "--out",
+                  str(tmp_path / "sd"), pins=TWO_PINS)
+    assert refused.returncode == 1 and "replayed" in refused.stderr
+
+
+def _events(state, tmp_path) -> list[tuple[str, str | None]]:
+    """(event, decision) of every signing record, from a journal export."""
+    out = tmp_path / f"j{len(list(tmp_path.iterdir()))}.cbor"
+    done = run(state, "journal", "export", "--out", str(out), *TWO, pins=TWO_PINS)
+    assert done.returncode == 0, done.stderr
+    return [(e.record.event, e.record.decision) for e in parse_export(out.read_bytes())[2]
+            if e.record.event in ("signing_decision", "signing_reissued")]
 
 
 def _sign(station, tmp_path, data: bytes, name: str) -> subprocess.CompletedProcess:

@@ -422,7 +422,7 @@ def finish(demo: Demo, payment: Payment, signed: Sequence[Path]) -> None:
     )
     batch = next(b for b in status["batches"] if b["label"] == label)
     payment.confirmations = int(batch["confirmations"])
-    if batch["state"] != "confirmed" or payment.confirmations < CONFIRMATIONS:
+    if batch["state"] != "final" or payment.confirmations < CONFIRMATIONS:
         raise DemoError(f"batch {label} not confirmed: {batch}")
     demo.say(
         f"  {label}: {batch['state']}, {payment.confirmations} confirmations, "
@@ -498,8 +498,25 @@ def assemble_vault(demo: Demo) -> None:
     pin_vault(demo, descriptor.read_text().strip())
 
 
+def name_vault_internal(demo: Demo, name: str, descriptor: str,
+                        officers: Sequence[str]) -> None:  # fmt: skip
+    """A 2-of-3 the other two keys can spend without this station is pinned only when the
+    administrators' signed policy names it as the custodian's own (DESIGN 9)."""
+    state = ["--state", str(demo.path(f"appliance-{name}"))]
+    draft, signed = demo.path(f"policy-{name}-draft.cbor"), demo.path(f"policy-{name}.cbor")
+    demo.appliance(f"appliance {name.upper()}: policy v2 drafted, naming the vault internal",
+                   name, "policy", "draft", "--internal-wallet", descriptor, "-o", str(draft))
+    demo.step(f"appliance {name.upper()}: policy v2 signed by admin-1 + admin-2",
+              "coldstation-appliance",
+              [*state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2",
+               "-o", str(signed)], list(ADMIN_PINS.values()))  # fmt: skip
+    demo.appliance(f"appliance {name.upper()}: policy v2 installed ({' + '.join(officers)})",
+                   name, "policy", "install", str(signed), officers=officers)
+
+
 def pin_vault(demo: Demo, descriptor: str) -> None:
     for name, officers in (("a", ("officer-1", "officer-2")), ("b", ("officer-2", "officer-3"))):
+        name_vault_internal(demo, name, descriptor, officers)
         out = demo.path(f"pin-{name}")
         demo.appliance(
             f"appliance {name.upper()}: vault descriptor pinned ({' + '.join(officers)})",

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from shared import canonical
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, address_to_script, script_to_address
+from shared.bitcoin.descriptor import Descriptor
 from shared.bitcoin.script import (
     OutputType,
     p2pkh_script,
@@ -21,6 +22,7 @@ from shared.bitcoin.script import (
     witness_program_script,
 )
 from shared.policy import (
+    MAX_CLOCK_SKEW,
     MAX_MONEY,
     Decision,
     Facts,
@@ -200,7 +202,10 @@ def _plain(**changes):
         ({"officers": "ann"}, "officers must be a list"),
         ({"officers": [{"pubkey": pub("ann")}]}, "officer is missing field"),
         ({"type": "coldstation-journal"}, "document type"),
-        ({"format": 2}, "unsupported policy format"),
+        ({"format": 1}, "unsupported policy format"),
+        ({"internal_wallets": ["wpkh(nonsense)"]}, "internal wallet"),
+        ({"internal_wallets": "x"}, "internal_wallets must be a list"),
+        ({"allow_timelocks": 1}, "allow_timelocks must be true or false"),
         ({"colour": "blue"}, "unknown field 'colour'"),
     ],
 )
@@ -465,6 +470,10 @@ def test_ordinary_request_is_approved_with_every_check_listed():
         "network",
         "expiry",
         "ttl",
+        "created",
+        "tx_version",
+        "locktime",
+        "relative_locks",
         "output 0 script type",
         "output 0 address book",
         "per_tx_limit",
@@ -552,6 +561,55 @@ def test_ttl_boundary(ttl, ok):
 def test_ttl_without_created_time_measures_from_now():
     decision = evaluate(POLICY, facts(request_created=None, request_expiry=NOW + 3601))
     assert names_of(decision) == ["ttl"]
+
+
+def test_a_request_dated_in_the_future_cannot_stretch_its_lifetime():
+    """created ten years ahead made expiry - created small while expiry - now was huge."""
+    ten_years = 10 * 366 * 86400
+    decision = evaluate(POLICY, facts(request_created=NOW + ten_years,
+                                      request_expiry=NOW + ten_years + 600))
+    assert set(names_of(decision)) == {"ttl", "created"}
+
+
+@pytest.mark.parametrize(("ahead", "ok"), [(MAX_CLOCK_SKEW, True), (MAX_CLOCK_SKEW + 1, False)])
+def test_clock_skew_boundary_for_created(ahead, ok):
+    decision = evaluate(POLICY, facts(request_created=NOW + ahead, request_expiry=NOW + 1200))
+    assert ("created" not in names_of(decision)) is ok
+
+
+@pytest.mark.parametrize(
+    ("lock", "tip", "relative", "version", "violations"),
+    [
+        (0, None, 0, 2, []),
+        (800_000, 800_000, 0, 2, []),  # anti-fee-sniping: the declared tip
+        (800_001, 800_000, 0, 2, ["locktime"]),  # one block past the tip
+        (800_000, None, 0, 2, ["locktime"]),  # no tip declared
+        (1_700_000_000, 800_000, 0, 2, ["locktime"]),  # a time lock
+        (0, None, 1, 2, ["relative_locks"]),
+        (0, None, 0, 3, ["tx_version"]),
+        (0, None, 0, 0, ["tx_version"]),
+    ],
+)
+def test_timelocks_and_version_are_bounded_by_default(lock, tip, relative, version, violations):
+    decision = evaluate(POLICY, facts(locktime=lock, tip_height=tip, relative_locks=relative,
+                                      tx_version=version))
+    assert names_of(decision) == violations
+
+
+def test_a_policy_may_allow_timelocks():
+    allowing = make_policy(allow_timelocks=True)
+    decision = evaluate(allowing, facts(locktime=1_700_000_000, relative_locks=2))
+    assert decision.approved
+
+
+def test_internal_wallets_are_canonical_descriptors():
+    text = "wpkh(" + pub("ann").hex() + ")"
+    with pytest.raises(PolicyError, match="canonical form"):
+        make_policy(internal_wallets=(text,))
+    canonical_text = str(Descriptor.parse(text, require_checksum=False))
+    assert make_policy(internal_wallets=(canonical_text,)).internal_wallets == (canonical_text,)
+    with pytest.raises(PolicyError, match="twice"):
+        make_policy(internal_wallets=(canonical_text, canonical_text))
 
 
 def test_script_type_not_allowed():

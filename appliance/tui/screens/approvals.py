@@ -147,9 +147,18 @@ class ApprovalsScreen(Screen[None]):
         self.show_state()
 
     def rejected(self, message: str) -> None:
+        """After a wrong PIN the label stays and focus goes to the (cleared, masked) PIN
+        field: the officer retries by typing the PIN again at once, and must never type it
+        into the label field, which shows it in clear. Any other refusal (an unknown or
+        revoked token, an officer approving twice) is about the token: start over there."""
         self.busy = False
         self.problem(message)
-        self.query_one("#label", Input).focus()
+        label = self.query_one("#label", Input)
+        if "refused the PIN" in message and label.value.strip():
+            self.query_one("#pin", Input).focus()
+            return
+        label.value = ""
+        label.focus()
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -34,7 +34,7 @@ def fill_keys(table: DataTable, keys: list[KeyInfo]) -> None:
 
 
 class HomeScreen(NavScreen):
-    """The appliance at a glance; a torn journal tail is the first thing shown."""
+    """The appliance at a glance; anything that stops the station is the first thing shown."""
 
     NAME: ClassVar[str] = "home"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -60,13 +60,12 @@ class HomeScreen(NavScreen):
     def refresh_facts(self) -> None:
         appliance = self.appliance
         self.app.sub_title = appliance.config.appliance_id
-        torn = self.query_one("#torn", Static)
-        torn.display = appliance.recovery.torn is not None
-        if appliance.recovery.torn is not None:
-            t = appliance.recovery.torn
-            torn.update(Text(f"TORN JOURNAL RECORD found at start-up: {t.length} bytes at "
-                             f"offset {t.offset}, kept in {t.quarantine}. Tell the auditors "
-                             "before any ceremony.", style="bold"))  # fmt: skip
+        alarm = self.query_one("#torn", Static)
+        alarm.display = bool(appliance.problems)
+        if appliance.problems:
+            alarm.update(Text("STATION STOPPED: nothing is signed until the administrators run "
+                              "`journal recover` (or the cause below is fixed).\n"
+                              + "\n".join(appliance.problems), style="bold"))  # fmt: skip
         self.query_one("#identity", Static).update(self._identity())
         fill_keys(self.query_one("#keys", DataTable), appliance.keystore.key_infos())
 
@@ -101,7 +100,7 @@ class HomeScreen(NavScreen):
     def _identity(self) -> Text:
         appliance = self.appliance
         config = appliance.config
-        signed = appliance.state.installed_policy()
+        signed = policy_or_none(appliance)
         last = appliance.recorder.last()
         length = len(appliance.recorder.store)
         wallets = pinned_wallets(appliance)
@@ -137,3 +136,12 @@ class HomeScreen(NavScreen):
                  "bold yellow")  # fmt: skip
         lines.rstrip()
         return lines
+
+
+def policy_or_none(appliance: object) -> object:
+    """The policy in force, or None when there is none or its file does not verify (the
+    problem itself is shown in the alarm panel)."""
+    try:
+        return appliance.signed_policy()  # type: ignore[attr-defined]
+    except Exception:  # a screen must not crash on a damaged station
+        return None

@@ -11,6 +11,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from appliance.tui.screens.common import NavScreen, btc, grouped
+from appliance.tui.screens.home import policy_or_none
 
 
 def policy_text(signed: object) -> Text:
@@ -65,7 +66,7 @@ class PolicyScreen(NavScreen):
 
     def on_mount(self) -> None:
         policy, book = self.query_one("#policy", Static), self.query_one("#book", Static)
-        signed = self.appliance.state.installed_policy()
+        signed = policy_or_none(self.appliance)
         if signed is None:
             policy.border_title = "Policy"
             policy.update(Text("No policy installed: no ceremony can run.", "bold red"))

@@ -102,6 +102,8 @@ def totals_text(view: ReviewView) -> Text:
         ("Fee", _amount(view.fee) + ("" if view.fee is None else f" = {view.fee} sat"),
          "bold"),
         ("Fee rate", f"{rate} over about {view.vsize} vB", ""),
+        ("Locks", view.locks or "unknown", "bold" if "relative lock" in view.locks
+         and not view.locks.startswith("no") else ""),
     ])  # fmt: skip
 
 

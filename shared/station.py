@@ -1,0 +1,474 @@
+"""What a cold station knows, folded from its own signed journal (DESIGN 9).
+
+The state medium is untrusted: anyone may edit, delete or restore an older copy of any file
+on it. So every fact a station decision rests on is derived here from journal records,
+each signed inside the HSM by the station's audit key: the keys and their lifecycle states,
+the pinned wallets, the policies installed (by hash; the policy files are a cache checked
+against it), the officers enrolled, the activation share set in use, ceremonies whose
+intent was journaled but not yet their effect, and the signing history (request ids seen,
+outpoints signed, transactions approved and the amount approved per UTC day, each
+transaction counted once).
+
+The station folds the records that follow its last signed checkpoint (``to_bytes`` /
+``from_bytes`` are the checkpoint's state); an auditor can fold a whole export. Pure: no
+clock, files or devices. A record that cannot be applied raises :class:`StationError`
+naming its seq, and the station stops: fail closed. Signatures are checked by the caller,
+which knows the audit key; the chain (seq, prev_hash, time, appliance) is checked here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared import canonical
+from shared.bitcoin.tx import OutPoint
+from shared.journal import GENESIS, Record
+from shared.sortedblob import BlobError, FixedMap, FixedSet
+
+STATE_TYPE = "coldstation-station-state"
+STATE_FORMAT = 1
+KEY_STATES = ("active", "suspended", "archived")
+BACKUP_MODELS = ("non-extractable", "wrap-with-trusted")
+AUDIT_KEY_LABEL = "coldstation-audit"
+_TRANSITIONS = {
+    "key_suspended": ({"active"}, "suspended"),
+    "key_reactivated": ({"suspended"}, "active"),
+    "key_archived": ({"active", "suspended"}, "archived"),
+}
+REQUEST_ID_BYTES = 16
+OUTPOINT_BYTES = 36
+TXID_BYTES = 32
+COMMITMENT_TYPE = b"coldstation-activation-commitment"
+
+
+class StationError(ValueError):
+    """A journal record the station state cannot follow; the message names its seq."""
+
+
+def activation_commitment(secret: bytes | bytearray) -> bytes:
+    """What the journal keeps of an activation secret: a hash that identifies the share set
+    (so the station picks the right shares) and reveals nothing of the 128-bit secret."""
+    return hashlib.sha256(COMMITMENT_TYPE + bytes(secret)).digest()
+
+
+# -- what the state holds -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """A signing-token key as the journal records it (no secrets)."""
+
+    label: str
+    public_key: bytes
+    key_id: bytes
+    backup_model: str
+    state: str
+    origin: str
+    seq: int
+    time: int
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"label": self.label, "public_key": self.public_key, "key_id": self.key_id,
+                "backup_model": self.backup_model, "state": self.state, "origin": self.origin,
+                "seq": self.seq, "time": self.time}  # fmt: skip
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> KeyEntry:
+        return cls(**plain)
+
+
+@dataclass(frozen=True)
+class WalletPin:
+    """A wallet descriptor the station signs for, and how it was authorised."""
+
+    descriptor: str
+    seq: int
+    authorised_by: str  # "export" (its own single key), "administrators" or "policy"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"descriptor": self.descriptor, "seq": self.seq,
+                "authorised_by": self.authorised_by}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """An installed policy, by version and hash; the document itself is a checked cache."""
+
+    version: int
+    hash: bytes
+    seq: int
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"version": self.version, "hash": self.hash, "seq": self.seq}
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """An officer or administrator token enrolled in a journaled ceremony."""
+
+    fingerprint: str
+    role: str
+    token: str
+    seq: int
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "role": self.role, "token": self.token,
+                "seq": self.seq}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ShareSet:
+    """The activation secret in use: its SLIP-39 identifier and its commitment."""
+
+    identifier: int
+    commitment: bytes
+    threshold: int
+    seq: int
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"identifier": self.identifier, "commitment": self.commitment,
+                "threshold": self.threshold, "seq": self.seq}  # fmt: skip
+
+
+@dataclass
+class History:
+    """What the station already decided: replay, double-spend and daily totals come from here."""
+
+    request_ids: FixedSet = field(default_factory=lambda: FixedSet(REQUEST_ID_BYTES))
+    signed_outpoints: FixedMap = field(
+        default_factory=lambda: FixedMap(OUTPOINT_BYTES, TXID_BYTES))
+    approved_txids: FixedSet = field(default_factory=lambda: FixedSet(TXID_BYTES))
+    paid_by_day: dict[int, int] = field(default_factory=dict)
+    #: request id -> seq (8 bytes, big-endian) of the record that approved it
+    approvals: FixedMap = field(default_factory=lambda: FixedMap(REQUEST_ID_BYTES, 8))
+
+    def approval_seq(self, request_id: bytes) -> int | None:
+        """The seq of the approval of ``request_id``, if it was approved."""
+        found = self.approvals.get(request_id)
+        return None if found is None else int.from_bytes(found, "big")
+
+    def paid_on_day(self, day: int) -> int:
+        return self.paid_by_day.get(day, 0)
+
+    def spender(self, outpoint: OutPoint) -> bytes | None:
+        """The txid (internal byte order) of the approved transaction spending ``outpoint``."""
+        return self.signed_outpoints.get(outpoint.serialize())
+
+
+class OutpointView:
+    """``signed_outpoints`` as the reviewer asks it: OutPoint -> txid, read-only."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    def get(self, outpoint: OutPoint, default: bytes | None = None) -> bytes | None:
+        found = self._history.spender(outpoint)
+        return default if found is None else found
+
+    def __contains__(self, outpoint: object) -> bool:
+        return isinstance(outpoint, OutPoint) and self._history.spender(outpoint) is not None
+
+
+# -- the fold -----------------------------------------------------------------------------
+
+
+@dataclass
+class StationState:
+    """Everything the station decides from; see the module docstring."""
+
+    appliance_id: str | None = None
+    seq: int = -1
+    head: bytes = GENESIS
+    last_time: int = 0
+    signing_token: str | None = None
+    keys: dict[str, KeyEntry] = field(default_factory=dict)
+    wallets: dict[str, WalletPin] = field(default_factory=dict)
+    policies: list[PolicyRef] = field(default_factory=list)
+    enrolled: dict[str, Enrolment] = field(default_factory=dict)
+    shares: ShareSet | None = None
+    intents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    init_complete: bool = False
+    #: (seq of a journal_recovered record, first lost seq, last lost seq) per recovery
+    recoveries: list[tuple[int, int, int]] = field(default_factory=list)
+    history: History = field(default_factory=History)
+    consumed_pending: FixedSet = field(default_factory=lambda: FixedSet(32))
+    #: every record's hash, in seq order (32 bytes each): anchors kept in tokens are checked
+    #: against it without reading the journal back
+    hashes: bytearray = field(default_factory=bytearray)
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        return self.seq + 1
+
+    @property
+    def policy(self) -> PolicyRef | None:
+        """The policy in force: the newest one installed."""
+        return self.policies[-1] if self.policies else None
+
+    @property
+    def audit_key(self) -> bytes | None:
+        entry = self.keys.get(AUDIT_KEY_LABEL)
+        return entry.public_key if entry else None
+
+    def hash_at(self, seq: int) -> bytes:
+        """The hash of record ``seq`` of the folded chain."""
+        if not 0 <= seq <= self.seq:
+            raise IndexError(f"the journal has no record seq {seq}")
+        return bytes(self.hashes[seq * 32 : seq * 32 + 32])
+
+    def key_by_public(self, public_key: bytes) -> KeyEntry | None:
+        for entry in self.keys.values():
+            if entry.public_key == public_key:
+                return entry
+        return None
+
+    def open_intents(self, ceremony: str | None = None) -> dict[int, dict[str, Any]]:
+        return {seq: d for seq, d in self.intents.items()
+                if ceremony is None or d.get("ceremony") == ceremony}  # fmt: skip
+
+    # -- applying records ----------------------------------------------------------------
+
+    def apply(self, record: Record, record_hash: bytes) -> None:
+        """Fold one record (already signature-checked) that follows the current head."""
+        where = f"journal seq {record.seq} ({record.event})"
+        if record.seq != self.seq + 1:
+            raise StationError(f"{where} follows seq {self.seq}: expected seq {self.seq + 1}")
+        if record.prev_hash != self.head:
+            raise StationError(f"{where} does not link to the hash of seq {self.seq}")
+        if self.appliance_id is not None and record.appliance_id != self.appliance_id:
+            raise StationError(f"{where} is for appliance {record.appliance_id!r}")
+        if record.time < self.last_time:
+            raise StationError(f"{where} is dated before the record it follows")
+        handler = _HANDLERS.get(record.event)
+        try:
+            if handler is not None:
+                handler(self, record)
+            closes = record.details.get("intent")
+            if closes is not None and record.event != "intent":
+                self.intents.pop(_int(closes, "intent"), None)
+        except (KeyError, TypeError, ValueError, BlobError) as exc:
+            if isinstance(exc, StationError):
+                raise StationError(f"{where}: {exc}") from exc
+            raise StationError(f"{where}: malformed details ({type(exc).__name__}: {exc})") \
+                from exc  # fmt: skip
+        self.appliance_id = record.appliance_id
+        self.seq, self.head, self.last_time = record.seq, record_hash, record.time
+        self.hashes += record_hash
+
+    def _token_init(self, record: Record) -> None:
+        self.signing_token = _text(record.details["token"], "token")
+
+    def _key_added(self, record: Record) -> None:
+        details = record.details
+        label = _text(details["label"], "label")
+        if label in self.keys:
+            raise StationError(f"key label {label!r} is already registered")
+        public_key = _bytes(record.subjects["public_key"], "public key", 33)
+        if self.key_by_public(public_key) is not None:
+            raise StationError("public key is already registered under another label")
+        model = details.get("backup_model", "wrap-with-trusted")
+        if model not in BACKUP_MODELS:
+            raise StationError(f"unknown backup model {model!r}")
+        key_id = bytes.fromhex(_text(details["key_id"], "key_id"))
+        origin = "restored" if record.event == "restore" else "generated"
+        self.keys[label] = KeyEntry(label, public_key, key_id, model, "active", origin,
+                                    record.seq, record.time)  # fmt: skip
+
+    def _key_state(self, record: Record) -> None:
+        label = _text(record.details["label"], "label")
+        entry = self.keys.get(label)
+        if entry is None:
+            raise StationError(f"no key labelled {label!r}")
+        allowed, target = _TRANSITIONS[record.event]
+        if entry.state not in allowed:
+            raise StationError(f"key {label!r} cannot go from {entry.state} to {target}")
+        self.keys[label] = replace(entry, state=target)
+
+    def _enrolled(self, record: Record) -> None:
+        role = _text(record.details["role"], "role")
+        token = _text(record.details["token"], "token")
+        for fingerprint in record.actors:
+            self.enrolled[fingerprint] = Enrolment(fingerprint, role, token, record.seq)
+
+    def _policy_installed(self, record: Record) -> None:
+        digest = _bytes(record.subjects["policy"], "policy hash", 32)
+        version = _int(record.details["version"], "version")
+        expected = self.policies[-1].version + 1 if self.policies else 1
+        if version != expected:
+            raise StationError(f"installs policy version {version}, expected {expected}")
+        self.policies.append(PolicyRef(version, digest, record.seq))
+
+    def _wallet_pinned(self, record: Record) -> None:
+        descriptor = _text(record.details["descriptor"], "descriptor")
+        how = "export" if record.event == "wallet_exported" else _text(
+            record.details["authorised_by"], "authorised_by")
+        if how not in ("export", "administrators", "policy"):
+            raise StationError(f"unknown pin authority {how!r}")
+        self.wallets.setdefault(descriptor, WalletPin(descriptor, record.seq, how))
+
+    def _wallet_unpinned(self, record: Record) -> None:
+        descriptor = _text(record.details["descriptor"], "descriptor")
+        if self.wallets.pop(descriptor, None) is None:
+            raise StationError("unpins a descriptor that is not pinned")
+
+    def _signing(self, record: Record) -> None:
+        details, history = record.details, self.history
+        request_id = details.get("request_id")
+        if request_id is not None:
+            history.request_ids.add(_bytes(request_id, "request id", REQUEST_ID_BYTES))
+        pending = details.get("pending")
+        if pending is not None:
+            self.consumed_pending.add(_bytes(pending, "pending file hash", 32))
+        if record.decision != "approved":
+            return
+        if details.get("deferred") is not None:
+            raise StationError("a deferred record cannot approve")
+        txid = bytes.fromhex(_text(details["txid"], "txid"))[::-1]
+        if request_id is not None:
+            history.approvals.set(request_id, record.seq.to_bytes(8, "big"))
+        for text in details["outpoints"]:
+            txid_hex, _, vout = _text(text, "outpoint").partition(":")
+            history.signed_outpoints.set(OutPoint.from_hex(txid_hex, int(vout)).serialize(),
+                                         txid)  # fmt: skip
+        if txid not in history.approved_txids:
+            history.approved_txids.add(txid)
+            day = record.time // 86400
+            paid = _int(details.get("paid_out", 0), "paid_out")
+            history.paid_by_day[day] = history.paid_by_day.get(day, 0) + paid
+
+    def _pin_lockout(self, record: Record) -> None:
+        pending = record.details.get("pending")
+        if pending is not None:
+            self.consumed_pending.add(_bytes(pending, "pending file hash", 32))
+
+    def _intent(self, record: Record) -> None:
+        _text(record.details["ceremony"], "ceremony")
+        self.intents[record.seq] = dict(record.details)
+
+    def _intent_abandoned(self, record: Record) -> None:
+        seq = _int(record.details["intent"], "intent")
+        if seq not in self.intents:
+            raise StationError(f"abandons intent seq {seq}, which is not open")
+
+    def _share_set(self, record: Record) -> None:
+        details = record.details
+        self.shares = ShareSet(_int(details["share_identifier"], "share identifier"),
+                               _bytes(details["share_commitment"], "share commitment", 32),
+                               _int(details["share_threshold"], "share threshold"), record.seq)
+        if record.event == "init_completed":
+            self.init_complete = True
+
+    def _recovered(self, record: Record) -> None:
+        lost_through = record.details.get("lost_through")
+        if lost_through is not None:
+            self.recoveries.append((record.seq, record.seq, _int(lost_through, "lost_through")))
+
+    def lost_range_holds(self, seq: int) -> bool:
+        """True when a recovery ceremony journaled record ``seq`` (of the old chain) as lost:
+        an anchor a token kept for it can no longer be checked, and is replaced."""
+        return any(first <= seq <= last for _, first, last in self.recoveries)
+
+    # -- checkpoint state ----------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The whole state, canonical CBOR: what a signed checkpoint carries."""
+        history = self.history
+        return canonical.encode({
+            "type": STATE_TYPE, "format": STATE_FORMAT,
+            "appliance": self.appliance_id, "seq": self.seq, "head": self.head,
+            "last_time": self.last_time, "signing_token": self.signing_token,
+            "keys": [k.to_plain() for k in self.keys.values()],
+            "wallets": [w.to_plain() for w in self.wallets.values()],
+            "policies": [p.to_plain() for p in self.policies],
+            "enrolled": [e.to_plain() for e in self.enrolled.values()],
+            "shares": None if self.shares is None else self.shares.to_plain(),
+            "intents": [[seq, d] for seq, d in sorted(self.intents.items())],
+            "init_complete": self.init_complete,
+            "recoveries": [list(r) for r in self.recoveries],
+            "request_ids": history.request_ids.to_blob(),
+            "signed_outpoints": history.signed_outpoints.to_blob(),
+            "approved_txids": history.approved_txids.to_blob(),
+            "paid_by_day": [[day, total] for day, total in sorted(history.paid_by_day.items())],
+            "approvals": history.approvals.to_blob(),
+            "consumed_pending": self.consumed_pending.to_blob(),
+            "hashes": bytes(self.hashes),
+        })  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StationState:
+        """Inverse of :meth:`to_bytes` (the caller has verified the checkpoint signature)."""
+        try:
+            plain = canonical.decode(data, max_size=1 << 31)
+            if plain.get("type") != STATE_TYPE or plain.get("format") != STATE_FORMAT:
+                raise StationError("not a station state of a known format")
+            history = History(
+                FixedSet(REQUEST_ID_BYTES, plain["request_ids"], what="request ids"),
+                FixedMap(OUTPOINT_BYTES, TXID_BYTES, plain["signed_outpoints"],
+                         what="signed outpoints"),
+                FixedSet(TXID_BYTES, plain["approved_txids"], what="approved txids"),
+                {int(day): int(total) for day, total in plain["paid_by_day"]},
+                FixedMap(REQUEST_ID_BYTES, 8, plain["approvals"], what="approvals"),
+            )  # fmt: skip
+            shares = plain["shares"]
+            return cls(
+                appliance_id=plain["appliance"], seq=plain["seq"], head=plain["head"],
+                last_time=plain["last_time"], signing_token=plain["signing_token"],
+                keys={k["label"]: KeyEntry.from_plain(k) for k in plain["keys"]},
+                wallets={w["descriptor"]: WalletPin(**w) for w in plain["wallets"]},
+                policies=[PolicyRef(**p) for p in plain["policies"]],
+                enrolled={e["fingerprint"]: Enrolment(**e) for e in plain["enrolled"]},
+                shares=None if shares is None else ShareSet(**shares),
+                intents={int(seq): dict(d) for seq, d in plain["intents"]},
+                init_complete=bool(plain["init_complete"]),
+                recoveries=[(int(a), int(b), int(c)) for a, b, c in plain["recoveries"]],
+                history=history,
+                consumed_pending=FixedSet(32, plain["consumed_pending"], what="pending"),
+                hashes=bytearray(plain["hashes"]),
+            )  # fmt: skip
+        except (canonical.CanonicalError, KeyError, TypeError, ValueError, AttributeError) \
+                as exc:  # fmt: skip
+            raise StationError(f"station state is unreadable: {exc}") from exc
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise StationError(f"{name} must be text")
+    return value
+
+
+def _int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise StationError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _bytes(value: object, name: str, size: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise StationError(f"{name} must be {size} bytes")
+    return value
+
+
+_HANDLERS = {
+    "token_init": StationState._token_init,
+    "key_generated": StationState._key_added,
+    "restore": StationState._key_added,
+    "key_suspended": StationState._key_state,
+    "key_reactivated": StationState._key_state,
+    "key_archived": StationState._key_state,
+    "officer_enrolled": StationState._enrolled,
+    "policy_installed": StationState._policy_installed,
+    "wallet_exported": StationState._wallet_pinned,
+    "wallet_pinned": StationState._wallet_pinned,
+    "wallet_unpinned": StationState._wallet_unpinned,
+    "signing_decision": StationState._signing,
+    "pin_lockout": StationState._pin_lockout,
+    "intent": StationState._intent,
+    "intent_abandoned": StationState._intent_abandoned,
+    "pin_rekeyed": StationState._share_set,
+    "init_completed": StationState._share_set,
+    "journal_recovered": StationState._recovered,
+}
