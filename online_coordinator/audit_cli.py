@@ -1,12 +1,19 @@
 """``coldstation-audit``: the auditor's command line (the I/O around :mod:`shared.audit`).
 
     coldstation-audit replay --journal BUNDLE [--journal BUNDLE ...] --coordinator-export C
-                             [--chain URL --cookie FILE] [--json OUT.json] [--html OUT.html]
+                             [--chain URL --cookie FILE [--from-height N]]
+                             [--json OUT.json] [--html OUT.html]
     coldstation-audit verify-receipt FILE [--audit-key HEX]
+
+``verify-receipt`` checks a receipt's signature and the record contract (not deferred,
+its recorded quorum met); either failing exits 1.
 
 This program only reads the evidence files, asks the auditor's own node for blocks (with
 ``--chain``), and writes the reports; every judgement is made by the pure replay in
-:mod:`shared.audit`, so it can be read and re-run without trusting this adapter.
+:mod:`shared.audit`, so it can be read and re-run without trusting this adapter. Where the
+chain walk starts is the auditor's choice (``--from-height``, else block 0), never the
+evidence's. Every line it prints goes through :func:`shared.audit.text.printable`, since
+evidence text (labels, names, descriptors, file names) must never reach the terminal raw.
 
 Exit status: 0 when every check holds, 1 when there are findings (or a receipt does not
 verify), 2 when the input cannot be used at all (one line on stderr, never a traceback).
@@ -24,7 +31,7 @@ from pathlib import Path
 from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
 from online_coordinator.commands.common import CommandError, read_limited
 from online_coordinator.transport import receive
-from shared.audit.chain import ChainScanError, ChainScanner
+from shared.audit.chain import ChainScanError, ChainScanner, walk_start
 from shared.audit.evidence import (
     ApplianceBundle,
     CoordinatorEvidence,
@@ -32,8 +39,10 @@ from shared.audit.evidence import (
     parse_bundle,
     parse_coordinator,
 )
+from shared.audit.receipts import standalone_receipt_problem
 from shared.audit.replay import replay
 from shared.audit.report import summary, to_html, to_json
+from shared.audit.text import printable
 from shared.audit.wallets import WalletIndex, build_index
 from shared.bitcoin import ecdsa
 from shared.bitcoin.block import Block
@@ -67,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chain", metavar="URL", help="your own node's RPC URL: walk the chain")
     run.add_argument("--cookie", type=Path, metavar="FILE",
                      help="the node's .cookie file (with --chain)")
+    run.add_argument("--from-height", type=_height, metavar="N",
+                     help="with --chain: the first block to walk. Default 0, every block of "
+                          "your node: seconds on regtest, but on mainnet that is each of some "
+                          "900,000 blocks (hundreds of GB over RPC, parsed here in Python: "
+                          "expect days). Give a height you established yourself, at or below "
+                          "the wallets' first deposit, to walk less; coins created earlier are "
+                          "still seen when they are spent. The coordinator's birth_height is "
+                          "never used: it is checked, not trusted.")  # fmt: skip
     run.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
     run.add_argument("--html", type=Path, metavar="OUT", help="write the HTML report here")
     run.set_defaults(handler=replay_command)
@@ -75,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     receipt.add_argument("--audit-key", metavar="HEX", help="the appliance's audit key")
     receipt.set_defaults(handler=verify_receipt_command)
     return parser
+
+
+def _height(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block height") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a block height is 0 or more")
+    return value
+
+
+def say(line: object = "", *, err: bool = False) -> None:
+    """Print one line with every control character escaped (see shared.audit.text)."""
+    print(printable(line), file=sys.stderr if err else sys.stdout)
 
 
 # -- reading the evidence -----------------------------------------------------------------
@@ -111,6 +143,8 @@ def read_coordinator(path: Path) -> CoordinatorEvidence:
 
 def _rpc(args: argparse.Namespace) -> BitcoinCoreRPC | None:
     if args.chain is None and args.cookie is None:
+        if getattr(args, "from_height", None) is not None:
+            raise CommandError("--from-height needs --chain and --cookie")
         return None
     if args.chain is None or args.cookie is None:
         raise CommandError("--chain and --cookie go together")
@@ -125,13 +159,14 @@ def _check_network(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence) -> None:
                            f"{', '.join(sorted(networks))}")  # fmt: skip
 
 
-def scan_chain(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence,
-               index: WalletIndex) -> ChainScanner:  # fmt: skip
-    """Every block from the wallets' earliest birth height to the node's tip."""
+def scan_chain(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence, index: WalletIndex,
+               from_height: int | None = None) -> ChainScanner:  # fmt: skip
+    """Every block from the auditor's start (``from_height``, else 0) to the node's tip;
+    nothing in the evidence moves the start."""
     _check_network(rpc, evidence)
-    start = min((w.birth_height for w in evidence.wallets), default=0)
     tip = rpc.block_count()
-    scanner = ChainScanner(index.scripts, start)
+    start, source = walk_start(from_height, tip)
+    scanner = ChainScanner(index.scripts, start, start_source=source)
     for low in range(start, tip + 1, HASHES_PER_CALL):
         hashes = rpc.block_hashes(list(range(low, min(low + HASHES_PER_CALL, tip + 1))))
         for offset in range(0, len(hashes), BLOCKS_PER_CALL):
@@ -160,17 +195,17 @@ def replay_command(args: argparse.Namespace) -> int:
     scanner = None
     if rpc is not None:
         with rpc:
-            scanner = scan_chain(rpc, evidence, index)
+            scanner = scan_chain(rpc, evidence, index, args.from_height)
     report = replay(bundles, evidence, scanner, index)
     inputs = _inputs(args)
     if args.json is not None:
         args.json.write_text(to_json(report, inputs), encoding="utf-8")
     if args.html is not None:
         args.html.write_text(to_html(report, inputs), encoding="utf-8")
-    print(summary(report))
+    print(summary(report))  # escaped line by line by summary()
     for kind, path in (("JSON", args.json), ("HTML", args.html)):
         if path is not None:
-            print(f"{kind} report: {path}")
+            say(f"{kind} report: {path}")
     return 0 if report.ok else 1
 
 
@@ -178,6 +213,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, str]:
     inputs = {f"bundle {n}": str(p) for n, p in enumerate(args.journal, start=1)}
     inputs["coordinator evidence"] = str(args.coordinator_export)
     inputs["chain"] = args.chain or "not checked"
+    if args.chain and args.from_height is not None:
+        inputs["chain walk from"] = f"block {args.from_height} (--from-height)"
     inputs["generated"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return inputs
 
@@ -226,14 +263,17 @@ def verify_receipt_command(args: argparse.Namespace) -> int:
         key, how = _audit_key(args.audit_key, entry)
         record = entry.record
         ok = entry.verify(key)
-        failed += not ok
+        problem = standalone_receipt_problem(record)
+        failed += not ok or problem is not None
         decision = f" {record.decision}" if record.decision else ""
-        print(f"appliance {record.appliance_id} seq {record.seq} {record.event}{decision}, "
-              f"record {record.hash().hex()}")  # fmt: skip
+        say(f"appliance {record.appliance_id} seq {record.seq} {record.event}{decision}, "
+            f"record {record.hash().hex()}")  # fmt: skip
         for name, value in sorted(record.subjects.items()):
-            print(f"  {name}: {value.hex()}")
+            say(f"  {name}: {value.hex()}")
         verdict = "verifies" if ok else "DOES NOT VERIFY"
-        print(f"  signature {verdict} under audit key {key.hex()} ({how})")
+        say(f"  signature {verdict} under audit key {key.hex()} ({how})")
+        say("  receipt contract: " + ("met" if problem is None else
+                                      f"NOT A VALID RECEIPT: {problem}"))  # fmt: skip
     return 1 if failed else 0
 
 
@@ -242,13 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UNUSABLE as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        say(f"error: {_one_line(exc)}", err=True)
         return 2
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    """The message on one line: every control character (a newline or ESC quoted from a
+    file name or from the evidence) is escaped, so it cannot start a line of its own."""
+    return printable((str(exc) or type(exc).__name__).strip())
 
 
 if __name__ == "__main__":

@@ -7,12 +7,17 @@ unsigned PSBT. Every partial signature in a response must verify and be by a key
 wallet. Every broadcast transaction must be exactly an approved request's transaction
 (same unsigned serialization), its signatures must verify, and each appliance whose key
 signed it must have approved that request in exactly one journal record.
+
+Receipts are also held to the record contract (:func:`shared.journal.receipt_problem`: not
+deferred, a recorded quorum met by distinct officers). Every signature by a station's key,
+in a response or in the broadcast transaction, must be by a key that station's journal had
+active at the seq of its approval (:class:`~shared.audit.keys.KeyBook`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.audit import transcript as tr
@@ -29,7 +34,7 @@ from shared.bitcoin import ecdsa
 from shared.bitcoin.script import ScriptError, iter_ops
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.tx import Transaction
-from shared.journal import Entry
+from shared.journal import Entry, receipt_problem
 from shared.psbt import Psbt, PsbtError
 from shared.psbt.fields import PROPRIETARY
 from shared.psbt.roles import valid_signatures
@@ -42,6 +47,36 @@ from shared.request import (
     read_request,
     request_hash,
 )
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """A request's hash recomputed from its PSBT (``digest``), or why it cannot be."""
+
+    request_id: str | None
+    digest: bytes | None
+    problem: str | None
+
+
+def recompute(request: RequestEvidence) -> Recomputed:
+    """Recompute one request's hash from its own PSBT and metadata."""
+    try:
+        meta = read_request(request.psbt)
+        return Recomputed(meta.request_id.hex(), request_hash(request.psbt, meta), None)
+    except RequestError as exc:
+        return Recomputed(None, None, str(exc))
+
+
+def verified_requests(
+    requests: Sequence[RequestEvidence], recomputed: Sequence[Recomputed]
+) -> dict[bytes, RequestEvidence]:
+    """Requests by hash, only those whose hash recomputes from their PSBT: a journal record
+    naming that hash then names exactly that transaction and the coins it spends."""
+    verified: dict[bytes, RequestEvidence] = {}
+    for request, again in zip(requests, recomputed, strict=True):
+        if again.digest == request.request_hash:
+            verified.setdefault(request.request_hash, request)
+    return verified
 
 
 @dataclass
@@ -58,8 +93,10 @@ class CoordinatorReplay:
     """Run check 4; read ``findings`` and ``broadcasts`` afterwards."""
 
     def __init__(self, evidence: CoordinatorEvidence, appliances: Mapping[str, ApplianceReplay],
-                 index: WalletIndex) -> None:  # fmt: skip
+                 index: WalletIndex,
+                 recomputed: Sequence[Recomputed] | None = None) -> None:  # fmt: skip
         self.evidence = evidence
+        self._recomputed = recomputed
         self.appliances = appliances
         self.index = index
         self.findings: list[Finding] = []
@@ -79,8 +116,11 @@ class CoordinatorReplay:
     def run(self) -> CoordinatorReplay:
         for wallet in self.evidence.wallets:
             self._wallet_receipts(wallet)
-        for request in self.evidence.requests:
-            self._request(request)
+        recomputed = self._recomputed
+        if recomputed is None or len(recomputed) != len(self.evidence.requests):
+            recomputed = [recompute(r) for r in self.evidence.requests]
+        for request, again in zip(self.evidence.requests, recomputed, strict=True):
+            self._request(request, again)
         self._unknown_approvals()
         self._broadcasts()
         for appliance, count in sorted(self._unmatched.counts.items()):
@@ -128,21 +168,28 @@ class CoordinatorReplay:
                 if entry is None:
                     continue
                 where = f"wallet {wallet.name} {kind} receipt"
+                record = entry.record
+                located = {"appliance": record.appliance_id, "seq": record.seq}
                 self._receipt(entry, member.appliance_id, where)
-                named = entry.record.details.get("descriptor")
+                problem = receipt_problem(record, wallet=True)
+                if problem is not None:
+                    self.add("receipt", f"{where} is no valid receipt: {problem}", **located)
+                named = record.details.get("descriptor")
                 fits = member.key in str(named) if kind == "export" else named in texts
-                if entry.record.event != "wallet_exported" or not fits:
+                events = ("wallet_exported",) if kind == "export" else ("wallet_exported",
+                                                                         "wallet_pinned")
+                if record.event not in events or not fits:
                     self.add("receipt", f"{where} does not record this wallet's descriptor",
-                             appliance=entry.record.appliance_id, seq=entry.record.seq)  # fmt: skip
+                             **located)  # fmt: skip
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _request(self, request: RequestEvidence) -> None:
+    def _request(self, request: RequestEvidence, again: Recomputed) -> None:
         rid = request.request_id
         unsigned = request.psbt.unsigned_tx.serialize(include_witness=False)
         self._by_unsigned.setdefault(unsigned, request)
         self._by_hash.setdefault(request.request_hash, request)
-        self._request_hash(request)
+        self._request_hash(request, again)
         if request.txid != request.psbt.unsigned_tx.txid_hex:
             self.add("request", f"txid field {request.txid} is not the PSBT's "
                      f"{request.psbt.unsigned_tx.txid_hex}", request_id=rid)  # fmt: skip
@@ -154,19 +201,17 @@ class CoordinatorReplay:
             self._response(request, number, response, unsigned)
         self._link_ceremonies(request)
 
-    def _request_hash(self, request: RequestEvidence) -> None:
+    def _request_hash(self, request: RequestEvidence, again: Recomputed) -> None:
         rid = request.request_id
-        try:
-            meta = read_request(request.psbt)
-            digest = request_hash(request.psbt, meta)
-        except RequestError as exc:
-            self.add("request", f"the request hash cannot be recomputed: {exc}", request_id=rid)
+        if again.digest is None:
+            self.add("request", f"the request hash cannot be recomputed: {again.problem}",
+                     request_id=rid)  # fmt: skip
             return
-        if digest != request.request_hash:
+        if again.digest != request.request_hash:
             self.add("request", f"request hash {request.request_hash.hex()} does not recompute "
-                     f"from the PSBT ({digest.hex()})", request_id=rid)  # fmt: skip
-        if meta.request_id.hex() != rid:
-            self.add("request", f"the PSBT's request id is {meta.request_id.hex()}",
+                     f"from the PSBT ({again.digest.hex()})", request_id=rid)  # fmt: skip
+        if again.request_id != rid:
+            self.add("request", f"the PSBT's request id is {again.request_id}",
                      request_id=rid)  # fmt: skip
 
     def _inputs_are_ours(self, request: RequestEvidence) -> None:
@@ -228,11 +273,12 @@ class CoordinatorReplay:
         rid = request.request_id
         self._receipt(entry, claimed, where, request_id=rid)
         record = entry.record
-        if record.event != "signing_decision" or record.decision != "approved":
-            self.add("receipt", f"{where} records {record.event}/{record.decision}, not an "
-                     "approval", appliance=record.appliance_id, seq=record.seq,
-                     request_id=rid)  # fmt: skip
-        elif record.subjects.get("request") != request.request_hash:
+        problem = receipt_problem(record, wallet=False)
+        if problem is not None:
+            self.add("receipt", f"{where} is no valid receipt: {problem}",
+                     appliance=record.appliance_id, seq=record.seq, request_id=rid)  # fmt: skip
+        if record.event == "signing_decision" and \
+                record.subjects.get("request") != request.request_hash:
             self.add("receipt", f"{where} approves another request hash",
                      appliance=record.appliance_id, seq=record.seq, request_id=rid)  # fmt: skip
 
@@ -249,6 +295,13 @@ class CoordinatorReplay:
         if ceremony.psbt_hash is not None and ceremony.psbt_hash != psbt_hash:
             replay.add("ceremony", "the record's psbt hash is not the request's transaction",
                        seq=ceremony.seq, ceremony=ceremony, request_id=request.request_id)
+        if ceremony.decision == "approved":
+            for number, response in enumerate(request.responses):
+                for i, node in enumerate(response.inputs):
+                    for pubkey in sorted(node.partial_sigs):
+                        self._station_key(replay, ceremony, pubkey, "ceremony",
+                                          f"response {number}: input {i} is",
+                                          request.request_id)  # fmt: skip
         if ceremony.transcript is None:
             return
         for problem in tr.compare_with_psbt(ceremony.transcript, request.psbt):
@@ -350,6 +403,29 @@ class CoordinatorReplay:
             for ceremony in approved:
                 ceremony.broadcast, ceremony.height = result.txid, result.height
                 result.approved_by.append(f"{appliance} seq {ceremony.seq}")
+                for signer in sorted(signers):
+                    problem = self._key_problem(replay, ceremony, signer)
+                    if problem is not None:
+                        self._fail(result, f"the broadcast transaction is {problem} (approval "
+                                   f"at seq {ceremony.seq})", appliance=appliance,
+                                   request_id=rid)  # fmt: skip
+
+    def _key_problem(self, replay: ApplianceReplay, ceremony: Ceremony,
+                     pubkey: bytes) -> str | None:  # fmt: skip
+        """For a key of ``replay``'s station (by its journal, or by the wallets' members),
+        why it may not have signed at the ceremony's seq; None for anyone else's key."""
+        ours = replay.keys.registered(pubkey) or self.index.appliance_keys.get(pubkey) == \
+            replay.id  # fmt: skip
+        if not ours:
+            return None
+        return replay.keys.signing_problem(pubkey, ceremony.keys, ceremony.seq)
+
+    def _station_key(self, replay: ApplianceReplay, ceremony: Ceremony, pubkey: bytes,
+                     check: str, prefix: str, request_id: str) -> None:  # fmt: skip
+        problem = self._key_problem(replay, ceremony, pubkey)
+        if problem is not None:
+            replay.add(check, f"{prefix} {problem}", seq=ceremony.seq, ceremony=ceremony,
+                       request_id=request_id)  # fmt: skip
 
 
 def _input_signers(info: SpendInfo, tx: Transaction, i: int,

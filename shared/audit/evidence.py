@@ -161,6 +161,10 @@ class Member:
 
 @dataclass(frozen=True)
 class WalletEvidence:
+    """A wallet as the coordinator describes it. ``birth_height`` is the coordinator's
+    unsigned claim: the replay checks it (:mod:`shared.audit.birth`) and never walks the
+    chain from it."""
+
     name: str
     network: str
     kind: str

@@ -1,31 +1,58 @@
 """Checks 1-3 on one appliance's bundle: the journal, its policies, its signing decisions.
 
 The records are walked in order, keeping what the appliance itself knew at each seq: the
-policy in force, the officers enrolled, the request ids already presented, the outpoints
-already signed and the amount already approved each UTC day. Each ``signing_decision`` is
-then judged again with that state: its transcript must be the file the record names; the
-policy in force must reach the same decision from the transcript's facts (the daily total
-recomputed from the journal, not taken from the transcript); an approval needs the policy's
-yes, no refusal, and a quorum of valid approvals over exactly the recorded request hash.
+policy in force, the officers enrolled and revoked, the wallets pinned
+(:class:`~shared.audit.change.PinnedWallets`), the keys and their states
+(:class:`~shared.audit.keys.KeyBook`), the request ids already presented, the outpoints
+already signed and the amount already approved each UTC day (each transaction once, as
+the station counts it). Each ``signing_decision`` is then judged again with that state: its
+transcript must be the file the record names; the policy in force must reach the same
+decision from the transcript's facts (the daily total recomputed from the journal, not
+taken from the transcript); an approval needs the policy's yes, no refusal, and a quorum of
+valid approvals over exactly the recorded request hash.
+
+For an approval whose request the coordinator evidence holds (bound by the request hash),
+change is re-derived from the journal-pinned descriptors and the policy's internal wallets
+(:mod:`shared.audit.change`), never taken from the transcript: a transcript calling a
+payment "change" is a finding, and the limits are re-evaluated with the re-derived amounts,
+which are also what the daily totals count. Every key the transcript signs with must have
+been active at that seq. Every record is held to the receipt and deferred-record contract
+(:mod:`shared.audit.receipts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared import canonical
 from shared.audit import transcript as tr
-from shared.audit.evidence import ApplianceBundle, PolicyFile, Transcript
+from shared.audit.change import ChangeDeriver, PinnedWallets, Rederived
+from shared.audit.evidence import ApplianceBundle, PolicyFile, RequestEvidence, Transcript
+from shared.audit.keys import KeyBook
 from shared.audit.model import ApplianceStatus, Ceremony, Finding
-from shared.journal import Entry, JournalError, Record, verify_journal
+from shared.audit.receipts import deferred_problem, is_receipt, journal_receipt_problem
+from shared.bitcoin.address import network_by_name, script_to_address
+from shared.journal import (
+    GENESIS,
+    WALLET_RECEIPT_EVENTS,
+    Entry,
+    JournalError,
+    Record,
+    verify_journal,
+)
 from shared.policy import (
+    Payment,
     Policy,
     PolicyError,
+    count_admin_signatures,
     count_valid_approvals,
     evaluate,
+    recovery_statement,
     utc_day,
     verify_signed_policy,
+    wallet_pin_statement,
 )
 
 
@@ -36,12 +63,20 @@ class _History:
     seen_requests: dict[bytes, int] = field(default_factory=dict)
     signed_outpoints: dict[str, tuple[str, int]] = field(default_factory=dict)
     paid_by_day: dict[int, int] = field(default_factory=dict)
+    approved_txids: set[str] = field(default_factory=set)
 
 
 class ApplianceReplay:
-    """Replay one bundle; read ``status``, ``ceremonies`` and ``findings`` afterwards."""
+    """Replay one bundle; read ``status``, ``ceremonies`` and ``findings`` afterwards.
 
-    def __init__(self, bundle: ApplianceBundle, pinned_key: bytes | None) -> None:
+    ``requests`` (request hash -> request whose hash recomputes from its PSBT) and
+    ``change`` let approvals have their change re-derived; without them (a replay of the
+    bundle alone) the recorded amounts are used, and ``unrederived`` counts those.
+    """
+
+    def __init__(self, bundle: ApplianceBundle, pinned_key: bytes | None,
+                 requests: Mapping[bytes, RequestEvidence] | None = None,
+                 change: ChangeDeriver | None = None) -> None:  # fmt: skip
         self.bundle = bundle
         self.id = bundle.appliance_id
         self.pinned_key = pinned_key
@@ -56,6 +91,12 @@ class ApplianceReplay:
         self._policy: Policy | None = None
         self._policy_lost = False
         self._enrolled: dict[str, str] = {}
+        self._revoked: set[str] = set()
+        self._pins = PinnedWallets()
+        self.keys = KeyBook(bundle.audit_key)
+        self._requests: Mapping[bytes, RequestEvidence] = requests or {}
+        self._deriver = change
+        self.unrederived = 0
         self._history = _History()
         self.status = ApplianceStatus(self.id, bundle.source, bundle.audit_key.hex(), 0, "", "")
 
@@ -99,9 +140,29 @@ class ApplianceReplay:
         return mine.signature == entry.signature and mine.record == entry.record
 
     def _record(self, record: Record) -> None:
+        self._contract(record)
         handler = _HANDLERS.get(record.event)
         if handler is not None:
             handler(self, record)
+
+    def _contract(self, record: Record) -> None:
+        """Deferred records may only refuse; receipts carry their quorum (module receipts)."""
+        deferred = deferred_problem(record)
+        if deferred is not None:
+            self.add("journal", deferred, seq=record.seq)
+        if not is_receipt(record):
+            return
+        problem = None if deferred is not None else journal_receipt_problem(record)
+        if problem is not None:
+            self.add("receipt", f"{record.event} is no valid receipt: {problem}", seq=record.seq)
+        if record.event in WALLET_RECEIPT_EVENTS:
+            for fp in record.actors:
+                if fp not in self._enrolled:
+                    self.add("receipt", f"{record.event}: actor {fp} is not an enrolled officer",
+                             seq=record.seq)  # fmt: skip
+                elif fp in self._revoked:
+                    self.add("receipt", f"{record.event}: actor {fp} was revoked",
+                             seq=record.seq)  # fmt: skip
 
     def _finish_status(self) -> None:
         status = self.status
@@ -243,6 +304,7 @@ class ApplianceReplay:
             self._enrolled[fp] = str(role)
 
     def _officer_revoked(self, record: Record) -> None:
+        self._revoked.update(record.actors)
         for fp in record.actors:
             officer = self._policy.officer(fp) if self._policy else None
             if officer is not None and officer.active:
@@ -252,6 +314,98 @@ class ApplianceReplay:
     def _wallet_exported(self, record: Record) -> None:
         if record.details.get("audit_key") != self.bundle.audit_key.hex():
             self.add("journal", "wallet export names another audit key", seq=record.seq)
+        self._wallet_pinned(record)
+
+    def _wallet_pinned(self, record: Record) -> None:
+        """Pins are what change is re-derived from; a deferred record never pins."""
+        if record.details.get("deferred") is not None:
+            return  # named by _contract; a deferred record changes nothing
+        if record.event == "wallet_pinned":
+            self._pin_authority(record, "pin")
+        problem = self._pins.pin(record.details.get("descriptor"), record.seq)
+        if problem is not None:
+            self.add("journal", f"{record.event} {problem}", seq=record.seq)
+
+    def _wallet_unpinned(self, record: Record) -> None:
+        self._admin_statement(record, wallet_pin_statement(
+            self.id, "unpin", str(record.details.get("descriptor"))), "wallet_unpinned")
+        problem = self._pins.unpin(record.details.get("descriptor"))
+        if problem is not None:
+            self.add("journal", f"wallet_unpinned {problem}", seq=record.seq)
+
+    def _pin_authority(self, record: Record, action: str) -> None:
+        """A pin stands on the policy in force naming the wallet internal, or on a quorum
+        of that policy's administrators signing exactly this pin."""
+        descriptor = str(record.details.get("descriptor"))
+        how = record.details.get("authorised_by")
+        if how == "policy":
+            internal = getattr(self._policy, "internal_wallets", ()) if self._policy else ()
+            if descriptor not in internal:
+                self.add("journal", "wallet_pinned says the policy names the wallet internal, "
+                         "but the policy in force does not", seq=record.seq)  # fmt: skip
+        elif how == "administrators":
+            self._admin_statement(record, wallet_pin_statement(self.id, action, descriptor),
+                                  "wallet_pinned")  # fmt: skip
+        else:
+            self.add("journal", f"wallet_pinned names no known authority ({how!r})",
+                     seq=record.seq)  # fmt: skip
+
+    def _admin_statement(self, record: Record, statement: dict[str, Any], what: str) -> None:
+        """The administrators' signatures a record carries, counted under the policy then
+        in force over exactly ``statement``."""
+        signatures = record.details.get("admin_signatures")
+        if self._policy is None or not isinstance(signatures, Mapping):
+            self.add("journal", f"{what} carries no administrators' signatures a known "
+                     "policy can count", seq=record.seq)  # fmt: skip
+            return
+        try:
+            tally = count_admin_signatures(self._policy, canonical.digest(statement),
+                                           dict(signatures))  # fmt: skip
+        except PolicyError as exc:
+            self.add("journal", f"{what}: administrators' signatures unreadable: {exc}",
+                     seq=record.seq)  # fmt: skip
+            return
+        if not tally.met:
+            self.add("journal", f"{what} has {len(tally.valid)} valid administrator "
+                     f"signature(s), the policy in force needs {tally.quorum}",
+                     seq=record.seq)  # fmt: skip
+
+    def _recovered(self, record: Record) -> None:
+        """A journal recovery is always a finding: records were lost or damaged, and the
+        administrators' statement of it must verify."""
+        details = record.details
+        kept = details.get("kept_through")
+        lost = details.get("lost_through")
+        head = self.hash_at(kept) if isinstance(kept, int) and kept >= 0 else GENESIS
+        what = f"kept through seq {kept}, damaged tail cut from position {details.get('cut_from')}"
+        if lost is not None:
+            what += f", records up to seq {lost} of the old chain lost"
+        self.add("journal", f"the journal was recovered ({what}): compare with the paper log "
+                 "and the coordinator's receipts for what the lost records did",
+                 seq=record.seq)  # fmt: skip
+        problems = details.get("problems")
+        self._admin_statement(record, recovery_statement(
+            self.id, kept if isinstance(kept, int) else -1, head or GENESIS,
+            details.get("cut_from") if isinstance(details.get("cut_from"), int) else -1,
+            lost if isinstance(lost, int) else None,
+            list(problems) if isinstance(problems, list) else []), "journal_recovered")
+
+    def _reissued(self, record: Record) -> None:
+        """A lost output signed again must name an approval of the same transaction."""
+        seq = record.details.get("approval")
+        entry = self._by_seq.get(seq) if isinstance(seq, int) else None
+        approval = entry.record if entry is not None else None
+        if (approval is None or approval.event != "signing_decision"
+                or approval.decision != "approved"
+                or approval.details.get("txid") != record.details.get("txid")
+                or approval.subjects.get("request") != record.subjects.get("request")):
+            self.add("ceremony", f"signing_reissued names no approval of the same transaction "
+                     f"(seq {seq})", seq=record.seq)  # fmt: skip
+
+    def _key(self, record: Record) -> None:
+        problem = self.keys.apply(record)
+        if problem is not None:
+            self.add("journal", problem, seq=record.seq)
 
     # -- check 3: signing decisions ---------------------------------------------------------
 
@@ -266,8 +420,15 @@ class ApplianceReplay:
             self.add("ceremony", "approved without a readable transcript", seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
         if record.decision == "approved":
+            if ceremony.paid_out is not None and ceremony.paid_out < 0:
+                self.add("ceremony", f"approved with a negative paid_out ({ceremony.paid_out} "
+                         "sat): it would lower the daily total", seq=record.seq,
+                         ceremony=ceremony)  # fmt: skip
             self._approvals(record, ceremony)
             self._history_checks(record, ceremony)
+            self._rederive(record, ceremony, found.plain if found is not None else None)
+            if found is not None:
+                self._transcript_keys(record, ceremony, found.plain)
         self._remember(record, ceremony)
 
     def _ceremony(self, record: Record) -> Ceremony:
@@ -281,6 +442,9 @@ class ApplianceReplay:
             self._policy.version if self._policy else None,
         )  # fmt: skip
         ceremony.psbt_hash = record.subjects.get("psbt")
+        ceremony.pinned = self._pins.snapshot()
+        ceremony.internal = _internal_wallets(self._policy)
+        ceremony.keys = self.keys.snapshot()
         ceremony.paid_out = _int_or_none(details.get("paid_out"))
         ceremony.fee = _int_or_none(details.get("fee"))
         codes = [str(r[0]) for r in details.get("refusals", []) if isinstance(r, list) and r]
@@ -334,6 +498,8 @@ class ApplianceReplay:
             ("paid out", details.get("paid_out"), plain.get("paid_to_others")),
             ("fee", details.get("fee"), plain.get("fee")),
         )
+        if details.get("deferred") is True and record.decision == "refused":
+            pairs = pairs[:4]  # a deferred refusal carries no amounts, by contract
         for name, in_record, in_transcript in pairs:
             if in_record != in_transcript:
                 self.add("ceremony", f"the record's {name} ({_short(in_record)}) is not the "
@@ -422,17 +588,102 @@ class ApplianceReplay:
     def _history_checks(self, record: Record, ceremony: Ceremony) -> None:
         """Replays and double spends the appliance must have refused."""
         request_id = record.details.get("request_id")
-        earlier = self._history.seen_requests.get(request_id) if request_id else None
+        earlier = self._history.seen_requests.get(request_id) \
+            if isinstance(request_id, bytes) else None  # fmt: skip
         if earlier is not None:
             self.add("ceremony", f"request id was already presented at seq {earlier}: a "
                      "replay must be refused", seq=record.seq, ceremony=ceremony)  # fmt: skip
         replaces = {t[::-1].hex() for t in tr.request(ceremony.transcript or {}).get("replaces",
                                                                                      [])}
-        for outpoint in record.details.get("outpoints", []):
+        for outpoint in _outpoints(record):
             spent = self._history.signed_outpoints.get(outpoint)
             if spent and spent[0] != ceremony.txid and spent[0] not in replaces:
                 self.add("ceremony", f"{outpoint} was already signed in {spent[0]} at seq "
                          f"{spent[1]}, and this request does not replace it", seq=record.seq,
+                         ceremony=ceremony)  # fmt: skip
+
+    # -- change re-derived, keys ---------------------------------------------------------
+
+    def _rederive(self, record: Record, ceremony: Ceremony, plain: dict[str, Any] | None) -> None:
+        """Change from the journal-pinned descriptors, never from the transcript."""
+        request = self._requests.get(ceremony.request_hash) if ceremony.request_hash else None
+        if request is None or self._deriver is None:
+            self.unrederived += 1
+            return
+        derived = self._deriver.rederive(request.psbt, ceremony.pinned, ceremony.internal)
+        ceremony.paid_out_rederived = derived.paid_out
+        for i in derived.foreign_inputs:
+            self.add("ceremony", f"input {i} spends a script that no descriptor pinned in the "
+                     f"journal at seq {record.seq} derives: the station must refuse it",
+                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+        if plain is None:
+            return
+        shown = plain.get("outputs")
+        claims = [o.get("is_change") if isinstance(o, dict) else None
+                  for o in (shown if isinstance(shown, list) else [])]  # fmt: skip
+        for out in derived.outputs:
+            if out.index < len(claims) and claims[out.index] is True and not out.is_change:
+                self.add("ceremony", f"output {out.index} ({out.amount} sat to "
+                         f"{self._address(out.script)}) is called change in the transcript, but "
+                         f"{self._not_change_because(out.wallet)}: it is a payment",
+                         seq=record.seq, ceremony=ceremony)  # fmt: skip
+        self._limits_rederived(record, ceremony, plain, derived)
+
+    def _not_change_because(self, wallet: str | None) -> str:
+        if wallet is None:
+            return "no descriptor the journal had pinned derives its script"
+        version = self._policy.version if self._policy else "none"
+        return (f"it pays pinned wallet {wallet}, which is neither the wallet its inputs spend "
+                f"from nor an internal wallet of the policy in force (version {version})")
+
+    def _address(self, script: bytes) -> str:
+        try:
+            network = network_by_name(self._policy.network) if self._policy else None
+        except ValueError:
+            network = None
+        address = script_to_address(script, network) if network is not None else None
+        return address or f"script {script.hex()}"
+
+    def _limits_rederived(self, record: Record, ceremony: Ceremony, plain: dict[str, Any],
+                          derived: Rederived) -> None:  # fmt: skip
+        """The per-transaction and daily limits, judged on the re-derived amounts and the
+        journal's own daily total (itself summed from re-derived amounts)."""
+        if self._policy is None:
+            return  # already a finding: no decision can be re-evaluated
+        try:
+            facts = tr.facts(plain)
+        except tr.TranscriptError:
+            return  # already a finding
+        if facts is None:
+            return
+        day_total = self._history.paid_by_day.get(utc_day(facts.request_time), 0)
+        try:
+            payments = tuple(Payment(o.script, o.amount, o.is_change) for o in derived.outputs)
+            if payments == facts.payments and day_total == facts.spent_today_before:
+                return  # the appliance's own evaluation, already re-run, is the same
+            rederived = replace(facts, payments=payments, spent_today_before=day_total)
+        except PolicyError as exc:
+            self.add("ceremony", f"re-derived facts cannot be evaluated: {exc}", seq=record.seq,
+                     ceremony=ceremony)  # fmt: skip
+            return
+        decision = evaluate(self._policy, rederived)
+        if not decision.approved:
+            self.add("ceremony", f"approved, but with change re-derived from the journal-pinned "
+                     f"descriptors ({derived.paid_out} sat paid out, {day_total} sat already "
+                     "approved that day) the policy in force refuses it: "
+                     + "; ".join(decision.violations), seq=record.seq,
+                     ceremony=ceremony)  # fmt: skip
+
+    def _transcript_keys(self, record: Record, ceremony: Ceremony, plain: dict[str, Any]) -> None:
+        """Every key the station shows it signs with must have been active at this seq."""
+        inputs = plain.get("inputs")
+        for i, shown in enumerate(inputs if isinstance(inputs, list) else []):
+            key = shown.get("key") if isinstance(shown, dict) else None
+            if not isinstance(key, bytes):
+                continue
+            problem = self.keys.signing_problem(key, ceremony.keys, record.seq)
+            if problem is not None:
+                self.add("ceremony", f"input {i} is {problem}", seq=record.seq,
                          ceremony=ceremony)  # fmt: skip
 
     def _remember(self, record: Record, ceremony: Ceremony) -> None:
@@ -446,11 +697,30 @@ class ApplianceReplay:
             return
         if ceremony.request_hash is not None:
             self.approved.setdefault(ceremony.request_hash, []).append(ceremony)
-        for outpoint in record.details.get("outpoints", []):
+        for outpoint in _outpoints(record):
             if isinstance(outpoint, str) and ceremony.txid:
                 history.signed_outpoints[outpoint] = (ceremony.txid, record.seq)  # latest wins
+        if ceremony.txid is not None and ceremony.txid in history.approved_txids:
+            return  # the station counts each transaction once toward the daily limit
+        if ceremony.txid is not None:
+            history.approved_txids.add(ceremony.txid)
+        paid = ceremony.paid_out_rederived
+        paid = ceremony.paid_out if paid is None else paid
         day = utc_day(record.time)
-        history.paid_by_day[day] = history.paid_by_day.get(day, 0) + (ceremony.paid_out or 0)
+        history.paid_by_day[day] = history.paid_by_day.get(day, 0) + max(paid or 0, 0)
+
+
+def _internal_wallets(policy: Policy | None) -> tuple[str, ...]:
+    """The policy's internal wallets (policy format 2); none for older policies."""
+    value = getattr(policy, "internal_wallets", ()) if policy is not None else ()
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple | list) \
+        else ()  # fmt: skip
+
+
+def _outpoints(record: Record) -> list[str]:
+    """The outpoints a decision records (text ``txid:vout``); anything else is ignored."""
+    value = record.details.get("outpoints", [])
+    return [o for o in value if isinstance(o, str)] if isinstance(value, list) else []
 
 
 def _int_or_none(value: object) -> int | None:
@@ -468,5 +738,14 @@ _HANDLERS: dict[str, Callable[[ApplianceReplay, Record], None]] = {
     "officer_enrolled": ApplianceReplay._officer_enrolled,
     "officer_revoked": ApplianceReplay._officer_revoked,
     "wallet_exported": ApplianceReplay._wallet_exported,
+    "wallet_pinned": ApplianceReplay._wallet_pinned,
+    "wallet_unpinned": ApplianceReplay._wallet_unpinned,
+    "key_generated": ApplianceReplay._key,
+    "restore": ApplianceReplay._key,
+    "key_suspended": ApplianceReplay._key,
+    "key_reactivated": ApplianceReplay._key,
+    "key_archived": ApplianceReplay._key,
     "signing_decision": ApplianceReplay._signing,
+    "journal_recovered": ApplianceReplay._recovered,
+    "signing_reissued": ApplianceReplay._reissued,
 }

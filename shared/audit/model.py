@@ -7,8 +7,11 @@ a finding. ``to_plain`` gives JSON-ready maps (bytes as hex) for the report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.audit.keys import KeyState
 
 #: The checks, in the order the report lists them.
 CHECKS = ("journal", "policy", "ceremony", "receipt", "request", "response", "broadcast", "chain")
@@ -79,6 +82,14 @@ class Ceremony:
     height: int | None = None
     transcript: dict[str, Any] | None = field(default=None, repr=False)
     psbt_hash: bytes | None = field(default=None, repr=False)
+    #: paid to others with change re-derived from the journal-pinned descriptors (None when
+    #: the request's PSBT is not in the evidence, so it could not be re-derived)
+    paid_out_rederived: int | None = None
+    #: what the journal said at this seq: pinned descriptors, the policy's internal wallets
+    #: and this appliance's keys (public key -> state), for checks that need the request
+    pinned: tuple[str, ...] = field(default=(), repr=False)
+    internal: tuple[str, ...] = field(default=(), repr=False)
+    keys: Mapping[bytes, KeyState] = field(default_factory=dict, repr=False)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -100,6 +111,7 @@ class Ceremony:
             "quorum": self.quorum,
             "refusals": list(self.refusals),
             "paid_out": self.paid_out,
+            "paid_out_rederived": self.paid_out_rederived,
             "fee": self.fee,
             "in_coordinator_evidence": self.coordinator_request is not None,
             "broadcast": self.broadcast,
@@ -175,13 +187,18 @@ class BroadcastResult:
 
 @dataclass(frozen=True)
 class OutflowResult:
-    """A transaction seen on chain spending a wallet output, and what it maps to."""
+    """A transaction seen on chain spending a wallet output, and what it maps to.
+
+    ``approved_by`` names the journal approvals of its transaction when the coordinator has
+    no broadcast record of it (a lost record, not an unapproved payment).
+    """
 
     txid: str
     height: int
     block_hash: str
     broadcast: str | None
     malleated: bool
+    approved_by: tuple[str, ...] = ()
 
     def to_plain(self) -> dict[str, Any]:
         return {
@@ -190,25 +207,35 @@ class OutflowResult:
             "block_hash": self.block_hash,
             "broadcast": self.broadcast,
             "malleated": self.malleated,
+            "approved_by": list(self.approved_by),
         }
 
 
 @dataclass
 class ChainSummary:
-    """Which blocks were walked; ``None`` in the report when no chain was given."""
+    """Which blocks were walked; ``None`` in the report when no chain was given.
+
+    ``start_source`` says who chose ``start`` (the auditor, or the default of block 0; never
+    the evidence). ``first_wallet_height`` is the first walked block paying or spending a
+    wallet script: the wallets' birth as the chain shows it.
+    """
 
     start: int
     tip: int
     tip_hash: str
     wallet_outputs: int
     outflows: list[OutflowResult] = field(default_factory=list)
+    start_source: str = ""
+    first_wallet_height: int | None = None
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "start": self.start,
+            "start_source": self.start_source,
             "tip": self.tip,
             "tip_hash": self.tip_hash,
             "wallet_outputs": self.wallet_outputs,
+            "first_wallet_height": self.first_wallet_height,
             "outflows": [o.to_plain() for o in self.outflows],
         }
 

@@ -1,9 +1,12 @@
 """Rendering a replay :class:`~shared.audit.model.Report`: JSON, HTML, a short summary.
 
 Pure functions returning text. The JSON is for machines (keys sorted, so two runs diff
-cleanly); the HTML is one self-contained page for people (inline style, no script, no
-external resource, every value escaped with :func:`html.escape`, since journal details and
-coordinator fields are attacker-reachable text).
+cleanly; ``json.dumps`` writes control characters as ``\\u00XX``); the HTML is one
+self-contained page for people (inline style, no script, no external resource). Journal
+details and coordinator fields are attacker-reachable text, so every value shown in the
+HTML goes through :func:`_html` (control characters escaped by
+:func:`shared.audit.text.printable`, then :func:`html.escape`), and every line of the
+terminal summary through :func:`shared.audit.text.printable_lines`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 from html import escape
 from typing import Any
 
-from shared.audit.model import CHECKS, Ceremony, Report
+from shared.audit.model import CHECKS, Ceremony, OutflowResult, Report
+from shared.audit.text import printable, printable_lines
 
 REPORT_TYPE = "coldstation-audit-report"
 REPORT_VERSION = 1
@@ -42,7 +46,8 @@ def to_json(report: Report, inputs: dict[str, Any] | None = None) -> str:
 
 
 def summary(report: Report) -> str:
-    """A few lines for the terminal: the verdict, the counts, the first findings."""
+    """A few lines for the terminal: the verdict, the counts, the first findings; each line
+    escaped on its own, so no evidence text can colour, move or forge a line."""
     counts = report.counts()
     verdict = "OK: every check holds" if report.ok else f"{counts['findings']} FINDING(S)"
     lines = [
@@ -53,6 +58,12 @@ def summary(report: Report) -> str:
         f"{counts['broadcasts']} broadcasts"
         + (f", {counts['outflows']} on-chain outflows" if report.chain else ", chain not checked"),
     ]
+    if report.chain is not None:
+        chain = report.chain
+        first = chain.first_wallet_height
+        lines.append(f"  chain walked {chain.start}..{chain.tip} ({chain.start_source}); first "
+                     "block paying or spending a wallet: "
+                     + ("none" if first is None else str(first)))  # fmt: skip
     lines += [f"  {f}" for f in report.findings[:20]]
     if len(report.findings) > 20:
         lines.append(f"  ... and {len(report.findings) - 20} more (see the reports)")
@@ -60,7 +71,7 @@ def summary(report: Report) -> str:
     if report.alerts:
         lines.append(f"  the coordinator raised {len(report.alerts)} alert(s) of its own "
                      "(listed in the reports)")  # fmt: skip
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 # -- HTML ---------------------------------------------------------------------------------
@@ -75,10 +86,15 @@ th{background:#f2f2f2} td.num{text-align:right} code{font-size:12px}
 """
 
 
+def _html(value: object) -> str:
+    """Text for the page: control characters escaped, then HTML-escaped."""
+    return escape(printable(value))
+
+
 def _cell(value: object, css: str = "") -> str:
     text = "" if value is None else str(value)
     klass = f' class="{css}"' if css else ""
-    return f"<td{klass}>{escape(text)}</td>"
+    return f"<td{klass}>{_html(text)}</td>"
 
 
 def _row(*cells: str) -> str:
@@ -86,7 +102,7 @@ def _row(*cells: str) -> str:
 
 
 def _head(*names: str) -> str:
-    return "<tr>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"
+    return "<tr>" + "".join(f"<th>{_html(n)}</th>" for n in names) + "</tr>"
 
 
 def _summary_html(report: Report, inputs: dict[str, Any]) -> str:
@@ -95,7 +111,7 @@ def _summary_html(report: Report, inputs: dict[str, Any]) -> str:
     verdict = "OK: every check holds" if report.ok else f"{counts['findings']} finding(s)"
     rows = "".join(_row(_cell(k), _cell(v, "num")) for k, v in counts.items())
     sources = "".join(_row(_cell(k), _cell(v)) for k, v in sorted(inputs.items()))
-    return (f'<p class="verdict {css}">{escape(verdict)}</p>'
+    return (f'<p class="verdict {css}">{_html(verdict)}</p>'
             f"<h2>Summary</h2><table>{_head('item', 'count')}{rows}</table>"
             f"<h2>Inputs</h2><table>{_head('input', 'value')}{sources}</table>")  # fmt: skip
 
@@ -123,7 +139,8 @@ def _ceremony_row(c: Ceremony) -> str:
     broadcast = "" if c.broadcast is None else f"height {c.height}" if c.height else "sent"
     return _row(
         _cell(c.seq, "num"), _cell(_utc(c.time)), _cell(c.decision), _cell(c.policy_verdict),
-        _cell(c.request_id), _cell(c.txid), _cell(c.paid_out, "num"), _cell(c.fee, "num"),
+        _cell(c.request_id), _cell(c.txid), _cell(c.paid_out, "num"),
+        _cell(c.paid_out_rederived, "num"), _cell(c.fee, "num"),
         _cell(c.policy_version, "num"), _cell(approvals), _cell(", ".join(c.approvals)),
         _cell(", ".join(c.refusals)), _cell(broadcast),
         _cell("ok" if c.ok else f"{len(c.findings)} finding(s)", css),
@@ -133,13 +150,14 @@ def _ceremony_row(c: Ceremony) -> str:
 def _ceremonies_html(report: Report) -> str:
     parts = []
     head = _head("seq", "time (UTC)", "decision", "policy verdict (replayed)", "request id",
-                 "txid", "paid out (sat)", "fee (sat)", "policy version", "quorum",
+                 "txid", "paid out (sat)", "paid out, change re-derived (sat)", "fee (sat)",
+                 "policy version", "quorum",
                  "approvals (officer fingerprints)", "refusals", "broadcast",
                  "result")  # fmt: skip
     for appliance in report.appliances:
         rows = "".join(_ceremony_row(c) for c in report.ceremonies
                        if c.appliance == appliance.appliance_id)  # fmt: skip
-        parts.append(f"<h3>Appliance {escape(appliance.appliance_id)}</h3>"
+        parts.append(f"<h3>Appliance {_html(appliance.appliance_id)}</h3>"
                      f"<table>{head}{rows}</table>")  # fmt: skip
     return "<h2>Ceremonies</h2>" + "".join(parts)
 
@@ -161,22 +179,32 @@ def _chain_html(report: Report) -> str:
         return "<h2>Chain</h2><p>Not checked (no --chain given).</p>"
     rows = "".join(
         _row(_cell(o.txid), _cell(o.height, "num"), _cell(o.broadcast or "none"),
-             _cell("yes" if o.malleated else ""),
-             _cell("ok" if o.broadcast else "no approved ceremony",
-                   "ok" if o.broadcast else "bad"))
+             _cell("yes" if o.malleated else ""), _cell(*_outflow_result(o)))
         for o in chain.outflows
     )  # fmt: skip
-    intro = (f"<p>Blocks {chain.start}..{chain.tip} (tip {escape(chain.tip_hash)}), "
-             f"{chain.wallet_outputs} wallet outputs seen.</p>")  # fmt: skip
+    first = chain.first_wallet_height
+    intro = (f"<p>Blocks {chain.start}..{chain.tip} (tip {_html(chain.tip_hash)}), walked "
+             f"from {_html(chain.start_source)}; {chain.wallet_outputs} wallet outputs seen; "
+             f"first block paying or spending a wallet: "
+             f"{'none' if first is None else first}.</p>")  # fmt: skip
     head = _head("txid", "height", "broadcast", "malleated", "result")
     return f"<h2>Chain</h2>{intro}<table>{head}{rows}</table>"
+
+
+def _outflow_result(outflow: OutflowResult) -> tuple[str, str]:
+    if outflow.broadcast:
+        return "ok", "ok"
+    if outflow.approved_by:
+        return (f"approved in the journal ({', '.join(outflow.approved_by)}); the "
+                "coordinator's broadcast record is missing", "bad")
+    return "no approved ceremony", "bad"
 
 
 def _list_html(title: str, items: list[str]) -> str:
     if not items:
         return ""
-    listed = "".join(f"<li>{escape(item)}</li>" for item in items)
-    return f"<h2>{escape(title)}</h2><ul>{listed}</ul>"
+    listed = "".join(f"<li>{_html(item)}</li>" for item in items)
+    return f"<h2>{_html(title)}</h2><ul>{listed}</ul>"
 
 
 def _findings_html(report: Report) -> str:

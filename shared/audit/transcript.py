@@ -10,6 +10,7 @@ verdict and the same result text for every check, not a loose resemblance.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from shared.policy import Decision, Facts, Payment, PolicyError
@@ -53,11 +54,18 @@ def payments(plain: dict[str, Any]) -> tuple[Payment, ...]:
         raise TranscriptError(f"an output cannot be read: {exc}") from exc
 
 
+#: Facts a newer station records (version and timelocks); read when present, so the replay
+#: evaluates exactly what the station evaluated, and left at their defaults otherwise.
+_OPTIONAL_FACTS = ("request_created", "tx_version", "locktime", "relative_locks", "tip_height")
+
+
 def facts(plain: dict[str, Any]) -> Facts | None:
     """The evaluator's facts, or None when the appliance had none (nothing was decided)."""
     if "facts" not in plain:
         return None
     raw = _map(plain, "facts")
+    known = {f.name for f in dataclasses.fields(Facts)}
+    optional = {name: raw[name] for name in _OPTIONAL_FACTS if name in raw and name in known}
     try:
         return Facts(
             network=raw["network"],
@@ -67,9 +75,9 @@ def facts(plain: dict[str, Any]) -> Facts | None:
             fee=raw["fee"],
             vsize=raw["vsize"],
             spent_today_before=raw["spent_today_before"],
-            request_created=raw.get("request_created"),
+            **optional,
         )
-    except (KeyError, PolicyError) as exc:
+    except (KeyError, TypeError, PolicyError) as exc:
         raise TranscriptError(f"facts cannot be read: {exc}") from exc
 
 

@@ -39,6 +39,8 @@ class WalletIndex:
     external_keys: set[bytes] = field(default_factory=set)
     highest_index: int = -1
     capped: bool = False
+    #: the highest index derived on ranged descriptors (hinted index + GAP, capped)
+    top: int = GAP
 
     def wallet_of(self, script: bytes) -> str | None:
         found = self.scripts.get(script)
@@ -63,6 +65,7 @@ def build_index(evidence: CoordinatorEvidence) -> WalletIndex:
     top = index.highest_index + GAP
     if top > MAX_INDEX:
         top, index.capped = MAX_INDEX, True
+    index.top = top
     for wallet in evidence.wallets:
         _add_wallet(index, wallet, top)
     return index

@@ -7,6 +7,10 @@ the coordinator imports, broadcasts, the block is mined; a replayed request is r
 journaled; then the appliance exports its audit bundle and the coordinator its evidence.
 The node keeps running for the module so replays can walk the chain. Tests get private
 copies (``evidence``) to tamper with.
+
+The real run imports the appliance's and the coordinator's code only inside its fixture, so
+the software world below (``SoftCold``, ``SoftDesk``: built from ``shared`` alone) keeps
+working while those programs are being changed.
 """
 
 from __future__ import annotations
@@ -15,20 +19,18 @@ import dataclasses
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from coincurve import PrivateKey
 
-from appliance.ceremonies import DEFAULT_LIMITS, DEFAULT_SCRIPT_TYPES
-from online_coordinator.config import write_config
-from online_coordinator.regtest.node import RegtestNode
-from online_coordinator.regtest.server import start_in_thread
 from shared import canonical
 from shared.bitcoin import ecdsa
+from shared.bitcoin.block import Block, BlockHeader
 from shared.bitcoin.descriptor import Descriptor
+from shared.bitcoin.script import OutputType
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.journal import Entry, export_journal, next_record, seal
 from shared.policy import (
@@ -39,6 +41,7 @@ from shared.policy import (
     fingerprint_of,
     policy_signing_digest,
     utc_day,
+    wallet_pin_statement,
 )
 from shared.psbt import Psbt
 from shared.psbt.roles import combine, extract, finalize
@@ -51,13 +54,16 @@ from shared.request import (
     request_hash,
 )
 from shared.review import OurKey, PinnedWallet, review
-from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, run
-from tests.coordinator.conftest import Desk
-from tests.coordinator.test_flow import BTC, csv_for
-from tests.coordinator.test_flow import payee as payee_address
 
 TWO = ["--officers", "officer-1,officer-2"]
 TWO_PINS = ["1111", "2222"]
+#: The soft appliance's first policy: the values ``appliance.ceremonies`` uses by default,
+#: written out so this world needs none of the appliance's code.
+SOFT_LIMITS = {"per_tx_limit": 10 * 100_000_000, "per_day_limit": 50 * 100_000_000,
+               "fee_rate_ceiling": 200_000, "max_fee": 1_000_000,
+               "request_ttl_max": 7 * 24 * 3600}  # fmt: skip
+SOFT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR, OutputType.P2SH,
+                     OutputType.P2PKH)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,11 @@ def _ok(done, what: str) -> None:
     assert done.returncode == 0, f"{what}: {done.stderr}{done.stdout}"
 
 
-def _ceremony(desk: Desk, cold: Path, label: str, rows: list) -> tuple[Path, Path]:
+def _ceremony(desk, cold: Path, label: str, rows: list) -> tuple[Path, Path]:
     """Batch, appliance signature, import, broadcast, one block."""
+    from tests.appliance.test_ceremonies_cli import run
+    from tests.coordinator.test_flow import csv_for
+
     csv = desk.write(f"{label}.csv", csv_for(*rows))
     desk.ok("batch", "create", "treasury", csv, "--label", label, "--purpose", "payouts",
             "--out", str(desk.tmp / "req"))  # fmt: skip
@@ -110,7 +119,11 @@ def _ceremony(desk: Desk, cold: Path, label: str, rows: list) -> tuple[Path, Pat
     return request, signed
 
 
-def _build(root: Path, desk: Desk) -> RealEvidence:
+def _build(root: Path, desk) -> RealEvidence:
+    from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, run
+    from tests.coordinator.test_flow import BTC
+    from tests.coordinator.test_flow import payee as payee_address
+
     cold = root / "appliance"
     _ok(run(cold, "init", "--demo", "--network", "regtest",
             pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]), "init")  # fmt: skip
@@ -128,10 +141,16 @@ def _build(root: Path, desk: Desk) -> RealEvidence:
                "b2": [(payee_address(3), "0.2", "INV-3")]}
     for label, rows in batches.items():
         requests[label], signed[label] = _ceremony(desk, cold, label, rows)
-    # the same request presented again: refused as replayed, journaled with its transcript
+    # the same request presented again is not approved twice: its signed PSBT is shown again
     again = run(cold, "sign", "--in", str(requests["b1"]), *TWO, "--out",
                 str(root / "again.psbt"), pins=TWO_PINS)  # fmt: skip
-    assert again.returncode == 1 and "replayed" in again.stderr, again.stderr
+    assert again.returncode == 0 and "shown again" in again.stdout, again.stderr
+    # its request id on another transaction: refused as replayed, journaled with its transcript
+    reused = root / "reused-id.psbt"
+    reused.write_bytes(_other_transaction(requests["b1"].read_bytes()))
+    refused = run(cold, "sign", "--in", str(reused), *TWO, "--out", str(root / "no.psbt"),
+                  pins=TWO_PINS)  # fmt: skip
+    assert refused.returncode == 1 and "replayed" in refused.stderr, refused.stderr
     bundle = root / "bundle"
     _ok(run(cold, "journal", "export", "--out", str(root / "journal.cbor"), "--evidence",
             str(bundle), *TWO, pins=TWO_PINS), "journal export")  # fmt: skip
@@ -140,8 +159,24 @@ def _build(root: Path, desk: Desk) -> RealEvidence:
     return RealEvidence(bundle, coordinator, "", Path(), cold, root, requests, signed)
 
 
+def _other_transaction(data: bytes) -> bytes:
+    """The same request (same id) on a different transaction: input 0's nSequence changed
+    (0xfffffffe: no relative lock, no RBF), everything else as the coordinator built it."""
+    psbt = Psbt.from_text(data)
+    tx = psbt.unsigned_tx
+    first = dataclasses.replace(tx.inputs[0], sequence=0xFFFFFFFE)
+    psbt.globals.set(0x00, Transaction(tx.version, [first, *tx.inputs[1:]], tx.outputs,
+                                       tx.locktime).serialize())  # fmt: skip
+    return psbt.serialize()
+
+
 @pytest.fixture(scope="module")
 def real_evidence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEvidence]:
+    from online_coordinator.config import write_config
+    from online_coordinator.regtest.node import RegtestNode
+    from online_coordinator.regtest.server import start_in_thread
+    from tests.coordinator.conftest import Desk
+
     root = tmp_path_factory.mktemp("audit-real")
     node = RegtestNode(root / "regtest")
     server = start_in_thread(node)
@@ -240,8 +275,8 @@ class SoftCold:
             administrators=tuple(Officer.from_pubkey(pubkey(k), "administrator")
                                  for k in self.admin_keys),
             admin_quorum=len(self.admin_keys), address_book=(), require_address_book=False,
-            allowed_script_types=DEFAULT_SCRIPT_TYPES, previous_hash=None,
-            **{**DEFAULT_LIMITS, **limits},
+            allowed_script_types=SOFT_SCRIPT_TYPES, previous_hash=None,
+            **{**SOFT_LIMITS, **limits},
         )  # fmt: skip
 
     def sign_policy(self, policy: Policy, admin_keys: list[bytes] | None = None) -> SignedPolicy:
@@ -283,12 +318,28 @@ class SoftCold:
     def descriptor(self) -> Descriptor:
         return Descriptor.parse(f"wpkh({self.pubkey.hex()})", require_checksum=False)
 
-    def pin(self, descriptor: Descriptor) -> Entry:
+    @property
+    def activating(self) -> list[str]:
+        """The officers who activate the station for a ceremony (the first quorum)."""
+        quorum = self.policy.approval_quorum
+        return [fingerprint_of(pubkey(k)) for k in self.officer_keys[:quorum]]
+
+    def pin(self, descriptor: Descriptor, event: str = "wallet_exported") -> Entry:
+        """A wallet receipt as the record contract has it: the activating officers as
+        actors, the quorum they met (``wallet_pinned`` for a wallet of several keys)."""
         self.descriptors.append(descriptor)
         text = str(descriptor)
-        return self.record("wallet_exported",
+        details = {"descriptor": text, "quorum": self.policy.approval_quorum}
+        if event == "wallet_exported":
+            details["audit_key"] = self.audit_pubkey.hex()
+        else:  # a quorum of administrators signs exactly this pin, as the station asks
+            details["authorised_by"] = "administrators"
+            digest = canonical.digest(wallet_pin_statement(self.id, "pin", text))
+            details["admin_signatures"] = {fingerprint_of(pubkey(k)): ecdsa.sign(k, digest)
+                                           for k in self.admin_keys}  # fmt: skip
+        return self.record(event, actors=self.activating,
                            subjects={"descriptor": hashlib.sha256(text.encode()).digest()},
-                           details={"descriptor": text, "audit_key": self.audit_pubkey.hex()})
+                           details=details)  # fmt: skip
 
     # -- signing ---------------------------------------------------------------------------
 
@@ -299,35 +350,45 @@ class SoftCold:
                       signed_outpoints=self.history.outpoints,
                       spent_today_before=self.history.paid.get(utc_day(self.clock), 0))
 
-    def sign(self, psbt: Psbt, approvers: tuple[int, ...] = (0, 1)) -> tuple[Psbt, Entry]:
-        """Review, approvals, signature, record; a refusal is recorded and returned too."""
+    def sign(self, psbt: Psbt, approvers: tuple[int, ...] = (0, 1),
+             judge: Callable[[dict, Policy], dict] | None = None) -> tuple[Psbt, Entry]:
+        """Review, approvals, signature, record; a refusal is recorded and returned too.
+
+        ``judge`` plays a station whose judgement was subverted (its wallet or key files
+        edited, or old code): it rewrites the transcript before anything is recorded, and
+        the station then acts on the rewritten one, as a real one would on its own review.
+        """
         self.clock += 5
         result = self.review(psbt)
         plain = result.to_plain()
+        if judge is not None:
+            plain = judge(plain, self.policy)
+        paid_out = plain.get("paid_to_others")
         digest = canonical.digest(plain)
         self.transcripts[f"{digest.hex()}.cbor"] = canonical.encode(plain)
         tx = psbt.unsigned_tx
         details = {"txid": tx.txid_hex, "outpoints": [str(i.prevout) for i in tx.inputs],
-                   "refusals": [[r.code, r.message] for r in result.refusals],
-                   "request_id": result.request.request_id, "paid_out": result.paid_out,
+                   "refusals": plain.get("refusals", []),
+                   "request_id": result.request.request_id, "paid_out": paid_out,
                    "fee": result.fee}  # fmt: skip
         subjects = {"psbt": hashlib.sha256(tx.serialize()).digest(), "transcript": digest,
                     "request": result.request_hash}  # fmt: skip
         self.history.seen.add(result.request.request_id)
-        if not result.approved_for_signing:
+        if plain.get("approved_for_signing") is not True:
             return psbt, self.record("signing_decision", decision="refused", subjects=subjects,
                                      details=details)  # fmt: skip
         approval = approval_digest(result.request_hash, self.policy.hash())
         details["approvals"] = {fingerprint_of(pubkey(self.officer_keys[i])):
                                 ecdsa.sign(self.officer_keys[i], approval) for i in approvers}
+        details["quorum"] = self.policy.approval_quorum
         signed, count = sign_psbt(psbt, [self.key])
         details["signatures"] = count
         entry = self.record("signing_decision", decision="approved", subjects=subjects,
-                            details=details)  # fmt: skip
+                            actors=sorted(details["approvals"]), details=details)  # fmt: skip
         for txin in tx.inputs:
             self.history.outpoints[txin.prevout] = tx.txid
         day = utc_day(entry.record.time)
-        self.history.paid[day] = self.history.paid.get(day, 0) + result.paid_out
+        self.history.paid[day] = self.history.paid.get(day, 0) + paid_out
         return attach_receipt(signed, entry.to_bytes()), entry
 
     # -- the bundle ------------------------------------------------------------------------
@@ -356,6 +417,7 @@ class SoftWallet:
     descriptor: Descriptor
     members: list[dict]
     threshold: int | None = None
+    birth_height: int = 0
 
 
 class SoftDesk:
@@ -388,7 +450,7 @@ class SoftDesk:
         for cold in colds:
             self.pinned[cold.id] = cold.audit_pubkey
             export = cold.pin(cold.descriptor).to_bytes().hex()
-            pin = cold.pin(descriptor).to_bytes().hex()
+            pin = cold.pin(descriptor, "wallet_pinned").to_bytes().hex()
             members.append({"appliance_id": cold.id, "key": cold.pubkey.hex(),
                             "role": "appliance", "export_receipt": export, "pin_receipt": pin})
         members += [{"appliance_id": None, "key": k.hex(), "role": "external",
@@ -409,14 +471,17 @@ class SoftDesk:
         """An unsigned request: every coin spent, payouts, change back to the wallet; with
         ``replaces``, a fee bump of that (signed) transaction."""
         derived = wallet.descriptor.derive(0)
-        change = sum(c.outputs[0].value for c in coins) - sum(a for _, a in payouts) - fee
+        vouts = [next(i for i, o in enumerate(c.outputs) if o.script_pubkey ==
+                      derived.script_pubkey) for c in coins]  # the coin pays receive index 0
+        change = sum(c.outputs[v].value for c, v in zip(coins, vouts, strict=True)) \
+            - sum(a for _, a in payouts) - fee  # fmt: skip
         outputs = [TxOut(a, s) for s, a in payouts] + [TxOut(change, derived.script_pubkey)]
-        tx = Transaction(2, [TxIn(OutPoint(c.txid, 0), sequence=SEQUENCE_RBF) for c in coins],
-                         outputs)  # fmt: skip
+        tx = Transaction(2, [TxIn(OutPoint(c.txid, v), sequence=SEQUENCE_RBF)
+                             for c, v in zip(coins, vouts, strict=True)], outputs)  # fmt: skip
         psbt = Psbt.from_unsigned_tx(tx)
-        for inp, coin in zip(psbt.inputs, coins, strict=True):
+        for inp, coin, vout in zip(psbt.inputs, coins, vouts, strict=True):
             inp.set(0x00, coin.serialize())
-            inp.set(0x01, coin.outputs[0].serialize())
+            inp.set(0x01, coin.outputs[vout].serialize())
             if derived.witness_script is not None:
                 inp.set(0x05, derived.witness_script)
         self._requests += 1
@@ -466,7 +531,8 @@ class SoftDesk:
     def evidence(self) -> dict:
         wallets = [{"name": w.name, "network": self.network,
                     "kind": "multisig" if w.threshold else "single", "threshold": w.threshold,
-                    "birth_height": 0, "descriptors": [str(w.descriptor)], "members": w.members}
+                    "birth_height": w.birth_height, "descriptors": [str(w.descriptor)],
+                    "members": w.members}
                    for w in self.wallets]  # fmt: skip
         return {"type": "coldstation-coordinator-evidence", "version": 1,
                 "appliances": [{"appliance_id": k, "audit_key": v.hex()}
@@ -497,3 +563,107 @@ def soft_ceremony(desk: SoftDesk, wallet: SoftWallet, colds: list[SoftCold], n: 
     if broadcast:
         desk.broadcast(signed, height=200 + n)
     return request, signed
+
+
+# -- a chain for the replay to walk ---------------------------------------------------------
+
+
+def block_of(previous: bytes, txs: list[Transaction], tag: int = 0) -> Block:
+    """A block holding ``txs`` after a coinbase (``tag`` makes empty blocks differ); the
+    scanner checks hashes and links, not proof of work or merkle roots."""
+    coinbase = Transaction(2, [TxIn(OutPoint(bytes(32), 0xFFFFFFFF), b"\x01" + bytes([tag]))],
+                           [TxOut(0, b"\x6a")])  # fmt: skip
+    header = BlockHeader(version=4, prev_hash=previous, merkle_root=bytes(32), time=tag,
+                         bits=0x207FFFFF, nonce=0)  # fmt: skip
+    return Block(header, [coinbase, *txs])
+
+
+class FakeNode:
+    """The auditor's node as ``coldstation-audit`` sees it over RPC: ``txs_at`` holds the
+    transactions of each height (any other height up to ``tip`` is an empty block)."""
+
+    def __init__(self, tip: int, txs_at: dict[int, list[Transaction]],
+                 chain: str = "regtest") -> None:  # fmt: skip
+        self.chain, self.blocks, self.asked = chain, [], []
+        previous = bytes(32)
+        for height in range(tip + 1):
+            block = block_of(previous, txs_at.get(height, []), tag=height % 256)
+            self.blocks.append(block)
+            previous = block.hash
+
+    def __call__(self, url: str, auth: object) -> FakeNode:  # stands in for BitcoinCoreRPC
+        return self
+
+    def __enter__(self) -> FakeNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def chain_name(self) -> str:
+        return self.chain
+
+    def block_count(self) -> int:
+        return len(self.blocks) - 1
+
+    def block_hashes(self, heights: list[int]) -> list[str]:
+        return [self.blocks[h].hash_hex for h in heights]
+
+    def batch(self, calls: list[tuple[str, list]]) -> list[str]:
+        by_hash = {b.hash_hex: b for b in self.blocks}
+        out = []
+        for method, (block_hash, _) in calls:
+            assert method == "getblock"
+            self.asked.append(self.blocks.index(by_hash[block_hash]))
+            out.append(by_hash[block_hash].serialize().hex())
+        return out
+
+
+@dataclass
+class CliRun:
+    """One ``coldstation-audit`` run: exit code, what it printed, the JSON report if any."""
+
+    code: int
+    out: str
+    err: str
+    report: dict | None = None
+    html: str | None = None
+
+    def messages(self, check: str | None = None) -> str:
+        assert self.report is not None, self.err
+        return "\n".join(f"{f['where']}: {f['message']}" for f in self.report["findings"]
+                         if check is None or f["check"] == check)  # fmt: skip
+
+
+def run_audit(*args: str, reports: Path | None = None) -> CliRun:
+    """Run ``coldstation-audit`` in-process (its I/O adapter included); with ``reports``,
+    ask for the JSON and HTML reports there and read them back."""
+    import contextlib
+    import io
+
+    from online_coordinator.audit_cli import main
+
+    argv = list(args)
+    if reports is not None:
+        argv += ["--json", str(reports / "report.json"), "--html", str(reports / "report.html")]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    run = CliRun(code, out.getvalue(), err.getvalue())
+    if reports is not None and code in (0, 1):
+        run.report = json.loads((reports / "report.json").read_text())
+        run.html = (reports / "report.html").read_text()
+    return run
+
+
+def write_evidence(root: Path, colds: list[SoftCold], desk: SoftDesk) -> list[str]:
+    """The bundles and the coordinator evidence as files: the replay's arguments."""
+    args = []
+    for cold in colds:
+        args += ["--journal", str(cold.write_bundle(root / f"bundle-{cold.id}"))]
+    coordinator = root / "coordinator.json"
+    coordinator.write_bytes(desk.evidence_bytes())
+    return ["replay", *args, "--coordinator-export", str(coordinator)]

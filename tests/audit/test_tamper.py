@@ -99,7 +99,8 @@ def test_untouched_evidence_passes_with_the_chain(evidence: Copy) -> None:
     ceremonies = run.report["ceremonies"]
     assert [c["decision"] for c in ceremonies] == ["approved", "approved", "refused"]
     assert all(len(c["approvals"]) == 2 and c["policy_version"] == 1 for c in ceremonies[:2])
-    assert ceremonies[2]["refusals"] == ["replayed"]
+    # the request id reused on another transaction spending the same coins
+    assert ceremonies[2]["refusals"] == ["replayed", "conflicting_spend"]
     assert all(o["broadcast"] == o["txid"] for o in run.report["chain"]["outflows"])
     assert run.report["appliances"][0]["anchored"] == "pinned by the coordinator"
     html = (evidence.bundle.parent / "report.html").read_text()
@@ -324,9 +325,11 @@ def test_signed_transaction_replaced_is_named(evidence: Copy) -> None:
     assert any(f["txid"] == tx.txid_hex and "no ceremony approved it" in f["message"]
                for f in run.findings("broadcast")), run.messages()  # fmt: skip
     assert "are not those of its raw bytes" in run.messages("broadcast")
-    # the chain still holds the approved transaction, which no broadcast now explains
+    # the chain holds the approved transaction; the coordinator's record holds another
     chain = run.messages("chain")
-    assert broadcast["txid"] in chain and "outflow without an approved ceremony" in chain
+    assert broadcast["txid"] in chain and "is the transaction approved in the journal" in chain
+    assert f"broadcast record of request {broadcast['request_id']} holds another " \
+        f"transaction ({tx.txid_hex})" in chain  # fmt: skip
 
 
 def test_outflow_without_a_ceremony_on_chain_is_named(evidence: Copy) -> None:
@@ -337,8 +340,24 @@ def test_outflow_without_a_ceremony_on_chain_is_named(evidence: Copy) -> None:
     run = audit(evidence, chain=True)
     assert run.code == 1
     outflow = next(f for f in run.findings("chain") if f["txid"] == removed["txid"])
-    assert "outflow without an approved ceremony" in outflow["message"]
+    # the journal approved it; the coordinator kept neither request nor broadcast
+    assert "is the transaction approved in the journal" in outflow["message"]
+    assert "holds neither its request nor a broadcast record" in outflow["message"]
     assert "not in the coordinator evidence" in run.messages("ceremony")
+
+
+def test_birth_height_in_the_evidence_neither_stops_nor_moves_the_walk(evidence: Copy) -> None:
+    document = evidence.coordinator_json()
+    document["wallets"][0]["birth_height"] = 10**9  # once this switched the walk off
+    evidence.write_coordinator(document)
+    run = audit(evidence, chain=True)
+    assert run.code == 1
+    chain = run.report["chain"]
+    assert chain["start"] == 0 and chain["start_source"].startswith("block 0")
+    assert chain["first_wallet_height"] is not None and len(chain["outflows"]) == 2
+    assert all(o["broadcast"] == o["txid"] for o in chain["outflows"])
+    assert "claims birth height 1000000000, but its output" in run.messages("chain")
+    assert "claims birth height 1000000000, but its broadcast" in run.messages("broadcast")
 
 
 def test_bare_journal_export_reports_what_is_missing(evidence: Copy) -> None:

@@ -1,0 +1,196 @@
+"""Which outputs of an approved transaction are change, re-derived from what the journal pinned.
+
+A transcript's ``is_change`` is the station's claim, and the station decided it from a
+wallet file on untrusted storage (issue 12: a descriptor appended to ``wallets.json`` made a
+payment to an attacker show as change, exempt from the limits). The replay therefore
+recomputes it from two signed sources only, with the station's own rule (DESIGN 9):
+
+* the descriptors the station's journal had pinned at that seq (:class:`PinnedWallets`:
+  ``wallet_exported`` and ``wallet_pinned`` records add ``details["descriptor"]``,
+  ``wallet_unpinned`` removes it);
+* the policy then in force, whose ``internal_wallets`` (policy format 2; absent before,
+  read as none) name wallets the administrators declare the custodian's own.
+
+    An output is change only if a pinned descriptor derives its script, and that
+    descriptor is the wallet the inputs spend from, or one the policy names as internal.
+
+Scripts come from the request's PSBT, which the journal record binds through the request
+hash (it covers the unsigned transaction and every spent output, amount and script).
+Ranged descriptors are derived from index 0 to the replay's derivation depth
+(:mod:`shared.audit.wallets`), on both branches, plus any index a PSBT derivation hint
+names: a hint says where to look, never what is ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shared.bitcoin.bip32 import HARDENED
+from shared.bitcoin.descriptor import Descriptor, DescriptorError
+from shared.psbt import Psbt
+
+#: At most this many hinted indexes beyond the derived range are tried per script (the
+#: station tries as many); a PSBT cannot make the replay derive without bound.
+MAX_HINTED = 8
+
+
+def canonical_descriptor(text: object) -> str | None:
+    """The descriptor's canonical text (with checksum), or None when it does not parse:
+    pins and policy entries are compared in this form, as the station compares them."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return str(Descriptor.parse(text, require_checksum=False))
+    except DescriptorError:
+        return None
+
+
+class PinnedWallets:
+    """The descriptors the journal has pinned so far (canonical text -> seq of the pin)."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, int] = {}
+        self._snapshot: tuple[str, ...] | None = ()
+
+    def pin(self, text: object, seq: int) -> str | None:
+        """Add a pin; the problem when the record's descriptor cannot be read."""
+        canonical = canonical_descriptor(text)
+        if canonical is None:
+            return "pins a descriptor that does not parse"
+        self._pins.setdefault(canonical, seq)
+        self._snapshot = None
+        return None
+
+    def unpin(self, text: object) -> str | None:
+        """Remove a pin; the problem when it was not pinned (nothing changes then)."""
+        canonical = canonical_descriptor(text)
+        if canonical is None or canonical not in self._pins:
+            return "unpins a descriptor that is not pinned"
+        del self._pins[canonical]
+        self._snapshot = None
+        return None
+
+    def snapshot(self) -> tuple[str, ...]:
+        """The pinned descriptors now, in pin order; shared until the next (un)pin."""
+        if self._snapshot is None:
+            self._snapshot = tuple(self._pins)
+        return self._snapshot
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """One output, re-judged: ``wallet`` is the pinned descriptor deriving it, if any."""
+
+    index: int
+    amount: int
+    script: bytes
+    wallet: str | None
+    is_change: bool
+
+
+@dataclass(frozen=True)
+class Rederived:
+    """The re-derivation of one transaction; ``foreign_inputs`` are inputs no pinned
+    descriptor derives (the station must refuse those)."""
+
+    outputs: tuple[OutputChange, ...]
+    input_wallets: frozenset[str]
+    foreign_inputs: tuple[int, ...]
+
+    @property
+    def paid_out(self) -> int:
+        """Satoshis paid to others: what counts toward the per-transaction and daily limits."""
+        return sum(o.amount for o in self.outputs if not o.is_change)
+
+
+@dataclass
+class _Scripts:
+    """One descriptor's scripts from index 0 to ``top`` (derived once), plus hinted ones."""
+
+    descriptor: Descriptor
+    top: int
+    known: set[bytes] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        indexes = range(self.top + 1) if self.descriptor.is_ranged else range(1)
+        for index in indexes:
+            self._add(index)
+
+    def _add(self, index: int) -> None:
+        for change in (False, True) if self.descriptor.branch_count >= 2 else (False,):
+            try:
+                self.known.add(self.descriptor.derive(index, change).script_pubkey)
+            except DescriptorError:
+                continue  # an index with no valid child key (BIP-32 skips it too)
+
+    def derives(self, script: bytes, hints: Iterable[int]) -> bool:
+        if script in self.known:
+            return True
+        if not self.descriptor.is_ranged:
+            return False
+        for index in sorted({i for i in hints if self.top < i < HARDENED})[:MAX_HINTED]:
+            self._add(index)
+        return script in self.known
+
+
+class ChangeDeriver:
+    """Re-derives change for many transactions, deriving each descriptor's scripts once."""
+
+    def __init__(self, top_index: int) -> None:
+        self.top_index = max(top_index, 0)
+        self._cache: dict[str, _Scripts | None] = {}
+
+    def _scripts(self, text: str) -> _Scripts | None:
+        if text not in self._cache:
+            try:
+                descriptor = Descriptor.parse(text, require_checksum=False)
+            except DescriptorError:
+                self._cache[text] = None
+            else:
+                self._cache[text] = _Scripts(descriptor, self.top_index)
+        return self._cache[text]
+
+    def wallet_of(self, script: bytes, pinned: Sequence[str], hints: Iterable[int]) -> list[str]:
+        """Every pinned descriptor that derives ``script``."""
+        hinted = list(hints)
+        return [text for text in pinned
+                if (found := self._scripts(text)) is not None and found.derives(script, hinted)]
+
+    def rederive(self, psbt: Psbt, pinned: Sequence[str], internal: Iterable[str]) -> Rederived:
+        """Apply the rule of the module docstring to ``psbt``'s transaction."""
+        internal_set = {c for c in (canonical_descriptor(t) for t in internal) if c}
+        input_wallets: set[str] = set()
+        foreign = []
+        for i, node in enumerate(psbt.inputs):
+            try:
+                utxo = psbt.input_utxo(i)
+            except (IndexError, ValueError):
+                utxo = None  # a previous transaction that does not hold the coin: foreign
+            found = [] if utxo is None else self.wallet_of(
+                utxo.script_pubkey, pinned, _hinted(node.bip32_derivations.values()))
+            if not found:
+                foreign.append(i)
+            input_wallets.update(found)
+        outputs = []
+        for j, out in enumerate(psbt.unsigned_tx.outputs):
+            hints = psbt.outputs[j].bip32_derivations.values() if j < len(psbt.outputs) else ()
+            found = self.wallet_of(out.script_pubkey, pinned, _hinted(hints))
+            change = [w for w in found if w in input_wallets or w in internal_set]
+            wallet = change[0] if change else (found[0] if found else None)
+            outputs.append(OutputChange(j, out.value, out.script_pubkey, wallet, bool(change)))
+        return Rederived(tuple(outputs), frozenset(input_wallets), tuple(foreign))
+
+
+def _hinted(origins: Iterable[object]) -> list[int]:
+    """Unhardened last path elements of derivation hints: where to look, nothing more."""
+    indexes = []
+    for origin in origins:
+        path = getattr(origin, "path", None)
+        if path and isinstance(path[-1], int) and path[-1] < HARDENED:
+            indexes.append(path[-1])
+    return indexes
+
+
+__all__ = ["ChangeDeriver", "OutputChange", "PinnedWallets", "Rederived",
+           "canonical_descriptor"]  # fmt: skip
