@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
+from online_coordinator import faults
+from online_coordinator.chain.rpc import BitcoinCoreRPC
 from online_coordinator.coinselect import Candidate, Selection, SelectionError, select_coins
 from online_coordinator.payouts import Payout, dust_threshold, parse_payouts
-from online_coordinator.store import Store, now
+from online_coordinator.store import Store, now, outcome
 from online_coordinator.wallet import (
     AddressSlot,
     Wallet,
@@ -46,6 +50,9 @@ from shared.psbt.model import Psbt
 from shared.request import RequestMetadata, attach_request, read_request, request_hash
 
 COINBASE_MATURITY = 100
+#: A label names files (``LABEL.psbt``), so it is kept to characters no file system or
+#: shell treats specially, and starts with a letter or digit (never ``.``, ``..`` or ``-``).
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TX_VERSION = 2
 MAX_STANDARD_WEIGHT = 400_000
 #: Fee rate assumed for spending change later (Bitcoin Core's -consolidatefeerate default).
@@ -129,7 +136,7 @@ def build_request(
     payouts = parse_payouts(csv, wallet.network)
     require_ready(store, wallet)
     _check_label(label)
-    with store.write():
+    with outcome("nothing was created"), store.write():
         if store.one("SELECT 1 FROM batches WHERE label = ?", label):
             raise BatchError(f"a batch labelled {label!r} already exists")
         coins = _spendable(store, wallet, tip)
@@ -139,21 +146,44 @@ def build_request(
             change = next_address(store, wallet, change=True, note=f"change of batch {label}")
         tx = _transaction(selection, payouts, change, tip)
         psbt = _psbt(store, wallet, tx, selection, change)
-        meta = _metadata(label, requester, purpose, wallet, payouts, expiry_seconds)
+        meta = _metadata(label, requester, purpose, wallet, payouts, expiry_seconds, tip)
         psbt = attach_request(psbt, meta)
         digest = request_hash(psbt, meta)
         batch_id, request_row = _record(
             store, wallet, csv, label, purpose, payouts, psbt, meta, digest, selection
         )
         _lock(store, selection, request_row)
+    faults.point("create.recorded")
     return BuiltRequest(
         batch_id, label, request_row, psbt, meta, digest, selection.fee, fee_rate, selection, change
     )
 
 
 def _check_label(label: str) -> None:
-    if not label or len(label) > 64 or not label.isprintable():
-        raise BatchError("a batch label must be 1..64 printable characters")
+    if not LABEL_PATTERN.fullmatch(label):
+        raise BatchError(
+            f"batch label {label!r} refused: use 1..64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (it names the request files)"
+        )
+
+
+def output_path(out: Path, label: str, suffix: str) -> Path:
+    """``out/<label><suffix>``, never anywhere else.
+
+    Labels made before the label rule may hold any printable character; those are written
+    under a name with every other character replaced by ``_``. Whatever the label, the
+    file's folder is ``out`` itself (no ``..``, no absolute path, no separator).
+    """
+    name = label if LABEL_PATTERN.fullmatch(label) else _safe_name(label)
+    target = out / f"{name}{suffix}"
+    if target.parent != out or os.sep in name or (os.altsep and os.altsep in name):
+        raise BatchError(f"batch label {label!r} cannot name a file in {out}")
+    return target
+
+
+def _safe_name(label: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", label).lstrip(".-") or "batch"
+    return name[:64]
 
 
 def _select(wallet: Wallet, coins: list[_Coin], payouts: list[Payout], fee_rate: int) -> Selection:
@@ -241,7 +271,10 @@ def _metadata(
     wallet: Wallet,
     payouts: list[Payout],
     expiry_seconds: int,
+    tip: int,
 ) -> RequestMetadata:
+    """The request's metadata; ``tip`` (nLockTime, against fee sniping) is declared so the
+    station can bound the lock by it and show it."""
     created = now()
     return RequestMetadata(
         request_id=os.urandom(16),
@@ -254,6 +287,7 @@ def _metadata(
         references={
             i: hashlib.sha256(p.reference.encode()).digest() for i, p in enumerate(payouts)
         },
+        tip_height=tip,
     )
 
 
@@ -336,7 +370,116 @@ def release_coins(store: Store, request_row: int) -> int:
     ).rowcount
 
 
-__all__ = ["BatchError", "BuiltRequest", "WalletError", "build_request", "release_coins"]
+__all__ = [
+    "BatchError",
+    "BuiltRequest",
+    "WalletError",
+    "build_request",
+    "cancel_batch",
+    "output_path",
+    "release_coins",
+]
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+def cancel_batch(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> int:
+    """Cancel a batch that never reached a node; returns the coins released.
+
+    Refused once a broadcast was attempted (``sendrawtransaction`` was called, even if its
+    reply was lost: the payment may be in a mempool), and refused while any coin of the
+    batch is spent in the node's mempool or a block (the signed transaction may have been
+    sent by someone else). Only then are the coins released; a recorded but never-attempted
+    send is marked abandoned.
+    """
+    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    attempted = store.one(
+        "SELECT b.txid FROM broadcasts b JOIN requests r ON r.id = b.request_id "
+        "WHERE r.batch_id = ? AND b.sends > 0 AND b.state != 'abandoned'",
+        batch_id,
+    )
+    if attempted is not None:
+        raise BatchError(
+            f"batch {batch['label']}: a broadcast of {attempted['txid']} was attempted, so it "
+            "may be in a mempool or a block: too late to cancel (let it confirm, or bump it)"
+        )
+    if batch["state"] not in ("awaiting_signatures", "signed", "sending"):
+        raise BatchError(
+            f"batch {batch['label']} is {batch['state']}: too late to cancel "
+            "(a fee bump or a new batch is the way forward)"
+        )
+    requests = store.all(
+        "SELECT id, unsigned_psbt FROM requests WHERE batch_id = ? AND state IN "
+        "('open', 'signed', 'broadcast')",
+        batch_id,
+    )
+    for request in requests:
+        for txin in Psbt.parse(bytes(request["unsigned_psbt"])).unsigned_tx.inputs:
+            outpoint = txin.prevout
+            if rpc.unspent_confirmations(outpoint.txid_hex, outpoint.vout) is None:
+                raise BatchError(
+                    f"batch {batch['label']}: coin {outpoint} is already spent in the node's "
+                    "mempool or a block, maybe by this batch's own signed transaction: not "
+                    "cancelled; run `sync` to see where it went"
+                )
+    released = 0
+    with outcome("nothing was cancelled"), store.write() as db:
+        for request in requests:
+            db.execute("UPDATE requests SET state = 'cancelled' WHERE id = ?", (request["id"],))
+            db.execute(
+                "UPDATE broadcasts SET state = 'abandoned' WHERE request_id = ?", (request["id"],)
+            )
+            released += release_coins(store, request["id"])
+        db.execute("UPDATE batches SET state = 'cancelled' WHERE id = ?", (batch_id,))
+        store.event(
+            "batch_cancelled",
+            f"batch {batch['label']} cancelled; {released} coin(s) released",
+            batch_id=batch_id,
+        )
+    return released
+
+
+# -- recovering a signed output the station never delivered ----------------------------------
+
+
+@dataclass(frozen=True)
+class ReshowRequest:
+    """What the officers need to find, in the station's journal, the approval of a request
+    whose signed output never reached the coordinator."""
+
+    label: str
+    request_id: str
+    request_hash: bytes
+    txid: str
+    psbt: Psbt
+
+
+def reshow_request(store: Store, batch_id: int) -> ReshowRequest:
+    """The batch's open request, to be presented to the station again *unchanged*.
+
+    The station recognises the request id it already signed: it must not sign again (that
+    is refused as ``replayed``) but show the signed PSBT it journaled, with no new
+    approvals and no second count toward any limit. The coordinator then imports it like
+    any response: it must be the same transaction, and the same response twice counts once.
+    """
+    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    request = store.one(
+        "SELECT * FROM requests WHERE batch_id = ? AND state = 'open' ORDER BY id DESC LIMIT 1",
+        batch_id,
+    )
+    if request is None:
+        raise BatchError(
+            f"batch {batch['label']} is {batch['state']}: only a request still waiting for its "
+            "signed output can be asked for again"
+        )
+    return ReshowRequest(
+        batch["label"],
+        bytes(request["request_id"]).hex(),
+        bytes(request["request_hash"]),
+        request["txid"],
+        Psbt.parse(bytes(request["unsigned_psbt"])),
+    )
 
 
 # -- fee bump -------------------------------------------------------------------------------
@@ -363,8 +506,8 @@ def build_replacement(
     batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
     original = store.one(
         "SELECT r.*, b.txid AS sent_txid FROM requests r JOIN broadcasts b ON "
-        "b.request_id = r.id WHERE r.batch_id = ? AND b.state = 'sent' "
-        "ORDER BY r.id DESC LIMIT 1",
+        "b.request_id = r.id WHERE r.batch_id = ? AND (b.state = 'mempool' OR "
+        "(b.state = 'sending' AND b.sends > 0)) ORDER BY r.id DESC LIMIT 1",
         batch_id,
     )
     if batch is None or original is None:
@@ -382,11 +525,12 @@ def build_replacement(
         kind="replacement",
         replaces=(bytes.fromhex(original["sent_txid"])[::-1],),
         references=read_references(old),
+        tip_height=old.unsigned_tx.locktime or None,  # the lock the original declared
     )
     psbt = attach_request(psbt, meta)
     digest = request_hash(psbt, meta)
     tx = psbt.unsigned_tx
-    with store.write() as db:
+    with outcome("no replacement request was created"), store.write() as db:
         row = _insert(
             db,
             "INSERT INTO requests (batch_id, request_id, kind, replaces, unsigned_psbt, "

@@ -1,7 +1,10 @@
 """``coldstation-coordinator``: the online coordinator's command line.
 
-Exit status: 0 on success, 1 when a PSBT is valid but not complete (finalize), 2 with a
-one-line error on bad input. Commands are scriptable so tests and auditors can use them.
+Exit status (``docs/exit-codes.md``, mapped in :mod:`online_coordinator.exit_codes`): 0
+done; 1 valid but not done (an incomplete PSBT, a reconcile discrepancy); 2 bad usage or
+input, or a node on the wrong chain; 3 ALERT; 4 node unavailable; 5 the coordinator's own
+disk or database failed. Every failure is one line on stderr, never a traceback.
+Commands are scriptable so tests and auditors can use them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from online_coordinator.commands import qr as qr_commands
 from online_coordinator.commands import regtest as regtest_commands
 from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
-from online_coordinator.commands.common import CommandError
+from online_coordinator.exit_codes import failure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(args.handler(args))
+    except Exception as exc:
+        mapped = failure(exc)
+        if mapped is None:
+            raise
+        code, message = mapped
+        print(f"error: {message}", file=sys.stderr)
+        return int(code)
 
 
 if __name__ == "__main__":

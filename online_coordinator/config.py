@@ -13,6 +13,7 @@ Example::
     [node]
     url = "http://127.0.0.1:18443"
     cookie = "/var/lib/bitcoind/regtest/.cookie"   # or: user = "..." and password = "..."
+    timeout_seconds = 30         # the deadline for each whole RPC call, reply included
 
     [fees]
     max_fee_rate = 100000        # sat/kvB: never pay more, whatever the node estimates
@@ -25,18 +26,26 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import os
 import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from online_coordinator.chain.rpc import BitcoinCoreRPC, RpcAuth
+from online_coordinator.chain.identity import ChainMismatch, check_chain
+from online_coordinator.chain.rpc import DEFAULT_TIMEOUT, BitcoinCoreRPC, ChainUnavailable, RpcAuth
 from shared.bitcoin.address import Network, network_by_name
 
 CONFIG_NAME = "coordinator.toml"
 DATABASE_NAME = "coordinator.sqlite"
+PRIVATE_DIR_MODE = 0o700
+MIN_TIMEOUT_SECONDS = 0.5
+MAX_TIMEOUT_SECONDS = 600.0
+PRIVATE_FILE_MODE = 0o600
 MIN_RELAY_FEE_RATE = 1000  # sat/kvB, Bitcoin Core's default minimum relay fee
 
 
@@ -50,6 +59,8 @@ class NodeConfig:
     cookie: Path | None = None
     user: str | None = None
     password: str | None = None
+    #: The deadline for each whole RPC call (connect, send, every byte of the reply).
+    timeout_seconds: float = DEFAULT_TIMEOUT
 
     def auth(self) -> RpcAuth:
         if self.cookie is not None:
@@ -75,10 +86,22 @@ class Config:
         return self.state_dir / DATABASE_NAME
 
     def rpc(self) -> BitcoinCoreRPC:
-        return BitcoinCoreRPC(self.node.url, self.node.auth())
+        """The node, once its chain is checked against ``network`` (ChainMismatch if not).
+
+        One client per configuration, so a command checks the chain once however many
+        calls it makes; every command that talks to the node comes through here.
+        """
+        return self._checked_rpc
+
+    @functools.cached_property
+    def _checked_rpc(self) -> BitcoinCoreRPC:
+        rpc = BitcoinCoreRPC(self.node.url, self.node.auth(), self.node.timeout_seconds)
+        check_chain(rpc, self.network)
+        return rpc
 
 
 def load_config(state_dir: Path) -> Config:
+    """Read and check ``coordinator.toml``; the state folder and config are kept private."""
     path = state_dir / CONFIG_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -92,7 +115,26 @@ def load_config(state_dir: Path) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    return _from_document(doc, state_dir, path)
+    config = _from_document(doc, state_dir, path)
+    secure_state(state_dir)
+    return config
+
+
+def secure_state(state_dir: Path) -> None:
+    """The state folder 700 and the config 600 (the store keeps its own files 600).
+
+    Tightened on every load, so a folder created by hand or copied with a loose umask does
+    not stay readable by other users; a password in a readable config is still refused
+    before this runs, so it is never silently "fixed".
+    """
+    try:
+        if stat.S_IMODE(state_dir.stat().st_mode) != PRIVATE_DIR_MODE:
+            state_dir.chmod(PRIVATE_DIR_MODE)
+        config = state_dir / CONFIG_NAME
+        if config.exists() and stat.S_IMODE(config.stat().st_mode) & ~PRIVATE_FILE_MODE:
+            config.chmod(PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise ConfigError(f"cannot make {state_dir} private: {exc.strerror or exc}") from exc
 
 
 def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
@@ -122,6 +164,22 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
 
 
 def _node(table: dict[str, Any], path: Path) -> NodeConfig:
+    unknown = sorted(set(table) - {"url", "cookie", "user", "password", "regtest",
+                                   "timeout_seconds"})  # fmt: skip
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting [node] {unknown[0]!r}")
+    timeout = table.get("timeout_seconds", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+        MIN_TIMEOUT_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS
+    ):
+        raise ConfigError(
+            f"{path}: [node] timeout_seconds must be a number of seconds, "
+            f"{MIN_TIMEOUT_SECONDS:g}..{MAX_TIMEOUT_SECONDS:g}"
+        )
+    return dataclasses.replace(_node_without_timeout(table, path), timeout_seconds=timeout)
+
+
+def _node_without_timeout(table: dict[str, Any], path: Path) -> NodeConfig:
     if "regtest" in table:
         return _regtest_node(Path(_get(table, "regtest", str, path)), path)
     url = _get(table, "url", str, path)
@@ -191,7 +249,10 @@ def write_config(
 ) -> Path:
     """A first config: ``node`` is (url, cookie file) of a node, or a local regtest's datadir.
 
-    Cookie authentication only, so the file holds no password to protect.
+    Cookie authentication only, so the file holds no password to protect (it is mode 600
+    all the same). The node must answer and be on ``network`` (its chain name and genesis
+    block are checked) before anything is written: ChainUnavailable or ChainMismatch
+    otherwise.
     """
     path = state_dir / CONFIG_NAME
     if path.exists():
@@ -206,9 +267,20 @@ def write_config(
         "[fees]\nmax_fee_rate = 100000\nfallback_fee_rate = 2000\ntarget_blocks = 6\n\n"
         "[requests]\nexpiry_hours = 24\n"
     )
-    _from_document(tomllib.loads(text), state_dir, path)  # check before anything is written
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    config = _from_document(tomllib.loads(text), state_dir, path)  # check before writing
+    try:
+        config.rpc()  # the node answers and is on ``network``; else nothing is written
+    except ChainMismatch as exc:
+        raise ChainMismatch(f"{exc}; init wrote nothing") from exc
+    except ChainUnavailable as exc:
+        raise ChainUnavailable(
+            f"{exc} (init checks the node's chain first; it wrote nothing)"
+        ) from exc
+    state_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    secure_state(state_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return path
 
 

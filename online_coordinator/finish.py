@@ -4,14 +4,25 @@ Nothing reaches the network that the appliance did not approve (REQUIREMENTS 20,
 2.4):
 
 * a response must be the request we made: the same unsigned transaction, byte for byte;
-* every partial signature must verify (a bad one refuses the whole response), signatures by
-  keys foreign to the input are tolerated but never finalized (DESIGN 6: BDK adds them);
-* every appliance whose key signed must have attached its receipt: its signed journal entry
-  approving exactly this request hash, verified under the audit key pinned at import;
+* every partial signature must verify against the *request's* scripts (a bad one refuses
+  the whole response); signatures by keys foreign to the input are tolerated but never
+  finalized (DESIGN 6: BDK adds them). A cosigner may also answer with inputs already
+  finalized (Bitcoin Core's ``walletprocesspsbt`` does so by default): each final
+  scriptSig and witness must then have exactly the form our finalizer writes, the request's
+  scripts and the threshold's number of signatures, each verified the same way;
+* every appliance whose key signed (partially or inside a final witness) must have given
+  its receipt, in this response or an earlier one: its signed journal entry approving
+  exactly this request hash, verified under the audit key pinned at import, neither
+  deferred nor short of the quorum it records (``shared.journal.receipt_problem``);
 * the final transaction is re-extracted and compared with the approved request (same
-  inputs, outputs, version and locktime, hence the same fee), then offered to the node's
-  ``testmempoolaccept`` and only then sent with ``sendrawtransaction``; the bytes sent are
-  stored and are the only bytes ever re-sent.
+  inputs, outputs, version and locktime, hence the same fee).
+
+Broadcast is intent first: the exact bytes are recorded as ``sending`` (and the attempt
+counted) in committed transactions *before* ``sendrawtransaction``. Whatever happens next
+(the reply lost, the node stopping, the process killed, the disk full at the commit), a
+rerun or ``sync`` finds those bytes in the node's mempool or a block and records success,
+or sends the same bytes again; no new transaction is ever built for the batch, and its own
+payment never reads as an outflow without a request.
 """
 
 from __future__ import annotations
@@ -19,19 +30,35 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from online_coordinator.chain.rpc import BitcoinCoreRPC, RpcError
-from online_coordinator.store import Store, now
+from online_coordinator import faults
+from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainUnavailable, RpcError
+from online_coordinator.store import Store, now, outcome
+from online_coordinator.sync import (
+    RPC_VERIFY_ALREADY_IN_UTXO_SET,
+    found_in_mempool,
+    live_broadcast,
+    record_in_mempool,
+    walk_chain,
+)
 from online_coordinator.wallet import pinned_audit_key
 from shared.bitcoin.sighash import SighashCache
 from shared.bitcoin.tx import Transaction
-from shared.journal import Entry
+from shared.journal import Entry, receipt_problem
 from shared.psbt import PsbtError
 from shared.psbt.model import Psbt
-from shared.psbt.roles import combine, extract, finalize, valid_signatures
+from shared.psbt.roles import combine, extract, final_signatures, finalize, valid_signatures
 from shared.psbt.scripts import spend_info
 from shared.request import RequestError, read_receipts
 
 OPEN_STATES = ("open", "signed")
+#: A station showing again the signed PSBT of an approval it journaled may add a record of
+#: that; it is checked (pinned key, this request) but counts for nothing: the approval
+#: receipt itself must be there (in this response or an earlier one) for every signer.
+REISSUE_EVENT = "signing_reissued"
+#: testmempoolaccept reasons meaning "I have it already" (Core's PreChecks).
+IN_MEMPOOL_REASONS = ("txn-already-in-mempool", "txn-same-nonwitness-data-in-mempool")
+#: ... and "it is in a block, or its coins are spent" (Core: TX_CONFLICT, TX_MISSING_INPUTS).
+SPENT_REASONS = ("txn-already-known", "missing-inputs", "bad-txns-inputs-missingorspent")
 
 
 class FinishError(ValueError):
@@ -44,7 +71,19 @@ class ImportResult:
     signatures: int
     receipts: list[str]
     complete: bool
-    missing: list[str]
+    missing: list[str]  # why the combined PSBT is not final yet, input by input
+    duplicate: bool = False  # this very response was imported before
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    txid: str
+    state: str  # the broadcast row's state: 'mempool', 'confirmed' or 'final'
+    already: bool  # it had been broadcast before this run
+    how: str  # what this run did, for the operator
+
+
+# -- import ---------------------------------------------------------------------------------
 
 
 def _request_for(store: Store, batch_id: int, psbt: Psbt) -> sqlite3.Row:
@@ -53,6 +92,12 @@ def _request_for(store: Store, batch_id: int, psbt: Psbt) -> sqlite3.Row:
     row = store.one("SELECT * FROM requests WHERE batch_id = ? AND txid = ?", batch_id, txid)
     if row is None:
         raise FinishError(f"this PSBT (txid {txid}) answers no request of the batch")
+    if row["state"] == "broadcast":
+        sent = store.one("SELECT txid FROM broadcasts WHERE request_id = ?", row["id"])
+        raise FinishError(
+            f"request {row['request_id'].hex()} was already broadcast as "
+            f"{sent['txid'] if sent else txid}; nothing to import"
+        )
     if row["state"] not in OPEN_STATES:
         raise FinishError(f"request {row['request_id'].hex()} is {row['state']}")
     approved = Psbt.parse(bytes(row["unsigned_psbt"])).unsigned_tx.serialize(include_witness=False)
@@ -61,36 +106,51 @@ def _request_for(store: Store, batch_id: int, psbt: Psbt) -> sqlite3.Row:
     return row
 
 
-def _check_signatures(psbt: Psbt) -> int:
-    """Every partial signature verifies; returns how many were checked."""
+def _check_signatures(request: Psbt, psbt: Psbt) -> tuple[int, set[bytes]]:
+    """Every signature verifies, partial or final; (how many were checked, their keys).
+
+    The scripts come from the request we built, never from the response.
+    """
     cache = SighashCache(psbt.unsigned_tx)
-    count = 0
+    count, signers = 0, set()
     for index, inp in enumerate(psbt.inputs):
-        if not inp.partial_sigs:
+        if not inp.is_finalized and not inp.partial_sigs:
             continue
         try:
-            count += len(valid_signatures(psbt, spend_info(psbt, index), cache))
+            info = spend_info(request, index)
+            if inp.is_finalized:
+                sigs = final_signatures(
+                    psbt, info, cache, inp.final_script_sig or b"",
+                    list(inp.final_script_witness or []),
+                )  # fmt: skip
+            else:
+                sigs = valid_signatures(psbt, info, cache)
         except PsbtError as exc:
             raise FinishError(f"refused: {exc}") from exc
-    return count
+        count += len(sigs)
+        signers |= set(sigs)
+    return count, signers
 
 
-def _check_receipts(store: Store, psbt: Psbt, request: sqlite3.Row, wallet_id: int) -> list[str]:
-    """Each receipt: a pinned member appliance approving exactly this request hash."""
+def _check_receipts(
+    store: Store, psbt: Psbt, request: sqlite3.Row, wallet_id: int
+) -> list[tuple[str, bytes]]:
+    """Each receipt: a pinned member appliance approving exactly this request hash, with the
+    quorum it records and not deferred. Returns (appliance id, entry bytes)."""
     try:
-        entries = [Entry.from_bytes(raw) for raw in read_receipts(psbt)]
+        raws = read_receipts(psbt)
+        entries = [Entry.from_bytes(raw) for raw in raws]
     except (RequestError, ValueError) as exc:
         raise FinishError(f"refused: a receipt is malformed: {exc}") from exc
     members = {
-        r["appliance_id"]: r["key"]
+        r["appliance_id"]
         for r in store.all(
-            "SELECT appliance_id, key FROM wallet_members WHERE wallet_id = ? AND role = "
-            "'appliance'",
+            "SELECT appliance_id FROM wallet_members WHERE wallet_id = ? AND role = 'appliance'",
             wallet_id,
         )
     }
     approved = []
-    for entry in entries:
+    for raw, entry in zip(raws, entries, strict=True):
         record = entry.record
         name = record.appliance_id
         key = pinned_audit_key(store, name)
@@ -102,14 +162,14 @@ def _check_receipts(store: Store, psbt: Psbt, request: sqlite3.Row, wallet_id: i
             raise FinishError(
                 f"refused: appliance {name!r}'s receipt does not verify under its pinned audit key"
             )
-        if record.event != "signing_decision" or record.decision != "approved":
-            raise FinishError(
-                f"refused: appliance {name!r}'s receipt records "
-                f"{record.event}/{record.decision}, not an approval"
-            )
         if record.subjects.get("request") != bytes(request["request_hash"]):
-            raise FinishError(f"refused: appliance {name!r} approved another request hash")
-        approved.append(name)
+            raise FinishError(f"refused: appliance {name!r}'s receipt is for another request")
+        if record.event == REISSUE_EVENT:
+            continue  # "shown again": a note beside the approval, which it never replaces
+        problem = receipt_problem(record, wallet=False)
+        if problem is not None:
+            raise FinishError(f"refused: appliance {name!r}'s receipt is not usable: {problem}")
+        approved.append((name, raw))
     return approved
 
 
@@ -125,23 +185,26 @@ def _appliance_keys(store: Store, wallet_id: int) -> dict[bytes, str]:
     return keys
 
 
-def _unreceipted_signers(store: Store, psbt: Psbt, wallet_id: int, receipts: set[str]) -> set[str]:
-    keys = _appliance_keys(store, wallet_id)
-    signers = {keys[pk] for inp in psbt.inputs for pk in inp.partial_sigs if pk in keys}
-    return signers - receipts
-
-
 def import_response(store: Store, batch_id: int, data: bytes, source: str) -> ImportResult:
-    """Verify and keep a signed response; combine with earlier ones and try to finalize."""
+    """Verify and keep a signed response; combine with earlier ones and try to finalize.
+
+    Importing the same response again changes nothing (a station that shows its signed
+    output a second time is counted once).
+    """
     try:
         psbt = Psbt.from_text(data)
     except PsbtError as exc:
         raise FinishError(f"not a valid PSBT: {exc}") from exc
     batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
     request = _request_for(store, batch_id, psbt)
-    count = _check_signatures(psbt)
+    count, signers = _check_signatures(Psbt.parse(bytes(request["unsigned_psbt"])), psbt)
     receipts = _check_receipts(store, psbt, request, batch["wallet_id"])
-    missing = _unreceipted_signers(store, psbt, batch["wallet_id"], set(receipts))
+    earlier = {
+        r["appliance_id"]
+        for r in store.all("SELECT appliance_id FROM receipts WHERE request_id = ?", request["id"])
+    }
+    keys = _appliance_keys(store, batch["wallet_id"])
+    missing = {keys[k] for k in signers if k in keys} - {n for n, _ in receipts} - earlier
     if missing:
         raise FinishError(
             f"refused: appliance(s) {', '.join(sorted(missing))} signed without "
@@ -149,29 +212,42 @@ def import_response(store: Store, batch_id: int, data: bytes, source: str) -> Im
         )
     if count == 0:
         raise FinishError("the response carries no signature")
-    with store.write() as db:
-        db.execute(
-            "INSERT INTO responses (request_id, psbt, received, source) VALUES (?, ?, ?, ?)",
-            (request["id"], psbt.serialize(), now(), source),
+    faults.point("import.verified")
+    raw = psbt.serialize()
+    with outcome("the response was not recorded: import it again"), store.write() as db:
+        duplicate = store.one(
+            "SELECT 1 FROM responses WHERE request_id = ? AND psbt = ?", request["id"], raw
         )
-        for entry_bytes, name in zip(read_receipts(psbt), receipts, strict=True):
+        if duplicate is None:
+            db.execute(
+                "INSERT INTO responses (request_id, psbt, received, source) VALUES (?, ?, ?, ?)",
+                (request["id"], raw, now(), source),
+            )
+        for name, entry_bytes in receipts:
             db.execute(
                 "INSERT OR IGNORE INTO receipts (request_id, appliance_id, entry) VALUES (?, ?, ?)",
                 (request["id"], name, entry_bytes),
             )
-        combined = combined_psbt(store, request["id"])
-        complete, problems = _finalizable(combined)
+        complete, problems = _finalizable(combined_psbt(store, request["id"]))
         if complete:
             db.execute("UPDATE requests SET state = 'signed' WHERE id = ?", (request["id"],))
-            db.execute("UPDATE batches SET state = 'signed' WHERE id = ?", (batch_id,))
+            db.execute(
+                "UPDATE batches SET state = 'signed' WHERE id = ? AND state = "
+                "'awaiting_signatures'",
+                (batch_id,),
+            )
+        names = ", ".join(n for n, _ in receipts) or "none"
         store.event(
             "response_imported",
-            f"request {request['request_id'].hex()}: {count} "
-            f"signature(s), receipts from {', '.join(receipts) or 'none'} "
-            f"({'complete' if complete else 'more signatures needed'})",
+            f"request {request['request_id'].hex()}: {count} signature(s), receipts from "
+            f"{names} ({'complete' if complete else 'more signatures needed'})"
+            + (" (the same response again: counted once)" if duplicate else ""),
             batch_id=batch_id,
         )
-    return ImportResult(request["id"], count, receipts, complete, problems)
+    faults.point("import.recorded")
+    return ImportResult(
+        request["id"], count, [n for n, _ in receipts], complete, problems, duplicate is not None
+    )
 
 
 def combined_psbt(store: Store, request_row: int) -> Psbt:
@@ -190,11 +266,12 @@ def combined_psbt(store: Store, request_row: int) -> Psbt:
 
 
 def _finalizable(psbt: Psbt) -> tuple[bool, list[str]]:
+    """(complete, why not: one line per input that is not final yet)."""
     try:
         result = finalize(psbt)
     except PsbtError as exc:
         return False, [str(exc)]
-    return result.complete, [str(p) for p in result.problems]
+    return result.complete, list(result.problems.values())
 
 
 def final_transaction(store: Store, request_row: int) -> Transaction:
@@ -203,7 +280,9 @@ def final_transaction(store: Store, request_row: int) -> Transaction:
     try:
         result = finalize(psbt)
         if not result.complete:
-            raise FinishError("not enough signatures yet: " + "; ".join(map(str, result.problems)))
+            raise FinishError(
+                "not enough signatures yet: " + "; ".join(result.problems.values())
+            )
         tx = extract(result.psbt)
     except PsbtError as exc:
         raise FinishError(f"cannot finalize: {exc}") from exc
@@ -223,39 +302,140 @@ def check_against_request(store: Store, request_row: int, tx: Transaction) -> No
         raise FinishError("refused: the approved request's fee cannot be recomputed")
 
 
-def broadcast(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> str:
-    """Send the batch's signed transaction; refuses twice-sending and unapproved bytes."""
-    request = store.one(
+# -- broadcast ------------------------------------------------------------------------------
+
+
+def broadcast(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> BroadcastResult:
+    """Send the batch's signed transaction, intent first (see the module docstring).
+
+    A batch already in the mempool or a block answers "already broadcast"; one left
+    ``sending`` by an earlier run is settled with the bytes recorded then.
+    """
+    signed = store.one(
         "SELECT * FROM requests WHERE batch_id = ? AND state = 'signed' ORDER BY id DESC LIMIT 1",
         batch_id,
     )
-    if request is None:
-        raise FinishError("the batch has no fully signed request to broadcast")
-    if store.one("SELECT 1 FROM broadcasts WHERE request_id = ?", request["id"]):
-        raise FinishError("this request was already broadcast; `status` tracks it")
-    tx = final_transaction(store, request["id"])
+    current = live_broadcast(store, batch_id)
+    if signed is not None and (current is None or current["request_id"] < signed["id"]):
+        tx = final_transaction(store, signed["id"])
+        current = _record_intent(store, signed, tx)
+        faults.point("broadcast.intent")
+    if current is None:
+        state = store.one("SELECT state FROM batches WHERE id = ?", batch_id)["state"]
+        raise FinishError(f"the batch is {state}: it has no fully signed request to broadcast")
+    if current["state"] != "sending":
+        return BroadcastResult(current["txid"], current["state"], True, "already broadcast")
+    return _settle(store, rpc, current)
+
+
+def _record_intent(store: Store, request: sqlite3.Row, tx: Transaction) -> sqlite3.Row:
+    """The exact bytes, as ``sending`` with no attempt yet, before the node hears of them."""
     raw = tx.serialize()
-    verdict = rpc.test_mempool_accept(raw)
-    if not verdict.allowed:
-        raise FinishError(f"the node refuses the transaction: {verdict.reason}")
-    try:
-        txid = rpc.send_raw_transaction(raw)
-    except RpcError as exc:
-        raise FinishError(f"sendrawtransaction failed: {exc}") from exc
-    if txid != tx.txid_hex:
-        raise FinishError(f"the node reports txid {txid}, we sent {tx.txid_hex}")
-    with store.write() as db:
+    unrecorded = "nothing was sent: the transaction could not be recorded first"
+    with outcome(unrecorded), store.write() as db:
         db.execute(
-            "INSERT INTO broadcasts (request_id, txid, wtxid, raw, first_sent, last_sent,"
-            " state) VALUES (?, ?, ?, ?, ?, ?, 'sent')",
+            "INSERT INTO broadcasts (request_id, txid, wtxid, raw, first_sent, last_sent, "
+            "sends, state) VALUES (?, ?, ?, ?, ?, ?, 0, 'sending')",
             (request["id"], tx.txid_hex, tx.wtxid_hex, raw, now(), now()),
         )
         db.execute("UPDATE requests SET state = 'broadcast' WHERE id = ?", (request["id"],))
-        if request["replaces"] is not None:  # the node evicted it: never re-send it
-            db.execute(
-                "UPDATE broadcasts SET state = 'replaced' WHERE request_id = ? AND state = 'sent'",
-                (request["replaces"],),
-            )
-        db.execute("UPDATE batches SET state = 'broadcast' WHERE id = ?", (batch_id,))
-        store.event("broadcast", f"sent {tx.txid_hex} ({len(raw)} bytes)", batch_id=batch_id)
-    return tx.txid_hex
+        db.execute("UPDATE batches SET state = 'sending' WHERE id = ?", (request["batch_id"],))
+        store.event(
+            "broadcast_intent",
+            f"sending {tx.txid_hex} ({len(raw)} bytes): recorded before the node is asked",
+            batch_id=request["batch_id"],
+        )
+    row = store.one("SELECT * FROM broadcasts WHERE request_id = ?", request["id"])
+    assert row is not None
+    return row
+
+
+def _settle(store: Store, rpc: BitcoinCoreRPC, row: sqlite3.Row) -> BroadcastResult:
+    """Find the recorded bytes at the node, or send them; record what happened."""
+    txid = row["txid"]
+    try:
+        return _settle_at_node(store, rpc, row)
+    except ChainUnavailable as exc:
+        attempted = store.one("SELECT sends FROM broadcasts WHERE id = ?", row["id"])["sends"]
+        may = " may or may not have reached the node: it" if attempted else ""
+        raise ChainUnavailable(
+            f"{exc}. Transaction {txid}{may} is recorded as sending, exact bytes kept; run "
+            "`batch broadcast` again or `sync` when the node answers: they find it or send "
+            "the same bytes. Do not cancel or rebuild these payouts"
+        ) from exc
+
+
+def _settle_at_node(store: Store, rpc: BitcoinCoreRPC, row: sqlite3.Row) -> BroadcastResult:
+    raw, txid = bytes(row["raw"]), row["txid"]
+    wtxid = rpc.mempool_wtxid(txid)
+    if wtxid is not None:
+        return _seen(store, row, found_in_mempool(row, wtxid))
+    verdict = rpc.test_mempool_accept(raw)
+    if not verdict.allowed:
+        reason = verdict.reason or "rejected"
+        if reason in IN_MEMPOOL_REASONS:
+            return _seen(store, row, "found in the node's mempool")
+        if reason in SPENT_REASONS:
+            return _find_in_blocks(store, rpc, row, reason)
+        raise FinishError(_refusal(row, reason, attempted=row["sends"] > 0))
+    with outcome("nothing was sent: the attempt could not be recorded first"), store.write() as db:
+        db.execute(
+            "UPDATE broadcasts SET sends = sends + 1, last_sent = ? WHERE id = ?",
+            (now(), row["id"]),
+        )
+    faults.point("broadcast.attempt")
+    try:
+        sent = rpc.send_raw_transaction(raw)
+    except RpcError as exc:
+        if exc.code == RPC_VERIFY_ALREADY_IN_UTXO_SET:
+            return _find_in_blocks(store, rpc, row, exc.message)
+        if any(reason in exc.message for reason in IN_MEMPOOL_REASONS):
+            return _seen(store, row, "found in the node's mempool")
+        raise FinishError(_refusal(row, exc.message, attempted=True)) from exc
+    faults.point("broadcast.sent")
+    if sent != txid:
+        raise FinishError(f"the node reports txid {sent}, we sent {txid}")
+    return _seen(store, row, "sent")
+
+
+def _seen(store: Store, row: sqlite3.Row, how: str) -> BroadcastResult:
+    with outcome(
+        f"{row['txid']} IS at the node, but that could not be recorded yet; run `sync` "
+        "when there is space (it finds it and records it). Do not rebuild these payouts"
+    ):
+        record_in_mempool(store, row, how)
+    faults.point("broadcast.recorded")
+    return BroadcastResult(row["txid"], "mempool", False, how)
+
+
+def _find_in_blocks(
+    store: Store, rpc: BitcoinCoreRPC, row: sqlite3.Row, reason: str
+) -> BroadcastResult:
+    """The node says it is mined, or its coins are spent: walk the chain to see which."""
+    walk_chain(store, rpc)
+    now_row = store.one("SELECT * FROM broadcasts WHERE id = ?", row["id"])
+    if now_row["state"] in ("confirmed", "final"):
+        return BroadcastResult(row["txid"], now_row["state"], True, "found in a block")
+    raise FinishError(
+        f"the node says {reason}: the coins of {row['txid']} are spent, and no block up to "
+        "the tip holds this transaction; nothing was sent. Run `sync`: a spend that is not "
+        "ours raises an ALERT"
+    )
+
+
+def _refusal(row: sqlite3.Row, reason: str, *, attempted: bool) -> str:
+    """The node's no, and what it means for the batch (still ``sending``, bytes kept)."""
+    txid = row["txid"]
+    if "non-final" in reason:
+        locktime = Transaction.parse(bytes(row["raw"])).locktime
+        return (
+            f"the node refuses {txid} as non-final: its nLockTime {locktime} is above the "
+            f"chain's height (a deep reorg shortened the chain); it becomes valid once the "
+            f"chain reaches height {locktime}, and `sync` keeps re-sending the same bytes. "
+            "This is not a compromise"
+        )
+    sent = "an earlier attempt may have reached the node" if attempted else "nothing was sent"
+    return (
+        f"the node refuses the transaction: {reason}; {sent}. {txid} stays recorded as "
+        "sending and `sync` retries it"
+    )

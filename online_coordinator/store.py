@@ -13,16 +13,31 @@ and never put one coin in two batches, so
 
 Schema changes are numbered migrations applied in order and recorded in ``user_version``;
 a database newer than this program is refused rather than guessed at.
+
+The database, its ``-wal`` and ``-shm`` files are created mode 600 (SQLite gives the
+journal files the database's mode) and tightened to 600 when found looser: they hold the
+wallets, every request and the evidence, and nobody else on the machine needs them.
+
+When SQLite cannot read or write (a full disk, an I/O error, a lock held past the busy
+timeout, a read-only or corrupt file), the transaction is rolled back and a
+:class:`StorageError` says so in one line; callers add what was and was not done by then
+(:func:`outcome`), since only they know whether the node was already told something.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from online_coordinator import faults
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -171,11 +186,95 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN acknowledged TEXT;
     """,
+    # 3: states that say what they mean. A broadcast row is written *before* the node is
+    # asked (state 'sending', sends = attempts so far), then 'mempool', 'confirmed', 'final'
+    # (or 'replaced', 'abandoned'); batches use the words signed, sending, in_mempool,
+    # confirmed, final. 'sent' was "the node accepted it"; the old batch 'confirmed' was
+    # final. The meta table keeps the last sync (height, time) for status without a node.
+    """
+    UPDATE broadcasts SET state = 'mempool' WHERE state = 'sent';
+    UPDATE batches SET state = 'final' WHERE state = 'confirmed';
+    UPDATE batches SET state = 'confirmed' WHERE state = 'broadcast' AND id IN (SELECT
+        r.batch_id FROM requests r JOIN broadcasts b ON b.request_id = r.id
+        WHERE b.state = 'confirmed');
+    UPDATE batches SET state = 'in_mempool' WHERE state = 'broadcast';
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
+
+#: File mode of the database and its journal files: the owner only.
+PRIVATE_FILE_MODE = 0o600
+#: How SQLite and the OS say "no room".
+_FULL_MARKERS = ("database or disk is full", "no space left")
+#: Below this much free space, an I/O error on our files is taken for a full disk.
+LOW_SPACE_BYTES = 256 * 1024
 
 
 class StoreError(RuntimeError):
     """The database cannot be used: newer than this program, or corrupt."""
+
+
+class StorageError(StoreError):
+    """SQLite (or the file system under it) failed; what was done is in ``outcome``.
+
+    ``str()`` is the one line the command prints: the failure, then what was and was not
+    done. ``full`` tells a full disk from other failures, for the advice.
+    """
+
+    def __init__(self, what: str, *, full: bool = False, outcome: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.full = full
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        advice = " (free some space, then run the command again)" if self.full else ""
+        done = f"; {self.outcome}" if self.outcome else ""
+        return f"{self.what}{advice}{done}"
+
+
+def storage_error(path: Path | str, exc: BaseException) -> StorageError:
+    """One line for an SQLite or OS failure on the coordinator's own files.
+
+    SQLite reports a full disk as "database or disk is full", but when the journal's shared
+    memory file cannot grow it says only "disk I/O error"; the free space of the file
+    system is checked so the line says what is really wrong.
+    """
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    full = any(marker in reason.lower() for marker in _FULL_MARKERS) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    )
+    if not full:
+        free = _free_bytes(Path(path))
+        if free is not None and free < LOW_SPACE_BYTES:
+            full = True
+            reason = f"{reason}; the file system holding it has {free} bytes free"
+    return StorageError(f"cannot write {path}: {reason}", full=full)
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on ``path``'s file system, if known."""
+    for candidate in (path, *path.parents):
+        try:
+            info = os.statvfs(candidate)
+        except OSError:
+            continue
+        return info.f_bavail * info.f_frsize
+    return None
+
+
+@contextlib.contextmanager
+def outcome(text: str) -> Iterator[None]:
+    """Say what was and was not done if a StorageError escapes the block.
+
+    The innermost ``outcome`` wins: it is the one that knows how far the work got.
+    """
+    try:
+        yield
+    except StorageError as exc:
+        if exc.outcome is None:
+            exc.outcome = text
+        raise
 
 
 def now() -> int:
@@ -191,7 +290,11 @@ class Store:
 
     @classmethod
     def open(cls, path: Path) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_files(path)
+        except OSError as exc:
+            raise storage_error(path, exc) from exc
         try:
             db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             db.row_factory = sqlite3.Row
@@ -201,8 +304,16 @@ class Store:
             db.execute("PRAGMA foreign_keys = ON")
             store = cls(db, path)
             store._migrate()
+        except StorageError:
+            raise
+        except sqlite3.OperationalError as exc:
+            raise storage_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: {exc}") from exc
+        try:
+            _private_files(path)  # the -wal and -shm files exist now
+        except OSError as exc:
+            raise storage_error(path, exc) from exc
         return store
 
     def close(self) -> None:
@@ -236,19 +347,45 @@ class Store:
         if self.db.in_transaction:
             yield self.db
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise storage_error(self.path, exc) from exc
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            faults.point("store.commit")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+                raise storage_error(self.path, exc) from exc
             raise
-        self.db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Undo the open transaction; SQLite may already have (after SQLITE_FULL, say)."""
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
     def one(self, sql: str, *params: Any) -> sqlite3.Row | None:
-        return self.db.execute(sql, params).fetchone()
+        try:
+            return self.db.execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise storage_error(self.path, exc) from exc
 
     def all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
-        return self.db.execute(sql, params).fetchall()
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise storage_error(self.path, exc) from exc
+
+    def meta(self, key: str) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key = ?", key)
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def event(
         self, kind: str, message: str, *, severity: str = "info", batch_id: int | None = None
@@ -268,6 +405,16 @@ class Store:
             f"foreign key: {tuple(r)}" for r in self.db.execute("PRAGMA foreign_key_check")
         ]
         return problems
+
+
+def _private_files(path: Path) -> None:
+    """Create the database mode 600 (its journals inherit it); tighten what is looser."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(name.stat().st_mode) & ~PRIVATE_FILE_MODE:
+                name.chmod(PRIVATE_FILE_MODE)
 
 
 def _statements(script: str) -> list[str]:

@@ -7,26 +7,50 @@ Two views of the chain, each used for what it is good at:
   fetched once per coin with ``getrawtransaction txid false blockhash`` (no txindex
   needed), because every PSBT input carries one.
 * **Events** come from walking blocks: each new block is read raw and parsed by our own
-  code; a transaction that spends one of our coins is matched to an approved broadcast by
+  code; a transaction that spends one of our coins is matched to one of our broadcasts by
   wtxid, txid, or the exact set of outpoints it spends (REQUIREMENTS 38: a malleated txid is
-  still matched). A spend that matches no approved request raises an *alert* (REQUIREMENTS
-  25). Block hashes are kept per height; when the node's hash at a stored height differs,
-  the blocks above the fork are marked orphaned, the confirmations they carried are undone,
-  and a broadcast that fell out of the chain is re-sent as the *same bytes*, never re-paid.
+  still matched), or else to an approved request by its txid (a signed transaction someone
+  else broadcast). A spend that matches neither raises an *alert* (REQUIREMENTS 25). Block
+  hashes are kept per height; when the node's hash at a stored height differs, the blocks
+  above the fork are marked orphaned, the confirmations they carried are undone, and a
+  broadcast that fell out of the chain is re-sent as the *same bytes*, never re-paid.
+
+**The words.** A payout goes ``signed`` -> ``sending`` (its exact bytes are recorded before
+the node is asked) -> ``in_mempool`` -> ``confirmed`` (n confirmations) -> ``final`` (at the
+configured depth). A reorg moves it back: out of ``final`` and ``confirmed`` to
+``in_mempool`` or ``sending`` until it is mined again. Broadcast rows store ``sending``,
+``mempool``, ``confirmed``, ``final`` (and ``replaced`` by a fee bump, ``abandoned`` when a
+never-attempted send is cancelled); the batch carries the matching word, and ``status``
+re-checks it against the node (:func:`batch_status`).
+
+**Settling.** A broadcast row still ``sending`` (the reply was lost, the process died, the
+node restarted) is looked up in the node's mempool: found, it is recorded as sent; not
+found, the same bytes are sent again. The coordinator never builds a new transaction for a
+payout that has a broadcast row, and never alerts on a transaction it recorded itself.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
+from online_coordinator import faults
 from online_coordinator.chain.rpc import BitcoinCoreRPC, RpcError, ScannedOutput
-from online_coordinator.store import Store, now
-from online_coordinator.wallet import Wallet, extend_inventory, scripts_of
+from online_coordinator.store import Store, now, outcome
+from online_coordinator.wallet import Wallet, extend_inventory, load_wallet, scripts_of
 from shared.bitcoin.block import Block
 from shared.bitcoin.tx import Transaction
 
 MAX_BLOCKS_PER_SYNC = 10_000
+#: Core's "Transaction outputs already in utxo set" (sendrawtransaction of a mined tx).
+RPC_VERIFY_ALREADY_IN_UTXO_SET = -27
+#: Broadcast row state -> the word for the payout (and its batch).
+WORDS = {"sending": "sending", "mempool": "in_mempool", "confirmed": "confirmed",
+         "final": "final"}  # fmt: skip
+#: Rows that are not (or no longer) the batch's payment.
+DEAD_ROWS = ("replaced", "abandoned")
 
 
 @dataclass
@@ -38,8 +62,38 @@ class SyncReport:
     blocks_walked: int = 0
     reorged_blocks: int = 0
     rebroadcasts: list[str] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)  # 'sending' rows found in the mempool
     alerts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)
+
+
+def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
+    """Tracking first (so spends are attributed), then coins, settling and finality.
+
+    Each step commits as it goes, so a crash or a full disk leaves what was learnt so far
+    and the next sync carries on from there.
+    """
+    with outcome("sync stopped part way: what it recorded so far is kept; run sync again"):
+        report = walk_chain(store, rpc)
+        for row in store.all("SELECT name FROM wallets ORDER BY id"):
+            sync_coins(store, rpc, load_wallet(store, row["name"]), report)
+        faults.point("sync.coins")
+        settle_broadcasts(store, rpc, report)
+        faults.point("sync.settled")
+        update_finality(store, report.tip, required, report)
+        store.set_meta("last_sync", json.dumps({"height": report.tip, "time": now()}))
+    return report
+
+
+def walk_chain(store: Store, rpc: BitcoinCoreRPC, report: SyncReport | None = None) -> SyncReport:
+    """Walk every block not yet seen (from the wallets' earliest birth height)."""
+    report = report or SyncReport()
+    births = [r["birth_height"] for r in store.all("SELECT birth_height FROM wallets")]
+    start = min(births) if births else rpc.block_count()
+    track(store, rpc, report, start)
+    return report
 
 
 # -- coins ----------------------------------------------------------------------------------
@@ -137,7 +191,7 @@ def _mark_gone(
 
 
 def track(store: Store, rpc: BitcoinCoreRPC, report: SyncReport, start_height: int) -> None:
-    """Walk new blocks (after undoing any reorg), then re-send what fell out of the chain."""
+    """Walk new blocks (after undoing any reorg); each block commits on its own."""
     tip = rpc.block_count()
     report.tip = tip
     fork = _find_fork(store, rpc)
@@ -154,6 +208,7 @@ def track(store: Store, rpc: BitcoinCoreRPC, report: SyncReport, start_height: i
         block = Block.parse(rpc.raw_block(block_hash))
         _walk_block(store, height, block_hash, block, ours, report)
         report.blocks_walked += 1
+        faults.point("sync.block")
 
 
 def _wallet_scripts(store: Store) -> dict[bytes, tuple[int, int]]:
@@ -180,7 +235,11 @@ def _find_fork(store: Store, rpc: BitcoinCoreRPC) -> int | None:
 
 
 def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
-    """Blocks above ``fork`` left the chain: undo what we learnt from them."""
+    """Blocks above ``fork`` left the chain: undo what we learnt from them.
+
+    A payout confirmed (or final) in one of them is no longer either: it goes back to
+    ``sending`` until the node shows it in its mempool or a block again.
+    """
     orphaned = [
         r["hash"]
         for r in store.all("SELECT hash FROM blocks WHERE state = 'active' AND height > ?", fork)
@@ -189,10 +248,12 @@ def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
     with store.write() as db:
         db.execute(f"UPDATE blocks SET state = 'orphaned' WHERE hash IN ({marks})", orphaned)
         undone = db.execute(
-            f"SELECT txid FROM broadcasts WHERE block_hash IN ({marks})", orphaned
+            f"SELECT b.id, b.txid, b.state, r.batch_id FROM broadcasts b JOIN requests r ON "
+            f"r.id = b.request_id WHERE b.block_hash IN ({marks})",
+            orphaned,
         ).fetchall()
         db.execute(
-            f"UPDATE broadcasts SET block_hash = NULL, height = NULL, state = 'sent' "
+            f"UPDATE broadcasts SET block_hash = NULL, height = NULL, state = 'sending' "
             f"WHERE block_hash IN ({marks})",
             orphaned,
         )
@@ -203,12 +264,14 @@ def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
             orphaned,
         )
         for row in undone:
-            store.event(
-                "reorg",
-                f"transaction {row['txid']} left the chain in a reorg above "
-                f"height {fork}; it will be re-sent unchanged",
-                severity="warning",
+            was = "final" if row["state"] == "final" else "confirmed"
+            message = (
+                f"transaction {row['txid']} left the chain in a reorg above height {fork}: "
+                f"it is no longer {was}; sync re-sends the same bytes"
             )
+            store.event("reorg", message, severity="warning", batch_id=row["batch_id"])
+            report.warnings.append(message)
+            refresh_batch(store, row["batch_id"])
     report.reorged_blocks += len(orphaned)
 
 
@@ -269,15 +332,19 @@ def _spends(
     if not ours:
         return
     broadcast = matching_broadcast(store, tx, outpoints)
-    if broadcast is None:
-        message = (
-            f"outflow without a signed request: transaction {tx.txid_hex} in block "
-            f"{height} spends {', '.join(f'{t}:{v}' for t, v in ours)}"
-        )
-        store.event("unknown_outflow", message, severity="alert")
-        report.alerts.append(message)
-    else:
+    if broadcast is not None:
         _confirm(store, broadcast, tx, height, block_hash, report)
+    else:
+        request = store.one("SELECT * FROM requests WHERE txid = ?", tx.txid_hex)
+        if request is not None:
+            _adopt(store, request, tx, height, block_hash, report)
+        else:
+            message = (
+                f"outflow without a signed request: transaction {tx.txid_hex} in block "
+                f"{height} spends {', '.join(f'{t}:{v}' for t, v in ours)}"
+            )
+            store.event("unknown_outflow", message, severity="alert")
+            report.alerts.append(message)
     for txid, vout in ours:
         store.db.execute(
             "UPDATE utxos SET state = 'spent', spent_by = ?, spent_block = ? "
@@ -289,13 +356,20 @@ def _spends(
 def matching_broadcast(
     store: Store, tx: Transaction, outpoints: list[tuple[str, int]]
 ) -> sqlite3.Row | None:
-    """Our broadcast this is: same wtxid, same txid, or same outpoints spent (malleated)."""
+    """Our broadcast this is: same wtxid, same txid, or same outpoints spent (malleated).
+
+    Rows in every state count, ``sending`` included: the bytes were recorded before the node
+    was asked, so a payment whose reply was lost is still ours. Only ``abandoned`` rows (a
+    cancelled batch that never reached a node) do not: see :func:`_adopt`.
+    """
     row = store.one(
-        "SELECT * FROM broadcasts WHERE wtxid = ? OR txid = ?", tx.wtxid_hex, tx.txid_hex
+        "SELECT * FROM broadcasts WHERE (wtxid = ? OR txid = ?) AND state != 'abandoned'",
+        tx.wtxid_hex,
+        tx.txid_hex,
     )
     if row is not None:
         return row
-    for candidate in store.all("SELECT * FROM broadcasts WHERE state != 'replaced'"):
+    for candidate in store.all("SELECT * FROM broadcasts WHERE state NOT IN " + str(DEAD_ROWS)):
         if _same_payment(Transaction.parse(bytes(candidate["raw"])), tx, outpoints):
             return candidate
     return None
@@ -337,49 +411,295 @@ def _confirm(
         "(SELECT id FROM requests WHERE batch_id = ?)",
         (broadcast["id"], request["batch_id"]),
     )
+    refresh_batch(store, request["batch_id"])
     report.confirmed.append(tx.txid_hex)
 
 
-def confirmations(store: Store, tip: int, required: int) -> None:
-    """Mark batches final once their transaction has ``required`` confirmations."""
+def _adopt(
+    store: Store,
+    request: sqlite3.Row,
+    tx: Transaction,
+    height: int,
+    block_hash: str,
+    report: SyncReport,
+) -> None:
+    """An approved request's transaction in a block that this coordinator never sent.
+
+    Someone else broadcast the signed transaction (a station's output that went astray, or
+    a restored database that lost its broadcast record). It pays exactly what was approved,
+    so it is recorded as this request's broadcast, with a warning; an alert only when the
+    request had been cancelled here, since its payouts may then have been paid again.
+    """
+    batch = store.one("SELECT label FROM batches WHERE id = ?", request["batch_id"])
+    values = (tx.txid_hex, tx.wtxid_hex, tx.serialize(), block_hash, height)
+    updated = store.db.execute(
+        "UPDATE broadcasts SET txid = ?, wtxid = ?, raw = ?, block_hash = ?, height = ?, "
+        "state = 'confirmed' WHERE request_id = ?",
+        (*values, request["id"]),
+    ).rowcount
+    if not updated:
+        store.db.execute(
+            "INSERT INTO broadcasts (request_id, txid, wtxid, raw, first_sent, last_sent, sends,"
+            " block_hash, height, state) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 'confirmed')",
+            (request["id"], *values[:3], now(), now(), *values[3:]),
+        )
+    cancelled = request["state"] == "cancelled"
+    store.db.execute("UPDATE requests SET state = 'broadcast' WHERE id = ?", (request["id"],))
+    message = (
+        f"batch {batch['label']}: approved request {bytes(request['request_id']).hex()} "
+        f"confirmed as {tx.txid_hex} in block {height}, but this coordinator never sent it"
+    )
+    if cancelled:
+        message += (
+            "; the batch had been CANCELLED here, so its payouts were paid on chain: make "
+            "sure no other batch pays them again"
+        )
+        store.event("cancelled_request_confirmed", message, severity="alert",
+                    batch_id=request["batch_id"])  # fmt: skip
+        report.alerts.append(message)
+    else:
+        store.event("adopted_broadcast", message, severity="warning",
+                    batch_id=request["batch_id"])  # fmt: skip
+        report.warnings.append(message)
+    refresh_batch(store, request["batch_id"])
+    report.confirmed.append(tx.txid_hex)
+
+
+# -- the state of a payout ----------------------------------------------------------------------
+
+
+def live_broadcast(store: Store, batch_id: int) -> sqlite3.Row | None:
+    """The batch's current payment: its newest broadcast row that is neither replaced nor
+    abandoned."""
+    return store.one(
+        "SELECT b.* FROM broadcasts b JOIN requests r ON r.id = b.request_id WHERE "
+        f"r.batch_id = ? AND b.state NOT IN {DEAD_ROWS} ORDER BY b.id DESC LIMIT 1",
+        batch_id,
+    )
+
+
+def refresh_batch(store: Store, batch_id: int) -> str:
+    """Set the batch's word from its payment (inside the caller's transaction)."""
+    row = live_broadcast(store, batch_id)
+    batch = store.one("SELECT state FROM batches WHERE id = ?", batch_id)
+    if row is not None:
+        state = WORDS[row["state"]]
+    elif batch["state"] == "cancelled":
+        state = "cancelled"
+    elif store.one(
+        "SELECT 1 FROM requests WHERE batch_id = ? AND state = 'signed'", batch_id
+    ):
+        state = "signed"
+    else:
+        state = "awaiting_signatures"
+    if state != batch["state"]:
+        with store.write() as db:
+            db.execute("UPDATE batches SET state = ? WHERE id = ?", (state, batch_id))
+    return state
+
+
+def update_finality(store: Store, tip: int, required: int, report: SyncReport) -> None:
+    """``final`` at ``required`` confirmations; back to ``confirmed`` if the tip went down."""
+    rows = store.all(
+        "SELECT b.id, b.txid, b.height, b.state, r.batch_id, bt.label FROM broadcasts b JOIN "
+        "requests r ON r.id = b.request_id JOIN batches bt ON bt.id = r.batch_id "
+        "WHERE b.state IN ('confirmed', 'final')"
+    )
     with store.write() as db:
-        for row in db.execute(
-            "SELECT b.id, b.height, r.batch_id FROM broadcasts b JOIN "
-            "requests r ON r.id = b.request_id WHERE b.state = 'confirmed'"
-        ):
+        for row in rows:
             depth = tip - row["height"] + 1
-            if depth >= required:
-                db.execute("UPDATE broadcasts SET state = 'final' WHERE id = ?", (row["id"],))
-                db.execute(
-                    "UPDATE batches SET state = 'confirmed' WHERE id = ?", (row["batch_id"],)
-                )
+            state = "final" if depth >= required else "confirmed"
+            if state == row["state"]:
+                continue
+            db.execute("UPDATE broadcasts SET state = ? WHERE id = ?", (state, row["id"]))
+            refresh_batch(store, row["batch_id"])
+            if state == "final":
                 store.event(
                     "final",
-                    f"batch {row['batch_id']} final at {depth} confirmations",
+                    f"batch {row['label']}: {row['txid']} final at {depth} confirmations",
                     batch_id=row["batch_id"],
                 )
+                report.final.append(row["txid"])
 
 
-def rebroadcast(store: Store, rpc: BitcoinCoreRPC, report: SyncReport) -> None:
-    """Re-send, byte for byte, every broadcast that is neither confirmed nor in the mempool."""
-    pending = store.all("SELECT * FROM broadcasts WHERE state = 'sent'")
-    if not pending:
+# -- settling broadcasts --------------------------------------------------------------------
+
+
+def settle_broadcasts(store: Store, rpc: BitcoinCoreRPC, report: SyncReport) -> None:
+    """Every payment not in a block: found in the mempool, or re-sent byte for byte.
+
+    Newest first, so a fee bump found in the mempool retires the transaction it replaced
+    before that one would be (pointlessly) re-sent.
+    """
+    for candidate in store.all(
+        "SELECT id FROM broadcasts WHERE state IN ('sending', 'mempool') ORDER BY id DESC"
+    ):
+        row = store.one("SELECT * FROM broadcasts WHERE id = ?", candidate["id"])
+        if row is None or row["state"] not in ("sending", "mempool"):
+            continue
+        wtxid = rpc.mempool_wtxid(row["txid"])
+        if wtxid is not None:
+            if row["state"] == "sending":
+                record_in_mempool(store, row, found_in_mempool(row, wtxid))
+                report.found.append(row["txid"])
+            continue
+        _resend(store, rpc, row, report)
+
+
+def found_in_mempool(row: sqlite3.Row, wtxid: str) -> str:
+    """How the node holds our transaction: our bytes, or the same payment (same txid) with
+    another witness, which pays exactly the same and is still ours."""
+    if wtxid == row["wtxid"]:
+        return "found in the node's mempool"
+    return f"found in the node's mempool with another witness (wtxid {wtxid}): malleated"
+
+
+def _resend(store: Store, rpc: BitcoinCoreRPC, row: sqlite3.Row, report: SyncReport) -> None:
+    """Send the recorded bytes again; the attempt is counted before the node is asked."""
+    with store.write() as db:
+        db.execute(
+            "UPDATE broadcasts SET sends = sends + 1, last_sent = ? WHERE id = ?",
+            (now(), row["id"]),
+        )
+    faults.point("sync.resend")
+    try:
+        rpc.send_raw_transaction(bytes(row["raw"]))
+    except RpcError as exc:
+        message = resend_failure(row, exc, report.tip)
+        severity = "info" if exc.code == RPC_VERIFY_ALREADY_IN_UTXO_SET else "warning"
+        store.event("rebroadcast_failed", message, severity=severity)
+        report.warnings.append(message)
         return
-    mempool = rpc.mempool_txids()
-    for row in pending:
-        if row["txid"] in mempool:
-            continue
-        try:
-            rpc.send_raw_transaction(bytes(row["raw"]))
-        except RpcError as exc:
-            store.event(
-                "rebroadcast_failed", f"re-sending {row['txid']} failed: {exc}", severity="warning"
-            )
-            continue
-        with store.write() as db:
+    faults.point("sync.resent")
+    with outcome(
+        f"{row['txid']} WAS re-sent and accepted by the node, but that is not recorded yet; "
+        "the next sync records it"
+    ):
+        record_in_mempool(store, row, "re-sent unchanged")
+    report.rebroadcasts.append(row["txid"])
+
+
+def resend_failure(row: sqlite3.Row, exc: RpcError, tip: int) -> str:
+    """What a failed re-send means, in words ops can act on (never the compromise alarm)."""
+    txid, reason = row["txid"], exc.message
+    head = f"re-sending {txid} failed ({reason})"
+    if exc.code == RPC_VERIFY_ALREADY_IN_UTXO_SET:
+        return f"{head}: it is in a block newer than this sync's walk; the next sync records it"
+    if "non-final" in reason:
+        locktime = Transaction.parse(bytes(row["raw"])).locktime
+        return (
+            f"{head}: its nLockTime {locktime} is above the chain's height {tip} after a "
+            f"deep reorg; the node accepts it once the chain reaches height {locktime}, and "
+            "sync keeps re-sending it. This is not a compromise: see the runbook on reorgs"
+        )
+    if "missing" in reason or "inputs-missingorspent" in reason:
+        return (
+            f"{head}: its coins are spent by another transaction the node has; if that one "
+            "is mined and is not ours, sync raises an ALERT"
+        )
+    if "conflict" in reason or "insufficient fee" in reason:
+        return (
+            f"{head}: another transaction spending the same coins is in the node's mempool "
+            "(our own fee bump, or a conflicting spend that sync will alert on if mined)"
+        )
+    return f"{head}; sync tries again next time"
+
+
+def record_in_mempool(store: Store, row: sqlite3.Row, how: str) -> None:
+    """The node has the transaction: ``mempool``, and what it replaces is retired."""
+    request = store.one("SELECT * FROM requests WHERE id = ?", row["request_id"])
+    with store.write() as db:
+        db.execute(
+            "UPDATE broadcasts SET state = 'mempool' WHERE id = ? AND state = 'sending'",
+            (row["id"],),
+        )
+        if request["replaces"] is not None:  # the node evicted it: never re-send it
             db.execute(
-                "UPDATE broadcasts SET sends = sends + 1, last_sent = ? WHERE id = ?",
-                (now(), row["id"]),
+                "UPDATE broadcasts SET state = 'replaced' WHERE request_id = ? AND state IN "
+                "('sending', 'mempool')",
+                (request["replaces"],),
             )
-            store.event("rebroadcast", f"re-sent {row['txid']} unchanged", severity="warning")
-        report.rebroadcasts.append(row["txid"])
+        refresh_batch(store, request["batch_id"])
+        store.event(
+            "broadcast",
+            f"{row['txid']} {how} ({len(bytes(row['raw']))} bytes)",
+            severity="info" if how in ("sent", "found in the node's mempool") else "warning",
+            batch_id=request["batch_id"],
+        )
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the node says now, for ``status``: its tip, mempool, and the block hash at each
+    height where a payout of ours was recorded."""
+
+    tip: int
+    mempool: frozenset[str]
+    hashes: dict[int, str]
+
+
+def observe(store: Store, rpc: BitcoinCoreRPC) -> NodeView:
+    """One look at the node (three round trips), read-only."""
+    tip = rpc.block_count()
+    heights = sorted(
+        {
+            r["height"]
+            for r in store.all(
+                "SELECT height FROM broadcasts WHERE height IS NOT NULL AND height <= ?", tip
+            )
+        }
+    )
+    hashes = dict(zip(heights, rpc.block_hashes(heights), strict=True)) if heights else {}
+    return NodeView(tip, frozenset(rpc.mempool_txids()), hashes)
+
+
+def batch_status(store: Store, view: NodeView | None, required: int) -> list[dict[str, Any]]:
+    """Every batch with the word that is true now (``view``), or as last recorded (None)."""
+    rows = store.all(
+        "SELECT b.id, b.label, b.state, (SELECT COUNT(*) FROM payouts p WHERE "
+        "p.batch_id = b.id) AS payouts, (SELECT COALESCE(SUM(amount), 0) FROM payouts p WHERE "
+        "p.batch_id = b.id) AS total FROM batches b ORDER BY b.id"
+    )
+    out = []
+    for row in rows:
+        sent = live_broadcast(store, row["id"])
+        entry: dict[str, Any] = {
+            "label": row["label"],
+            "state": row["state"],
+            "confirmations": None,
+            "required": required,
+            "payouts": row["payouts"],
+            "sats": row["total"],
+            "txid": sent["txid"] if sent else None,
+            "sends": sent["sends"] if sent else 0,
+        }
+        if view is None:
+            if sent is not None:
+                entry["note"] = "node unavailable: state as of the last sync"
+        elif sent is None:
+            entry["confirmations"] = None if row["state"] == "cancelled" else 0
+        else:
+            entry.update(_live(sent, view, required))
+        out.append(entry)
+    return out
+
+
+def _live(sent: sqlite3.Row, view: NodeView, required: int) -> dict[str, Any]:
+    """The payout's word from the node's view, whatever the last sync recorded."""
+    height, block_hash = sent["height"], sent["block_hash"]
+    if block_hash is not None and view.hashes.get(height) == block_hash:
+        depth = view.tip - height + 1
+        return {"state": "final" if depth >= required else "confirmed", "confirmations": depth}
+    note = None
+    if block_hash is not None:
+        note = "left the chain in a reorg: no longer confirmed; sync re-sends it"
+    if sent["txid"] in view.mempool:
+        return {"state": "in_mempool", "confirmations": 0, **({"note": note} if note else {})}
+    if note is None and sent["state"] == "mempool":
+        note = "not in the node's mempool: run sync (it finds it in a block or re-sends it)"
+    elif note is None:
+        note = "not seen by the node yet: `batch broadcast` again or sync sends the same bytes"
+    return {"state": "sending", "confirmations": 0, "note": note}

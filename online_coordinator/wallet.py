@@ -5,9 +5,11 @@ An appliance exports its wallet as a descriptor (``ur:crypto-output``) plus a *r
 its signed ``wallet_exported`` journal entry, which names the descriptor and the
 appliance's audit key. Importing verifies the receipt under that key and pins the key for
 the appliance id (trust on first use, confirmed by comparing the fingerprint printed here
-with the one the appliance shows). Every later receipt from that appliance, including each
-signing receipt, must verify under the pinned key; a different key for the same appliance
-id is refused.
+with the one the appliance shows). A receipt must also be one the station wrote inside a
+ceremony: never a deferred record, and with at least as many officers (``actors``) as the
+quorum it records (``shared.journal.receipt_problem``). Every later receipt from that
+appliance, including each signing receipt, must verify under the pinned key; a different
+key for the same appliance id is refused.
 
 Key pool. The HSM has no BIP-32, so an appliance key is a plain public key and
 ``wpkh(<key>)`` has exactly one address. A wallet may therefore hold several descriptors
@@ -31,10 +33,13 @@ from online_coordinator.store import Store, now
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name
 from shared.bitcoin.descriptor import Descriptor, DescriptorError, parse_key
-from shared.journal import Entry, JournalError, audit_key_fingerprint
+from shared.journal import Entry, JournalError, Record, audit_key_fingerprint, receipt_problem
 
 GAP_LIMIT = 20
 MAX_POOL = 1000
+#: A pin is confirmed by a ``wallet_pinned`` receipt (``pin-wallet``), or by the export
+#: receipt of the wallet itself (a single-key wallet is pinned by its export).
+PIN_EVENTS = frozenset({"wallet_pinned", "wallet_exported"})
 
 
 class WalletError(ValueError):
@@ -71,6 +76,7 @@ def read_export(descriptor: Descriptor, receipt: bytes) -> ApplianceExport:
     record = entry.record
     if record.event != "wallet_exported":
         raise WalletError(f"the receipt records {record.event!r}, not a wallet export")
+    _usable_receipt(record)
     named = record.details.get("descriptor")
     if named != str(descriptor):
         raise WalletError(f"the receipt is for descriptor {named!r}, not {descriptor}")
@@ -81,6 +87,16 @@ def read_export(descriptor: Descriptor, receipt: bytes) -> ApplianceExport:
             f"{record.appliance_id!r}'s audit key"
         )
     return ApplianceExport(record.appliance_id, audit_key, descriptor, receipt)
+
+
+def _usable_receipt(record: Record) -> None:
+    """A wallet receipt the station wrote inside a ceremony of its quorum: never a deferred
+    record, and carrying at least as many officers as the quorum it records (issue 12)."""
+    problem = receipt_problem(record, wallet=True)
+    if problem is not None:
+        raise WalletError(
+            f"the receipt from appliance {record.appliance_id!r} is refused: {problem}"
+        )
 
 
 def _audit_key(value: object) -> bytes:
@@ -323,8 +339,9 @@ def confirm_pin(store: Store, wallet: Wallet, receipt: bytes) -> str:
             f"{record.appliance_id!r}'s pinned audit key"
         )
     expected = {str(d) for _, d in wallet.descriptors}
-    if record.event != "wallet_exported" or record.details.get("descriptor") not in expected:
+    if record.event not in PIN_EVENTS or record.details.get("descriptor") not in expected:
         raise WalletError("the receipt does not pin this wallet's descriptor")
+    _usable_receipt(record)
     with store.write():
         updated = store.db.execute(
             "UPDATE wallet_members SET pin_receipt = ? WHERE wallet_id = ? AND appliance_id = ?",

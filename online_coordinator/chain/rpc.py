@@ -5,7 +5,11 @@ The coordinator never trusts a node's amounts to floats: replies are parsed with
 anything that is not a whole number of satoshis. Failures come in two kinds so callers can
 react sensibly: :class:`RpcError` means the node answered and said no (bad parameter, tx
 rejected); :class:`ChainUnavailable` means there is no usable node (refused, timed out,
-wrong credentials, a reply that is not Core-shaped JSON-RPC).
+wrong credentials, shutting down, a reply that is not Core-shaped JSON-RPC).
+
+Every call has one deadline for the whole exchange (connect, send, status line, headers and
+body), not a timeout per socket read: a node that trickles its reply a byte at a time, or
+stalls half way, cannot hold a command past ``timeout`` seconds.
 
 Credentials come from Core's ``.cookie`` file (or explicit arguments), never from the URL,
 so that they do not end up in shell history or ``ps`` output.
@@ -14,11 +18,15 @@ so that they do not end up in shell history or ``ps`` output.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
 import itertools
 import json
 import re
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +43,10 @@ MAX_REPLY_BYTES = 256 * 1024 * 1024
 DEFAULT_PORT = 8332
 #: Core's "still loading the block index" error: the node exists but cannot answer yet.
 RPC_IN_WARMUP = -28
+#: Core's "not in the mempool" / "no such transaction" error.
+RPC_INVALID_ADDRESS_OR_KEY = -5
+#: HTTP status Core's server answers while it shuts down (or when its work queue is full).
+HTTP_SERVICE_UNAVAILABLE = 503
 AUTH_FAILED = "authentication failed: check the cookie file / credentials"
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -58,6 +70,10 @@ class RpcError(ChainError):
 
 class ChainUnavailable(ChainError):  # noqa: N818 - the name the coordinator codes against
     """No usable node: unreachable, timed out, refused our credentials or spoke nonsense."""
+
+
+class MalformedReply(ChainUnavailable):
+    """The node answered, but not with what Core answers to this call (garbage)."""
 
 
 class AmountError(ValueError):
@@ -217,8 +233,8 @@ class MempoolAccept:
 # -- reply shape checks -------------------------------------------------------------------
 
 
-def _malformed(method: str, detail: str) -> ChainUnavailable:
-    return ChainUnavailable(f"unexpected reply to {method}: {detail}")
+def _malformed(method: str, detail: str) -> MalformedReply:
+    return MalformedReply(f"unexpected reply to {method}: {detail}")
 
 
 def _int(value: Any, method: str, what: str) -> int:
@@ -269,6 +285,67 @@ def _amount(value: Any, method: str, what: str) -> int:
         return btc_to_sats(value)
     except AmountError as exc:
         raise _malformed(method, f"{what}: {exc}") from exc
+
+
+# -- a deadline for the whole reply ---------------------------------------------------------
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; a spent deadline raises TimeoutError at once."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket as a raw stream whose every read waits at most until the deadline.
+
+    It holds its own reference on the socket (as ``makefile`` does), so a reply marked
+    ``Connection: close`` can still be read after http.client closes the connection.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # counts as a reference
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_remaining(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _BoundedResponse(http.client.HTTPResponse):
+    """An HTTP response read through :class:`_DeadlineReader` (status, headers and body)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        bounded = io.BufferedReader(_DeadlineReader(sock, deadline))
+        self.fp.close()
+        self.fp = bounded
+
+
+def _preview(data: bytes) -> str:
+    """The start of a reply that is not JSON, printable and short, for the error line."""
+    text = data[:40].decode("ascii", "replace")
+    shown = "".join(c if c.isprintable() else "?" for c in text)
+    return repr(shown + ("..." if len(data) > 40 else "")) if data else "an empty body"
 
 
 # -- the client ---------------------------------------------------------------------------
@@ -331,43 +408,80 @@ class BitcoinCoreRPC:
             self._conn.close()
             self._conn = None
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, deadline: float) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._conn = http.client.HTTPConnection(
+                self._host, self._port, timeout=_remaining(deadline)
+            )
+        self._conn.response_class = functools.partial(  # type: ignore[assignment]
+            _BoundedResponse, deadline=deadline
+        )
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(_remaining(deadline))
         return self._conn
 
     def _exchange(self, body: bytes) -> tuple[int, str, bytes]:
-        """POST once; retry once only when a kept-alive socket turned out to be closed."""
+        """POST once; retry once only when a kept-alive socket turned out to be closed.
+
+        One deadline covers both attempts and every byte of the reply.
+        """
+        deadline = time.monotonic() + self._timeout
         for attempt in range(2):
-            conn = self._connection()
-            reused = conn.sock is not None
+            reused = self._conn is not None and self._conn.sock is not None
             try:
+                conn = self._connection(deadline)
                 return self._post_once(conn, body)
             except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
                 self._drop()
                 if reused and attempt == 0:
                     continue
-                raise ChainUnavailable(f"connection to {self.url} dropped: {exc}") from exc
+                raise ChainUnavailable(
+                    f"connection to {self._where} dropped before a complete reply ({exc}); "
+                    "the node may or may not have acted on the request"
+                ) from exc
+            except TimeoutError as exc:  # the deadline passed before the retry could start
+                self._drop()
+                raise ChainUnavailable(
+                    f"no complete reply from {self._where} within {self._timeout:g} s"
+                ) from exc
             except BaseException:
                 self._drop()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @property
+    def _where(self) -> str:
+        return f"{self._host}:{self._port}"
+
     def _post_once(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, str, bytes]:
         """One HTTP round trip, mapping every transport failure to ChainUnavailable."""
-        where = f"{self._host}:{self._port}"
+        where = self._where
         try:
             conn.request("POST", self._path, body, self._headers)
             response = conn.getresponse()
-            data = response.read(MAX_REPLY_BYTES + 1)
+            if response.length is not None and response.length > MAX_REPLY_BYTES:
+                raise ChainUnavailable(
+                    f"reply from {where} is larger than {MAX_REPLY_BYTES} bytes"
+                )
+            # With a Content-Length, read() raises IncompleteRead on a short body.
+            data = response.read() if response.length is not None else response.read(
+                MAX_REPLY_BYTES + 1
+            )
         except TimeoutError as exc:
-            raise ChainUnavailable(f"no reply from {where} within {self._timeout:g} s") from exc
+            raise ChainUnavailable(
+                f"no complete reply from {where} within {self._timeout:g} s"
+            ) from exc
         except ConnectionRefusedError as exc:
             raise ChainUnavailable(
                 f"cannot connect to {where}: connection refused (is the node running?)"
             ) from exc
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
             raise
+        except http.client.IncompleteRead as exc:
+            raise ChainUnavailable(
+                f"{where} closed the connection half way through its reply "
+                f"({len(exc.partial)} bytes); the node may or may not have acted on the request"
+            ) from exc
         except OSError as exc:
             raise ChainUnavailable(f"cannot reach {where}: {exc.strerror or exc}") from exc
         except http.client.HTTPException as exc:
@@ -387,11 +501,17 @@ class BitcoinCoreRPC:
             raise ChainUnavailable(AUTH_FAILED)
         if status == 403:
             raise ChainUnavailable(f"{self.url} refused us (HTTP 403): check rpcallowip")
+        if status == HTTP_SERVICE_UNAVAILABLE:
+            raise ChainUnavailable(
+                f"the node at {self._where} is not taking RPC calls (HTTP 503 {reason}): it is "
+                "shutting down or overloaded; try again when it is back"
+            )
         try:
             return status, decode_json(data)
         except (ValueError, RecursionError) as exc:
             raise ChainUnavailable(
-                f"HTTP {status} {reason} from {self.url} is not a JSON-RPC reply"
+                f"the node at {self._where} answered HTTP {status} {reason} with "
+                f"{len(data)} bytes that are not a JSON-RPC reply ({_preview(data)})"
             ) from exc
 
     @staticmethod
@@ -447,6 +567,13 @@ class BitcoinCoreRPC:
         """Core's chain name: "main", "test", "testnet4", "signet" or "regtest"."""
         info = _dict(self.call("getblockchaininfo"), "getblockchaininfo", "result")
         return _str(info.get("chain"), "getblockchaininfo", "chain")
+
+    def chain_identity(self) -> tuple[str, str]:
+        """(Core's chain name, genesis block hash), in one round trip."""
+        info, genesis = self.batch([("getblockchaininfo", []), ("getblockhash", [0])])
+        chain = _str(_dict(info, "getblockchaininfo", "result").get("chain"),
+                     "getblockchaininfo", "chain")  # fmt: skip
+        return chain, _hash(genesis, "getblockhash", "result")
 
     def block_count(self) -> int:
         """Height of the node's best block."""
@@ -511,10 +638,16 @@ class BitcoinCoreRPC:
 
     def estimate_fee_rate(self, target: int) -> int | None:
         """sat/kvB for confirmation within ``target`` blocks; None when Core has no estimate."""
+        return self.fee_estimate(target)[0]
+
+    def fee_estimate(self, target: int) -> tuple[int | None, str]:
+        """(sat/kvB or None, Core's reason when it has no estimate)."""
         reply = _dict(self.call("estimatesmartfee", target), "estimatesmartfee", "result")
         if "feerate" not in reply:
-            return None
-        return _amount(reply["feerate"], "estimatesmartfee", "feerate")
+            errors = reply.get("errors")
+            texts = [e for e in errors if isinstance(e, str)] if isinstance(errors, list) else []
+            return None, "; ".join(texts)[:200] or "no estimate and no reason given"
+        return _amount(reply["feerate"], "estimatesmartfee", "feerate"), ""
 
     # -- mempool --------------------------------------------------------------------------
 
@@ -545,6 +678,28 @@ class BitcoinCoreRPC:
     def mempool_txids(self) -> set[str]:
         reply = _list(self.call("getrawmempool"), "getrawmempool", "result")
         return {_hash(txid, "getrawmempool", "txid") for txid in reply}
+
+    def mempool_wtxid(self, txid: str) -> str | None:
+        """The wtxid of ``txid`` in the node's mempool, or None when it is not there."""
+        method = "getmempoolentry"
+        try:
+            entry = self.call(method, txid)
+        except RpcError as exc:
+            if exc.code == RPC_INVALID_ADDRESS_OR_KEY:
+                return None
+            raise
+        return _hash(_dict(entry, method, "result").get("wtxid"), method, "wtxid")
+
+    def unspent_confirmations(
+        self, txid: str, vout: int, include_mempool: bool = True
+    ) -> int | None:
+        """``gettxout``: confirmations of an unspent output (0 in the mempool), or None when
+        it is spent (by a block, or by the mempool with ``include_mempool``) or unknown."""
+        method = "gettxout"
+        reply = self.call(method, txid, vout, include_mempool)
+        if reply is None:
+            return None
+        return _int(_dict(reply, method, "result").get("confirmations"), method, "confirmations")
 
     # -- regtest helpers (tests and demo) -------------------------------------------------
 

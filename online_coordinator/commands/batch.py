@@ -1,4 +1,9 @@
-"""``batch ...``, ``sync`` and ``status``: payouts to signed, broadcast, final transactions."""
+"""``batch ...``, ``sync`` and ``status``: payouts to signed, broadcast, final transactions.
+
+Handlers parse, call the domain function (:mod:`online_coordinator.batch`, ``finish``,
+``sync``, ``fees``), and print. Failures become one line and an exit status in
+:mod:`online_coordinator.exit_codes`.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,27 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from online_coordinator.batch import (
     BatchError,
     BuiltRequest,
     build_replacement,
     build_request,
-    release_coins,
+    cancel_batch,
+    output_path,
+    reshow_request,
 )
-from online_coordinator.chain.rpc import ChainUnavailable, RpcError
-from online_coordinator.commands.common import CommandError, read_limited
+from online_coordinator.chain.rpc import ChainUnavailable
+from online_coordinator.commands.common import CommandError, ExitCode, read_limited
 from online_coordinator.commands.wallet import add_state, opened
 from online_coordinator.config import MIN_RELAY_FEE_RATE, Config
 from online_coordinator.evidence import export_evidence
+from online_coordinator.fees import FeeChoice, FeeError, choose_fee_rate
 from online_coordinator.finish import FinishError, broadcast, import_response
 from online_coordinator.payouts import MAX_CSV_BYTES, PayoutsError
-from online_coordinator.store import Store
-from online_coordinator.sync import (
-    SyncReport,
-    confirmations,
-    rebroadcast,
-    sync_coins,
-    track,
-)
+from online_coordinator.store import Store, outcome, storage_error
+from online_coordinator.sync import SyncReport, batch_status, observe, run_sync
 from online_coordinator.transport import receive, ur_parts, write_qr_video
 from online_coordinator.wallet import load_wallet
 from shared.psbt.model import Psbt
@@ -45,9 +47,14 @@ def register(commands: Any) -> None:
     create = add_state(sub.add_parser("create", help="turn a payout CSV into a signing request"))
     create.add_argument("wallet")
     create.add_argument("csv", help="address,amount,reference (amount in BTC)")
-    create.add_argument("--label", required=True, help="the batch's unique label")
+    create.add_argument(
+        "--label", required=True, help="the batch's unique label (letters, digits, . _ -)"
+    )
     create.add_argument("--purpose", required=True, help="shown to the officers")
-    create.add_argument("--fee-rate", help="sat/vB (default: the node's estimate, capped)")
+    create.add_argument(
+        "--fee-rate", help="sat/vB (default: the node's estimate, capped; required on mainnet "
+        "when the node has none)"
+    )  # fmt: skip
     create.add_argument("--out", type=Path, default=Path("."), help="where request files go")
     create.add_argument("--video", action="store_true", help="also write an animated-QR video")
     create.set_defaults(handler=create_command)
@@ -61,6 +68,17 @@ def register(commands: Any) -> None:
     show = add_state(sub.add_parser("show", help="show the open request as animated QR (TUI)"))
     show.add_argument("label")
     show.set_defaults(handler=show_command)
+
+    reshow = add_state(
+        sub.add_parser(
+            "reshow-request",
+            help="ask the station again for a signed output that never arrived",
+        )
+    )
+    reshow.add_argument("label")
+    reshow.add_argument("--out", type=Path, default=Path("."))
+    reshow.add_argument("--video", action="store_true")
+    reshow.set_defaults(handler=reshow_command)
 
     imp = add_state(sub.add_parser("import", help="import signed responses"))
     imp.add_argument("label")
@@ -78,7 +96,7 @@ def register(commands: Any) -> None:
     bump.add_argument("--video", action="store_true")
     bump.set_defaults(handler=bump_command)
 
-    cancel = add_state(sub.add_parser("cancel", help="cancel a batch not yet broadcast"))
+    cancel = add_state(sub.add_parser("cancel", help="cancel a batch never sent to a node"))
     cancel.add_argument("label")
     cancel.set_defaults(handler=cancel_command)
 
@@ -115,18 +133,19 @@ def parse_fee_rate(text: str) -> int:
     return int(rate)
 
 
-def node_fee_rate(config: Config) -> int:
-    """The node's estimate, never above the configured cap, never below the relay minimum."""
-    estimate = config.rpc().estimate_fee_rate(config.target_blocks)
-    if estimate is None:
-        return config.fallback_fee_rate
-    if estimate > config.max_fee_rate:
-        print(
-            f"warning: the node estimates {estimate / 1000:g} sat/vB; capped at "
-            f"{config.max_fee_rate / 1000:g}",
-            file=sys.stderr,
+def fee_choice(config: Config, given: int | None) -> FeeChoice:
+    """The rate a new batch pays and why (see :mod:`online_coordinator.fees`)."""
+    try:
+        return choose_fee_rate(
+            config.rpc(),
+            config.network,
+            given,
+            target_blocks=config.target_blocks,
+            max_fee_rate=config.max_fee_rate,
+            fallback_fee_rate=config.fallback_fee_rate,
         )
-    return max(MIN_RELAY_FEE_RATE, min(estimate, config.max_fee_rate))
+    except FeeError as exc:
+        raise CommandError(f"nothing was created: {exc}") from exc
 
 
 def _batch(store: Store, label: str) -> Any:
@@ -136,25 +155,38 @@ def _batch(store: Store, label: str) -> Any:
     return row
 
 
-def write_request(psbt: Psbt, label: str, out: Path, video: bool) -> list[Path]:
-    """The request as a PSBT file, UR text parts and optionally an animated-QR video."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / f"{label}.psbt", out / f"{label}.ur.txt"]
-    written[0].write_bytes(psbt.serialize())
+def write_request(
+    psbt: Psbt, label: str, out: Path, video: bool, *, done: str = "nothing else changed"
+) -> list[Path]:
+    """The request as a PSBT file, UR text parts and optionally an animated-QR video, in
+    ``out`` and nowhere else (:func:`online_coordinator.batch.output_path`)."""
+    try:
+        written = [output_path(out, label, ".psbt"), output_path(out, label, ".ur.txt")]
+        if video:
+            written.append(output_path(out, label, ".avi"))
+    except BatchError as exc:
+        raise CommandError(str(exc)) from exc
     cbor = encode_psbt(psbt)
-    written[1].write_text("\n".join(ur_parts("crypto-psbt", cbor)) + "\n")
-    if video:
-        written.append(out / f"{label}.avi")
-        write_qr_video("crypto-psbt", cbor, written[-1])
+    with outcome(done):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            written[0].write_bytes(psbt.serialize())
+            written[1].write_text("\n".join(ur_parts("crypto-psbt", cbor)) + "\n")
+        except OSError as exc:
+            raise storage_error(exc.filename or out, exc) from exc
+        if video:
+            write_qr_video("crypto-psbt", cbor, written[-1])
     return written
 
 
-def _report(built: BuiltRequest, files: list[Path]) -> None:
+def _report(built: BuiltRequest, fee: FeeChoice | None, files: list[Path]) -> None:
     print(f"batch {built.label}: request {built.meta.request_id.hex()}")
     print(
         f"  fee {built.fee} sat at {built.fee_rate / 1000:g} sat/vB, "
         f"{len(built.psbt.inputs)} input(s), {len(built.psbt.outputs)} output(s)"
     )
+    if fee is not None:
+        print(f"  fee rate: {fee.note}")
     if built.change is not None:
         reuse = " (REUSED: key pool exhausted)" if built.change.reused else ""
         print(f"  change {built.selection.change} sat to {built.change.address}{reuse}")
@@ -169,13 +201,12 @@ def _report(built: BuiltRequest, files: list[Path]) -> None:
 
 def create_command(args: argparse.Namespace) -> int:
     csv = read_limited(args.csv, MAX_CSV_BYTES)
+    given = parse_fee_rate(args.fee_rate) if args.fee_rate else None
     with opened(args) as (config, store):
         wallet = load_wallet(store, args.wallet)
-        rate = parse_fee_rate(args.fee_rate) if args.fee_rate else node_fee_rate(config)
-        if rate > config.max_fee_rate:
-            raise CommandError(
-                f"--fee-rate is over the configured cap {config.max_fee_rate / 1000:g} sat/vB"
-            )
+        fee = fee_choice(config, given)
+        if fee.warn:
+            print(f"warning: fee rate {fee.note}", file=sys.stderr)
         try:
             built = build_request(
                 store,
@@ -184,7 +215,7 @@ def create_command(args: argparse.Namespace) -> int:
                 label=args.label,
                 purpose=args.purpose,
                 requester=config.requester,
-                fee_rate=rate,
+                fee_rate=fee.rate,
                 tip=config.rpc().block_count(),
                 expiry_seconds=config.expiry_hours * 3600,
             )
@@ -192,7 +223,12 @@ def create_command(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.csv}: nothing was created:\n{exc}") from exc
         except BatchError as exc:
             raise CommandError(f"nothing was created: {exc}") from exc
-        _report(built, write_request(built.psbt, built.label, args.out, args.video))
+        files = write_request(
+            built.psbt, built.label, args.out, args.video,
+            done=f"batch {built.label} IS created and recorded, but its request files were not "
+            f"all written: free space and run `batch export {built.label} --out {args.out}`",
+        )  # fmt: skip
+        _report(built, fee, files)
     return 0
 
 
@@ -226,6 +262,28 @@ def show_command(args: argparse.Namespace) -> int:
     return show_request(args.label, psbt, digest)
 
 
+def reshow_command(args: argparse.Namespace) -> int:
+    """The same request again, and what the officers look for in the station's journal."""
+    with opened(args) as (_, store):
+        try:
+            asked = reshow_request(store, _batch(store, args.label)["id"])
+        except BatchError as exc:
+            raise CommandError(str(exc)) from exc
+        files = write_request(asked.psbt, args.label, args.out, args.video)
+    print(f"batch {asked.label}: ask the station again for request {asked.request_id}")
+    print(f"  txid {asked.txid}")
+    print(f"  request hash {asked.request_hash.hex()}")
+    print(f"  read aloud: {hash_words(asked.request_hash)}")
+    for path in files:
+        print(f"  wrote {path} (the request, unchanged)")
+    print(
+        "  On the station, present this same request: it is refused as replayed and must not "
+        "be signed again; the station shows the signed PSBT it journaled for it instead. "
+        f"Then: batch import {asked.label} <signed>"
+    )
+    return 0
+
+
 def import_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         batch = _batch(store, args.label)
@@ -238,7 +296,10 @@ def import_command(args: argparse.Namespace) -> int:
             except FinishError as exc:
                 raise CommandError(f"{source}: {exc}") from exc
             receipts = ", ".join(result.receipts) or "no receipt"
-            print(f"{source}: {result.signatures} valid signature(s), approved by {receipts}")
+            again = " (already imported: counted once)" if result.duplicate else ""
+            print(
+                f"{source}: {result.signatures} valid signature(s), approved by {receipts}{again}"
+            )
         state = (
             "complete: ready to broadcast"
             if result.complete
@@ -252,57 +313,50 @@ def broadcast_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
         batch = _batch(store, args.label)
         try:
-            txid = broadcast(store, config.rpc(), batch["id"])
+            result = broadcast(store, config.rpc(), batch["id"])
         except FinishError as exc:
             raise CommandError(str(exc)) from exc
-        print(f"batch {args.label}: broadcast {txid}")
+        if result.already:
+            print(f"batch {args.label}: already broadcast as {result.txid} ({result.how})")
+        else:
+            print(f"batch {args.label}: broadcast {result.txid} ({result.how})")
     return 0
 
 
 def bump_command(args: argparse.Namespace) -> int:
+    rate = parse_fee_rate(args.fee_rate)
     with opened(args) as (config, store):
         batch = _batch(store, args.label)
         wallet = load_wallet(
             store, store.one("SELECT name FROM wallets WHERE id = ?", batch["wallet_id"])["name"]
         )
+        if rate > config.max_fee_rate:
+            raise CommandError(
+                f"--fee-rate is over the configured cap {config.max_fee_rate / 1000:g} sat/vB"
+            )
         try:
             built = build_replacement(
                 store,
                 wallet,
                 batch["id"],
-                fee_rate=parse_fee_rate(args.fee_rate),
+                fee_rate=rate,
                 requester=config.requester,
                 expiry_seconds=config.expiry_hours * 3600,
             )
         except BatchError as exc:
             raise CommandError(str(exc)) from exc
         label = f"{args.label}-bump{built.request_row}"
-        _report(built, write_request(built.psbt, label, args.out, args.video))
+        _report(built, None, write_request(built.psbt, label, args.out, args.video))
     return 0
 
 
 def cancel_command(args: argparse.Namespace) -> int:
-    with opened(args) as (_, store):
+    with opened(args) as (config, store):
         batch = _batch(store, args.label)
-        if batch["state"] not in ("awaiting_signatures", "signed"):
-            raise CommandError(
-                f"batch {args.label} is {batch['state']}: too late to cancel "
-                "(a fee bump or a new batch is the way forward)"
-            )
-        with store.write() as db:
-            released = 0
-            for request in store.all(
-                "SELECT id FROM requests WHERE batch_id = ? AND state IN ('open', 'signed')",
-                batch["id"],
-            ):
-                db.execute("UPDATE requests SET state = 'cancelled' WHERE id = ?", (request["id"],))
-                released += release_coins(store, request["id"])
-            db.execute("UPDATE batches SET state = 'cancelled' WHERE id = ?", (batch["id"],))
-            store.event(
-                "batch_cancelled",
-                f"batch {args.label} cancelled; {released} coin(s) released",
-                batch_id=batch["id"],
-            )
+        try:
+            released = cancel_batch(store, config.rpc(), batch["id"])
+        except BatchError as exc:
+            raise CommandError(str(exc)) from exc
         print(
             f"batch {args.label} cancelled; {released} coin(s) released. If the appliance "
             "already signed it, its journal will refuse a conflicting spend of those coins "
@@ -311,75 +365,40 @@ def cancel_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_sync(config: Config, store: Store) -> SyncReport:
-    """Tracking first (so spends are attributed), then coins, re-sends and finality."""
-    rpc = config.rpc()
-    report = SyncReport()
-    wallets = store.all("SELECT name, birth_height FROM wallets")
-    start = min((w["birth_height"] for w in wallets), default=rpc.block_count())
-    track(store, rpc, report, start)
-    for row in wallets:
-        sync_coins(store, rpc, load_wallet(store, row["name"]), report)
-    rebroadcast(store, rpc, report)
-    confirmations(store, report.tip, config.confirmations)
-    return report
+def _print_sync(report: SyncReport, file: TextIO | None = None) -> None:
+    print(
+        f"tip {report.tip}: {report.blocks_walked} block(s) walked, "
+        f"{report.new_coins} new coin(s), {report.reorged_blocks} block(s) reorged, "
+        f"{len(report.rebroadcasts)} re-sent, {len(report.found)} found in the mempool, "
+        f"{len(report.confirmed)} confirmed, {len(report.final)} final",
+        file=file,
+    )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=file)
+    for alert in report.alerts:
+        print(f"ALERT: {alert}", file=file)
 
 
 def sync_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
-        report = run_sync(config, store)
-        print(
-            f"tip {report.tip}: {report.blocks_walked} block(s) walked, "
-            f"{report.new_coins} new coin(s), {report.reorged_blocks} block(s) reorged, "
-            f"{len(report.rebroadcasts)} re-sent, {len(report.confirmed)} confirmed"
-        )
-        for alert in report.alerts:
-            print(f"ALERT: {alert}")
-    return 3 if report.alerts else 0
-
-
-def batch_status(store: Store, tip: int | None, required: int) -> list[dict[str, Any]]:
-    rows = store.all(
-        "SELECT b.id, b.label, b.state, b.purpose, (SELECT COUNT(*) FROM payouts p WHERE "
-        "p.batch_id = b.id) AS payouts, (SELECT COALESCE(SUM(amount), 0) FROM payouts p WHERE "
-        "p.batch_id = b.id) AS total FROM batches b ORDER BY b.id"
-    )
-    out = []
-    for row in rows:
-        sent = store.one(
-            "SELECT bc.* FROM broadcasts bc JOIN requests r ON r.id = bc.request_id "
-            "WHERE r.batch_id = ? AND bc.state != 'replaced' ORDER BY bc.id DESC "
-            "LIMIT 1",
-            row["id"],
-        )
-        depth = (tip - sent["height"] + 1) if sent and sent["height"] is not None and tip else 0
-        out.append(
-            {
-                "label": row["label"],
-                "state": row["state"],
-                "payouts": row["payouts"],
-                "sats": row["total"],
-                "txid": sent["txid"] if sent else None,
-                "confirmations": depth,
-                "required": required,
-                "sends": sent["sends"] if sent else 0,
-            }
-        )
-    return out
-
-
-def _tip(config: Config) -> int | None:
-    """The node's height when it answers; status still shows stored states without it."""
-    try:
-        return config.rpc().block_count()
-    except (ChainUnavailable, RpcError):
-        return None
+        report = run_sync(store, config.rpc(), config.confirmations)
+        _print_sync(report)
+    return ExitCode.ALERT if report.alerts else 0
 
 
 def status_command(args: argparse.Namespace) -> int:
+    """JSON; 3 with open alerts, else 4 when the node is unavailable (states as last
+    recorded, confirmations null), else 0."""
     with opened(args) as (config, store):
-        tip = run_sync(config, store).tip if args.sync else _tip(config)
-        batches = batch_status(store, tip, config.confirmations)
+        node, view = "ok", None
+        try:
+            if args.sync:  # stdout stays pure JSON: the sync summary goes to stderr
+                report = run_sync(store, config.rpc(), config.confirmations)
+                _print_sync(report, sys.stderr)
+            view = observe(store, config.rpc())
+        except ChainUnavailable as exc:
+            node = f"unavailable: {exc}"
+        batches = batch_status(store, view, config.confirmations)
         if args.label:
             batches = [b for b in batches if b["label"] == args.label]
             if not batches:
@@ -391,18 +410,29 @@ def status_command(args: argparse.Namespace) -> int:
                 "acknowledged IS NULL ORDER BY id"
             )
         ]
-        print(json.dumps({"tip": tip, "batches": batches, "alerts": alerts}, indent=2))
-    return 3 if alerts else 0
+        last = store.meta("last_sync")
+        document = {
+            "node": node,
+            "tip": view.tip if view else None,
+            "last_sync": json.loads(last) if last else None,
+            "batches": batches,
+            "alerts": alerts,
+        }
+        print(json.dumps(document, indent=2))
+    if alerts:
+        return ExitCode.ALERT
+    return ExitCode.NODE_UNAVAILABLE if view is None else 0
 
 
 def evidence_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         document = export_evidence(store)
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(document)
-    except OSError as exc:
-        raise CommandError(f"{args.out}: {exc.strerror or exc}") from exc
+    with outcome("no evidence file was written"):
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_bytes(document)
+        except OSError as exc:
+            raise storage_error(args.out, exc) from exc
     print(f"coordinator evidence written to {args.out} ({len(document)} bytes)")
     return 0
 
@@ -415,7 +445,7 @@ def acknowledge_command(args: argparse.Namespace) -> int:
             raise CommandError(f"no alert with id {args.alert}")
         if row["acknowledged"] is not None:
             raise CommandError(f"alert {args.alert} was acknowledged: {row['acknowledged']}")
-        with store.write() as db:
+        with outcome("the alert is still open"), store.write() as db:
             db.execute("UPDATE events SET acknowledged = ? WHERE id = ?", (args.note, args.alert))
             store.event("alert_acknowledged", f"alert {args.alert} acknowledged: {args.note}")
     print(f"alert {args.alert} acknowledged")

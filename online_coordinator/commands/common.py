@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from online_coordinator.exit_codes import CommandError, ExitCode
 from shared.psbt import MAX_PSBT_SIZE
 
 #: Text encodings (base64, hex) of a payload are at most about twice its binary size.
 MAX_INPUT_BYTES = 2 * MAX_PSBT_SIZE + 4096
 
 
-class CommandError(Exception):
-    """A one-line, user-facing error; the CLI exits with status 2."""
+__all__ = ["MAX_INPUT_BYTES", "CommandError", "ExitCode", "read_limited", "write_output"]
 
 
 def read_limited(source: str, limit: int = MAX_INPUT_BYTES) -> bytes:

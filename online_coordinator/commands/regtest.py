@@ -25,9 +25,10 @@ from online_coordinator.chain.rpc import (
     BitcoinCoreRPC,
     ChainError,
     RpcAuth,
+    RpcError,
     btc_to_sats,
 )
-from online_coordinator.commands.common import CommandError
+from online_coordinator.commands.common import CommandError, ExitCode
 
 # These must match online_coordinator.regtest.server; importing it here would load the
 # whole node (and libbitcoinkernel) for every coordinator command.
@@ -126,17 +127,19 @@ def _pid_alive(pid: Any) -> bool:
 
 @contextmanager
 def _rpc(datadir: Path) -> Iterator[BitcoinCoreRPC]:
-    """A client for the running server; chain errors become one-line command errors."""
+    """A client for the running server; the node's refusals become one-line command errors
+    (an unreachable node goes up as ChainUnavailable: exit 4)."""
     info = _read_info(datadir)
     if info is None:
         raise CommandError(
             f"no regtest node running in {datadir} (start one: coldstation-coordinator "
-            f"regtest start --datadir {datadir})"
+            f"regtest start --datadir {datadir})",
+            ExitCode.NODE_UNAVAILABLE,
         )
     try:
         with _client(info) as rpc:
             yield rpc
-    except ChainError as exc:
+    except RpcError as exc:
         raise CommandError(str(exc)) from exc
 
 

@@ -10,10 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from online_coordinator.chain.rpc import ChainUnavailable, RpcError
 from online_coordinator.commands.common import CommandError
 from online_coordinator.config import Config, ConfigError, load_config, write_config
-from online_coordinator.store import Store, StoreError
+from online_coordinator.store import Store, outcome
 from online_coordinator.transport import receive
 from online_coordinator.wallet import (
     ApplianceExport,
@@ -45,18 +44,21 @@ def add_state(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 @contextmanager
 def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
-    """Config and store for a command; every expected failure becomes a CommandError."""
+    """Config and store for a command. Wallet refusals become CommandErrors; node and
+    storage failures go up as they are, to get their own exit status
+    (:mod:`online_coordinator.exit_codes`)."""
     try:
         config = load_config(args.state)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    with outcome("nothing was changed"):  # unless a step says how far it got
         store = Store.open(config.database)
-    except (ConfigError, StoreError) as exc:
-        raise CommandError(str(exc)) from exc
-    try:
-        yield config, store
-    except (WalletError, RpcError, ChainUnavailable) as exc:
-        raise CommandError(str(exc)) from exc
-    finally:
-        store.close()
+        try:
+            yield config, store
+        except WalletError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            store.close()
 
 
 def register(commands: Any) -> None:
@@ -140,9 +142,9 @@ def init_command(args: argparse.Namespace) -> int:
     try:
         path = write_config(args.state, network, node, args.requester)
         Store.open(load_config(args.state).database).close()
-    except (ConfigError, StoreError) as exc:
+    except ConfigError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"coordinator configured in {path} ({network}, node: {where})")
+    print(f"coordinator configured in {path} ({network}, node: {where}, chain checked)")
     return 0
 
 
@@ -152,12 +154,12 @@ def _export(descriptor_source: str, receipt_source: str) -> ApplianceExport:
 
 
 def _birth(config: Config, given: int | None) -> int:
+    """The first block to watch: given, or the node's tip (node errors go up: exit 4)."""
     if given is not None:
+        if given < 0:
+            raise CommandError("--birth-height must not be negative")
         return given
-    try:
-        return config.rpc().block_count()
-    except (ChainUnavailable, RpcError) as exc:
-        raise CommandError(f"cannot read the chain tip for --birth-height: {exc}") from exc
+    return config.rpc().block_count()
 
 
 def _announce(exports: list[ApplianceExport]) -> None:

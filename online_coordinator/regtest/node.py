@@ -22,11 +22,16 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from online_coordinator.regtest import faucet, policy
 from online_coordinator.regtest.chainstate import ChainState
-from online_coordinator.regtest.faucet import FAUCET_SCRIPT, InsufficientFundsError
+from online_coordinator.regtest.faucet import (
+    FAUCET_SCRIPT,
+    FAUCET_SECRET,
+    InsufficientFundsError,
+)
 from online_coordinator.regtest.kernel import Kernel
 from online_coordinator.regtest.mempool import Mempool, MempoolEntry
 from online_coordinator.regtest.mining import build_block, next_block_time, select_transactions
 from online_coordinator.regtest.results import (
+    RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
     RPC_MISC_ERROR,
@@ -41,6 +46,10 @@ from online_coordinator.regtest.results import (
 from shared.bitcoin.address import Network
 from shared.bitcoin.block import Block
 from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction
+from shared.psbt import PsbtError
+from shared.psbt import finalize as finalize_psbt
+from shared.psbt.model import Psbt
+from shared.psbt.signer import sign_psbt
 
 __all__ = ["AcceptResult", "NodeError", "RegtestNode", "UnspentOutput"]
 
@@ -96,6 +105,7 @@ class RegtestNode:
         self._chain = ChainState()
         self._pool = Mempool()
         self._fee_estimate: int | None = None
+        self._wallet_keys: list[bytes] = [FAUCET_SECRET]
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._kernel: Kernel | None = Kernel(self.datadir / "kernel")
         try:
@@ -245,19 +255,72 @@ class RegtestNode:
 
     @_locked
     def send(self, raw: bytes) -> str:
-        """Accept ``raw`` into the mempool (or raise NodeError) and return its txid."""
+        """Accept ``raw`` into the mempool (or raise NodeError) and return its txid.
+
+        As Core's ``BroadcastTransaction``: a transaction whose outputs are in the UTXO set
+        is refused with -27 "Transaction outputs already in utxo set"; one already in the
+        mempool (any witness) returns its txid without error; anything else goes through
+        the mempool checks (a mined transaction whose outputs are all spent fails there as
+        missing inputs, -25).
+        """
         tx = policy.decode(raw)
+        if any(self._chain.coin(OutPoint(tx.txid, i)) for i in range(len(tx.outputs))):
+            raise NodeError(RPC_VERIFY_ALREADY_IN_CHAIN, "Transaction outputs already in utxo set")
         if tx.txid in self._pool:
             return tx.txid_hex  # Core returns the txid of a transaction it already has
-        if self._chain.transaction(tx.txid) is not None:
-            raise NodeError(RPC_VERIFY_ALREADY_IN_CHAIN, "Transaction already in block chain")
         return _display(self._accept(tx, raw).txid)
+
+    @_locked
+    def mempool_entry(self, txid: str) -> MempoolEntry | None:
+        """The mempool's entry for ``txid`` (``getmempoolentry``), or None."""
+        return self._pool.get(_parse_hash(txid, "txid"))
+
+    @_locked
+    def tx_out(
+        self, txid: str, vout: int, include_mempool: bool = True
+    ) -> tuple[int, int, bytes, bool] | None:
+        """``gettxout``: (confirmations, value, script, coinbase) of an unspent output, or
+        None when it is spent (in a block, or in the mempool with ``include_mempool``)."""
+        outpoint = OutPoint(_parse_hash(txid, "txid"), vout)
+        if include_mempool and self._pool.spender(outpoint) is not None:
+            return None
+        coin = self._chain.coin(outpoint)
+        if coin is not None:
+            confirmations = self._chain.height - coin.height + 1
+            return confirmations, coin.output.value, coin.output.script_pubkey, coin.coinbase
+        output = self._pool.output(outpoint) if include_mempool else None
+        if output is None:
+            return None
+        return 0, output.value, output.script_pubkey, False
 
     def _accept(self, tx: Transaction, raw: bytes) -> MempoolEntry:
         verdict = policy.check(tx, raw, self._chain, self._pool)
         self._pool.remove(verdict.replaced)
         self._pool.add(verdict.entry)
         return verdict.entry
+
+    # -- the node's wallet ------------------------------------------------------------------
+
+    @_locked
+    def import_keys(self, secrets: list[bytes]) -> int:
+        """Add private keys to the node's wallet (``importdescriptors``); how many are new."""
+        new = [secret for secret in secrets if secret not in self._wallet_keys]
+        self._wallet_keys.extend(new)
+        return len(new)
+
+    @_locked
+    def process_psbt(self, psbt: Psbt, *, sign: bool, finalize: bool) -> tuple[Psbt, bool]:
+        """``walletprocesspsbt``: sign what the wallet's keys can, and (Core's default)
+        finalize every input that then has enough signatures. Returns (PSBT, complete)."""
+        if sign:
+            try:
+                psbt, _ = sign_psbt(psbt, list(self._wallet_keys))
+            except PsbtError as exc:
+                raise NodeError(RPC_DESERIALIZATION_ERROR, f"PSBT: {exc}") from exc
+        result = finalize_psbt(psbt)
+        if finalize:
+            return result.psbt, result.complete
+        return psbt, result.complete
 
     # -- fees -----------------------------------------------------------------------------
 

@@ -218,18 +218,23 @@ def check_not_known(tx: Transaction, chain: ChainState, pool: Mempool) -> None:
     if entry is not None:
         same = entry.wtxid == hash256(tx.serialize())
         raise reject("txn-already-in-mempool" if same else "txn-same-nonwitness-data-in-mempool")
-    if chain.transaction(tx.txid) is not None:
-        raise reject("txn-already-known")
 
 
 def fetch_coins(tx: Transaction, chain: ChainState, pool: Mempool) -> list[Coin]:
-    """The coin each input spends: confirmed, or an output of a mempool transaction."""
+    """The coin each input spends: confirmed, or an output of a mempool transaction.
+
+    As Core's PreChecks: when an input is missing, a transaction whose own outputs are in
+    the UTXO set is "txn-already-known" (it was mined); otherwise the inputs are missing
+    or spent (``testmempoolaccept`` shows that as "missing-inputs").
+    """
     coins: list[Coin] = []
     for txin in tx.inputs:
         coin = chain.coin(txin.prevout)
         if coin is None:
             output = pool.output(txin.prevout)
             if output is None:
+                if any(chain.coin(OutPoint(tx.txid, i)) for i in range(len(tx.outputs))):
+                    raise reject("txn-already-known")
                 raise NodeError(RPC_VERIFY_ERROR, "bad-txns-inputs-missingorspent")
             coin = Coin(output, chain.height + 1, False)
         coins.append(coin)

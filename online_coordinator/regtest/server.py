@@ -24,12 +24,14 @@ import binascii
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,9 +49,17 @@ from online_coordinator.chain.rpc import (
     sats_to_btc,
 )
 from online_coordinator.regtest.node import NodeError, RegtestNode
-from shared.bitcoin.address import AddressError, Network, address_to_script, script_to_address
+from shared.bitcoin.address import (
+    AddressError,
+    Network,
+    address_to_script,
+    script_to_address,
+    wif_to_private_key,
+)
 from shared.bitcoin.descriptor import DescriptorError, add_checksum, split_checksum
 from shared.bitcoin.tx import Transaction
+from shared.psbt import PsbtError, extract
+from shared.psbt.model import Psbt
 
 DEFAULT_PORT = 18443  # Core's regtest RPC port
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -59,6 +69,15 @@ MAX_GENERATE = 10_000
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")
 MAX_CONF_TARGET = 1008
 STOP_MESSAGE = "Coldstation regtest stopping"
+HTTP_SERVICE_UNAVAILABLE = 503
+#: What Core's libevent server sends while shutting down (evhttp_send_error, 503).
+SERVICE_UNAVAILABLE_BODY = (
+    b"<HTML><HEAD>\n<TITLE>503 Service Unavailable</TITLE>\n</HEAD><BODY>\n"
+    b"<H1>Service Unavailable</H1>\n</BODY></HTML>\n"
+)
+#: Core's reject reason for TX_MISSING_INPUTS, which testmempoolaccept shows as
+#: "missing-inputs" and sendrawtransaction as this text (RPC -25).
+MISSING_INPUTS_REASON = "bad-txns-inputs-missingorspent"
 COOKIE_USER = "__cookie__"
 PID_FILE = "regtest.pid"
 INFO_FILE = "regtest.json"
@@ -290,6 +309,12 @@ class RegtestRpc:
                 self._sendrawtransaction, 1, 3, '"hexstring" ( maxfeerate maxburnamount )'
             ),
             "getrawmempool": Method(self._getrawmempool, 0, 2, "( false )"),
+            "getmempoolentry": Method(self._getmempoolentry, 1, 1, '"txid"'),
+            "gettxout": Method(self._gettxout, 2, 3, '"txid" n ( include_mempool )'),
+            "walletprocesspsbt": Method(
+                self._walletprocesspsbt, 1, 5, '"psbt" ( sign "sighashtype" bip32derivs finalize )'
+            ),
+            "importdescriptors": Method(self._importdescriptors, 1, 1, "requests"),
             "generatetoaddress": Method(
                 self._generatetoaddress, 2, 3, 'nblocks "address" ( maxtries )'
             ),
@@ -518,7 +543,10 @@ class RegtestRpc:
         if result.allowed and _fee_too_high(result.fee, result.vsize, max_rate):
             return [{**entry, "allowed": False, "reject-reason": "max-fee-exceeded"}]
         if not result.allowed:
-            return [{**entry, "allowed": False, "reject-reason": result.reason or "rejected"}]
+            reason = result.reason or "rejected"
+            if reason == MISSING_INPUTS_REASON:  # Core names TX_MISSING_INPUTS so here
+                reason = "missing-inputs"
+            return [{**entry, "allowed": False, "reject-reason": reason}]
         entry["allowed"] = True
         if result.vsize is not None:
             entry["vsize"] = result.vsize
@@ -543,6 +571,74 @@ class RegtestRpc:
         if params.flag(0, "verbose") or params.flag(1, "mempool_sequence"):
             raise JsonRpcError(RPC_INVALID_PARAMETER, "verbose=false only (Coldstation regtest)")
         return list(self._node.mempool())
+
+    def _getmempoolentry(self, params: Params) -> dict[str, Any]:
+        entry = self._node.mempool_entry(params.hash(0, "txid"))
+        if entry is None:
+            raise JsonRpcError(RPC_INVALID_ADDRESS_OR_KEY, "Transaction not in mempool")
+        fee = sats_to_btc(entry.fee)
+        return {
+            "vsize": entry.vsize,
+            "weight": entry.weight,
+            "height": self._node.height(),
+            "wtxid": entry.wtxid[::-1].hex(),
+            "fees": {"base": fee, "modified": fee, "ancestor": fee, "descendant": fee},
+            "bip125-replaceable": entry.signals_rbf,
+        }
+
+    def _gettxout(self, params: Params) -> dict[str, Any] | None:
+        txid = params.hash(0, "txid")
+        vout = params.integer(1, "n", 0, 2**32 - 1)
+        found = self._node.tx_out(txid, vout, params.boolean(2, "include_mempool", True))
+        if found is None:
+            return None  # Core answers null for a spent or unknown output
+        confirmations, value, script, coinbase = found
+        return {
+            "bestblock": self._node.best_hash(),
+            "confirmations": confirmations,
+            "value": sats_to_btc(value),
+            "scriptPubKey": {"hex": script.hex(), "desc": self._descriptor_of(script)},
+            "coinbase": coinbase,
+        }
+
+    # -- the node's wallet (tests: a third-party cosigner as Bitcoin Core) --------------------
+
+    def _walletprocesspsbt(self, params: Params) -> dict[str, Any]:
+        """Core's ``walletprocesspsbt``: sign with the wallet's keys and, by default,
+        finalize; a complete result also carries the network transaction as ``hex``."""
+        try:
+            psbt = Psbt.from_text(params.string(0, "psbt"))
+        except PsbtError as exc:
+            raise JsonRpcError(RPC_DESERIALIZATION_ERROR, f"TX decode failed {exc}") from None
+        sign = params.boolean(1, "sign", True)
+        if params.string(2, "sighashtype", "DEFAULT").upper() not in ("DEFAULT", "ALL"):
+            message = "sighashtype DEFAULT or ALL only (Coldstation regtest)"
+            raise JsonRpcError(RPC_INVALID_PARAMETER, message)
+        params.boolean(3, "bip32derivs", True)
+        finalize = params.boolean(4, "finalize", True)
+        result, complete = self._node.process_psbt(psbt, sign=sign, finalize=finalize)
+        reply: dict[str, Any] = {"psbt": result.to_base64(), "complete": complete}
+        if complete and finalize:
+            reply["hex"] = extract(result).serialize().hex()
+        return reply
+
+    def _importdescriptors(self, params: Params) -> list[dict[str, Any]]:
+        """Only the private keys (WIF) in each descriptor matter here: the node's wallet
+        signs whatever PSBT input they can sign."""
+        replies = []
+        for item in params.array(0, "requests"):
+            desc = item.get("desc") if isinstance(item, dict) else None
+            if not isinstance(desc, str):
+                raise JsonRpcError(RPC_TYPE_ERROR, "Descriptor not found.")
+            secrets = _wif_secrets(desc, self._node.network)
+            if not secrets:
+                error = {"code": RPC_INVALID_PARAMETER, "message": "Cannot import descriptor "
+                         "without private keys to a wallet with private keys enabled"}  # fmt: skip
+                replies.append({"success": False, "error": error})
+                continue
+            self._node.import_keys(secrets)
+            replies.append({"success": True})
+        return replies
 
     # -- regtest helpers ------------------------------------------------------------------
 
@@ -596,6 +692,22 @@ class RegtestRpc:
         return STOP_MESSAGE
 
 
+_BASE58_TOKEN = re.compile(r"[1-9A-HJ-NP-Za-km-z]{51,52}")
+
+
+def _wif_secrets(desc: str, network: Network) -> list[bytes]:
+    """Every WIF private key written in a descriptor, for this network."""
+    secrets = []
+    for token in _BASE58_TOKEN.findall(desc):
+        try:
+            key = wif_to_private_key(token)
+        except (AddressError, ValueError):
+            continue
+        if key.network is network.kind:
+            secrets.append(key.secret)
+    return secrets
+
+
 def _fee_too_high(fee: int | None, vsize: int | None, max_rate: int) -> bool:
     """Core's maxfeerate check: fee above rate × vsize / 1000 (0 disables it)."""
     if not max_rate or fee is None or vsize is None:
@@ -633,6 +745,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
+        if self.server.stopping:  # Core's http_reject_request_cb, before any auth
+            self._answer(HTTP_SERVICE_UNAVAILABLE, SERVICE_UNAVAILABLE_BODY, close=True,
+                         content_type="text/html")  # fmt: skip
+            return
         if not self.server.authorized(self.headers.get("Authorization", "")):
             self._answer(401, b"", close=True, extra={"WWW-Authenticate": 'Basic realm="jsonrpc"'})
             return
@@ -679,9 +795,16 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _answer(
-        self, status: int, body: bytes, close: bool = False, extra: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes,
+        close: bool = False,
+        extra: dict[str, str] | None = None,
+        content_type: str | None = None,
     ) -> None:
-        content_type = "application/json" if body.startswith((b"{", b"[")) else "text/plain"
+        if content_type is None:
+            json_body = body.startswith((b"{", b"["))
+            content_type = "application/json" if json_body else "text/plain"
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -716,9 +839,15 @@ class RegtestServer(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         port: int = 0,
         cookie_path: Path | None = None,
+        stop_delay_seconds: float = 0.0,
     ) -> None:
         super().__init__((host, port), _Handler)
         self.rpc = RegtestRpc(node)
+        #: Set from ``stop`` until the socket closes: every request is answered HTTP 503,
+        #: as Core answers while it shuts down. ``stop_delay_seconds`` keeps that window
+        #: open (Core's lasts while it flushes its state), so tests can meet it.
+        self.stopping = False
+        self.stop_delay_seconds = stop_delay_seconds
         self._password = secrets.token_hex(32)
         self._own_dir: Path | None = None
         if cookie_path is None:
@@ -767,6 +896,7 @@ class RegtestServer(ThreadingHTTPServer):
             if self._closed:
                 return
             self._closed = True
+            self.stopping = True
             if self._serving.is_set():
                 super().shutdown()
             self.server_close()
@@ -778,8 +908,17 @@ class RegtestServer(ThreadingHTTPServer):
             self._thread.join()
 
     def stop_soon(self) -> None:
-        """Shut down from a request handler (or signal handler) without waiting on ourselves."""
-        threading.Thread(target=self.shutdown, name="regtest-stop").start()
+        """Shut down from a request handler (or signal handler) without waiting on ourselves.
+
+        From now on every new request gets HTTP 503, until the socket closes.
+        """
+        self.stopping = True
+        threading.Thread(target=self._stop_after_delay, name="regtest-stop").start()
+
+    def _stop_after_delay(self) -> None:
+        if self.stop_delay_seconds:
+            time.sleep(self.stop_delay_seconds)
+        self.shutdown()
 
     def start(self) -> None:
         """Serve on a background thread; returns once connections are being accepted."""
@@ -807,10 +946,15 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def start_in_thread(
-    node: RegtestNode, port: int = 0, cookie_path: Path | None = None
+    node: RegtestNode,
+    port: int = 0,
+    cookie_path: Path | None = None,
+    stop_delay_seconds: float = 0.0,
 ) -> RegtestServer:
     """A running server on loopback for tests; call ``.shutdown()`` when done."""
-    server = RegtestServer(node, port=port, cookie_path=cookie_path)
+    server = RegtestServer(
+        node, port=port, cookie_path=cookie_path, stop_delay_seconds=stop_delay_seconds
+    )
     server.start()
     return server
 

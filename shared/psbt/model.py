@@ -42,6 +42,7 @@ _ORDER = {
     Scope.OUTPUT: [0x00, 0x01, 0x02, 0x03, 0x04, 0xFC, 0x05, 0x06, 0x07, 0x08],
 }  # fmt: skip
 _RANK = {scope: {t: i for i, t in enumerate(order)} for scope, order in _ORDER.items()}
+_NON_WITNESS_UTXO_KEY = b"\x00"  # PSBT_IN_NON_WITNESS_UTXO, a one-byte key
 
 
 def split_key(key: bytes) -> tuple[int, bytes]:
@@ -175,6 +176,15 @@ class PsbtMap:
 
 class PsbtInput(PsbtMap):
     scope = Scope.INPUT
+
+    def set_record(self, key: bytes, value: bytes) -> None:
+        """As :meth:`PsbtMap.set_record`; a full previous transaction is kept without its
+        witness, as Bitcoin Core writes it (``TX_NO_WITNESS``): the witness proves nothing
+        about the output being spent, and Core's combinepsbt/finalizepsbt give these bytes.
+        """
+        super().set_record(key, value)
+        if key == _NON_WITNESS_UTXO_KEY:
+            self._records[key] = self._decoded[key].serialize(include_witness=False)
 
     @property
     def non_witness_utxo(self) -> Transaction | None:

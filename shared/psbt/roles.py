@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from shared.bitcoin import ecdsa
 from shared.bitcoin.encoding import compact_size, with_length
-from shared.bitcoin.script import push_data
+from shared.bitcoin.script import ScriptError, iter_ops, push_data
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.tx import Transaction
 from shared.psbt.errors import PsbtCombineError, PsbtError, PsbtFinalizeError
@@ -123,6 +123,99 @@ def valid_signatures(psbt: Psbt, info: SpendInfo, cache: SighashCache) -> dict[b
             raise PsbtFinalizeError(f"{inp.where}: signature by {pubkey.hex()} does not verify")
         valid[pubkey] = sig
     return valid
+
+
+def final_signatures(
+    psbt: Psbt, info: SpendInfo, cache: SighashCache, script_sig: bytes, witness: list[bytes]
+) -> dict[bytes, bytes]:
+    """The signatures in a finalized input, each checked as strictly as a partial signature.
+
+    A cosigner may answer with inputs already finalized (Bitcoin Core's ``walletprocesspsbt``
+    finalizes by default, and then drops the partial signatures). Such an input is accepted
+    only in exactly the form this finalizer writes for the input's script, as ``info``
+    resolves it from the *request* (not from the response, which no longer carries the
+    scripts): the same scriptSig and witness shape, the request's redeem and witness
+    scripts, the threshold's number of signatures, each in strict low-S DER with the sighash
+    type the PSBT asks for, verifying under a key that may sign, in script order.
+    Raises PsbtFinalizeError naming the input; returns public key -> signature.
+    """
+    where = psbt.inputs[info.index].where
+    required = psbt.inputs[info.index].sighash_type
+    required = SIGHASH_ALL if required is None else required
+    if info.segwit:
+        items = list(witness)
+        expected_sig = push_data(info.redeem_script) if info.redeem_script else b""
+        if script_sig != expected_sig:
+            raise PsbtFinalizeError(f"{where}: final scriptSig is not the input's redeem script")
+    else:
+        if witness:
+            raise PsbtFinalizeError(f"{where}: a final witness on a non-witness input")
+        items = _pushes(script_sig, where)
+    if info.kind is SpendKind.MULTISIG:
+        inner = info.witness_script if info.segwit else info.redeem_script
+        if inner is not None:
+            if not items or items[-1] != inner:
+                raise PsbtFinalizeError(f"{where}: final script is not the request's script")
+            items = items[:-1]
+        if len(items) != info.threshold + 1 or items[0] != b"":
+            raise PsbtFinalizeError(
+                f"{where}: final script holds {max(len(items) - 1, 0)} signature(s) or a non-"
+                f"empty dummy; {info.threshold} signature(s) after an empty dummy expected"
+            )
+        return _match_multisig(info, cache, items[1:], required, where)
+    if len(items) != 2 or not info.may_sign(items[1]):
+        raise PsbtFinalizeError(f"{where}: final script is not a signature and the input's key")
+    _check_final_signature(info, cache, items[1], items[0], required, where)
+    return {items[1]: items[0]}
+
+
+def _pushes(script_sig: bytes, where: str) -> list[bytes]:
+    """The items of a push-only scriptSig, refusing anything not minimally pushed."""
+    try:
+        items = [data for _, data in iter_ops(script_sig)]
+    except ScriptError as exc:
+        raise PsbtFinalizeError(f"{where}: final scriptSig does not parse: {exc}") from exc
+    if any(item is None for item in items):
+        raise PsbtFinalizeError(f"{where}: final scriptSig is not push-only")
+    pushed = [item for item in items if item is not None]
+    if b"".join(push_data(item) for item in pushed) != script_sig:
+        raise PsbtFinalizeError(f"{where}: final scriptSig is not minimally pushed")
+    return pushed
+
+
+def _match_multisig(
+    info: SpendInfo, cache: SighashCache, sigs: list[bytes], required: int, where: str
+) -> dict[bytes, bytes]:
+    """CHECKMULTISIG's rule: each signature by a later key than the one before."""
+    found: dict[bytes, bytes] = {}
+    keys = list(info.keys)
+    for sig in sigs:
+        while keys:
+            key = keys.pop(0)
+            if _signature_ok(info, cache, key, sig, required):
+                found[key] = sig
+                break
+        else:
+            raise PsbtFinalizeError(
+                f"{where}: a final signature does not verify under any remaining key of the "
+                "script, in order"
+            )
+    return found
+
+
+def _check_final_signature(
+    info: SpendInfo, cache: SighashCache, pubkey: bytes, sig: bytes, required: int, where: str
+) -> None:
+    if not _signature_ok(info, cache, pubkey, sig, required):
+        raise PsbtFinalizeError(f"{where}: final signature by {pubkey.hex()} does not verify")
+
+
+def _signature_ok(
+    info: SpendInfo, cache: SighashCache, pubkey: bytes, sig: bytes, required: int
+) -> bool:
+    if not ecdsa.is_valid_signature_encoding(sig) or sig[-1] != required:
+        return False
+    return ecdsa.verify(pubkey, sig[:-1], info.digest(cache, sig[-1]))
 
 
 def _final_scripts(psbt: Psbt, info: SpendInfo, cache: SighashCache) -> tuple[bytes, list[bytes]]:

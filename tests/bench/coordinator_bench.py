@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from online_coordinator.batch import build_request
-from online_coordinator.commands.batch import run_sync
 from online_coordinator.config import load_config, write_config
 from online_coordinator.regtest.node import RegtestNode
 from online_coordinator.regtest.server import start_in_thread
 from online_coordinator.store import Store
+from online_coordinator.sync import run_sync
 from online_coordinator.wallet import import_single, load_wallet, next_address, read_export
 from shared.bitcoin.address import Network, address_to_script, script_to_address
 from tests.coordinator.softappliance import SoftAppliance, secret
@@ -63,13 +63,13 @@ def main() -> None:
             _fund(node, address_to_script(slot.address, Network.REGTEST))
 
             started = time.perf_counter()
-            report = run_sync(config, store)
+            report = run_sync(store, config.rpc(), config.confirmations)
             synced = time.perf_counter() - started
             coins = store.one("SELECT COUNT(*) AS n FROM utxos WHERE state = 'available'")["n"]
             print(f"sync: {coins} coins ({report.blocks_walked} blocks walked) in {synced:.2f} s")
 
             again = time.perf_counter()
-            run_sync(config, store)
+            run_sync(store, config.rpc(), config.confirmations)
             print(f"sync again (nothing new): {time.perf_counter() - again:.2f} s")
 
             csv = _csv()

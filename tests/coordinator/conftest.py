@@ -14,9 +14,10 @@ import pytest
 from online_coordinator.cli import main as coordinator_main
 from online_coordinator.config import load_config, write_config
 from online_coordinator.regtest.node import RegtestNode
-from online_coordinator.regtest.server import start_in_thread
+from online_coordinator.regtest.server import RegtestServer, start_in_thread
 from online_coordinator.store import Store
 from shared.bitcoin.address import Network, address_to_script
+from tests.coordinator.faultproxy import FaultProxy
 from tests.coordinator.softappliance import SoftAppliance
 
 
@@ -76,6 +77,54 @@ class Desk:
             self.write(f"{name}.desc", descriptor),
             self.write(f"{name}.receipt", receipt),
         )
+
+
+@dataclass
+class ProxiedDesk(Desk):
+    """A desk whose coordinator reaches the node through a :class:`FaultProxy`, with a
+    short RPC deadline, and whose node can be restarted (same chain, same cookie file)."""
+
+    proxy: FaultProxy | None = None
+    server: RegtestServer | None = None
+
+    def stop_node(self) -> None:
+        assert self.server is not None
+        self.server.shutdown()
+        self.node.close()
+
+    def start_node(self, *, forget_mempool: bool = False) -> None:
+        assert self.proxy is not None
+        if forget_mempool:  # as a node started with -persistmempool=0, or after a crash
+            (self.node.datadir / "mempool.txt").unlink(missing_ok=True)
+        self.node = RegtestNode(self.node.datadir)
+        self.server = start_in_thread(self.node, cookie_path=self.tmp / "node.cookie")
+        self.proxy.upstream = self.server.server_address[:2]
+
+    def restart_node(self, *, forget_mempool: bool = False) -> None:
+        self.stop_node()
+        self.start_node(forget_mempool=forget_mempool)
+
+
+RPC_DEADLINE_SECONDS = 2
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[ProxiedDesk]:
+    node = RegtestNode(tmp_path / "regtest")
+    server = start_in_thread(node, cookie_path=tmp_path / "node.cookie")
+    proxy = FaultProxy(server.server_address[:2])
+    desk = ProxiedDesk(tmp_path / "coordinator", node, tmp_path, proxy, server)
+    try:
+        write_config(desk.state, "regtest", (proxy.url, tmp_path / "node.cookie"))
+        config = desk.state / "coordinator.toml"
+        deadline = f"[node]\ntimeout_seconds = {RPC_DEADLINE_SECONDS}\n"
+        config.write_text(config.read_text().replace("[node]\n", deadline))
+        yield desk
+    finally:
+        proxy.close()
+        assert desk.server is not None
+        desk.server.shutdown()
+        desk.node.close()
 
 
 @pytest.fixture

@@ -2,10 +2,16 @@
 
 A :class:`SoftAppliance` does what the coordinator sees of a real appliance: it exports a
 ``wpkh(<key>)`` descriptor with a signed ``wallet_exported`` receipt, pins a multisig with a
-receipt, and answers a request with its signatures plus a ``signing_decision`` receipt
-approving the request hash. Its journal is a real hash chain signed by a real (software)
-audit key, so every check the coordinator makes runs against genuine signatures. The real
-appliance's own tests (tests/appliance) cover the HSM side.
+``wallet_pinned`` receipt, and answers a request with its signatures plus a
+``signing_decision`` receipt approving the request hash. Its journal is a real hash chain
+signed by a real (software) audit key, so every check the coordinator makes runs against
+genuine signatures. The real appliance's own tests (tests/appliance) cover the HSM side.
+
+Receipts follow the appliance's receipt contract (issue 12 item 4): a wallet receipt's
+``actors`` are the officers who activated the ceremony and ``details["quorum"]`` the quorum
+in force; an approved signing decision's ``actors`` are the approving officers, with
+``details["quorum"]`` and ``details["approvals"]`` = {fingerprint: DER signature}. Tests
+can make a receipt short of its quorum or deferred, to see the coordinator refuse it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from shared.bitcoin.descriptor import Descriptor
 from shared.journal import Entry, next_record, seal
 from shared.psbt.model import Psbt
 from shared.psbt.signer import sign_psbt
-from shared.request import attach_receipt, read_request, request_hash
+from shared.request import (
+    SUBTYPE_RECEIPT,
+    attach_receipt,
+    proprietary_keydata,
+    read_request,
+    request_hash,
+)
 
 
 def secret(label: str) -> bytes:
@@ -32,12 +44,17 @@ def pubkey(sk: bytes) -> bytes:
 
 
 class SoftAppliance:
-    def __init__(self, appliance_id: str, seed: str | None = None) -> None:
+    def __init__(
+        self, appliance_id: str, seed: str | None = None, officers: int = 3, quorum: int = 2
+    ) -> None:
         self.appliance_id = appliance_id
         seed = seed or appliance_id
         self.key = secret(f"{seed} signing key")
         self.audit = secret(f"{seed} audit key")
+        self.officer_keys = [secret(f"{seed} officer {n}") for n in range(officers)]
+        self.quorum = quorum
         self.entries: list[Entry] = []
+        self.last_signed: bytes | None = None  # the signed PSBT it last handed out
 
     @property
     def audit_pubkey(self) -> bytes:
@@ -46,6 +63,14 @@ class SoftAppliance:
     @property
     def descriptor(self) -> Descriptor:
         return Descriptor.parse(f"wpkh({pubkey(self.key).hex()})", require_checksum=False)
+
+    @staticmethod
+    def fingerprint(officer_key: bytes) -> str:
+        return hashlib.sha256(pubkey(officer_key)).hexdigest()[:16]
+
+    def officers(self, count: int | None = None) -> list[bytes]:
+        """The first ``count`` officers (default: exactly the quorum)."""
+        return self.officer_keys[: self.quorum if count is None else count]
 
     def record(self, event: str, **fields: object) -> Entry:
         previous = self.entries[-1] if self.entries else None
@@ -58,33 +83,91 @@ class SoftAppliance:
         self.entries.append(entry)
         return entry
 
-    def _pin_record(self, descriptor: Descriptor) -> bytes:
+    def _wallet_record(
+        self, event: str, descriptor: Descriptor, officers: int | None, deferred: bool
+    ) -> bytes:
         text = str(descriptor)
+        details: dict[str, object] = {
+            "descriptor": text,
+            "audit_key": self.audit_pubkey.hex(),
+            "quorum": self.quorum,
+        }
+        if deferred:
+            details["deferred"] = {"written_at_seq": len(self.entries)}
         return self.record(
-            "wallet_exported",
+            event,
+            actors=[self.fingerprint(k) for k in self.officers(officers)],
             subjects={"descriptor": hashlib.sha256(text.encode()).digest()},
-            details={"descriptor": text, "audit_key": self.audit_pubkey.hex()},
+            details=details,
         ).to_bytes()
 
-    def export(self) -> tuple[str, bytes]:
+    def export(self, *, officers: int | None = None, deferred: bool = False) -> tuple[str, bytes]:
         """(descriptor text, receipt bytes), as `export-wallet` writes them."""
-        return str(self.descriptor), self._pin_record(self.descriptor)
+        receipt = self._wallet_record("wallet_exported", self.descriptor, officers, deferred)
+        return str(self.descriptor), receipt
 
-    def pin(self, descriptor_text: str) -> bytes:
-        return self._pin_record(Descriptor.parse(descriptor_text))
+    def pin(
+        self, descriptor_text: str, *, officers: int | None = None, deferred: bool = False
+    ) -> bytes:
+        """A ``wallet_pinned`` receipt, as `pin-wallet` writes it."""
+        descriptor = Descriptor.parse(descriptor_text)
+        return self._wallet_record("wallet_pinned", descriptor, officers, deferred)
 
-    def sign(self, psbt_bytes: bytes, decision: str = "approved") -> bytes:
+    def sign(
+        self,
+        psbt_bytes: bytes,
+        decision: str = "approved",
+        *,
+        approvers: int | None = None,
+        deferred: bool = False,
+    ) -> bytes:
         """Sign our inputs and attach the approval receipt for the request hash."""
         psbt = Psbt.parse(psbt_bytes)
         digest = request_hash(psbt, read_request(psbt))
         signed, _ = sign_psbt(psbt, [self.key])
+        officers = self.officers(approvers)
+        details: dict[str, object] = {"txid": psbt.unsigned_tx.txid_hex, "quorum": self.quorum}
+        if decision == "approved":
+            details["approvals"] = {
+                self.fingerprint(k): ecdsa.sign(k, hashlib.sha256(digest).digest())
+                for k in officers
+            }
+        if deferred:
+            details["deferred"] = {"written_at_seq": len(self.entries)}
         entry = self.record(
             "signing_decision",
             decision=decision,
+            actors=[self.fingerprint(k) for k in officers],
             subjects={
                 "request": digest,
                 "psbt": hashlib.sha256(psbt.unsigned_tx.serialize()).digest(),
             },
-            details={"txid": psbt.unsigned_tx.txid_hex},
+            details=details,
         )
-        return attach_receipt(signed, entry.to_bytes()).serialize()
+        self.last_signed = attach_receipt(signed, entry.to_bytes()).serialize()
+        return self.last_signed
+
+    def reshow(self, *, reissue_record: bool = False) -> bytes:
+        """The last signed PSBT shown again: as delivered (its original approval receipt),
+        or with a ``signing_reissued`` record in place of it (one receipt per appliance)."""
+        assert self.last_signed is not None
+        if not reissue_record:
+            return self.last_signed
+        psbt = Psbt.parse(self.last_signed)
+        digest = request_hash(psbt, read_request(psbt))
+        bare = strip_receipts(psbt)
+        entry = self.record("signing_reissued", subjects={"request": digest})
+        return attach_receipt(bare, entry.to_bytes()).serialize()
+
+
+def strip_receipts(psbt: Psbt) -> Psbt:
+    """``psbt`` without its Coldstation receipts (the proprietary global records)."""
+    bare = Psbt.from_unsigned_tx(psbt.unsigned_tx)
+    receipt = b"\xfc" + proprietary_keydata(SUBTYPE_RECEIPT)
+    for key, value in psbt.globals.raw_records().items():
+        if not key.startswith(receipt):
+            bare.globals.set_record(key, value)
+    for src, dst in zip(psbt.inputs + psbt.outputs, bare.inputs + bare.outputs, strict=True):
+        for key, value in src.raw_records().items():
+            dst.set_record(key, value)
+    return bare

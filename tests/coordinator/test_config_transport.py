@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from online_coordinator.commands.batch import node_fee_rate, parse_fee_rate
+from online_coordinator.chain.rpc import ChainUnavailable
+from online_coordinator.commands.batch import fee_choice, parse_fee_rate
 from online_coordinator.commands.common import CommandError
 from online_coordinator.config import ConfigError, load_config
 from online_coordinator.store import Store, StoreError
@@ -75,11 +76,15 @@ def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
 
 def test_fee_rate_comes_from_the_node_and_is_capped(desk: Desk) -> None:
     config = load_config(desk.state)
-    assert node_fee_rate(config) == config.fallback_fee_rate  # fresh regtest: no estimate
+    fallback = fee_choice(config, None)  # fresh regtest: no estimate
+    assert (fallback.rate, fallback.source) == (config.fallback_fee_rate, "fallback")
+    assert "no estimate (Insufficient data or no feerate found)" in fallback.note
     desk.node.set_fee_estimate(5_000)
-    assert node_fee_rate(config) == 5_000
-    desk.node.set_fee_estimate(10_000_000)
-    assert node_fee_rate(config) == config.max_fee_rate
+    assert fee_choice(config, None).rate == 5_000
+    desk.node.set_fee_estimate(1_000_000)
+    capped = fee_choice(config, None)
+    assert (capped.rate, capped.source) == (config.max_fee_rate, "capped")
+    assert fee_choice(config, 3_000).rate == 3_000
 
 
 @pytest.mark.parametrize(("text", "rate"), [("1", 1000), ("2.5", 2500), ("12.345", 12345)])
@@ -119,14 +124,49 @@ def test_incomplete_or_missing_payloads_are_clear_errors(tmp_path: Path) -> None
         receive("camera:front")
 
 
-def test_init_never_overwrites_a_config_nor_writes_a_broken_one(tmp_path: Path) -> None:
+def test_init_never_overwrites_a_config_nor_writes_a_broken_one(desk: Desk) -> None:
     from online_coordinator.config import write_config
 
+    tmp_path = desk.tmp
     with pytest.raises(ConfigError, match="not running"):
         write_config(tmp_path / "a", "regtest", tmp_path / "no-regtest")
     assert not (tmp_path / "a" / "coordinator.toml").exists()
-    write_config(tmp_path / "b", "regtest", ("http://127.0.0.1:1", tmp_path / "cookie"))
-    before = (tmp_path / "b" / "coordinator.toml").read_bytes()
+    with pytest.raises(ChainUnavailable, match="wrote nothing"):  # no node answers there
+        write_config(tmp_path / "b", "regtest", ("http://127.0.0.1:1", tmp_path / "cookie"))
+    assert not (tmp_path / "b" / "coordinator.toml").exists()
+    before = (desk.state / "coordinator.toml").read_bytes()
+    node = load_config(desk.state).node
     with pytest.raises(ConfigError, match="already exists"):
-        write_config(tmp_path / "b", "mainnet", ("http://127.0.0.1:2", tmp_path / "cookie"))
-    assert (tmp_path / "b" / "coordinator.toml").read_bytes() == before
+        write_config(desk.state, "mainnet", (node.url, node.cookie))
+    assert (desk.state / "coordinator.toml").read_bytes() == before
+
+
+def test_migration_3_renames_states_to_the_words_status_uses(tmp_path: Path) -> None:
+    import sqlite3
+
+    from online_coordinator.store import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    db.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    db.executescript(
+        "INSERT INTO wallets VALUES (1, 'w', 'regtest', 'single', NULL, 0, 0);"
+        "INSERT INTO batches VALUES (1, 1, 'sent', x'00', 'p', 'broadcast', 0);"
+        "INSERT INTO batches VALUES (2, 1, 'deep', x'00', 'p', 'confirmed', 0);"
+        "INSERT INTO batches VALUES (3, 1, 'mined', x'00', 'p', 'broadcast', 0);"
+        + "".join(
+            f"INSERT INTO requests VALUES ({n}, {n}, x'0{n}', 'payment', NULL, x'00', x'00', "
+            f"'t{n}', 1, 1, 0, 1, 'broadcast');"
+            for n in (1, 2, 3)
+        )
+        + "INSERT INTO broadcasts VALUES (1, 1, 't1', 'w1', x'00', 0, 0, 1, NULL, NULL, 'sent');"
+        "INSERT INTO broadcasts VALUES (2, 2, 't2', 'w2', x'00', 0, 0, 1, 'h', 5, 'final');"
+        "INSERT INTO broadcasts VALUES (3, 3, 't3', 'w3', x'00', 0, 0, 1, 'h', 9, 'confirmed');"
+    )
+    db.commit()
+    db.close()
+    with Store.open(tmp_path / "db.sqlite") as store:
+        batches = [r["state"] for r in store.all("SELECT state FROM batches ORDER BY id")]
+        rows = [r["state"] for r in store.all("SELECT state FROM broadcasts ORDER BY id")]
+        assert batches == ["in_mempool", "final", "confirmed"]
+        assert rows == ["mempool", "final", "confirmed"]
+        assert store.meta("last_sync") is None

@@ -82,7 +82,7 @@ def test_fund_batch_sign_broadcast_confirm(desk: Desk) -> None:
     sign_and_import(desk, "b1", request, appliance)
     desk.ok("batch", "broadcast", "b1")
     sent = status(desk, "b1")
-    assert sent["state"] == "broadcast" and sent["txid"] in desk.node.mempool()
+    assert sent["state"] == "in_mempool" and sent["txid"] in desk.node.mempool()
     raw = desk.node.raw_transaction(sent["txid"])
     tx = Transaction.parse(raw)
     assert all(
@@ -97,10 +97,11 @@ def test_fund_batch_sign_broadcast_confirm(desk: Desk) -> None:
     desk.node.mine(1)
     desk.ok("sync")
     assert status(desk, "b1")["confirmations"] == 1
+    assert status(desk, "b1")["state"] == "confirmed"
     desk.node.mine(5)
     desk.ok("sync")
     final = status(desk, "b1")
-    assert final["state"] == "confirmed" and final["confirmations"] == 6
+    assert final["state"] == "final" and final["confirmations"] == 6
     assert [u.value for u in paid_to(desk.node, payee(1))] == [BTC // 2]
 
 

@@ -134,7 +134,7 @@ def test_fund_mine_scan_and_transaction_lookups(node):
     with pytest.raises(NodeError) as confirmed:
         node.send(raw)
     assert confirmed.value.code == -27
-    assert confirmed.value.reason == "Transaction already in block chain"
+    assert confirmed.value.reason == "Transaction outputs already in utxo set"  # Core v28+
     assert node.test_accept(raw).reason == "txn-already-known"
 
 

@@ -324,4 +324,96 @@ def test_cli_start_mine_fund_reorg_stop(tmp_path: Path):
     stale = _cli("stop", "--datadir", datadir)
     assert stale.returncode == 0 and "removed" in stale.stdout and not info_file.exists()
     missing = _cli("mine", "1", "--datadir", datadir)
-    assert missing.returncode == 2 and "no regtest node running" in missing.stderr
+    # exit 4, node unavailable (docs/exit-codes.md)
+    assert missing.returncode == 4 and "no regtest node running" in missing.stderr
+
+
+# -- Core's answers on the broadcast paths (issue 13) ------------------------------------------
+
+
+def test_resending_answers_as_core_does(served, rpc):
+    """In the mempool: txid again (sendrawtransaction), "txn-already-in-mempool"
+    (testmempoolaccept). Mined with unspent outputs: -27 "Transaction outputs already in utxo
+    set" and "txn-already-known". Mined and its outputs spent: -25
+    "bad-txns-inputs-missingorspent" and "missing-inputs"."""
+    paid = rpc.send_to_address(ANYONE_ADDRESS, 1_000_000)
+    rpc.generate_to_address(1, OTHER_ADDRESS)
+    [coin] = [o for o in rpc.scan_scripts([ANYONE]) if o.txid == paid]
+    spend = _spend(coin.txid, coin.vout, coin.value)
+    raw = spend.serialize()
+    txid = rpc.send_raw_transaction(raw)
+    assert rpc.send_raw_transaction(raw) == txid
+    assert rpc.test_mempool_accept(raw).reason == "txn-already-in-mempool"
+    assert rpc.mempool_wtxid(txid) == spend.wtxid_hex
+    assert rpc.unspent_confirmations(coin.txid, coin.vout) is None  # spent in the mempool
+    assert rpc.unspent_confirmations(coin.txid, coin.vout, include_mempool=False) == 1
+    assert rpc.unspent_confirmations(txid, 0) == 0  # a mempool output
+    rpc.generate_to_address(1, OTHER_ADDRESS)
+    assert rpc.mempool_wtxid(txid) is None
+    with pytest.raises(RpcError) as caught:
+        rpc.send_raw_transaction(raw)
+    assert (caught.value.code, caught.value.message) == (
+        -27, "Transaction outputs already in utxo set"
+    )
+    assert rpc.test_mempool_accept(raw).reason == "txn-already-known"
+    node, _ = served
+    assert node.tx_out(txid, 0) is not None
+    never = _spend(coin.txid, coin.vout, coin.value, fee=2_000)  # its coin is spent
+    assert rpc.test_mempool_accept(never.serialize()).reason == "missing-inputs"
+    with pytest.raises(RpcError) as caught:
+        rpc.send_raw_transaction(never.serialize())
+    assert (caught.value.code, caught.value.message) == (-25, "bad-txns-inputs-missingorspent")
+    with pytest.raises(RpcError) as caught:
+        rpc.call("getmempoolentry", "11" * 32)
+    assert (caught.value.code, caught.value.message) == (-5, "Transaction not in mempool")
+
+
+def test_non_final_is_refused_with_cores_code_and_string(rpc):
+    paid = rpc.send_to_address(ANYONE_ADDRESS, 1_000_000)
+    rpc.generate_to_address(1, OTHER_ADDRESS)
+    [coin] = [o for o in rpc.scan_scripts([ANYONE]) if o.txid == paid]
+    spend = _spend(coin.txid, coin.vout, coin.value)
+    spend.locktime = rpc.block_count() + 1  # valid only from the block after the next
+    assert rpc.test_mempool_accept(spend.serialize()).reason == "non-final"
+    with pytest.raises(RpcError) as caught:
+        rpc.send_raw_transaction(spend.serialize())
+    assert (caught.value.code, caught.value.message) == (-26, "non-final")
+
+
+def test_a_stopping_node_answers_http_503_as_core_does(tmp_path):
+    with RegtestNode(tmp_path / "node") as node:
+        server = start_in_thread(node, stop_delay_seconds=1.0)
+        auth = RpcAuth.from_cookie(server.cookie_path)
+        first = BitcoinCoreRPC(server.url, auth, timeout=5)
+        assert first.stop() == STOP_MESSAGE
+        status, body = _post(server, b'{"method": "getblockcount"}', auth="Basic eDp5")
+        assert status == 503 and body == regtest_server.SERVICE_UNAVAILABLE_BODY
+        with pytest.raises(ChainUnavailable, match=r"HTTP 503 .*shutting down or overloaded"):
+            BitcoinCoreRPC(server.url, auth, timeout=5).block_count()
+        server._thread.join(timeout=10)
+        server.shutdown()
+
+
+def test_walletprocesspsbt_signs_and_finalizes_like_core(served, rpc):
+    """A PSBT spending the faucet's coin: the node's wallet holds the faucet key."""
+    from online_coordinator.regtest.faucet import FAUCET_SCRIPT
+    from shared.psbt.model import Psbt
+
+    [coin, *_] = rpc.scan_scripts([FAUCET_SCRIPT])
+    prev = Transaction.parse(rpc.raw_transaction(coin.txid, rpc.block_hash(coin.height)))
+    tx = Transaction(2, [TxIn(OutPoint.from_hex(coin.txid, coin.vout), b"", SEQUENCE_RBF)],
+                     [TxOut(coin.value - 2_000, OTHER)])  # fmt: skip
+    psbt = Psbt.from_unsigned_tx(tx)
+    psbt.inputs[0].set(0x00, prev.serialize())
+    unsigned = base64.b64encode(psbt.serialize()).decode()
+    kept = rpc.call("walletprocesspsbt", unsigned, True, "ALL", True, False)
+    assert kept["complete"] is True and "hex" not in kept
+    assert Psbt.from_text(kept["psbt"]).inputs[0].partial_sigs
+    final = rpc.call("walletprocesspsbt", unsigned)
+    finalized = Psbt.from_text(final["psbt"]).inputs[0]
+    assert final["complete"] is True and finalized.is_finalized and not finalized.partial_sigs
+    assert rpc.send_raw_transaction(bytes.fromhex(final["hex"])) == tx.txid_hex
+    assert rpc.call("importdescriptors", [{"desc": "wpkh(02" + "11" * 32 + ")"}]) == [
+        {"success": False, "error": {"code": -8, "message": "Cannot import descriptor without "
+                                     "private keys to a wallet with private keys enabled"}}
+    ]  # fmt: skip

@@ -291,7 +291,7 @@ def test_dropped_keep_alive_reconnects_once(canned, rpc):
 def test_timeout(canned):
     canned.respond = lambda handler, request: time.sleep(1.0)
     client = BitcoinCoreRPC(canned.url, RpcAuth("u", "p"), timeout=0.2)
-    with client, pytest.raises(ChainUnavailable, match=r"no reply .* within 0.2 s"):
+    with client, pytest.raises(ChainUnavailable, match=r"no complete reply from .* within 0.2 s"):
         client.block_count()
 
 
@@ -403,3 +403,81 @@ def test_chain_name_mempool_and_raw_data(canned, rpc):
     canned.respond = result('"zz"')
     with pytest.raises(ChainUnavailable, match="not hex"):
         rpc.raw_transaction(TXID)
+
+
+# -- one deadline per call, and one clear line per failure (issue 13) -----------------------
+
+
+def test_a_trickled_reply_cannot_outlast_the_deadline(canned):
+    """A byte every 0.1 s never trips a per-read timeout; the whole-call deadline does."""
+
+    def respond(handler, request):
+        body = json.dumps({"result": 7, "error": None, "id": request["id"]}).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        try:
+            for byte in head + body:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    canned.respond = respond
+    client = BitcoinCoreRPC(canned.url, RpcAuth("u", "p"), timeout=1.0)
+    started = time.monotonic()
+    with client, pytest.raises(ChainUnavailable, match=r"no complete reply from .* within 1 s"):
+        client.block_count()
+    assert time.monotonic() - started < 2.0
+
+
+def test_http_503_reads_as_a_node_shutting_down(canned, rpc):
+    page = b"<HTML><HEAD>\n<TITLE>503 Service Unavailable</TITLE>\n</HEAD></HTML>\n"
+    canned.respond = lambda handler, request: send(handler, 503, page)
+    with pytest.raises(ChainUnavailable) as caught:
+        rpc.block_count()
+    assert "HTTP 503" in str(caught.value) and "shutting down or overloaded" in str(caught.value)
+    assert "not a JSON-RPC reply" not in str(caught.value)
+
+
+def test_garbage_and_half_replies_are_one_clear_line(canned, rpc):
+    canned.respond = lambda handler, request: send(handler, 200, b'{"result": 7, <<\x00garbage')
+    with pytest.raises(ChainUnavailable) as caught:
+        rpc.block_count()
+    text = str(caught.value)
+    assert "not a JSON-RPC reply" in text and "garbage" in text and "\x00" not in text
+
+    def half(handler, request):
+        body = json.dumps({"result": 7, "error": None, "id": request["id"]}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 2])
+        handler.close_connection = True
+
+    canned.respond = half
+    with pytest.raises(ChainUnavailable, match="half way through its reply"):
+        rpc.block_count()
+
+
+def test_chain_identity_is_the_name_and_the_genesis_block(canned, rpc):
+    from online_coordinator.chain.identity import GENESIS, ChainMismatch, check_chain
+    from shared.bitcoin.address import Network
+
+    def identity(chain: str, genesis: str):
+        def respond(handler, request):
+            replies = [{"result": {"chain": chain}, "error": None, "id": request[0]["id"]},
+                       {"result": genesis, "error": None, "id": request[1]["id"]}]
+            send(handler, 200, json.dumps(replies).encode())
+
+        return respond
+
+    canned.respond = identity("regtest", GENESIS["regtest"])
+    assert check_chain(rpc, Network.REGTEST) == "regtest"
+    with pytest.raises(ChainMismatch, match=r"on chain 'regtest'.*configured for mainnet"):
+        check_chain(rpc, Network.MAINNET)
+    canned.respond = identity("main", GENESIS["regtest"])  # a node that lies about its name
+    with pytest.raises(ChainMismatch, match="genesis block is 0f9188f1"):
+        check_chain(rpc, Network.MAINNET)
+    canned.respond = identity("testnet4", GENESIS["testnet4"])
+    assert check_chain(rpc, Network.TESTNET) == "testnet4"
