@@ -22,7 +22,9 @@ lint: venv
 	$(PY) -m ruff check .
 
 bench: venv
+	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m tests.bench.psbt_bench
+	$(PY) -m tests.bench.review_bench
 	$(PY) -m tests.bench.fountain_bench
 	$(PY) -m tests.bench.qr_bench
 	$(PY) -m tests.bench.hsm_bench

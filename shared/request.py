@@ -270,16 +270,10 @@ def _records(psbt: Psbt, subtype: int) -> Iterator[tuple[bytes, bytes]]:
 
 def _copy(psbt: Psbt) -> Psbt:
     """An independent copy, record by record (no re-parse, so no new checks can fire)."""
-
-    def clone(src: PsbtMap, dst: PsbtMap) -> PsbtMap:
-        for key, value in src.raw_records().items():
-            dst.set_record(key, value)
-        return dst
-
     return Psbt(
-        clone(psbt.globals, PsbtMap("global")),
-        [clone(m, PsbtInput(m.where)) for m in psbt.inputs],
-        [clone(m, PsbtOutput(m.where)) for m in psbt.outputs],
+        psbt.globals.copy(),
+        [m.copy() for m in psbt.inputs],
+        [m.copy() for m in psbt.outputs],
     )
 
 

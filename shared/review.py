@@ -24,7 +24,7 @@ assumed makes the fee rate shown lower than the real one by at most 0.25 vB per 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from shared import canonical
@@ -34,7 +34,13 @@ from shared.bitcoin.bip32 import HARDENED, KeyOrigin
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor
 from shared.bitcoin.script import classify, parse_multisig
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
-from shared.bitcoin.size import P2WPKH_SHAPE, InputShape, estimate_vsize
+from shared.bitcoin.size import (
+    MAX_STANDARD_TX_WEIGHT,
+    P2WPKH_SHAPE,
+    InputShape,
+    estimate_weight,
+    vsize_of,
+)
 from shared.bitcoin.tx import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
@@ -56,6 +62,7 @@ KEY_STATES = ("active", "suspended", "archived")
 #: Refusal codes in the order refusals are listed (DESIGN 4).
 REFUSAL_CODES = (
     "malformed",  # not a PSBT we can judge: structure, missing full previous transaction
+    "weight",  # heavier, signed, than Bitcoin Core relays (MAX_STANDARD_TX_WEIGHT)
     "no_request",  # request metadata missing, malformed or inconsistent with the tx
     "network",  # request or PSBT for another network than the policy's
     "expired",  # request past its expiry, or living longer than the policy allows
@@ -418,10 +425,14 @@ class Review:
 def _without_none(value: Any) -> Any:
     """Maps lose their None fields, recursively (absent means unknown or not applicable)."""
     if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
+        return {k: _without_none(v) if type(v) in _CONTAINERS else v
+                for k, v in value.items() if v is not None}  # fmt: skip
     if isinstance(value, list):
-        return [_without_none(v) for v in value]
+        return [_without_none(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def _request_plain(meta: RequestMetadata | None) -> dict[str, Any] | None:
@@ -621,6 +632,7 @@ class _Reviewer:
         self.spends: dict[int, SpendInfo] = {}
         self.cache: SighashCache | None = None
         self.input_wallets: set[int] = set()  # pinned descriptor positions the inputs spend
+        self.references: dict[int, bytes] = {}
         self.internal = set(getattr(policy, "internal_wallets", ()))
 
     def refuse(self, code: str, message: str) -> None:
@@ -633,14 +645,20 @@ class _Reviewer:
         if tx is None:
             return _undecodable(tuple(self.refusals))
         self.meta = self._request(tx)
+        # payee references by output, built once (RequestMetadata.reference_for builds this
+        # map on every call: once per output, that is quadratic in a batch's outputs)
+        self.references = dict(self.meta.references) if self.meta else {}
         self.cache = SighashCache(tx)
         inputs = tuple(self._input(i, tx) for i in range(len(tx.inputs)))
         self.input_wallets = {i.wallet.position for i in inputs if i.wallet is not None}
         outputs = tuple(self._output(j, out) for j, out in enumerate(tx.outputs))
         self._network_evidence()
         self._conflicts(tx)
-        vsize = estimate_vsize(tx, [self._shape(i) for i in inputs])
-        return self._result(tx, inputs, outputs, vsize)
+        weight = estimate_weight(tx, [self._shape(i) for i in inputs])
+        if weight > MAX_STANDARD_TX_WEIGHT:
+            self.refuse("weight", f"signed, the transaction would weigh up to {weight} WU, "
+                        f"above the {MAX_STANDARD_TX_WEIGHT} WU nodes relay")  # fmt: skip
+        return self._result(tx, inputs, outputs, vsize_of(weight))
 
     def _result(
         self,
@@ -657,7 +675,7 @@ class _Reviewer:
             self.refuse(
                 "malformed", f"outputs total {total_out} sat but inputs total only {total_in} sat"
             )
-        facts, decision = self._decide(outputs, fee, vsize)
+        facts, decision = self._decide(tx, outputs, fee, vsize)
         digest = self._request_hash()
         fee_rate = None if fee is None or fee < 0 else -(-fee * 1000 // vsize)
         refusals = tuple(sorted(self.refusals, key=lambda r: _RANK[r.code]))
@@ -797,7 +815,9 @@ class _Reviewer:
                 "(non_witness_utxo), so its amount cannot be verified",
             )
             return None
-        if prev.txid != prevout.txid or prevout.vout >= len(prev.outputs):
+        # the txid hashed from the record's bytes (the transaction without witness, what
+        # ``prev.txid`` would serialize again): one hash per input, no re-serialization
+        if inp.non_witness_utxo_txid() != prevout.txid or prevout.vout >= len(prev.outputs):
             self.refuse(
                 "malformed",
                 f"input {index}: the previous transaction given is "
@@ -922,7 +942,7 @@ class _Reviewer:
             self.policy.label_for(out.script_pubkey),
             found is not None and self._is_change(found),
             found,
-            self.meta.reference_for(index) if self.meta else None,
+            self.references.get(index),
         )
 
     def _is_change(self, found: WalletMatch) -> bool:
@@ -953,9 +973,10 @@ class _Reviewer:
 
     def _conflicts(self, tx: Transaction) -> None:
         replaces = set(self.meta.replaces) if self.meta else set()
-        for index, txin in enumerate(tx.inputs):
+        txid = tx.txid  # once: hashing the transaction per input is quadratic (a replacement
+        for index, txin in enumerate(tx.inputs):  # has every input already signed)
             spender = self.ctx.signed_outpoints.get(txin.prevout)
-            if spender is None or spender == tx.txid or spender in replaces:
+            if spender is None or spender == txid or spender in replaces:
                 continue
             self.refuse(
                 "conflicting_spend",
@@ -965,14 +986,13 @@ class _Reviewer:
             )
 
     def _decide(
-        self, outputs: tuple[OutputView, ...], fee: int | None, vsize: int
+        self, tx: Transaction, outputs: tuple[OutputView, ...], fee: int | None, vsize: int
     ) -> tuple[Facts | None, Decision | None]:
         meta = self.meta
         if meta is None or fee is None or fee < 0:
             return None, None
         try:
             payments = tuple(Payment(o.script_pubkey, o.amount, o.is_change) for o in outputs)
-            tx = self.psbt.unsigned_tx
             facts = Facts(
                 meta.network,
                 self.ctx.now,
@@ -1012,6 +1032,47 @@ class _Reviewer:
         )
 
 
+def refreshed(
+    review_: Review,
+    tx: Transaction,
+    policy: Policy,
+    *,
+    now: int,
+    seen_request_ids: SeenIds,
+    signed_outpoints: Spenders,
+    spent_today_before: int,
+) -> Review:
+    """``review_`` judged again at ``now`` against the history as it stands now: the
+    moment of signing decides expiry, replays, conflicting spends and the day's total.
+
+    Everything else a review decides (what the PSBT says, which outputs are change, the
+    signatures already present) cannot change between the review and the signature: the
+    PSBT is the same object, and the pins and the policy change only in ceremonies of
+    their own. So only the facts that depend on time and history are evaluated again, in
+    time linear in the inputs (a second full review of a 1,450-input PSBT costs more than
+    a third of its HSM signatures).
+    """
+    if review_.facts is None or review_.request is None or not review_.approved_for_signing:
+        return review_
+    refusals: list[Refusal] = []
+    meta = review_.request
+    if meta.request_id in seen_request_ids:
+        refusals.append(Refusal("replayed", f"request {meta.request_id.hex()} was already "
+                                "presented to this appliance"))  # fmt: skip
+    replaces = set(meta.replaces)
+    txid = tx.txid  # once, not per input: a replacement has every input already signed
+    for index, txin in enumerate(tx.inputs):
+        spender = signed_outpoints.get(txin.prevout)
+        if spender is not None and spender != txid and spender not in replaces:
+            refusals.append(Refusal("conflicting_spend", f"input {index} spends {txin.prevout}, "
+                                    f"already signed in transaction {spender[::-1].hex()}"))
+    facts = replace(review_.facts, request_time=now, spent_today_before=spent_today_before)
+    decision = evaluate(policy, facts)
+    refusals += [Refusal(_violation_code(v), v) for v in decision.violations]
+    refusals.sort(key=lambda r: _RANK[r.code])
+    return replace(review_, facts=facts, decision=decision, refusals=tuple(refusals))
+
+
 def _violation_code(violation: str) -> str:
     """The refusal code for one policy violation (named by the evaluator's check)."""
     name = violation.split(":", 1)[0]
@@ -1049,6 +1110,7 @@ __all__ = [
     "ReviewError",
     "WalletMatch",
     "inputs_to_sign",
+    "refreshed",
     "review",
     "review_locks_text",
 ]

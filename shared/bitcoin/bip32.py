@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -344,7 +345,7 @@ class KeyOrigin:
         if len(self.fingerprint) != 4:
             raise BIP32Error("key origin fingerprint must be 4 bytes")
         path = list(self.path)
-        if any(not 0 <= i < 2**32 for i in path):
+        if path and (min(path) < 0 or max(path) >= 2**32):
             raise BIP32Error("key origin path element out of range")
         object.__setattr__(self, "path", path)
 
@@ -381,5 +382,5 @@ class KeyOrigin:
     def from_psbt_bytes(cls, data: bytes) -> KeyOrigin:
         if len(data) < 4 or len(data) % 4:
             raise ValueError(f"key origin of {len(data)} bytes is not 4 + 4k bytes")
-        path = [int.from_bytes(data[i : i + 4], "little") for i in range(4, len(data), 4)]
+        path = struct.unpack_from(f"<{len(data) // 4 - 1}I", data, 4)  # uint32 LE each
         return cls(data[:4], path)

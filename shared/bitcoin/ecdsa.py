@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from coincurve import PrivateKey, PublicKey
 from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
 
 from shared.bitcoin.sighash import VALID_ECDSA_SIGHASH_TYPES
 
@@ -22,11 +23,10 @@ def is_valid_pubkey(data: bytes) -> bool:
         return False
     if (len(data) == 33) != (data[0] in (2, 3)):
         return False
-    try:
-        PublicKey(bytes(data))
-    except ValueError:
-        return False
-    return True
+    # libsecp256k1's own parse, as coincurve's PublicKey(data) calls it, without building
+    # the object: a large PSBT checks thousands of keys and keeps none of them.
+    parsed = ffi.new("secp256k1_pubkey *")
+    return lib.secp256k1_ec_pubkey_parse(GLOBAL_CONTEXT.ctx, parsed, bytes(data), len(data)) == 1
 
 
 def is_strict_der(sig: bytes) -> bool:

@@ -40,10 +40,10 @@ def tagged_hash(tag: str, data: bytes) -> bytes:
 
 def compact_size(n: int) -> bytes:
     """Encode ``n`` as a Bitcoin CompactSize (minimal encoding)."""
+    if 0 <= n < 0xFD:
+        return _ONE_BYTE[n]  # the common case, from a table
     if n < 0:
         raise ValueError("CompactSize cannot be negative")
-    if n < 0xFD:
-        return bytes([n])
     if n <= 0xFFFF:
         return b"\xfd" + n.to_bytes(2, "little")
     if n <= 0xFFFFFFFF:
@@ -53,19 +53,28 @@ def compact_size(n: int) -> bytes:
     raise ValueError("CompactSize too large")
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0xFD)]
+
+
 def with_length(data: bytes) -> bytes:
     """``data`` prefixed with its CompactSize length."""
     return compact_size(len(data)) + data
 
 
 class ByteReader:
-    """A cursor over immutable bytes that refuses to read past the end."""
+    """A cursor over immutable bytes that refuses to read past the end.
 
-    __slots__ = ("_data", "_pos", "_view")
+    Every read is a slice of the bytes held (so never more than is present); the common
+    one-byte CompactSize is read inline. The appliance parses every byte of a PSBT that can
+    hold a thousand inputs through here, so the per-read cost is kept to a bounds check and
+    one slice.
+    """
+
+    __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes) -> None:
         self._data = bytes(data)
-        self._view = memoryview(self._data)
+        self._end = len(self._data)
         self._pos = 0
 
     @property
@@ -73,20 +82,20 @@ class ByteReader:
         return self._pos
 
     def remaining(self) -> int:
-        return len(self._data) - self._pos
+        return self._end - self._pos
 
     def at_end(self) -> bool:
-        return self._pos >= len(self._data)
+        return self._pos >= self._end
 
     def read(self, n: int, what: str = "data") -> bytes:
-        if n < 0 or self._pos + n > len(self._data):
+        pos = self._pos
+        end = pos + n
+        if n < 0 or end > self._end:
             raise DecodeError(
-                f"truncated {what}: need {n} bytes at offset {self._pos}, "
-                f"{self.remaining()} left"
+                f"truncated {what}: need {n} bytes at offset {pos}, {self._end - pos} left"
             )
-        out = self._view[self._pos : self._pos + n].tobytes()
-        self._pos += n
-        return out
+        self._pos = end
+        return self._data[pos:end]
 
     def read_uint(self, size: int, what: str = "integer") -> int:
         return int.from_bytes(self.read(size, what), "little")
@@ -96,9 +105,11 @@ class ByteReader:
 
     def read_compact_size(self, what: str = "length") -> int:
         """Read a CompactSize, refusing non-minimal encodings as Bitcoin Core does."""
+        pos = self._pos
+        if pos < self._end and self._data[pos] < 0xFD:
+            self._pos = pos + 1
+            return self._data[pos]
         first = self.read(1, what)[0]
-        if first < 0xFD:
-            return first
         size = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
         value = self.read_uint(size, what)
         if value < {2: 0xFD, 4: 0x10000, 8: 0x100000000}[size]:
@@ -107,5 +118,12 @@ class ByteReader:
 
     def read_var_bytes(self, what: str = "bytes") -> bytes:
         """Read a CompactSize length and that many bytes (bounded by what is present)."""
+        pos = self._pos
+        if pos < self._end and self._data[pos] < 0xFD:  # one-byte length, inline
+            start = pos + 1
+            end = start + self._data[pos]
+            if end <= self._end:
+                self._pos = end
+                return self._data[start:end]
         n = self.read_compact_size(f"{what} length")
         return self.read(n, what)

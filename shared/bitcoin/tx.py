@@ -90,14 +90,25 @@ class Transaction:
         return any(txin.witness for txin in self.inputs)
 
     def serialize(self, include_witness: bool = True) -> bytes:
+        """BIP-144 bytes (legacy bytes when ``include_witness`` is false or no input has a
+        witness). Inputs and outputs are written inline, field by field, exactly as
+        :meth:`TxIn.serialize` and :meth:`TxOut.serialize` write them: every txid (of the
+        spend and of each previous transaction in a PSBT) is a hash of these bytes, so
+        this runs thousands of times per large PSBT."""
         with_wit = include_witness and self.has_witness()
         parts = [self.version.to_bytes(4, "little")]
         if with_wit:
             parts.append(b"\x00\x01")
         parts.append(compact_size(len(self.inputs)))
-        parts.extend(txin.serialize() for txin in self.inputs)
+        for txin in self.inputs:
+            script = txin.script_sig
+            parts += (txin.prevout.txid, txin.prevout.vout.to_bytes(4, "little"),
+                      compact_size(len(script)), script, txin.sequence.to_bytes(4, "little"))
         parts.append(compact_size(len(self.outputs)))
-        parts.extend(txout.serialize() for txout in self.outputs)
+        for txout in self.outputs:
+            script = txout.script_pubkey
+            parts += (txout.value.to_bytes(8, "little", signed=True), compact_size(len(script)),
+                      script)
         if with_wit:
             for txin in self.inputs:
                 parts.append(compact_size(len(txin.witness)))

@@ -12,8 +12,8 @@ from typing import Any
 from shared.bitcoin.address import Network, b58check_encode, script_to_address
 from shared.bitcoin.bip32 import KeyOrigin
 from shared.bitcoin.script import classify
-from shared.bitcoin.tx import TxOut
-from shared.psbt.model import Psbt
+from shared.bitcoin.tx import TxIn, TxOut
+from shared.psbt.model import Psbt, PsbtInput
 
 
 def describe(psbt: Psbt, network: Network) -> dict[str, Any]:
@@ -24,7 +24,11 @@ def describe(psbt: Psbt, network: Network) -> dict[str, Any]:
          "bip32_derivations": _origins(m.bip32_derivations)}
         for out, m in zip(tx.outputs, psbt.outputs, strict=True)
     ]  # fmt: skip
-    inputs = [_input(psbt, i, network) for i in range(len(psbt.inputs))]
+    utxos = psbt.input_utxos()
+    inputs = [
+        _input(inp, txin, utxo, network)
+        for inp, txin, utxo in zip(psbt.inputs, tx.inputs, utxos, strict=True)
+    ]
     fee = psbt.fee()
     return {
         "psbt_version": psbt.version,
@@ -42,10 +46,10 @@ def describe(psbt: Psbt, network: Network) -> dict[str, Any]:
     }
 
 
-def _input(psbt: Psbt, index: int, network: Network) -> dict[str, Any]:
-    inp = psbt.inputs[index]
-    txin = psbt.unsigned_tx.inputs[index]
-    utxo = psbt.input_utxo(index)
+def _input(inp: PsbtInput, txin: TxIn, utxo: TxOut | None, network: Network) -> dict[str, Any]:
+    """One input's description. Its transaction input and UTXO are looked up once for all
+    inputs by the caller: ``psbt.unsigned_tx`` rebuilds the whole transaction, so asking it
+    input by input made describing a PSBT quadratic in its inputs."""
     return {
         "prevout": str(txin.prevout),
         "sequence": txin.sequence,
