@@ -23,6 +23,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from online_coordinator import faults
 from online_coordinator.chain.rpc import BitcoinCoreRPC
@@ -39,6 +40,7 @@ from online_coordinator.wallet import (
 from shared.bitcoin.descriptor import DerivedOutput
 from shared.bitcoin.encoding import compact_size
 from shared.bitcoin.size import (
+    MAX_STANDARD_TX_WEIGHT,
     InputShape,
     base_weight,
     estimate_vsize,
@@ -54,7 +56,6 @@ COINBASE_MATURITY = 100
 #: shell treats specially, and starts with a letter or digit (never ``.``, ``..`` or ``-``).
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TX_VERSION = 2
-MAX_STANDARD_WEIGHT = 400_000
 #: Fee rate assumed for spending change later (Bitcoin Core's -consolidatefeerate default).
 LONG_TERM_FEE_RATE = 10_000
 
@@ -77,39 +78,64 @@ class BuiltRequest:
     change: AddressSlot | None
 
 
-@dataclass(frozen=True)
-class _Coin:
-    outpoint: OutPoint
+class _Coin(NamedTuple):
+    """A chosen coin: read only for the coins selection picked (see :func:`_chosen`)."""
+
+    txid: str
+    vout: int
     value: int
     descriptor_id: int
     change: bool
     index: int
-    height: int
+
+    @property
+    def outpoint(self) -> OutPoint:
+        return OutPoint.from_hex(self.txid, self.vout)
 
 
 def _shape(derived: DerivedOutput, threshold: int | None) -> InputShape:
     return InputShape(derived.redeem_script, derived.witness_script, threshold or 1, True)
 
 
-def _spendable(store: Store, wallet: Wallet, tip: int) -> list[_Coin]:
-    rows = store.all(
-        "SELECT u.txid, u.vout, u.value, u.height, u.coinbase, a.descriptor_id, a.change, "
-        "a.idx FROM utxos u JOIN addresses a ON a.id = u.address_id "
-        "WHERE u.wallet_id = ? AND u.state = 'available' ORDER BY u.height, u.txid, u.vout",
-        wallet.id,
+def _candidates(store: Store, wallet: Wallet, tip: int) -> list[Candidate]:
+    """Every spendable coin as (row id, value, input weight): only what selection needs.
+
+    Read off the ``utxos_spendable`` index in a stable order (height, txid, vout), as plain
+    tuples: a 100,000-coin wallet costs one index scan and one small tuple per coin.
+    Outpoints and derivation paths are read for the chosen coins alone (:func:`_chosen`).
+    A wallet whose descriptors all weigh the same per input (a key pool of one script
+    type, a multisig) has the weight filled in by SQLite.
+    """
+    weights = _weights(wallet)
+    where = (
+        "FROM utxos WHERE wallet_id = ? AND state = 'available' AND (coinbase = 0 OR "
+        "height <= ?) ORDER BY height, txid, vout"
     )
-    return [
-        _Coin(
-            OutPoint.from_hex(r["txid"], r["vout"]),
-            r["value"],
-            r["descriptor_id"],
-            bool(r["change"]),
-            r["idx"],
-            r["height"],
+    cursor = store.db.cursor()
+    cursor.row_factory = None  # tuples, not sqlite3.Row
+    mature = tip - COINBASE_MATURITY + 1
+    if len(set(weights.values())) == 1:
+        weight = next(iter(weights.values()))
+        cursor.execute(f"SELECT rowid, value, ? {where}", (weight, wallet.id, mature))
+        return list(map(Candidate._make, cursor))
+    rows = store.all("SELECT id, descriptor_id FROM addresses WHERE wallet_id = ?", wallet.id)
+    weight_of = {r["id"]: weights[r["descriptor_id"]] for r in rows}
+    cursor.execute(f"SELECT rowid, value, address_id {where}", (wallet.id, mature))
+    return [Candidate(rowid, value, weight_of[address]) for rowid, value, address in cursor]
+
+
+def _chosen(store: Store, selection: Selection) -> list[_Coin]:
+    """The selected coins with their outpoints and derivation paths, in selection order
+    (row ids are stable inside the batch's transaction)."""
+    coins = []
+    for candidate in selection.chosen:
+        row = store.one(
+            "SELECT u.txid, u.vout, u.value, a.descriptor_id, a.change, a.idx FROM utxos u "
+            "JOIN addresses a ON a.id = u.address_id WHERE u.rowid = ?",
+            candidate.key,
         )
-        for r in rows
-        if not r["coinbase"] or tip - r["height"] + 1 >= COINBASE_MATURITY
-    ]
+        coins.append(_Coin(row[0], row[1], row[2], row[3], bool(row[4]), row[5]))
+    return coins
 
 
 def _weights(wallet: Wallet) -> dict[int, int]:
@@ -139,20 +165,20 @@ def build_request(
     with outcome("nothing was created"), store.write():
         if store.one("SELECT 1 FROM batches WHERE label = ?", label):
             raise BatchError(f"a batch labelled {label!r} already exists")
-        coins = _spendable(store, wallet, tip)
-        selection = _select(wallet, coins, payouts, fee_rate)
+        selection = _select(wallet, _candidates(store, wallet, tip), payouts, fee_rate)
+        coins = _chosen(store, selection)
         change = None
         if selection.change:
             change = next_address(store, wallet, change=True, note=f"change of batch {label}")
-        tx = _transaction(selection, payouts, change, tip)
-        psbt = _psbt(store, wallet, tx, selection, change)
+        tx = _transaction(coins, selection, payouts, change, tip)
+        psbt = _psbt(store, wallet, tx, coins, change)
         meta = _metadata(label, requester, purpose, wallet, payouts, expiry_seconds, tip)
         psbt = attach_request(psbt, meta)
         digest = request_hash(psbt, meta)
         batch_id, request_row = _record(
             store, wallet, csv, label, purpose, payouts, psbt, meta, digest, selection
         )
-        _lock(store, selection, request_row)
+        _lock(store, coins, request_row)
     faults.point("create.recorded")
     return BuiltRequest(
         batch_id, label, request_row, psbt, meta, digest, selection.fee, fee_rate, selection, change
@@ -186,13 +212,14 @@ def _safe_name(label: str) -> str:
     return name[:64]
 
 
-def _select(wallet: Wallet, coins: list[_Coin], payouts: list[Payout], fee_rate: int) -> Selection:
+def _select(
+    wallet: Wallet, candidates: list[Candidate], payouts: list[Payout], fee_rate: int
+) -> Selection:
     weights = _weights(wallet)
     outputs = [TxOut(p.amount, p.script_pubkey) for p in payouts]
     change_descriptor = wallet.descriptors[0][1]
     change_script = change_descriptor.derive(0, change_descriptor.branch_count >= 2)
     change_out = TxOut(0, change_script.script_pubkey)
-    candidates = [Candidate(coin, coin.value, weights[coin.descriptor_id]) for coin in coins]
     try:
         return select_coins(
             candidates,
@@ -203,7 +230,7 @@ def _select(wallet: Wallet, coins: list[_Coin], payouts: list[Payout], fee_rate:
             fee_rate=fee_rate,
             long_term_fee_rate=min(LONG_TERM_FEE_RATE, fee_rate),
             min_change=dust_threshold(change_out.script_pubkey),
-            max_weight=MAX_STANDARD_WEIGHT,
+            max_weight=MAX_STANDARD_TX_WEIGHT,
         )
     except SelectionError as exc:
         raise BatchError(f"coin selection: {exc}") from exc
@@ -215,10 +242,13 @@ def _count_growth(outputs: int) -> int:
 
 
 def _transaction(
-    selection: Selection, payouts: list[Payout], change: AddressSlot | None, tip: int
+    coins: list[_Coin],
+    selection: Selection,
+    payouts: list[Payout],
+    change: AddressSlot | None,
+    tip: int,
 ) -> Transaction:
-    coins = [c.key for c in selection.chosen]
-    inputs = [TxIn(coin.outpoint, b"", SEQUENCE_RBF) for coin in coins]  # type: ignore[attr-defined]
+    inputs = [TxIn(coin.outpoint, b"", SEQUENCE_RBF) for coin in coins]
     outputs = [TxOut(p.amount, p.script_pubkey) for p in payouts]
     if change is not None:
         outputs.append(TxOut(selection.change, change.script))
@@ -226,16 +256,15 @@ def _transaction(
 
 
 def _psbt(
-    store: Store, wallet: Wallet, tx: Transaction, selection: Selection, change: AddressSlot | None
+    store: Store, wallet: Wallet, tx: Transaction, coins: list[_Coin], change: AddressSlot | None
 ) -> Psbt:
     psbt = Psbt.from_unsigned_tx(tx)
     previous: dict[str, tuple[bytes, Transaction]] = {}
-    for inp, candidate in zip(psbt.inputs, selection.chosen, strict=True):
-        coin: _Coin = candidate.key  # type: ignore[assignment]
+    for inp, coin in zip(psbt.inputs, coins, strict=True):
         derived = wallet.descriptor(coin.descriptor_id).derive(coin.index, coin.change)
-        raw, prev = _previous(store, coin.outpoint.txid_hex, previous)
+        raw, prev = _previous(store, coin.txid, previous)
         inp.set(0x00, raw)
-        inp.set(0x01, prev.outputs[coin.outpoint.vout].serialize())
+        inp.set(0x01, prev.outputs[coin.vout].serialize())
         _scripts_and_origins(inp, derived, redeem=0x04, witness=0x05, origin=0x06)
     if change is not None:
         derived = wallet.descriptor(change.descriptor_id).derive(change.index, change.change)
@@ -348,14 +377,13 @@ def _insert(db: sqlite3.Connection, sql: str, params: tuple) -> int:
     return int(db.execute(sql, params).lastrowid or 0)
 
 
-def _lock(store: Store, selection: Selection, request_row: int) -> None:
+def _lock(store: Store, coins: list[_Coin], request_row: int) -> None:
     """Lock each chosen coin; a coin someone else locked first aborts the whole batch."""
-    for candidate in selection.chosen:
-        coin: _Coin = candidate.key  # type: ignore[assignment]
+    for coin in coins:
         locked = store.db.execute(
             "UPDATE utxos SET state = 'locked', request_id = ? WHERE txid = ? AND vout = ? "
             "AND state = 'available'",
-            (request_row, coin.outpoint.txid_hex, coin.outpoint.vout),
+            (request_row, coin.txid, coin.vout),
         ).rowcount
         if locked != 1:
             raise BatchError(f"coin {coin.outpoint} was taken by another batch; try again")

@@ -14,24 +14,26 @@ subadditive, so every result pays at least :func:`fee_for_weight` of its final w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import NamedTuple
 
+from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT
 from shared.bitcoin.tx import MAX_MONEY
 
 #: Core's ``TOTAL_TRIES``: bounds branch and bound however many coins the wallet has.
 TOTAL_TRIES = 100_000
-#: Core's ``MAX_STANDARD_TX_WEIGHT``: heavier transactions are not relayed.
-MAX_STANDARD_TX_WEIGHT = 400_000
 #: Core's default ``-consolidatefeerate`` (10 sat/vB), its long-term fee rate estimate.
 DEFAULT_LONG_TERM_FEE_RATE = 10_000
 WITNESS_SCALE = 4
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A spendable coin; ``key`` is opaque (e.g. an outpoint) and must be hashable."""
+class Candidate(NamedTuple):
+    """A spendable coin; ``key`` is opaque (e.g. an outpoint) and must be hashable.
+
+    A tuple: a wallet offers every coin it holds, 100,000 of them per batch.
+    """
 
     key: object
     value: int
@@ -73,14 +75,38 @@ class _Params:
 
 
 class _Coin(NamedTuple):
-    """A candidate with its fees at the current and the long-term fee rate (a tuple, as
-    10,000 of them are built per selection)."""
+    """A candidate with its fees at the current and the long-term fee rate: built only for
+    the coins of a result, the pool keeps the same numbers in lists."""
 
     candidate: Candidate
     effective: int
     fee: int
     long_term_fee: int
     order: int  # position in the caller's sequence, the final tie-break
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The usable coins in selection order (largest effective value first, then the cheaper
+    input, then the caller's order), one list per number: every algorithm reads these
+    lists by index, so 100,000 coins are a few lists of ints rather than 100,000 objects,
+    and the order comes from C-level sorts of those lists."""
+
+    candidates: list[Candidate]
+    value: list[int]
+    effective: list[int]
+    fee: list[int]
+    long_term_fee: list[int]
+    weight: list[int]
+    order: list[int]
+
+    def coins(self, indices: Iterable[int]) -> list[_Coin]:
+        """The coins at ``indices`` as objects, for a result (a few, never the pool)."""
+        return [
+            _Coin(self.candidates[i], self.effective[i], self.fee[i], self.long_term_fee[i],
+                  self.order[i])
+            for i in indices
+        ]  # fmt: skip
 
 
 def fee_for_weight(weight: int, fee_rate: int) -> int:
@@ -110,7 +136,10 @@ def select_coins(
     ``min_change`` is the dust threshold of the change script: smaller change is left to
     the fee rather than created. The same arguments always give the same result.
     """
-    _check_arguments(candidates, payments, fee_rate, long_term_fee_rate, min_change)
+    values = [c.value for c in candidates]
+    weights = [c.input_weight for c in candidates]
+    _check_arguments(candidates, values, weights, payments, fee_rate, long_term_fee_rate,
+                     min_change)  # fmt: skip
     _check_weights(base_weight, change_output_weight, change_spend_weight, max_weight)
     cost_of_change = fee_for_weight(change_output_weight, fee_rate) + fee_for_weight(
         change_spend_weight, long_term_fee_rate
@@ -125,16 +154,18 @@ def select_coins(
         max_weight=max_weight,
         cost_of_change=cost_of_change,
     )
-    coins = _usable_coins(candidates, params)
-    _check_funds(candidates, coins, params)
-    bnb = _branch_and_bound(coins, params)
+    pool = _usable_coins(candidates, values, weights, params)
+    _check_funds(candidates, pool, params)
+    bnb = _branch_and_bound(pool, params)
     if bnb is not None:
         return bnb
-    return _fallback(coins, params)
+    return _fallback(pool, params)
 
 
 def _check_arguments(
     candidates: Sequence[Candidate],
+    values: list[int],
+    weights: list[int],
     payments: int,
     fee_rate: int,
     long_term_fee_rate: int,
@@ -147,9 +178,9 @@ def _check_arguments(
         raise SelectionError("fee rates must not be negative")
     if min_change < 0:
         raise SelectionError(f"min_change must not be negative, not {min_change}")
-    for candidate in candidates:
-        if not 0 < candidate.value <= MAX_MONEY or candidate.input_weight <= 0:
-            raise SelectionError(f"candidate {candidate.key!r} has an invalid value or weight")
+    if candidates and (min(values) <= 0 or max(values) > MAX_MONEY or min(weights) <= 0):
+        bad = next(c for c in candidates if not 0 < c.value <= MAX_MONEY or c.input_weight <= 0)
+        raise SelectionError(f"candidate {bad.key!r} has an invalid value or weight")
     if len({c.key for c in candidates}) != len(candidates):
         raise SelectionError("the same coin is offered twice")
 
@@ -168,24 +199,58 @@ def _check_weights(
             raise SelectionError(f"{name} must be positive, not {value}")
 
 
-def _usable_coins(candidates: Sequence[Candidate], params: _Params) -> list[_Coin]:
+def _usable_coins(
+    candidates: Sequence[Candidate], values: list[int], weights: list[int], params: _Params
+) -> _Pool:
     """Coins worth more than the fee to spend them, largest effective value first.
 
-    Ties keep the caller's order (after the cheaper input), so results are deterministic.
+    Ties go to the cheaper input, then keep the caller's order, so results are
+    deterministic. Stable sorts of the index list (by fee, then by effective value
+    descending) give that order without a key tuple per coin; with one input weight (a
+    wallet of one script type) the fee is a constant and one sort by value does.
     """
-    fees: dict[int, tuple[int, int]] = {}  # per input weight; wallets have only a few
-    coins = []
-    for order, candidate in enumerate(candidates):
-        weight = candidate.input_weight
-        if weight not in fees:
-            fees[weight] = (
-                fee_for_weight(weight, params.fee_rate),
-                fee_for_weight(weight, params.long_term_fee_rate),
-            )
-        fee, long_term = fees[weight]
-        if candidate.value > fee:
-            coins.append(_Coin(candidate, candidate.value - fee, fee, long_term, order))
-    return sorted(coins, key=lambda c: (-c.effective, c.fee, c.order))
+    fees = {
+        weight: (fee_for_weight(weight, params.fee_rate),
+                 fee_for_weight(weight, params.long_term_fee_rate))
+        for weight in set(weights)
+    }  # fmt: skip  # per input weight; wallets have only a few
+    if len(fees) == 1:
+        return _uniform_pool(candidates, values, *next(iter(fees.items())))
+    fee = [fees[w][0] for w in weights]
+    effective = [v - f for v, f in zip(values, fee, strict=True)]
+    order = [i for i, e in enumerate(effective) if e > 0]
+    order.sort(key=fee.__getitem__)
+    order.sort(key=effective.__getitem__, reverse=True)  # stable, even reversed
+    return _Pool(
+        candidates=[candidates[i] for i in order],
+        value=[values[i] for i in order],
+        effective=[effective[i] for i in order],
+        fee=[fee[i] for i in order],
+        long_term_fee=[fees[weights[i]][1] for i in order],
+        weight=[weights[i] for i in order],
+        order=order,
+    )
+
+
+def _uniform_pool(
+    candidates: Sequence[Candidate], values: list[int], weight: int, fees: tuple[int, int]
+) -> _Pool:
+    """The pool when every coin has the same input weight, hence the same fees."""
+    fee, long_term = fees
+    everything = range(len(values))
+    usable = everything if min(values) > fee else [i for i in everything if values[i] > fee]
+    order = sorted(usable, key=values.__getitem__, reverse=True)  # stable, even reversed
+    value = [values[i] for i in order]
+    count = len(order)
+    return _Pool(
+        candidates=[candidates[i] for i in order],
+        value=value,
+        effective=[v - fee for v in value],
+        fee=[fee] * count,
+        long_term_fee=[long_term] * count,
+        weight=[weight] * count,
+        order=order,
+    )
 
 
 def _input_count_weight(count: int) -> int:
@@ -199,21 +264,27 @@ def _changeless_weight(coins: Sequence[_Coin], params: _Params) -> int:
     return params.base_weight + _input_count_weight(len(coins)) + inputs
 
 
-def _check_funds(candidates: Sequence[Candidate], coins: list[_Coin], params: _Params) -> None:
+def _pool_weight(pool: _Pool, params: _Params) -> int:
+    """The changeless weight of spending every usable coin."""
+    return params.base_weight + _input_count_weight(len(pool.weight)) + sum(pool.weight)
+
+
+def _check_funds(candidates: Sequence[Candidate], pool: _Pool, params: _Params) -> None:
     """Fail with how much is needed when even every usable coin is not enough."""
-    available = sum(c.candidate.value for c in coins)
-    fee = fee_for_weight(_changeless_weight(coins, params), params.fee_rate)
+    available = sum(pool.value)
+    fee = fee_for_weight(_pool_weight(pool, params), params.fee_rate)
     need = params.payments + fee
-    if coins and available >= need:
+    count = len(pool.value)
+    if count and available >= need:
         return
-    if coins:
+    if count:
         message = (
             f"insufficient funds: need {need} sats ({params.payments} to pay + {fee} fee to "
-            f"spend all {len(coins)} usable coins), the wallet has {available} sats available"
+            f"spend all {count} usable coins), the wallet has {available} sats available"
         )
     else:
         message = f"insufficient funds: need at least {need} sats, the wallet has no usable coins"
-    skipped = len(candidates) - len(coins)
+    skipped = len(candidates) - count
     if skipped:
         dust = sum(c.value for c in candidates) - available
         message += f"; {skipped} coins ({dust} sats) are worth less than the fee to spend them"
@@ -229,16 +300,16 @@ def _waste(coins: Sequence[_Coin], change: int, excess: int, params: _Params) ->
 # -- branch and bound ---------------------------------------------------------------------
 
 
-def _branch_and_bound(coins: list[_Coin], params: _Params) -> Selection | None:
+def _branch_and_bound(pool: _Pool, params: _Params) -> Selection | None:
     """Core's changeless BnB, or None when it finds nothing acceptable."""
-    if not coins:
+    if not pool.candidates:
         return None
     target = params.payments + fee_for_weight(params.base_weight, params.fee_rate)
     budget = params.max_weight - params.base_weight
-    found = _bnb_search(coins, target, params.cost_of_change, budget)
+    found = _bnb_search(pool, target, params.cost_of_change, budget)
     if not found:  # nothing, or the empty set when there is nothing to pay
         return None
-    chosen = [coins[i] for i in found]
+    chosen = pool.coins(found)
     weight = _changeless_weight(chosen, params)
     fee = sum(c.candidate.value for c in chosen) - params.payments
     if weight > params.max_weight or fee < fee_for_weight(weight, params.fee_rate):
@@ -249,7 +320,7 @@ def _branch_and_bound(coins: list[_Coin], params: _Params) -> Selection | None:
 
 
 def _bnb_search(
-    coins: list[_Coin], target: int, cost_of_change: int, max_input_weight: int
+    pool: _Pool, target: int, cost_of_change: int, max_input_weight: int
 ) -> list[int] | None:
     """Indices of the least-waste changeless set within [target, target + cost_of_change].
 
@@ -257,22 +328,23 @@ def _bnb_search(
     inclusion branch first, at most :data:`TOTAL_TRIES` steps, the same pruning and the
     same tie rule (a later equal-waste set wins). Core's running ``curr_available_value``
     always equals the sum of the coins from the current index on, so it is read from
-    precomputed suffix sums instead of being re-added on every backtrack.
+    precomputed suffix sums instead of being re-added on every backtrack. Core steps over
+    a coin equal to the one just excluded one try at a time; a run of them is stepped over
+    at once (:func:`_skipped_run`), counting the same tries, so a wallet of many equal
+    coins costs a few steps per backtrack rather than one per coin.
     """
-    values = [c.effective for c in coins]
-    fees = [c.fee for c in coins]
-    weights = [c.candidate.input_weight for c in coins]
-    timing = [c.fee - c.long_term_fee for c in coins]
+    values, fees, weights = pool.effective, pool.fee, pool.weight
+    timing = [f - lt for f, lt in zip(fees, pool.long_term_fee, strict=True)]
     remaining = _suffix_sums(values)
     if remaining[0] < target:
         return None
     upper = target + cost_of_change
     feerate_high = timing[0] > 0
-    value = waste = weight = index = 0
+    value = waste = weight = index = tries = 0
     selection: list[int] = []
     best: list[int] | None = None
     best_waste = MAX_MONEY
-    for _ in range(TOTAL_TRIES):
+    while tries < TOTAL_TRIES:
         pruned = (
             value + remaining[index] < target  # the remaining coins cannot reach the target
             or value > upper  # past the window: adding more only overshoots further
@@ -289,81 +361,102 @@ def _bnb_search(
             waste -= timing[index]
             weight -= weights[index]
         elif (
-            not selection
-            or selection[-1] == index - 1
+            (selection[-1] == index - 1 if selection else True)
             or values[index] != values[index - 1]
             or fees[index] != fees[index - 1]
-        ):  # Core skips a coin equal to the one just excluded: same branch again
+        ):
             selection.append(index)
             value += values[index]
             waste += timing[index]
             weight += weights[index]
+        else:  # Core skips a coin equal to the one just excluded: the whole run at once
+            steps = min(_skipped_run(pool, remaining, index, target - value),
+                        TOTAL_TRIES - tries)  # fmt: skip
+            tries += steps
+            index += steps
+            continue
+        tries += 1
         index += 1
     return best
 
 
+def _skipped_run(pool: _Pool, remaining: list[int], index: int, need: int) -> int:
+    """How many coins from ``index`` on Core would step over one try at a time.
+
+    Each is equal (effective value and fee) to the excluded coin before ``index`` and the
+    search is not yet pruned there (the coins from it on still add up to ``need``); both
+    hold for a prefix of the coins from ``index`` on, found by bisection. Nothing else of
+    the search state changes while stepping over them. At least 1 (``index`` itself).
+    """
+    values, fees = pool.effective, pool.fee
+    value, fee = values[index], fees[index]
+    low, high = index, len(values)  # skipped at ``low``; not at ``high`` (the end)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if values[middle] == value and fees[middle] == fee and remaining[middle] >= need:
+            low = middle
+        else:
+            high = middle
+    return high - index
+
+
 def _suffix_sums(values: list[int]) -> list[int]:
     """``out[i] == sum(values[i:])``, with a final 0 for the index past the end."""
-    out = [0] * (len(values) + 1)
-    for i in range(len(values) - 1, -1, -1):
-        out[i] = out[i + 1] + values[i]
+    out = list(accumulate(reversed(values), initial=0))
+    out.reverse()
     return out
 
 
 # -- fallback -----------------------------------------------------------------------------
 
 
-def _fallback(coins: list[_Coin], params: _Params) -> Selection:
+def _fallback(pool: _Pool, params: _Params) -> Selection:
     """Least-waste of largest-first and lowest-larger; too heavy if none fits."""
-    options = _largest_first(coins, params) + _lowest_larger(coins, params)
+    options = _largest_first(pool, params) + _lowest_larger(pool, params)
     fitting = [s for s in options if s.weight <= params.max_weight]
     if fitting:
         return min(fitting, key=lambda s: (s.waste, len(s.chosen), options.index(s)))
-    lightest = min((s.weight for s in options), default=_changeless_weight(coins, params))
+    lightest = min((s.weight for s in options), default=_pool_weight(pool, params))
     raise SelectionError(
         f"the transaction would weigh {lightest} WU, over the {params.max_weight} WU "
         f"standard limit; consolidate small coins first"
     )
 
 
-def _largest_first(coins: list[_Coin], params: _Params) -> list[Selection]:
+def _largest_first(pool: _Pool, params: _Params) -> list[Selection]:
     """Prefixes of the largest-first order: the first that pays the fee with no change,
     and the first that also leaves change of at least ``min_change``."""
     found: list[Selection] = []
     total = weight = 0
-    for count, coin in enumerate(coins, start=1):
-        total += coin.candidate.value
-        weight += coin.candidate.input_weight
+    pairs = zip(pool.value, pool.weight, strict=True)
+    for count, (value, input_weight) in enumerate(pairs, start=1):
+        total += value
+        weight += input_weight
         changeless = params.base_weight + _input_count_weight(count) + weight
         if not found and _pays(total, changeless, params):
-            found.append(_settle(coins[:count], "largest-first", params))
+            found.append(_settle(pool.coins(range(count)), "largest-first", params))
         if _has_change(total, changeless, params):
             if not found or found[-1].change == 0:
-                found.append(_settle(coins[:count], "largest-first", params))
+                found.append(_settle(pool.coins(range(count)), "largest-first", params))
             break
     return found
 
 
-def _lowest_larger(coins: list[_Coin], params: _Params) -> list[Selection]:
+def _lowest_larger(pool: _Pool, params: _Params) -> list[Selection]:
     """Core's "lowest larger": the smallest single coins that pay without and with change.
 
     Smallest by value, ties to the caller's order, so the choice is deterministic.
     """
-    big = [c for c in coins if c.candidate.value >= params.payments]  # cheap first filter
-    payers = [c for c in big if _pays(c.candidate.value, _single_weight(c, params), params)]
-    changers = [
-        c for c in payers if _has_change(c.candidate.value, _single_weight(c, params), params)
-    ]
-    picks: list[_Coin] = []
+    values, base = pool.value, params.base_weight
+    big = [i for i, value in enumerate(values) if value >= params.payments]  # cheap filter
+    payers = [i for i in big if _pays(values[i], base + pool.weight[i], params)]
+    changers = [i for i in payers if _has_change(values[i], base + pool.weight[i], params)]
+    picks: list[int] = []
     for group in (payers, changers):
-        best = min(group, key=lambda c: (c.candidate.value, c.order), default=None)
+        best = min(group, key=lambda i: (values[i], pool.order[i]), default=None)
         if best is not None and best not in picks:
             picks.append(best)
-    return [_settle([coin], "lowest-larger", params) for coin in picks]
-
-
-def _single_weight(coin: _Coin, params: _Params) -> int:
-    return params.base_weight + coin.candidate.input_weight
+    return [_settle(pool.coins([i]), "lowest-larger", params) for i in picks]
 
 
 def _pays(total: int, changeless_weight: int, params: _Params) -> bool:

@@ -34,8 +34,8 @@ POINTS = (
     "broadcast.attempt",  # batch broadcast: attempt counted, sendrawtransaction not yet called
     "broadcast.sent",  # batch broadcast: the node accepted it, not yet recorded
     "broadcast.recorded",  # batch broadcast: recorded as in the mempool
-    "sync.block",  # sync: one block walked and committed
-    "sync.coins",  # sync: coins reconciled with the node's UTXO set
+    "sync.block",  # sync: a group of blocks walked and committed (with their coins)
+    "sync.coins",  # sync: the scripts that needed a UTXO scan scanned
     "sync.resend",  # sync: re-send attempt counted, sendrawtransaction not yet called
     "sync.resent",  # sync: the node accepted a re-send, not yet recorded
     "sync.settled",  # sync: broadcasts settled, finality not yet updated

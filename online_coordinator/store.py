@@ -200,6 +200,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE batches SET state = 'in_mempool' WHERE state = 'broadcast';
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 4: sync scans the UTXO set once per inventory script, not on every run: ``scanned`` is
+    # the walked height the scan covered (NULL: never scanned; the walk sees every later
+    # coin). Existing addresses are scanned once more on the first sync after upgrading.
+    # Batch create reads the spendable coins in order straight off a covering index.
+    """
+    ALTER TABLE addresses ADD COLUMN scanned INTEGER;
+    CREATE INDEX addresses_unscanned ON addresses (wallet_id) WHERE scanned IS NULL;
+    CREATE INDEX utxos_spendable ON utxos (wallet_id, height, txid, vout, value, coinbase,
+        address_id) WHERE state = 'available';
+    """,
 )
 
 #: File mode of the database and its journal files: the owner only.

@@ -2,18 +2,28 @@
 
 Two views of the chain, each used for what it is good at:
 
-* **Coins** come from ``scantxoutset`` over every inventory script (works on any Bitcoin
-  Core node, pruned or not, without a node-side wallet). Full previous transactions are
-  fetched once per coin with ``getrawtransaction txid false blockhash`` (no txindex
+* **Blocks** are walked from the wallets' earliest birth height: each new block is read
+  raw and parsed by our own code. Outputs paying an inventory script are our coins (the
+  gap window grows as soon as an address is first used); a transaction that spends one of
+  our coins is matched to one of our broadcasts by wtxid, txid, or the exact set of
+  outpoints it spends (REQUIREMENTS 38: a malleated txid is still matched), or else to an
+  approved request by its txid (a signed transaction someone else broadcast). A spend that
+  matches neither raises an *alert* (REQUIREMENTS 25). Each transaction's txid is computed
+  once, whatever its number of inputs and outputs, so a walk is linear in the chain.
+* **The UTXO set** (``scantxoutset``, no node-side wallet needed) is scanned once per
+  inventory script, for the coins the walk could not see: paid before the wallet's birth
+  height, or to an address derived after those blocks were walked. Full previous
+  transactions are fetched with ``getrawtransaction txid false blockhash`` (no txindex
   needed), because every PSBT input carries one.
-* **Events** come from walking blocks: each new block is read raw and parsed by our own
-  code; a transaction that spends one of our coins is matched to one of our broadcasts by
-  wtxid, txid, or the exact set of outpoints it spends (REQUIREMENTS 38: a malleated txid is
-  still matched), or else to an approved request by its txid (a signed transaction someone
-  else broadcast). A spend that matches neither raises an *alert* (REQUIREMENTS 25). Block
-  hashes are kept per height; when the node's hash at a stored height differs, the blocks
-  above the fork are marked orphaned, the confirmations they carried are undone, and a
-  broadcast that fell out of the chain is re-sent as the *same bytes*, never re-paid.
+
+**Progress and reorgs.** Walked blocks are kept per height, recorded in the same
+transaction as what was learnt from them (a group of blocks per commit), so the stored
+chain never claims more than the coins it implies. A sync first asks the node for its tip
+and the hash at our stored top: unchanged, there is nothing to walk. When the node's hash
+at a stored height differs, the blocks above the fork are marked orphaned, the
+confirmations and spends they carried are undone, the coins they paid are set aside
+(``orphaned``) until the walk sees them mined again, and a broadcast that fell out of the
+chain is re-sent as the *same bytes*, never re-paid.
 
 **The words.** A payout goes ``signed`` -> ``sending`` (its exact bytes are recorded before
 the node is asked) -> ``in_mempool`` -> ``confirmed`` (n confirmations) -> ``final`` (at the
@@ -33,22 +43,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from online_coordinator import faults
-from online_coordinator.chain.rpc import BitcoinCoreRPC, RpcError, ScannedOutput
+from online_coordinator.chain.rpc import BitcoinCoreRPC, MalformedReply, RpcError, ScannedOutput
 from online_coordinator.store import Store, now, outcome
-from online_coordinator.wallet import Wallet, extend_inventory, load_wallet, scripts_of
+from online_coordinator.wallet import Wallet, extend_inventory, load_wallet
 from shared.bitcoin.block import Block
 from shared.bitcoin.tx import Transaction
 
 MAX_BLOCKS_PER_SYNC = 10_000
+#: Blocks recorded per database transaction: one durable commit (fsync) per group, not per
+#: block. A crash loses at most the group being recorded, which the next sync walks again.
+BLOCKS_PER_COMMIT = 100
+#: ...fewer when their blocks reach this many bytes (bounds memory and the write lock).
+BYTES_PER_COMMIT = 8_000_000
 #: Core's "Transaction outputs already in utxo set" (sendrawtransaction of a mined tx).
 RPC_VERIFY_ALREADY_IN_UTXO_SET = -27
 #: Broadcast row state -> the word for the payout (and its batch).
 WORDS = {"sending": "sending", "mempool": "in_mempool", "confirmed": "confirmed",
          "final": "final"}  # fmt: skip
+#: Meta key set when a reorg went below the first walked block: every script is scanned
+#: again and the coins below the walked height reconciled (see :func:`sync_coins`).
+RESCAN = "rescan_after_reorg"
 #: Rows that are not (or no longer) the batch's payment.
 DEAD_ROWS = ("replaced", "abandoned")
 
@@ -73,12 +92,12 @@ def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
     """Tracking first (so spends are attributed), then coins, settling and finality.
 
     Each step commits as it goes, so a crash or a full disk leaves what was learnt so far
-    and the next sync carries on from there.
+    and the next sync carries on from there. With no new block, no new address and no
+    payment in flight, this is two questions to the node and a few indexed reads.
     """
     with outcome("sync stopped part way: what it recorded so far is kept; run sync again"):
         report = walk_chain(store, rpc)
-        for row in store.all("SELECT name FROM wallets ORDER BY id"):
-            sync_coins(store, rpc, load_wallet(store, row["name"]), report)
+        scan_coins(store, rpc, report)
         faults.point("sync.coins")
         settle_broadcasts(store, rpc, report)
         faults.point("sync.settled")
@@ -99,16 +118,73 @@ def walk_chain(store: Store, rpc: BitcoinCoreRPC, report: SyncReport | None = No
 # -- coins ----------------------------------------------------------------------------------
 
 
+def scan_coins(store: Store, rpc: BitcoinCoreRPC, report: SyncReport) -> None:
+    """Scan for the scripts that need it (:func:`sync_coins`); once every wallet is done,
+    a rescan a deep reorg asked for is over."""
+    for name in _wallets_to_scan(store):
+        sync_coins(store, rpc, load_wallet(store, name), report)
+    if store.meta(RESCAN) is not None and not _wallets_to_scan(store):
+        with store.write() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (RESCAN,))
+
+
+def _wallets_to_scan(store: Store) -> list[str]:
+    """Wallets with an inventory script no scan has covered yet (an indexed read)."""
+    rows = store.all(
+        "SELECT name FROM wallets WHERE id IN (SELECT wallet_id FROM addresses WHERE "
+        "scanned IS NULL) ORDER BY id"
+    )
+    return [r["name"] for r in rows]
+
+
 def sync_coins(store: Store, rpc: BitcoinCoreRPC, wallet: Wallet, report: SyncReport) -> None:
-    """Bring the wallet's coin table in line with the node's UTXO set."""
+    """Scan the UTXO set once for each script the walk did not watch from its first block.
+
+    The walk sees every coin paid to a known script in the blocks it walks; a scan is
+    needed only for coins older than that: paid before the wallet's birth height, or to an
+    address derived after those blocks were walked. It records coins up to the walked
+    height only (the walk records the later ones, whose blocks it has yet to store), so
+    every recorded coin lies in a block the reorg check covers, or below the first one.
+
+    After a reorg below the first walked block (``RESCAN``), every script is scanned again
+    and the coins below the walked height are reconciled with the scan: that needs the
+    scan to have read exactly the chain we walked, so a scan of another tip is retried by
+    the next sync.
+    """
+    rescan = store.meta(RESCAN) is not None
     for _ in range(100):  # each round can mark addresses used and extend the gap window
-        scripts = scripts_of(store, wallet)
-        found = rpc.scan_scripts(list(scripts))
-        fresh = _record_coins(store, rpc, wallet, scripts, found)
-        report.new_coins += fresh
-        if not extend_inventory(store, wallet):
-            break
-    _mark_gone(store, wallet, {(c.txid, c.vout) for c in found}, report)
+        scripts = _unscanned(store, wallet)
+        if not scripts:
+            return
+        scan = rpc.scan_utxos(list(scripts))
+        top = _top_block(store)
+        if rescan and top is not None and (scan.height, scan.best_block) != tuple(top):
+            report.warnings.append(
+                f"wallet {wallet.name}: the rescan after a deep reorg read tip {scan.height}, "
+                f"not the walked {top['height']}; the next sync scans again"
+            )
+            return
+        limit = walked_height(store)
+        report.new_coins += _record_coins(store, rpc, wallet, scripts, scan.outputs, limit)
+        if rescan:
+            _reconcile(store, wallet, scripts, scan.outputs, limit, report)
+
+
+def _unscanned(store: Store, wallet: Wallet) -> dict[bytes, int]:
+    """The wallet's inventory scripts no scan covered yet -> address row id."""
+    rows = store.all(
+        "SELECT id, script FROM addresses WHERE wallet_id = ? AND scanned IS NULL", wallet.id
+    )
+    return {bytes(r["script"]): r["id"] for r in rows}
+
+
+def walked_height(store: Store) -> int:
+    """The last height whose block is stored (before any: the walk's first height - 1)."""
+    top = _top_block(store)
+    if top is not None:
+        return int(top["height"])
+    births = store.one("SELECT MIN(birth_height) AS h FROM wallets")["h"]
+    return -1 if births is None else int(births) - 1
 
 
 def _record_coins(
@@ -117,39 +193,105 @@ def _record_coins(
     wallet: Wallet,
     scripts: dict[bytes, int],
     found: list[ScannedOutput],
+    limit: int,
 ) -> int:
-    known = {
-        (r["txid"], r["vout"])
-        for r in store.all("SELECT txid, vout FROM utxos WHERE wallet_id = ?", wallet.id)
-    }
-    new = [c for c in found if (c.txid, c.vout) not in known]
-    if not new:
-        return 0
-    heights = sorted({c.height for c in new})
-    hashes = dict(zip(heights, rpc.block_hashes(heights), strict=True))
-    txids = sorted({(c.txid, hashes[c.height]) for c in new})
-    raws = dict(zip((t for t, _ in txids), rpc.raw_transactions(txids), strict=True))
-    parsed = {txid: Transaction.parse(raw) for txid, raw in raws.items()}
+    """Record the scan's new coins up to ``limit`` (the walked height), and the scripts
+    as scanned, in one transaction (with the gap window the coins move)."""
+    new = [c for c in found if c.height <= limit and not _is_coin(store.db, c.txid, c.vout)]
+    raws = _previous_transactions(rpc, new)
     seen = now()
+    rows = [(c.txid, c.vout, wallet.id, scripts[c.script_pubkey], c.value, c.height, c.coinbase,
+             seen) for c in new]  # fmt: skip
     with store.write() as db:
         db.executemany("INSERT OR IGNORE INTO transactions (txid, raw) VALUES (?, ?)", raws.items())
-        for coin in new:
-            _check_prev(parsed[coin.txid], coin)
-            address_id = scripts[coin.script_pubkey]
-            db.execute(
-                "INSERT INTO utxos (txid, vout, wallet_id, address_id, value, height, coinbase, "
-                "state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
-                (coin.txid, coin.vout, wallet.id, address_id, coin.value, coin.height,
-                 coin.coinbase, seen),
-            )  # fmt: skip
-            db.execute("UPDATE addresses SET state = 'used' WHERE id = ?", (address_id,))
-        store.event("coins_found", f"wallet {wallet.name}: {len(new)} new coin(s)")
+        db.executemany(
+            "INSERT OR IGNORE INTO utxos (txid, vout, wallet_id, address_id, value, height, "
+            "coinbase, state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
+            rows,
+        )
+        db.executemany(
+            "UPDATE addresses SET state = 'used' WHERE id = ?", [(i,) for i in {r[3] for r in rows}]
+        )
+        db.executemany(
+            "UPDATE addresses SET scanned = ? WHERE id = ?", [(limit, i) for i in scripts.values()]
+        )
+        if new:
+            store.event("coins_found", f"wallet {wallet.name}: {len(new)} new coin(s)")
+        extend_inventory(store, wallet)
     return len(new)
+
+
+def _reconcile(
+    store: Store,
+    wallet: Wallet,
+    scripts: dict[bytes, int],
+    found: list[ScannedOutput],
+    limit: int,
+    report: SyncReport,
+) -> None:
+    """A rescan's verdict on the coins up to ``limit`` of the scanned scripts: missing
+    without a spend we saw, its funding transaction left the chain (orphaned); an orphaned
+    coin that is back is revived."""
+    present = {(c.txid, c.vout) for c in found}
+    ids = set(scripts.values())
+    rows = store.all(
+        "SELECT txid, vout, state, request_id, address_id FROM utxos WHERE wallet_id = ? AND "
+        "height <= ? AND state IN ('available', 'locked', 'orphaned')",
+        wallet.id,
+        limit,
+    )
+    with store.write() as db:
+        for row in rows:
+            key = (row["txid"], row["vout"])
+            if row["address_id"] not in ids:
+                continue
+            if row["state"] == "orphaned" and key in present:
+                revived = "locked" if row["request_id"] is not None else "available"
+                db.execute(
+                    "UPDATE utxos SET state = ? WHERE txid = ? AND vout = ?", (revived, *key)
+                )
+            elif row["state"] != "orphaned" and key not in present:
+                db.execute("UPDATE utxos SET state = 'orphaned' WHERE txid = ? AND vout = ?", key)
+                _gone(store, key, report)
+
+
+def _gone(store: Store, key: tuple[str, int], report: SyncReport) -> None:
+    store.event(
+        "coin_orphaned",
+        f"coin {key[0]}:{key[1]} is no longer in the node's UTXO set and no block we saw spent it",
+        severity="warning",
+    )
+    report.gone_coins += 1
+
+
+def _previous_transactions(rpc: BitcoinCoreRPC, coins: list[ScannedOutput]) -> dict[str, bytes]:
+    """Each new coin's full previous transaction (one per txid), checked against the scan."""
+    if not coins:
+        return {}
+    heights = sorted({c.height for c in coins})
+    hashes = dict(zip(heights, rpc.block_hashes(heights), strict=True))
+    pairs = sorted({(c.txid, hashes[c.height]) for c in coins})
+    raws = dict(zip((t for t, _ in pairs), rpc.raw_transactions(pairs), strict=True))
+    parsed = {txid: _parse_tx(raw, txid) for txid, raw in raws.items()}
+    for coin in coins:
+        _check_prev(parsed[coin.txid], coin)
+    return raws
+
+
+def _parse_tx(raw: bytes, txid: str) -> Transaction:
+    """A transaction from the node, or one line saying it is not one."""
+    try:
+        tx = Transaction.parse(raw)
+    except ValueError as exc:  # DecodeError, or any other refusal of the bytes
+        raise MalformedReply(f"the node's transaction {txid} does not parse: {exc}") from None
+    if tx.txid_hex != txid:
+        raise MalformedReply(f"the node returned another transaction when asked for {txid}")
+    return tx
 
 
 def _check_prev(tx: Transaction, coin: ScannedOutput) -> None:
     """The node's previous transaction must really hold the coin it reported."""
-    if tx.txid_hex != coin.txid or coin.vout >= len(tx.outputs):
+    if coin.vout >= len(tx.outputs):
         raise RpcError(
             -1, f"node returned a transaction that does not hold {coin.txid}:{coin.vout}"
         )
@@ -158,87 +300,194 @@ def _check_prev(tx: Transaction, coin: ScannedOutput) -> None:
         raise RpcError(-1, f"node's scan and transaction disagree about {coin.txid}:{coin.vout}")
 
 
-def _mark_gone(
-    store: Store, wallet: Wallet, present: set[tuple[str, int]], report: SyncReport
-) -> None:
-    """Reconcile with the scan: a coin missing without a spend we saw in a block had its
-    funding transaction reorged away (orphaned); an orphaned coin that is back is revived."""
-    rows = store.all(
-        "SELECT txid, vout, state, request_id FROM utxos WHERE wallet_id = ? AND "
-        "state IN ('available', 'locked', 'orphaned')",
-        wallet.id,
-    )
-    with store.write() as db:
-        for row in rows:
-            key = (row["txid"], row["vout"])
-            if row["state"] == "orphaned" and key in present:
-                revived = "locked" if row["request_id"] is not None else "available"
-                db.execute(
-                    "UPDATE utxos SET state = ? WHERE txid = ? AND vout = ?", (revived, *key)
-                )
-            elif row["state"] != "orphaned" and key not in present:
-                db.execute("UPDATE utxos SET state = 'orphaned' WHERE txid = ? AND vout = ?", key)
-                store.event(
-                    "coin_orphaned",
-                    f"coin {key[0]}:{key[1]} is no longer in the "
-                    "node's UTXO set and no block we saw spent it",
-                    severity="warning",
-                )
-                report.gone_coins += 1
+def _is_coin(db: sqlite3.Connection, txid: str, vout: int) -> bool:
+    """Is this outpoint one of our coins, in any state (a primary-key lookup)?"""
+    row = db.execute("SELECT 1 FROM utxos WHERE txid = ? AND vout = ?", (txid, vout)).fetchone()
+    return row is not None
 
 
 # -- blocks -----------------------------------------------------------------------------------
 
 
 def track(store: Store, rpc: BitcoinCoreRPC, report: SyncReport, start_height: int) -> None:
-    """Walk new blocks (after undoing any reorg); each block commits on its own."""
+    """Walk new blocks (after undoing any reorg), a group of blocks per transaction.
+
+    A group's blocks are recorded in the same transaction as the coins, spends and
+    confirmations found in them, so the stored chain (the walk's progress) never runs
+    ahead of what was learnt from it: a crash loses at most the group in progress, which
+    the next sync walks again. With the node's tip unchanged this asks two questions.
+    """
     tip = rpc.block_count()
     report.tip = tip
-    fork = _find_fork(store, rpc)
-    if fork is not None:
-        _undo_above(store, fork, report)
-    top = store.one("SELECT MAX(height) AS h FROM blocks WHERE state = 'active'")["h"]
-    first = start_height if top is None else top + 1
+    fork = _find_fork(store, rpc, tip)
+    aside = _undo_above(store, *fork, report) if fork is not None else []
+    top = _top_block(store)
+    first = start_height if top is None else top["height"] + 1
     heights = list(range(first, min(tip, first + MAX_BLOCKS_PER_SYNC - 1) + 1))
     report.behind = tip - heights[-1] if heights else 0  # the next sync goes on from there
-    ours = _wallet_scripts(store)
-    for height, block_hash in zip(
-        heights, rpc.block_hashes(heights) if heights else [], strict=True
-    ):
-        block = Block.parse(rpc.raw_block(block_hash))
-        _walk_block(store, height, block_hash, block, ours, report)
-        report.blocks_walked += 1
-        faults.point("sync.block")
+    if heights:
+        walk = _Walk(store, report, now())
+        walk.watch_new_addresses()
+        if top is None and first == 0:
+            walk.from_genesis = walk.last_address
+        hashes = rpc.block_hashes(heights)
+        _walk_groups(walk, rpc, list(zip(heights, hashes, strict=True)), top, tip)
+    if aside and not report.behind:  # walked to the tip: what is still aside is gone
+        _still_aside(store, aside, report)
 
 
-def _wallet_scripts(store: Store) -> dict[bytes, tuple[int, int]]:
-    """Every inventory script -> (wallet id, address id), across wallets."""
-    rows = store.all("SELECT id, wallet_id, script FROM addresses")
-    return {bytes(r["script"]): (r["wallet_id"], r["id"]) for r in rows}
+@dataclass
+class _Walk:
+    """What walking blocks needs: our scripts (reloaded when the gap window grows), the
+    wallets a block just moved the window of, and the time recorded as first seen."""
+
+    store: Store
+    report: SyncReport
+    seen: int
+    ours: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    last_address: int = 0
+    grown: set[int] = field(default_factory=set)
+    wallets: dict[int, Wallet] = field(default_factory=dict)
+    #: Walking from the genesis block, these addresses (ids up to it) need no scan.
+    from_genesis: int | None = None
+
+    def watch_new_addresses(self) -> None:
+        """Add the inventory rows derived since the last look (ids only grow)."""
+        for row in self.store.all(
+            "SELECT id, wallet_id, script FROM addresses WHERE id > ? ORDER BY id",
+            self.last_address,
+        ):
+            self.ours[bytes(row["script"])] = (row["wallet_id"], row["id"])
+            self.last_address = row["id"]
 
 
-def _find_fork(store: Store, rpc: BitcoinCoreRPC) -> int | None:
-    """Highest stored height still on the node's chain, if any stored block was replaced."""
-    rows = store.all(
-        "SELECT height, hash FROM blocks WHERE state = 'active' ORDER BY height DESC LIMIT 200"
+def _walk_groups(
+    walk: _Walk,
+    rpc: BitcoinCoreRPC,
+    wanted: list[tuple[int, str]],
+    top: sqlite3.Row | None,
+    tip: int,
+) -> None:
+    """Fetch blocks a group at a time (outside any transaction), record each group in one.
+
+    Each block must link to the one before (the stored top for the first): if the node's
+    chain moved during the walk, what links is recorded and the next sync goes on.
+    """
+    previous = None if top is None else top["hash"]
+    for group in _fetched(rpc, wanted):
+        linked = _linked(group, previous)
+        if linked:
+            with walk.store.write() as db:
+                _watched_from_genesis(walk, db)
+                for height, block_hash, block in linked:
+                    _walk_block(walk, db, height, block_hash, block)
+            walk.report.blocks_walked += len(linked)
+            previous = linked[-1][1]
+            faults.point("sync.block")
+        if len(linked) < len(group):
+            height = group[len(linked)][0]
+            walk.report.behind = tip - height + 1
+            walk.report.warnings.append(
+                f"the node's chain changed during sync at height {height}; the next sync "
+                "walks on from there"
+            )
+            return
+
+
+def _watched_from_genesis(walk: _Walk, db: sqlite3.Connection) -> None:
+    """A walk from the genesis block sees every coin of the scripts it watches from the
+    start: they need no scan (marked in the transaction recording that first block)."""
+    if walk.from_genesis is not None:
+        db.execute(
+            "UPDATE addresses SET scanned = -1 WHERE scanned IS NULL AND id <= ?",
+            (walk.from_genesis,),
+        )
+        walk.from_genesis = None
+
+
+def _fetched(
+    rpc: BitcoinCoreRPC, wanted: list[tuple[int, str]]
+) -> Iterator[list[tuple[int, str, Block]]]:
+    """Blocks in groups of at most BLOCKS_PER_COMMIT blocks or about BYTES_PER_COMMIT."""
+    group: list[tuple[int, str, Block]] = []
+    size = 0
+    for height, block_hash in wanted:
+        raw = rpc.raw_block(block_hash)
+        group.append((height, block_hash, _parse_block(raw, block_hash)))
+        size += len(raw)
+        if len(group) >= BLOCKS_PER_COMMIT or size >= BYTES_PER_COMMIT:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _parse_block(raw: bytes, block_hash: str) -> Block:
+    """The node's block, or one line saying it is not the block we asked for."""
+    try:
+        block = Block.parse(raw)
+    except ValueError as exc:  # DecodeError, or any other refusal of the bytes
+        raise MalformedReply(f"the node's block {block_hash} does not parse: {exc}") from None
+    if block.hash_hex != block_hash:
+        raise MalformedReply(f"the node returned block {block.hash_hex} for {block_hash}")
+    return block
+
+
+def _linked(
+    group: list[tuple[int, str, Block]], previous: str | None
+) -> list[tuple[int, str, Block]]:
+    """The group's blocks up to the first that does not build on the one before it."""
+    for position, (_, block_hash, block) in enumerate(group):
+        if previous is not None and block.header.prev_hash[::-1].hex() != previous:
+            return group[:position]
+        previous = block_hash
+    return group
+
+
+def _top_block(store: Store) -> sqlite3.Row | None:
+    return store.one(
+        "SELECT height, hash FROM blocks WHERE state = 'active' ORDER BY height DESC LIMIT 1"
     )
-    if not rows:
+
+
+def _find_fork(store: Store, rpc: BitcoinCoreRPC, tip: int) -> tuple[int, bool] | None:
+    """(Highest stored height still on the node's chain, deep), if a stored block was
+    replaced; ``deep`` when none is, so the fork lies below the first walked block.
+
+    The stored top still on the node's chain means nothing below it was replaced either
+    (a block hash commits to all its ancestors): one question in the usual case. Else the
+    stored blocks are compared 200 heights per round trip, downwards.
+    """
+    top = _top_block(store)
+    if top is None or (top["height"] <= tip and rpc.block_hash(top["height"]) == top["hash"]):
         return None
-    tip = rpc.block_count()
-    live = [r for r in rows if r["height"] <= tip]
-    hashes = rpc.block_hashes([r["height"] for r in live]) if live else []
-    node = dict(zip((r["height"] for r in live), hashes, strict=True))
-    for row in rows:
-        if node.get(row["height"]) == row["hash"]:
-            return row["height"] if row is not rows[0] else None
-    return rows[-1]["height"] - 1
+    below = top["height"] + 1
+    while True:
+        rows = store.all(
+            "SELECT height, hash FROM blocks WHERE state = 'active' AND height < ? "
+            "ORDER BY height DESC LIMIT 200",
+            below,
+        )
+        if not rows:
+            return below - 1, True
+        live = [r for r in rows if r["height"] <= tip]
+        hashes = rpc.block_hashes([r["height"] for r in live]) if live else []
+        node = dict(zip((r["height"] for r in live), hashes, strict=True))
+        for row in rows:
+            if node.get(row["height"]) == row["hash"]:
+                return row["height"], False
+        below = rows[-1]["height"]
 
 
-def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
+def _undo_above(store: Store, fork: int, deep: bool, report: SyncReport) -> list[tuple[str, int]]:
     """Blocks above ``fork`` left the chain: undo what we learnt from them.
 
     A payout confirmed (or final) in one of them is no longer either: it goes back to
-    ``sending`` until the node shows it in its mempool or a block again.
+    ``sending`` until the node shows it in its mempool or a block again. Coins received
+    above the fork are set aside (``orphaned``) until the walk sees them mined again;
+    those it does not are returned, and reported once the walk is done. A ``deep`` fork
+    (below the first walked block) may also have taken coins only a scan found: every
+    script is scanned again (``RESCAN``, recorded in the same transaction).
     """
     orphaned = [
         r["hash"]
@@ -263,6 +512,10 @@ def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
             f"WHERE spent_block IN ({marks})",
             orphaned,
         )
+        aside = _set_aside(store, fork)
+        if deep:
+            db.execute("UPDATE addresses SET scanned = NULL")
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (RESCAN, fork))
         for row in undone:
             was = "final" if row["state"] == "final" else "confirmed"
             message = (
@@ -273,84 +526,137 @@ def _undo_above(store: Store, fork: int, report: SyncReport) -> None:
             report.warnings.append(message)
             refresh_batch(store, row["batch_id"])
     report.reorged_blocks += len(orphaned)
+    return aside
+
+
+def _set_aside(store: Store, fork: int) -> list[tuple[str, int]]:
+    """Coins received above ``fork`` are orphaned until mined again (inside the undo)."""
+    rows = store.db.execute(
+        "UPDATE utxos SET state = 'orphaned' WHERE height > ? AND state IN "
+        "('available', 'locked') RETURNING txid, vout",
+        (fork,),
+    ).fetchall()
+    if rows:
+        store.event(
+            "coins_set_aside",
+            f"reorg above height {fork}: {len(rows)} coin(s) received in the blocks that "
+            "left the chain are set aside until their transactions are mined again",
+            severity="warning",
+        )
+    return [(r["txid"], r["vout"]) for r in rows]
+
+
+def _still_aside(store: Store, aside: list[tuple[str, int]], report: SyncReport) -> None:
+    """The coins a reorg set aside that the walk did not see mined again: gone."""
+    with store.write() as db:
+        for key in aside:
+            row = db.execute("SELECT state FROM utxos WHERE txid = ? AND vout = ?", key).fetchone()
+            if row is not None and row["state"] == "orphaned":
+                _gone(store, key, report)
 
 
 def _walk_block(
-    store: Store,
-    height: int,
-    block_hash: str,
-    block: Block,
-    ours: dict[bytes, tuple[int, int]],
-    report: SyncReport,
+    walk: _Walk, db: sqlite3.Connection, height: int, block_hash: str, block: Block
 ) -> None:
     """Receipts first, then spends: a coin received and stolen between two syncs is still
-    seen leaving (REQUIREMENTS 25)."""
-    with store.write() as db:
-        db.execute(
-            "INSERT OR REPLACE INTO blocks (height, hash, state, seen) VALUES (?, ?, 'active', ?)",
-            (height, block_hash, now()),
-        )
-        for position, tx in enumerate(block.transactions):
-            if position:
-                _spends(store, tx, height, block_hash, report)
-            _receives(store, tx, height, ours, report, coinbase=position == 0)
+    seen leaving (REQUIREMENTS 25). Inside the group's transaction."""
+    db.execute(
+        "INSERT OR REPLACE INTO blocks (height, hash, state, seen) VALUES (?, ?, 'active', ?)",
+        (height, block_hash, walk.seen),
+    )
+    for position, tx in enumerate(block.transactions):
+        txid = _spends(walk, db, tx, height, block_hash) if position else None
+        _receives(walk, db, tx, txid, height, coinbase=position == 0)
+    if walk.grown:
+        _grow(walk)
 
 
 def _receives(
-    store: Store,
+    walk: _Walk,
+    db: sqlite3.Connection,
     tx: Transaction,
+    txid: str | None,
     height: int,
-    ours: dict[bytes, tuple[int, int]],
-    report: SyncReport,
     *,
     coinbase: bool,
 ) -> None:
+    """Record the outputs paying our scripts; the txid and bytes are computed once per
+    transaction, whatever the number of outputs. A coin a reorg set aside is revived."""
+    ours = walk.ours
     paid = [(vout, out) for vout, out in enumerate(tx.outputs) if out.script_pubkey in ours]
     if not paid:
         return
-    store.db.execute(
-        "INSERT OR IGNORE INTO transactions (txid, raw) VALUES (?, ?)",
-        (tx.txid_hex, tx.serialize()),
+    txid = txid or tx.txid_hex
+    db.execute(
+        "INSERT OR IGNORE INTO transactions (txid, raw) VALUES (?, ?)", (txid, tx.serialize())
     )
-    for vout, out in paid:
-        wallet_id, address_id = ours[out.script_pubkey]
-        report.new_coins += store.db.execute(
-            "INSERT OR IGNORE INTO utxos (txid, vout, wallet_id, address_id, value, height, "
-            "coinbase, state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
-            (tx.txid_hex, vout, wallet_id, address_id, out.value, height, coinbase, now()),
-        ).rowcount
-        store.db.execute("UPDATE addresses SET state = 'used' WHERE id = ?", (address_id,))
+    rows = [(txid, vout, *ours[out.script_pubkey], out.value, height, coinbase, walk.seen)
+            for vout, out in paid]  # fmt: skip
+    new = db.executemany(
+        "INSERT OR IGNORE INTO utxos (txid, vout, wallet_id, address_id, value, height, "
+        "coinbase, state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
+        rows,
+    ).rowcount
+    walk.report.new_coins += new
+    if new < len(rows):  # seen before: revive what a reorg set aside, at its new height
+        db.executemany(
+            "UPDATE utxos SET state = CASE WHEN request_id IS NULL THEN 'available' ELSE "
+            "'locked' END, height = ?, coinbase = ? WHERE txid = ? AND vout = ? AND "
+            "state = 'orphaned'",
+            [(height, coinbase, txid, vout) for vout, _ in paid],
+        )
+    for wallet_id, address_id in {ours[out.script_pubkey] for _, out in paid}:
+        if db.execute(
+            "UPDATE addresses SET state = 'used' WHERE id = ? AND state != 'used'", (address_id,)
+        ).rowcount:
+            walk.grown.add(wallet_id)
+
+
+def _grow(walk: _Walk) -> None:
+    """An address was used for the first time: extend its wallet's gap window now, so the
+    rest of the walk watches the new addresses too (inside the group's transaction)."""
+    added = 0
+    for wallet_id in sorted(walk.grown):
+        if wallet_id not in walk.wallets:
+            name = walk.store.one("SELECT name FROM wallets WHERE id = ?", wallet_id)["name"]
+            walk.wallets[wallet_id] = load_wallet(walk.store, name)
+        added += extend_inventory(walk.store, walk.wallets[wallet_id])
+    walk.grown.clear()
+    if added:
+        walk.watch_new_addresses()
 
 
 def _spends(
-    store: Store, tx: Transaction, height: int, block_hash: str, report: SyncReport
-) -> None:
+    walk: _Walk, db: sqlite3.Connection, tx: Transaction, height: int, block_hash: str
+) -> str | None:
+    """Mark our coins this transaction spends and attribute the spend; its txid (computed
+    once, only when it spends ours) for the receipts."""
     outpoints = [(txin.prevout.txid_hex, txin.prevout.vout) for txin in tx.inputs]
-    ours = [
-        o for o in outpoints if store.one("SELECT 1 FROM utxos WHERE txid = ? AND vout = ?", *o)
-    ]
+    ours = [o for o in outpoints if _is_coin(db, *o)]
     if not ours:
-        return
+        return None
+    store, report = walk.store, walk.report
+    txid = tx.txid_hex
     broadcast = matching_broadcast(store, tx, outpoints)
     if broadcast is not None:
-        _confirm(store, broadcast, tx, height, block_hash, report)
+        _confirm(store, broadcast, txid, height, block_hash, report)
     else:
-        request = store.one("SELECT * FROM requests WHERE txid = ?", tx.txid_hex)
+        request = store.one("SELECT * FROM requests WHERE txid = ?", txid)
         if request is not None:
-            _adopt(store, request, tx, height, block_hash, report)
+            _adopt(store, request, tx, txid, height, block_hash, report)
         else:
             message = (
-                f"outflow without a signed request: transaction {tx.txid_hex} in block "
+                f"outflow without a signed request: transaction {txid} in block "
                 f"{height} spends {', '.join(f'{t}:{v}' for t, v in ours)}"
             )
             store.event("unknown_outflow", message, severity="alert")
             report.alerts.append(message)
-    for txid, vout in ours:
-        store.db.execute(
-            "UPDATE utxos SET state = 'spent', spent_by = ?, spent_block = ? "
-            "WHERE txid = ? AND vout = ?",
-            (tx.txid_hex, block_hash, txid, vout),
-        )
+    db.executemany(
+        "UPDATE utxos SET state = 'spent', spent_by = ?, spent_block = ? "
+        "WHERE txid = ? AND vout = ?",
+        [(txid, block_hash, t, v) for t, v in ours],
+    )
+    return txid
 
 
 def matching_broadcast(
@@ -388,7 +694,7 @@ def _same_payment(ours: Transaction, seen: Transaction, outpoints: list[tuple[st
 def _confirm(
     store: Store,
     broadcast: sqlite3.Row,
-    tx: Transaction,
+    txid: str,
     height: int,
     block_hash: str,
     report: SyncReport,
@@ -398,10 +704,10 @@ def _confirm(
         "UPDATE broadcasts SET block_hash = ?, height = ?, state = 'confirmed' WHERE id = ?",
         (block_hash, height, broadcast["id"]),
     )
-    if tx.txid_hex != broadcast["txid"]:
+    if txid != broadcast["txid"]:
         store.event(
             "malleated",
-            f"broadcast {broadcast['txid']} confirmed as {tx.txid_hex} (same inputs and outputs)",
+            f"broadcast {broadcast['txid']} confirmed as {txid} (same inputs and outputs)",
             severity="warning",
         )
     request = store.one("SELECT batch_id FROM requests WHERE id = ?", broadcast["request_id"])
@@ -412,13 +718,14 @@ def _confirm(
         (broadcast["id"], request["batch_id"]),
     )
     refresh_batch(store, request["batch_id"])
-    report.confirmed.append(tx.txid_hex)
+    report.confirmed.append(txid)
 
 
 def _adopt(
     store: Store,
     request: sqlite3.Row,
     tx: Transaction,
+    txid: str,
     height: int,
     block_hash: str,
     report: SyncReport,
@@ -431,7 +738,7 @@ def _adopt(
     request had been cancelled here, since its payouts may then have been paid again.
     """
     batch = store.one("SELECT label FROM batches WHERE id = ?", request["batch_id"])
-    values = (tx.txid_hex, tx.wtxid_hex, tx.serialize(), block_hash, height)
+    values = (txid, tx.wtxid_hex, tx.serialize(), block_hash, height)
     updated = store.db.execute(
         "UPDATE broadcasts SET txid = ?, wtxid = ?, raw = ?, block_hash = ?, height = ?, "
         "state = 'confirmed' WHERE request_id = ?",
@@ -447,7 +754,7 @@ def _adopt(
     store.db.execute("UPDATE requests SET state = 'broadcast' WHERE id = ?", (request["id"],))
     message = (
         f"batch {batch['label']}: approved request {bytes(request['request_id']).hex()} "
-        f"confirmed as {tx.txid_hex} in block {height}, but this coordinator never sent it"
+        f"confirmed as {txid} in block {height}, but this coordinator never sent it"
     )
     if cancelled:
         message += (
@@ -462,7 +769,7 @@ def _adopt(
                     batch_id=request["batch_id"])  # fmt: skip
         report.warnings.append(message)
     refresh_batch(store, request["batch_id"])
-    report.confirmed.append(tx.txid_hex)
+    report.confirmed.append(txid)
 
 
 # -- the state of a payout ----------------------------------------------------------------------
@@ -500,11 +807,17 @@ def refresh_batch(store: Store, batch_id: int) -> str:
 
 def update_finality(store: Store, tip: int, required: int, report: SyncReport) -> None:
     """``final`` at ``required`` confirmations; back to ``confirmed`` if the tip went down."""
+    deepest = tip - required + 1  # the highest block at ``required`` confirmations
     rows = store.all(
         "SELECT b.id, b.txid, b.height, b.state, r.batch_id, bt.label FROM broadcasts b JOIN "
         "requests r ON r.id = b.request_id JOIN batches bt ON bt.id = r.batch_id "
-        "WHERE b.state IN ('confirmed', 'final')"
-    )
+        "WHERE (b.state = 'confirmed' AND b.height <= ?) OR (b.state = 'final' AND "
+        "b.height > ?)",
+        deepest,
+        deepest,
+    )  # only the rows whose word changes
+    if not rows:
+        return
     with store.write() as db:
         for row in rows:
             depth = tip - row["height"] + 1

@@ -219,6 +219,15 @@ class ScannedOutput:
 
 
 @dataclass(frozen=True)
+class UtxoScan:
+    """A ``scantxoutset`` and the chain state it read: the tip's height and hash."""
+
+    height: int
+    best_block: str
+    outputs: list[ScannedOutput]
+
+
+@dataclass(frozen=True)
 class MempoolAccept:
     """``testmempoolaccept`` for one transaction; vsize and fee (sats) only when allowed."""
 
@@ -610,9 +619,18 @@ class BitcoinCoreRPC:
 
     def scan_scripts(self, scripts: list[bytes]) -> list[ScannedOutput]:
         """Unspent outputs paying to ``scripts``, straight from the UTXO set (no wallet)."""
+        return self._scan(scripts)[1] if scripts else []
+
+    def scan_utxos(self, scripts: list[bytes]) -> UtxoScan:
+        """As :meth:`scan_scripts`, with the tip (height and hash) the scan read, so the
+        caller can tell whether it saw the same chain as its own records."""
+        reply, found = self._scan(scripts)
+        method = "scantxoutset"
+        height = _int(reply.get("height"), method, "height")
+        return UtxoScan(height, _hash(reply.get("bestblock"), method, "bestblock"), found)
+
+    def _scan(self, scripts: list[bytes]) -> tuple[dict[str, Any], list[ScannedOutput]]:
         wanted = list(dict.fromkeys(scripts))
-        if not wanted:
-            return []
         objects = [{"desc": f"raw({script.hex()})"} for script in wanted]
         reply = _dict(self.call("scantxoutset", "start", objects), "scantxoutset", "result")
         if reply.get("success") is not True:
@@ -622,7 +640,7 @@ class BitcoinCoreRPC:
         asked = set(wanted)
         if any(output.script_pubkey not in asked for output in found):
             raise _malformed("scantxoutset", "an output for a script we did not ask about")
-        return found
+        return reply, found
 
     @staticmethod
     def _scanned(unspent: dict[str, Any]) -> ScannedOutput:

@@ -31,13 +31,13 @@ from shared.bitcoin.script import (
     small_int,
     witness_program,
 )
+from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT
 from shared.bitcoin.tx import MAX_MONEY, SEQUENCE_FINAL, OutPoint, Transaction, TxOut
 
 COINBASE_MATURITY = 100
 MIN_RELAY_FEE = 1_000  # sat/kvB
 INCREMENTAL_RELAY_FEE = 1_000  # sat/kvB
 DUST_RELAY_FEE = 3_000  # sat/kvB
-MAX_STANDARD_TX_WEIGHT = 400_000
 MIN_STANDARD_TX_NONWITNESS_SIZE = 65
 MAX_STANDARD_SCRIPTSIG_SIZE = 1_650
 MAX_STANDARD_TX_SIGOPS_COST = 16_000

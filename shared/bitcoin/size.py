@@ -23,6 +23,9 @@ from shared.bitcoin.encoding import compact_size
 from shared.bitcoin.script import push_data
 from shared.bitcoin.tx import Transaction, TxOut
 
+#: Bitcoin Core's MAX_STANDARD_TX_WEIGHT: heavier transactions are not relayed, so the
+#: coordinator never builds one and the station refuses one (the one home of this bound).
+MAX_STANDARD_TX_WEIGHT = 400_000
 SIGNATURE_SIZE = 72  # DER (at most 71 with low S) + sighash byte
 PUBKEY_SIZE = 33
 WITNESS_SCALE = 4
@@ -89,11 +92,17 @@ def vsize_of(weight: int) -> int:
     return max(1, -(-weight // WITNESS_SCALE))
 
 
-def estimate_vsize(tx: Transaction, shapes: list[InputShape]) -> int:
-    """Virtual size of ``tx`` once signed, with inputs satisfied as ``shapes`` says."""
+def estimate_weight(tx: Transaction, shapes: list[InputShape]) -> int:
+    """Weight of ``tx`` once signed, with inputs satisfied as ``shapes`` says (signatures
+    counted at their largest, so the real weight is at most this)."""
     segwit = any(shape.segwit for shape in shapes)
     weight = base_weight(list(tx.outputs), len(tx.inputs), segwit)
     weight += sum(input_weight(shape) for shape in shapes)
     if segwit:
         weight += sum(1 for shape in shapes if not shape.segwit)  # their empty stacks
-    return vsize_of(weight)
+    return weight
+
+
+def estimate_vsize(tx: Transaction, shapes: list[InputShape]) -> int:
+    """Virtual size of ``tx`` once signed, with inputs satisfied as ``shapes`` says."""
+    return vsize_of(estimate_weight(tx, shapes))

@@ -107,7 +107,7 @@ def test_sigkill_during_import(desk: Desk, point: str) -> None:
 
 SYNC_POINTS = [
     "store.commit:2",  # undoing the reorg: not durable
-    "sync.block",  # the first new block walked and committed
+    "sync.block",  # the first group of new blocks walked and committed
     "sync.coins",
     "sync.resend",  # re-send counted, the node not asked
     "sync.resent",  # the node took it back, not recorded yet
