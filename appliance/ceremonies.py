@@ -469,7 +469,16 @@ class Appliance(Station):
     # -- journal ----------------------------------------------------------------------------
 
     def export_journal(self, officers: Presented) -> Entry:
-        """Record the export itself, so the exported journal ends with its own export."""
+        """Record the export itself, so the exported journal ends with its own export.
+
+        Every record is verified first, including those before the checkpoint that opening
+        does not read: a journal edited after the fact is never handed to the auditors as
+        if it were whole (restore it from a copy instead)."""
+        problems = self.recorder.verify()
+        if problems:
+            raise CeremonyError(f"the journal does not verify ({problems[0]}): restore it "
+                                "from the last export (`journal restore FILE`), then run "
+                                "`journal recover`")  # fmt: skip
         with self.activated(officers) as act:
             return self.record("journal_export", actors=act.actors,
                                details={"length": self.journal.length + 1})
@@ -511,6 +520,9 @@ class Appliance(Station):
                                 "the damage): restore journal.log from a copy (an export "
                                 "holds every record up to it: `journal restore FILE`), then "
                                 "run `journal recover` for whatever the copy lacks")
+        if recorder.transcript_missing is not None:
+            raise CeremonyError("a transcript the journal needs is missing (see the problem "
+                                "above): restore it from the export bundle; nothing to cut")
         if self.journal.policy is None:
             raise CeremonyError("the journal names no policy (no officers to activate): "
                                 "restore it from an export first (`journal restore FILE`)")
@@ -684,8 +696,7 @@ def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> None:
     fresh = path.with_name(f"{path.name}.restoring")
     fresh.unlink(missing_ok=True)
     with JournalStore.open(fresh)[0] as store:
-        for payload in payloads:
-            store.append(payload)
+        store.append_many(payloads)
     if path.exists():
         os.replace(path, path.with_name(f"{path.name}.replaced-{n}"))
     if state.checkpoint_path.exists():

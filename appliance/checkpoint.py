@@ -5,13 +5,15 @@ proportion to its length (0.19 ms a record: 2 s at 10,000). A checkpoint lets th
 start from a state it already verified: it names the journal's seq, head hash and the
 offset just after that record, the SHA-256 of the file's bytes before that offset, and the
 SHA-256 of the folded :class:`shared.station.StationState`; the audit key signs all of it
-inside the HSM at the end of each activated ceremony. On open the station checks the
-signature (with the audit key read from the signing token), hashes the file's prefix in one
-pass, and folds only the records after it.
+inside the HSM (every 64 records, at the end of an activated ceremony). On open the station
+checks the signature (with the audit key read from the signing token), checks that the
+checkpoint's last frame is still in place byte for byte, and folds only the records after
+it: the cost does not grow with the journal.
 
 The checkpoint is a cache: anything wrong with it (missing, altered, signed by another key,
 not matching the file) only makes the station verify the journal from the start, and a
-prefix that no longer matches is itself reported as journal damage. It never adds to what
+checkpoint frame that changed, or a file shorter than the checkpoint, is itself reported as
+journal damage. It never adds to what
 the journal says, because it is the audit key's signature over a state the station folded
 from verified records.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import cbor2
 
 from appliance.files import atomic_write
+from appliance.journal_store import Start
 from shared import canonical
 from shared.bitcoin import ecdsa
 from shared.station import StationError, StationState
@@ -41,32 +44,35 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What the audit key signs: journal position, prefix digest, state digest."""
+    """What the audit key signs: journal position, its last frame's digest, state digest."""
 
     appliance_id: str
     seq: int
     head: bytes
     offset: int
-    prefix_sha256: bytes
+    last_offset: int  # where the frame of record ``seq`` starts
+    last_sha256: bytes  # SHA-256 of that frame's bytes
     state_sha256: bytes
 
     def to_plain(self) -> dict[str, object]:
         return {"type": CHECKPOINT_TYPE, "format": CHECKPOINT_FORMAT,
                 "appliance": self.appliance_id, "seq": self.seq, "head": self.head,
-                "offset": self.offset, "prefix_sha256": self.prefix_sha256,
+                "offset": self.offset, "last_offset": self.last_offset,
+                "last_sha256": self.last_sha256,
                 "state_sha256": self.state_sha256}  # fmt: skip
 
     def digest(self) -> bytes:
         return canonical.digest(self.to_plain())
 
 
-def write_checkpoint(path: Path, state: StationState, offset: int, prefix_sha256: bytes,
+def write_checkpoint(path: Path, state: StationState, start: Start,
                      sign: Callable[[bytes], bytes]) -> Checkpoint:  # fmt: skip
-    """Sign and store the state folded up to ``state.seq`` (its frame ends at ``offset``)."""
+    """Sign and store the state folded up to ``state.seq`` (``start``: where its frame is)."""
     if state.appliance_id is None or state.seq < 0:
         raise CheckpointError("nothing to checkpoint: the journal is empty")
     body = state.to_bytes()
-    checkpoint = Checkpoint(state.appliance_id, state.seq, state.head, offset, prefix_sha256,
+    checkpoint = Checkpoint(state.appliance_id, state.seq, state.head, start.offset,
+                            start.last_offset, start.last_sha256,
                             hashlib.sha256(body).digest())  # fmt: skip
     signature = sign(checkpoint.digest())
     atomic_write(path, cbor2.dumps({"checkpoint": checkpoint.to_plain(), "sig": signature,
@@ -87,8 +93,8 @@ def read_checkpoint(path: Path, audit_key: bytes, appliance_id: str
         plain = cbor2.loads(data)
         fields = plain["checkpoint"]
         checkpoint = Checkpoint(fields["appliance"], fields["seq"], fields["head"],
-                                fields["offset"], fields["prefix_sha256"],
-                                fields["state_sha256"])  # fmt: skip
+                                fields["offset"], fields["last_offset"],
+                                fields["last_sha256"], fields["state_sha256"])  # fmt: skip
         signature, body = plain["sig"], plain["state"]
         if fields != checkpoint.to_plain() or not isinstance(body, bytes):
             raise CheckpointError("unexpected fields")
@@ -109,3 +115,9 @@ def read_checkpoint(path: Path, audit_key: bytes, appliance_id: str
                                                        appliance_id):  # fmt: skip
         raise CheckpointError(f"{path}: the state is not at the signed journal position")
     return checkpoint, state
+
+
+def start_of(checkpoint: Checkpoint) -> Start:
+    """Where the journal's unverified frames begin, per the checkpoint."""
+    return Start(checkpoint.offset, checkpoint.seq + 1, checkpoint.last_offset,
+                 checkpoint.last_sha256)  # fmt: skip

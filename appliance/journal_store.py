@@ -13,10 +13,13 @@ until an administrators' recovery ceremony (appliance.ceremonies) journals what 
 and only then cuts the tail (:meth:`JournalStore.cut_tail`, which keeps the bytes in a
 quarantine file ``<name>.torn-<n>`` first). Nothing is ever truncated silently (DESIGN 9).
 
-Opening can start from a signed checkpoint (:class:`Start`): the bytes before its offset
-are checked against its SHA-256 in one pass instead of frame by frame, and only the frames
-after it are scanned, so opening costs little more than reading the file. A prefix that
-does not match its digest is reported (``prefix_changed``) and the whole file is scanned.
+Opening can start from a signed checkpoint (:class:`Start`): the checkpoint's own last
+frame must still be where it was, byte for byte (its SHA-256), and only the frames after it
+are read and scanned, so opening costs the same at 100 or 100,000 records. A checkpoint
+frame that moved or changed, or a file shorter than the checkpoint, is reported
+(``prefix_changed``) and the whole file is scanned. Bytes changed *before* the checkpoint's
+last frame are not read on open: `journal verify` and `journal export` check every frame
+(the decisions come from the checkpoint's signed state, not from those bytes).
 The file is held under an exclusive ``flock`` so two processes never append to it at once.
 """
 
@@ -66,12 +69,13 @@ class Damage:
 
 @dataclass(frozen=True)
 class Start:
-    """Where a verified checkpoint left the file: frames before ``offset`` are ``index``
-    frames whose bytes hash to ``prefix_sha256``."""
+    """Where a verified checkpoint left the file: ``index`` frames end at ``offset``, and
+    the last of them starts at ``last_offset`` and hashes to ``last_sha256``."""
 
     offset: int
     index: int
-    prefix_sha256: bytes
+    last_offset: int
+    last_sha256: bytes
 
 
 @dataclass(frozen=True)
@@ -119,15 +123,15 @@ class JournalStore:
         try:
             if created:
                 _fsync_dir(path.parent)
-            data = _read_all(fd, path)
-            changed = start is not None and not _prefix_holds(data, start)
+            changed = start is not None and not _boundary_holds(fd, start)
             if start is None or changed:
-                start = Start(0, 0, b"")
+                start = Start(0, 0, 0, b"")
+            data = _read_all(fd, path, start.offset)
             frames, damage = _scan(data, start.offset, start.index)
         except BaseException:
             os.close(fd)
             raise
-        end = damage.offset if damage is not None else len(data)
+        end = damage.offset if damage is not None else start.offset + len(data)
         store = cls(path, fd, frames, start.index, end, damage)
         return store, RecoveryReport(path, len(store), damage, changed)
 
@@ -146,17 +150,11 @@ class JournalStore:
         offset, length = self._frame(index)
         return offset + length + OVERHEAD
 
-    def prefix_sha256(self, offset: int) -> bytes:
-        """SHA-256 of the file's first ``offset`` bytes (what a checkpoint records)."""
-        digest = hashlib.sha256()
-        done = 0
-        while done < offset:
-            chunk = os.pread(self._fd, min(offset - done, 1 << 24), done)
-            if not chunk:
-                raise JournalStoreError(f"journal {self.path}: ends before offset {offset}")
-            digest.update(chunk)
-            done += len(chunk)
-        return digest.digest()
+    def start_at(self, index: int) -> Start:
+        """Where frame ``index`` ends and what it hashes to: what a checkpoint records."""
+        offset, length = self._frame(index)
+        frame = os.pread(self._fd, length + OVERHEAD, offset)
+        return Start(offset + len(frame), index + 1, offset, hashlib.sha256(frame).digest())
 
     def entry(self, index: int) -> bytes:
         """One payload, re-checked against its CRC as it is read."""
@@ -233,6 +231,30 @@ class JournalStore:
         self._end += len(frame)
         return len(self) - 1
 
+    def append_many(self, payloads: list[bytes]) -> int:
+        """Append several frames with one write and one fsync (restoring a journal from an
+        export); all are durable when this returns. Returns the new length."""
+        if not payloads:
+            return len(self)
+        if self.damage is not None or self._failed is not None:
+            raise JournalStoreError(f"journal {self.path} cannot be appended to")
+        frames = [encode_frame(bytes(p)) for p in payloads]
+        if any(len(p) > MAX_PAYLOAD for p in payloads):
+            raise JournalStoreError(f"journal {self.path}: a payload exceeds {MAX_PAYLOAD}")
+        data = b"".join(frames)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._failed = f"bulk append failed: {exc}"
+            raise JournalStoreError(f"journal {self.path}: {self._failed}") from exc
+        for frame in frames:
+            self._frames.append((self._end, len(frame) - OVERHEAD))
+            self._end += len(frame)
+        return len(self)
+
     def _undo_short_write(self, written: int, wanted: int) -> None:
         """A short write (disk full) leaves a partial frame: cut it off before failing."""
         os.ftruncate(self._fd, self._end)
@@ -282,6 +304,14 @@ class JournalStore:
         self.close()
 
 
+def read_payloads(path: Path | str) -> list[bytes]:
+    """Every complete frame's payload, read without the writer's lock (for read-only tools
+    and tests; a damaged tail is left out, as open() would report it)."""
+    data = Path(path).read_bytes()
+    frames, _damage = _scan(data, 0, 0)
+    return [data[o + HEADER_SIZE : o + HEADER_SIZE + n] for o, n in frames]
+
+
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -305,9 +335,10 @@ def _open_locked(path: Path) -> tuple[int, bool]:
     return fd, created
 
 
-def _read_all(fd: int, path: Path) -> bytes:
+def _read_all(fd: int, path: Path, offset: int = 0) -> bytes:
+    """The file's bytes from ``offset`` to its end."""
     size = os.fstat(fd).st_size
-    chunks, offset = [], 0
+    chunks = []
     while offset < size:
         chunk = os.pread(fd, min(size - offset, 1 << 24), offset)
         if not chunk:
@@ -338,25 +369,27 @@ def _frame_error(data: bytes, offset: int, length: int | None = None) -> str | N
     return None
 
 
-def _prefix_holds(data: bytes, start: Start) -> bool:
-    """The file still holds, before ``start.offset``, exactly the bytes the checkpoint hashed."""
-    if len(data) < start.offset:
-        return False
-    return hashlib.sha256(memoryview(data)[: start.offset]).digest() == start.prefix_sha256
+def _boundary_holds(fd: int, start: Start) -> bool:
+    """The checkpoint's last frame is still where it was, byte for byte."""
+    size = start.offset - start.last_offset
+    frame = os.pread(fd, size, start.last_offset) if size > 0 else b""
+    return len(frame) == size and hashlib.sha256(frame).digest() == start.last_sha256
 
 
-def _scan(data: bytes, offset: int, index: int) -> tuple[list[tuple[int, int]], Damage | None]:
-    """Complete frames from ``offset`` (frame ``index``) on, and the damage after them."""
+def _scan(data: bytes, base: int, index: int) -> tuple[list[tuple[int, int]], Damage | None]:
+    """Complete frames in ``data`` (the file from offset ``base``, where frame ``index``
+    starts), with file offsets, and the damage after them."""
     frames: list[tuple[int, int]] = []
-    while offset < len(data):
-        problem = _frame_error(data, offset)
+    at = 0
+    while at < len(data):
+        problem = _frame_error(data, at)
         if problem is not None:
-            later = _next_valid_frame(data, offset + 1)
-            return frames, Damage(offset, len(data) - offset, index + len(frames), problem,
+            later = _next_valid_frame(data, at + 1)
+            return frames, Damage(base + at, len(data) - at, index + len(frames), problem,
                                   later is not None)  # fmt: skip
-        (length,) = struct.unpack_from(">I", data, offset + 4)
-        frames.append((offset, length))
-        offset += length + OVERHEAD
+        (length,) = struct.unpack_from(">I", data, at + 4)
+        frames.append((base + at, length))
+        at += length + OVERHEAD
     return frames, None
 
 

@@ -31,8 +31,11 @@ from shared.review import REFUSAL_CODES
 DEFERRED_TYPE = "coldstation-deferred-refusal"
 RESET_TYPE = "coldstation-lockout-reset"
 MAX_PENDING_BYTES = 64 * 1024
-MAX_REFUSALS = 64
-MAX_MESSAGE = 500
+#: Refusals one record lists, and the length of each message: every refusal is in the
+#: transcript the record names; a request with a refusal per input (1,450 of them) would
+#: otherwise outgrow a journal record (shared.journal.MAX_RECORD_BYTES).
+MAX_REFUSALS = 32
+MAX_MESSAGE = 300
 _TXID = re.compile(r"[0-9a-f]{64}")
 _SUBJECTS = {"psbt", "request", "transcript"}
 

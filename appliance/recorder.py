@@ -8,7 +8,7 @@ This is the one place that joins them, so no ceremony can read state or write a 
 other way:
 
 - **open** (:meth:`Recorder.open`): start from the signed checkpoint when it verifies (else
-  from the genesis record), check the file's prefix against it, then verify and fold every
+  from the genesis record), check that its last frame is still in place, then verify and fold every
   record after it. Anything that fails is a *problem*: the station does not sign, review or
   run ceremonies until an administrators' recovery ceremony deals with it.
 - **record**: refuse a clock behind the journal; chain, sign inside the HSM, check the
@@ -18,20 +18,33 @@ other way:
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from appliance.journal_store import JournalStore, RecoveryReport, Start
+from appliance.checkpoint import (
+    CheckpointError,
+    read_checkpoint,
+    start_of,
+    write_checkpoint,
+)
+from appliance.journal_store import JournalStore, JournalStoreError, RecoveryReport
 from appliance.keystore import Keystore
 from appliance.token_objects import Anchor, write_anchor
+from shared import canonical
+from shared.bitcoin.tx import OutPoint
 from shared.journal import Entry, JournalError, Record, seal, verify_journal
-from shared.station import StationError, StationState
+from shared.station import StationError, StationState, transcript_outpoints
+
+
+class MissingTranscriptError(StationError):
+    """A verified approval whose transcript (holding its inputs) is missing or altered."""
+
 
 #: Records after the last checkpoint before a ceremony writes a new one.
-CHECKPOINT_EVERY = 32
+CHECKPOINT_EVERY = 64
 
 
 class ClockError(RuntimeError):
@@ -65,7 +78,7 @@ class Recorder:
         if audit_key is not None:
             try:
                 checkpoint, state = read_checkpoint(checkpoint_path, audit_key, appliance_id)
-                start = Start(checkpoint.offset, checkpoint.seq + 1, checkpoint.prefix_sha256)
+                start = start_of(checkpoint)
             except CheckpointError as exc:
                 if checkpoint_path.exists():
                     notes.append(f"checkpoint not used ({exc}): verified from the first record")
@@ -106,14 +119,44 @@ class Recorder:
                 entry = Entry.from_bytes(self.store.entry(index))
                 if not entry.verify(audit_key):
                     raise JournalError("signature does not verify under the audit key")
-                self.state.apply(entry.record, entry.record.hash())
+                self.state.apply(entry.record, entry.record.hash(),
+                                 self._inputs_of(entry.record))  # fmt: skip
+            except MissingTranscriptError as exc:
+                self.problems.append(f"journal {self.store.path}: record at position {index} "
+                                     f"verifies, but {exc}")  # fmt: skip
+                self.transcript_missing = index
+                return
             except (JournalError, StationError, ValueError) as exc:
                 self.problems.append(f"journal {self.store.path}: record at position {index}"
                                      f" does not verify: {exc}")  # fmt: skip
                 self.first_bad = index
                 return
 
+    def _inputs_of(self, record: Record) -> list[OutPoint] | None:
+        """An approval's inputs, from the transcript it names (checked by the fold against
+        the record's digest); None for every other record."""
+        details = record.details
+        if record.event != "signing_decision" or record.decision != "approved" \
+                or "outpoints_sha256" not in details:  # fmt: skip
+            return None
+        digest = record.subjects.get("transcript", b"")
+        path = self.checkpoint_path.parent / "transcripts" / f"{digest.hex()}.cbor"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MissingTranscriptError(f"its transcript {path} cannot be read "
+                                         f"({exc.strerror}): restore it from the export "
+                                         "bundle it went into") from exc  # fmt: skip
+        if hashlib.sha256(data).digest() != digest:
+            raise MissingTranscriptError(f"its transcript {path} is not the one it names: "
+                                         "restore it from the export bundle it went into")
+        try:
+            return transcript_outpoints(canonical.decode(data, max_size=1 << 26))
+        except canonical.CanonicalError as exc:
+            raise StationError(f"its transcript {path} is unreadable: {exc}") from exc
+
     first_bad: int | None = None  # the first record that did not verify, if any
+    transcript_missing: int | None = None  # a good record whose transcript is not there
     checkpoint_claims: int | None = None  # a signed checkpoint's seq past the journal's end
 
     # -- reading ----------------------------------------------------------------------------
@@ -154,6 +197,7 @@ class Recorder:
         subjects: Mapping[str, bytes] | None = None,
         decision: str | None = None,
         details: Mapping[str, Any] | None = None,
+        outpoints: Sequence[OutPoint] | None = None,
     ) -> Entry:
         """Append one signed record (the signing token must be unlocked), then anchor it."""
         if self.problems:
@@ -167,7 +211,7 @@ class Recorder:
                      audit_pubkey=self.keystore.audit_public_key())  # fmt: skip
         try:
             # folded first: a record the state cannot follow is a bug and never reaches disk
-            self.state.apply(record, record.hash())
+            self.state.apply(record, record.hash(), outpoints)
             self.store.append(entry.to_bytes())
         except BaseException as exc:
             self.problems.append(f"journal seq {record.seq} ({event}) was not written: {exc}; "
@@ -192,9 +236,7 @@ class Recorder:
             return
         if not force and self.state.seq - self.checkpoint_seq < CHECKPOINT_EVERY:
             return
-        offset = self.store.end_offset
-        write_checkpoint(self.checkpoint_path, self.state, offset,
-                         self.store.prefix_sha256(offset),
+        write_checkpoint(self.checkpoint_path, self.state, self.store.start_at(self.state.seq),
                          self.keystore.sign_audit_digest)  # fmt: skip
         self.checkpoint_seq = self.state.seq
 
@@ -208,7 +250,7 @@ class Recorder:
         for index in range(len(self.store)):
             try:
                 entries.append(Entry.from_bytes(self.store.entry(index)))
-            except JournalError as exc:
+            except (JournalError, JournalStoreError) as exc:
                 found.append(f"position {index}: {exc}")
                 return found
         report = verify_journal(entries, audit_key)

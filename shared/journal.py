@@ -75,8 +75,12 @@ MAX_DETAIL_ITEMS = 256
 MAX_DETAIL_DEPTH = 4
 MAX_RECORD_BYTES = 32 * 1024
 MAX_ENTRY_BYTES = MAX_RECORD_BYTES + 256
-MAX_EXPORT_BYTES = 16 * 1024 * 1024
-MAX_EXPORT_ENTRIES = 100_000
+#: An export holds the whole journal, however long: the caps that matter are per record
+#: (above). These only refuse a document no real journal reaches (a station journaling one
+#: record a second for a century writes some 3 billion) before it is decoded in memory; an
+#: auditor reads an export entry by entry (:mod:`shared.audit.journal_stream`).
+MAX_EXPORT_ENTRIES = 2**32
+MAX_EXPORT_BYTES = MAX_EXPORT_ENTRIES * (MAX_ENTRY_BYTES + 8)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 _SUBJECT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -609,6 +613,20 @@ def _check_end(
             f"{ends}, head {head.hex()[:16]}… is not the expected "
             f"head {expected_head.hex()[:16]}… (truncated or altered)",
         )
+
+
+# -- outpoints --------------------------------------------------------------------------------
+
+
+def outpoints_digest(outpoints: Iterable[Any]) -> bytes:
+    """SHA-256 over the serialized outpoints (36 bytes each: txid in internal byte order,
+    vout little-endian), in input order. A signing record commits to a transaction's
+    inputs by this digest; the full list is in the transcript the record names, so a record
+    stays small whatever the input count (Core's standard maximum is some 1,450 inputs)."""
+    digest = hashlib.sha256()
+    for outpoint in outpoints:
+        digest.update(outpoint.serialize())
+    return digest.digest()
 
 
 # -- receipts ------------------------------------------------------------------------------

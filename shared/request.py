@@ -28,7 +28,7 @@ from shared.bitcoin.encoding import ByteReader, DecodeError, compact_size
 from shared.journal import Entry, JournalError
 from shared.psbt.errors import PsbtError
 from shared.psbt.fields import PROPRIETARY
-from shared.psbt.model import Psbt, PsbtInput, PsbtMap, PsbtOutput
+from shared.psbt.model import Psbt
 from shared.ur.bytewords import WORDS
 
 PROPRIETARY_ID = b"coldstation"
@@ -362,7 +362,7 @@ def spent_outputs(psbt: Psbt) -> list[bytes]:
         prev = inp.non_witness_utxo
         if prev is None:
             raise RequestError(f"input {index} has no full previous transaction")
-        if prev.txid != prevout.txid or prevout.vout >= len(prev.outputs):
+        if inp.non_witness_utxo_txid() != prevout.txid or prevout.vout >= len(prev.outputs):
             raise RequestError(f"input {index}: previous transaction does not hold {prevout}")
         spent.append(prev.outputs[prevout.vout].serialize())
     return spent

@@ -19,12 +19,15 @@ which knows the audit key; the chain (seq, prev_hash, time, appliance) is checke
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cbor2
+
 from shared import canonical
 from shared.bitcoin.tx import OutPoint
-from shared.journal import GENESIS, Record
+from shared.journal import GENESIS, Record, outpoints_digest
 from shared.sortedblob import BlobError, FixedMap, FixedSet
 
 STATE_TYPE = "coldstation-station-state"
@@ -197,6 +200,7 @@ class StationState:
     #: every record's hash, in seq order (32 bytes each): anchors kept in tokens are checked
     #: against it without reading the journal back
     hashes: bytearray = field(default_factory=bytearray)
+    _outpoints: Sequence[OutPoint] | None = field(default=None, repr=False, compare=False)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -232,8 +236,15 @@ class StationState:
 
     # -- applying records ----------------------------------------------------------------
 
-    def apply(self, record: Record, record_hash: bytes) -> None:
-        """Fold one record (already signature-checked) that follows the current head."""
+    def apply(self, record: Record, record_hash: bytes,
+              outpoints: Sequence[OutPoint] | None = None) -> None:  # fmt: skip
+        """Fold one record (already signature-checked) that follows the current head.
+
+        An approval commits to its inputs by digest (``outpoints_sha256``); the caller hands
+        the outpoints themselves (from the transcript the record names, or the transaction
+        just signed) and they must match the digest.
+        """
+        self._outpoints = outpoints
         where = f"journal seq {record.seq} ({record.event})"
         if record.seq != self.seq + 1:
             raise StationError(f"{where} follows seq {self.seq}: expected seq {self.seq + 1}")
@@ -330,15 +341,26 @@ class StationState:
         txid = bytes.fromhex(_text(details["txid"], "txid"))[::-1]
         if request_id is not None:
             history.approvals.set(request_id, record.seq.to_bytes(8, "big"))
-        for text in details["outpoints"]:
-            txid_hex, _, vout = _text(text, "outpoint").partition(":")
-            history.signed_outpoints.set(OutPoint.from_hex(txid_hex, int(vout)).serialize(),
-                                         txid)  # fmt: skip
+        for outpoint in self._approved_outpoints(details):
+            history.signed_outpoints.set(outpoint.serialize(), txid)
         if txid not in history.approved_txids:
             history.approved_txids.add(txid)
             day = record.time // 86400
             paid = _int(details.get("paid_out", 0), "paid_out")
             history.paid_by_day[day] = history.paid_by_day.get(day, 0) + paid
+
+    def _approved_outpoints(self, details: dict[str, Any]) -> Sequence[OutPoint]:
+        """The inputs an approval signed: listed in the record (records before the digest
+        form), or given by the caller and checked against ``outpoints_sha256``."""
+        if "outpoints" in details:
+            return [_outpoint(text) for text in details["outpoints"]]
+        digest = bytes.fromhex(_text(details["outpoints_sha256"], "outpoints_sha256"))
+        given = self._outpoints
+        if given is None:
+            raise StationError("its inputs are in its transcript, which was not read")
+        if len(given) != _int(details["inputs"], "inputs") or outpoints_digest(given) != digest:
+            raise StationError("the transcript's inputs do not match the record's digest")
+        return given
 
     def _pin_lockout(self, record: Record) -> None:
         pending = record.details.get("pending")
@@ -402,7 +424,10 @@ class StationState:
     def from_bytes(cls, data: bytes) -> StationState:
         """Inverse of :meth:`to_bytes` (the caller has verified the checkpoint signature)."""
         try:
-            plain = canonical.decode(data, max_size=1 << 31)
+            # no canonical re-encoding check: the checkpoint's signature and digest already
+            # bind these exact bytes, and re-encoding 20 MB of history would cost what the
+            # checkpoint saves
+            plain = cbor2.loads(data)
             if plain.get("type") != STATE_TYPE or plain.get("format") != STATE_FORMAT:
                 raise StationError("not a station state of a known format")
             history = History(
@@ -429,9 +454,24 @@ class StationState:
                 consumed_pending=FixedSet(32, plain["consumed_pending"], what="pending"),
                 hashes=bytearray(plain["hashes"]),
             )  # fmt: skip
-        except (canonical.CanonicalError, KeyError, TypeError, ValueError, AttributeError) \
+        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, AttributeError) \
                 as exc:  # fmt: skip
             raise StationError(f"station state is unreadable: {exc}") from exc
+
+
+def _outpoint(text: object) -> OutPoint:
+    txid_hex, _, vout = _text(text, "outpoint").partition(":")
+    return OutPoint.from_hex(txid_hex, int(vout))
+
+
+def transcript_outpoints(plain: object) -> list[OutPoint]:
+    """The inputs' outpoints a review transcript lists, in input order."""
+    if not isinstance(plain, dict) or not isinstance(plain.get("inputs"), list):
+        raise StationError("the transcript lists no inputs")
+    try:
+        return [_outpoint(view["outpoint"]) for view in plain["inputs"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StationError(f"the transcript's inputs are malformed: {exc}") from exc
 
 
 def _text(value: object, name: str) -> str:

@@ -8,6 +8,7 @@ and returns a Python value. Types not in the registry are kept as unknown record
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -139,9 +140,18 @@ def _tx_modifiable(_: bytes, value: bytes) -> int:
 
 def _non_witness_utxo(_: bytes, value: bytes) -> Transaction:
     try:
-        return Transaction.parse(value)
+        return _parsed_transaction(value)
     except DecodeError as exc:
         raise FieldValueError(f"not a transaction: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_transaction(value: bytes) -> Transaction:
+    """A previous transaction, parsed once however many inputs carry it: a batch paying
+    out of one 1,000-output funding transaction carries the same 32 kB in each of its
+    inputs. The parsed value is shared, as :meth:`PsbtMap.copy` shares it: decoded values
+    are read-only views of their record bytes (a change goes through ``set_record``)."""
+    return Transaction.parse(value)
 
 
 def _txout(_: bytes, value: bytes) -> TxOut:

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from shared import canonical
 from shared.audit.change import ChangeDeriver
 from shared.audit.evidence import parse_bundle
 from shared.audit.journal_replay import ApplianceReplay
 from shared.psbt import Psbt, extract, finalize
 from shared.request import read_receipts
-from shared.station import StationState
+from shared.station import StationState, transcript_outpoints
 from tests.appliance.conftest import softhsm_available
 from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, run
 from tests.appliance.test_signing_cli import request
@@ -64,13 +65,15 @@ def crash(state: Path, limit: int, *args: str, pins: list[str]) -> subprocess.Co
 
 
 def events(state: Path) -> list:
-    """The journal's records, read straight from the file (no PIN, no station logic)."""
-    from appliance.journal_store import JournalStore
+    """The journal's records, read straight from the file (no PIN, no station logic, and
+    no lock: another thread's subprocess may briefly hold a copy of a locked descriptor)."""
+    from appliance.journal_store import read_payloads
     from shared.journal import Entry
 
-    store, _ = JournalStore.open(state / "journal.log")
-    with store:
-        return [Entry.from_bytes(raw).record for raw in store.entries()]
+    path = state / "journal.log"
+    if not path.exists():  # a crash before init created it
+        return []
+    return [Entry.from_bytes(raw).record for raw in read_payloads(path)]
 
 
 def kek_left(state: Path) -> bool:
@@ -281,10 +284,17 @@ CEREMONIES: dict[str, Ceremony] = {
 
 
 def _fold(state: Path) -> StationState:
-    """The journal folded with the station's own rules, read straight from the file."""
+    """The journal folded with the station's own rules, read straight from the file (an
+    approval's inputs from the transcript it names, as the station reads them)."""
     folded = StationState()
     for record in events(state):
-        folded.apply(record, record.hash())
+        inputs = None
+        if record.event == "signing_decision" and record.decision == "approved":
+            name = record.subjects["transcript"].hex()
+            plain = canonical.decode((state / "transcripts" / f"{name}.cbor").read_bytes(),
+                                     max_size=1 << 26)  # fmt: skip
+            inputs = transcript_outpoints(plain)
+        folded.apply(record, record.hash(), inputs)
     return folded
 
 

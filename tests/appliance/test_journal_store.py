@@ -20,7 +20,6 @@ from appliance.journal_store import (
     OVERHEAD,
     JournalStore,
     JournalStoreError,
-    Start,
     encode_frame,
     journal_append_rate,
 )
@@ -227,14 +226,15 @@ def test_corruption_followed_by_torn_tail_is_still_corruption(tmp_path):
     assert path.read_bytes() == bytes(data)
 
 
-def test_open_from_a_checkpoint_scans_only_what_follows(tmp_path):
+def test_open_from_a_checkpoint_reads_only_what_follows(tmp_path):
     path = tmp_path / "journal"
     _write(path, PAYLOADS)
     offset = sum(len(p) + OVERHEAD for p in PAYLOADS[:3])
     store, _ = JournalStore.open(path)
     with store:
-        digest = store.prefix_sha256(offset)
-    store, report = JournalStore.open(path, Start(offset, 3, digest))
+        start = store.start_at(2)
+    assert start.offset == offset and start.index == 3
+    store, report = JournalStore.open(path, start)
     with store:
         assert report.clean and len(store) == len(PAYLOADS)
         assert store.entry(4) == PAYLOADS[4]
@@ -242,29 +242,52 @@ def test_open_from_a_checkpoint_scans_only_what_follows(tmp_path):
         assert store.frame_end(2) == offset
 
 
-def test_a_changed_prefix_is_reported_and_everything_rescanned(tmp_path):
-    path = tmp_path / "journal"
-    _write(path, PAYLOADS)
-    offset = sum(len(p) + OVERHEAD for p in PAYLOADS[:3])
-    store, _ = JournalStore.open(path)
-    with store:
-        digest = store.prefix_sha256(offset)
-    data = bytearray(path.read_bytes())
-    data[HEADER_SIZE + 1] ^= 0x01  # one bit in frame 0, CRC fixed up as an insider would
-    body = bytes(data[4 : HEADER_SIZE + len(PAYLOADS[0])])
+def _flip_with_crc(data: bytearray, frame_offset: int, length: int) -> None:
+    """One bit in a frame's payload, its CRC fixed up as an insider would."""
     import zlib
 
-    data[HEADER_SIZE + len(PAYLOADS[0]) : OVERHEAD + len(PAYLOADS[0])] = \
+    data[frame_offset + HEADER_SIZE + 1] ^= 0x01
+    body = bytes(data[frame_offset + 4 : frame_offset + HEADER_SIZE + length])
+    data[frame_offset + HEADER_SIZE + length : frame_offset + OVERHEAD + length] = \
         zlib.crc32(body).to_bytes(4, "big")  # fmt: skip
+
+
+def test_a_changed_checkpoint_frame_or_a_shorter_file_is_reported_and_everything_rescanned(
+        tmp_path):  # fmt: skip
+    path = tmp_path / "journal"
+    _write(path, PAYLOADS)
+    store, _ = JournalStore.open(path)
+    with store:
+        start = store.start_at(2)
+    data = bytearray(path.read_bytes())
+    _flip_with_crc(data, start.last_offset, len(PAYLOADS[2]))
     path.write_bytes(bytes(data))
-    store, report = JournalStore.open(path, Start(offset, 3, digest))
+    store, report = JournalStore.open(path, start)
     with store:
         assert report.prefix_changed and not report.clean
-        assert len(store) == len(PAYLOADS) and store.entry(0) != PAYLOADS[0]
-    short = Start(path.stat().st_size + 10, 9, digest)  # a checkpoint beyond the file
-    store, report = JournalStore.open(path, short)
+        assert len(store) == len(PAYLOADS) and store.entry(2) != PAYLOADS[2]
+    _write(path2 := tmp_path / "short", PAYLOADS[:2])  # the file ends before the checkpoint
+    store, report = JournalStore.open(path2, start)
     store.close()
     assert report.prefix_changed
+
+
+def test_bytes_before_the_checkpoint_frame_are_not_read_on_open(tmp_path):
+    """The cost of opening does not grow with the journal: an edit before the checkpoint's
+    last frame is left to `journal verify`, the export and the audit (the station's
+    decisions come from the checkpoint's signed state, not from those bytes)."""
+    path = tmp_path / "journal"
+    _write(path, PAYLOADS)
+    store, _ = JournalStore.open(path)
+    with store:
+        start = store.start_at(2)
+    data = bytearray(path.read_bytes())
+    _flip_with_crc(data, 0, len(PAYLOADS[0]))
+    path.write_bytes(bytes(data))
+    store, report = JournalStore.open(path, start)
+    with store:
+        assert report.clean
+        assert store.entry(0) != PAYLOADS[0]  # what `journal verify` then finds
 
 
 def test_entry_rechecks_crc(tmp_path):

@@ -404,9 +404,12 @@ def test_hostile_export_documents(change, message):
         parse_export(canonical.encode(plain))
 
 
-def test_export_size_cap():
+def test_export_size_cap(monkeypatch):
+    """The byte cap is far above any real journal (the caps that bind are per record), so
+    the check is exercised with a lowered cap: the document is refused before decoding."""
+    monkeypatch.setattr("shared.journal.MAX_EXPORT_BYTES", 1024)
     with pytest.raises(JournalError, match="limit"):
-        parse_export(b"\x00" * (16 * 1024 * 1024 + 1))
+        parse_export(b"\x00" * 1025)
 
 
 # -- property: any single-byte change is caught -------------------------------------------
