@@ -2,7 +2,7 @@
 
     coldstation-audit replay --journal BUNDLE [--journal BUNDLE ...] --coordinator-export C
                              [--chain URL --cookie FILE [--from-height N]]
-                             [--json OUT.json] [--html OUT.html]
+                             [--json OUT.json] [--html OUT.html] [--workers N]
     coldstation-audit verify-receipt FILE [--audit-key HEX]
 
 ``verify-receipt`` checks a receipt's signature and the record contract (not deferred,
@@ -15,6 +15,11 @@ chain walk starts is the auditor's choice (``--from-height``, else block 0), nev
 evidence's. Every line it prints goes through :func:`shared.audit.text.printable`, since
 evidence text (labels, names, descriptors, file names) must never reach the terminal raw.
 
+A bundle's journal is read as a stream and each transcript when its record is replayed
+(:mod:`shared.audit.journal_stream`): a year of records needs neither the whole export nor
+every transcript in memory. ``--workers`` processes (default: as many as the CPUs this
+process may use) decode and check the evidence while this one replays it.
+
 Exit status: 0 when every check holds, 1 when there are findings (or a receipt does not
 verify), 2 when the input cannot be used at all (one line on stderr, never a traceback).
 """
@@ -23,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
 from online_coordinator.commands.common import CommandError, read_limited
@@ -36,22 +44,26 @@ from shared.audit.evidence import (
     ApplianceBundle,
     CoordinatorEvidence,
     EvidenceError,
-    parse_bundle,
+    open_bundle,
+    open_coordinator,
     parse_coordinator,
 )
 from shared.audit.receipts import standalone_receipt_problem
 from shared.audit.replay import replay
-from shared.audit.report import summary, to_html, to_json
+from shared.audit.report import summary, write_html, write_json
 from shared.audit.text import printable
 from shared.audit.wallets import WalletIndex, build_index
+from shared.audit.workers import Workers
 from shared.bitcoin import ecdsa
 from shared.bitcoin.block import Block
 from shared.bitcoin.encoding import DecodeError
-from shared.journal import MAX_EXPORT_BYTES, Entry, JournalError
+from shared.journal import Entry, JournalError
 from shared.psbt import Psbt, PsbtError
 from shared.request import RequestError, read_receipts
 
-MAX_COORDINATOR_BYTES = 512 * 1024 * 1024
+#: The coordinator's evidence is one JSON document, read as a stream: a year of 100,000
+#: requests is some 0.5 GB of it.
+MAX_COORDINATOR_BYTES = 4 * 1024 * 1024 * 1024
 MAX_FILE_BYTES = 16 * 1024 * 1024
 BLOCKS_PER_CALL = 16
 HASHES_PER_CALL = 1000
@@ -86,12 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
                           "never used: it is checked, not trusted.")  # fmt: skip
     run.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
     run.add_argument("--html", type=Path, metavar="OUT", help="write the HTML report here")
+    run.add_argument("--workers", type=_workers, default=_cpus(), metavar="N",
+                     help="worker processes reading the evidence while this one replays it "
+                          "(default: the CPUs available, here %(default)s; 0: all in this "
+                          "process)")
     run.set_defaults(handler=replay_command)
     receipt = sub.add_parser("verify-receipt", help="check one receipt's signature")
     receipt.add_argument("file", help="a receipt (file or ur:bytes text) or a signed PSBT")
     receipt.add_argument("--audit-key", metavar="HEX", help="the appliance's audit key")
     receipt.set_defaults(handler=verify_receipt_command)
     return parser
+
+
+def _cpus() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("0 or more processes")
+    return value
 
 
 def _height(text: str) -> int:
@@ -122,20 +156,74 @@ def _folder(path: Path) -> dict[str, bytes]:
     return {p.name: _read(p) for p in sorted(path.glob("*.cbor")) if p.is_file()}
 
 
+def _opener(path: Path) -> Callable[[], BinaryIO]:
+    """Opens ``path`` afresh for each pass over the journal (its frame, then its entries)."""
+
+    def open_journal() -> BinaryIO:
+        try:
+            return path.open("rb")
+        except OSError as exc:
+            raise CommandError(f"{path}: {exc.strerror or exc}") from exc
+
+    return open_journal
+
+
 def read_bundle(path: Path) -> ApplianceBundle:
     """A bundle folder, or a bare journal export (then policies and transcripts are absent,
-    which the replay reports)."""
+    which the replay reports). The journal is read as the replay goes, each transcript when
+    its record is replayed."""
     if path.is_file():
-        return parse_bundle(str(path), _read(path, MAX_EXPORT_BYTES), {}, {}, journal_name="")
+        return open_bundle(str(path), _opener(path), {}, (), _no_transcript, journal_name="")
     journal = path / "journal.cbor"
     if not journal.is_file():
         raise CommandError(f"{path}: not an audit bundle (no journal.cbor)")
-    return parse_bundle(str(path), _read(journal, MAX_EXPORT_BYTES),
-                        _folder(path / "policies"), _folder(path / "transcripts"))  # fmt: skip
+    transcripts = path / "transcripts"
+    names = sorted(p.name for p in transcripts.glob("*.cbor") if p.is_file()) \
+        if transcripts.is_dir() else []  # fmt: skip
+    return open_bundle(str(path), _opener(journal), _folder(path / "policies"), names,
+                       _Files(transcripts), portable=True)  # fmt: skip
 
 
-def read_coordinator(path: Path) -> CoordinatorEvidence:
-    return parse_coordinator(str(path), _read(path, MAX_COORDINATOR_BYTES))
+class _Files:
+    """Reads a file of ``folder`` by name, as :func:`read_limited` does (a file over the
+    limit is refused before it is read), with no more system calls than needed: a year's
+    bundle holds some 100,000 transcripts, each read when its record is replayed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.prefix = os.path.join(folder, "")
+
+    def __call__(self, name: str) -> bytes:
+        path = self.prefix + name
+        try:
+            with open(path, "rb") as file:
+                if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
+                    raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input "
+                                       "limit")  # fmt: skip
+                data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise CommandError(f"{path}: {exc.strerror or exc}") from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input limit")
+        return data
+
+
+def _no_transcript(name: str) -> bytes:
+    raise CommandError(f"no transcript {name}")  # a bare export names no transcript file
+
+
+def read_coordinator(path: Path, workers: Workers | None = None) -> CoordinatorEvidence:
+    """The coordinator's evidence, read as a stream (see
+    :func:`shared.audit.evidence.open_coordinator`); from stdin (``-``), read whole."""
+    source = str(path)
+    if source == "-":
+        return parse_coordinator(source, _read(path, MAX_COORDINATOR_BYTES), workers)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CommandError(f"{source}: {exc.strerror or exc}") from exc
+    if size > MAX_COORDINATOR_BYTES:
+        raise CommandError(f"{source}: larger than the {MAX_COORDINATOR_BYTES}-byte input limit")
+    return open_coordinator(source, _opener(path), workers)
 
 
 # -- the chain ----------------------------------------------------------------------------
@@ -187,21 +275,43 @@ def _block(raw: object, block_hash: str) -> Block:
 # -- commands -----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _long_lived() -> Iterator[None]:
+    """The replay builds a large heap that lives until it ends (the coordinator evidence, a
+    ceremony per decision) and leaves no reference cycles behind. Python's cycle collector
+    would walk all of it again and again as it grows: a fifth of the time of a 10,000-record
+    replay, more the longer the journal. So it is off while the replay runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def replay_command(args: argparse.Namespace) -> int:
+    with _long_lived(), Workers(args.workers) as workers:
+        return _replay(args, workers)
+
+
+def _replay(args: argparse.Namespace, workers: Workers) -> int:
     bundles = [read_bundle(path) for path in args.journal]
-    evidence = read_coordinator(args.coordinator_export)
+    evidence = read_coordinator(args.coordinator_export, workers)
     index = build_index(evidence)
     rpc = _rpc(args)
     scanner = None
     if rpc is not None:
         with rpc:
             scanner = scan_chain(rpc, evidence, index, args.from_height)
-    report = replay(bundles, evidence, scanner, index)
+    report = replay(bundles, evidence, scanner, index, workers=workers)
     inputs = _inputs(args)
     if args.json is not None:
-        args.json.write_text(to_json(report, inputs), encoding="utf-8")
+        with args.json.open("w", encoding="utf-8") as file:  # written as it is made
+            write_json(report, file, inputs)
     if args.html is not None:
-        args.html.write_text(to_html(report, inputs), encoding="utf-8")
+        with args.html.open("w", encoding="utf-8") as file:
+            write_html(report, file, inputs)
     print(summary(report))  # escaped line by line by summary()
     for kind, path in (("JSON", args.json), ("HTML", args.html)):
         if path is not None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.audit.chain import ChainScanner
-from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
+from shared.audit.evidence import WalletEvidence
 from shared.audit.model import BroadcastResult, Finding
 from shared.audit.wallets import WalletIndex
 
@@ -42,25 +42,19 @@ def _keep(earliest: dict[str, Earliest], wallet: str | None, seen: Earliest) -> 
         earliest[wallet] = seen
 
 
-def evidence_heights(evidence: CoordinatorEvidence, broadcasts: Sequence[BroadcastResult],
-                     index: WalletIndex) -> dict[str, Earliest]:  # fmt: skip
-    """Per wallet, its lowest broadcast height in the evidence (the wallet being the one
-    whose scripts the broadcast request's inputs spend, as the descriptors derive them)."""
-    requests = {r.request_id: r for r in evidence.requests}
+def evidence_heights(input_wallets: Mapping[str, Sequence[str]],
+                     broadcasts: Sequence[BroadcastResult]) -> dict[str, Earliest]:  # fmt: skip
+    """Per wallet, its lowest broadcast height in the evidence (the wallet being one whose
+    scripts the broadcast request's inputs spend, as the descriptors derive them:
+    ``input_wallets``, request id -> those wallets, from the coordinator check)."""
     earliest: dict[str, Earliest] = {}
     for result in broadcasts:
-        request = requests.get(result.request_id or "")
-        if request is None or result.height is None:
+        wallets = input_wallets.get(result.request_id or "")
+        if wallets is None or result.height is None:
             continue
-        psbt = request.psbt
-        for i in range(len(psbt.inputs)):
-            try:
-                utxo = psbt.input_utxo(i)
-            except (IndexError, ValueError):
-                continue
-            if utxo is not None:
-                _keep(earliest, index.wallet_of(utxo.script_pubkey),
-                      Earliest(result.height, f"broadcast {result.txid}", result.txid))
+        for wallet in wallets:
+            _keep(earliest, wallet, Earliest(result.height, f"broadcast {result.txid}",
+                                             result.txid))  # fmt: skip
     return earliest
 
 

@@ -23,13 +23,13 @@ node's reply to ``sendrawtransaction`` was lost): that is named as what it is.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shared.audit.evidence import BroadcastEvidence, RequestEvidence
+from shared.audit.facts import BroadcastEvidence, shape
 from shared.audit.model import BroadcastResult, ChainSummary, Finding, OutflowResult
 from shared.bitcoin.block import Block
-from shared.bitcoin.encoding import compact_size
 from shared.bitcoin.script import ScriptError, iter_ops, p2sh_wrap, p2wpkh_script, p2wsh_script
 from shared.bitcoin.tx import OutPoint, Transaction, TxIn
 
@@ -157,21 +157,16 @@ class ChainScanner:
         return min(heights, default=None)
 
 
-def shape(tx: Transaction) -> bytes:
-    """Everything a signature commits to except the signatures: what stays when a txid is
-    malleated (scriptSig changes) yet the payment is the same."""
-    parts = [tx.version.to_bytes(4, "little"), compact_size(len(tx.inputs))]
-    for txin in tx.inputs:
-        parts += [txin.prevout.serialize(), txin.sequence.to_bytes(4, "little")]
-    parts.append(compact_size(len(tx.outputs)))
-    parts += [out.serialize() for out in tx.outputs]
-    parts.append(tx.locktime.to_bytes(4, "little"))
-    return b"".join(parts)
+def _shape_digest(tx: Transaction) -> bytes:
+    """SHA-256 of :func:`shape`: how broadcasts and requests are kept (equal digests,
+    equal shapes)."""
+    return hashlib.sha256(shape(tx)).digest()
 
 
 @dataclass(frozen=True)
 class _Broadcasts:
-    """The coordinator's broadcasts indexed by txid and by shape, with their verdicts."""
+    """The coordinator's broadcasts indexed by txid and by shape (its digest), with their
+    verdicts."""
 
     by_txid: dict[str, list[int]]
     by_shape: dict[bytes, list[int]]
@@ -184,8 +179,8 @@ def _index(evidence: Sequence[BroadcastEvidence], results: Sequence[BroadcastRes
     by_txid: dict[str, list[int]] = {}
     by_shape: dict[bytes, list[int]] = {}
     for i, broadcast in enumerate(evidence):
-        by_txid.setdefault(broadcast.tx.txid_hex, []).append(i)
-        by_shape.setdefault(shape(broadcast.tx), []).append(i)
+        by_txid.setdefault(broadcast.tx_txid, []).append(i)
+        by_shape.setdefault(broadcast.shape, []).append(i)
     return _Broadcasts(by_txid, by_shape, results, evidence)
 
 
@@ -195,7 +190,7 @@ class _Approvals:
     txid -> "appliance seq N" approvals, and the requests by transaction shape."""
 
     by_txid: Mapping[str, Sequence[str]]
-    requests: Mapping[bytes, RequestEvidence]
+    requests: Mapping[bytes, tuple[str, str, str]]  # shape digest -> (id, txid field, state)
     sent: Mapping[str, Sequence[str]]  # request id -> txids of its broadcast records
 
 
@@ -203,25 +198,25 @@ def map_outflows(
     scanner: ChainScanner,
     evidence: Sequence[BroadcastEvidence],
     results: Sequence[BroadcastResult],
-    requests: Sequence[RequestEvidence],
+    requests: Mapping[bytes, tuple[str, str, str]],
     approved: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[ChainSummary, list[Finding]]:
     """Map every outflow; findings for each that is not exactly one approved broadcast,
     and for each broadcast the coordinator says confirmed that the chain does not hold.
 
-    ``approved`` maps a txid to the journal approvals of that transaction (``"cold-1 seq
-    12"``), so an outflow the journals approved but the coordinator never recorded as
-    broadcast is named as such rather than as an unapproved outflow.
+    ``requests`` gives each transaction shape's first request (by the digest of the shape:
+    its id, txid field and state, see
+    :attr:`shared.audit.coordinator_replay.CoordinatorReplay.by_shape`); ``approved`` maps a
+    txid to the journal approvals of that transaction (``"cold-1 seq 12"``), so an outflow
+    the journals approved but the coordinator never recorded as broadcast is named as such
+    rather than as an unapproved outflow.
     """
     index = _index(evidence, results)
-    by_shape: dict[bytes, RequestEvidence] = {}
-    for request in requests:
-        by_shape.setdefault(shape(request.psbt.unsigned_tx), request)
     sent: dict[str, list[str]] = {}
     for broadcast in evidence:
         if broadcast.request_id is not None:
-            sent.setdefault(broadcast.request_id, []).append(broadcast.tx.txid_hex)
-    approvals = _Approvals(approved or {}, by_shape, sent)
+            sent.setdefault(broadcast.request_id, []).append(broadcast.tx_txid)
+    approvals = _Approvals(approved or {}, requests, sent)
     summary = ChainSummary(scanner.start, scanner.tip, scanner.tip_hash,
                            len(scanner.wallet_outputs), start_source=scanner.start_source,
                            first_wallet_height=scanner.first_wallet_height)  # fmt: skip
@@ -237,7 +232,7 @@ def _map_one(outflow: Outflow, index: _Broadcasts, approvals: _Approvals,
     found = index.by_txid.get(outflow.txid, [])
     malleated = not found
     if malleated:
-        found = index.by_shape.get(shape(outflow.tx), [])
+        found = index.by_shape.get(_shape_digest(outflow.tx), [])
     where = {"txid": outflow.txid}
     spends = ", ".join(outflow.spent)
     if outflow.unseen:
@@ -258,14 +253,14 @@ def _unrecorded(outflow: Outflow, approvals: _Approvals, spends: str,
                 findings: list[Finding]) -> OutflowResult:  # fmt: skip
     """An outflow no broadcast record explains: approved in a journal (same transaction, the
     txid or, if malleated, the same shape), or not approved at all."""
-    request = approvals.requests.get(shape(outflow.tx))
-    txid = request.txid if request is not None else outflow.txid
+    request = approvals.requests.get(_shape_digest(outflow.tx))
+    txid = request[1] if request is not None else outflow.txid
     approved = tuple(approvals.by_txid.get(txid, ()) or approvals.by_txid.get(outflow.txid, ()))
     result = OutflowResult(outflow.txid, outflow.height, outflow.block_hash, None, False,
                            approved)  # fmt: skip
     where: dict[str, str] = {"txid": outflow.txid}
     if not approved:
-        hint = f" (it is request {request.request_id}'s transaction, never recorded as " \
+        hint = f" (it is request {request[0]}'s transaction, never recorded as " \
             "broadcast, and no journal given approves it)" if request else ""  # fmt: skip
         findings.append(Finding("chain", f"outflow without an approved ceremony at height "
                                 f"{outflow.height}, spending {spends}{hint}", **where))
@@ -278,17 +273,18 @@ def _unrecorded(outflow: Outflow, approvals: _Approvals, spends: str,
                                 "request the coordinator never recorded; find where it came "
                                 "from", **where))  # fmt: skip
         return result
-    where["request_id"] = request.request_id
-    other = approvals.sent.get(request.request_id)
+    request_id, _, state = request
+    where["request_id"] = request_id
+    other = approvals.sent.get(request_id)
     if other:
         findings.append(Finding("chain", f"{said}, but the coordinator's broadcast record of "
-                                f"request {request.request_id} holds another transaction "
+                                f"request {request_id} holds another transaction "
                                 f"({', '.join(other)}): its records were altered or it sent "
                                 "something else; see the broadcast findings", **where))
         return result
     findings.append(Finding("chain", f"{said}; only the coordinator's broadcast record is "
-                            f"missing (its request {request.request_id} is recorded as "
-                            f"{request.state!r}). Lower severity than an unapproved outflow: a "
+                            f"missing (its request {request_id} is recorded as "
+                            f"{state!r}). Lower severity than an unapproved outflow: a "
                             "lost record of the broadcast (for example a lost reply to "
                             "sendrawtransaction), not a payment without a ceremony. Reconcile "
                             "the coordinator (sync) and check that these payees were not paid "
@@ -298,15 +294,16 @@ def _unrecorded(outflow: Outflow, approvals: _Approvals, spends: str,
 
 
 def _confirmed_but_absent(scanner: ChainScanner, index: _Broadcasts) -> list[Finding]:
-    seen = {o.txid for o in scanner.outflows} | {shape(o.tx).hex() for o in scanner.outflows}
+    txids = {o.txid for o in scanner.outflows}
+    shapes = {_shape_digest(o.tx) for o in scanner.outflows}
     findings = []
     for broadcast in index.evidence:
         if broadcast.state not in ("confirmed", "final") or broadcast.height is None:
             continue
         if broadcast.height < scanner.start or broadcast.height > scanner.tip:
             continue
-        if broadcast.tx.txid_hex not in seen and shape(broadcast.tx).hex() not in seen:
+        if broadcast.tx_txid not in txids and broadcast.shape not in shapes:
             findings.append(Finding("chain", f"the coordinator says it confirmed at height "
                                     f"{broadcast.height}; the chain does not hold it",
-                                    txid=broadcast.tx.txid_hex))  # fmt: skip
+                                    txid=broadcast.tx_txid))  # fmt: skip
     return findings

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from shared.audit.facts import ChangeFacts, change_facts, value
 from shared.bitcoin.bip32 import HARDENED
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.psbt import Psbt
@@ -140,6 +141,7 @@ class ChangeDeriver:
     def __init__(self, top_index: int) -> None:
         self.top_index = max(top_index, 0)
         self._cache: dict[str, _Scripts | None] = {}
+        self._internal: dict[tuple[str, ...], set[str]] = {}
 
     def _scripts(self, text: str) -> _Scripts | None:
         if text not in self._cache:
@@ -159,37 +161,30 @@ class ChangeDeriver:
 
     def rederive(self, psbt: Psbt, pinned: Sequence[str], internal: Iterable[str]) -> Rederived:
         """Apply the rule of the module docstring to ``psbt``'s transaction."""
-        internal_set = {c for c in (canonical_descriptor(t) for t in internal) if c}
+        return self.rederive_facts(change_facts(psbt), pinned, internal)
+
+    def rederive_facts(self, facts: ChangeFacts, pinned: Sequence[str],
+                       internal: Iterable[str]) -> Rederived:  # fmt: skip
+        """:meth:`rederive` from what the request's PSBT says (read where it was parsed)."""
+        internal = tuple(internal)
+        internal_set = self._internal.get(internal)
+        if internal_set is None:
+            internal_set = {c for c in (canonical_descriptor(t) for t in internal) if c}
+            self._internal[internal] = internal_set
         input_wallets: set[str] = set()
         foreign = []
-        for i, node in enumerate(psbt.inputs):
-            try:
-                utxo = psbt.input_utxo(i)
-            except (IndexError, ValueError):
-                utxo = None  # a previous transaction that does not hold the coin: foreign
-            found = [] if utxo is None else self.wallet_of(
-                utxo.script_pubkey, pinned, _hinted(node.bip32_derivations.values()))
+        for i, (script, hints) in enumerate(facts.inputs):
+            found = [] if script is None else self.wallet_of(script, pinned, hints)
             if not found:
                 foreign.append(i)
             input_wallets.update(found)
         outputs = []
-        for j, out in enumerate(psbt.unsigned_tx.outputs):
-            hints = psbt.outputs[j].bip32_derivations.values() if j < len(psbt.outputs) else ()
-            found = self.wallet_of(out.script_pubkey, pinned, _hinted(hints))
+        for j, (amount, script, hints) in enumerate(value(facts.outputs)):
+            found = self.wallet_of(script, pinned, hints)
             change = [w for w in found if w in input_wallets or w in internal_set]
             wallet = change[0] if change else (found[0] if found else None)
-            outputs.append(OutputChange(j, out.value, out.script_pubkey, wallet, bool(change)))
+            outputs.append(OutputChange(j, amount, script, wallet, bool(change)))
         return Rederived(tuple(outputs), frozenset(input_wallets), tuple(foreign))
-
-
-def _hinted(origins: Iterable[object]) -> list[int]:
-    """Unhardened last path elements of derivation hints: where to look, nothing more."""
-    indexes = []
-    for origin in origins:
-        path = getattr(origin, "path", None)
-        if path and isinstance(path[-1], int) and path[-1] < HARDENED:
-            indexes.append(path[-1])
-    return indexes
 
 
 __all__ = ["ChangeDeriver", "OutputChange", "PinnedWallets", "Rederived",

@@ -12,71 +12,40 @@ Receipts are also held to the record contract (:func:`shared.journal.receipt_pro
 deferred, a recorded quorum met by distinct officers). Every signature by a station's key,
 in a response or in the broadcast transaction, must be by a key that station's journal had
 active at the seq of its approval (:class:`~shared.audit.keys.KeyBook`).
+
+The requests and broadcasts come as facts (:mod:`shared.audit.facts`): what decoding their
+PSBTs and transactions gives, derived where the evidence was parsed, with each partial
+signature already checked there; the requests are walked in order, once. A broadcast's
+signatures were checked as the evidence was read, when the request whose transaction it is
+came by (the first with that transaction), against that request's signature hashes, a
+signature the request's responses already verified counting as verified (the same key,
+signature and hash): :attr:`CoordinatorEvidence.matched`. They are judged here, in turn.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.audit import transcript as tr
-from shared.audit.evidence import (
+from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
+from shared.audit.facts import (
     BroadcastEvidence,
-    CoordinatorEvidence,
+    Match,
+    PartialFacts,
+    ReceiptFacts,
+    Recomputed,
     RequestEvidence,
-    WalletEvidence,
+    ResponseFacts,
+    value,
 )
 from shared.audit.journal_replay import ApplianceReplay
 from shared.audit.model import BroadcastResult, Ceremony, Finding
 from shared.audit.wallets import WalletIndex
 from shared.bitcoin import ecdsa
-from shared.bitcoin.script import ScriptError, iter_ops
-from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
-from shared.bitcoin.tx import Transaction
-from shared.journal import Entry, receipt_problem
-from shared.psbt import Psbt, PsbtError
-from shared.psbt.fields import PROPRIETARY
-from shared.psbt.roles import valid_signatures
-from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
-from shared.request import (
-    SUBTYPE_RECEIPT,
-    RequestError,
-    proprietary_keydata,
-    read_receipts,
-    read_request,
-    request_hash,
-)
+from shared.journal import receipt_problem
 
-
-@dataclass(frozen=True)
-class Recomputed:
-    """A request's hash recomputed from its PSBT (``digest``), or why it cannot be."""
-
-    request_id: str | None
-    digest: bytes | None
-    problem: str | None
-
-
-def recompute(request: RequestEvidence) -> Recomputed:
-    """Recompute one request's hash from its own PSBT and metadata."""
-    try:
-        meta = read_request(request.psbt)
-        return Recomputed(meta.request_id.hex(), request_hash(request.psbt, meta), None)
-    except RequestError as exc:
-        return Recomputed(None, None, str(exc))
-
-
-def verified_requests(
-    requests: Sequence[RequestEvidence], recomputed: Sequence[Recomputed]
-) -> dict[bytes, RequestEvidence]:
-    """Requests by hash, only those whose hash recomputes from their PSBT: a journal record
-    naming that hash then names exactly that transaction and the coins it spends."""
-    verified: dict[bytes, RequestEvidence] = {}
-    for request, again in zip(requests, recomputed, strict=True):
-        if again.digest == request.request_hash:
-            verified.setdefault(request.request_hash, request)
-    return verified
+__all__ = ["CoordinatorReplay", "Recomputed"]
 
 
 @dataclass
@@ -90,23 +59,27 @@ class _Unmatched:
 
 
 class CoordinatorReplay:
-    """Run check 4; read ``findings`` and ``broadcasts`` afterwards."""
+    """Run check 4; read ``findings`` and ``broadcasts`` afterwards, and ``input_wallets``
+    (request id -> the wallets its inputs spend from, for the last request with that id)
+    and, when asked for with ``shapes``, ``by_shape`` (each transaction shape's first
+    request: id, txid field, state), for the checks that follow."""
 
     def __init__(self, evidence: CoordinatorEvidence, appliances: Mapping[str, ApplianceReplay],
-                 index: WalletIndex,
-                 recomputed: Sequence[Recomputed] | None = None) -> None:  # fmt: skip
+                 index: WalletIndex, *, shapes: bool = False) -> None:  # fmt: skip
         self.evidence = evidence
-        self._recomputed = recomputed
         self.appliances = appliances
         self.index = index
         self.findings: list[Finding] = []
         self.broadcasts: list[BroadcastResult] = []
         self.notes: list[str] = []
+        self.input_wallets: dict[str, tuple[str, ...]] = {}
+        self.by_shape: dict[bytes, tuple[str, str, str]] | None = {} if shapes else None
         self._unmatched = _Unmatched()
-        self._by_unsigned: dict[bytes, RequestEvidence] = {}
-        self._by_hash: dict[bytes, RequestEvidence] = {}
         self._seen: set[tuple[str, bytes]] = set()
-        self._request_ids = {r.request_id for r in evidence.requests}
+        self._request_ids: set[str] = set()
+        self._wallet_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._key_hex: dict[bytes, str] = {}
+        self._states: dict[str, str] = {}
 
     def add(self, check: str, message: str, **where: object) -> Finding:
         finding = Finding(check, message, **where)  # type: ignore[arg-type]
@@ -116,11 +89,8 @@ class CoordinatorReplay:
     def run(self) -> CoordinatorReplay:
         for wallet in self.evidence.wallets:
             self._wallet_receipts(wallet)
-        recomputed = self._recomputed
-        if recomputed is None or len(recomputed) != len(self.evidence.requests):
-            recomputed = [recompute(r) for r in self.evidence.requests]
-        for request, again in zip(self.evidence.requests, recomputed, strict=True):
-            self._request(request, again)
+        for request in self.evidence.requests:
+            self._request(request)
         self._unknown_approvals()
         self._broadcasts()
         for appliance, count in sorted(self._unmatched.counts.items()):
@@ -130,13 +100,12 @@ class CoordinatorReplay:
 
     # -- receipts ---------------------------------------------------------------------------
 
-    def _receipt(self, entry: Entry, claimed: str | None, where: str,
+    def _receipt(self, entry: ReceiptFacts, claimed: str | None, where: str,
                  **context: object) -> None:  # fmt: skip
         """One receipt: filed under its own appliance, signed by the pinned audit key, and
         a record of that appliance's journal (same seq, same record hash)."""
-        record = entry.record
-        appliance = record.appliance_id
-        where_seq = {"appliance": appliance, "seq": record.seq, **context}
+        appliance = entry.appliance_id
+        where_seq = {"appliance": appliance, "seq": entry.seq, **context}
         if claimed is not None and claimed != appliance:
             self.add("receipt", f"{where}: filed under {claimed!r} but signed as {appliance!r}",
                      **where_seq)  # fmt: skip
@@ -153,12 +122,12 @@ class CoordinatorReplay:
             return
         if replay.same_entry(entry) and replay.bundle.audit_key == key:
             return  # the journal's own entry: verified with the journal, under this key
-        digest = record.hash()
+        digest = entry.hash
         if key is not None and not ecdsa.verify(key, entry.signature, digest):
             self.add("receipt", f"{where}: does not verify under the pinned audit key",
                      **where_seq)  # fmt: skip
-        if replay.hash_at(record.seq) != digest:
-            self.add("receipt", f"{where}: {record.event} record seq {record.seq} is not in the "
+        if replay.hash_at(entry.seq) != digest:
+            self.add("receipt", f"{where}: {entry.event} record seq {entry.seq} is not in the "
                      "appliance's journal", **where_seq)  # fmt: skip
 
     def _wallet_receipts(self, wallet: WalletEvidence) -> None:
@@ -170,7 +139,7 @@ class CoordinatorReplay:
                 where = f"wallet {wallet.name} {kind} receipt"
                 record = entry.record
                 located = {"appliance": record.appliance_id, "seq": record.seq}
-                self._receipt(entry, member.appliance_id, where)
+                self._receipt(ReceiptFacts.of(entry), member.appliance_id, where)
                 problem = receipt_problem(record, wallet=True)
                 if problem is not None:
                     self.add("receipt", f"{where} is no valid receipt: {problem}", **located)
@@ -184,22 +153,32 @@ class CoordinatorReplay:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _request(self, request: RequestEvidence, again: Recomputed) -> None:
+    def _request(self, request: RequestEvidence) -> None:
         rid = request.request_id
-        unsigned = request.psbt.unsigned_tx.serialize(include_witness=False)
-        self._by_unsigned.setdefault(unsigned, request)
-        self._by_hash.setdefault(request.request_hash, request)
-        self._request_hash(request, again)
-        if request.txid != request.psbt.unsigned_tx.txid_hex:
+        value(request.unsigned)  # raises here, as before, when it cannot be computed
+        self._request_ids.add(rid)
+        self._request_hash(request, request.recomputed)
+        if request.txid != value(request.unsigned_txid):
             self.add("request", f"txid field {request.txid} is not the PSBT's "
-                     f"{request.psbt.unsigned_tx.txid_hex}", request_id=rid)  # fmt: skip
+                     f"{value(request.unsigned_txid)}", request_id=rid)  # fmt: skip
         self._inputs_are_ours(request)
         for receipt in request.receipts:
             self._approval_receipt(request, receipt.entry, receipt.appliance_id, receipt.where)
-            self._seen.add((rid, receipt.raw))
+            self._seen.add((rid, receipt.digest))
         for number, response in enumerate(request.responses):
-            self._response(request, number, response, unsigned)
+            self._response(request, number, response)
         self._link_ceremonies(request)
+        self._remember(request)
+
+    def _remember(self, request: RequestEvidence) -> None:
+        """What the later checks need of this request (not the request itself)."""
+        wallets = tuple(dict.fromkeys(
+            w for s in request.spent_scripts if s is not None
+            and (w := self.index.wallet_of(s)) is not None))  # fmt: skip
+        self.input_wallets[request.request_id] = self._wallet_sets.setdefault(wallets, wallets)
+        if self.by_shape is not None:
+            self.by_shape.setdefault(value(request.shape), (request.request_id, request.txid,
+                                                            request.state))  # fmt: skip
 
     def _request_hash(self, request: RequestEvidence, again: Recomputed) -> None:
         rid = request.request_id
@@ -215,76 +194,63 @@ class CoordinatorReplay:
                      request_id=rid)  # fmt: skip
 
     def _inputs_are_ours(self, request: RequestEvidence) -> None:
-        psbt = request.psbt
-        for i in range(len(psbt.inputs)):
-            utxo = psbt.input_utxo(i)
-            if utxo is None or self.index.wallet_of(utxo.script_pubkey) is None:
+        for i, script in enumerate(value(request.input_scripts)):
+            if script is None or self.index.wallet_of(script) is None:
                 self.add("request", f"input {i} spends a script no wallet descriptor derives",
                          request_id=request.request_id)  # fmt: skip
 
-    def _response(self, request: RequestEvidence, number: int, response: Psbt,
-                  unsigned: bytes) -> None:  # fmt: skip
+    def _response(self, request: RequestEvidence, number: int, response: ResponseFacts) -> None:
         rid, where = request.request_id, f"response {number}"
-        if response.unsigned_tx.serialize(include_witness=False) != unsigned:
+        if not value(response.same):
             self.add("response", f"{where} is for another transaction", request_id=rid)
             return
-        cache = SighashCache(response.unsigned_tx)
-        for i, inp in enumerate(response.inputs):
-            if inp.partial_sigs:
-                self._partial_sigs(request, response, i, cache, where)
+        for partial in value(response.partial):
+            self._partial_sigs(request, partial, where)
         self._response_receipts(request, response, where)
 
-    def _response_receipts(self, request: RequestEvidence, response: Psbt, where: str) -> None:
+    def _response_receipts(self, request: RequestEvidence, response: ResponseFacts,
+                           where: str) -> None:  # fmt: skip
         """Receipts the response carries; those already checked (the same bytes are in the
-        request's receipts) are not parsed twice."""
+        request's receipts) are not checked twice."""
         rid = request.request_id
-        prefix = proprietary_keydata(SUBTYPE_RECEIPT)
-        carried = [v for k, v in response.globals.entries(PROPRIETARY) if k.startswith(prefix)]
-        if all((rid, raw) in self._seen for raw in carried):
+        if all((rid, digest) in self._seen for digest in response.carried):
             return
-        try:
-            raws = read_receipts(response)
-            entries = [Entry.from_bytes(raw) for raw in raws]
-        except (RequestError, ValueError) as exc:
-            self.add("response", f"{where}: unreadable receipt: {exc}", request_id=rid)
+        read = response.read
+        assert read is not None  # read whenever one is not among the request's receipts
+        if isinstance(read, str):
+            self.add("response", f"{where}: unreadable receipt: {read}", request_id=rid)
             return
-        for raw, entry in zip(raws, entries, strict=True):
-            if (rid, raw) not in self._seen:
-                self._seen.add((rid, raw))
+        for digest, entry in read:
+            if (rid, digest) not in self._seen:
+                self._seen.add((rid, digest))
                 self._approval_receipt(request, entry, None, f"{where} receipt")
 
-    def _partial_sigs(self, request: RequestEvidence, psbt: Psbt, i: int,
-                      cache: SighashCache, where: str) -> None:  # fmt: skip
+    def _partial_sigs(self, request: RequestEvidence, partial: PartialFacts, where: str) -> None:
         rid = request.request_id
-        try:
-            info = spend_info(psbt, i)
-            valid_signatures(psbt, info, cache)
-        except PsbtError as exc:
-            self.add("response", f"{where}: {exc}", request_id=rid)
+        if partial.problem is not None:
+            self.add("response", f"{where}: {value(partial.problem)}", request_id=rid)
             return
-        owned = self.index.scripts.get(info.utxo.script_pubkey)
-        for pubkey in psbt.inputs[i].partial_sigs:
-            if not info.may_sign(pubkey) or owned is None or pubkey not in owned.keys:
-                self.add("response", f"{where}: input {i} carries a signature by {pubkey.hex()}, "
-                         "which is not a key of the wallet's script", request_id=rid)  # fmt: skip
+        owned = self.index.scripts.get(partial.script) if partial.script is not None else None
+        for pubkey, may_sign in partial.keys:
+            if not may_sign or owned is None or pubkey not in owned.keys:
+                self.add("response", f"{where}: input {partial.index} carries a signature by "
+                         f"{pubkey.hex()}, which is not a key of the wallet's script",
+                         request_id=rid)  # fmt: skip
 
-    def _approval_receipt(self, request: RequestEvidence, entry: Entry, claimed: str | None,
-                          where: str) -> None:  # fmt: skip
+    def _approval_receipt(self, request: RequestEvidence, entry: ReceiptFacts,
+                          claimed: str | None, where: str) -> None:  # fmt: skip
         rid = request.request_id
         self._receipt(entry, claimed, where, request_id=rid)
-        record = entry.record
-        problem = receipt_problem(record, wallet=False)
-        if problem is not None:
-            self.add("receipt", f"{where} is no valid receipt: {problem}",
-                     appliance=record.appliance_id, seq=record.seq, request_id=rid)  # fmt: skip
-        if record.event == "signing_decision" and \
-                record.subjects.get("request") != request.request_hash:
+        if entry.problem is not None:
+            self.add("receipt", f"{where} is no valid receipt: {entry.problem}",
+                     appliance=entry.appliance_id, seq=entry.seq, request_id=rid)  # fmt: skip
+        if entry.event == "signing_decision" and entry.request != request.request_hash:
             self.add("receipt", f"{where} approves another request hash",
-                     appliance=record.appliance_id, seq=record.seq, request_id=rid)  # fmt: skip
+                     appliance=entry.appliance_id, seq=entry.seq, request_id=rid)  # fmt: skip
 
     def _link_ceremonies(self, request: RequestEvidence) -> None:
         """Every journal decision on this request: the transcript shows the request's tx."""
-        psbt_hash = hashlib.sha256(request.psbt.unsigned_tx.serialize()).digest()
+        psbt_hash = request.psbt_hash
         for replay in self.appliances.values():
             for ceremony in replay.by_request.get(request.request_hash, []):
                 ceremony.coordinator_request = request.request_id
@@ -297,22 +263,23 @@ class CoordinatorReplay:
                        seq=ceremony.seq, ceremony=ceremony, request_id=request.request_id)
         if ceremony.decision == "approved":
             for number, response in enumerate(request.responses):
-                for i, node in enumerate(response.inputs):
-                    for pubkey in sorted(node.partial_sigs):
+                for i, keys in response.signers:
+                    for pubkey in keys:
                         self._station_key(replay, ceremony, pubkey, "ceremony",
                                           f"response {number}: input {i} is",
                                           request.request_id)  # fmt: skip
         if ceremony.transcript is None:
             return
-        for problem in tr.compare_with_psbt(ceremony.transcript, request.psbt):
+        for problem in tr.compare_kept(ceremony.transcript, *value(request.shown)):
             replay.add("ceremony", f"transcript: {problem}", seq=ceremony.seq,
                        ceremony=ceremony, request_id=request.request_id)  # fmt: skip
 
     def _unknown_approvals(self) -> None:
         """An approval the coordinator never heard of is a signed transaction at large."""
         for replay in self.appliances.values():
-            for digest, ceremonies in replay.approved.items():
-                if digest not in self._by_hash:
+            for ceremonies in replay.approved.values():
+                # linked to a request of the evidence with that hash, or to none
+                if ceremonies[0].coordinator_request is None:
                     for ceremony in ceremonies:
                         replay.add("ceremony", "approved and signed, but the request is not in "
                                    "the coordinator evidence", seq=ceremony.seq,
@@ -322,9 +289,9 @@ class CoordinatorReplay:
 
     def _broadcasts(self) -> None:
         seen: dict[str, int] = {}
-        for broadcast in self.evidence.broadcasts:
-            result = self._broadcast(broadcast)
-            txid = broadcast.tx.txid_hex
+        for position, broadcast in enumerate(self.evidence.broadcasts):
+            result = self._broadcast(position, broadcast)
+            txid = broadcast.tx_txid
             if txid in seen:
                 self._fail(result, f"broadcast {seen[txid]} already holds this transaction")
             seen.setdefault(txid, broadcast.index)
@@ -334,56 +301,58 @@ class CoordinatorReplay:
         where.setdefault("txid", result.txid)
         result.findings.append(self.add("broadcast", message, **where))
 
-    def _broadcast(self, broadcast: BroadcastEvidence) -> BroadcastResult:
-        tx = broadcast.tx
-        result = BroadcastResult(tx.txid_hex, broadcast.state, broadcast.height, None)
-        if broadcast.txid != tx.txid_hex or broadcast.wtxid != tx.wtxid_hex:
+    def _broadcast(self, position: int, broadcast: BroadcastEvidence) -> BroadcastResult:
+        state = self._states.setdefault(broadcast.state, broadcast.state) \
+            if len(self._states) < 64 else broadcast.state  # one copy of each state word
+        result = BroadcastResult(broadcast.tx_txid, state, broadcast.height, None)
+        if broadcast.txid != broadcast.tx_txid or broadcast.wtxid != broadcast.tx_wtxid:
             self._fail(result, f"recorded txid/wtxid {broadcast.txid}/{broadcast.wtxid} are not "
                        "those of its raw bytes")  # fmt: skip
-        request = self._by_unsigned.get(tx.serialize(include_witness=False))
-        if request is None:
+        match = self.evidence.matched.get(position)
+        if match is None:
             self._fail(result, "the broadcast transaction is no request's transaction: no "
                        "ceremony approved it")  # fmt: skip
             return result
-        result.request_id = request.request_id
-        self._claimed_request(broadcast, request, result)
-        signers = self._signers(request, tx, result)
-        self._approved_by(request, signers, result)
+        result.request_id = match.request_id
+        self._claimed_request(broadcast, match.request_id, result)
+        signers = self._signers(match, result)
+        self._approved_by(match, signers, result)
         return result
 
-    def _claimed_request(self, broadcast: BroadcastEvidence, request: RequestEvidence,
+    def _claimed_request(self, broadcast: BroadcastEvidence, request_id: str,
                          result: BroadcastResult) -> None:  # fmt: skip
         claimed = broadcast.request_id
-        if claimed != request.request_id and claimed in self._request_ids:
+        if claimed != request_id and claimed in self._request_ids:
             self._fail(result, f"filed under request {claimed}, but it is request "
-                       f"{request.request_id}'s transaction")  # fmt: skip
-        elif claimed != request.request_id:
+                       f"{request_id}'s transaction")  # fmt: skip
+        elif claimed != request_id:
             note = ("broadcast request ids in the coordinator evidence do not name requests "
                     "(matched by transaction instead)")  # fmt: skip
             if note not in self.notes:
                 self.notes.append(note)
 
-    def _signers(self, request: RequestEvidence, tx: Transaction,
-                 result: BroadcastResult) -> set[bytes]:  # fmt: skip
+    def _signers(self, match: Match, result: BroadcastResult) -> frozenset[bytes]:
         """Keys whose signatures in the final transaction verify, input by input."""
-        cache = SighashCache(request.psbt.unsigned_tx)
-        signers: set[bytes] = set()
-        for i in range(len(tx.inputs)):
-            try:
-                info = spend_info(request.psbt, i)
-                keys, problem = _input_signers(info, tx, i, cache)
-            except (PsbtError, ScriptError, IndexError) as exc:
-                keys, problem = set(), str(exc)
-            if problem:
-                self._fail(result, f"input {i}: {problem}", request_id=request.request_id)
-            signers |= keys
-        result.signers = sorted(k.hex() for k in signers)
+        keys, problems = value(match.signed)
+        for i, problem in problems:
+            self._fail(result, f"input {i}: {problem}", request_id=match.request_id)
+        signers = frozenset(keys)
+        result.signers = sorted(self._hex(k) for k in signers)
         return signers
 
-    def _approved_by(self, request: RequestEvidence, signers: set[bytes],
+    def _hex(self, key: bytes) -> str:
+        """A signing key in hex, one copy per key (a few keys sign every broadcast)."""
+        text = self._key_hex.get(key)
+        if text is None:
+            text = key.hex()
+            if len(self._key_hex) < 4096:
+                self._key_hex[key] = text
+        return text
+
+    def _approved_by(self, match: Match, signers: frozenset[bytes],
                      result: BroadcastResult) -> None:  # fmt: skip
         """Each appliance whose key signed approved this request exactly once."""
-        rid = request.request_id
+        rid = match.request_id
         appliances = sorted({self.index.appliance_keys[k] for k in signers
                              if k in self.index.appliance_keys})  # fmt: skip
         if not appliances:
@@ -395,7 +364,7 @@ class CoordinatorReplay:
                 self._fail(result, "signed by an appliance whose journal was not given",
                            appliance=appliance, request_id=rid)  # fmt: skip
                 continue
-            approved = replay.approved.get(request.request_hash, [])
+            approved = replay.approved.get(match.request_hash, [])
             if len(approved) != 1:
                 self._fail(result, f"its key signed, but its journal holds {len(approved)} "
                            "approvals of this request (exactly one expected)",
@@ -426,27 +395,3 @@ class CoordinatorReplay:
         if problem is not None:
             replay.add(check, f"{prefix} {problem}", seq=ceremony.seq, ceremony=ceremony,
                        request_id=request_id)  # fmt: skip
-
-
-def _input_signers(info: SpendInfo, tx: Transaction, i: int,
-                   cache: SighashCache) -> tuple[set[bytes], str | None]:  # fmt: skip
-    """(keys that validly signed input ``i``, problem or None)."""
-    txin = tx.inputs[i]
-    items = list(txin.witness) if info.segwit else [d or b"" for _, d in iter_ops(txin.script_sig)]
-    if info.kind is not SpendKind.MULTISIG:
-        if len(items) < 2 or not info.may_sign(items[-1]):
-            return set(), "no signature by the input's key"
-        ok = _verifies(info, cache, items[-1], items[-2])
-        return ({items[-1]}, None) if ok else (set(), "the signature does not verify")
-    has_script = info.witness_script is not None or info.redeem_script is not None
-    sigs = items[1:-1] if has_script else items[1:]
-    signed = {key for sig in sigs for key in info.keys if _verifies(info, cache, key, sig)}
-    if len(signed) < info.threshold:
-        return signed, f"{len(signed)} valid signature(s), {info.threshold} required"
-    return signed, None
-
-
-def _verifies(info: SpendInfo, cache: SighashCache, pubkey: bytes, sig: bytes) -> bool:
-    if len(sig) < 9 or sig[-1] != SIGHASH_ALL:
-        return False
-    return ecdsa.verify(pubkey, sig[:-1], info.digest(cache, SIGHASH_ALL))

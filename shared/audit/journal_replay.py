@@ -18,21 +18,57 @@ payment "change" is a finding, and the limits are re-evaluated with the re-deriv
 which are also what the daily totals count. Every key the transcript signs with must have
 been active at that seq. Every record is held to the receipt and deferred-record contract
 (:mod:`shared.audit.receipts`).
+
+The journal is replayed as it is read (:mod:`shared.audit.journal_stream`): each entry is
+parsed and its signature checked (by worker processes for a long journal), the chain is
+folded by a :class:`~shared.audit.journal_stream.StreamVerifier`, and the record is judged,
+all in one pass. What later checks need of a record is kept (its hash and signature by seq,
+an approval's txid and request hash, a ceremony's inputs, outputs and fee as shown), the
+entry itself is not, so memory does not grow with the size of the records.
+
+Judging a signing decision is split in two. What its record and transcript say on their
+own (the transcript read and parsed, the evaluator's facts and decision, the approvals'
+tally, the outpoints shown, every message that follows from them alone) is
+:func:`judge`, a pure function; with worker processes, the worker that parsed the entry
+runs it, under the policy the replay had in force when the chunk was sent, and hands back
+the result (:class:`_Judged`: no transcript). The replay uses it only when it judges under
+that same policy and from that same transcript file; otherwise, and without workers, it
+runs :func:`judge` itself. What needs the journal's state as it stands at the record (the
+day's total, the keys, the pins, the history, the policy in force) is judged by the replay,
+in order. The verdicts are the same either way.
+
+A signing decision names the coins it spends either as a list (``details["outpoints"]``,
+older records) or by digest (``details["inputs"]``, the count, and
+``details["outpoints_sha256"]``, :func:`shared.journal.outpoints_digest` of them in input
+order), the list then being the transcript's. The outpoints signed, which later decisions
+are checked against, are then taken from the transcript and checked against the digest: a
+transcript that is missing, unreadable or hashing to another digest is a finding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared import canonical
 from shared.audit import transcript as tr
 from shared.audit.change import ChangeDeriver, PinnedWallets, Rederived
-from shared.audit.evidence import ApplianceBundle, PolicyFile, RequestEvidence, Transcript
+from shared.audit.evidence import ApplianceBundle, EvidenceError, PolicyFile, Transcript
+from shared.audit.facts import ChangeFacts, Failed, ReceiptFacts, derive, value
+from shared.audit.journal_stream import (
+    EntryProblem,
+    Oversized,
+    Preparer,
+    StreamVerifier,
+    parse_entry,
+    read_entries,
+)
 from shared.audit.keys import KeyBook
 from shared.audit.model import ApplianceStatus, Ceremony, Finding
 from shared.audit.receipts import deferred_problem, is_receipt, journal_receipt_problem
+from shared.audit.workers import Workers
 from shared.bitcoin.address import network_by_name, script_to_address
 from shared.journal import (
     GENESIS,
@@ -40,12 +76,15 @@ from shared.journal import (
     Entry,
     JournalError,
     Record,
-    verify_journal,
+    outpoints_digest,
 )
 from shared.policy import (
+    Decision,
+    Facts,
     Payment,
     Policy,
     PolicyError,
+    SignatureTally,
     count_admin_signatures,
     count_valid_approvals,
     evaluate,
@@ -66,24 +105,232 @@ class _History:
     approved_txids: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What later checks need of the first record with a seq: its hash and signature (is a
+    receipt the journal's own entry?) and, for a signing decision, what a reissue names."""
+
+    hash: bytes
+    signature: bytes
+    event: str
+    decision: str | None = None
+    txid: object = None
+    request: bytes | None = None
+
+
+class _Verdict(NamedTuple):
+    """The policy's decision on the transcript's facts, and how it compares with the one
+    the transcript records."""
+
+    approved: bool
+    violations: tuple[str, ...]
+    same: bool  # the transcript records exactly this decision
+    differences: tuple[str, ...]
+
+
+class _Judged(NamedTuple):
+    """What a signing decision's record and its transcript (``stem``: the file's name) say
+    on their own, judged under the policy ``policy`` (its hash; None: none in force):
+    everything the checks compute from the two alone, messages included. The rest needs
+    the journal's state as it stands at the record (day totals, keys, pins, history, the
+    policy in force) and is judged by the replay, in order. Made by :func:`judge`, in a
+    worker ahead of the replay or by the replay itself: the same function either way."""
+
+    policy: bytes | None
+    stem: str
+    consistent: tuple[str, ...]  # where the record's summary differs from the transcript
+    facts: Facts | str | Failed | None  # the evaluator's facts, or why they cannot be read
+    late: str | None  # decided after the record's time
+    mismatches: tuple[str, ...]  # the evaluator's facts that are not the ones shown
+    verdict: _Verdict | Failed | None  # under ``policy``, from ``facts``
+    for_signing: bool  # the transcript says approved for signing
+    refusals: str | None  # the refusals the transcript lists, as text
+    inputs: tuple[list[str], str | None]  # the coins it spends, and the problem naming them
+    tally: SignatureTally | str | Failed | None  # the approvals, under ``policy``
+    replaces: frozenset[str] | Failed  # txids the request says it replaces
+    claims: tuple[object, ...]  # each output's is_change, as the transcript shows it
+    keys: tuple[tuple[int, bytes], ...]  # (input, key) the station shows it signs with
+    shown: tr.Shown  # what the coordinator check compares
+
+
+def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | None) -> _Judged:
+    """A signing decision judged from its record and transcript alone (see _Judged)."""
+    details = record.details
+    facts = derive(lambda: _caught(lambda: tr.facts(plain), tr.TranscriptError))
+    late, mismatches = None, ()
+    if isinstance(facts, Facts):
+        decided = facts.request_time
+        if decided > record.time:
+            late = f"decided at {decided}, after its record's time {record.time}"
+        mismatches = _mismatches(plain)
+    verdict = None
+    if policy is not None and isinstance(facts, Facts):
+        verdict = derive(lambda: _verdict(plain, evaluate(policy, facts)))
+    tally = None
+    request_hash = record.subjects.get("request")
+    approvals = details.get("approvals")
+    if policy is not None and record.decision == "approved" and request_hash is not None \
+            and len(request_hash) == 32 and isinstance(approvals, dict):  # fmt: skip
+        requester = tr.request(plain).get("requester")
+        tally = derive(lambda: _caught(lambda: count_valid_approvals(
+            policy, request_hash, approvals, requester if isinstance(requester, str)
+            else None), PolicyError))  # fmt: skip
+    refusals = tr.refusals(plain)
+    outputs, inputs = plain.get("outputs"), plain.get("inputs")
+    return _Judged(
+        policy.hash() if policy is not None else None, stem, _consistent(record, plain), facts,
+        late, mismatches, verdict, plain.get("approved_for_signing") is True,
+        "; ".join(str(r) for r in refusals) if refusals else None,
+        _signed_inputs(record, plain), tally,
+        derive(lambda: frozenset(t[::-1].hex() for t in tr.request(plain).get("replaces", []))),
+        tuple(o.get("is_change") if isinstance(o, dict) else None
+              for o in (outputs if isinstance(outputs, list) else [])),
+        tuple((i, shown["key"]) for i, shown in enumerate(inputs if isinstance(inputs, list)
+                                                           else [])
+              if isinstance(shown, dict) and isinstance(shown.get("key"), bytes)),
+        tr.shown(plain),
+    )  # fmt: skip
+
+
+def _verdict(plain: dict[str, Any], decision: Decision) -> _Verdict:
+    same = tr.same_decision(plain, decision)
+    return _Verdict(decision.approved, tuple(decision.violations), same,
+                    () if same else tuple(tr.differences(plain, decision)))  # fmt: skip
+
+
+def _consistent(record: Record, plain: dict[str, Any]) -> tuple[str, ...]:
+    """The record's summary must say what the transcript says."""
+    details = record.details
+    pairs = (
+        ("request hash", record.subjects.get("request"), plain.get("request_hash")),
+        ("txid", details.get("txid"), tr.txid_hex(plain)),
+        ("refusals", details.get("refusals", []), tr.refusals(plain)),
+        ("request id", details.get("request_id"), tr.request(plain).get("request_id")),
+        ("paid out", details.get("paid_out"), plain.get("paid_to_others")),
+        ("fee", details.get("fee"), plain.get("fee")),
+    )
+    if details.get("deferred") is True and record.decision == "refused":
+        pairs = pairs[:4]  # a deferred refusal carries no amounts, by contract
+    return tuple(f"the record's {name} ({_short(in_record)}) is not the transcript's "
+                 f"({_short(in_transcript)})" for name, in_record, in_transcript in pairs
+                 if in_record != in_transcript)  # fmt: skip
+
+
+def _mismatches(plain: dict[str, Any]) -> tuple[str, ...]:
+    """Facts the evaluator was given that are not the ones the transcript shows."""
+    facts = plain.get("facts", {})
+    request = tr.request(plain)
+    return tuple(f"the evaluator's {name} ({fact}) is not the one shown ({shown})"
+                 for name, fact, shown in (
+                     ("fee", facts.get("fee"), plain.get("fee")),
+                     ("vsize", facts.get("vsize"), plain.get("vsize")),
+                     ("network", facts.get("network"), request.get("network")),
+                     ("expiry", facts.get("request_expiry"), request.get("expiry")),
+                     ("created", facts.get("request_created"), request.get("created")))
+                 if fact != shown)  # fmt: skip
+
+
+def _signed_inputs(record: Record, plain: dict[str, Any] | None) -> tuple[list[str], str | None]:
+    """The coins a decision spends (``txid:vout``, in input order) and the problem naming
+    them: listed in the record, or, when the record commits to them by digest, the
+    transcript's inputs checked against that digest (see the module docstring)."""
+    details = record.details
+    listed = _outpoints(record)
+    if "outpoints_sha256" not in details:
+        return listed, None
+    digest = details.get("outpoints_sha256")
+    problem = None
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        problem = "its outpoints_sha256 is not a SHA-256 in hex"
+    if "outpoints" in details:
+        if problem is None and not _digest_matches(listed, digest):
+            problem = "the outpoints it lists do not hash to its outpoints_sha256"
+        return listed, problem
+    if plain is None:
+        if record.decision == "approved":
+            return [], ("its inputs are named only in its transcript (outpoints_sha256), which "
+                        "is missing or unreadable: the coins it signed cannot be checked "
+                        "against other approvals")  # fmt: skip
+        return [], None
+    try:
+        shown = [str(o) for o in tr.outpoints(plain)]
+    except tr.TranscriptError as exc:
+        return [], (f"transcript {exc}: the coins it signed cannot be checked against other "
+                    "approvals")  # fmt: skip
+    count = details.get("inputs")
+    if problem is None and not _digest_matches(shown, digest):
+        problem = "the transcript's inputs do not hash to the record's outpoints_sha256"
+    if problem is None and (type(count) is not int or count != len(shown)):
+        problem = f"the record names {count!r} inputs, the transcript shows {len(shown)}"
+    return shown, problem
+
+
+def _digest_matches(outpoints: list[str], digest: object) -> bool:
+    try:
+        parsed = [tr.parse_outpoint(o) for o in outpoints]
+    except tr.TranscriptError:
+        return False
+    return isinstance(digest, str) and outpoints_digest(parsed).hex() == digest
+
+
+@dataclass
+class _Prepare:
+    """Judges each signing decision of a chunk of entries ahead, in a worker (picklable):
+    the policy in force is followed through the chunk's ``policy_installed`` records as the
+    replay follows it; a transcript that is not there as named, or not a review, is left
+    for the replay to read and name."""
+
+    policies: dict[bytes, Policy]
+    policy: bytes | None
+    read: Callable[[str], Transcript]
+
+    def __call__(self, record: Record) -> _Judged | None:
+        if record.event == "policy_installed":
+            digest = record.subjects.get("policy")
+            self.policy = digest if digest in self.policies else None
+            return None
+        digest = record.subjects.get("transcript")
+        if record.event != "signing_decision" or digest is None:
+            return None
+        stem = digest.hex()
+        transcript = self.read(stem)
+        if transcript.digest != digest:
+            return None
+        tr.check_shape(transcript.plain)
+        policy = self.policies.get(self.policy) if self.policy is not None else None
+        return judge(record, transcript.plain, stem, policy)
+
+
+def _caught(compute: Callable[[], Any], error: type[Exception]) -> Any:
+    try:
+        return compute()
+    except error as exc:
+        return str(exc)
+
+
 class ApplianceReplay:
     """Replay one bundle; read ``status``, ``ceremonies`` and ``findings`` afterwards.
 
-    ``requests`` (request hash -> request whose hash recomputes from its PSBT) and
-    ``change`` let approvals have their change re-derived; without them (a replay of the
-    bundle alone) the recorded amounts are used, and ``unrederived`` counts those.
+    ``requests`` (request hash -> what re-deriving change needs of the request whose hash
+    recomputes from its PSBT, :class:`~shared.audit.facts.ChangeFacts`) and ``change`` let
+    approvals have their change re-derived; without them (a replay of the bundle alone) the
+    recorded amounts are used, and ``unrederived`` counts those. ``workers`` are processes
+    that may read the journal (see :func:`~shared.audit.journal_stream.read_entries`).
+    A journal entry that cannot be parsed at all raises EvidenceError naming its position.
     """
 
     def __init__(self, bundle: ApplianceBundle, pinned_key: bytes | None,
-                 requests: Mapping[bytes, RequestEvidence] | None = None,
-                 change: ChangeDeriver | None = None) -> None:  # fmt: skip
+                 requests: Mapping[bytes, ChangeFacts] | None = None,
+                 change: ChangeDeriver | None = None, *,
+                 workers: Workers | None = None) -> None:  # fmt: skip
         self.bundle = bundle
         self.id = bundle.appliance_id
         self.pinned_key = pinned_key
         self.findings: list[Finding] = []
         self.ceremonies: list[Ceremony] = []
-        self._by_seq: dict[int, Entry] = {}
-        self._hashes: dict[int, bytes] = {}
+        self._kept: dict[int, _Kept] = {}
+        self._workers = workers
+        self._prepared: _Judged | None = None
         self.approved: dict[bytes, list[Ceremony]] = {}
         self.by_request: dict[bytes, list[Ceremony]] = {}
         self._policies = {p.hash: p for p in bundle.policies}
@@ -94,7 +341,7 @@ class ApplianceReplay:
         self._revoked: set[str] = set()
         self._pins = PinnedWallets()
         self.keys = KeyBook(bundle.audit_key)
-        self._requests: Mapping[bytes, RequestEvidence] = requests or {}
+        self._requests: Mapping[bytes, ChangeFacts] = requests or {}
         self._deriver = change
         self.unrederived = 0
         self._history = _History()
@@ -113,31 +360,107 @@ class ApplianceReplay:
     # -- driver -----------------------------------------------------------------------------
 
     def run(self) -> ApplianceReplay:
-        self._journal()
-        self._anchor()
-        for entry in self.bundle.entries:
-            self._by_seq.setdefault(entry.record.seq, entry)
-            self._record(entry.record)
+        """One pass over the journal: each entry checked, chained and judged as it is read.
+
+        The journal-wide findings (length, chain, anchor) can only be known at the end; they
+        are put first, where a replay of the whole list put them.
+        """
+        verifier, unverifiable = self._verifier()
+        key = self.bundle.audit_key
+        generated, last = 0, None
+        for item in read_entries(self.bundle.journal, self._workers, self._preparer()):
+            if isinstance(item, EntryProblem):
+                raise EvidenceError(f"{self.bundle.journal_where}: entry at position "
+                                    f"{item.position}: {item.message}")  # fmt: skip
+            entry, record = item.entry, item.entry.record
+            if verifier is not None:
+                verifier.add(record, item.signed)
+            self._keep(entry)
+            if record.event == "key_generated" and record.subjects.get("public_key") == key:
+                generated += 1
+            self._prepared = item.prepared
+            self._record(record)
+            last = record
+        self._prepared = None
+        walked, self.findings = self.findings, []
+        self._journal(verifier, unverifiable, last)
+        self._anchor(generated)
+        self.findings += walked
         self._unnamed_policies()
+        self.bundle.transcripts.check_unread()
         self._finish_status()
         return self
 
-    def hash_at(self, seq: int) -> bytes | None:
-        """The hash of the journal's record ``seq`` (computed once, when first asked)."""
-        entry = self._by_seq.get(seq)
-        if entry is None:
-            return None
-        if seq not in self._hashes:
-            self._hashes[seq] = entry.record.hash()
-        return self._hashes[seq]
+    def _preparer(self) -> Preparer | None:
+        """What a worker gets to prepare the signing decisions of a chunk (see _Prepare):
+        none when the transcripts cannot be read there.
 
-    def same_entry(self, entry: Entry) -> bool:
-        """True when ``entry`` is the journal's own entry at its seq (record and signature):
-        then its signature was already checked with the journal, under the bundle's key."""
-        mine = self._by_seq.get(entry.record.seq)
-        if mine is None:
-            return False
-        return mine.signature == entry.signature and mine.record == entry.record
+        Each chunk is prepared under the policy in force at its first record, followed as
+        the chunks are sent: the rare entry naming ``policy_installed`` is parsed here to
+        see which policy it installs, by the replay's own rule (the bundle's file with that
+        hash, or none). A guess that is wrong only costs the replay doing the work itself.
+        """
+        read = self.bundle.transcripts.reader()
+        if read is None:
+            return None
+        policies = {p.hash: p.signed.policy for p in self.bundle.policies}
+        marker = canonical.encode("policy_installed")
+        current: list[bytes | None] = [None]
+
+        def prepare(blobs: Sequence[bytes | Oversized]) -> _Prepare:
+            preparer = _Prepare(policies, current[0], read)
+            for blob in blobs:
+                if isinstance(blob, bytes) and marker in blob:
+                    try:
+                        record = parse_entry(blob).record
+                    except JournalError:
+                        continue
+                    if record.event == "policy_installed":
+                        digest = record.subjects.get("policy")
+                        current[0] = digest if digest in policies else None
+            return preparer
+
+        return prepare
+
+    def _ahead(self, stem: str) -> _Judged | None:
+        """What was judged ahead for this record, if it was judged under the policy now in
+        force and from the transcript file ``stem``, which is then counted as read."""
+        judged = self._prepared
+        if judged is None or judged.stem != stem:
+            return None
+        if judged.policy != (self._policy.hash() if self._policy is not None else None):
+            return None
+        return judged if self.bundle.transcripts.preloaded(stem) else None
+
+    def _verifier(self) -> tuple[StreamVerifier | None, JournalError | None]:
+        try:
+            return StreamVerifier(self.bundle.audit_key, self.id), None
+        except JournalError as exc:
+            return None, exc
+
+    def _keep(self, entry: Entry) -> None:
+        record = entry.record
+        if record.seq in self._kept:
+            return  # the first record with a seq is the journal's, as verify_journal counts
+        if record.event == "signing_decision":
+            kept = _Kept(record.hash(), entry.signature, _intern(record.event),
+                         _intern(record.decision),
+                         record.details.get("txid"), record.subjects.get("request"))
+        else:
+            kept = _Kept(record.hash(), entry.signature, _intern(record.event))
+        self._kept[record.seq] = kept
+
+    def hash_at(self, seq: int) -> bytes | None:
+        """The hash of the journal's record ``seq``, or None when there is none."""
+        kept = self._kept.get(seq)
+        return kept.hash if kept is not None else None
+
+    def same_entry(self, entry: ReceiptFacts) -> bool:
+        """True when ``entry`` is the journal's own entry at its seq (same record hash, same
+        signature): then its signature was already checked with the journal."""
+        kept = self._kept.get(entry.seq)
+        return kept is not None and kept.signature == entry.signature \
+            and kept.hash == entry.hash  # fmt: skip
 
     def _record(self, record: Record) -> None:
         self._contract(record)
@@ -172,12 +495,13 @@ class ApplianceReplay:
 
     # -- check 1: the journal ---------------------------------------------------------------
 
-    def _journal(self) -> None:
-        entries = self.bundle.entries
-        expected = self._expected_length()
+    def _journal(self, verifier: StreamVerifier | None, unverifiable: JournalError | None,
+                 last: Record | None) -> None:  # fmt: skip
+        expected = self._expected_length(last)
         try:
-            report = verify_journal(entries, self.bundle.audit_key, appliance_id=self.id,
-                                    expected_length=expected)  # fmt: skip
+            if verifier is None:
+                raise unverifiable or JournalError("no verifier")
+            report = verifier.finish(expected_length=expected)
         except JournalError as exc:
             self.add("journal", f"cannot be verified: {exc}")
             return
@@ -187,11 +511,9 @@ class ApplianceReplay:
         self.status.head = report.head.hex()
         self.status.journal_findings += len(report.findings)
 
-    def _expected_length(self) -> int | None:
+    def _expected_length(self, last: Record | None) -> int | None:
         """An export ends with its own ``journal_export`` record naming the length; a journal
         that does not has lost its tail (or is not an export)."""
-        entries = self.bundle.entries
-        last = entries[-1].record if entries else None
         if last is None or last.event != "journal_export":
             seq = last.seq if last else None
             self.add("journal", "the journal does not end with its own journal_export "
@@ -204,8 +526,9 @@ class ApplianceReplay:
         self.add("journal", "journal_export record has no valid length", seq=last.seq)
         return None
 
-    def _anchor(self) -> None:
-        """The audit key must be the one the coordinator pinned, and the journal's own."""
+    def _anchor(self, generated: int) -> None:
+        """The audit key must be the one the coordinator pinned, and the journal's own
+        (``generated``: how many key_generated records register it)."""
         key = self.bundle.audit_key
         if self.pinned_key is None:
             self.status.anchored = "not pinned by the coordinator"
@@ -217,11 +540,8 @@ class ApplianceReplay:
                      f"({self.pinned_key.hex()})")  # fmt: skip
         else:
             self.status.anchored = "pinned by the coordinator"
-        generated = [e.record.seq for e in self.bundle.entries
-                     if e.record.event == "key_generated"
-                     and e.record.subjects.get("public_key") == key]  # fmt: skip
-        if len(generated) != 1:
-            self.add("journal", f"the audit key has {len(generated)} key_generated records "
+        if generated != 1:
+            self.add("journal", f"the audit key has {generated} key_generated records "
                      "(expected exactly one)")  # fmt: skip
 
     # -- check 2: policies ------------------------------------------------------------------
@@ -393,12 +713,11 @@ class ApplianceReplay:
     def _reissued(self, record: Record) -> None:
         """A lost output signed again must name an approval of the same transaction."""
         seq = record.details.get("approval")
-        entry = self._by_seq.get(seq) if isinstance(seq, int) else None
-        approval = entry.record if entry is not None else None
+        approval = self._kept.get(seq) if isinstance(seq, int) else None
         if (approval is None or approval.event != "signing_decision"
                 or approval.decision != "approved"
-                or approval.details.get("txid") != record.details.get("txid")
-                or approval.subjects.get("request") != record.subjects.get("request")):
+                or approval.txid != record.details.get("txid")
+                or approval.request != record.subjects.get("request")):
             self.add("ceremony", f"signing_reissued names no approval of the same transaction "
                      f"(seq {seq})", seq=record.seq)  # fmt: skip
 
@@ -412,30 +731,36 @@ class ApplianceReplay:
     def _signing(self, record: Record) -> None:
         ceremony = self._ceremony(record)
         self.ceremonies.append(ceremony)
-        found = self._transcript(record, ceremony)
-        if found is not None:
-            ceremony.transcript = found.plain
-            self._judge(record, ceremony, found.plain)
+        judged = self._transcript(record, ceremony)
+        if judged is not None:
+            self._judge(record, ceremony, judged)
         elif record.decision == "approved":
             self.add("ceremony", "approved without a readable transcript", seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
+        inputs, problem = judged.inputs if judged is not None else _signed_inputs(record, None)
+        if problem is not None:
+            self.add("ceremony", problem, seq=record.seq, ceremony=ceremony)
         if record.decision == "approved":
             if ceremony.paid_out is not None and ceremony.paid_out < 0:
                 self.add("ceremony", f"approved with a negative paid_out ({ceremony.paid_out} "
                          "sat): it would lower the daily total", seq=record.seq,
                          ceremony=ceremony)  # fmt: skip
-            self._approvals(record, ceremony)
-            self._history_checks(record, ceremony)
-            self._rederive(record, ceremony, found.plain if found is not None else None)
-            if found is not None:
-                self._transcript_keys(record, ceremony, found.plain)
-        self._remember(record, ceremony)
+            self._approvals(record, ceremony, judged)
+            self._history_checks(record, ceremony, inputs, judged)
+            self._rederive(record, ceremony, judged)
+            if judged is not None:
+                self._transcript_keys(record, ceremony, judged)
+        self._remember(record, ceremony, inputs)
+        if judged is not None:
+            # only what the coordinator check compares is kept: a year of transcripts is
+            # not held in memory
+            ceremony.transcript = judged.shown
 
     def _ceremony(self, record: Record) -> Ceremony:
         details = record.details
         request_id = details.get("request_id")
         ceremony = Ceremony(
-            self.id, record.seq, record.time, str(record.decision),
+            self.id, record.seq, record.time, _intern(str(record.decision)),
             request_id.hex() if isinstance(request_id, bytes) else None,
             record.subjects.get("request"),
             details.get("txid") if isinstance(details.get("txid"), str) else None,
@@ -454,13 +779,19 @@ class ApplianceReplay:
         ceremony.refusals = tuple(codes)
         return ceremony
 
-    def _transcript(self, record: Record, ceremony: Ceremony) -> Transcript | None:
+    def _transcript(self, record: Record, ceremony: Ceremony) -> _Judged | None:
+        """The record's transcript judged with it (ahead, by a worker, when it could be),
+        or None, with the finding, when there is none to judge."""
         digest = record.subjects.get("transcript")
         if digest is None:
             return None  # a PSBT that could not be decoded has no transcript
-        found = self.bundle.transcripts.get(digest.hex())
+        stem = digest.hex()
+        judged = self._ahead(stem)
+        if judged is not None:
+            return judged  # read, parsed and judged by the worker
+        found = self.bundle.transcripts.get(stem)
         if found is None:
-            self.add("ceremony", f"transcript {digest.hex()} is missing from the bundle",
+            self.add("ceremony", f"transcript {stem} is missing from the bundle",
                      seq=record.seq, ceremony=ceremony)  # fmt: skip
             return None
         if found.digest != digest:
@@ -473,90 +804,55 @@ class ApplianceReplay:
         except tr.TranscriptError as exc:
             self.add("ceremony", f"transcript: {exc}", seq=record.seq, ceremony=ceremony)
             return None
-        return found
+        return judge(record, found.plain, stem, self._policy)
 
-    def _judge(self, record: Record, ceremony: Ceremony, plain: dict[str, Any]) -> None:
-        self._consistent(record, ceremony, plain)
-        self._re_evaluate(record, ceremony, plain)
+    def _judge(self, record: Record, ceremony: Ceremony, judged: _Judged) -> None:
+        for problem in judged.consistent:
+            self.add("ceremony", problem, seq=record.seq, ceremony=ceremony)
+        self._re_evaluate(record, ceremony, judged)
         if record.decision == "approved":
-            if plain.get("approved_for_signing") is not True:
+            if not judged.for_signing:
                 self.add("ceremony", "approved, but the transcript was not approved for signing",
                          seq=record.seq, ceremony=ceremony)  # fmt: skip
-            if tr.refusals(plain):
+            if judged.refusals is not None:
                 self.add("ceremony", "approved despite refusals in the transcript: "
-                         + "; ".join(str(r) for r in tr.refusals(plain)), seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
+                         + judged.refusals, seq=record.seq, ceremony=ceremony)  # fmt: skip
 
-    def _consistent(self, record: Record, ceremony: Ceremony, plain: dict[str, Any]) -> None:
-        """The record's summary must say what the transcript says."""
-        details = record.details
-        pairs = (
-            ("request hash", record.subjects.get("request"), plain.get("request_hash")),
-            ("txid", details.get("txid"), tr.txid_hex(plain)),
-            ("refusals", details.get("refusals", []), tr.refusals(plain)),
-            ("request id", details.get("request_id"), tr.request(plain).get("request_id")),
-            ("paid out", details.get("paid_out"), plain.get("paid_to_others")),
-            ("fee", details.get("fee"), plain.get("fee")),
-        )
-        if details.get("deferred") is True and record.decision == "refused":
-            pairs = pairs[:4]  # a deferred refusal carries no amounts, by contract
-        for name, in_record, in_transcript in pairs:
-            if in_record != in_transcript:
-                self.add("ceremony", f"the record's {name} ({_short(in_record)}) is not the "
-                         f"transcript's ({_short(in_transcript)})", seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
-
-    def _re_evaluate(self, record: Record, ceremony: Ceremony, plain: dict[str, Any]) -> None:
-        try:
-            facts = tr.facts(plain)
-        except tr.TranscriptError as exc:
-            self.add("ceremony", f"transcript {exc}", seq=record.seq, ceremony=ceremony)
+    def _re_evaluate(self, record: Record, ceremony: Ceremony, judged: _Judged) -> None:
+        facts = value(judged.facts)
+        if isinstance(facts, str):
+            self.add("ceremony", f"transcript {facts}", seq=record.seq, ceremony=ceremony)
             return
         if facts is None:
             if record.decision == "approved":
                 self.add("ceremony", "approved without a policy decision", seq=record.seq,
                          ceremony=ceremony)  # fmt: skip
             return
-        self._check_facts(record, ceremony, plain, facts.spent_today_before, facts.request_time)
+        # facts the appliance took from its own journal are recomputed from the journal
+        day_total = self._history.paid_by_day.get(utc_day(facts.request_time), 0)
+        if facts.spent_today_before != day_total:
+            self.add("ceremony", f"the evaluator was told {facts.spent_today_before} sat were "
+                     f"already approved that day; the journal says {day_total}",
+                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+        for problem in ((judged.late,) if judged.late else ()) + judged.mismatches:
+            self.add("ceremony", problem, seq=record.seq, ceremony=ceremony)
         if self._policy is None:
             self.add("ceremony", "no known policy was in force: the decision cannot be "
                      "re-evaluated", seq=record.seq, ceremony=ceremony)  # fmt: skip
             return
-        decision = evaluate(self._policy, facts)
-        ceremony.policy_verdict = "approved" if decision.approved else "refused"
-        if not tr.same_decision(plain, decision):
+        verdict = value(judged.verdict)
+        assert verdict is not None  # judged under this policy, from these facts
+        ceremony.policy_verdict = "approved" if verdict.approved else "refused"
+        if not verdict.same:
             self.add("ceremony", f"policy version {self._policy.version} does not reach the "
-                     "same decision: " + "; ".join(tr.differences(plain, decision)),
+                     "same decision: " + "; ".join(verdict.differences),
                      seq=record.seq, ceremony=ceremony)  # fmt: skip
-        if record.decision == "approved" and not decision.approved:
+        if record.decision == "approved" and not verdict.approved:
             self.add("ceremony", "approved, but the policy in force refuses it: "
-                     + "; ".join(decision.violations), seq=record.seq,
+                     + "; ".join(verdict.violations), seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
 
-    def _check_facts(self, record: Record, ceremony: Ceremony, plain: dict[str, Any],
-                     spent_before: int, decided: int) -> None:  # fmt: skip
-        """Facts the appliance took from its own journal are recomputed from the journal."""
-        day_total = self._history.paid_by_day.get(utc_day(decided), 0)
-        if spent_before != day_total:
-            self.add("ceremony", f"the evaluator was told {spent_before} sat were already "
-                     f"approved that day; the journal says {day_total}", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
-        if decided > record.time:
-            self.add("ceremony", f"decided at {decided}, after its record's time {record.time}",
-                     seq=record.seq, ceremony=ceremony)  # fmt: skip
-        facts = plain.get("facts", {})
-        request = tr.request(plain)
-        for name, fact, shown in (("fee", facts.get("fee"), plain.get("fee")),
-                                  ("vsize", facts.get("vsize"), plain.get("vsize")),
-                                  ("network", facts.get("network"), request.get("network")),
-                                  ("expiry", facts.get("request_expiry"), request.get("expiry")),
-                                  ("created", facts.get("request_created"),
-                                   request.get("created"))):  # fmt: skip
-            if fact != shown:
-                self.add("ceremony", f"the evaluator's {name} ({fact}) is not the one shown "
-                         f"({shown})", seq=record.seq, ceremony=ceremony)  # fmt: skip
-
-    def _approvals(self, record: Record, ceremony: Ceremony) -> None:
+    def _approvals(self, record: Record, ceremony: Ceremony, judged: _Judged | None) -> None:
         """A quorum of active officers approved exactly this request under this policy."""
         request_hash = record.subjects.get("request")
         approvals = record.details.get("approvals")
@@ -568,14 +864,18 @@ class ApplianceReplay:
             self.add("ceremony", "approved without recorded approvals", seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
             return
-        requester = tr.request(ceremony.transcript or {}).get("requester")
-        try:
-            tally = count_valid_approvals(self._policy, request_hash, approvals,
-                                          requester if isinstance(requester, str) else None)
-        except PolicyError as exc:
-            self.add("ceremony", f"approvals unreadable: {exc}", seq=record.seq,
+        if judged is not None:
+            tally = value(judged.tally)  # counted under this policy, with the requester shown
+        else:
+            try:
+                tally = count_valid_approvals(self._policy, request_hash, approvals, None)
+            except PolicyError as exc:
+                tally = str(exc)
+        if isinstance(tally, str):
+            self.add("ceremony", f"approvals unreadable: {tally}", seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
             return
+        assert tally is not None
         ceremony.approvals, ceremony.quorum = tally.valid, tally.quorum
         for fp, why in tally.rejected:
             self.add("ceremony", f"approval by {fp} does not count: {why}", seq=record.seq,
@@ -585,7 +885,8 @@ class ApplianceReplay:
                      f"version {self._policy.version} is {tally.quorum}", seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
 
-    def _history_checks(self, record: Record, ceremony: Ceremony) -> None:
+    def _history_checks(self, record: Record, ceremony: Ceremony, inputs: list[str],
+                        judged: _Judged | None) -> None:  # fmt: skip
         """Replays and double spends the appliance must have refused."""
         request_id = record.details.get("request_id")
         earlier = self._history.seen_requests.get(request_id) \
@@ -593,9 +894,8 @@ class ApplianceReplay:
         if earlier is not None:
             self.add("ceremony", f"request id was already presented at seq {earlier}: a "
                      "replay must be refused", seq=record.seq, ceremony=ceremony)  # fmt: skip
-        replaces = {t[::-1].hex() for t in tr.request(ceremony.transcript or {}).get("replaces",
-                                                                                     [])}
-        for outpoint in _outpoints(record):
+        replaces = value(judged.replaces) if judged is not None else frozenset()
+        for outpoint in inputs:
             spent = self._history.signed_outpoints.get(outpoint)
             if spent and spent[0] != ceremony.txid and spent[0] not in replaces:
                 self.add("ceremony", f"{outpoint} was already signed in {spent[0]} at seq "
@@ -604,30 +904,28 @@ class ApplianceReplay:
 
     # -- change re-derived, keys ---------------------------------------------------------
 
-    def _rederive(self, record: Record, ceremony: Ceremony, plain: dict[str, Any] | None) -> None:
+    def _rederive(self, record: Record, ceremony: Ceremony, judged: _Judged | None) -> None:
         """Change from the journal-pinned descriptors, never from the transcript."""
         request = self._requests.get(ceremony.request_hash) if ceremony.request_hash else None
         if request is None or self._deriver is None:
             self.unrederived += 1
             return
-        derived = self._deriver.rederive(request.psbt, ceremony.pinned, ceremony.internal)
+        derived = self._deriver.rederive_facts(request, ceremony.pinned, ceremony.internal)
         ceremony.paid_out_rederived = derived.paid_out
         for i in derived.foreign_inputs:
             self.add("ceremony", f"input {i} spends a script that no descriptor pinned in the "
                      f"journal at seq {record.seq} derives: the station must refuse it",
                      seq=record.seq, ceremony=ceremony)  # fmt: skip
-        if plain is None:
+        if judged is None:
             return
-        shown = plain.get("outputs")
-        claims = [o.get("is_change") if isinstance(o, dict) else None
-                  for o in (shown if isinstance(shown, list) else [])]  # fmt: skip
+        claims = judged.claims
         for out in derived.outputs:
             if out.index < len(claims) and claims[out.index] is True and not out.is_change:
                 self.add("ceremony", f"output {out.index} ({out.amount} sat to "
                          f"{self._address(out.script)}) is called change in the transcript, but "
                          f"{self._not_change_because(out.wallet)}: it is a payment",
                          seq=record.seq, ceremony=ceremony)  # fmt: skip
-        self._limits_rederived(record, ceremony, plain, derived)
+        self._limits_rederived(record, ceremony, judged, derived)
 
     def _not_change_because(self, wallet: str | None) -> str:
         if wallet is None:
@@ -644,18 +942,15 @@ class ApplianceReplay:
         address = script_to_address(script, network) if network is not None else None
         return address or f"script {script.hex()}"
 
-    def _limits_rederived(self, record: Record, ceremony: Ceremony, plain: dict[str, Any],
+    def _limits_rederived(self, record: Record, ceremony: Ceremony, judged: _Judged,
                           derived: Rederived) -> None:  # fmt: skip
         """The per-transaction and daily limits, judged on the re-derived amounts and the
         journal's own daily total (itself summed from re-derived amounts)."""
         if self._policy is None:
             return  # already a finding: no decision can be re-evaluated
-        try:
-            facts = tr.facts(plain)
-        except tr.TranscriptError:
-            return  # already a finding
-        if facts is None:
-            return
+        facts = value(judged.facts)
+        if not isinstance(facts, Facts):
+            return  # already a finding (unreadable), or none to judge
         day_total = self._history.paid_by_day.get(utc_day(facts.request_time), 0)
         try:
             payments = tuple(Payment(o.script, o.amount, o.is_change) for o in derived.outputs)
@@ -674,19 +969,15 @@ class ApplianceReplay:
                      + "; ".join(decision.violations), seq=record.seq,
                      ceremony=ceremony)  # fmt: skip
 
-    def _transcript_keys(self, record: Record, ceremony: Ceremony, plain: dict[str, Any]) -> None:
+    def _transcript_keys(self, record: Record, ceremony: Ceremony, judged: _Judged) -> None:
         """Every key the station shows it signs with must have been active at this seq."""
-        inputs = plain.get("inputs")
-        for i, shown in enumerate(inputs if isinstance(inputs, list) else []):
-            key = shown.get("key") if isinstance(shown, dict) else None
-            if not isinstance(key, bytes):
-                continue
+        for i, key in judged.keys:
             problem = self.keys.signing_problem(key, ceremony.keys, record.seq)
             if problem is not None:
                 self.add("ceremony", f"input {i} is {problem}", seq=record.seq,
                          ceremony=ceremony)  # fmt: skip
 
-    def _remember(self, record: Record, ceremony: Ceremony) -> None:
+    def _remember(self, record: Record, ceremony: Ceremony, inputs: list[str]) -> None:
         history = self._history
         request_id = record.details.get("request_id")
         if isinstance(request_id, bytes):
@@ -697,7 +988,7 @@ class ApplianceReplay:
             return
         if ceremony.request_hash is not None:
             self.approved.setdefault(ceremony.request_hash, []).append(ceremony)
-        for outpoint in _outpoints(record):
+        for outpoint in inputs:
             if isinstance(outpoint, str) and ceremony.txid:
                 history.signed_outpoints[outpoint] = (ceremony.txid, record.seq)  # latest wins
         if ceremony.txid is not None and ceremony.txid in history.approved_txids:
@@ -717,10 +1008,30 @@ def _internal_wallets(policy: Policy | None) -> tuple[str, ...]:
         else ()  # fmt: skip
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _outpoints(record: Record) -> list[str]:
-    """The outpoints a decision records (text ``txid:vout``); anything else is ignored."""
+    """The outpoints a decision lists (text ``txid:vout``, older records); anything else is
+    ignored."""
     value = record.details.get("outpoints", [])
     return [o for o in value if isinstance(o, str)] if isinstance(value, list) else []
+
+
+_WORDS: dict[str, str] = {}
+
+
+def _intern(text: str | None) -> Any:
+    """One copy of a word every record repeats (an event, a decision) for the whole
+    replay, not one per record kept."""
+    if type(text) is not str or len(text) > 64:
+        return text
+    found = _WORDS.get(text)
+    if found is None:
+        found = text
+        if len(_WORDS) < 1024:
+            _WORDS[text] = text
+    return found
 
 
 def _int_or_none(value: object) -> int | None:

@@ -17,7 +17,7 @@ from shared.audit.keys import KeyState
 CHECKS = ("journal", "policy", "ceremony", "receipt", "request", "response", "broadcast", "chain")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One problem; ``check`` is one of :data:`CHECKS`."""
 
@@ -59,7 +59,7 @@ class Finding:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Ceremony:
     """One ``signing_decision`` record as replayed; linked later to its request/broadcast."""
 
@@ -80,7 +80,9 @@ class Ceremony:
     coordinator_request: str | None = None
     broadcast: str | None = None
     height: int | None = None
-    transcript: dict[str, Any] | None = field(default=None, repr=False)
+    #: what the coordinator check compares of the transcript (its inputs, outputs and fee:
+    #: :class:`shared.audit.transcript.Shown`), once the journal check is done with it
+    transcript: Any = field(default=None, repr=False)
     psbt_hash: bytes | None = field(default=None, repr=False)
     #: paid to others with change re-derived from the journal-pinned descriptors (None when
     #: the request's PSBT is not in the evidence, so it could not be re-derived)
@@ -157,7 +159,7 @@ class ApplianceStatus:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class BroadcastResult:
     """A transaction the coordinator broadcast, and the ceremonies that approved it."""
 

@@ -28,11 +28,12 @@ from collections.abc import Iterable, Sequence
 from shared.audit.birth import birth_height_findings, chain_heights, evidence_heights
 from shared.audit.chain import DEFAULT_START, ChainScanner, map_outflows
 from shared.audit.change import ChangeDeriver
-from shared.audit.coordinator_replay import CoordinatorReplay, recompute, verified_requests
+from shared.audit.coordinator_replay import CoordinatorReplay
 from shared.audit.evidence import ApplianceBundle, CoordinatorEvidence, EvidenceError
 from shared.audit.journal_replay import ApplianceReplay
 from shared.audit.model import CHECKS, Finding, Report
 from shared.audit.wallets import MAX_INDEX, WalletIndex, build_index
+from shared.audit.workers import Workers
 
 
 def replay(
@@ -40,27 +41,32 @@ def replay(
     coordinator: CoordinatorEvidence,
     chain: ChainScanner | None = None,
     index: WalletIndex | None = None,
+    *,
+    workers: Workers | None = None,
 ) -> Report:
     """Replay every bundle against the coordinator's evidence (and the chain, if scanned).
 
-    ``index`` may be passed when the caller already built it to scan the chain.
+    ``index`` may be passed when the caller already built it to scan the chain;
+    ``workers`` are processes that may read a long journal (the replay itself is one pass
+    in this process; see :mod:`shared.audit.workers`).
     Raises EvidenceError only for evidence that cannot be replayed at all (two bundles of
-    one appliance); everything else becomes a finding.
+    one appliance, an entry or receipt that does not parse); everything else becomes a
+    finding.
     """
     _one_bundle_each(bundles)
     index = index or build_index(coordinator)
-    recomputed = [recompute(r) for r in coordinator.requests]
-    requests = verified_requests(coordinator.requests, recomputed)
     change = ChangeDeriver(index.top)
     replays = {
         b.appliance_id: ApplianceReplay(b, coordinator.appliances.get(b.appliance_id),
-                                        requests, change).run()
+                                        coordinator.verified, change, workers=workers).run()
         for b in bundles
     }  # fmt: skip
-    checked = CoordinatorReplay(coordinator, replays, index, recomputed).run()
+    coordinator.resolve_receipts()  # a receipt that is no entry: unusable, now as before
+    checked = CoordinatorReplay(coordinator, replays, index, shapes=chain is not None).run()
     findings = [f for r in replays.values() for f in r.findings] + checked.findings
     findings += birth_height_findings(
-        coordinator.wallets, evidence_heights(coordinator, checked.broadcasts, index), "broadcast")
+        coordinator.wallets, evidence_heights(checked.input_wallets, checked.broadcasts),
+        "broadcast")  # fmt: skip
     report = Report(
         [r.status for r in replays.values()],
         [c for r in replays.values() for c in r.ceremonies],
@@ -72,7 +78,7 @@ def replay(
     )
     if chain is not None:
         report.chain, chain_findings = map_outflows(
-            chain, coordinator.broadcasts, checked.broadcasts, coordinator.requests,
+            chain, coordinator.broadcasts, checked.broadcasts, checked.by_shape or {},
             _approved_txids(replays.values()),
         )
         findings += chain_findings

@@ -11,11 +11,16 @@ verdict and the same result text for every check, not a loose resemblance.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
+from shared.bitcoin.tx import OutPoint
 from shared.policy import Decision, Facts, Payment, PolicyError
 from shared.psbt import Psbt
 from shared.review import REVIEW_FORMAT, REVIEW_TYPE
+
+_TXID = re.compile(r"[0-9a-f]{64}")
+_VOUT = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
 class TranscriptError(ValueError):
@@ -131,14 +136,92 @@ def compare_with_psbt(plain: dict[str, Any], psbt: Psbt) -> list[str]:
     """What the officers were shown must be the request's transaction: same outpoints,
     same outputs (script and amount), same fee. Returns the differences."""
     tx = psbt.unsigned_tx
+    return compare_shown(plain, [str(txin.prevout) for txin in tx.inputs],
+                         [(o.script_pubkey, o.value) for o in tx.outputs], psbt.fee())
+
+
+def compare_shown(plain: dict[str, Any], outpoints: list[str],
+                  outputs: list[tuple[bytes, int]], fee: int | None) -> list[str]:  # fmt: skip
+    """:func:`compare_with_psbt` with the request's outpoints, outputs and fee already
+    read from it (:attr:`shared.audit.evidence.RequestEvidence.shown`)."""
     problems = []
     shown_in = [i.get("outpoint") for i in plain.get("inputs", []) if isinstance(i, dict)]
-    if shown_in != [str(txin.prevout) for txin in tx.inputs]:
+    if shown_in != outpoints:
         problems.append("the inputs shown are not the request's inputs")
     shown_out = [(o.get("script"), o.get("amount")) for o in plain.get("outputs", [])
                  if isinstance(o, dict)]  # fmt: skip
-    if shown_out != [(o.script_pubkey, o.value) for o in tx.outputs]:
+    if shown_out != outputs:
         problems.append("the outputs shown are not the request's outputs")
-    if plain.get("fee") != psbt.fee():
-        problems.append(f"the fee shown ({plain.get('fee')}) is not the request's ({psbt.fee()})")
+    if plain.get("fee") != fee:
+        problems.append(f"the fee shown ({plain.get('fee')}) is not the request's ({fee})")
     return problems
+
+
+def parse_outpoint(text: object) -> OutPoint:
+    """``txid:vout`` as the transcript shows it (``str(OutPoint)``): the txid in display
+    order, lowercase hex, the output index in decimal."""
+    if not isinstance(text, str):
+        raise TranscriptError(f"outpoint {text!r} is not text")
+    txid, _, vout = text.partition(":")
+    if not _TXID.fullmatch(txid) or not _VOUT.fullmatch(vout) or int(vout) > 0xFFFFFFFF:
+        raise TranscriptError(f"outpoint {text[:80]!r} is not txid:vout")
+    return OutPoint.from_hex(txid, int(vout))
+
+
+def outpoints(plain: dict[str, Any]) -> list[OutPoint]:
+    """The outpoints of the inputs shown, in input order (what a signing record commits to
+    by ``outpoints_sha256`` when it does not list them)."""
+    inputs = plain.get("inputs")
+    if not isinstance(inputs, list):
+        raise TranscriptError("inputs is not a list")
+    return [parse_outpoint(i.get("outpoint") if isinstance(i, dict) else None) for i in inputs]
+
+
+class Shown(NamedTuple):
+    """What :func:`compare_shown` reads of a transcript, and nothing else: the inputs'
+    outpoints, the outputs' (script, amount) and the fee, as shown (what a ceremony keeps
+    of its transcript once the journal check is done with it)."""
+
+    inputs: tuple[object, ...]
+    outputs: tuple[tuple[object, object], ...]
+    fee: object
+
+
+def shown(plain: dict[str, Any]) -> Shown:
+    """:func:`shown_transaction`, kept as :class:`Shown`: :func:`compare_kept` on it says
+    what :func:`compare_shown` says on the transcript."""
+    inputs, outputs = plain.get("inputs"), plain.get("outputs")
+    return Shown(
+        tuple(i.get("outpoint") for i in inputs if isinstance(i, dict))
+        if isinstance(inputs, list | dict) else (),
+        tuple((o.get("script"), o.get("amount")) for o in outputs if isinstance(o, dict))
+        if isinstance(outputs, list | dict) else (),
+        plain.get("fee"),
+    )  # fmt: skip
+
+
+def compare_kept(kept: Shown, outpoints: list[str], outputs: list[tuple[bytes, int]],
+                 fee: int | None) -> list[str]:  # fmt: skip
+    """:func:`compare_shown` on what :func:`shown` kept of the transcript."""
+    problems = []
+    if list(kept.inputs) != outpoints:
+        problems.append("the inputs shown are not the request's inputs")
+    if list(kept.outputs) != outputs:
+        problems.append("the outputs shown are not the request's outputs")
+    if kept.fee != fee:
+        problems.append(f"the fee shown ({kept.fee}) is not the request's ({fee})")
+    return problems
+
+
+def shown_transaction(plain: dict[str, Any]) -> dict[str, Any]:
+    """Only what :func:`compare_with_psbt` reads (the inputs' outpoints, the outputs'
+    scripts and amounts, the fee), in the transcript's shape: what a ceremony keeps of its
+    transcript once the journal check is done with it."""
+    inputs, outputs = plain.get("inputs"), plain.get("outputs")
+    return {
+        "inputs": [{"outpoint": i.get("outpoint")} for i in inputs if isinstance(i, dict)]
+        if isinstance(inputs, list | dict) else [],
+        "outputs": [{"script": o.get("script"), "amount": o.get("amount")} for o in outputs
+                    if isinstance(o, dict)] if isinstance(outputs, list | dict) else [],
+        "fee": plain.get("fee"),
+    }  # fmt: skip

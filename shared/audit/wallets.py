@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
-from shared.bitcoin.bip32 import HARDENED
+from shared.audit.facts import highest_hint
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError
 from shared.psbt import Psbt
 
@@ -48,20 +48,14 @@ class WalletIndex:
 
 
 def highest_hinted_index(psbts: Iterable[Psbt]) -> int:
-    """The largest unhardened last path element in any derivation hint, or -1."""
-    highest = -1
-    for psbt in psbts:
-        for node in (*psbt.inputs, *psbt.outputs):
-            for origin in node.bip32_derivations.values():
-                if origin.path and origin.path[-1] < HARDENED:
-                    highest = max(highest, origin.path[-1])
-    return highest
+    """The largest unhardened last path element in any derivation hint, or -1 (the
+    evidence's requests are read for it as they are parsed: ``highest_hint``)."""
+    return highest_hint(psbts)
 
 
 def build_index(evidence: CoordinatorEvidence) -> WalletIndex:
     """Derive every wallet's scripts (see the module docstring)."""
-    psbts = [p for r in evidence.requests for p in (r.psbt, *r.responses)]
-    index = WalletIndex(highest_index=highest_hinted_index(psbts))
+    index = WalletIndex(highest_index=evidence.highest_hint)
     top = index.highest_index + GAP
     if top > MAX_INDEX:
         top, index.capped = MAX_INDEX, True
