@@ -45,6 +45,10 @@ class MissingTranscriptError(StationError):
 
 #: Records after the last checkpoint before a ceremony writes a new one.
 CHECKPOINT_EVERY = 64
+#: ... or signed inputs: an open folds each approval after the checkpoint from its
+#: transcript, so a few ceremonies at Core's standard maximum (some 1,450 inputs each) would
+#: cost every later open more than writing the checkpoint once does.
+CHECKPOINT_INPUTS = 1_000
 
 
 class ClockError(RuntimeError):
@@ -66,6 +70,7 @@ class Recorder:
         self.notes = notes
         self.checkpoint_path = checkpoint_path
         self.checkpoint_seq = state.seq  # where the checkpoint this open started from is
+        self.inputs_since_checkpoint = 0  # approved inputs folded from transcripts since
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -119,8 +124,9 @@ class Recorder:
                 entry = Entry.from_bytes(self.store.entry(index))
                 if not entry.verify(audit_key):
                     raise JournalError("signature does not verify under the audit key")
-                self.state.apply(entry.record, entry.record.hash(),
-                                 self._inputs_of(entry.record))  # fmt: skip
+                inputs = self._inputs_of(entry.record)
+                self.state.apply(entry.record, entry.record.hash(), inputs)
+                self.inputs_since_checkpoint += len(inputs or ())
             except MissingTranscriptError as exc:
                 self.problems.append(f"journal {self.store.path}: record at position {index} "
                                      f"verifies, but {exc}")  # fmt: skip
@@ -213,6 +219,7 @@ class Recorder:
             # folded first: a record the state cannot follow is a bug and never reaches disk
             self.state.apply(record, record.hash(), outpoints)
             self.store.append(entry.to_bytes())
+            self.inputs_since_checkpoint += len(outpoints or ())
         except BaseException as exc:
             self.problems.append(f"journal seq {record.seq} ({event}) was not written: {exc}; "
                                  "open the station again")  # fmt: skip
@@ -230,15 +237,19 @@ class Recorder:
 
     def checkpoint(self, force: bool = False) -> None:
         """Sign the state at the head (token unlocked) once :data:`CHECKPOINT_EVERY` records
-        have followed the last checkpoint (or ``force``): until then the next open verifies
-        those few records itself, which costs less than rewriting the checkpoint."""
+        or :data:`CHECKPOINT_INPUTS` approved inputs have followed the last checkpoint (or
+        ``force``): until then the next open verifies those few records itself, which costs
+        less than rewriting the checkpoint."""
         if self.problems or self.state.seq < 0:
             return
-        if not force and self.state.seq - self.checkpoint_seq < CHECKPOINT_EVERY:
+        due = (self.state.seq - self.checkpoint_seq >= CHECKPOINT_EVERY
+               or self.inputs_since_checkpoint >= CHECKPOINT_INPUTS)  # fmt: skip
+        if not force and not due:
             return
         write_checkpoint(self.checkpoint_path, self.state, self.store.start_at(self.state.seq),
                          self.keystore.sign_audit_digest)  # fmt: skip
         self.checkpoint_seq = self.state.seq
+        self.inputs_since_checkpoint = 0
 
     def verify(self) -> list[str]:
         """Problems found in the whole journal, every record re-checked from the first."""

@@ -14,10 +14,6 @@ has opened the signing token yet).
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from appliance.activation import Offer, QuorumError, make_offer
@@ -272,23 +268,18 @@ class SigningSession:
         return self._sign_inputs_for([current.inputs[i] for i, _ in inputs_to_sign(current)])
 
     def _sign_inputs_for(self, inputs: list) -> tuple[Psbt, int]:
-        """Sign ``inputs`` inside the token. The digests are computed in a second thread
-        while the token signs (the PKCS#11 call releases the GIL), so at Core's standard
-        maximum the ceremony costs little more than the token's own signing time; the PSBT
-        is only written once every signature is made."""
         assert self.psbt is not None
         psbt = self.psbt  # signed in place: the session ends with this signature (a copy of
         cache = SighashCache(psbt.unsigned_tx)  # a 1,450-input PSBT costs ~0.4 s)
         labels = {info.public_key_bytes: info.label for info in self.appliance.keystore.key_infos()}
-        jobs = [(i.index, i.wallet.our_key.pubkey) for i in inputs]
-        digests = _computed_ahead(
-            lambda index: spend_info(psbt, index).digest(cache, SIGHASH_ALL),
-            [index for index, _ in jobs])  # fmt: skip
-        signatures = [self.appliance.keystore.sign_digest(labels[pubkey], digest)
-                      for (_, pubkey), digest in zip(jobs, digests, strict=True)]  # fmt: skip
-        for (index, pubkey), der in zip(jobs, signatures, strict=True):
+        count = 0
+        for index, pubkey in ((i.index, i.wallet.our_key.pubkey) for i in inputs):
+            info = spend_info(psbt, index)
+            der = self.appliance.keystore.sign_digest(labels[pubkey],
+                                                      info.digest(cache, SIGHASH_ALL))
             psbt.inputs[index].set(IN_PARTIAL_SIG, der + bytes([SIGHASH_ALL]), keydata=pubkey)
-        return psbt, len(signatures)
+            count += 1
+        return psbt, count
 
     # -- journal ----------------------------------------------------------------------------
 
@@ -347,34 +338,6 @@ class SigningSession:
                 reasons.append([code, f"{name}: {details[name]}"[:MAX_MESSAGE]])
         kept["refusals"] = reasons[:MAX_REFUSALS] or [["officers", "refused"]]
         self.appliance.defer_refusal(subjects, kept)
-
-
-#: Inputs from which the digests are computed in a second thread (below, starting the
-#: thread costs more than it saves).
-_PIPELINE_FROM = 32
-
-
-def _computed_ahead(compute: Callable[[int], bytes], indexes: list[int]) -> Iterator[bytes]:
-    """``compute(i)`` for each index, in order, worked out by a second thread a bounded
-    distance ahead of the consumer. An error in ``compute`` is raised to the consumer at
-    the index where it happened, so nothing after it is signed."""
-    if len(indexes) < _PIPELINE_FROM:
-        yield from (compute(index) for index in indexes)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digests") as pool:
-        ahead: deque[Future[bytes]] = deque()
-        pending = iter(indexes)
-        for index in itertools.islice(pending, _PIPELINE_FROM):
-            ahead.append(pool.submit(compute, index))
-        try:
-            while ahead:
-                digest = ahead.popleft().result()
-                for index in itertools.islice(pending, 1):
-                    ahead.append(pool.submit(compute, index))
-                yield digest
-        finally:
-            for future in ahead:
-                future.cancel()
 
 
 def _signed_by_us(psbt: Psbt, inputs: list) -> bool:

@@ -18,7 +18,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 
 MIN_SIDE = 21
@@ -49,6 +48,8 @@ def to_gray(image: Any) -> np.ndarray | None:
     if image.ndim == 2:
         gray = image
     elif image.ndim == 3 and image.shape[2] in (3, 4):
+        import cv2  # loaded with the first colour frame, not when a screen that scans starts
+
         code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         if not _plausible_size(image.shape[:2]):
             return None

@@ -13,6 +13,7 @@ import json
 import os
 import time
 
+import cbor2
 import pytest
 
 from shared.bitcoin.address import Network, address_to_script
@@ -88,6 +89,8 @@ def test_the_largest_standard_transaction_is_signed_in_one_ceremony(tmp_path):
                str(tmp_path / "signed.psbt"), pins=TWO_PINS)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"signed {count} input(s)" in done.stdout
+    # a ceremony this size is checkpointed at once: later opens do not re-read its transcript
+    checkpoint_seq = cbor2.loads((state / "checkpoint.cbor").read_bytes())["checkpoint"]["seq"]
     signed = Psbt.parse((tmp_path / "signed.psbt").read_bytes())
     assert len(read_receipts(signed)) == 1
     tx = extract(finalize(signed).psbt)
@@ -108,6 +111,7 @@ def test_the_largest_standard_transaction_is_signed_in_one_ceremony(tmp_path):
     decisions = [e for e in entries if e.record.event == "signing_decision"]
     approved, heavy_refusal = decisions[-2], decisions[-1]
     assert approved.record.decision == "approved"
+    assert checkpoint_seq == approved.record.seq
     assert approved.record.details["inputs"] == count
     assert approved.record.details["outpoints_sha256"] == outpoints_digest(
         txin.prevout for txin in tx.inputs).hex()

@@ -16,7 +16,6 @@ from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from appliance.tui.screens.common import KeysFooter
-from shared.qr.camera import FrameSource
 from shared.qr.receiver import QrReceiver, Received, ScanProgress
 from shared.ur.registry import decode_psbt
 
@@ -82,6 +81,8 @@ class ScanScreen(Screen[bytes | None]):
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def capture(self, spec: str) -> None:
         """Read frames until the transfer completes, the video ends, or Escape."""
+        from shared.qr.camera import FrameSource  # OpenCV loads on the first scan, not at start
+
         worker = get_current_worker()
         receiver: QrReceiver | None = None
         try:
