@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -445,22 +447,6 @@ class JournalReport:
         return not self.findings
 
 
-@dataclass
-class _Walk:
-    """State carried while walking the entries in list order."""
-
-    audit_pubkey: bytes
-    appliance_id: str | None
-    start_prev_hash: bytes
-    start_seq: int
-    findings: list[Finding] = field(default_factory=list)
-    by_hash: dict[bytes, int] = field(default_factory=dict)
-    by_seq: dict[int, int] = field(default_factory=dict)
-
-    def add(self, position: int, seq: int | None, problem: str) -> None:
-        self.findings.append(Finding(position, seq, problem))
-
-
 def verify_journal(
     entries: Sequence[Entry],
     audit_pubkey: bytes,
@@ -476,143 +462,171 @@ def verify_journal(
     ``start_prev_hash``/``start_seq`` let a ceremony's segment be checked against the head
     of the previous one (REQUIREMENTS 36). ``appliance_id`` defaults to the first record's.
     """
-    if not ecdsa.is_valid_pubkey(audit_pubkey) or len(audit_pubkey) != 33:
-        raise JournalError("audit key must be a valid 33-byte compressed public key")
-    _hash32(start_prev_hash, "start_prev_hash")
-    _int(start_seq, "start_seq", 0, MAX_SEQ)
+    verifier = StreamVerifier(audit_pubkey, appliance_id, start_prev_hash, start_seq)
     if not all(isinstance(e, Entry) for e in entries):
         raise JournalError("entries must be Entry objects (parse them with Entry.from_bytes)")
-    if entries and appliance_id is None:
-        appliance_id = entries[0].record.appliance_id
-    walk = _Walk(audit_pubkey, appliance_id, start_prev_hash, start_seq)
-    hashes = [e.record.hash() for e in entries]
-    for position in range(len(entries)):
-        _check_entry(walk, entries, hashes, position)
-    _check_missing(walk, entries)
-    head = hashes[-1] if hashes else start_prev_hash
-    last_seq = entries[-1].record.seq if entries else None
-    _check_end(walk, entries, hashes, expected_head, expected_length)
-    walk.findings.sort(key=lambda f: f.position)
-    return JournalReport(walk.findings, len(entries), head, last_seq)
+    for entry in entries:
+        verifier.add(entry.record, entry.verify(audit_pubkey))
+    return verifier.finish(expected_length, expected_head)
 
 
-def _check_entry(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
-    record = entries[position].record
-    seq = record.seq
-    if not ecdsa.verify(walk.audit_pubkey, entries[position].signature, hashes[position]):
-        walk.add(
-            position,
-            seq,
-            "signature does not verify under the audit key "
-            "(record altered or signed by another key)",
-        )
-    if walk.appliance_id is not None and record.appliance_id != walk.appliance_id:
-        walk.add(position, seq, f"appliance {record.appliance_id!r} is not {walk.appliance_id!r}")
-    _check_order(walk, entries, hashes, position)
-    _check_link(walk, entries, hashes, position)
-    if position and record.time < entries[position - 1].record.time:
-        walk.add(
-            position,
-            seq,
-            f"time {record.time} is before the previous record's "
-            f"{entries[position - 1].record.time}",
-        )
-    walk.by_hash.setdefault(hashes[position], position)
-    walk.by_seq.setdefault(seq, position)
+@dataclass
+class StreamVerifier:
+    """The journal's verification, one entry at a time (:func:`verify_journal` folds it
+    over a list; the audit replay over a stream of a year's records).
+
+    Feed each entry (with whether its signature verified) to :meth:`add`, then call
+    :meth:`finish`. What it keeps per entry is its hash (first position of each, for
+    duplicates and links) and its seq: no entry is held.
+    """
+
+    audit_pubkey: bytes
+    appliance_id: str | None = None
+    start_prev_hash: bytes = GENESIS
+    start_seq: int = 0
+    _found: list[tuple[int, int | None, str | _Link]] = field(default_factory=list)
+    _by_hash: dict[bytes, int] = field(default_factory=dict)
+    _by_seq: dict[int, int] = field(default_factory=dict)
+    _seqs: array[int] = field(default_factory=lambda: array("q"))
+    _running_max: array[int] = field(default_factory=lambda: array("q"))
+    _seen: set[int] = field(default_factory=set)
+    _last: Record | None = None
+    _last_hash: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not ecdsa.is_valid_pubkey(self.audit_pubkey) or len(self.audit_pubkey) != 33:
+            raise JournalError("audit key must be a valid 33-byte compressed public key")
+        _hash32(self.start_prev_hash, "start_prev_hash")
+        _int(self.start_seq, "start_seq", 0, MAX_SEQ)
+
+    @property
+    def length(self) -> int:
+        return len(self._seqs)
+
+    def _add(self, position: int, seq: int | None, problem: str | _Link) -> None:
+        self._found.append((position, seq, problem))
+
+    def add(self, record: Record, signed: bool) -> None:
+        """The next entry's record, and whether its signature verified."""
+        position, seq, digest = len(self._seqs), record.seq, record.hash()
+        if self.appliance_id is None and position == 0:
+            self.appliance_id = record.appliance_id
+        if not signed:
+            self._add(position, seq, "signature does not verify under the audit key "
+                      "(record altered or signed by another key)")  # fmt: skip
+        if self.appliance_id is not None and record.appliance_id != self.appliance_id:
+            self._add(position, seq,
+                      f"appliance {record.appliance_id!r} is not {self.appliance_id!r}")
+        self._order(position, record, digest)
+        self._link(position, record)
+        last = self._last
+        if last is not None and record.time < last.time:
+            self._add(position, seq, f"time {record.time} is before the previous record's "
+                      f"{last.time}")  # fmt: skip
+        self._by_hash.setdefault(digest, position)
+        self._by_seq.setdefault(seq, position)
+        self._seqs.append(seq)
+        self._running_max.append(max(seq, self._running_max[-1]) if position else seq)
+        self._seen.add(seq)
+        self._last, self._last_hash = record, digest
+
+    def _order(self, position: int, record: Record, digest: bytes) -> None:
+        seq, last = record.seq, self._last
+        expected = last.seq + 1 if last is not None else self.start_seq
+        if digest in self._by_hash:
+            self._add(position, seq, f"duplicate of the record at position "
+                      f"{self._by_hash[digest]}")  # fmt: skip
+        elif seq in self._by_seq:
+            self._add(position, seq, f"a different record with seq {seq} is at position "
+                      f"{self._by_seq[seq]}")  # fmt: skip
+        elif seq < expected:
+            where = f"comes after seq {expected - 1}" if position else f"is before start {expected}"
+            self._add(position, seq, f"out of order: seq {seq} {where}")
+        elif seq > expected:
+            after = f"seq {expected - 1}" if position else "the start"
+            self._add(position, seq, f"seq {seq} follows {after}: expected seq {expected}")
+
+    def _link(self, position: int, record: Record) -> None:
+        last = self._last
+        expected = self._last_hash if last is not None else self.start_prev_hash
+        if record.prev_hash == expected:
+            return
+        if last is not None:
+            before = f"position {position - 1} (seq {last.seq})"
+        else:
+            before = "the start hash"
+        # where prev_hash points is known only once every hash is (it may be a later one)
+        self._add(position, record.seq, _Link(f"chain break: prev_hash does not match the "
+                                              f"hash of {before}", record.prev_hash))
+
+    def finish(self, expected_length: int | None = None,
+               expected_head: bytes | None = None) -> JournalReport:  # fmt: skip
+        """The report ``verify_journal`` would give for every entry added."""
+        self._missing()
+        end = len(self._seqs)
+        head = self._last_hash if self._last_hash is not None else self.start_prev_hash
+        last_seq = self._last.seq if self._last is not None else None
+        self._end(expected_head, expected_length)
+        findings = [Finding(position, seq, self._text(problem))
+                    for position, seq, problem in sorted(self._found, key=lambda f: f[0])]
+        return JournalReport(findings, end, head, last_seq)
+
+    def _text(self, problem: str | _Link) -> str:
+        if isinstance(problem, str):
+            return problem
+        target = self._by_hash.get(problem.prev_hash)
+        if target is None:
+            return problem.text
+        return f"{problem.text}; it links to seq {self._seqs[target]} at position {target}"
+
+    def _missing(self) -> None:
+        if not self._seqs:
+            return
+        highest = max(self._seen)
+        if highest - self.start_seq > 2 * len(self._seqs) + 1000:
+            self._add(0, highest, f"seq jumps to {highest}: far more records missing than "
+                      "present")  # fmt: skip
+            return
+        for seq in range(self.start_seq, highest):
+            if seq not in self._seen:
+                # the first position holding a higher seq: where the running maximum passes it
+                self._add(bisect_right(self._running_max, seq), seq, f"record seq {seq} is "
+                          "missing")  # fmt: skip
+
+    def _end(self, expected_head: bytes | None, expected_length: int | None) -> None:
+        end = len(self._seqs)
+        last = self._last.seq if self._last is not None else self.start_seq - 1
+        ends = f"journal ends at seq {last}" if end else "journal is empty"
+        if expected_length is not None:
+            _int(expected_length, "expected_length", 0, MAX_SEQ)
+            want = self.start_seq + expected_length - 1
+            if expected_length > end:
+                self._add(end, last + 1, f"{ends}, expected head at seq {want} (truncated)")
+            elif expected_length < end:
+                self._add(expected_length, want + 1,
+                          f"journal continues to seq {last}, expected head at seq {want}")
+        if expected_head is None:
+            return
+        _hash32(expected_head, "expected_head")
+        head = self._last_hash if self._last_hash is not None else self.start_prev_hash
+        if head == expected_head:
+            return
+        at = self._by_hash.get(expected_head)
+        if at is not None:
+            self._add(at + 1, self._seqs[at] + 1, f"journal continues to seq {last} past "
+                      f"the expected head at seq {self._seqs[at]}")  # fmt: skip
+        else:
+            self._add(end, last + 1, f"{ends}, head {head.hex()[:16]}… is not the expected "
+                      f"head {expected_head.hex()[:16]}… (truncated or altered)")  # fmt: skip
 
 
-def _check_order(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
-    seq = entries[position].record.seq
-    expected = entries[position - 1].record.seq + 1 if position else walk.start_seq
-    if hashes[position] in walk.by_hash:
-        earlier = walk.by_hash[hashes[position]]
-        walk.add(position, seq, f"duplicate of the record at position {earlier}")
-    elif seq in walk.by_seq:
-        walk.add(
-            position, seq, f"a different record with seq {seq} is at position {walk.by_seq[seq]}"
-        )
-    elif seq < expected:
-        where = f"comes after seq {expected - 1}" if position else f"is before start {expected}"
-        walk.add(position, seq, f"out of order: seq {seq} {where}")
-    elif seq > expected:
-        after = f"seq {expected - 1}" if position else "the start"
-        walk.add(position, seq, f"seq {seq} follows {after}: expected seq {expected}")
+@dataclass(frozen=True)
+class _Link:
+    """A chain-break message still waiting to say which record ``prev_hash`` names."""
 
+    text: str
+    prev_hash: bytes
 
-def _check_link(walk: _Walk, entries: Sequence[Entry], hashes: list[bytes], position: int) -> None:
-    record = entries[position].record
-    expected = hashes[position - 1] if position else walk.start_prev_hash
-    if record.prev_hash == expected:
-        return
-    if position:
-        before = f"position {position - 1} (seq {entries[position - 1].record.seq})"
-    else:
-        before = "the start hash"
-    problem = f"chain break: prev_hash does not match the hash of {before}"
-    if record.prev_hash in hashes:
-        target = hashes.index(record.prev_hash)
-        problem += f"; it links to seq {entries[target].record.seq} at position {target}"
-    walk.add(position, record.seq, problem)
-
-
-def _check_missing(walk: _Walk, entries: Sequence[Entry]) -> None:
-    """Name each seq that never appears between the start and the highest seq seen."""
-    if not entries:
-        return
-    seen = {e.record.seq for e in entries}
-    highest = max(seen)
-    if highest - walk.start_seq > 2 * len(entries) + 1000:
-        walk.add(0, highest, f"seq jumps to {highest}: far more records missing than present")
-        return
-    for seq in range(walk.start_seq, highest):
-        if seq not in seen:
-            position = next(i for i, e in enumerate(entries) if e.record.seq > seq)
-            walk.add(position, seq, f"record seq {seq} is missing")
-
-
-def _check_end(
-    walk: _Walk,
-    entries: Sequence[Entry],
-    hashes: list[bytes],
-    expected_head: bytes | None,
-    expected_length: int | None,
-) -> None:
-    """Truncation shows only against a head or length recorded somewhere else."""
-    end = len(entries)
-    last = entries[-1].record.seq if entries else walk.start_seq - 1
-    ends = f"journal ends at seq {last}" if entries else "journal is empty"
-    if expected_length is not None:
-        _int(expected_length, "expected_length", 0, MAX_SEQ)
-        want = walk.start_seq + expected_length - 1
-        if expected_length > end:
-            walk.add(end, last + 1, f"{ends}, expected head at seq {want} (truncated)")
-        elif expected_length < end:
-            walk.add(
-                expected_length,
-                want + 1,
-                f"journal continues to seq {last}, expected head at seq {want}",
-            )
-    if expected_head is None:
-        return
-    _hash32(expected_head, "expected_head")
-    head = hashes[-1] if hashes else walk.start_prev_hash
-    if head == expected_head:
-        return
-    if expected_head in hashes:
-        at = hashes.index(expected_head)
-        walk.add(
-            at + 1,
-            entries[at].record.seq + 1,
-            f"journal continues to seq {last} past "
-            f"the expected head at seq {entries[at].record.seq}",
-        )
-    else:
-        walk.add(
-            end,
-            last + 1,
-            f"{ends}, head {head.hex()[:16]}… is not the expected "
-            f"head {expected_head.hex()[:16]}… (truncated or altered)",
-        )
 
 
 # -- outpoints --------------------------------------------------------------------------------

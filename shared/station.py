@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import cbor2
@@ -59,8 +59,15 @@ def activation_commitment(secret: bytes | bytearray) -> bytes:
 # -- what the state holds -----------------------------------------------------------------
 
 
+class _Plain:
+    """A journaled fact kept in the checkpoint as a map of its fields, by name."""
+
+    def to_plain(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class KeyEntry:
+class KeyEntry(_Plain):
     """A signing-token key as the journal records it (no secrets)."""
 
     label: str
@@ -72,10 +79,6 @@ class KeyEntry:
     seq: int
     time: int
 
-    def to_plain(self) -> dict[str, Any]:
-        return {"label": self.label, "public_key": self.public_key, "key_id": self.key_id,
-                "backup_model": self.backup_model, "state": self.state, "origin": self.origin,
-                "seq": self.seq, "time": self.time}  # fmt: skip
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> KeyEntry:
@@ -83,32 +86,25 @@ class KeyEntry:
 
 
 @dataclass(frozen=True)
-class WalletPin:
+class WalletPin(_Plain):
     """A wallet descriptor the station signs for, and how it was authorised."""
 
     descriptor: str
     seq: int
     authorised_by: str  # "export" (its own single key), "administrators" or "policy"
 
-    def to_plain(self) -> dict[str, Any]:
-        return {"descriptor": self.descriptor, "seq": self.seq,
-                "authorised_by": self.authorised_by}  # fmt: skip
-
 
 @dataclass(frozen=True)
-class PolicyRef:
+class PolicyRef(_Plain):
     """An installed policy, by version and hash; the document itself is a checked cache."""
 
     version: int
     hash: bytes
     seq: int
 
-    def to_plain(self) -> dict[str, Any]:
-        return {"version": self.version, "hash": self.hash, "seq": self.seq}
-
 
 @dataclass(frozen=True)
-class Enrolment:
+class Enrolment(_Plain):
     """An officer or administrator token enrolled in a journaled ceremony."""
 
     fingerprint: str
@@ -116,23 +112,15 @@ class Enrolment:
     token: str
     seq: int
 
-    def to_plain(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "role": self.role, "token": self.token,
-                "seq": self.seq}  # fmt: skip
-
 
 @dataclass(frozen=True)
-class ShareSet:
+class ShareSet(_Plain):
     """The activation secret in use: its SLIP-39 identifier and its commitment."""
 
     identifier: int
     commitment: bytes
     threshold: int
     seq: int
-
-    def to_plain(self) -> dict[str, Any]:
-        return {"identifier": self.identifier, "commitment": self.commitment,
-                "threshold": self.threshold, "seq": self.seq}  # fmt: skip
 
 
 @dataclass

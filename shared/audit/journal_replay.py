@@ -21,7 +21,7 @@ been active at that seq. Every record is held to the receipt and deferred-record
 
 The journal is replayed as it is read (:mod:`shared.audit.journal_stream`): each entry is
 parsed and its signature checked (by worker processes for a long journal), the chain is
-folded by a :class:`~shared.audit.journal_stream.StreamVerifier`, and the record is judged,
+folded by a :class:`~shared.journal.StreamVerifier`, and the record is judged,
 all in one pass. What later checks need of a record is kept (its hash and signature by seq,
 an approval's txid and request hash, a ceremony's inputs, outputs and fee as shown), the
 entry itself is not, so memory does not grow with the size of the records.
@@ -61,7 +61,6 @@ from shared.audit.journal_stream import (
     EntryProblem,
     Oversized,
     Preparer,
-    StreamVerifier,
     parse_entry,
     read_entries,
 )
@@ -76,6 +75,7 @@ from shared.journal import (
     Entry,
     JournalError,
     Record,
+    StreamVerifier,
     outpoints_digest,
 )
 from shared.policy import (

@@ -13,9 +13,9 @@ as a list. Here the export is read as a stream instead:
 * :func:`parse_entries` parses and checks a run of entries (a worker process can do it, as
   the entries are independent until they are chained): the record, its audit-key signature
   and the entry's hash;
-* :class:`StreamVerifier` is :func:`~shared.journal.verify_journal` folded one entry at a
-  time, with the same findings in the same order (the test suite compares the two on
-  tampered journals), keeping only hashes and sequence numbers, never entries;
+* the chain is checked by :class:`shared.journal.StreamVerifier`, the one check the
+  station and ``verify_journal`` use too, fed one entry at a time: it keeps only hashes
+  and sequence numbers, never entries;
 * :func:`read_entries` yields the checked entries in order, from worker processes for a long
   journal (:class:`~shared.audit.workers.Workers`: a bounded window of chunks in flight, so
   memory does not grow with the journal) or in this process for a short one.
@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from array import array
-from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import cbor2
@@ -36,16 +34,12 @@ from coincurve import PublicKey
 
 from shared import canonical, journal
 from shared.audit.workers import Workers
-from shared.bitcoin import ecdsa
 from shared.journal import (
-    GENESIS,
     MAX_ENTRY_BYTES,
     MAX_RECORD_BYTES,
     MAX_SEQ,
     Entry,
-    Finding,
     JournalError,
-    JournalReport,
     Record,
     parse_export,
 )
@@ -468,173 +462,6 @@ def read_entries(export: JournalExport, workers: Workers | None = None,
 # -- the chain, one entry at a time -------------------------------------------------------
 
 
-@dataclass
-class StreamVerifier:
-    """:func:`shared.journal.verify_journal`, one entry at a time.
-
-    Feed each entry (with whether its signature verified) to :meth:`add`, then call
-    :meth:`finish`. The findings, their order and the report's fields are those
-    ``verify_journal(entries, audit_key, appliance_id=..., expected_length=...,
-    expected_head=...)`` gives. What it keeps per entry is its hash (first position of each,
-    for duplicates and links) and its seq: no entry is held.
-    """
-
-    audit_pubkey: bytes
-    appliance_id: str | None = None
-    start_prev_hash: bytes = GENESIS
-    start_seq: int = 0
-    _found: list[tuple[int, int | None, str | _Link]] = field(default_factory=list)
-    _by_hash: dict[bytes, int] = field(default_factory=dict)
-    _by_seq: dict[int, int] = field(default_factory=dict)
-    _seqs: array[int] = field(default_factory=lambda: array("q"))
-    _running_max: array[int] = field(default_factory=lambda: array("q"))
-    _seen: set[int] = field(default_factory=set)
-    _last: Record | None = None
-    _last_hash: bytes | None = None
-
-    def __post_init__(self) -> None:
-        if not ecdsa.is_valid_pubkey(self.audit_pubkey) or len(self.audit_pubkey) != 33:
-            raise JournalError("audit key must be a valid 33-byte compressed public key")
-        if not isinstance(self.start_prev_hash, bytes) or len(self.start_prev_hash) != 32:
-            raise JournalError("start_prev_hash must be 32 bytes")
-        if (not isinstance(self.start_seq, int) or isinstance(self.start_seq, bool)
-                or not 0 <= self.start_seq <= MAX_SEQ):  # fmt: skip
-            raise JournalError(f"start_seq {self.start_seq} is outside 0..{MAX_SEQ}")
-
-    @property
-    def length(self) -> int:
-        return len(self._seqs)
-
-    def _add(self, position: int, seq: int | None, problem: str | _Link) -> None:
-        self._found.append((position, seq, problem))
-
-    def add(self, record: Record, signed: bool) -> None:
-        """The next entry's record, and whether its signature verified."""
-        position, seq, digest = len(self._seqs), record.seq, record.hash()
-        if self.appliance_id is None and position == 0:
-            self.appliance_id = record.appliance_id
-        if not signed:
-            self._add(position, seq, "signature does not verify under the audit key "
-                      "(record altered or signed by another key)")  # fmt: skip
-        if self.appliance_id is not None and record.appliance_id != self.appliance_id:
-            self._add(position, seq,
-                      f"appliance {record.appliance_id!r} is not {self.appliance_id!r}")
-        self._order(position, record, digest)
-        self._link(position, record)
-        last = self._last
-        if last is not None and record.time < last.time:
-            self._add(position, seq, f"time {record.time} is before the previous record's "
-                      f"{last.time}")  # fmt: skip
-        self._by_hash.setdefault(digest, position)
-        self._by_seq.setdefault(seq, position)
-        self._seqs.append(seq)
-        self._running_max.append(max(seq, self._running_max[-1]) if position else seq)
-        self._seen.add(seq)
-        self._last, self._last_hash = record, digest
-
-    def _order(self, position: int, record: Record, digest: bytes) -> None:
-        seq, last = record.seq, self._last
-        expected = last.seq + 1 if last is not None else self.start_seq
-        if digest in self._by_hash:
-            self._add(position, seq, f"duplicate of the record at position "
-                      f"{self._by_hash[digest]}")  # fmt: skip
-        elif seq in self._by_seq:
-            self._add(position, seq, f"a different record with seq {seq} is at position "
-                      f"{self._by_seq[seq]}")  # fmt: skip
-        elif seq < expected:
-            where = f"comes after seq {expected - 1}" if position else f"is before start {expected}"
-            self._add(position, seq, f"out of order: seq {seq} {where}")
-        elif seq > expected:
-            after = f"seq {expected - 1}" if position else "the start"
-            self._add(position, seq, f"seq {seq} follows {after}: expected seq {expected}")
-
-    def _link(self, position: int, record: Record) -> None:
-        last = self._last
-        expected = self._last_hash if last is not None else self.start_prev_hash
-        if record.prev_hash == expected:
-            return
-        if last is not None:
-            before = f"position {position - 1} (seq {last.seq})"
-        else:
-            before = "the start hash"
-        # where prev_hash points is known only once every hash is (it may be a later one)
-        self._add(position, record.seq, _Link(f"chain break: prev_hash does not match the "
-                                              f"hash of {before}", record.prev_hash))
-
-    def finish(self, expected_length: int | None = None,
-               expected_head: bytes | None = None) -> JournalReport:  # fmt: skip
-        """The report ``verify_journal`` would give for every entry added."""
-        self._missing()
-        end = len(self._seqs)
-        head = self._last_hash if self._last_hash is not None else self.start_prev_hash
-        last_seq = self._last.seq if self._last is not None else None
-        self._end(expected_head, expected_length)
-        findings = [Finding(position, seq, self._text(problem))
-                    for position, seq, problem in sorted(self._found, key=lambda f: f[0])]
-        return JournalReport(findings, end, head, last_seq)
-
-    def _text(self, problem: str | _Link) -> str:
-        if isinstance(problem, str):
-            return problem
-        target = self._by_hash.get(problem.prev_hash)
-        if target is None:
-            return problem.text
-        return f"{problem.text}; it links to seq {self._seqs[target]} at position {target}"
-
-    def _missing(self) -> None:
-        if not self._seqs:
-            return
-        highest = max(self._seen)
-        if highest - self.start_seq > 2 * len(self._seqs) + 1000:
-            self._add(0, highest, f"seq jumps to {highest}: far more records missing than "
-                      "present")  # fmt: skip
-            return
-        for seq in range(self.start_seq, highest):
-            if seq not in self._seen:
-                # the first position holding a higher seq: where the running maximum passes it
-                self._add(bisect_right(self._running_max, seq), seq, f"record seq {seq} is "
-                          "missing")  # fmt: skip
-
-    def _end(self, expected_head: bytes | None, expected_length: int | None) -> None:
-        end = len(self._seqs)
-        last = self._last.seq if self._last is not None else self.start_seq - 1
-        ends = f"journal ends at seq {last}" if end else "journal is empty"
-        if expected_length is not None:
-            if not isinstance(expected_length, int) or isinstance(expected_length, bool):
-                raise JournalError("expected_length must be an integer, not "
-                                   f"{type(expected_length).__name__}")
-            if not 0 <= expected_length <= MAX_SEQ:
-                raise JournalError(f"expected_length {expected_length} is outside 0..{MAX_SEQ}")
-            want = self.start_seq + expected_length - 1
-            if expected_length > end:
-                self._add(end, last + 1, f"{ends}, expected head at seq {want} (truncated)")
-            elif expected_length < end:
-                self._add(expected_length, want + 1,
-                          f"journal continues to seq {last}, expected head at seq {want}")
-        if expected_head is None:
-            return
-        if not isinstance(expected_head, bytes) or len(expected_head) != 32:
-            raise JournalError("expected_head must be 32 bytes")
-        head = self._last_hash if self._last_hash is not None else self.start_prev_hash
-        if head == expected_head:
-            return
-        at = self._by_hash.get(expected_head)
-        if at is not None:
-            self._add(at + 1, self._seqs[at] + 1, f"journal continues to seq {last} past "
-                      f"the expected head at seq {self._seqs[at]}")  # fmt: skip
-        else:
-            self._add(end, last + 1, f"{ends}, head {head.hex()[:16]}… is not the expected "
-                      f"head {expected_head.hex()[:16]}… (truncated or altered)")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Link:
-    """A chain-break message still waiting to say which record ``prev_hash`` names."""
-
-    text: str
-    prev_hash: bytes
-
-
 __all__ = ["CHUNK", "PARALLEL_FROM", "CheckedEntry", "EntryProblem", "JournalExport",
-           "Oversized", "Preparer", "StreamVerifier", "parse_entries", "parse_entry",
+           "Oversized", "Preparer", "parse_entries", "parse_entry",
            "read_entries"]  # fmt: skip

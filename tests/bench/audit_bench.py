@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 
 from tests.audit.conftest import SoftCold, SoftDesk, payee
+from tests.bench.growth import fitted_exponent
 
 TARGET_WALL = 60.0
 TARGET_EXPONENT = 1.05
@@ -183,14 +183,6 @@ def stages(bundle: Path, coordinator: Path, processes: int) -> None:
 
 # -- the growth table ---------------------------------------------------------------------
 
-
-def fitted_exponent(points: list[tuple[int, float]]) -> float:
-    """The slope of log(time) against log(records), least squares."""
-    xs = [math.log(n) for n, _ in points]
-    ys = [math.log(t) for _, t in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
-        sum((x - mx) ** 2 for x in xs)  # fmt: skip
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ at 100,000 coins.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from online_coordinator.store import Store
 from online_coordinator.sync import run_sync
 from online_coordinator.wallet import import_single, load_wallet, next_address, read_export
 from shared.bitcoin.address import Network, script_to_address
+from tests.bench.growth import fitted_exponent
 from tests.coordinator.softappliance import SoftAppliance, secret
 
 COIN_SATS = 100_000
@@ -81,16 +81,6 @@ def timed(action: Callable[[], T]) -> tuple[T, Timing]:
     result = action()
     return result, Timing(time.perf_counter() - wall, time.thread_time() - cpu)
 
-
-def fitted_exponent(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of log(time) on log(coins): 1.0 is linear, 2.0 quadratic."""
-    usable = [(math.log(n), math.log(max(t, 1e-6))) for n, t in points]
-    if len(usable) < 2:
-        return float("nan")
-    mean_x = sum(x for x, _ in usable) / len(usable)
-    mean_y = sum(y for _, y in usable) / len(usable)
-    spread = sum((x - mean_x) ** 2 for x, _ in usable)
-    return sum((x - mean_x) * (y - mean_y) for x, y in usable) / spread
 
 
 class Chain:

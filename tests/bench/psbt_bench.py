@@ -39,7 +39,6 @@ import base64
 import ctypes.util
 import gc
 import importlib.metadata
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.psbt import Psbt
 from shared.psbt.fields import _parsed_transaction
 from shared.psbt.model import MAGIC
+from tests.bench.growth import fitted_exponent
 
 N_INPUTS = N_OUTPUTS = 1_000
 TARGET_SECONDS = 0.3
@@ -123,15 +123,6 @@ def timed(action: Callable[[], object]) -> tuple[float, float]:
 def median_seconds(action: Callable[[], object], runs: int) -> float:
     return statistics.median(timed(action)[0] for _ in range(runs))
 
-
-def fitted_exponent(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of log(y) on log(x): 1.0 is linear, 2.0 quadratic."""
-    xs = [math.log(x) for x, _ in points]
-    ys = [math.log(y) for _, y in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
 
 
 # -- 1. Coldstation alone -------------------------------------------------------------------

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -56,6 +55,7 @@ from tests.adversarial.psbts import (
     pubkey,
     secret,
 )
+from tests.bench.growth import fitted_exponent
 
 COIN = 1_000_000
 #: (wallet kind, inputs): the rows of the table; the P2WPKH ones give the exponent.
@@ -186,15 +186,6 @@ def time_steps(job: Prepared) -> dict[str, tuple[float, float]]:
         out[name] = (time.perf_counter() - wall, time.process_time() - cpu)
     return out
 
-
-def fitted_exponent(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of log(y) on log(x): 1.0 is linear, 2.0 quadratic."""
-    xs = [math.log(x) for x, _ in points]
-    ys = [math.log(y) for _, y in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
 
 
 def measure(jobs: list[Prepared], runs: int) -> dict[tuple[str, int], dict[str, list[float]]]:

@@ -18,7 +18,6 @@ start: a fresh process to the Home screen drawn; target under 1.5 s. Prints figu
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from shared.qr.receiver import QrReceiver
 from shared.request import RequestMetadata, attach_request
 from shared.ur.registry import decode_psbt, encode_psbt
 from shared.ur.ur import UR, UREncoder
+from tests.bench.growth import fitted_exponent
 
 EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
 PINS = {"officer-1": "1111", "officer-2": "2222", "officer-3": "3333"}
@@ -194,10 +194,6 @@ def _median(runs: list[Run], name: str) -> float:
     return statistics.median(getattr(r, name) for r in runs)
 
 
-def _exponent(rows: list[tuple[int, float]]) -> float:
-    (x0, y0), (x1, y1) = rows[0], rows[-1]
-    return math.log(y1 / y0) / math.log(x1 / x0)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -243,7 +239,7 @@ def main() -> None:
               " ms")  # fmt: skip
     if len(journal_rows) >= 2:
         cpu = [(size, _median(runs, "cpu")) for size, runs, _ in journal_rows]
-        print(f"  fitted exponent of CPU in journal records: {_exponent(cpu):.2f} (target: "
+        print(f"  fitted exponent of CPU in journal records: {fitted_exponent(cpu):.2f} (target: "
               "independent of the journal; < 500 ms wall at 10,000, <= 250 ms CPU at 100,000)")
     print("Inputs per request (journal as above), against the signing token alone; the "
           "ceremony from the last QR part to the signed QR drawn, on an open station (the "
@@ -255,7 +251,7 @@ def main() -> None:
               f"{wall / floor:>6.2f} {_median(runs, 'open') * 1000:>5.0f} ms")
     if len(input_rows) >= 2:
         growth = [(count, _median(runs, "ceremony")) for count, runs, _ in input_rows]
-        print(f"  fitted exponent in inputs: {_exponent(growth):.2f} (target: linear, "
+        print(f"  fitted exponent in inputs: {fitted_exponent(growth):.2f} (target: linear, "
               "within 1.3x the raw HSM time at the standard maximum)")
     verdict = "OK" if cold < TUI_TARGET else "OVER"
     print(f"TUI cold start to Home screen {cold * 1000:.0f} ms (median of 3; target "
