@@ -102,8 +102,11 @@ def read_checkpoint(path: Path, audit_key: bytes, appliance_id: str
         raise CheckpointError(f"{path} is unreadable: {exc}") from exc
     if checkpoint.appliance_id != appliance_id:
         raise CheckpointError(f"{path} is for appliance {checkpoint.appliance_id!r}")
-    if not isinstance(signature, bytes) or not ecdsa.verify(audit_key, signature,
-                                                            checkpoint.digest()):  # fmt: skip
+    try:
+        digest = checkpoint.digest()
+    except canonical.CanonicalError as exc:  # a float, a huge int...: nothing we signed
+        raise CheckpointError(f"{path} is unreadable: {exc}") from exc
+    if not isinstance(signature, bytes) or not ecdsa.verify(audit_key, signature, digest):
         raise CheckpointError(f"{path}: the audit key's signature does not verify")
     if hashlib.sha256(body).digest() != checkpoint.state_sha256:
         raise CheckpointError(f"{path}: the state does not match its signed digest")

@@ -670,6 +670,19 @@ def test_a_damaged_or_deleted_checkpoint_only_costs_time(base, tmp_path):
     assert ok(done) and out.exists()
 
 
+@pytest.mark.parametrize("field, value", [("seq", 1.5), ("offset", -1), ("last_offset", 2**70),
+                                          ("last_sha256", "text"), ("head", None)])
+def test_a_checkpoint_with_hostile_field_types_only_costs_time(base, tmp_path, field, value):
+    st = station(base, tmp_path)
+    path = st / "checkpoint.cbor"
+    plain = cbor2.loads(path.read_bytes())
+    plain["checkpoint"][field] = value
+    path.write_bytes(cbor2.dumps(plain))
+    code, report = status(st)
+    assert code == 0 and report["usable"], report
+    assert any("checkpoint not used" in n for n in report["notes"]), report["notes"]
+
+
 def test_an_edited_record_after_the_checkpoint_stops_the_station(base, tmp_path):
     st = station(base, tmp_path)
     index = next(i for i, e in enumerate(entries(st)) if e.record.event == "key_archived")
