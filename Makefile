@@ -7,8 +7,14 @@ export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
 .PHONY: test demo lint bench fuzz system-deps venv clean image image-deps test-image
 
+# The house rules first (each in seconds), then the suite: lint and format, layering contracts,
+# types (strict on shared/'s pure core) and dead code, all configured in pyproject.toml.
 test: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
+	$(PY) -m vulture
 	$(PY) -m pytest tests
 
 # The whole story on embedded defaults (SoftHSM2, local regtest validated by Bitcoin Core's
@@ -20,6 +26,10 @@ demo: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
+	$(PY) -m vulture
 
 bench: venv
 	$(VENV)/bin/pip install -q -e '.[bench]'
@@ -54,7 +64,7 @@ $(VENV)/.installed: pyproject.toml
 venv: system-deps $(VENV)/.installed
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis
 
 # The cold-station OS image (issue 8, docs/image.md): needs root, debootstrap and, for the
 # tests, qemu. Not part of `make test` or CI's default run (about 15 minutes as root).

@@ -26,7 +26,6 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 import shamir_mnemonic
 from shamir_mnemonic import MnemonicError, Share
@@ -34,6 +33,7 @@ from shamir_mnemonic import MnemonicError, Share
 from appliance.hsm import Hsm
 from appliance.officers import OfficerError, PinGuard, UnlockedOfficer, share_error_text, unlock
 from shared.bitcoin import ecdsa
+from shared.closing import Closing
 
 SECRET_SIZES = (16, 32)
 _HEX = b"0123456789abcdef"
@@ -96,7 +96,7 @@ def _check_secret(secret: bytes | bytearray) -> None:
         raise ValueError(f"activation secret must be {SECRET_SIZES} bytes")
 
 
-class ActivatedPin:
+class ActivatedPin(Closing):
     """The signing token's PIN in a wipeable buffer; use it as a context manager.
 
     ``officers`` are the fingerprints of the officers whose shares built it, in the order
@@ -111,15 +111,8 @@ class ActivatedPin:
         self.officers = tuple(officers)
         self._wiped = False
 
-    def __enter__(self) -> ActivatedPin:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Ends the use (``with`` calls it): :meth:`wipe`."""
         self.wipe()
 
     def reveal(self) -> str:
@@ -281,12 +274,6 @@ def make_offer(officer: UnlockedOfficer, registry: Mapping[str, bool]) -> Offer:
         except (MnemonicError, ValueError, KeyError) as exc:
             raise QuorumError(f"{who} holds a damaged share: {share_error_text(exc)}") from None
     return Offer(fingerprint, officer.token_label, tuple(shares))
-
-
-def contribute(officer: UnlockedOfficer, registry: Mapping[str, bool],
-               identifier: int | None = None) -> Contribution:  # fmt: skip
-    """One officer's checked share of secret ``identifier`` (see :func:`make_offer`)."""
-    return contributions([make_offer(officer, registry)], identifier)[0]
 
 
 def _prove_key(officer: UnlockedOfficer, who: str) -> None:

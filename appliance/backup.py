@@ -51,15 +51,16 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, cast
 
 import pkcs11
 import shamir_mnemonic
 from coincurve import PublicKey as CurvePublicKey
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.attributes import AttributeMapper
-from pkcs11.constants import DEFAULT
+from pkcs11.constants import DEFAULT, MechanismFlag
 from pkcs11.exceptions import PinIncorrect, PinLenRange, PKCS11Error
+from pkcs11.types import SignMixin, UnwrapMixin, WrapMixin
 from shamir_mnemonic import MnemonicError
 
 from appliance.hsm import Hsm, HsmError, WrongPinError
@@ -265,9 +266,13 @@ def _confirm_kek_as_user(hsm: Hsm, token: pkcs11.Token, user_pin: str, label: st
             kek = _find_kek(session, label, token.label)
             try:
                 values = kek.get_attributes(
-                    [Attribute.TRUSTED, Attribute.SENSITIVE, Attribute.EXTRACTABLE,
-                     Attribute.CHECK_VALUE]
-                )  # fmt: skip
+                    [
+                        Attribute.TRUSTED,
+                        Attribute.SENSITIVE,
+                        Attribute.EXTRACTABLE,
+                        Attribute.CHECK_VALUE,
+                    ]
+                )
             except PKCS11Error as exc:
                 raise BackupError(
                     f"cannot read KEK {label!r} on token {token.label!r}: {type(exc).__name__}"
@@ -306,7 +311,13 @@ def _attribute_array(items: list[tuple[Attribute, bytes]], keep_alive: list[Any]
     return bytes(array)
 
 
-def _find_kek(session: pkcs11.Session, label: str, token_label: str) -> pkcs11.SecretKey:
+class _Kek(pkcs11.SecretKey, WrapMixin, UnwrapMixin):
+    """For the type checker only: a secret key the token lets wrap and unwrap. python-pkcs11
+    builds each object's class from its attributes, so :func:`_find_kek` checks the two
+    capabilities at run time and names the KEK when one is missing."""
+
+
+def _find_kek(session: pkcs11.Session, label: str, token_label: str) -> _Kek:
     try:
         found = list(
             session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
@@ -319,7 +330,13 @@ def _find_kek(session: pkcs11.Session, label: str, token_label: str) -> pkcs11.S
         raise BackupError(f"token {token_label!r} has no KEK labelled {label!r}")
     if len(found) > 1:
         raise BackupError(f"token {token_label!r} has {len(found)} keys labelled {label!r}")
-    return found[0]
+    kek = found[0]
+    if not (isinstance(kek, WrapMixin) and isinstance(kek, UnwrapMixin)):
+        raise BackupError(
+            f"KEK {label!r} on token {token_label!r} cannot wrap and unwrap "
+            "(CKA_WRAP or CKA_UNWRAP is false)"
+        )
+    return cast(_Kek, kek)
 
 
 def _read(obj: pkcs11.Object, attr: Attribute, what: str, token_label: str) -> Any:
@@ -401,8 +418,9 @@ def restore_key(
         return keystore.restored_key(label, key_id, original, model)
 
 
-def finish_restore(keystore: Keystore, label: str, key_id: bytes, public_key: bytes,
-                   backup_model: BackupModel) -> KeyInfo | None:
+def finish_restore(
+    keystore: Keystore, label: str, key_id: bytes, public_key: bytes, backup_model: BackupModel
+) -> KeyInfo | None:
     """After a crash: the key a restore unwrapped under ``key_id``, proven against the
     original public key and completed with its public object; None (and nothing left in
     the token) when the unwrap never happened or its key does not prove."""
@@ -419,8 +437,9 @@ def finish_restore(keystore: Keystore, label: str, key_id: bytes, public_key: by
                 _destroy_quietly(public)
             return None
         if public is None:
-            _create_public(keystore.session(), private, public_key, label, key_id,
-                           keystore.token_label)  # fmt: skip
+            _create_public(
+                keystore.session(), private, public_key, label, key_id, keystore.token_label
+            )
     return keystore.restored_key(label, key_id, public_key, backup_model)
 
 
@@ -430,8 +449,13 @@ def kek_present(hsm: Hsm, token_label: str, label: str = KEK_LABEL) -> bool:
         token = hsm.token(label=token_label)
         with hsm.public_session(token) as session:
             try:
-                return bool(list(session.get_objects(
-                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})))
+                return bool(
+                    list(
+                        session.get_objects(
+                            {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
+                        )
+                    )
+                )
             except PKCS11Error as exc:
                 raise BackupError(f"cannot search token {token_label!r}: {exc!r}") from exc
 
@@ -447,13 +471,17 @@ def destroy_kek(hsm: Hsm, token_label: str, label: str = KEK_LABEL) -> int:
         token = hsm.token(label=token_label)
         with hsm.public_session(token) as session:
             try:
-                found = list(session.get_objects(
-                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
+                found = list(
+                    session.get_objects(
+                        {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
+                    )
+                )
                 for kek in found:
                     kek.destroy()
             except PKCS11Error as exc:
-                raise BackupError(f"cannot destroy the KEK on token {token_label!r}: "
-                                  f"{exc!r}") from exc  # fmt: skip
+                raise BackupError(
+                    f"cannot destroy the KEK on token {token_label!r}: {exc!r}"
+                ) from exc
     return len(found)
 
 
@@ -475,13 +503,13 @@ def _compressed(public_key: bytes | str, label: str) -> bytes:
 
 
 def _unwrap(
-    kek: pkcs11.SecretKey,
+    kek: _Kek,
     blob: bytes,
     label: str,
     key_id: bytes,
     model: BackupModel,
     token_label: str,
-) -> pkcs11.PrivateKey:
+) -> pkcs11.Key:
     """Unwrap as a private, sensitive token key with the original backup model."""
     template: dict[Attribute, Any] = {
         # python-pkcs11 adds these for every key type; a private key has none of them
@@ -492,9 +520,16 @@ def _unwrap(
     }
     try:
         return kek.unwrap_key(
-            ObjectClass.PRIVATE_KEY, KeyType.EC, blob, id=key_id, label=label,
-            mechanism=WRAP_MECHANISM, store=True, capabilities=0, template=template,
-        )  # fmt: skip
+            ObjectClass.PRIVATE_KEY,
+            KeyType.EC,
+            blob,
+            id=key_id,
+            label=label,
+            mechanism=WRAP_MECHANISM,
+            store=True,
+            capabilities=MechanismFlag(0),
+            template=template,
+        )
     except PKCS11Error as exc:
         raise BackupError(
             f"cannot unwrap key {label!r} on token {token_label!r}: wrong KEK or damaged "
@@ -508,8 +543,11 @@ def _prove_or_destroy(
     """Sign a fresh random digest and verify it under the original public key."""
     digest = os.urandom(32)
     try:
-        der = der_from_raw(private.sign(digest, mechanism=Mechanism.ECDSA))
-        matches = verify(original, der, digest)
+        if isinstance(private, SignMixin):  # a restored key that cannot sign is no match
+            der = der_from_raw(private.sign(digest, mechanism=Mechanism.ECDSA))
+            matches = verify(original, der, digest)
+        else:
+            matches = False
     except (PKCS11Error, ValueError):
         matches = False
     if not matches:
@@ -530,18 +568,20 @@ def _create_public(
 ) -> pkcs11.Object:
     """The matching public key object, so the target token holds the same pair as the source."""
     try:
-        return session.create_object({
-            Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-            Attribute.KEY_TYPE: KeyType.EC,
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: False,
-            Attribute.ID: key_id,
-            Attribute.LABEL: label,
-            Attribute.EC_PARAMS: secp256k1_params(),
-            Attribute.EC_POINT: ec_point_der(original),
-            Attribute.VERIFY: True,
-            Attribute.MODIFIABLE: False,
-        })  # fmt: skip
+        return session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.ID: key_id,
+                Attribute.LABEL: label,
+                Attribute.EC_PARAMS: secp256k1_params(),
+                Attribute.EC_POINT: ec_point_der(original),
+                Attribute.VERIFY: True,
+                Attribute.MODIFIABLE: False,
+            }
+        )
     except PKCS11Error as exc:
         _destroy_quietly(private)
         raise BackupError(

@@ -35,7 +35,8 @@ from shared.station import StationError, StationState
 
 CHECKPOINT_TYPE = "coldstation-checkpoint"
 CHECKPOINT_FORMAT = 1
-MAX_CHECKPOINT_BYTES = 1 << 31
+#: A year's station state is some 24 MB; anything near this bound is not a checkpoint.
+MAX_CHECKPOINT_BYTES = 1 << 30
 
 
 class CheckpointError(ValueError):
@@ -55,46 +56,70 @@ class Checkpoint:
     state_sha256: bytes
 
     def to_plain(self) -> dict[str, object]:
-        return {"type": CHECKPOINT_TYPE, "format": CHECKPOINT_FORMAT,
-                "appliance": self.appliance_id, "seq": self.seq, "head": self.head,
-                "offset": self.offset, "last_offset": self.last_offset,
-                "last_sha256": self.last_sha256,
-                "state_sha256": self.state_sha256}  # fmt: skip
+        return {
+            "type": CHECKPOINT_TYPE,
+            "format": CHECKPOINT_FORMAT,
+            "appliance": self.appliance_id,
+            "seq": self.seq,
+            "head": self.head,
+            "offset": self.offset,
+            "last_offset": self.last_offset,
+            "last_sha256": self.last_sha256,
+            "state_sha256": self.state_sha256,
+        }
 
     def digest(self) -> bytes:
         return canonical.digest(self.to_plain())
 
 
-def write_checkpoint(path: Path, state: StationState, start: Start,
-                     sign: Callable[[bytes], bytes]) -> Checkpoint:  # fmt: skip
+def write_checkpoint(
+    path: Path, state: StationState, start: Start, sign: Callable[[bytes], bytes]
+) -> Checkpoint:
     """Sign and store the state folded up to ``state.seq`` (``start``: where its frame is)."""
     if state.appliance_id is None or state.seq < 0:
         raise CheckpointError("nothing to checkpoint: the journal is empty")
     body = state.to_bytes()
-    checkpoint = Checkpoint(state.appliance_id, state.seq, state.head, start.offset,
-                            start.last_offset, start.last_sha256,
-                            hashlib.sha256(body).digest())  # fmt: skip
+    checkpoint = Checkpoint(
+        state.appliance_id,
+        state.seq,
+        state.head,
+        start.offset,
+        start.last_offset,
+        start.last_sha256,
+        hashlib.sha256(body).digest(),
+    )
     signature = sign(checkpoint.digest())
-    atomic_write(path, cbor2.dumps({"checkpoint": checkpoint.to_plain(), "sig": signature,
-                                    "state": body}))  # fmt: skip
+    atomic_write(
+        path, cbor2.dumps({"checkpoint": checkpoint.to_plain(), "sig": signature, "state": body})
+    )
     return checkpoint
 
 
-def read_checkpoint(path: Path, audit_key: bytes, appliance_id: str
-                    ) -> tuple[Checkpoint, StationState]:  # fmt: skip
+def read_checkpoint(
+    path: Path, audit_key: bytes, appliance_id: str
+) -> tuple[Checkpoint, StationState]:
     """The verified checkpoint and its state; CheckpointError says why it cannot be used."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:  # the medium is untrusted: never read without a bound
+            data = file.read(MAX_CHECKPOINT_BYTES + 1)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path} is larger than {MAX_CHECKPOINT_BYTES} bytes")
     try:
         plain = cbor2.loads(data)
         fields = plain["checkpoint"]
-        checkpoint = Checkpoint(fields["appliance"], fields["seq"], fields["head"],
-                                fields["offset"], fields["last_offset"],
-                                fields["last_sha256"], fields["state_sha256"])  # fmt: skip
+        checkpoint = Checkpoint(
+            fields["appliance"],
+            fields["seq"],
+            fields["head"],
+            fields["offset"],
+            fields["last_offset"],
+            fields["last_sha256"],
+            fields["state_sha256"],
+        )
         signature, body = plain["sig"], plain["state"]
         if fields != checkpoint.to_plain() or not isinstance(body, bytes):
             raise CheckpointError("unexpected fields")
@@ -114,13 +139,17 @@ def read_checkpoint(path: Path, audit_key: bytes, appliance_id: str
         state = StationState.from_bytes(body)
     except StationError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    if (state.seq, state.head, state.appliance_id) != (checkpoint.seq, checkpoint.head,
-                                                       appliance_id):  # fmt: skip
+    if (state.seq, state.head, state.appliance_id) != (
+        checkpoint.seq,
+        checkpoint.head,
+        appliance_id,
+    ):
         raise CheckpointError(f"{path}: the state is not at the signed journal position")
     return checkpoint, state
 
 
 def start_of(checkpoint: Checkpoint) -> Start:
     """Where the journal's unverified frames begin, per the checkpoint."""
-    return Start(checkpoint.offset, checkpoint.seq + 1, checkpoint.last_offset,
-                 checkpoint.last_sha256)  # fmt: skip
+    return Start(
+        checkpoint.offset, checkpoint.seq + 1, checkpoint.last_offset, checkpoint.last_sha256
+    )

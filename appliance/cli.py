@@ -2,8 +2,9 @@
 
 Every ceremony asks for PINs at a prompt, or reads them one per line from the descriptor
 given with ``--pin-fd`` (never from argv or the environment). Officers and administrators
-are named by their token labels. Exit status: 0 done, 1 refused (with the reason; the
-journal says so where it can), 2 bad usage or input.
+are named by their token labels. Exit status (mapped in :mod:`appliance.exit_codes`): 0
+done, 1 refused (with the reason; the journal says so where it can), 2 bad usage or input.
+``--state DIR`` may be given before the ceremony or after it.
 
 With no ceremony named, the Textual application starts (home, scan, review, approvals,
 signed QR, keys, officers, policy, journal).
@@ -20,169 +21,226 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from appliance.activation import QuorumError
-from appliance.backup import BackupError, new_kek_shares
-from appliance.ceremonies import Appliance, CeremonyError, initialise
-from appliance.hsm import HsmError
-from appliance.journal_store import JournalStoreError
-from appliance.keystore import BackupModel, KeyState, KeystoreError
-from appliance.officers import OfficerError
-from appliance.pins import PinSource, PinSourceError
-from appliance.recorder import ClockError
-from appliance.signing import SigningError, SigningSession
-from appliance.state import ApplianceState, StateError
-from appliance.token_objects import AnchorError
-from shared.bitcoin.descriptor import Descriptor, DescriptorError
-from shared.journal import JournalError, audit_key_fingerprint, export_journal
-from shared.policy import Policy, PolicyError, SignedPolicy
+from appliance.appliance import Appliance
+from appliance.backup import new_kek_shares
+from appliance.exit_codes import REFUSALS, failure
+from appliance.initialise import initialise
+from appliance.keystore import BackupModel, KeyState
+from appliance.pins import PinSource
+from appliance.policy_draft import PolicyChanges, draft_next
+from appliance.signing import SigningSession, approved_request
+from appliance.state import ApplianceState
+from appliance.station import CeremonyError
+from shared.bitcoin.descriptor import Descriptor
+from shared.journal import audit_key_fingerprint, export_journal
+from shared.policy import Policy, SignedPolicy
 from shared.review import Review, review_locks_text
-from shared.ur.payload import PayloadError, cbor_to_file
+from shared.ur.payload import cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
 
-REFUSALS = (CeremonyError, QuorumError, OfficerError, KeystoreError, BackupError, PolicyError,
-            JournalError, JournalStoreError, HsmError, StateError, PinSourceError, SigningError,
-            DescriptorError, PayloadError, AnchorError, ClockError)  # fmt: skip
-#: Policy fields `policy draft --set` may change (identity and chain fields may not).
-_SETTABLE = {"approval_quorum", "admin_quorum", "require_address_book", "per_tx_limit",
-             "per_day_limit", "fee_rate_ceiling", "max_fee", "request_ttl_max",
-             "allow_timelocks"}  # fmt: skip
-_BOOLEAN = {"require_address_book", "allow_timelocks"}
+DEFAULT_STATE = Path("coldstation-appliance-state")
+
+
+def _add_state(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    """``--state DIR``, on the program (with the default) and on each ceremony (without one,
+    so it does not overwrite the program's): before the ceremony or after it, the last one
+    given wins."""
+    parser.add_argument(
+        "--state", type=Path, default=default, help=f"state directory (default ./{DEFAULT_STATE})"
+    )
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A ceremony's parser, which takes ``--state`` after its name too."""
+    parser = commands.add_parser(name, help=help)
+    _add_state(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coldstation-appliance", description=__doc__)
-    parser.add_argument("--state", type=Path, default=Path("coldstation-appliance-state"),
-                        help="state directory (default ./coldstation-appliance-state)")
+    _add_state(parser, DEFAULT_STATE)
     parser.add_argument("--pin-fd", type=int, help="read PINs, one per line, from this fd")
-    parser.add_argument("--camera", default="0",
-                        help="TUI scan source: camera index or video file (default 0)")
+    parser.add_argument(
+        "--camera", default="0", help="TUI scan source: camera index or video file (default 0)"
+    )
     sub = parser.add_subparsers(dest="command", required=False, metavar="CEREMONY")
 
-    init = sub.add_parser("init", help="create tokens, officers, administrators, first policy")
+    init = _command(sub, "init", help="create tokens, officers, administrators, first policy")
     init.add_argument("--network", default="regtest")
     init.add_argument("--officers", type=int, default=3)
     init.add_argument("--quorum", type=int, default=2)
     init.add_argument("--admins", type=int, default=2)
     init.add_argument("--admin-quorum", type=int, default=2)
     init.add_argument("--demo", action="store_true", help="provision SoftHSM2 tokens")
-    init.add_argument("--start-over", action="store_true",
-                      help="wipe a half-made demo station in --state first (never a finished one)")
+    init.add_argument(
+        "--start-over",
+        action="store_true",
+        help="wipe a half-made demo station in --state first (never a finished one)",
+    )
     init.set_defaults(handler=init_command)
 
     def with_officers(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--officers", required=True, help="officer token labels, comma separated")
         return p
 
-    keygen = with_officers(sub.add_parser("keygen", help="generate a signing key in the HSM"))
+    keygen = with_officers(_command(sub, "keygen", help="generate a signing key in the HSM"))
     keygen.add_argument("label")
-    keygen.add_argument("--backup-model", choices=[m.value for m in BackupModel],
-                        default=BackupModel.NON_EXTRACTABLE.value)  # fmt: skip
+    keygen.add_argument(
+        "--backup-model",
+        choices=[m.value for m in BackupModel],
+        default=BackupModel.NON_EXTRACTABLE.value,
+    )
     keygen.set_defaults(handler=keygen_command)
 
-    export = with_officers(sub.add_parser("export-wallet", help="descriptor + signed receipt"))
+    export = with_officers(_command(sub, "export-wallet", help="descriptor + signed receipt"))
     export.add_argument("label")
     export.add_argument("--out", type=Path, required=True, help="folder for the export files")
     export.set_defaults(handler=export_wallet_command)
 
-    for name, state in (("suspend", KeyState.SUSPENDED), ("reactivate", KeyState.ACTIVE),
-                        ("archive", KeyState.ARCHIVED)):  # fmt: skip
-        cmd = with_officers(sub.add_parser(name, help=f"{name} a key"))
+    for name, state in (
+        ("suspend", KeyState.SUSPENDED),
+        ("reactivate", KeyState.ACTIVE),
+        ("archive", KeyState.ARCHIVED),
+    ):
+        cmd = with_officers(_command(sub, name, help=f"{name} a key"))
         cmd.add_argument("label")
         cmd.set_defaults(handler=key_state_command, key_state=state)
 
     policy = sub.add_parser("policy", help="draft, sign, install and show policies")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
-    draft = psub.add_parser("draft", help="the next policy version, with changes")
+    draft = _command(psub, "draft", help="the next policy version, with changes")
     draft.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     draft.add_argument("--add-address", action="append", default=[], metavar="ADDRESS=LABEL")
-    draft.add_argument("--revoke", action="append", default=[], metavar="FINGERPRINT",
-                       help="revoke an officer (kept listed, inactive)")  # fmt: skip
-    draft.add_argument("--internal-wallet", action="append", default=[], metavar="DESCRIPTOR",
-                       help="a wallet of the custodian's own: outputs to it count as change "
-                            "and the station may pin it")  # fmt: skip
+    draft.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        metavar="FINGERPRINT",
+        help="revoke an officer (kept listed, inactive)",
+    )
+    draft.add_argument(
+        "--internal-wallet",
+        action="append",
+        default=[],
+        metavar="DESCRIPTOR",
+        help="a wallet of the custodian's own: outputs to it count as change "
+        "and the station may pin it",
+    )
     draft.add_argument("-o", "--out", type=Path, required=True)
     draft.set_defaults(handler=policy_draft_command)
-    sign = psub.add_parser("sign", help="administrators sign a drafted policy")
+    sign = _command(psub, "sign", help="administrators sign a drafted policy")
     sign.add_argument("draft", type=Path)
     sign.add_argument("--admins", required=True, help="administrator token labels")
     sign.add_argument("-o", "--out", type=Path, required=True)
     sign.set_defaults(handler=policy_sign_command)
-    install = with_officers(psub.add_parser("install", help="install a signed policy"))
+    install = with_officers(_command(psub, "install", help="install a signed policy"))
     install.add_argument("signed", type=Path)
     install.set_defaults(handler=policy_install_command)
-    show = psub.add_parser("show", help="print the installed policy as JSON")
+    show = _command(psub, "show", help="print the installed policy as JSON")
     show.set_defaults(handler=policy_show_command)
 
     journal = sub.add_parser("journal", help="verify, export or recover the journal")
     jsub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
-    verify = jsub.add_parser("verify", help="check the hash chain and every signature")
+    verify = _command(jsub, "verify", help="check the hash chain and every signature")
     verify.set_defaults(handler=journal_verify_command)
-    jexport = with_officers(jsub.add_parser("export", help="export for the auditors"))
+    jexport = with_officers(_command(jsub, "export", help="export for the auditors"))
     jexport.add_argument("--out", type=Path, required=True, help="export file (CBOR)")
     jexport.add_argument("--ur", action="store_true", help="also print ur:bytes parts")
-    jexport.add_argument("--evidence", type=Path, metavar="DIR",
-                         help="also write the audit bundle: journal.cbor, every installed "
-                              "policy and every review transcript")  # fmt: skip
+    jexport.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="DIR",
+        help="also write the audit bundle: journal.cbor, every installed "
+        "policy and every review transcript",
+    )
     jexport.set_defaults(handler=journal_export_command)
-    recover = with_officers(jsub.add_parser(
-        "recover", help="administrators journal a damaged tail or lost records, then go on"))
+    recover = with_officers(
+        _command(
+            jsub,
+            "recover",
+            help="administrators journal a damaged tail or lost records, then go on",
+        )
+    )
     recover.add_argument("--admins", required=True, help="administrator token labels")
     recover.set_defaults(handler=journal_recover_command)
-    jrestore = jsub.add_parser("restore", help="replace a lost or damaged journal.log with an "
-                               "export's records (they must verify under this station's key)")
+    jrestore = _command(
+        jsub,
+        "restore",
+        help="replace a lost or damaged journal.log with an "
+        "export's records (they must verify under this station's key)",
+    )
     jrestore.add_argument("export", type=Path, help="a `journal export` file (CBOR)")
     jrestore.set_defaults(handler=journal_restore_command)
 
-    kek = sub.add_parser("kek", help="backup KEK: new custodian shares")
+    kek = _command(sub, "kek", help="backup KEK: new custodian shares")
     kek.add_argument("action", choices=["new-shares"])
     kek.add_argument("--shares", default="2,3", help="threshold,count (default 2,3)")
     kek.set_defaults(handler=kek_command)
-    backup = with_officers(sub.add_parser("backup", help="wrap a key under the trusted KEK"))
+    backup = with_officers(_command(sub, "backup", help="wrap a key under the trusted KEK"))
     backup.add_argument("label")
     backup.add_argument("--out", type=Path, required=True, help="backup blob file")
-    backup.add_argument("--kek-shares", type=int, default=2, metavar="N",
-                        help="KEK shares the custodians enter (read like PINs; default 2)")
+    backup.add_argument(
+        "--kek-shares",
+        type=int,
+        default=2,
+        metavar="N",
+        help="KEK shares the custodians enter (read like PINs; default 2)",
+    )
     backup.set_defaults(handler=backup_command)
-    restore = with_officers(sub.add_parser("restore", help="unwrap a backup onto this token"))
+    restore = with_officers(_command(sub, "restore", help="unwrap a backup onto this token"))
     restore.add_argument("blob", type=Path)
     restore.add_argument("--label", required=True)
     restore.add_argument("--public-key", required=True, help="the original key, hex")
-    restore.add_argument("--kek-shares", type=int, default=2, metavar="N",
-                         help="KEK shares the custodians enter (read like PINs; default 2)")
+    restore.add_argument(
+        "--kek-shares",
+        type=int,
+        default=2,
+        metavar="N",
+        help="KEK shares the custodians enter (read like PINs; default 2)",
+    )
     restore.set_defaults(handler=restore_command)
 
-    sign = sub.add_parser("sign", help="the signing ceremony, headless")
+    sign = _command(sub, "sign", help="the signing ceremony, headless")
     source = sign.add_mutually_exclusive_group(required=True)
     source.add_argument("--in", dest="infile", type=Path, help="PSBT file (binary/base64/hex)")
     source.add_argument("--video", help="scan an animated QR from a video file")
     source.add_argument("--camera", type=int, help="scan from a camera device")
     sign.add_argument("--officers", required=True, help="approving officers' token labels")
-    sign.add_argument("--approvals", type=int, metavar="FD",
-                      help="read the officers' PINs from this descriptor (as --pin-fd)")
+    sign.add_argument(
+        "--approvals",
+        type=int,
+        metavar="FD",
+        help="read the officers' PINs from this descriptor (as --pin-fd)",
+    )
     target = sign.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="write the signed PSBT (binary)")
     target.add_argument("--show", action="store_true", help="print the signed PSBT's UR parts")
     sign.set_defaults(handler=sign_command)
 
-    pin_wallet = with_officers(sub.add_parser("pin-wallet", help="pin a wallet descriptor"))
+    pin_wallet = with_officers(_command(sub, "pin-wallet", help="pin a wallet descriptor"))
     pin_wallet.add_argument("descriptor")
-    pin_wallet.add_argument("--admins", default="",
-                            help="administrator token labels (unless the policy names it)")
-    pin_wallet.add_argument("--out", type=Path,
-                            help="write the pin receipt here (wallet.receipt, receipt.ur)")
+    pin_wallet.add_argument(
+        "--admins", default="", help="administrator token labels (unless the policy names it)"
+    )
+    pin_wallet.add_argument(
+        "--out", type=Path, help="write the pin receipt here (wallet.receipt, receipt.ur)"
+    )
     pin_wallet.set_defaults(handler=pin_wallet_command)
-    unpin = with_officers(sub.add_parser("unpin-wallet", help="administrators unpin a wallet"))
+    unpin = with_officers(_command(sub, "unpin-wallet", help="administrators unpin a wallet"))
     unpin.add_argument("descriptor")
     unpin.add_argument("--admins", required=True, help="administrator token labels")
     unpin.set_defaults(handler=unpin_wallet_command)
 
-    reset = sub.add_parser("reset-lockout", help="administrators unlock an officer token")
+    reset = _command(sub, "reset-lockout", help="administrators unlock an officer token")
     reset.add_argument("officer", help="the locked-out officer's token label")
     reset.add_argument("--admins", required=True, help="administrator token labels")
     reset.set_defaults(handler=reset_lockout_command)
 
-    status = sub.add_parser("status", help="appliance, keys, policy and journal head")
+    status = _command(sub, "status", help="appliance, keys, policy and journal head")
     status.set_defaults(handler=status_command)
     return parser
 
@@ -194,13 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args.state, camera=args.camera)
     try:
-        return args.handler(args)
-    except REFUSALS as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(args.handler(args))
+    except Exception as exc:
+        mapped = failure(exc)
+        if mapped is None:
+            raise
+        code, line = mapped
+        print(line, file=sys.stderr)
+        return int(code)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -228,6 +287,11 @@ def _appliance(args: argparse.Namespace) -> Appliance:
     return appliance
 
 
+def _pairs(items: list[str]) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` arguments as (name, value); a missing ``=`` leaves the value empty."""
+    return [(name, value) for name, _, value in (item.partition("=") for item in items)]
+
+
 def _done(entry_seq: int, what: str) -> int:
     print(f"{what} (journal seq {entry_seq})")
     return 0
@@ -242,30 +306,44 @@ def init_command(args: argparse.Namespace) -> int:
     pins = PinSource(args.pin_fd)
     presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
     admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
-    result = initialise(args.state, args.network, presented, admin_pins, args.quorum,
-                        args.admin_quorum, demo=args.demo,
-                        start_over=args.start_over)  # fmt: skip
-    print(json.dumps({
-        "appliance_id": result.appliance_id,
-        "officers": dict(zip(officers, result.officers, strict=True)),
-        "administrators": dict(zip(admins, result.administrators, strict=True)),
-        "audit_public_key": result.audit_public_key.hex(),
-        "policy_hash": result.policy_hash.hex(),
-    }, indent=2))  # fmt: skip
+    result = initialise(
+        args.state,
+        args.network,
+        presented,
+        admin_pins,
+        args.quorum,
+        args.admin_quorum,
+        demo=args.demo,
+        start_over=args.start_over,
+    )
+    print(
+        json.dumps(
+            {
+                "appliance_id": result.appliance_id,
+                "officers": dict(zip(officers, result.officers, strict=True)),
+                "administrators": dict(zip(admins, result.administrators, strict=True)),
+                "audit_public_key": result.audit_public_key.hex(),
+                "policy_hash": result.policy_hash.hex(),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def keygen_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        entry = appliance.keygen(_present(args, _labels(args.officers)), args.label,
-                                 BackupModel(args.backup_model))  # fmt: skip
+        entry = appliance.keygen(
+            _present(args, _labels(args.officers)), args.label, BackupModel(args.backup_model)
+        )
         return _done(entry.record.seq, f"generated key {args.label}")
 
 
 def export_wallet_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         descriptor, receipt = appliance.export_wallet(
-            _present(args, _labels(args.officers)), args.label)
+            _present(args, _labels(args.officers)), args.label
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wallet.descriptor").write_text(f"{descriptor}\n")
     _write_ur(args.out / "wallet.ur", UR("crypto-output", encode_crypto_output(descriptor)))
@@ -276,37 +354,22 @@ def export_wallet_command(args: argparse.Namespace) -> int:
 
 def key_state_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        entry = appliance.set_key_state(_present(args, _labels(args.officers)), args.label,
-                                        args.key_state)  # fmt: skip
+        entry = appliance.set_key_state(
+            _present(args, _labels(args.officers)), args.label, args.key_state
+        )
         return _done(entry.record.seq, f"key {args.label} is now {args.key_state.value}")
 
 
 def policy_draft_command(args: argparse.Namespace) -> int:
+    changes = PolicyChanges(
+        settings=_pairs(args.set),
+        internal_wallets=args.internal_wallet,
+        addresses=_pairs(args.add_address),
+        revoked=args.revoke,
+    )
     with _appliance(args) as appliance:
         current = appliance.policy()
-    plain = current.to_plain()
-    for item in args.set:
-        field, _, value = item.partition("=")
-        if field not in _SETTABLE:
-            raise CeremonyError(f"--set {field}: not a field a draft may change "
-                                f"({', '.join(sorted(_SETTABLE))})")  # fmt: skip
-        plain[field] = value.lower() == "true" if field in _BOOLEAN else int(value)
-    for text in args.internal_wallet:
-        plain["internal_wallets"] = [*plain["internal_wallets"],
-                                     str(Descriptor.parse(text, require_checksum=False))]
-    book = [list(entry) for entry in plain["address_book"]]
-    for item in args.add_address:
-        address, _, label = item.partition("=")
-        book.append([address, label])
-    plain["address_book"] = book
-    for fingerprint in args.revoke:
-        matches = [o for o in plain["officers"] if o["fingerprint"] == fingerprint]
-        if not matches:
-            raise CeremonyError(f"--revoke {fingerprint}: no such officer")
-        matches[0]["active"] = False
-    plain["version"] = current.version + 1
-    plain["previous_hash"] = current.hash()
-    draft = Policy.from_plain(plain)
+    draft = draft_next(current, changes)
     args.out.write_bytes(draft.to_bytes())
     print(f"policy version {draft.version} drafted: {args.out}")
     return 0
@@ -365,8 +428,10 @@ def journal_restore_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         length = appliance.restore_journal(args.export.read_bytes())
         left = appliance.problems
-    print(f"journal restored from {args.export}: {length} records (the old file is kept as "
-          "journal.log.replaced-N)")  # fmt: skip
+    print(
+        f"journal restored from {args.export}: {length} records (the old file is kept as "
+        "journal.log.replaced-N)"
+    )
     for problem in left:
         print(f"still: {problem}", file=sys.stderr)
     return 0
@@ -375,21 +440,22 @@ def journal_restore_command(args: argparse.Namespace) -> int:
 def journal_export_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         entry = appliance.export_journal(_present(args, _labels(args.officers)))
-        document = export_journal(appliance.recorder.entries(), appliance.config.appliance_id,
-                                  appliance.keystore.audit_public_key())  # fmt: skip
+        document = export_journal(
+            appliance.recorder.entries(),
+            appliance.config.appliance_id,
+            appliance.keystore.audit_public_key(),
+        )
         versions = [ref.version for ref in appliance.journal.policies]
     args.out.write_bytes(document)
     if args.evidence is not None:
         _write_evidence(args, document, versions)
     if args.ur:
-        encoder = UREncoder(UR("bytes", encode_bytes(document)), 400)
-        for _ in range(encoder.seq_len):
-            print(encoder.next_part())
+        for part in UREncoder(UR("bytes", encode_bytes(document)), 400).cycle_parts():
+            print(part)
     return _done(entry.record.seq, f"journal exported to {args.out}")
 
 
-def _write_evidence(args: argparse.Namespace, document: bytes,
-                    named_policies: list[int]) -> None:  # fmt: skip
+def _write_evidence(args: argparse.Namespace, document: bytes, named_policies: list[int]) -> None:
     """The auditor's bundle: the journal, the policies it names, the transcripts it hashes.
 
     Transcripts (what officers were shown) and policies are too large for journal records;
@@ -427,46 +493,49 @@ def backup_command(args: argparse.Namespace) -> int:
         blob, entry = appliance.backup_key(officers, args.label, _kek_shares(args))
     args.out.write_bytes(blob)
     check = entry.record.details["kek_check"]
-    return _done(entry.record.seq, f"key {args.label} wrapped to {args.out} (KEK check {check}; "
-                 "the KEK was destroyed in the token)")
+    return _done(
+        entry.record.seq,
+        f"key {args.label} wrapped to {args.out} (KEK check {check}; "
+        "the KEK was destroyed in the token)",
+    )
 
 
 def restore_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         officers = _present(args, _labels(args.officers))
-        entry = appliance.restore(officers, args.blob.read_bytes(), args.label,
-                                  bytes.fromhex(args.public_key), _kek_shares(args))
+        entry = appliance.restore(
+            officers,
+            args.blob.read_bytes(),
+            args.label,
+            bytes.fromhex(args.public_key),
+            _kek_shares(args),
+        )
         return _done(entry.record.seq, f"key {args.label} restored and proven")
 
 
 def _scan_psbt(args: argparse.Namespace) -> bytes:
-    from shared.qr.camera import CameraError, FrameSource  # OpenCV loads only to scan
-    from shared.qr.receiver import QrReceiver
+    from shared.adapters.scan import scan_source  # OpenCV loads only to scan
 
-    try:
-        with FrameSource(args.video if args.video is not None else args.camera) as source:
-            receiver = QrReceiver(expected_types=["crypto-psbt", "psbt"], fps=source.fps)
-            for image in source:
-                receiver.feed(image)
-                if receiver.is_complete:
-                    break
-    except CameraError as exc:
-        raise CeremonyError(str(exc)) from exc
+    receiver = scan_source(
+        args.video if args.video is not None else args.camera,
+        error=CeremonyError,
+        expected_types=["crypto-psbt", "psbt"],
+    )
     if receiver.result is None:
         raise CeremonyError(f"scan incomplete: {receiver.progress()}")
     return cbor_to_file(receiver.result.ur_type, receiver.result.cbor)
 
 
 def _print_review(review: Review) -> None:
-    print(f"request {review.request.request_id.hex()} from {review.request.requester}, "
-          f"network {review.network}")
+    request, request_hash = approved_request(review)
+    print(f"request {request.request_id.hex()} from {request.requester}, network {review.network}")
     for out in review.outputs:
         tag = "change (ours)" if out.is_change else (out.label or "NOT IN ADDRESS BOOK")
         print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")
     rate = "?" if review.fee_rate is None else f"{review.fee_rate / 1000:g}"
     print(f"  fee {review.fee} sat, {rate} sat/vB (about {review.vsize} vB)")
     print(f"  {review_locks_text(review)}")
-    print(f"  request hash {review.request_hash.hex()}")
+    print(f"  request hash {request_hash.hex()}")
     print(f"  words: {review.hash_words}")
 
 
@@ -482,8 +551,11 @@ def sign_command(args: argparse.Namespace) -> int:
         if review is None or not review.approved_for_signing:
             presented = _present(args, _labels(args.officers))
             appliance.flush_pending(presented)  # journal the refusal now, officers present
-            reasons = "malformed PSBT" if review is None else "; ".join(
-                f"{r.code}: {r.message}" for r in review.refusals)
+            reasons = (
+                "malformed PSBT"
+                if review is None
+                else "; ".join(f"{r.code}: {r.message}" for r in review.refusals)
+            )
             raise CeremonyError(f"request refused, nothing signed: {reasons}")
         _print_review(review)  # what the officers approve, before anyone enters a PIN
         presented = _present(args, _labels(args.officers))
@@ -503,9 +575,8 @@ def _emit_signed(args: argparse.Namespace, psbt_bytes: bytes) -> None:
     if args.out is not None:
         args.out.write_bytes(psbt_bytes)
     else:
-        encoder = UREncoder(UR("crypto-psbt", encode_psbt(psbt_bytes)), 400)
-        for _ in range(encoder.seq_len):
-            print(encoder.next_part())
+        for part in UREncoder(UR("crypto-psbt", encode_psbt(psbt_bytes)), 400).cycle_parts():
+            print(part)
 
 
 def _show_again(args: argparse.Namespace, session: SigningSession) -> int:
@@ -514,12 +585,18 @@ def _show_again(args: argparse.Namespace, session: SigningSession) -> int:
     again after M officers activate, journaled as a reissue and counted nowhere."""
     assert session.previous is not None
     seq = session.previous.record.seq
-    print(f"this request was approved at journal seq {seq}: showing its signed PSBT again "
-          "(no new approval)", file=sys.stderr)  # fmt: skip
+    print(
+        f"this request was approved at journal seq {seq}: showing its signed PSBT again "
+        "(no new approval)",
+        file=sys.stderr,
+    )
     data = session.reshow()
     if data is None:
-        print("the station's copy of the signed PSBT is missing or does not verify: "
-              "officers activate to sign the same transaction again", file=sys.stderr)
+        print(
+            "the station's copy of the signed PSBT is missing or does not verify: "
+            "officers activate to sign the same transaction again",
+            file=sys.stderr,
+        )
         result = session.reissue(_present(args, _labels(args.officers)))
         data = result.psbt_bytes
     _emit_signed(args, data)
@@ -547,8 +624,7 @@ def unpin_wallet_command(args: argparse.Namespace) -> int:
 
 def _write_ur(path: Path, ur: UR) -> None:
     """One full cycle of UR parts, one per line: what the animated QR shows, as text."""
-    parts = UREncoder(ur, 200)
-    path.write_text("\n".join(parts.next_part() for _ in range(parts.seq_len)) + "\n")
+    path.write_text("\n".join(UREncoder(ur, 200).cycle_parts()) + "\n")
 
 
 def _write_receipt(out: Path, entry_bytes: bytes) -> None:
@@ -560,8 +636,10 @@ def _write_receipt(out: Path, entry_bytes: bytes) -> None:
 def reset_lockout_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         evidence = appliance.reset_lockout(_present(args, _labels(args.admins)), args.officer)
-    print(f"{args.officer} may try its PIN again; the reset is journaled at the next "
-          f"activation ({evidence.name})")  # fmt: skip
+    print(
+        f"{args.officer} may try its PIN again; the reset is journaled at the next "
+        f"activation ({evidence.name})"
+    )
     return 0
 
 

@@ -71,20 +71,17 @@ class Hsm:
             raise ValueError("give exactly one of label or serial")
         with self.lock:
             tokens = [
-                t for t in self._lib.get_tokens()
+                t
+                for t in self._lib.get_tokens()
                 if (label is not None and t.label == label)
                 or (serial is not None and token_serial(t) == serial)
-            ]  # fmt: skip
+            ]
         what = f"label {label!r}" if label is not None else f"serial {serial!r}"
         if not tokens:
             raise HsmError(f"no token with {what} in {self.path}")
         if len(tokens) > 1:
             raise HsmError(f"{len(tokens)} tokens with {what}: refusing to guess")
         return tokens[0]
-
-    def token_labels(self) -> list[str]:
-        with self.lock:
-            return sorted(t.label for t in self._lib.get_tokens())
 
     def login(self, token: pkcs11.Token, pin: str) -> pkcs11.Session:
         """The token's one read-write user session, logging in if needed."""
@@ -165,8 +162,9 @@ class Hsm:
                 self.so_set_pins(token, so_pin, so_pin, user_pin)
             return token
 
-    def so_set_pins(self, token: pkcs11.Token, so_pin: str, new_so_pin: str,
-                    user_pin: str | None) -> None:  # fmt: skip
+    def so_set_pins(
+        self, token: pkcs11.Token, so_pin: str, new_so_pin: str, user_pin: str | None
+    ) -> None:
         """As the SO: set the user PIN (C_InitPIN, when given), then change the SO PIN.
 
         The token must not be logged in as the user in this process (PKCS#11 allows one
@@ -184,8 +182,7 @@ class Hsm:
             except (PinIncorrect, PinLenRange) as exc:
                 raise WrongPinError(f"token {token.label!r} refused the SO PIN") from exc
             except PKCS11Error as exc:
-                raise HsmError(f"cannot change the PINs of token {token.label!r}: {exc!r}") \
-                    from exc  # fmt: skip
+                raise HsmError(f"cannot change the PINs of token {token.label!r}: {exc!r}") from exc
 
     def set_user_pin(self, token: pkcs11.Token, old_pin: str, new_pin: str) -> None:
         """C_SetPIN on the token's login session: the user PIN becomes ``new_pin``."""
@@ -196,8 +193,7 @@ class Hsm:
             try:
                 session.set_pin(old_pin, new_pin)
             except PKCS11Error as exc:
-                raise HsmError(f"cannot change the PIN of token {token.label!r}: {exc!r}") \
-                    from exc  # fmt: skip
+                raise HsmError(f"cannot change the PIN of token {token.label!r}: {exc!r}") from exc
 
     def _free_slot(self) -> int:
         for slot in self._lib.get_slots(token_present=True):

@@ -9,7 +9,7 @@ An append is one ``write`` of the whole frame followed by ``fsync``, so after a 
 file ends with complete frames plus at most one partial frame (the append in flight). Any
 damage found on open (a torn or bad tail, or a bad frame followed by good ones) is
 *reported* in :class:`RecoveryReport` and the store refuses to append: the station stops
-until an administrators' recovery ceremony (appliance.ceremonies) journals what was lost
+until an administrators' recovery ceremony (appliance.appliance) journals what was lost
 and only then cuts the tail (:meth:`JournalStore.cut_tail`, which keeps the bytes in a
 quarantine file ``<name>.torn-<n>`` first). Nothing is ever truncated silently (DESIGN 9).
 
@@ -35,7 +35,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from shared.closing import Closing
 
 MAGIC = b"CSJ1"
 MAX_PAYLOAD = 1 << 20  # 1 MiB: a journal record is a few kB; anything bigger is a bug
@@ -99,11 +100,18 @@ def encode_frame(payload: bytes) -> bytes:
     return MAGIC + length + payload + _CRC.pack(crc)
 
 
-class JournalStore:
+class JournalStore(Closing):
     """An open, exclusively locked journal file. Use :meth:`open`, not the constructor."""
 
-    def __init__(self, path: Path, fd: int, frames: list[tuple[int, int]], first: int,
-                 end: int, damage: Damage | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        fd: int,
+        frames: list[tuple[int, int]],
+        first: int,
+        end: int,
+        damage: Damage | None,
+    ) -> None:
         self.path = path
         self._fd = fd
         self._first = first  # index of frames[0]; frames before it are indexed on demand
@@ -115,8 +123,9 @@ class JournalStore:
     # --- opening ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str, start: Start | None = None
-             ) -> tuple[JournalStore, RecoveryReport]:  # fmt: skip
+    def open(
+        cls, path: Path | str, start: Start | None = None
+    ) -> tuple[JournalStore, RecoveryReport]:
         """Open (creating if needed), lock and scan; damage is reported, nothing is cut."""
         path = Path(path)
         fd, created = _open_locked(path)
@@ -207,8 +216,10 @@ class JournalStore:
         appended to (the recovery ceremony cuts the damage first).
         """
         if self.damage is not None:
-            raise JournalStoreError(f"journal {self.path} is damaged ({self.damage}): the "
-                                    "station is stopped until `journal recover`")  # fmt: skip
+            raise JournalStoreError(
+                f"journal {self.path} is damaged ({self.damage}): the "
+                "station is stopped until `journal recover`"
+            )
         if self._failed is not None:
             raise JournalStoreError(f"journal {self.path} is unusable: {self._failed}")
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -270,8 +281,10 @@ class JournalStore:
         """
         offset = self._frame(index)[0] if index < len(self) else self._end
         if self.damage is not None and self.damage.followed_by_valid_frames:
-            raise JournalStoreError(f"journal {self.path}: {self.damage}; restore the file "
-                                    "from a copy instead of cutting it")  # fmt: skip
+            raise JournalStoreError(
+                f"journal {self.path}: {self.damage}; restore the file "
+                "from a copy instead of cutting it"
+            )
         size = os.fstat(self._fd).st_size
         target = None
         if size > offset:
@@ -291,17 +304,6 @@ class JournalStore:
     @property
     def closed(self) -> bool:
         return self._fd < 0
-
-    def __enter__(self) -> JournalStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def read_payloads(path: Path | str) -> list[bytes]:
@@ -385,8 +387,9 @@ def _scan(data: bytes, base: int, index: int) -> tuple[list[tuple[int, int]], Da
         problem = _frame_error(data, at)
         if problem is not None:
             later = _next_valid_frame(data, at + 1)
-            return frames, Damage(base + at, len(data) - at, index + len(frames), problem,
-                                  later is not None)  # fmt: skip
+            return frames, Damage(
+                base + at, len(data) - at, index + len(frames), problem, later is not None
+            )
         (length,) = struct.unpack_from(">I", data, at + 4)
         frames.append((base + at, length))
         at += length + OVERHEAD

@@ -35,12 +35,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import pkcs11
 from coincurve import PublicKey as CurvePublicKey
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
+from pkcs11.types import SignMixin
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from appliance.hsm import Hsm, HsmError
@@ -52,6 +53,12 @@ CURVE = "secp256k1"
 KEY_ID_BYTES = 16
 MAX_LABEL = 64
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+class SigningKey(pkcs11.PrivateKey, SignMixin):
+    """For the type checker only: a private key the token signs with. python-pkcs11 builds
+    each object's class from its attributes, so the capability is checked at run time
+    (:meth:`Keystore._signer`)."""
 
 
 class KeystoreError(HsmError):
@@ -71,7 +78,6 @@ class KeyState(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
     ARCHIVED = "archived"
-
 
 
 @dataclass(frozen=True)
@@ -112,18 +118,6 @@ class KeyInfo:
             origin=entry.origin,
         )
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> KeyInfo:
-        return cls(
-            label=str(data["label"]),
-            key_id=str(data["key_id"]),
-            public_key=str(data["public_key"]),
-            backup_model=BackupModel(data["backup_model"]),
-            state=KeyState(data["state"]),
-            created=str(data["created"]),
-            origin=str(data.get("origin", "generated")),
-        )
-
 
 class Keystore:
     """The keys of one signing token, their registry (from the journal), signing with them."""
@@ -134,7 +128,7 @@ class Keystore:
         self._token = hsm.token(label=token_label)
         self._keys: dict[str, KeyInfo] = {}
         # label -> (login session the handle belongs to, private key object)
-        self._handles: dict[str, tuple[pkcs11.Session, pkcs11.PrivateKey]] = {}
+        self._handles: dict[str, tuple[pkcs11.Session, SigningKey]] = {}
 
     def set_registry(self, infos: Iterable[KeyInfo]) -> None:
         """The keys as the journal records them (the station calls this after each record)."""
@@ -195,8 +189,9 @@ class Keystore:
 
     # --- generation ----------------------------------------------------------------------
 
-    def generate_key(self, label: str, backup_model: BackupModel,
-                     key_id: bytes | None = None) -> KeyInfo:  # fmt: skip
+    def generate_key(
+        self, label: str, backup_model: BackupModel, key_id: bytes | None = None
+    ) -> KeyInfo:
         """Generate a secp256k1 pair inside the token; the caller journals it.
 
         ``key_id`` (CKA_ID) is chosen before, and journaled as the ceremony's intent, so a
@@ -218,11 +213,16 @@ class Keystore:
                     f"token {self.token_label!r} could not generate key {label!r}: "
                     f"{type(exc).__name__}"
                 ) from exc
-            info = KeyInfo(label=label, key_id=key_id.hex(),
-                           public_key=compress_ec_point(point).hex(),
-                           backup_model=backup_model, state=KeyState.ACTIVE, created=_now())
+            info = KeyInfo(
+                label=label,
+                key_id=key_id.hex(),
+                public_key=compress_ec_point(point).hex(),
+                backup_model=backup_model,
+                state=KeyState.ACTIVE,
+                created=_now(),
+            )
             self._keys[label] = info
-            self._handles[label] = (session, private)
+            self._handles[label] = (session, self._signer(private, label))
             return info
 
     def key_objects(self, key_id: bytes) -> tuple[pkcs11.Object | None, pkcs11.Object | None]:
@@ -232,13 +232,13 @@ class Keystore:
             try:
                 found = list(session.get_objects({Attribute.ID: key_id}))
             except PKCS11Error as exc:
-                raise KeystoreError(f"cannot search token {self.token_label!r}: {exc!r}") \
-                    from exc  # fmt: skip
+                raise KeystoreError(f"cannot search token {self.token_label!r}: {exc!r}") from exc
         public = [o for o in found if o.object_class == ObjectClass.PUBLIC_KEY]
         private = [o for o in found if o.object_class == ObjectClass.PRIVATE_KEY]
         if len(public) > 1 or len(private) > 1 or len(found) != len(public) + len(private):
-            raise KeystoreError(f"token {self.token_label!r} holds unexpected objects with "
-                                f"key id {key_id.hex()}")  # fmt: skip
+            raise KeystoreError(
+                f"token {self.token_label!r} holds unexpected objects with key id {key_id.hex()}"
+            )
         return (public[0] if public else None), (private[0] if private else None)
 
     def adopt(self, label: str, key_id: bytes, backup_model: BackupModel) -> KeyInfo | None:
@@ -249,36 +249,52 @@ class Keystore:
         if public is None and private is None:
             return None
         if public is None or private is None:
-            raise KeystoreError(f"token {self.token_label!r} holds half a key pair with key id "
-                                f"{key_id.hex()}: decommission it by hand")  # fmt: skip
+            raise KeystoreError(
+                f"token {self.token_label!r} holds half a key pair with key id "
+                f"{key_id.hex()}: decommission it by hand"
+            )
         with self.hsm.lock:
             point = public[Attribute.EC_POINT]
-        info = KeyInfo(label=label, key_id=key_id.hex(), public_key=compress_ec_point(point).hex(),
-                       backup_model=BackupModel(backup_model), state=KeyState.ACTIVE,
-                       created=_now())  # fmt: skip
+        info = KeyInfo(
+            label=label,
+            key_id=key_id.hex(),
+            public_key=compress_ec_point(point).hex(),
+            backup_model=BackupModel(backup_model),
+            state=KeyState.ACTIVE,
+            created=_now(),
+        )
         self._keys[label] = info
         try:
             self.verify_key_attributes(label)
             with self.hsm.lock:
                 local = bool(private[Attribute.LOCAL])
             if not local:
-                raise KeystoreError(f"key id {key_id.hex()} on token {self.token_label!r} was "
-                                    "not generated inside the token: not adopted")  # fmt: skip
+                raise KeystoreError(
+                    f"key id {key_id.hex()} on token {self.token_label!r} was "
+                    "not generated inside the token: not adopted"
+                )
         except BaseException:
             del self._keys[label]
             raise
         return info
 
-    def restored_key(self, label: str, key_id: bytes, public_key: bytes,
-                     backup_model: BackupModel) -> KeyInfo:  # fmt: skip
+    def restored_key(
+        self, label: str, key_id: bytes, public_key: bytes, backup_model: BackupModel
+    ) -> KeyInfo:
         """The registry entry for a key appliance.backup unwrapped and proved (provisional,
         like :meth:`generate_key`, until its journal record is folded)."""
         _check_label(label)
         with self.hsm.lock:
             self.refuse_label_taken(label)
-            info = KeyInfo(label=label, key_id=key_id.hex(), public_key=public_key.hex(),
-                           backup_model=BackupModel(backup_model), state=KeyState.ACTIVE,
-                           created=_now(), origin="restored")  # fmt: skip
+            info = KeyInfo(
+                label=label,
+                key_id=key_id.hex(),
+                public_key=public_key.hex(),
+                backup_model=BackupModel(backup_model),
+                state=KeyState.ACTIVE,
+                created=_now(),
+                origin="restored",
+            )
             self._keys[label] = info
             return info
 
@@ -290,8 +306,11 @@ class Keystore:
     def _refuse_orphan(self, session: pkcs11.Session, label: str, key_id: bytes) -> None:
         """Objects with this label under another key id are not ours to overwrite."""
         try:
-            found = [o for o in session.get_objects({Attribute.LABEL: label})
-                     if bytes(o[Attribute.ID]) != key_id]  # fmt: skip
+            found = [
+                o
+                for o in session.get_objects({Attribute.LABEL: label})
+                if bytes(o[Attribute.ID]) != key_id
+            ]
         except PKCS11Error as exc:
             raise KeystoreError(
                 f"cannot search token {self.token_label!r}: {type(exc).__name__}"
@@ -343,7 +362,7 @@ class Keystore:
             f"key {label!r} on token {self.token_label!r} is {info.state}: it does not sign"
         )
 
-    def private_key_object(self, label: str) -> pkcs11.PrivateKey:
+    def private_key_object(self, label: str) -> SigningKey:
         """The private key object, found once per login session; caller holds ``hsm.lock``."""
         session = self.session()
         cached = self._handles.get(label)
@@ -359,8 +378,19 @@ class Keystore:
                 f"key {label!r} (id {info.key_id}) is missing from token "
                 f"{self.token_label!r}: {type(exc).__name__}"
             ) from exc
-        self._handles[label] = (session, key)
-        return key
+        signer = self._signer(key, label)
+        self._handles[label] = (session, signer)
+        return signer
+
+    def _signer(self, key: pkcs11.Object, label: str) -> SigningKey:
+        """``key`` as a signing key; a private key the token will not sign with (CKA_SIGN
+        false: made by other tools, or altered) is refused by name, not met as an
+        AttributeError halfway through a ceremony."""
+        if not isinstance(key, SignMixin):
+            raise KeystoreError(
+                f"key {label!r} on token {self.token_label!r} cannot sign (CKA_SIGN is false)"
+            )
+        return cast(SigningKey, key)
 
     # --- checks --------------------------------------------------------------------------
 
@@ -403,12 +433,19 @@ class Keystore:
             token = self.hsm.token(label=self.token_label)
             with self.hsm.public_session(token) as session:
                 try:
-                    found = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                                                      Attribute.LABEL: AUDIT_KEY_LABEL}))
+                    found = list(
+                        session.get_objects(
+                            {
+                                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                                Attribute.LABEL: AUDIT_KEY_LABEL,
+                            }
+                        )
+                    )
                     points = [bytes(o[Attribute.EC_POINT]) for o in found]
                 except PKCS11Error as exc:
-                    raise KeystoreError(f"cannot read the audit key of token "
-                                        f"{self.token_label!r}: {exc!r}") from exc  # fmt: skip
+                    raise KeystoreError(
+                        f"cannot read the audit key of token {self.token_label!r}: {exc!r}"
+                    ) from exc
         if not points:
             return None
         if len(points) > 1:

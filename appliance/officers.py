@@ -26,10 +26,10 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.types import SignMixin
 from pkcs11.util.ec import encode_named_curve_parameters
 from shamir_mnemonic import MnemonicError, Share
 
@@ -37,6 +37,7 @@ from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
 from appliance.keystore import compress_ec_point
 from appliance.token_objects import Anchor, read_anchor, read_counters, write_anchor, write_counters
 from shared.bitcoin import ecdsa
+from shared.closing import Closing
 from shared.policy import fingerprint_of
 
 APPROVAL_KEY_LABEL = "coldstation-approval"
@@ -196,8 +197,13 @@ class PinGuard:
     medium gives no attempts back (with SoftHSM2 the token files are on the medium too).
     """
 
-    def __init__(self, hsm: Hsm, signing_token: str, appliance_id: str,
-                 max_failures: int = DEFAULT_MAX_FAILURES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        hsm: Hsm,
+        signing_token: str,
+        appliance_id: str,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+    ) -> None:
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
         self.hsm = hsm
@@ -309,7 +315,7 @@ def unlock(hsm: Hsm, guard: PinGuard, token_label: str, pin: str) -> UnlockedOff
     return UnlockedOfficer(hsm, token, token_label, serial)
 
 
-class UnlockedOfficer:
+class UnlockedOfficer(Closing):
     """A logged-in officer token: read the share, sign approvals, lock it again."""
 
     def __init__(self, hsm: Hsm, token: pkcs11.Token, token_label: str, serial: str) -> None:
@@ -320,15 +326,8 @@ class UnlockedOfficer:
         self._locked = False
         self._public_key: bytes | None = None
 
-    def __enter__(self) -> UnlockedOfficer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Ends the use (``with`` calls it): :meth:`lock`."""
         self.lock()
 
     @property
@@ -340,8 +339,9 @@ class UnlockedOfficer:
         """The compressed approval public key stored on the token."""
         if self._public_key is None:
             session = self._session()
-            point = self._hsm.call(_one_object, session, ObjectClass.PUBLIC_KEY,
-                                   APPROVAL_KEY_LABEL, self.name)[Attribute.EC_POINT]  # fmt: skip
+            point = self._hsm.call(
+                _one_object, session, ObjectClass.PUBLIC_KEY, APPROVAL_KEY_LABEL, self.name
+            )[Attribute.EC_POINT]
             self._public_key = compress_ec_point(point)
         return self._public_key
 
@@ -354,8 +354,9 @@ class UnlockedOfficer:
         session = self._session()
 
         def read() -> list[tuple[bool, bytes]]:
-            found = session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                         Attribute.LABEL: SHARE_LABEL})
+            found = session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: SHARE_LABEL}
+            )
             return [(bool(o[Attribute.PRIVATE]), bytes(o[Attribute.VALUE])) for o in found]
 
         shares = []
@@ -391,8 +392,9 @@ class UnlockedOfficer:
 
         def prune() -> int:
             removed = 0
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                            Attribute.LABEL: SHARE_LABEL}):
+            for obj in session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: SHARE_LABEL}
+            ):
                 try:
                     share = Share.from_mnemonic(bytes(obj[Attribute.VALUE]).decode("utf-8"))
                 except (MnemonicError, ValueError, KeyError, UnicodeDecodeError):
@@ -425,6 +427,9 @@ class UnlockedOfficer:
 
         def sign() -> bytes:
             key = _one_object(session, ObjectClass.PRIVATE_KEY, APPROVAL_KEY_LABEL, self.name)
+            # python-pkcs11 gives an object a sign() only if the token says it may sign
+            if not isinstance(key, SignMixin):
+                raise OfficerError(f"{self.name}: approval key cannot sign (CKA_SIGN is false)")
             return key.sign(bytes(digest), mechanism=Mechanism.ECDSA)
 
         der = ecdsa.der_from_raw(self._hsm.call(sign))

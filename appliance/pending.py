@@ -55,20 +55,32 @@ class PendingRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def deferred_refusal(time: int, subjects: Mapping[str, bytes],
-                     details: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def deferred_refusal(
+    time: int, subjects: Mapping[str, bytes], details: Mapping[str, Any]
+) -> dict[str, Any]:
     """The pending document for a refusal decided while the signing token is locked."""
-    document = {"type": DEFERRED_TYPE, "time": time, "subjects": dict(subjects),
-                "details": dict(details)}  # fmt: skip
+    document = {
+        "type": DEFERRED_TYPE,
+        "time": time,
+        "subjects": dict(subjects),
+        "details": dict(details),
+    }
     _check_refusal(document)  # fail at the refusal, not at the next activation
     return document
 
 
-def lockout_reset(appliance_id: str, token: str, serial: str, time: int, nonce: str
-                  ) -> dict[str, Any]:  # fmt: skip
+def lockout_reset(
+    appliance_id: str, token: str, serial: str, time: int, nonce: str
+) -> dict[str, Any]:
     """The statement administrators sign to give an officer token its PIN attempts back."""
-    return {"type": RESET_TYPE, "appliance": appliance_id, "token": token, "serial": serial,
-            "time": time, "nonce": nonce}  # fmt: skip
+    return {
+        "type": RESET_TYPE,
+        "appliance": appliance_id,
+        "token": token,
+        "serial": serial,
+        "time": time,
+        "nonce": nonce,
+    }
 
 
 def reset_digest(statement: Mapping[str, Any]) -> bytes:
@@ -95,8 +107,12 @@ def read_pending(data: bytes, policy: Policy, appliance_id: str) -> PendingRecor
 
 def _refusal_record(document: dict[str, Any], digest: bytes) -> PendingRecord:
     _check_refusal(document)
-    details = {**document["details"], "deferred": True, "decided_at": document["time"],
-               "pending": digest}  # fmt: skip
+    details = {
+        **document["details"],
+        "deferred": True,
+        "decided_at": document["time"],
+        "pending": digest,
+    }
     return PendingRecord("signing_decision", "refused", (), dict(document["subjects"]), details)
 
 
@@ -117,23 +133,30 @@ def _check_refusal(document: Mapping[str, Any]) -> None:
     for item in refusals:
         if not _is_reason(item):
             raise PendingError("a refusal reason is [code, message] with a known code")
-    if "txid" in details and not (isinstance(details["txid"], str)
-                                  and _TXID.fullmatch(details["txid"])):  # fmt: skip
+    if "txid" in details and not (
+        isinstance(details["txid"], str) and _TXID.fullmatch(details["txid"])
+    ):
         raise PendingError("txid must be 64 lowercase hex digits")
-    if "request_id" in details and not (isinstance(details["request_id"], bytes)
-                                        and len(details["request_id"]) == 16):  # fmt: skip
+    if "request_id" in details and not (
+        isinstance(details["request_id"], bytes) and len(details["request_id"]) == 16
+    ):
         raise PendingError("request_id must be 16 bytes")
 
 
 def _is_reason(item: object) -> bool:
-    return (isinstance(item, list) and len(item) == 2 and item[0] in REFUSAL_CODES
-            and isinstance(item[1], str) and 0 < len(item[1]) <= MAX_MESSAGE)  # fmt: skip
+    return (
+        isinstance(item, list)
+        and len(item) == 2
+        and item[0] in REFUSAL_CODES
+        and isinstance(item[1], str)
+        and 0 < len(item[1]) <= MAX_MESSAGE
+    )
 
 
-def _reset_record(document: dict[str, Any], policy: Policy, appliance_id: str,
-                  digest: bytes) -> PendingRecord:  # fmt: skip
-    _exact(document, {"type", "appliance", "token", "serial", "time", "nonce", "signatures"},
-           set())  # fmt: skip
+def _reset_record(
+    document: dict[str, Any], policy: Policy, appliance_id: str, digest: bytes
+) -> PendingRecord:
+    _exact(document, {"type", "appliance", "token", "serial", "time", "nonce", "signatures"}, set())
     if document["appliance"] != appliance_id:
         raise PendingError(f"lockout reset is for appliance {document['appliance']!r}")
     for name in ("token", "serial", "nonce"):
@@ -148,12 +171,18 @@ def _reset_record(document: dict[str, Any], policy: Policy, appliance_id: str,
     tally = count_admin_signatures(policy, reset_digest(statement), signatures)
     if not tally.met:
         refused = "; ".join(f"{fp}: {why}" for fp, why in tally.rejected) or "none"
-        raise PendingError(f"lockout reset has {len(tally.valid)} valid administrator "
-                           f"signature(s), needs {policy.admin_quorum} ({refused})")  # fmt: skip
-    details = {"reset_token": document["token"], "serial": document["serial"],
-               "reset_time": document["time"], "nonce": document["nonce"],
-               "signatures": {fp: signatures[fp] for fp in tally.valid},
-               "pending": digest}  # fmt: skip
+        raise PendingError(
+            f"lockout reset has {len(tally.valid)} valid administrator "
+            f"signature(s), needs {policy.admin_quorum} ({refused})"
+        )
+    details = {
+        "reset_token": document["token"],
+        "serial": document["serial"],
+        "reset_time": document["time"],
+        "nonce": document["nonce"],
+        "signatures": {fp: signatures[fp] for fp in tally.valid},
+        "pending": digest,
+    }
     return PendingRecord("pin_lockout", None, tally.valid, {}, details)
 
 

@@ -58,9 +58,17 @@ class ClockError(RuntimeError):
 class Recorder:
     """An open journal and the state folded from it (see the module docstring)."""
 
-    def __init__(self, store: JournalStore, keystore: Keystore, appliance_id: str,
-                 state: StationState, report: RecoveryReport, problems: list[str],
-                 checkpoint_path: Path, notes: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: JournalStore,
+        keystore: Keystore,
+        appliance_id: str,
+        state: StationState,
+        report: RecoveryReport,
+        problems: list[str],
+        checkpoint_path: Path,
+        notes: list[str],
+    ) -> None:
         self.store = store
         self.keystore = keystore
         self.appliance_id = appliance_id
@@ -75,8 +83,14 @@ class Recorder:
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, journal_path: Path, checkpoint_path: Path, keystore: Keystore,
-             appliance_id: str, audit_key: bytes | None) -> Recorder:  # fmt: skip
+    def open(
+        cls,
+        journal_path: Path,
+        checkpoint_path: Path,
+        keystore: Keystore,
+        appliance_id: str,
+        audit_key: bytes | None,
+    ) -> Recorder:
         """Open and verify; problems are collected, never raised (status must still work)."""
         notes: list[str] = []
         state, start = StationState(), None
@@ -94,16 +108,21 @@ class Recorder:
         if report.prefix_changed and start is not None:
             if store.end_offset < start.offset and report.damage is None:
                 claimed = start.index - 1
-                problems.append(f"journal {journal_path} ends before its signed checkpoint "
-                                f"(seq {claimed}): records were removed or an older copy "
-                                "was restored; run `journal recover` with the "
-                                "administrators")  # fmt: skip
+                problems.append(
+                    f"journal {journal_path} ends before its signed checkpoint "
+                    f"(seq {claimed}): records were removed or an older copy "
+                    "was restored; run `journal recover` with the "
+                    "administrators"
+                )
             else:
-                problems.append(f"journal {journal_path}: bytes before the signed checkpoint "
-                                f"(seq {state.seq}) changed on disk")  # fmt: skip
+                problems.append(
+                    f"journal {journal_path}: bytes before the signed checkpoint "
+                    f"(seq {state.seq}) changed on disk"
+                )
             state = StationState()
-        recorder = cls(store, keystore, appliance_id, state, report, problems,
-                       checkpoint_path, notes)  # fmt: skip
+        recorder = cls(
+            store, keystore, appliance_id, state, report, problems, checkpoint_path, notes
+        )
         recorder.checkpoint_claims = claimed
         recorder._fold_unverified(audit_key)
         if report.damage is not None:
@@ -116,8 +135,10 @@ class Recorder:
         if first >= len(self.store):
             return
         if audit_key is None:
-            self.problems.append(f"journal {self.store.path} holds {len(self.store)} records "
-                                 "but the signing token has no audit key to check them")
+            self.problems.append(
+                f"journal {self.store.path} holds {len(self.store)} records "
+                "but the signing token has no audit key to check them"
+            )
             return
         for index in range(first, len(self.store)):
             try:
@@ -128,13 +149,15 @@ class Recorder:
                 self.state.apply(entry.record, entry.record.hash(), inputs)
                 self.inputs_since_checkpoint += len(inputs or ())
             except MissingTranscriptError as exc:
-                self.problems.append(f"journal {self.store.path}: record at position {index} "
-                                     f"verifies, but {exc}")  # fmt: skip
+                self.problems.append(
+                    f"journal {self.store.path}: record at position {index} verifies, but {exc}"
+                )
                 self.transcript_missing = index
                 return
             except (JournalError, StationError, ValueError) as exc:
-                self.problems.append(f"journal {self.store.path}: record at position {index}"
-                                     f" does not verify: {exc}")  # fmt: skip
+                self.problems.append(
+                    f"journal {self.store.path}: record at position {index} does not verify: {exc}"
+                )
                 self.first_bad = index
                 return
 
@@ -142,20 +165,27 @@ class Recorder:
         """An approval's inputs, from the transcript it names (checked by the fold against
         the record's digest); None for every other record."""
         details = record.details
-        if record.event != "signing_decision" or record.decision != "approved" \
-                or "outpoints_sha256" not in details:  # fmt: skip
+        if (
+            record.event != "signing_decision"
+            or record.decision != "approved"
+            or "outpoints_sha256" not in details
+        ):
             return None
         digest = record.subjects.get("transcript", b"")
         path = self.checkpoint_path.parent / "transcripts" / f"{digest.hex()}.cbor"
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise MissingTranscriptError(f"its transcript {path} cannot be read "
-                                         f"({exc.strerror}): restore it from the export "
-                                         "bundle it went into") from exc  # fmt: skip
+            raise MissingTranscriptError(
+                f"its transcript {path} cannot be read "
+                f"({exc.strerror}): restore it from the export "
+                "bundle it went into"
+            ) from exc
         if hashlib.sha256(data).digest() != digest:
-            raise MissingTranscriptError(f"its transcript {path} is not the one it names: "
-                                         "restore it from the export bundle it went into")
+            raise MissingTranscriptError(
+                f"its transcript {path} is not the one it names: "
+                "restore it from the export bundle it went into"
+            )
         try:
             return transcript_outpoints(canonical.decode(data, max_size=1 << 26))
         except canonical.CanonicalError as exc:
@@ -209,20 +239,29 @@ class Recorder:
         if self.problems:
             raise JournalError("the journal has problems: " + "; ".join(self.problems))
         now = self.require_clock()
-        record = Record(seq=self.state.seq + 1, prev_hash=self.state.head, time=now,
-                        appliance_id=self.appliance_id, event=event, actors=tuple(actors),
-                        subjects=dict(subjects or {}), decision=decision,
-                        details=dict(details or {}))  # fmt: skip
-        entry = seal(record, self.keystore.sign_audit_digest,
-                     audit_pubkey=self.keystore.audit_public_key())  # fmt: skip
+        record = Record(
+            seq=self.state.seq + 1,
+            prev_hash=self.state.head,
+            time=now,
+            appliance_id=self.appliance_id,
+            event=event,
+            actors=tuple(actors),
+            subjects=dict(subjects or {}),
+            decision=decision,
+            details=dict(details or {}),
+        )
+        entry = seal(
+            record, self.keystore.sign_audit_digest, audit_pubkey=self.keystore.audit_public_key()
+        )
         try:
             # folded first: a record the state cannot follow is a bug and never reaches disk
             self.state.apply(record, record.hash(), outpoints)
             self.store.append(entry.to_bytes())
             self.inputs_since_checkpoint += len(outpoints or ())
         except BaseException as exc:
-            self.problems.append(f"journal seq {record.seq} ({event}) was not written: {exc}; "
-                                 "open the station again")  # fmt: skip
+            self.problems.append(
+                f"journal seq {record.seq} ({event}) was not written: {exc}; open the station again"
+            )
             raise
         self.anchor()
         return entry
@@ -231,9 +270,13 @@ class Recorder:
         """Move the signing token's anchor to the journal head (token unlocked)."""
         if self.state.seq < 0:
             return
-        write_anchor(self.keystore.hsm, self.keystore.session(), self.appliance_id,
-                     Anchor(self.state.seq, self.state.head),
-                     f"signing token {self.keystore.token_label!r}")  # fmt: skip
+        write_anchor(
+            self.keystore.hsm,
+            self.keystore.session(),
+            self.appliance_id,
+            Anchor(self.state.seq, self.state.head),
+            f"signing token {self.keystore.token_label!r}",
+        )
 
     def checkpoint(self, force: bool = False) -> None:
         """Sign the state at the head (token unlocked) once :data:`CHECKPOINT_EVERY` records
@@ -242,12 +285,18 @@ class Recorder:
         less than rewriting the checkpoint."""
         if self.problems or self.state.seq < 0:
             return
-        due = (self.state.seq - self.checkpoint_seq >= CHECKPOINT_EVERY
-               or self.inputs_since_checkpoint >= CHECKPOINT_INPUTS)  # fmt: skip
+        due = (
+            self.state.seq - self.checkpoint_seq >= CHECKPOINT_EVERY
+            or self.inputs_since_checkpoint >= CHECKPOINT_INPUTS
+        )
         if not force and not due:
             return
-        write_checkpoint(self.checkpoint_path, self.state, self.store.start_at(self.state.seq),
-                         self.keystore.sign_audit_digest)  # fmt: skip
+        write_checkpoint(
+            self.checkpoint_path,
+            self.state,
+            self.store.start_at(self.state.seq),
+            self.keystore.sign_audit_digest,
+        )
         self.checkpoint_seq = self.state.seq
         self.inputs_since_checkpoint = 0
 

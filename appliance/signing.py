@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from appliance.activation import Offer, QuorumError, make_offer
-from appliance.ceremonies import Appliance
+from appliance.appliance import Appliance
 from appliance.files import atomic_write
 from appliance.officers import unlock
 from appliance.pending import MAX_MESSAGE, MAX_REFUSALS
@@ -27,15 +27,26 @@ from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.journal import Entry, outpoints_digest
 from shared.policy import approval_digest, count_valid_approvals, utc_day
 from shared.psbt import Psbt, PsbtError
-from shared.psbt.fields import IN_PARTIAL_SIG
+from shared.psbt.fields import PSBT_IN_PARTIAL_SIG
 from shared.psbt.scripts import spend_info
-from shared.request import attach_receipt, read_receipts
+from shared.request import RequestMetadata, attach_receipt, read_receipts
 from shared.review import Review, inputs_to_sign, refreshed, review
 from shared.station import OutpointView
 
 
 class SigningError(RuntimeError):
     """The ceremony cannot go on; the message is for the officers."""
+
+
+def approved_request(current: Review) -> tuple[RequestMetadata, bytes]:
+    """The request an approved review is about, and its hash (what the officers sign).
+
+    The review refuses a request it cannot decode or hash, so an approved one has both; one
+    without them is refused by name here rather than met as an AttributeError mid-ceremony.
+    """
+    if current.request is None or current.request_hash is None:
+        raise SigningError("the review names no request (or no request hash) to approve")
+    return current.request, current.request_hash
 
 
 @dataclass(frozen=True)
@@ -87,8 +98,10 @@ class SigningSession:
             psbt = Psbt.from_text(data)
             psbt = psbt.to_v0() if psbt.version != 0 else psbt
         except PsbtError as exc:
-            self._record_refusal({"refusals": [["malformed", f"malformed PSBT: {exc}"[:300]]]},
-                                 {"psbt": hashlib.sha256(data).digest()})  # fmt: skip
+            self._record_refusal(
+                {"refusals": [["malformed", f"malformed PSBT: {exc}"[:300]]]},
+                {"psbt": hashlib.sha256(data).digest()},
+            )
             return None
         result = self._review(psbt)
         self.psbt, self.review = psbt, result
@@ -108,10 +121,13 @@ class SigningSession:
             return None
         entry = Entry.from_bytes(self.appliance.recorder.store.entry(seq))
         record = entry.record
-        if (entry.record.hash() != self.appliance.journal.hash_at(seq)
-                or record.subjects.get("request") != result.request_hash
-                or result.txid is None or record.details.get("txid") != result.txid[::-1].hex()):
-            return None  # fmt: skip
+        if (
+            entry.record.hash() != self.appliance.journal.hash_at(seq)
+            or record.subjects.get("request") != result.request_hash
+            or result.txid is None
+            or record.details.get("txid") != result.txid[::-1].hex()
+        ):
+            return None
         return entry
 
     def _require_station(self) -> int:
@@ -128,10 +144,15 @@ class SigningSession:
         """The review against the journal's history as it stands now."""
         now = self._require_station() if now is None else now
         history = self.appliance.journal.history
-        return review(psbt, self.appliance.pinned_wallet(), self.appliance.policy(), now=now,
-                      seen_request_ids=history.request_ids,
-                      signed_outpoints=OutpointView(history),
-                      spent_today_before=history.paid_on_day(utc_day(now)))  # fmt: skip
+        return review(
+            psbt,
+            self.appliance.pinned_wallet(),
+            self.appliance.policy(),
+            now=now,
+            seen_request_ids=history.request_ids,
+            signed_outpoints=OutpointView(history),
+            spent_today_before=history.paid_on_day(utc_day(now)),
+        )
 
     # -- approvals --------------------------------------------------------------------------
 
@@ -140,7 +161,8 @@ class SigningSession:
         current = self._require_reviewable()
         policy = self.appliance.policy()
         registry = {o.fingerprint: o.active for o in policy.officers}
-        digest = approval_digest(current.request_hash, policy.hash())
+        _, request_hash = approved_request(current)
+        digest = approval_digest(request_hash, policy.hash())
         with unlock(self.appliance.hsm, self.appliance.guard, officer_label, pin) as officer:
             try:
                 offer = make_offer(officer, registry)
@@ -155,11 +177,13 @@ class SigningSession:
     def approval_state(self) -> ApprovalState:
         current = self._require_reviewable()
         policy = self.appliance.policy()
+        request, request_hash = approved_request(current)
         tally = count_valid_approvals(
-            policy, current.request_hash,
+            policy,
+            request_hash,
             {fp: a.signature for fp, a in self._approvals.items()},
-            current.request.requester,
-        )  # fmt: skip
+            request.requester,
+        )
         return ApprovalState(tally.valid, policy.approval_quorum, tally.rejected)
 
     # -- signing ----------------------------------------------------------------------------
@@ -186,10 +210,15 @@ class SigningSession:
         assert self.psbt is not None
         now = self._require_station()
         history = self.appliance.journal.history
-        fresh = refreshed(approved, self.psbt.unsigned_tx, self.appliance.policy(), now=now,
-                          seen_request_ids=history.request_ids,
-                          signed_outpoints=OutpointView(history),
-                          spent_today_before=history.paid_on_day(utc_day(now)))  # fmt: skip
+        fresh = refreshed(
+            approved,
+            self.psbt.unsigned_tx,
+            self.appliance.policy(),
+            now=now,
+            seen_request_ids=history.request_ids,
+            signed_outpoints=OutpointView(history),
+            spent_today_before=history.paid_on_day(utc_day(now)),
+        )
         if not fresh.approved_for_signing:
             self.review = fresh
             reasons = "; ".join(str(r) for r in fresh.refusals) or "the request changed"
@@ -197,10 +226,17 @@ class SigningSession:
             raise SigningError(f"refused at the moment of signing: {reasons}")
         signed, count = self._sign_inputs(fresh)
         signatures = _partial_sigs_digest(signed)
-        entry = self._journal_review(fresh, "approved", extra={
-            "approvals": {fp: self._approvals[fp].signature for fp in state.approved},
-            "quorum": state.needed, "signatures": count,
-        }, actors=state.approved, signed_digest=signatures)  # fmt: skip
+        entry = self._journal_review(
+            fresh,
+            "approved",
+            extra={
+                "approvals": {fp: self._approvals[fp].signature for fp in state.approved},
+                "quorum": state.needed,
+                "signatures": count,
+            },
+            actors=state.approved,
+            signed_digest=signatures,
+        )
         assert entry is not None  # the token is unlocked: the record was written
         final = attach_receipt(signed, entry.to_bytes())
         result = SignedResult(final.serialize(), entry.record.seq, count)
@@ -241,15 +277,25 @@ class SigningSession:
         with self.appliance.activated(officers) as act:
             signed, count = self._sign_inputs_for(ours)
             entry = self.appliance.record(
-                "signing_reissued", actors=act.actors,
-                subjects={"request": current.request_hash, "psbt": previous.record.subjects["psbt"],
-                          "signatures": _partial_sigs_digest(signed)},
-                details={"approval": previous.record.seq, "txid": current.txid[::-1].hex(),
-                         "signatures": count, "quorum": policy.approval_quorum})  # fmt: skip
+                "signing_reissued",
+                actors=act.actors,
+                subjects={
+                    "request": current.request_hash,
+                    "psbt": previous.record.subjects["psbt"],
+                    "signatures": _partial_sigs_digest(signed),
+                },
+                details={
+                    "approval": previous.record.seq,
+                    "txid": current.txid[::-1].hex(),
+                    "signatures": count,
+                    "quorum": policy.approval_quorum,
+                },
+            )
             final = attach_receipt(signed, previous.to_bytes())
             result = SignedResult(final.serialize(), previous.record.seq, count)
-            atomic_write(self.appliance.state.signed_path(current.txid[::-1].hex()),
-                         result.psbt_bytes)  # fmt: skip
+            atomic_write(
+                self.appliance.state.signed_path(current.txid[::-1].hex()), result.psbt_bytes
+            )
         del entry
         return result
 
@@ -275,9 +321,10 @@ class SigningSession:
         count = 0
         for index, pubkey in ((i.index, i.wallet.our_key.pubkey) for i in inputs):
             info = spend_info(psbt, index)
-            der = self.appliance.keystore.sign_digest(labels[pubkey],
-                                                      info.digest(cache, SIGHASH_ALL))
-            psbt.inputs[index].set(IN_PARTIAL_SIG, der + bytes([SIGHASH_ALL]), keydata=pubkey)
+            der = self.appliance.keystore.sign_digest(
+                labels[pubkey], info.digest(cache, SIGHASH_ALL)
+            )
+            psbt.inputs[index].set(PSBT_IN_PARTIAL_SIG, der + bytes([SIGHASH_ALL]), keydata=pubkey)
             count += 1
         return psbt, count
 
@@ -291,9 +338,14 @@ class SigningSession:
             raise SigningError(f"this request was refused: {reasons or 'by the policy'}")
         return self.review
 
-    def _journal_review(self, current: Review, decision: str, extra: dict | None = None,
-                        actors: tuple[str, ...] = (), signed_digest: bytes | None = None
-                        ) -> Entry | None:  # fmt: skip
+    def _journal_review(
+        self,
+        current: Review,
+        decision: str,
+        extra: dict | None = None,
+        actors: tuple[str, ...] = (),
+        signed_digest: bytes | None = None,
+    ) -> Entry | None:
         """The signing decision; the display transcript (what the officers saw) is kept
         beside the journal and bound to the record by its hash."""
         assert self.psbt is not None
@@ -303,15 +355,22 @@ class SigningSession:
             "txid": tx.txid_hex,
             "inputs": len(tx.inputs),
             "outpoints_sha256": outpoints_digest(txin.prevout for txin in tx.inputs).hex(),
-            "refusals": [[r.code, r.message[:MAX_MESSAGE]]
-                         for r in current.refusals[:MAX_REFUSALS]],
-            **({"refusals_total": len(current.refusals)}
-               if len(current.refusals) > MAX_REFUSALS else {}),
+            "refusals": [
+                [r.code, r.message[:MAX_MESSAGE]] for r in current.refusals[:MAX_REFUSALS]
+            ],
+            **(
+                {"refusals_total": len(current.refusals)}
+                if len(current.refusals) > MAX_REFUSALS
+                else {}
+            ),
             **({"request_id": current.request.request_id} if current.request else {}),
-            **({"paid_out": current.paid_out, "fee": current.fee}
-               if current.fee is not None and decision == "approved" else {}),
+            **(
+                {"paid_out": current.paid_out, "fee": current.fee}
+                if current.fee is not None and decision == "approved"
+                else {}
+            ),
             **(extra or {}),
-        }  # fmt: skip
+        }
         subjects = {"psbt": hashlib.sha256(tx.serialize()).digest(), "transcript": transcript}
         if current.request_hash is not None:  # None when the request cannot be hashed
             subjects["request"] = current.request_hash
@@ -320,16 +379,22 @@ class SigningSession:
         if decision == "refused" and not self.appliance.keystore.unlocked:
             self._record_refusal(details, subjects)
             return None
-        return self.appliance.record("signing_decision", decision=decision, actors=actors,
-                                     subjects=subjects, details=details,
-                                     outpoints=[txin.prevout for txin in tx.inputs])  # fmt: skip
+        return self.appliance.record(
+            "signing_decision",
+            decision=decision,
+            actors=actors,
+            subjects=subjects,
+            details=details,
+            outpoints=[txin.prevout for txin in tx.inputs],
+        )
 
     def _record_refusal(self, details: dict, subjects: dict[str, bytes]) -> None:
         """A refusal decided before any officer opened the signing token waits as a
         fixed-schema deferred record (appliance.pending); otherwise it is journaled now."""
         if self.appliance.keystore.unlocked:
-            self.appliance.record("signing_decision", decision="refused", subjects=subjects,
-                                  details=details)  # fmt: skip
+            self.appliance.record(
+                "signing_decision", decision="refused", subjects=subjects, details=details
+            )
             return
         kept = {k: details[k] for k in ("txid", "request_id") if k in details}
         reasons = list(details.get("refusals", []))

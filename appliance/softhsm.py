@@ -20,8 +20,10 @@ def configure(state_dir: Path) -> Path:
     tokens.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     conf = root / "softhsm2.conf"
-    text = (f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
-            "slots.removable = false\n")  # fmt: skip
+    text = (
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        "slots.removable = false\n"
+    )
     if not conf.is_file() or conf.read_text() != text:  # opening an appliance writes nothing
         conf.write_text(text)
     os.environ["SOFTHSM2_CONF"] = str(conf)

@@ -158,14 +158,25 @@ class ApplianceState:
     def symlink_problems(self) -> list[str]:
         """Symbolic links in the state directory would make the station read or write
         somewhere else than the medium: each one is a problem that stops it."""
-        names = ["journal.log", "checkpoint.cbor", "appliance.json", "policies",
-                 "transcripts", "pending", "pending/rejected", "signed", "softhsm"]
+        names = [
+            "journal.log",
+            "checkpoint.cbor",
+            "appliance.json",
+            "policies",
+            "transcripts",
+            "pending",
+            "pending/rejected",
+            "signed",
+            "softhsm",
+        ]
         found = [self.root / n for n in names if (self.root / n).is_symlink()]
         # files inside the folders are not listed here (100,000 transcripts would make every
         # open slow): pending files are opened with O_NOFOLLOW, transcripts are checked by
         # hash, and writes replace a link by a file (rename), never follow it
-        return [f"{p} is a symbolic link: the state directory may hold only plain files and "
-                "folders" for p in found]
+        return [
+            f"{p} is a symbolic link: the state directory may hold only plain files and folders"
+            for p in found
+        ]
 
     def policy_files(self) -> list[Path]:
         return sorted(self.policies_dir.glob("*.cbor"))
@@ -176,15 +187,20 @@ class ApplianceState:
         try:
             signed = SignedPolicy.from_bytes(path.read_bytes())
         except FileNotFoundError:
-            raise StateError(f"{path} is missing: the journal installed policy version "
-                             f"{version} at seq {seq}") from None  # fmt: skip
+            raise StateError(
+                f"{path} is missing: the journal installed policy version {version} at seq {seq}"
+            ) from None
         except (OSError, ValueError) as exc:
-            raise StateError(f"{path} is unreadable ({exc}); the journal installed policy "
-                             f"version {version} at seq {seq}") from exc  # fmt: skip
+            raise StateError(
+                f"{path} is unreadable ({exc}); the journal installed policy "
+                f"version {version} at seq {seq}"
+            ) from exc
         if signed.policy.hash() != digest:
-            raise StateError(f"{path} is not the policy the journal installed at seq {seq} "
-                             f"(hash {signed.policy.hash().hex()[:16]}…, journal says "
-                             f"{digest.hex()[:16]}…): replaced or edited")  # fmt: skip
+            raise StateError(
+                f"{path} is not the policy the journal installed at seq {seq} "
+                f"(hash {signed.policy.hash().hex()[:16]}…, journal says "
+                f"{digest.hex()[:16]}…): replaced or edited"
+            )
         return signed
 
     def store_policy(self, signed: SignedPolicy) -> Path:

@@ -44,6 +44,7 @@ from appliance.recorder import Recorder
 from appliance.state import ApplianceState, StateError
 from appliance.token_objects import Anchor, AnchorError, check_anchor, read_anchor
 from shared.bitcoin.descriptor import Descriptor
+from shared.closing import Closing
 from shared.journal import Entry
 from shared.policy import Policy, SignedPolicy
 from shared.review import OurKey, PinnedWallet
@@ -77,7 +78,7 @@ class Activation:
     completed: dict[tuple[str, str], Entry] = field(default_factory=dict)
 
 
-class Station:
+class Station(Closing):
     """A loaded station: state directory, HSM, keystore, PIN counters, verified journal."""
 
     def __init__(self, root: Path, hsm: Hsm | None = None) -> None:
@@ -91,20 +92,33 @@ class Station:
         try:
             self.keystore = Keystore(self.hsm, self.config.signing_token)
         except HsmError as exc:
-            hint = (" If `init` was interrupted, run `coldstation-appliance init --demo "
-                    "--start-over` to wipe this half-made station." if self.config.demo else "")
-            raise StateError(f"{self.state.config_path} names signing token "
-                             f"{self.config.signing_token!r}, which is not there ({exc})."
-                             + hint) from exc  # fmt: skip
+            hint = (
+                " If `init` was interrupted, run `coldstation-appliance init --demo "
+                "--start-over` to wipe this half-made station."
+                if self.config.demo
+                else ""
+            )
+            raise StateError(
+                f"{self.state.config_path} names signing token "
+                f"{self.config.signing_token!r}, which is not there ({exc})." + hint
+            ) from exc
         self._sweep_kek()
         audit_key = self.keystore.token_audit_key()
-        self.recorder = Recorder.open(self.state.journal_path, self.state.checkpoint_path,
-                                      self.keystore, self.config.appliance_id, audit_key)
+        self.recorder = Recorder.open(
+            self.state.journal_path,
+            self.state.checkpoint_path,
+            self.keystore,
+            self.config.appliance_id,
+            audit_key,
+        )
         for note in self.recorder.notes:
             self.note(note)
         # the counters are kept per appliance id: the journal's, never the editable file's
-        self.guard = PinGuard(self.hsm, self.config.signing_token,
-                              self.journal.appliance_id or self.config.appliance_id)
+        self.guard = PinGuard(
+            self.hsm,
+            self.config.signing_token,
+            self.journal.appliance_id or self.config.appliance_id,
+        )
         self._identity_problems(audit_key)
         self._refresh()
 
@@ -125,8 +139,10 @@ class Station:
             self.note(f"could not check the signing token for a KEK: {exc}")
             return
         if found:
-            self.note(f"destroyed {found} backup KEK(s) left in the signing token by an "
-                      "interrupted backup or restore")  # fmt: skip
+            self.note(
+                f"destroyed {found} backup KEK(s) left in the signing token by an "
+                "interrupted backup or restore"
+            )
 
     def _identity_problems(self, audit_key: bytes | None) -> None:
         """Everything at open that contradicts the journal, or that the journal lacks."""
@@ -134,36 +150,48 @@ class Station:
         problems.extend(self.state.symlink_problems())
         if state.seq < 0 and not problems:
             if audit_key is not None:
-                problems.append(f"{self.state.journal_path} is empty, but the signing token "
-                                "holds this station's audit key: the journal was removed; "
-                                "restore it from an export (`journal restore FILE`), then "
-                                "`journal recover`")  # fmt: skip
+                problems.append(
+                    f"{self.state.journal_path} is empty, but the signing token "
+                    "holds this station's audit key: the journal was removed; "
+                    "restore it from an export (`journal restore FILE`), then "
+                    "`journal recover`"
+                )
             else:
-                problems.append(f"the station in {self.state.root} was never initialised (its "
-                                "journal is empty): run `coldstation-appliance init --demo "
-                                "--start-over` to wipe it and start again")  # fmt: skip
+                problems.append(
+                    f"the station in {self.state.root} was never initialised (its "
+                    "journal is empty): run `coldstation-appliance init --demo "
+                    "--start-over` to wipe it and start again"
+                )
             return
         if state.audit_key is not None and audit_key != state.audit_key:
-            problems.append("the signing token's audit key is not the one the journal records "
-                            "(another token, or the token was replaced)")  # fmt: skip
+            problems.append(
+                "the signing token's audit key is not the one the journal records "
+                "(another token, or the token was replaced)"
+            )
         if state.appliance_id not in (None, self.config.appliance_id):
-            problems.append(f"{self.state.config_path} names appliance "
-                            f"{self.config.appliance_id!r}; the journal is appliance "
-                            f"{state.appliance_id!r}")  # fmt: skip
+            problems.append(
+                f"{self.state.config_path} names appliance "
+                f"{self.config.appliance_id!r}; the journal is appliance "
+                f"{state.appliance_id!r}"
+            )
         if state.signing_token not in (None, self.config.signing_token):
-            problems.append(f"{self.state.config_path} names signing token "
-                            f"{self.config.signing_token!r}; the journal initialised "
-                            f"{state.signing_token!r}")  # fmt: skip
+            problems.append(
+                f"{self.state.config_path} names signing token "
+                f"{self.config.signing_token!r}; the journal initialised "
+                f"{state.signing_token!r}"
+            )
         if state.policy is not None:
             try:
                 self.signed_policy()
             except (StateError, CeremonyError) as exc:
                 problems.append(str(exc))
         if not self.recorder.problems and not state.init_complete:
-            problems.append(f"the station in {self.state.root} was never completely "
-                            "initialised (the journal has no init_completed record): run "
-                            "`coldstation-appliance init --demo --start-over` to wipe it and "
-                            "start again")  # fmt: skip
+            problems.append(
+                f"the station in {self.state.root} was never completely "
+                "initialised (the journal has no init_completed record): run "
+                "`coldstation-appliance init --demo --start-over` to wipe it and "
+                "start again"
+            )
 
     def _refresh(self) -> None:
         """Hand the keystore the key registry the journal records."""
@@ -172,12 +200,6 @@ class Station:
     def close(self) -> None:
         self.keystore.lock()
         self.recorder.store.close()
-
-    def __enter__(self) -> Station:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- what the station decides from ------------------------------------------------------
 
@@ -210,8 +232,11 @@ class Station:
     def pinned_wallet(self) -> PinnedWallet:
         """The pinned descriptors with this HSM's keys (audit key excluded) and their states."""
         descriptors = tuple(Descriptor.parse(text) for text in self.journal.wallets)
-        keys = tuple(OurKey(e.public_key, e.label, e.state) for e in self.journal.keys.values()
-                     if e.label != AUDIT_KEY_LABEL)  # fmt: skip
+        keys = tuple(
+            OurKey(e.public_key, e.label, e.state)
+            for e in self.journal.keys.values()
+            if e.label != AUDIT_KEY_LABEL
+        )
         return PinnedWallet(descriptors, keys)
 
     def registry(self) -> dict[str, bool]:
@@ -220,8 +245,7 @@ class Station:
     # -- activation -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def activated(self, officers: Presented, *, recovering: bool = False
-                  ) -> Iterator[Activation]:  # fmt: skip
+    def activated(self, officers: Presented, *, recovering: bool = False) -> Iterator[Activation]:
         """M officers open the signing token for the length of the block (module docstring)."""
         if not recovering:
             self.require_usable()
@@ -229,15 +253,26 @@ class Station:
         policy = self.policy()
         registry = {o.fingerprint: o.active for o in policy.officers}
         ahead: list[tuple[str, Anchor]] = []
-        offers = collect_offers(self.hsm, self.guard, officers, registry,
-                                on_unlock=lambda o: self._officer_anchor(o, ahead, recovering))
+        offers = collect_offers(
+            self.hsm,
+            self.guard,
+            officers,
+            registry,
+            on_unlock=lambda o: self._officer_anchor(o, ahead, recovering),
+        )
         with self.activated_by(offers, policy, recovering=recovering) as activation:
             activation.anchors_ahead[:0] = ahead
             yield activation
 
     @contextlib.contextmanager
-    def activated_by(self, offers: list[Offer], policy: Policy, *, recovering: bool = False,
-                     actors: Sequence[str] | None = None) -> Iterator[Activation]:  # fmt: skip
+    def activated_by(
+        self,
+        offers: list[Offer],
+        policy: Policy,
+        *,
+        recovering: bool = False,
+        actors: Sequence[str] | None = None,
+    ) -> Iterator[Activation]:
         """Open the signing token with shares already collected (the signing ceremony
         collects them officer by officer, with each approval)."""
         pin, share_set = self._login(offers, policy.approval_quorum)
@@ -245,9 +280,12 @@ class Station:
         try:
             self._signing_anchor(activation, recovering)
             if not recovering:
-                self.recorder.record("activation", actors=activation.actors,
-                                     subjects={"policy": policy.hash()},
-                                     details={"share_set": self._share_set_id()})  # fmt: skip
+                self.recorder.record(
+                    "activation",
+                    actors=activation.actors,
+                    subjects={"policy": policy.hash()},
+                    details={"share_set": self._share_set_id()},
+                )
                 self._flush_pending(activation.actors)
                 self._resume_intents(activation)
             yield activation
@@ -287,20 +325,28 @@ class Station:
                 pin.wipe()
                 last = exc
         if isinstance(last, WrongPinError):
-            raise QuorumError("the signing token refused the PIN the officers' shares rebuild: "
-                              "a re-key changed it; present officers holding the new shares")
+            raise QuorumError(
+                "the signing token refused the PIN the officers' shares rebuild: "
+                "a re-key changed it; present officers holding the new shares"
+            )
         raise last if last is not None else QuorumError("no share set to activate with")
 
-    def _officer_anchor(self, officer: UnlockedOfficer, ahead: list[tuple[str, Anchor]],
-                        recovering: bool) -> None:  # fmt: skip
+    def _officer_anchor(
+        self, officer: UnlockedOfficer, ahead: list[tuple[str, Anchor]], recovering: bool
+    ) -> None:
         """The officer's token must not have seen a journal longer than this one; then it
         keeps this journal's head (and drops shares of a share set no longer in use)."""
         app = self.config.appliance_id
         anchor = officer.read_anchor(app)
         if anchor is not None:
             try:
-                check_anchor(anchor, self.journal.length, self.recorder.hash_at, officer.name,
-                             self.journal.lost_range_holds)
+                check_anchor(
+                    anchor,
+                    self.journal.length,
+                    self.recorder.hash_at,
+                    officer.name,
+                    self.journal.lost_range_holds,
+                )
             except AnchorError as exc:
                 if not recovering:
                     raise
@@ -322,12 +368,19 @@ class Station:
         anchor = read_anchor(self.hsm, self.keystore.session(), self.config.appliance_id, where)
         if anchor is None:
             if self.journal.seq >= 0 and self.journal.init_complete:
-                raise AnchorError(f"the {where} holds no journal anchor: it is not the token "
-                                  "this journal was written with, or it was reset")
+                raise AnchorError(
+                    f"the {where} holds no journal anchor: it is not the token "
+                    "this journal was written with, or it was reset"
+                )
             return
         try:
-            check_anchor(anchor, self.journal.length, self.recorder.hash_at, where,
-                         self.journal.lost_range_holds)
+            check_anchor(
+                anchor,
+                self.journal.length,
+                self.recorder.hash_at,
+                where,
+                self.journal.lost_range_holds,
+            )
         except AnchorError:
             if not recovering:
                 raise
@@ -356,9 +409,13 @@ class Station:
             details = dict(pending.details)
             if pending.event == "pin_lockout":
                 details["activated_by"] = list(actors)
-            self.recorder.record(pending.event, decision=pending.decision,
-                                 actors=pending.actors, subjects=pending.subjects,
-                                 details=details)  # fmt: skip
+            self.recorder.record(
+                pending.event,
+                decision=pending.decision,
+                actors=pending.actors,
+                subjects=pending.subjects,
+                details=details,
+            )
             path.unlink()
             written += 1
         return written
@@ -368,8 +425,11 @@ class Station:
         for seq, intent in sorted(self.journal.intents.items()):
             resume = self._resumers().get(str(intent.get("ceremony")))
             if resume is None:
-                self.recorder.record("intent_abandoned", actors=activation.actors,
-                                     details={"intent": seq, "reason": "unknown ceremony"})
+                self.recorder.record(
+                    "intent_abandoned",
+                    actors=activation.actors,
+                    details={"intent": seq, "reason": "unknown ceremony"},
+                )
                 continue
             resume(seq, intent, activation)
 

@@ -43,13 +43,20 @@ class TokenObjectError(HsmError):
 
 
 def _find(session: pkcs11.Session, label: str, application: str) -> list[pkcs11.Object]:
-    return list(session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                      Attribute.LABEL: label,
-                                      Attribute.APPLICATION: application}))  # fmt: skip
+    return list(
+        session.get_objects(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.LABEL: label,
+                Attribute.APPLICATION: application,
+            }
+        )
+    )
 
 
-def read_data(session: pkcs11.Session, label: str, application: str, where: str,
-              newest: Any) -> bytes | None:  # fmt: skip
+def read_data(
+    session: pkcs11.Session, label: str, application: str, where: str, newest: Any
+) -> bytes | None:
     """The value of data object ``label``/``application``, or None if there is none.
 
     Tokens do not let a data object's value change (SoftHSM2: CKA_VALUE is fixed at
@@ -65,19 +72,31 @@ def read_data(session: pkcs11.Session, label: str, application: str, where: str,
     return values[0] if len(values) == 1 else newest(values)
 
 
-def write_data(session: pkcs11.Session, label: str, application: str, value: bytes, *,
-               private: bool, where: str) -> None:  # fmt: skip
+def write_data(
+    session: pkcs11.Session,
+    label: str,
+    application: str,
+    value: bytes,
+    *,
+    private: bool,
+    where: str,
+) -> None:
     """Create the new object, then destroy the ones it replaces (see :func:`read_data`)."""
     if len(value) > MAX_OBJECT_BYTES:
         raise TokenObjectError(f"{label!r} would be {len(value)} bytes")
     try:
         old = _find(session, label, application)
-        session.create_object({
-            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
-            Attribute.PRIVATE: private, Attribute.MODIFIABLE: True,
-            Attribute.LABEL: label, Attribute.APPLICATION: application,
-            Attribute.VALUE: value,
-        })  # fmt: skip
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: private,
+                Attribute.MODIFIABLE: True,
+                Attribute.LABEL: label,
+                Attribute.APPLICATION: application,
+                Attribute.VALUE: value,
+            }
+        )
         for obj in old:
             obj.destroy()
     except PKCS11Error as exc:
@@ -111,15 +130,20 @@ class Anchor:
     def from_bytes(cls, value: bytes, where: str) -> Anchor:
         plain = _decode(value, ANCHOR_TYPE, where)
         seq, head = plain.get("seq"), plain.get("head")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 \
-                or not isinstance(head, bytes) or len(head) != 32:  # fmt: skip
+        if (
+            not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or seq < 0
+            or not isinstance(head, bytes)
+            or len(head) != 32
+        ):
             raise TokenObjectError(f"journal anchor in {where} is malformed")
         return cls(seq, head)
 
 
-def read_anchor(hsm: Hsm, session: pkcs11.Session, appliance_id: str, where: str
-                ) -> Anchor | None:  # fmt: skip
+def read_anchor(hsm: Hsm, session: pkcs11.Session, appliance_id: str, where: str) -> Anchor | None:
     """The anchor in a logged-in token (private object), or None if it has none yet."""
+
     def newest(values: list[bytes]) -> bytes:
         return max(values, key=lambda v: Anchor.from_bytes(v, where).seq)
 
@@ -128,19 +152,20 @@ def read_anchor(hsm: Hsm, session: pkcs11.Session, appliance_id: str, where: str
     return None if value is None else Anchor.from_bytes(value, where)
 
 
-def write_anchor(hsm: Hsm, session: pkcs11.Session, appliance_id: str, anchor: Anchor,
-                 where: str) -> None:  # fmt: skip
+def write_anchor(
+    hsm: Hsm, session: pkcs11.Session, appliance_id: str, anchor: Anchor, where: str
+) -> None:
     with hsm.lock:
-        write_data(session, ANCHOR_LABEL, appliance_id, anchor.to_bytes(), private=True,
-                   where=where)  # fmt: skip
+        write_data(
+            session, ANCHOR_LABEL, appliance_id, anchor.to_bytes(), private=True, where=where
+        )
 
 
 class AnchorError(RuntimeError):
     """The journal is behind or diverges from an anchor kept in a token."""
 
 
-def check_anchor(anchor: Anchor, length: int, hash_at: Any, where: str,
-                 lost: Any = None) -> None:  # fmt: skip
+def check_anchor(anchor: Anchor, length: int, hash_at: Any, where: str, lost: Any = None) -> None:
     """Refuse a journal of ``length`` records that does not contain ``anchor``'s head.
 
     ``hash_at(seq)`` gives the hash of the journal's record ``seq``. A journal *ahead* of
@@ -171,6 +196,7 @@ def check_anchor(anchor: Anchor, length: int, hash_at: Any, where: str,
 def read_counters(hsm: Hsm, token: pkcs11.Token, appliance_id: str) -> dict[str, int]:
     """Consecutive wrong PINs per officer token serial, from the signing token."""
     where = f"signing token {token.label!r}"
+
     def newest(values: list[bytes]) -> bytes:
         return max(values, key=lambda v: _generation(_decode(v, COUNTERS_TYPE, where)))
 
@@ -181,24 +207,36 @@ def read_counters(hsm: Hsm, token: pkcs11.Token, appliance_id: str) -> dict[str,
     plain = _decode(value, COUNTERS_TYPE, where)
     counts = plain.get("failures")
     if not isinstance(counts, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in counts.items()):  # fmt: skip
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in counts.items()
+    ):
         raise TokenObjectError(f"PIN counters in {where} are malformed")
     return dict(counts)
 
 
-def write_counters(hsm: Hsm, token: pkcs11.Token, appliance_id: str,
-                   counts: dict[str, int]) -> None:  # fmt: skip
+def write_counters(
+    hsm: Hsm, token: pkcs11.Token, appliance_id: str, counts: dict[str, int]
+) -> None:
     """Replace the counters; each write carries a generation one above the last."""
     where = f"signing token {token.label!r}"
     with hsm.lock, hsm.public_session(token) as session:
-        current = read_data(session, COUNTERS_LABEL, appliance_id, where,
-                            lambda vs: max(vs, key=lambda v: _generation(
-                                _decode(v, COUNTERS_TYPE, where))))  # fmt: skip
-        generation = 0 if current is None else _generation(
-            _decode(current, COUNTERS_TYPE, where)) + 1
-        value = canonical.encode({"type": COUNTERS_TYPE, "generation": generation,
-                                  "failures": dict(sorted(counts.items()))})  # fmt: skip
+        current = read_data(
+            session,
+            COUNTERS_LABEL,
+            appliance_id,
+            where,
+            lambda vs: max(vs, key=lambda v: _generation(_decode(v, COUNTERS_TYPE, where))),
+        )
+        generation = (
+            0 if current is None else _generation(_decode(current, COUNTERS_TYPE, where)) + 1
+        )
+        value = canonical.encode(
+            {
+                "type": COUNTERS_TYPE,
+                "generation": generation,
+                "failures": dict(sorted(counts.items())),
+            }
+        )
         write_data(session, COUNTERS_LABEL, appliance_id, value, private=False, where=where)
 
 
@@ -217,16 +255,27 @@ def mark_initialising(hsm: Hsm, token: pkcs11.Token, appliance_id: str) -> None:
     token that still carries it may be wiped by ``init --start-over`` (a station whose
     journal was emptied by someone else is recovered, never wiped)."""
     with hsm.lock, hsm.public_session(token) as session:
-        write_data(session, INIT_MARKER_LABEL, appliance_id, b"1", private=False,
-                   where=f"signing token {token.label!r}")  # fmt: skip
+        write_data(
+            session,
+            INIT_MARKER_LABEL,
+            appliance_id,
+            b"1",
+            private=False,
+            where=f"signing token {token.label!r}",
+        )
 
 
 def initialising(hsm: Hsm, token: pkcs11.Token) -> bool:
     """True when the signing token carries the init-in-progress marker (any appliance)."""
     with hsm.lock, hsm.public_session(token) as session:
         try:
-            return bool(list(session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                                  Attribute.LABEL: INIT_MARKER_LABEL})))
+            return bool(
+                list(
+                    session.get_objects(
+                        {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: INIT_MARKER_LABEL}
+                    )
+                )
+            )
         except PKCS11Error as exc:
             raise TokenObjectError(f"cannot search token {token.label!r}: {exc!r}") from exc
 
@@ -234,9 +283,11 @@ def initialising(hsm: Hsm, token: pkcs11.Token) -> bool:
 def clear_initialising(hsm: Hsm, token: pkcs11.Token) -> None:
     with hsm.lock, hsm.public_session(token) as session:
         try:
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                            Attribute.LABEL: INIT_MARKER_LABEL}):
+            for obj in session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: INIT_MARKER_LABEL}
+            ):
                 obj.destroy()
         except PKCS11Error as exc:
-            raise TokenObjectError(f"cannot clear the init marker on {token.label!r}: "
-                                   f"{exc!r}") from exc  # fmt: skip
+            raise TokenObjectError(
+                f"cannot clear the init marker on {token.label!r}: {exc!r}"
+            ) from exc

@@ -68,8 +68,13 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 BLOCKS_PER_CALL = 16
 HASHES_PER_CALL = 1000
 #: Core's chain names -> the network names wallets and policies use.
-CHAINS = {"main": "mainnet", "test": "testnet", "testnet4": "testnet", "signet": "signet",
-          "regtest": "regtest"}  # fmt: skip
+CHAINS = {
+    "main": "mainnet",
+    "test": "testnet",
+    "testnet4": "testnet",
+    "signet": "signet",
+    "regtest": "regtest",
+}
 UNUSABLE = (CommandError, EvidenceError, ChainError, ChainScanError, ValueError, OSError)
 
 
@@ -80,28 +85,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("replay", help="replay every ceremony; write JSON and HTML reports")
-    run.add_argument("--journal", action="append", required=True, type=Path, metavar="BUNDLE",
-                     help="an appliance's audit bundle folder (journal export --evidence); "
-                          "once per appliance")  # fmt: skip
-    run.add_argument("--coordinator-export", required=True, type=Path, metavar="FILE",
-                     help="the coordinator's evidence (coldstation-coordinator export)")
+    run.add_argument(
+        "--journal",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="BUNDLE",
+        help="an appliance's audit bundle folder (journal export --evidence); once per appliance",
+    )
+    run.add_argument(
+        "--coordinator-export",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the coordinator's evidence (coldstation-coordinator export)",
+    )
     run.add_argument("--chain", metavar="URL", help="your own node's RPC URL: walk the chain")
-    run.add_argument("--cookie", type=Path, metavar="FILE",
-                     help="the node's .cookie file (with --chain)")
-    run.add_argument("--from-height", type=_height, metavar="N",
-                     help="with --chain: the first block to walk. Default 0, every block of "
-                          "your node: seconds on regtest, but on mainnet that is each of some "
-                          "900,000 blocks (hundreds of GB over RPC, parsed here in Python: "
-                          "expect days). Give a height you established yourself, at or below "
-                          "the wallets' first deposit, to walk less; coins created earlier are "
-                          "still seen when they are spent. The coordinator's birth_height is "
-                          "never used: it is checked, not trusted.")  # fmt: skip
+    run.add_argument(
+        "--cookie", type=Path, metavar="FILE", help="the node's .cookie file (with --chain)"
+    )
+    run.add_argument(
+        "--from-height",
+        type=_height,
+        metavar="N",
+        help="with --chain: the first block to walk. Default 0, every block of "
+        "your node: seconds on regtest, but on mainnet that is each of some "
+        "900,000 blocks (hundreds of GB over RPC, parsed here in Python: "
+        "expect days). Give a height you established yourself, at or below "
+        "the wallets' first deposit, to walk less; coins created earlier are "
+        "still seen when they are spent. The coordinator's birth_height is "
+        "never used: it is checked, not trusted.",
+    )
     run.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
     run.add_argument("--html", type=Path, metavar="OUT", help="write the HTML report here")
-    run.add_argument("--workers", type=_workers, default=_cpus(), metavar="N",
-                     help="worker processes reading the evidence while this one replays it "
-                          "(default: the CPUs available, here %(default)s; 0: all in this "
-                          "process)")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=_cpus(),
+        metavar="N",
+        help="worker processes reading the evidence while this one replays it "
+        "(default: the CPUs available, here %(default)s; 0: all in this "
+        "process)",
+    )
     run.set_defaults(handler=replay_command)
     receipt = sub.add_parser("verify-receipt", help="check one receipt's signature")
     receipt.add_argument("file", help="a receipt (file or ur:bytes text) or a signed PSBT")
@@ -178,10 +203,19 @@ def read_bundle(path: Path) -> ApplianceBundle:
     if not journal.is_file():
         raise CommandError(f"{path}: not an audit bundle (no journal.cbor)")
     transcripts = path / "transcripts"
-    names = sorted(p.name for p in transcripts.glob("*.cbor") if p.is_file()) \
-        if transcripts.is_dir() else []  # fmt: skip
-    return open_bundle(str(path), _opener(journal), _folder(path / "policies"), names,
-                       _Files(transcripts), portable=True)  # fmt: skip
+    names = (
+        sorted(p.name for p in transcripts.glob("*.cbor") if p.is_file())
+        if transcripts.is_dir()
+        else []
+    )
+    return open_bundle(
+        str(path),
+        _opener(journal),
+        _folder(path / "policies"),
+        names,
+        _Files(transcripts),
+        portable=True,
+    )
 
 
 class _Files:
@@ -197,8 +231,7 @@ class _Files:
         try:
             with open(path, "rb") as file:
                 if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
-                    raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input "
-                                       "limit")  # fmt: skip
+                    raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input limit")
                 data = file.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror or exc}") from exc
@@ -243,12 +276,17 @@ def _check_network(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence) -> None:
     chain = CHAINS.get(rpc.chain_name(), "unknown")
     networks = {w.network for w in evidence.wallets}
     if networks and networks != {chain}:
-        raise CommandError(f"the node is on {chain}; the wallets are on "
-                           f"{', '.join(sorted(networks))}")  # fmt: skip
+        raise CommandError(
+            f"the node is on {chain}; the wallets are on {', '.join(sorted(networks))}"
+        )
 
 
-def scan_chain(rpc: BitcoinCoreRPC, evidence: CoordinatorEvidence, index: WalletIndex,
-               from_height: int | None = None) -> ChainScanner:  # fmt: skip
+def scan_chain(
+    rpc: BitcoinCoreRPC,
+    evidence: CoordinatorEvidence,
+    index: WalletIndex,
+    from_height: int | None = None,
+) -> ChainScanner:
     """Every block from the auditor's start (``from_height``, else 0) to the node's tip;
     nothing in the evidence moves the start."""
     _check_network(rpc, evidence)
@@ -342,19 +380,24 @@ def _receipts(data: bytes, source: str) -> list[Entry]:
     try:
         return [Entry.from_bytes(raw) for raw in read_receipts(Psbt.from_text(data))]
     except (PsbtError, RequestError, JournalError) as exc:
-        raise CommandError(f"{source}: neither a receipt nor a PSBT carrying receipts "
-                           f"({exc})") from exc  # fmt: skip
+        raise CommandError(
+            f"{source}: neither a receipt nor a PSBT carrying receipts ({exc})"
+        ) from exc
 
 
 def _audit_key(given: str | None, entry: Entry) -> tuple[bytes, str]:
     """The key to verify under, and where it came from (the receipt's own claim is only a
     claim: compare it with the key pinned at import)."""
     text = given if given is not None else entry.record.details.get("audit_key")
-    how = "given" if given is not None else "named in the receipt itself (compare it with "\
-        "the fingerprint pinned at import)"  # fmt: skip
+    how = (
+        "given"
+        if given is not None
+        else "named in the receipt itself (compare it with the fingerprint pinned at import)"
+    )
     if not isinstance(text, str):
-        raise CommandError(f"receipt seq {entry.record.seq} does not name its audit key: "
-                           "give --audit-key")  # fmt: skip
+        raise CommandError(
+            f"receipt seq {entry.record.seq} does not name its audit key: give --audit-key"
+        )
     try:
         key = bytes.fromhex(text)
     except ValueError:
@@ -376,14 +419,18 @@ def verify_receipt_command(args: argparse.Namespace) -> int:
         problem = standalone_receipt_problem(record)
         failed += not ok or problem is not None
         decision = f" {record.decision}" if record.decision else ""
-        say(f"appliance {record.appliance_id} seq {record.seq} {record.event}{decision}, "
-            f"record {record.hash().hex()}")  # fmt: skip
+        say(
+            f"appliance {record.appliance_id} seq {record.seq} {record.event}{decision}, "
+            f"record {record.hash().hex()}"
+        )
         for name, value in sorted(record.subjects.items()):
             say(f"  {name}: {value.hex()}")
         verdict = "verifies" if ok else "DOES NOT VERIFY"
         say(f"  signature {verdict} under audit key {key.hex()} ({how})")
-        say("  receipt contract: " + ("met" if problem is None else
-                                      f"NOT A VALID RECEIPT: {problem}"))  # fmt: skip
+        say(
+            "  receipt contract: "
+            + ("met" if problem is None else f"NOT A VALID RECEIPT: {problem}")
+        )
     return 1 if failed else 0
 
 

@@ -13,6 +13,9 @@ nSequence 0xFFFFFFFD (replaceable, so a stuck payout can be fee-bumped by a new 
 nLockTime at the current height (as Bitcoin Core does, against fee sniping), and the
 request metadata in Coldstation's proprietary global field. Payee references stay here:
 the PSBT carries only their SHA-256 (DESIGN 8).
+
+The rest of a batch's life is here too: cancel, re-show, fee bump, and at the end the
+functions each ``batch`` command calls with the label a person typed.
 """
 
 from __future__ import annotations
@@ -28,15 +31,33 @@ from typing import NamedTuple
 from online_coordinator import faults
 from online_coordinator.chain.rpc import BitcoinCoreRPC
 from online_coordinator.coinselect import Candidate, Selection, SelectionError, select_coins
-from online_coordinator.payouts import Payout, dust_threshold, parse_payouts
+from online_coordinator.config import Config
+from online_coordinator.fees import (
+    INCREMENTAL_RELAY_FEE_RATE,
+    FeeChoice,
+    FeeError,
+    check_fee_cap,
+    check_fee_within_cap,
+    fee_choice,
+)
+from online_coordinator.finish import (
+    BroadcastResult,
+    FinishError,
+    ImportResult,
+    broadcast,
+    import_response,
+)
+from online_coordinator.payouts import Payout, PayoutsError, parse_payouts
 from online_coordinator.store import Store, now, outcome
 from online_coordinator.wallet import (
     AddressSlot,
     Wallet,
     WalletError,
+    load_wallet,
     next_address,
     require_ready,
 )
+from shared.bitcoin.amount import dust_threshold, fee_at_rate
 from shared.bitcoin.descriptor import DerivedOutput
 from shared.bitcoin.encoding import compact_size
 from shared.bitcoin.size import (
@@ -46,9 +67,11 @@ from shared.bitcoin.size import (
     estimate_vsize,
     input_weight,
     output_weight,
+    vsize_of,
 )
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
-from shared.psbt.model import Psbt
+from shared.psbt import fields as f
+from shared.psbt.model import Psbt, PsbtMap
 from shared.request import RequestMetadata, attach_request, read_request, request_hash
 
 COINBASE_MATURITY = 100
@@ -86,7 +109,7 @@ class _Coin(NamedTuple):
     value: int
     descriptor_id: int
     change: bool
-    index: int
+    address_index: int  # not ``index``: that is tuple's method
 
     @property
     def outpoint(self) -> OutPoint:
@@ -129,7 +152,7 @@ def _chosen(store: Store, selection: Selection) -> list[_Coin]:
     (row ids are stable inside the batch's transaction)."""
     coins = []
     for candidate in selection.chosen:
-        row = store.one(
+        row = store.row(
             "SELECT u.txid, u.vout, u.value, a.descriptor_id, a.change, a.idx FROM utxos u "
             "JOIN addresses a ON a.id = u.address_id WHERE u.rowid = ?",
             candidate.key,
@@ -261,14 +284,26 @@ def _psbt(
     psbt = Psbt.from_unsigned_tx(tx)
     previous: dict[str, tuple[bytes, Transaction]] = {}
     for inp, coin in zip(psbt.inputs, coins, strict=True):
-        derived = wallet.descriptor(coin.descriptor_id).derive(coin.index, coin.change)
+        derived = wallet.descriptor(coin.descriptor_id).derive(coin.address_index, coin.change)
         raw, prev = _previous(store, coin.txid, previous)
-        inp.set(0x00, raw)
-        inp.set(0x01, prev.outputs[coin.vout].serialize())
-        _scripts_and_origins(inp, derived, redeem=0x04, witness=0x05, origin=0x06)
+        inp.set(f.PSBT_IN_NON_WITNESS_UTXO, raw)
+        inp.set(f.PSBT_IN_WITNESS_UTXO, prev.outputs[coin.vout].serialize())
+        _scripts_and_origins(
+            inp,
+            derived,
+            redeem=f.PSBT_IN_REDEEM_SCRIPT,
+            witness=f.PSBT_IN_WITNESS_SCRIPT,
+            origin=f.PSBT_IN_BIP32_DERIVATION,
+        )
     if change is not None:
         derived = wallet.descriptor(change.descriptor_id).derive(change.index, change.change)
-        _scripts_and_origins(psbt.outputs[-1], derived, redeem=0x00, witness=0x01, origin=0x02)
+        _scripts_and_origins(
+            psbt.outputs[-1],
+            derived,
+            redeem=f.PSBT_OUT_REDEEM_SCRIPT,
+            witness=f.PSBT_OUT_WITNESS_SCRIPT,
+            origin=f.PSBT_OUT_BIP32_DERIVATION,
+        )
     return psbt
 
 
@@ -277,7 +312,7 @@ def _previous(
 ) -> tuple[bytes, Transaction]:
     """A coin's full previous transaction, read and parsed once per batch."""
     if txid not in cache:
-        raw = bytes(store.one("SELECT raw FROM transactions WHERE txid = ?", txid)["raw"])
+        raw = bytes(store.row("SELECT raw FROM transactions WHERE txid = ?", txid)["raw"])
         cache[txid] = (raw, Transaction.parse(raw))
     return cache[txid]
 
@@ -313,9 +348,9 @@ def _metadata(
         expiry=created + expiry_seconds,
         purpose=purpose,
         network=wallet.network.label,
-        references={
-            i: hashlib.sha256(p.reference.encode()).digest() for i, p in enumerate(payouts)
-        },
+        references=tuple(
+            (i, hashlib.sha256(p.reference.encode()).digest()) for i, p in enumerate(payouts)
+        ),
         tip_height=tip,
     )
 
@@ -344,7 +379,7 @@ def _record(
         [(batch_id, p.line, p.address, p.amount, p.reference) for p in payouts],
     )
     tx = psbt.unsigned_tx
-    vsize = -(-selection.weight // 4)
+    vsize = vsize_of(selection.weight)
     request_row = _insert(
         db,
         "INSERT INTO requests (batch_id, request_id, kind, replaces, unsigned_psbt, request_hash,"
@@ -404,6 +439,8 @@ __all__ = [
     "WalletError",
     "build_request",
     "cancel_batch",
+    "create_batch",
+    "find_batch",
     "output_path",
     "release_coins",
 ]
@@ -412,7 +449,7 @@ __all__ = [
 # -- cancel ---------------------------------------------------------------------------------
 
 
-def cancel_batch(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> int:
+def cancel_batch(store: Store, rpc: BitcoinCoreRPC, label: str) -> int:
     """Cancel a batch that never reached a node; returns the coins released.
 
     Refused once a broadcast was attempted (``sendrawtransaction`` was called, even if its
@@ -421,7 +458,8 @@ def cancel_batch(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> int:
     sent by someone else). Only then are the coins released; a recorded but never-attempted
     send is marked abandoned.
     """
-    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    batch = find_batch(store, label)
+    batch_id = batch["id"]
     attempted = store.one(
         "SELECT b.txid FROM broadcasts b JOIN requests r ON r.id = b.request_id "
         "WHERE r.batch_id = ? AND b.sends > 0 AND b.state != 'abandoned'",
@@ -483,7 +521,7 @@ class ReshowRequest:
     psbt: Psbt
 
 
-def reshow_request(store: Store, batch_id: int) -> ReshowRequest:
+def reshow_request(store: Store, label: str) -> ReshowRequest:
     """The batch's open request, to be presented to the station again *unchanged*.
 
     The station recognises the request id it already signed: it must not sign again (that
@@ -491,10 +529,10 @@ def reshow_request(store: Store, batch_id: int) -> ReshowRequest:
     approvals and no second count toward any limit. The coordinator then imports it like
     any response: it must be the same transaction, and the same response twice counts once.
     """
-    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    batch = find_batch(store, label)
     request = store.one(
         "SELECT * FROM requests WHERE batch_id = ? AND state = 'open' ORDER BY id DESC LIMIT 1",
-        batch_id,
+        batch["id"],
     )
     if request is None:
         raise BatchError(
@@ -512,8 +550,24 @@ def reshow_request(store: Store, batch_id: int) -> ReshowRequest:
 
 # -- fee bump -------------------------------------------------------------------------------
 
-#: BIP-125 rule 4: a replacement pays for its own size at the incremental relay fee rate.
-INCREMENTAL_RELAY_FEE_RATE = 1000
+
+def bump_batch(config: Config, store: Store, label: str, fee_rate: int) -> BuiltRequest:
+    """``batch bump``: a replacement request at ``fee_rate`` (sat/kvB), held to the same
+    configured cap as a new batch, both as asked and as it must really pay (FeeError)."""
+    batch = find_batch(store, label)
+    wallet = load_wallet(
+        store, store.row("SELECT name FROM wallets WHERE id = ?", batch["wallet_id"])["name"]
+    )
+    check_fee_cap(fee_rate, config.max_fee_rate)
+    return build_replacement(
+        store,
+        wallet,
+        batch["id"],
+        fee_rate=fee_rate,
+        max_fee_rate=config.max_fee_rate,
+        requester=config.requester,
+        expiry_seconds=config.expiry_hours * 3600,
+    )
 
 
 def build_replacement(
@@ -522,6 +576,7 @@ def build_replacement(
     batch_id: int,
     *,
     fee_rate: int,
+    max_fee_rate: int,
     requester: str,
     expiry_seconds: int,
 ) -> BuiltRequest:
@@ -529,7 +584,8 @@ def build_replacement(
 
     Same coins and payouts; only the change shrinks. The request is of kind
     ``replacement`` and names the txid it replaces, so the appliance's conflicting-spend
-    check lets it through while refusing undeclared double spends.
+    check lets it through while refusing undeclared double spends. Its fee must stay
+    within ``max_fee_rate``, whatever BIP-125 makes it pay (FeeError, nothing written).
     """
     batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
     original = store.one(
@@ -541,7 +597,7 @@ def build_replacement(
     if batch is None or original is None:
         raise BatchError("only a broadcast, unconfirmed batch can be fee-bumped")
     old = Psbt.parse(bytes(original["unsigned_psbt"]))
-    psbt, fee = _bumped(wallet, old, original["fee"], fee_rate)
+    psbt, fee = _bumped(wallet, old, original["fee"], fee_rate, max_fee_rate)
     meta = RequestMetadata(
         request_id=os.urandom(16),
         batch_id=batch["label"],
@@ -589,19 +645,23 @@ def build_replacement(
     )
 
 
-def read_references(psbt: Psbt) -> dict[int, bytes]:
-    return dict(read_request(psbt).references)
+def read_references(psbt: Psbt) -> tuple[tuple[int, bytes], ...]:
+    """The payee reference hashes a request declared, which its replacement declares too."""
+    return read_request(psbt).references
 
 
-def _bumped(wallet: Wallet, old: Psbt, old_fee: int, fee_rate: int) -> tuple[Psbt, int]:
+def _bumped(
+    wallet: Wallet, old: Psbt, old_fee: int, fee_rate: int, max_fee_rate: int
+) -> tuple[Psbt, int]:
     """A copy of ``old`` (without its request record) whose change pays the new fee."""
     tx = old.unsigned_tx
     change_index = _change_index(old)
     shapes = [_input_shape(wallet, inp) for inp in old.inputs]
     vsize = estimate_vsize(tx, shapes)
     fee = max(
-        -(-vsize * fee_rate // 1000), old_fee + -(-vsize * INCREMENTAL_RELAY_FEE_RATE // 1000)
+        fee_at_rate(vsize, fee_rate), old_fee + fee_at_rate(vsize, INCREMENTAL_RELAY_FEE_RATE)
     )
+    check_fee_within_cap(fee, vsize, max_fee_rate)
     change = tx.outputs[change_index].value - (fee - old_fee)
     if change < dust_threshold(tx.outputs[change_index].script_pubkey):
         raise BatchError(f"the change output cannot pay a {fee} sat fee; build a new batch")
@@ -611,7 +671,9 @@ def _bumped(wallet: Wallet, old: Psbt, old_fee: int, fee_rate: int) -> tuple[Psb
         tx.version, [TxIn(i.prevout, b"", i.sequence) for i in tx.inputs], outputs, tx.locktime
     )
     psbt = Psbt.from_unsigned_tx(new_tx)
-    for src, dst in zip(old.inputs + old.outputs, psbt.inputs + psbt.outputs, strict=True):
+    old_maps: list[PsbtMap] = [*old.inputs, *old.outputs]
+    new_maps: list[PsbtMap] = [*psbt.inputs, *psbt.outputs]
+    for src, dst in zip(old_maps, new_maps, strict=True):
         for key, value in src.raw_records().items():
             dst.set_record(key, value)
     return psbt, fee
@@ -628,3 +690,97 @@ def _change_index(psbt: Psbt) -> int:
 def _input_shape(wallet: Wallet, inp: object) -> InputShape:
     threshold = wallet.descriptors[0][1].threshold
     return InputShape(inp.redeem_script, inp.witness_script, threshold or 1, True)  # type: ignore[attr-defined]
+
+
+# -- a batch by its label: what the commands call ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatedBatch:
+    """A new batch's request, and the fee rate it pays with the reason for that rate."""
+
+    built: BuiltRequest
+    fee: FeeChoice
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """The request a batch is waiting on (open, or signed and not yet broadcast)."""
+
+    label: str
+    unsigned_psbt: bytes
+    request_hash: bytes
+
+    @property
+    def psbt(self) -> Psbt:
+        return Psbt.parse(self.unsigned_psbt)
+
+
+def find_batch(store: Store, label: str) -> sqlite3.Row:
+    """The batch a person names by its label (BatchError when there is none)."""
+    row = store.one("SELECT * FROM batches WHERE label = ?", label)
+    if row is None:
+        raise BatchError(f"no batch labelled {label!r}")
+    return row
+
+
+def create_batch(
+    config: Config,
+    store: Store,
+    wallet_name: str,
+    csv: bytes,
+    *,
+    csv_name: str,
+    label: str,
+    purpose: str,
+    fee_rate: int | None,
+) -> CreatedBatch:
+    """``batch create``: the fee rate (as given, the node's estimate or the fallback, never
+    above the cap; :func:`online_coordinator.fees.choose_fee_rate`), then
+    :func:`build_request`. Every refusal says that nothing was created."""
+    wallet = load_wallet(store, wallet_name)
+    try:
+        fee = fee_choice(config, fee_rate)
+        built = build_request(
+            store,
+            wallet,
+            csv,
+            label=label,
+            purpose=purpose,
+            requester=config.requester,
+            fee_rate=fee.rate,
+            tip=config.rpc().block_count(),
+            expiry_seconds=config.expiry_hours * 3600,
+        )
+    except PayoutsError as exc:  # every bad row, one per line
+        raise BatchError(f"{csv_name}: nothing was created:\n{exc}") from exc
+    except (FeeError, BatchError) as exc:
+        raise BatchError(f"nothing was created: {exc}") from exc
+    return CreatedBatch(built, fee)
+
+
+def open_request(store: Store, label: str) -> OpenRequest:
+    """``batch export`` and ``batch show``: the request the batch is waiting on."""
+    row = store.one(
+        "SELECT * FROM requests WHERE batch_id = ? AND state IN ('open', 'signed') "
+        "ORDER BY id DESC LIMIT 1",
+        find_batch(store, label)["id"],
+    )
+    if row is None:
+        raise BatchError("the batch has no open request")
+    return OpenRequest(label, bytes(row["unsigned_psbt"]), bytes(row["request_hash"]))
+
+
+def import_signed(store: Store, label: str, data: bytes, source: str, how: str) -> ImportResult:
+    """``batch import``: one signed response (:func:`online_coordinator.finish.
+    import_response`); a refusal names the source it came from, as one of several."""
+    batch = find_batch(store, label)
+    try:
+        return import_response(store, batch["id"], data, f"{how}:{source}")
+    except FinishError as exc:
+        raise FinishError(f"{source}: {exc}") from exc
+
+
+def broadcast_batch(store: Store, rpc: BitcoinCoreRPC, label: str) -> BroadcastResult:
+    """``batch broadcast``: :func:`online_coordinator.finish.broadcast` of the batch."""
+    return broadcast(store, rpc, find_batch(store, label)["id"])

@@ -4,7 +4,8 @@ Exit status (``docs/exit-codes.md``, mapped in :mod:`online_coordinator.exit_cod
 done; 1 valid but not done (an incomplete PSBT, a reconcile discrepancy); 2 bad usage or
 input, or a node on the wrong chain; 3 ALERT; 4 node unavailable; 5 the coordinator's own
 disk or database failed. Every failure is one line on stderr, never a traceback.
-Commands are scriptable so tests and auditors can use them.
+Commands are scriptable so tests and auditors can use them. ``--state DIR`` may be given
+before the command or after it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from online_coordinator.commands import qr as qr_commands
 from online_coordinator.commands import regtest as regtest_commands
 from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
+from online_coordinator.commands.common import DEFAULT_STATE, add_state
 from online_coordinator.exit_codes import failure
 
 
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="coldstation-coordinator",
         description="Coldstation online coordinator: prepare, combine, finalize and track PSBTs.",
     )
+    add_state(parser, DEFAULT_STATE)  # before the command, or after it (as each command takes it)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     psbt_commands.register(commands)
     ur_commands.register(commands)

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
-from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT
-from shared.bitcoin.tx import MAX_MONEY
+from shared.bitcoin.amount import MAX_MONEY, fee_at_rate
+from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT, WITNESS_SCALE
 
 #: Core's ``TOTAL_TRIES``: bounds branch and bound however many coins the wallet has.
 TOTAL_TRIES = 100_000
 #: Core's default ``-consolidatefeerate`` (10 sat/vB), its long-term fee rate estimate.
 DEFAULT_LONG_TERM_FEE_RATE = 10_000
-WITNESS_SCALE = 4
 
 
 class Candidate(NamedTuple):
@@ -103,16 +102,21 @@ class _Pool:
     def coins(self, indices: Iterable[int]) -> list[_Coin]:
         """The coins at ``indices`` as objects, for a result (a few, never the pool)."""
         return [
-            _Coin(self.candidates[i], self.effective[i], self.fee[i], self.long_term_fee[i],
-                  self.order[i])
+            _Coin(
+                self.candidates[i],
+                self.effective[i],
+                self.fee[i],
+                self.long_term_fee[i],
+                self.order[i],
+            )
             for i in indices
-        ]  # fmt: skip
+        ]
 
 
 def fee_for_weight(weight: int, fee_rate: int) -> int:
-    """Fee in sats for ``weight`` WU at ``fee_rate`` sat/kvB, rounded up like Core's GetFee."""
-    vsize = -(-weight // WITNESS_SCALE)
-    return -(-vsize * fee_rate // 1000)
+    """Fee in sats for ``weight`` WU at ``fee_rate`` sat/kvB: the vsize rounded up, then
+    Core's GetFee (:func:`shared.bitcoin.amount.fee_at_rate`)."""
+    return fee_at_rate(-(-weight // WITNESS_SCALE), fee_rate)
 
 
 def select_coins(
@@ -138,8 +142,9 @@ def select_coins(
     """
     values = [c.value for c in candidates]
     weights = [c.input_weight for c in candidates]
-    _check_arguments(candidates, values, weights, payments, fee_rate, long_term_fee_rate,
-                     min_change)  # fmt: skip
+    _check_arguments(
+        candidates, values, weights, payments, fee_rate, long_term_fee_rate, min_change
+    )
     _check_weights(base_weight, change_output_weight, change_spend_weight, max_weight)
     cost_of_change = fee_for_weight(change_output_weight, fee_rate) + fee_for_weight(
         change_spend_weight, long_term_fee_rate
@@ -210,10 +215,12 @@ def _usable_coins(
     wallet of one script type) the fee is a constant and one sort by value does.
     """
     fees = {
-        weight: (fee_for_weight(weight, params.fee_rate),
-                 fee_for_weight(weight, params.long_term_fee_rate))
+        weight: (
+            fee_for_weight(weight, params.fee_rate),
+            fee_for_weight(weight, params.long_term_fee_rate),
+        )
         for weight in set(weights)
-    }  # fmt: skip  # per input weight; wallets have only a few
+    }  # per input weight; wallets have only a few
     if len(fees) == 1:
         return _uniform_pool(candidates, values, *next(iter(fees.items())))
     fee = [fees[w][0] for w in weights]
@@ -370,8 +377,7 @@ def _bnb_search(
             waste += timing[index]
             weight += weights[index]
         else:  # Core skips a coin equal to the one just excluded: the whole run at once
-            steps = min(_skipped_run(pool, remaining, index, target - value),
-                        TOTAL_TRIES - tries)  # fmt: skip
+            steps = min(_skipped_run(pool, remaining, index, target - value), TOTAL_TRIES - tries)
             tries += steps
             index += steps
             continue

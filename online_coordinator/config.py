@@ -38,6 +38,8 @@ from typing import Any
 
 from online_coordinator.chain.identity import ChainMismatch, check_chain
 from online_coordinator.chain.rpc import DEFAULT_TIMEOUT, BitcoinCoreRPC, ChainUnavailable, RpcAuth
+from online_coordinator.fees import MIN_RELAY_FEE_RATE
+from online_coordinator.store import Store
 from shared.bitcoin.address import Network, network_by_name
 
 CONFIG_NAME = "coordinator.toml"
@@ -46,7 +48,6 @@ PRIVATE_DIR_MODE = 0o700
 MIN_TIMEOUT_SECONDS = 0.5
 MAX_TIMEOUT_SECONDS = 600.0
 PRIVATE_FILE_MODE = 0o600
-MIN_RELAY_FEE_RATE = 1000  # sat/kvB, Bitcoin Core's default minimum relay fee
 
 
 class ConfigError(ValueError):
@@ -164,13 +165,16 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
 
 
 def _node(table: dict[str, Any], path: Path) -> NodeConfig:
-    unknown = sorted(set(table) - {"url", "cookie", "user", "password", "regtest",
-                                   "timeout_seconds"})  # fmt: skip
+    unknown = sorted(
+        set(table) - {"url", "cookie", "user", "password", "regtest", "timeout_seconds"}
+    )
     if unknown:
         raise ConfigError(f"{path}: unknown setting [node] {unknown[0]!r}")
     timeout = table.get("timeout_seconds", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-        MIN_TIMEOUT_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (MIN_TIMEOUT_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS)
     ):
         raise ConfigError(
             f"{path}: [node] timeout_seconds must be a number of seconds, "
@@ -281,6 +285,16 @@ def write_config(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    return path
+
+
+def init_state(
+    state_dir: Path, network: str, node: tuple[str, Path] | Path, requester: str = "ops"
+) -> Path:
+    """``init``: the first config (:func:`write_config`, node checked first) and an empty
+    store with its schema, so the first real command finds both."""
+    path = write_config(state_dir, network, node, requester)
+    Store.open(load_config(state_dir).database).close()
     return path
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
-from online_coordinator.store import Store
+from online_coordinator.store import Store, outcome, storage_error
 
 EVIDENCE_TYPE = "coldstation-coordinator-evidence"
 EVIDENCE_VERSION = 1
@@ -144,3 +145,15 @@ def export_evidence(store: Store) -> bytes:
         ],
     }
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+def write_evidence(store: Store, path: Path) -> int:
+    """``export``: the evidence document written to ``path``; returns its size in bytes."""
+    document = export_evidence(store)
+    with outcome("no evidence file was written"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(document)
+        except OSError as exc:
+            raise storage_error(path, exc) from exc
+    return len(document)

@@ -11,11 +11,22 @@ later; nothing that needed the node was done) and 5 when its own disk or databas
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from enum import IntEnum
 
+from online_coordinator.batch import BatchError
 from online_coordinator.chain.identity import ChainMismatch
 from online_coordinator.chain.rpc import ChainUnavailable, RpcError
+from online_coordinator.config import ConfigError
+from online_coordinator.fees import FeeError
+from online_coordinator.finish import FinishError
+from online_coordinator.payouts import PayoutsError
+from online_coordinator.status import AlertError
 from online_coordinator.store import StorageError, StoreError, storage_error
+from online_coordinator.wallet import WalletError
+from shared.psbt import PsbtError
+from shared.ur.payload import PayloadError
+from shared.ur.ur import URError
 
 
 class ExitCode(IntEnum):
@@ -28,30 +39,52 @@ class ExitCode(IntEnum):
 
 
 class CommandError(Exception):
-    """A one-line, user-facing error and the status to exit with (2 unless said)."""
+    """A one-line, user-facing error and the status to exit with (2 unless said): for what
+    a command's arguments get wrong. The domain's own refusals are in :data:`FAILURES`."""
 
     def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
         super().__init__(message)
         self.code = code
 
 
+def _os_failure(exc: BaseException) -> str:
+    where = getattr(exc, "filename", None) or "a file"
+    return str(storage_error(where, exc))
+
+
+#: Every expected failure: its type, exit status and one-line message, the most specific
+#: type first. The domain modules raise these and say what was and was not done; no command
+#: converts them. Anything else is a bug, and keeps its traceback.
+FAILURES: tuple[tuple[type[BaseException], ExitCode, Callable[[BaseException], str]], ...] = (
+    (ChainMismatch, ExitCode.USAGE, str),
+    (ChainUnavailable, ExitCode.NODE_UNAVAILABLE, lambda exc: f"node unavailable: {exc}"),
+    (RpcError, ExitCode.USAGE, lambda exc: f"the node refused: {exc}"),
+    (StorageError, ExitCode.STORAGE, str),
+    (StoreError, ExitCode.USAGE, str),
+    (ConfigError, ExitCode.USAGE, str),
+    (WalletError, ExitCode.USAGE, str),
+    (PayoutsError, ExitCode.USAGE, str),
+    (FeeError, ExitCode.USAGE, str),
+    (BatchError, ExitCode.USAGE, str),
+    (FinishError, ExitCode.USAGE, str),
+    (AlertError, ExitCode.USAGE, str),
+    (PsbtError, ExitCode.USAGE, str),
+    (PayloadError, ExitCode.USAGE, str),
+    (URError, ExitCode.USAGE, str),
+    (  # outside Store's own mapping
+        sqlite3.OperationalError,
+        ExitCode.STORAGE,
+        lambda exc: str(storage_error("the coordinator database", exc)),
+    ),
+    (OSError, ExitCode.STORAGE, _os_failure),
+)
+
+
 def failure(exc: BaseException) -> tuple[ExitCode, str] | None:
     """(exit status, one-line message) for an expected failure; None for a bug."""
     if isinstance(exc, CommandError):
         return exc.code, str(exc)
-    if isinstance(exc, ChainMismatch):
-        return ExitCode.USAGE, str(exc)
-    if isinstance(exc, ChainUnavailable):
-        return ExitCode.NODE_UNAVAILABLE, f"node unavailable: {exc}"
-    if isinstance(exc, RpcError):
-        return ExitCode.USAGE, f"the node refused: {exc}"
-    if isinstance(exc, StorageError):
-        return ExitCode.STORAGE, str(exc)
-    if isinstance(exc, StoreError):
-        return ExitCode.USAGE, str(exc)
-    if isinstance(exc, sqlite3.OperationalError):  # outside Store's own mapping
-        return ExitCode.STORAGE, str(storage_error("the coordinator database", exc))
-    if isinstance(exc, OSError):
-        where = exc.filename or "a file"
-        return ExitCode.STORAGE, str(storage_error(where, exc))
+    for kind, code, message in FAILURES:
+        if isinstance(exc, kind):
+            return code, message(exc)
     return None

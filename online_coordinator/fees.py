@@ -12,12 +12,19 @@ whatever the network: such a node is not to be believed about fees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from online_coordinator.chain.rpc import BitcoinCoreRPC, MalformedReply
 from shared.bitcoin.address import Network
+from shared.bitcoin.amount import fee_at_rate
+
+if TYPE_CHECKING:  # config imports this module (the relay minimum bounds its rates)
+    from online_coordinator.config import Config
 
 #: Core's minimum relay fee rate (sat/kvB); it never estimates below it.
 MIN_RELAY_FEE_RATE = 1_000
+#: BIP-125 rule 4: a replacement pays for its own size at Core's incremental relay fee rate.
+INCREMENTAL_RELAY_FEE_RATE = 1_000
 #: Core's default ``maxfeerate`` (0.10 BTC/kvB): no honest estimate is above it.
 MAX_SANE_FEE_RATE = 10_000_000
 
@@ -42,6 +49,37 @@ def _sat_vb(rate: int) -> str:
     return f"{rate / 1000:g} sat/vB"
 
 
+def check_fee_cap(rate: int, max_fee_rate: int) -> None:
+    """The operator's rate (sat/kvB) against the configured cap, for a new batch and a fee
+    bump alike: a typo in ``--fee-rate`` must not pay a fortune."""
+    if rate > max_fee_rate:
+        raise FeeError(f"--fee-rate is over the configured cap {_sat_vb(max_fee_rate)}")
+
+
+def check_fee_within_cap(fee: int, vsize: int, max_fee_rate: int) -> None:
+    """A computed fee against the cap: a fee bump must also pay the original's fee plus
+    the incremental relay fee (BIP-125 rule 4), which can take it above the rate asked for.
+    Compared as fees, so a fee rounded up to a whole satoshi at the cap itself passes."""
+    if fee > fee_at_rate(vsize, max_fee_rate):
+        raise FeeError(
+            f"a replacement must pay {fee} sat for its {vsize} vB (the original's fee plus "
+            f"{_sat_vb(INCREMENTAL_RELAY_FEE_RATE)}, BIP-125), over the configured cap "
+            f"{_sat_vb(max_fee_rate)}; no replacement request was created"
+        )
+
+
+def fee_choice(config: Config, given: int | None) -> FeeChoice:
+    """The rate a new batch pays and why, with the node and limits of ``config``."""
+    return choose_fee_rate(
+        config.rpc(),
+        config.network,
+        given,
+        target_blocks=config.target_blocks,
+        max_fee_rate=config.max_fee_rate,
+        fallback_fee_rate=config.fallback_fee_rate,
+    )
+
+
 def choose_fee_rate(
     rpc: BitcoinCoreRPC,
     network: Network,
@@ -53,8 +91,7 @@ def choose_fee_rate(
 ) -> FeeChoice:
     """See the module docstring; rates in sat/kvB. Raises FeeError."""
     if given is not None:
-        if given > max_fee_rate:
-            raise FeeError(f"--fee-rate is over the configured cap {_sat_vb(max_fee_rate)}")
+        check_fee_cap(given, max_fee_rate)
         return FeeChoice(given, "given", f"{_sat_vb(given)} as given (--fee-rate)")
     try:
         estimate, why = rpc.fee_estimate(target_blocks)

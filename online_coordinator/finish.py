@@ -120,9 +120,12 @@ def _check_signatures(request: Psbt, psbt: Psbt) -> tuple[int, set[bytes]]:
             info = spend_info(request, index)
             if inp.is_finalized:
                 sigs = final_signatures(
-                    psbt, info, cache, inp.final_script_sig or b"",
+                    psbt,
+                    info,
+                    cache,
+                    inp.final_script_sig or b"",
                     list(inp.final_script_witness or []),
-                )  # fmt: skip
+                )
             else:
                 sigs = valid_signatures(psbt, info, cache)
         except PsbtError as exc:
@@ -195,7 +198,7 @@ def import_response(store: Store, batch_id: int, data: bytes, source: str) -> Im
         psbt = Psbt.from_text(data)
     except PsbtError as exc:
         raise FinishError(f"not a valid PSBT: {exc}") from exc
-    batch = store.one("SELECT * FROM batches WHERE id = ?", batch_id)
+    batch = store.row("SELECT * FROM batches WHERE id = ?", batch_id)
     request = _request_for(store, batch_id, psbt)
     count, signers = _check_signatures(Psbt.parse(bytes(request["unsigned_psbt"])), psbt)
     receipts = _check_receipts(store, psbt, request, batch["wallet_id"])
@@ -252,7 +255,7 @@ def import_response(store: Store, batch_id: int, data: bytes, source: str) -> Im
 
 def combined_psbt(store: Store, request_row: int) -> Psbt:
     """The request combined with every response received for it."""
-    request = store.one("SELECT unsigned_psbt FROM requests WHERE id = ?", request_row)
+    request = store.row("SELECT unsigned_psbt FROM requests WHERE id = ?", request_row)
     responses = [
         Psbt.parse(bytes(r["psbt"]))
         for r in store.all(
@@ -280,9 +283,7 @@ def final_transaction(store: Store, request_row: int) -> Transaction:
     try:
         result = finalize(psbt)
         if not result.complete:
-            raise FinishError(
-                "not enough signatures yet: " + "; ".join(result.problems.values())
-            )
+            raise FinishError("not enough signatures yet: " + "; ".join(result.problems.values()))
         tx = extract(result.psbt)
     except PsbtError as exc:
         raise FinishError(f"cannot finalize: {exc}") from exc
@@ -293,7 +294,7 @@ def final_transaction(store: Store, request_row: int) -> Transaction:
 def check_against_request(store: Store, request_row: int, tx: Transaction) -> None:
     """The transaction must be the approved one: same unsigned serialization (so the same
     inputs, outputs, amounts, version and locktime, and therefore the same fee)."""
-    request = store.one("SELECT unsigned_psbt, fee FROM requests WHERE id = ?", request_row)
+    request = store.row("SELECT unsigned_psbt, fee FROM requests WHERE id = ?", request_row)
     approved = Psbt.parse(bytes(request["unsigned_psbt"]))
     if tx.serialize(include_witness=False) != approved.unsigned_tx.serialize(include_witness=False):
         raise FinishError("refused: the signed transaction is not the approved request")
@@ -321,7 +322,7 @@ def broadcast(store: Store, rpc: BitcoinCoreRPC, batch_id: int) -> BroadcastResu
         current = _record_intent(store, signed, tx)
         faults.point("broadcast.intent")
     if current is None:
-        state = store.one("SELECT state FROM batches WHERE id = ?", batch_id)["state"]
+        state = store.row("SELECT state FROM batches WHERE id = ?", batch_id)["state"]
         raise FinishError(f"the batch is {state}: it has no fully signed request to broadcast")
     if current["state"] != "sending":
         return BroadcastResult(current["txid"], current["state"], True, "already broadcast")
@@ -356,7 +357,7 @@ def _settle(store: Store, rpc: BitcoinCoreRPC, row: sqlite3.Row) -> BroadcastRes
     try:
         return _settle_at_node(store, rpc, row)
     except ChainUnavailable as exc:
-        attempted = store.one("SELECT sends FROM broadcasts WHERE id = ?", row["id"])["sends"]
+        attempted = store.row("SELECT sends FROM broadcasts WHERE id = ?", row["id"])["sends"]
         may = " may or may not have reached the node: it" if attempted else ""
         raise ChainUnavailable(
             f"{exc}. Transaction {txid}{may} is recorded as sending, exact bytes kept; run "
@@ -413,7 +414,7 @@ def _find_in_blocks(
 ) -> BroadcastResult:
     """The node says it is mined, or its coins are spent: walk the chain to see which."""
     walk_chain(store, rpc)
-    now_row = store.one("SELECT * FROM broadcasts WHERE id = ?", row["id"])
+    now_row = store.row("SELECT * FROM broadcasts WHERE id = ?", row["id"])
     if now_row["state"] in ("confirmed", "final"):
         return BroadcastResult(row["txid"], now_row["state"], True, "found in a block")
     raise FinishError(

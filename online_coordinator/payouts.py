@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.bitcoin.address import AddressError, Network, address_to_script
-from shared.bitcoin.script import OutputType, classify, witness_program
-from shared.bitcoin.tx import MAX_MONEY
+from shared.bitcoin.amount import COIN, MAX_MONEY, dust_threshold
+from shared.bitcoin.script import classify
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
 MAX_PAYOUTS = 10_000
@@ -30,8 +30,7 @@ MAX_REFERENCE_CHARS = 64
 SHOWN_PROBLEMS = 50
 
 HEADER = ("address", "amount", "reference")
-SATS_PER_BTC = 100_000_000
-_MAX_BTC_DIGITS = len(str(MAX_MONEY // SATS_PER_BTC))
+_MAX_BTC_DIGITS = len(str(MAX_MONEY // COIN))
 _AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]{1,8}))?")
 _OVER_PRECISE = re.compile(r"[0-9]+\.[0-9]{9,}")
 # Every pattern is unambiguous (no two quantifiers can share a character), so matching is
@@ -47,9 +46,6 @@ _T = TypeVar("_T")
 _K = TypeVar("_K", str, bytes)
 
 # Core's GetDustThreshold: the output's size plus the size of spending it, at 3 sat/vB.
-_DUST_RELAY_RATE = 3_000  # sat/kvB
-_WITNESS_SPEND_BYTES = 32 + 4 + 1 + 107 // 4 + 4
-_LEGACY_SPEND_BYTES = 32 + 4 + 1 + 107 + 4
 
 
 @dataclass(frozen=True)
@@ -96,27 +92,6 @@ class _FieldError(Exception):
     """One field's problem, raised by a field check and collected by the row check."""
 
 
-def dust_threshold(script_pubkey: bytes) -> int:
-    """Bitcoin Core's default dust limit for an output paying ``script_pubkey``.
-
-    Nodes refuse to relay a transaction with an output below this, so a payout that small
-    would strand the whole batch. Same formula as Core's ``GetDustThreshold`` at the default
-    3 sat/vB dust relay rate: P2WPKH 294, P2WSH/P2TR 330, P2PKH 546, P2SH 540; other witness
-    programs depend on the program length (330 for 32 bytes). OP_RETURN outputs are never
-    spent, so their threshold is 0.
-    """
-    if classify(script_pubkey) is OutputType.NULL_DATA:
-        return 0
-    output_bytes = 8 + _compact_size_len(len(script_pubkey)) + len(script_pubkey)
-    is_witness = witness_program(script_pubkey) is not None
-    spend = _WITNESS_SPEND_BYTES if is_witness else _LEGACY_SPEND_BYTES
-    return -(-(output_bytes + spend) * _DUST_RELAY_RATE // 1000)
-
-
-def _compact_size_len(n: int) -> int:
-    return 1 if n < 0xFD else 3 if n <= 0xFFFF else 5 if n <= 0xFFFFFFFF else 9
-
-
 def parse_payouts(data: bytes, network: Network) -> list[Payout]:
     """Validate a whole payout CSV; raises :class:`PayoutsError` listing every problem."""
     if len(data) > MAX_CSV_BYTES:
@@ -140,7 +115,7 @@ def _show(text: str) -> str:
 
 
 def _sats_to_btc(sats: int) -> str:
-    return f"{sats // SATS_PER_BTC}.{sats % SATS_PER_BTC:08d}"
+    return f"{sats // COIN}.{sats % COIN:08d}"
 
 
 def _has_bad_bytes(text: str) -> bool:
@@ -283,7 +258,7 @@ def _amount(text: str) -> int:
     whole, fraction = match.group(1).lstrip("0"), match.group(2) or ""
     if len(whole) > _MAX_BTC_DIGITS:
         raise _FieldError(f"amount {shown} is over 21,000,000 BTC")
-    sats = int(whole or "0") * SATS_PER_BTC + int(fraction.ljust(8, "0"))
+    sats = int(whole or "0") * COIN + int(fraction.ljust(8, "0"))
     if sats == 0:
         raise _FieldError(f"amount {shown} is zero")
     if sats > MAX_MONEY:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from online_coordinator import faults
+from shared.closing import Closing
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -291,7 +292,7 @@ def now() -> int:
     return int(time.time())
 
 
-class Store:
+class Store(Closing):
     """One connection to the coordinator database; open with :meth:`open`."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -328,12 +329,6 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _migrate(self) -> None:
         with self.write():
@@ -382,6 +377,18 @@ class Store:
             return self.db.execute(sql, params).fetchone()
         except sqlite3.OperationalError as exc:
             raise storage_error(self.path, exc) from exc
+
+    def row(self, sql: str, *params: Any) -> sqlite3.Row:
+        """The row a foreign key or an earlier read says exists; its absence means the
+        database was changed under us, which no command should take for "nothing"."""
+        found = self.one(sql, *params)
+        if found is None:
+            raise StoreError(
+                f"{self.path}: a row this command relies on is missing "
+                f"({sql.split(' WHERE ')[0]}): the database was changed "
+                "outside Coldstation"
+            )
+        return found
 
     def all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
         try:

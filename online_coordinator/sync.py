@@ -49,6 +49,7 @@ from typing import Any
 
 from online_coordinator import faults
 from online_coordinator.chain.rpc import BitcoinCoreRPC, MalformedReply, RpcError, ScannedOutput
+from online_coordinator.config import Config
 from online_coordinator.store import Store, now, outcome
 from online_coordinator.wallet import Wallet, extend_inventory, load_wallet
 from shared.bitcoin.block import Block
@@ -63,8 +64,7 @@ BYTES_PER_COMMIT = 8_000_000
 #: Core's "Transaction outputs already in utxo set" (sendrawtransaction of a mined tx).
 RPC_VERIFY_ALREADY_IN_UTXO_SET = -27
 #: Broadcast row state -> the word for the payout (and its batch).
-WORDS = {"sending": "sending", "mempool": "in_mempool", "confirmed": "confirmed",
-         "final": "final"}  # fmt: skip
+WORDS = {"sending": "sending", "mempool": "in_mempool", "confirmed": "confirmed", "final": "final"}
 #: Meta key set when a reorg went below the first walked block: every script is scanned
 #: again and the coins below the walked height reconciled (see :func:`sync_coins`).
 RESCAN = "rescan_after_reorg"
@@ -75,7 +75,6 @@ DEAD_ROWS = ("replaced", "abandoned")
 @dataclass
 class SyncReport:
     new_coins: int = 0
-    gone_coins: int = 0
     tip: int = 0
     behind: int = 0
     blocks_walked: int = 0
@@ -104,6 +103,11 @@ def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
         update_finality(store, report.tip, required, report)
         store.set_meta("last_sync", json.dumps({"height": report.tip, "time": now()}))
     return report
+
+
+def sync_with(config: Config, store: Store) -> SyncReport:
+    """``sync``: :func:`run_sync` with the configured node, to the configured depth."""
+    return run_sync(store, config.rpc(), config.confirmations)
 
 
 def walk_chain(store: Store, rpc: BitcoinCoreRPC, report: SyncReport | None = None) -> SyncReport:
@@ -183,7 +187,7 @@ def walked_height(store: Store) -> int:
     top = _top_block(store)
     if top is not None:
         return int(top["height"])
-    births = store.one("SELECT MIN(birth_height) AS h FROM wallets")["h"]
+    births = store.row("SELECT MIN(birth_height) AS h FROM wallets")["h"]
     return -1 if births is None else int(births) - 1
 
 
@@ -200,8 +204,10 @@ def _record_coins(
     new = [c for c in found if c.height <= limit and not _is_coin(store.db, c.txid, c.vout)]
     raws = _previous_transactions(rpc, new)
     seen = now()
-    rows = [(c.txid, c.vout, wallet.id, scripts[c.script_pubkey], c.value, c.height, c.coinbase,
-             seen) for c in new]  # fmt: skip
+    rows = [
+        (c.txid, c.vout, wallet.id, scripts[c.script_pubkey], c.value, c.height, c.coinbase, seen)
+        for c in new
+    ]
     with store.write() as db:
         db.executemany("INSERT OR IGNORE INTO transactions (txid, raw) VALUES (?, ?)", raws.items())
         db.executemany(
@@ -261,7 +267,6 @@ def _gone(store: Store, key: tuple[str, int], report: SyncReport) -> None:
         f"coin {key[0]}:{key[1]} is no longer in the node's UTXO set and no block we saw spent it",
         severity="warning",
     )
-    report.gone_coins += 1
 
 
 def _previous_transactions(rpc: BitcoinCoreRPC, coins: list[ScannedOutput]) -> dict[str, bytes]:
@@ -590,8 +595,10 @@ def _receives(
     db.execute(
         "INSERT OR IGNORE INTO transactions (txid, raw) VALUES (?, ?)", (txid, tx.serialize())
     )
-    rows = [(txid, vout, *ours[out.script_pubkey], out.value, height, coinbase, walk.seen)
-            for vout, out in paid]  # fmt: skip
+    rows = [
+        (txid, vout, *ours[out.script_pubkey], out.value, height, coinbase, walk.seen)
+        for vout, out in paid
+    ]
     new = db.executemany(
         "INSERT OR IGNORE INTO utxos (txid, vout, wallet_id, address_id, value, height, "
         "coinbase, state, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
@@ -618,7 +625,7 @@ def _grow(walk: _Walk) -> None:
     added = 0
     for wallet_id in sorted(walk.grown):
         if wallet_id not in walk.wallets:
-            name = walk.store.one("SELECT name FROM wallets WHERE id = ?", wallet_id)["name"]
+            name = walk.store.row("SELECT name FROM wallets WHERE id = ?", wallet_id)["name"]
             walk.wallets[wallet_id] = load_wallet(walk.store, name)
         added += extend_inventory(walk.store, walk.wallets[wallet_id])
     walk.grown.clear()
@@ -710,7 +717,7 @@ def _confirm(
             f"broadcast {broadcast['txid']} confirmed as {txid} (same inputs and outputs)",
             severity="warning",
         )
-    request = store.one("SELECT batch_id FROM requests WHERE id = ?", broadcast["request_id"])
+    request = store.row("SELECT batch_id FROM requests WHERE id = ?", broadcast["request_id"])
     # A confirmed replacement (or original) makes every other request of the batch moot.
     db.execute(
         "UPDATE broadcasts SET state = 'replaced' WHERE id != ? AND request_id IN "
@@ -737,7 +744,7 @@ def _adopt(
     so it is recorded as this request's broadcast, with a warning; an alert only when the
     request had been cancelled here, since its payouts may then have been paid again.
     """
-    batch = store.one("SELECT label FROM batches WHERE id = ?", request["batch_id"])
+    batch = store.row("SELECT label FROM batches WHERE id = ?", request["batch_id"])
     values = (txid, tx.wtxid_hex, tx.serialize(), block_hash, height)
     updated = store.db.execute(
         "UPDATE broadcasts SET txid = ?, wtxid = ?, raw = ?, block_hash = ?, height = ?, "
@@ -761,12 +768,12 @@ def _adopt(
             "; the batch had been CANCELLED here, so its payouts were paid on chain: make "
             "sure no other batch pays them again"
         )
-        store.event("cancelled_request_confirmed", message, severity="alert",
-                    batch_id=request["batch_id"])  # fmt: skip
+        store.event(
+            "cancelled_request_confirmed", message, severity="alert", batch_id=request["batch_id"]
+        )
         report.alerts.append(message)
     else:
-        store.event("adopted_broadcast", message, severity="warning",
-                    batch_id=request["batch_id"])  # fmt: skip
+        store.event("adopted_broadcast", message, severity="warning", batch_id=request["batch_id"])
         report.warnings.append(message)
     refresh_batch(store, request["batch_id"])
     report.confirmed.append(txid)
@@ -788,14 +795,12 @@ def live_broadcast(store: Store, batch_id: int) -> sqlite3.Row | None:
 def refresh_batch(store: Store, batch_id: int) -> str:
     """Set the batch's word from its payment (inside the caller's transaction)."""
     row = live_broadcast(store, batch_id)
-    batch = store.one("SELECT state FROM batches WHERE id = ?", batch_id)
+    batch = store.row("SELECT state FROM batches WHERE id = ?", batch_id)
     if row is not None:
         state = WORDS[row["state"]]
     elif batch["state"] == "cancelled":
         state = "cancelled"
-    elif store.one(
-        "SELECT 1 FROM requests WHERE batch_id = ? AND state = 'signed'", batch_id
-    ):
+    elif store.one("SELECT 1 FROM requests WHERE batch_id = ? AND state = 'signed'", batch_id):
         state = "signed"
     else:
         state = "awaiting_signatures"
@@ -920,7 +925,7 @@ def resend_failure(row: sqlite3.Row, exc: RpcError, tip: int) -> str:
 
 def record_in_mempool(store: Store, row: sqlite3.Row, how: str) -> None:
     """The node has the transaction: ``mempool``, and what it replaces is retired."""
-    request = store.one("SELECT * FROM requests WHERE id = ?", row["request_id"])
+    request = store.row("SELECT * FROM requests WHERE id = ?", row["request_id"])
     with store.write() as db:
         db.execute(
             "UPDATE broadcasts SET state = 'mempool' WHERE id = ? AND state = 'sending'",

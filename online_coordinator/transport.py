@@ -14,21 +14,22 @@ so the commands do not care how a payload arrived.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from online_coordinator.commands.common import CommandError, read_limited
+from online_coordinator.exit_codes import CommandError
+from shared.psbt import MAX_PSBT_SIZE
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.ur import UR, URDecoder, UREncoder
 
 if TYPE_CHECKING:  # OpenCV and numpy load only when a camera or video is used
-    from shared.qr.receiver import QrReceiver
+    from shared.adapters.receiver import ScanProgress
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov"})
 UR_TEXT_PART_BYTES = 200
+#: Text encodings (base64, hex) of a payload are at most about twice its binary size.
+MAX_INPUT_BYTES = 2 * MAX_PSBT_SIZE + 4096
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,23 @@ def receive(source: str, *, timeout: float = 120.0) -> Payload:
     if _is_ur_text(data):
         return _ur_text(source, data)
     return Payload(data, None, "file")
+
+
+def read_limited(source: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """Read a file or ``-`` (stdin), refusing anything over ``limit`` before reading it all."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            path = Path(source)
+            if path.stat().st_size > limit:
+                raise CommandError(f"{source}: larger than the {limit}-byte input limit")
+            data = path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"{source}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise CommandError(f"{source}: larger than the {limit}-byte input limit")
+    return data
 
 
 def _is_ur_text(data: bytes) -> bool:
@@ -81,63 +99,37 @@ def _to_file(source: str, ur_type: str, cbor: bytes) -> bytes:
 
 
 def _scan(device: int | str, timeout: float, how: str) -> Payload:
-    from shared.qr.camera import CameraError, FrameSource
-    from shared.qr.receiver import QrReceiver
+    from shared.adapters.scan import incomplete_message, scan_source
 
-    try:
-        source = FrameSource(device)
-    except CameraError as exc:
-        raise CommandError(str(exc)) from exc
-    with source:
-        receiver = QrReceiver(fps=source.fps)
-        scan_frames(receiver, iter(source), timeout, live=how == "camera")
+    live = how == "camera"
+    receiver = scan_source(
+        device, error=CommandError, timeout_s=timeout, on_progress=print_progress if live else None
+    )
     result = receiver.result
     if result is None:
-        reasons = "; ".join(f"{n}x {r}" for r, n in receiver.rejections.most_common(3))
-        detail = f" (rejected: {reasons})" if reasons else ""
-        raise CommandError(
-            f"{device}: incomplete after {receiver.frames_seen} frames: "
-            f"{receiver.progress()}{detail}"
-        )
+        raise CommandError(f"{device}: {incomplete_message(receiver)}")
     return Payload(_to_file(str(device), result.ur_type, result.cbor), result.ur_type, how)
 
 
-def scan_frames(receiver: QrReceiver, frames: Iterator[Any], timeout: float, live: bool) -> None:
-    """Feed frames until the transfer completes or ``timeout`` passes; progress on stderr."""
-    started = time.monotonic()
-    last_report = started
-    for image in frames:
-        now = time.monotonic()
-        receiver.feed(image, now - started if live else None)
-        if receiver.is_complete or now - started > timeout:
-            return
-        if live and now - last_report > 1.0:
-            print(receiver.progress(now - started), file=sys.stderr)
-            last_report = now
+def print_progress(progress: ScanProgress, rejections: dict[str, int]) -> None:
+    """A live scan's progress, on stderr (stdout may be the payload)."""
+    print(progress, file=sys.stderr)
 
 
 def ur_parts(
     ur_type: str, cbor: bytes, max_fragment: int = UR_TEXT_PART_BYTES, cycles: float = 1.0
 ) -> list[str]:
     """UR parts for a text file: one full cycle of fragments (decodable without loss)."""
-    encoder = UREncoder(UR(ur_type, cbor), max_fragment)
-    count = max(1, int(encoder.seq_len * cycles))
-    return [encoder.next_part() for _ in range(count)]
+    return UREncoder(UR(ur_type, cbor), max_fragment).cycle_parts(cycles)
 
 
 def write_qr_video(
     ur_type: str, cbor: bytes, path: Path, preset: str = "fast", cycles: float = 3.0
 ) -> int:
     """An animated-QR video of the payload, as a screen would show it; frames written."""
+    from shared.adapters.video import write_ur_video
     from shared.qr.presets import preset_by_name
-    from shared.qr.video import VideoWriteError, write_video
 
     chosen = preset_by_name(preset).with_overrides(ur_type=ur_type)
     encoder = UREncoder(UR(ur_type, cbor), chosen.max_fragment_len)
-    renderer = chosen.renderer()
-    count = max(1, int(encoder.seq_len * cycles))
-    frames = (renderer.image(encoder.next_part().upper()) for _ in range(count))
-    try:
-        return write_video(frames, str(path), chosen.fps)
-    except (VideoWriteError, OSError) as exc:
-        raise CommandError(f"{path}: {exc}") from exc
+    return write_ur_video(encoder, chosen, path, cycles=cycles, error=CommandError)

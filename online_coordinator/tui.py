@@ -3,7 +3,7 @@
 The air gap is crossed only by QR codes: the coordinator shows the request (the PSBT as
 ``ur:crypto-psbt``) on its own terminal, the appliance's camera reads it. A terminal screen
 needs no display server and no video file, and it is the very screen the appliance uses to
-give the signed PSBT back (:class:`shared.qr.show.ShowQrScreen`; the coordinator may not
+give the signed PSBT back (:class:`shared.ui.show_qr.ShowQrScreen`; the coordinator may not
 import ``appliance``), so the officers learn one screen and its keys. Beside the QR stand the
 request hash words, which the officers compare with the appliance's review before approving:
 what the appliance read is what the coordinator meant to send.
@@ -14,8 +14,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import App
 
-from shared.qr.show import ShowQrScreen
 from shared.request import hash_words
+from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import encode_psbt
 from shared.ur.ur import UR
 

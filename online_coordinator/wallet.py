@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from online_coordinator.store import Store, now
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name
 from shared.bitcoin.descriptor import Descriptor, DescriptorError, parse_key
 from shared.journal import Entry, JournalError, Record, audit_key_fingerprint, receipt_problem
+
+if TYPE_CHECKING:
+    from online_coordinator.chain.rpc import BitcoinCoreRPC
 
 GAP_LIMIT = 20
 MAX_POOL = 1000
@@ -532,3 +536,45 @@ def reconcile(store: Store, wallet: Wallet, node_outputs: set[tuple[str, int]]) 
         unknown_outputs=[f"{t}:{v}" for t, v in sorted(node_outputs - held)],
         missing_outputs=[f"{t}:{v}" for t, v in sorted(held - node_outputs)],
     )
+
+
+def reconcile_with_node(store: Store, wallet: Wallet, rpc: BitcoinCoreRPC) -> Reconciliation:
+    """``wallet reconcile``: :func:`reconcile` against the node's UTXO set, scanned for
+    every script of the inventory."""
+    found = rpc.scan_scripts(list(scripts_of(store, wallet)))
+    return reconcile(store, wallet, {(coin.txid, coin.vout) for coin in found})
+
+
+def wallet_summary(store: Store, wallet_id: int) -> dict[str, Any]:
+    """Balance by coin state and the address inventory (REQUIREMENTS 10)."""
+    wallet = store.row("SELECT * FROM wallets WHERE id = ?", wallet_id)
+    coins = store.all(
+        "SELECT state, COUNT(*) AS n, SUM(value) AS total FROM utxos "
+        "WHERE wallet_id = ? GROUP BY state",
+        wallet_id,
+    )
+    addresses = store.all(
+        "SELECT a.address, d.position, a.change, a.idx, a.state, a.note, "
+        "(SELECT COALESCE(SUM(value), 0) FROM utxos u WHERE u.address_id = a.id AND "
+        "u.state IN ('available', 'locked')) AS balance FROM addresses a JOIN descriptors d "
+        "ON d.id = a.descriptor_id WHERE a.wallet_id = ? AND a.state != 'fresh' ORDER BY a.id",
+        wallet_id,
+    )
+    return {
+        "wallet": wallet["name"],
+        "network": wallet["network"],
+        "kind": wallet["kind"],
+        "coins": {r["state"]: {"count": r["n"], "sats": r["total"]} for r in coins},
+        "addresses": [
+            {
+                "address": r["address"],
+                "descriptor": r["position"],
+                "change": bool(r["change"]),
+                "index": r["idx"],
+                "state": r["state"],
+                "note": r["note"],
+                "sats": r["balance"],
+            }
+            for r in addresses
+        ],
+    }

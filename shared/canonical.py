@@ -14,8 +14,6 @@ from typing import Any
 
 import cbor2
 
-Plain = None | bool | int | str | bytes | list[Any] | dict[Any, Any]
-
 
 class CanonicalError(ValueError):
     """A value that has no canonical encoding here, or bytes that are not canonical."""

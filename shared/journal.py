@@ -24,6 +24,7 @@ from typing import Any
 
 from shared import canonical
 from shared.bitcoin import ecdsa
+from shared.checks import FieldChecks
 
 GENESIS = bytes(32)
 RECORD_TYPE = "coldstation-journal-record"
@@ -108,38 +109,12 @@ class JournalError(ValueError):
     """A journal record, entry or export that is malformed; the message says what."""
 
 
+_check = FieldChecks(JournalError)
+
+
 def is_fingerprint(value: object) -> bool:
     """True for an officer key fingerprint: 16 lowercase hex digits (8 bytes)."""
     return isinstance(value, str) and _FINGERPRINT.fullmatch(value) is not None
-
-
-# -- field checks -------------------------------------------------------------------------
-
-
-def _int(value: object, name: str, low: int, high: int) -> int:
-    """An int (not a bool, which Python treats as one) within ``low..high``."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise JournalError(f"{name} must be an integer, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise JournalError(f"{name} {value} is outside {low}..{high}")
-    return value
-
-
-def _text(value: object, name: str, max_len: int) -> str:
-    """Non-empty printable text: control characters could forge lines in a report."""
-    if not isinstance(value, str):
-        raise JournalError(f"{name} must be text, not {type(value).__name__}")
-    if not 0 < len(value) <= max_len:
-        raise JournalError(f"{name} must be 1..{max_len} characters, got {len(value)}")
-    if not value.isprintable():
-        raise JournalError(f"{name} contains control characters")
-    return value
-
-
-def _hash32(value: object, name: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != 32:
-        raise JournalError(f"{name} must be 32 bytes")
-    return value
 
 
 def _check_event(event: object) -> str:
@@ -230,6 +205,8 @@ def _check_details(details: object) -> dict[str, Any]:
     encoded, copied = canonical.encode_and_copy(dict(details))
     if len(encoded) > MAX_RECORD_BYTES:
         raise JournalError(f"details are {len(encoded)} bytes, over the record limit")
+    if not isinstance(copied, dict):  # a map encodes to a map; said for the type checker
+        raise JournalError("details must be a map")
     return copied
 
 
@@ -251,10 +228,10 @@ class Record:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _int(self.seq, "seq", 0, MAX_SEQ)
-        _hash32(self.prev_hash, "prev_hash")
-        _int(self.time, "time", 0, MAX_TIME)
-        _text(self.appliance_id, "appliance id", MAX_APPLIANCE_ID)
+        _check.integer(self.seq, "seq", 0, MAX_SEQ)
+        _check.fixed_bytes(self.prev_hash, "prev_hash", 32)
+        _check.integer(self.time, "time", 0, MAX_TIME)
+        _check.text(self.appliance_id, "appliance id", MAX_APPLIANCE_ID)
         _check_event(self.event)
         object.__setattr__(self, "actors", _check_actors(self.actors))
         object.__setattr__(self, "subjects", _check_subjects(self.subjects))
@@ -284,9 +261,7 @@ class Record:
     @classmethod
     def from_plain(cls, plain: object) -> Record:
         """Strict inverse of :meth:`to_plain`: exact keys, exact types."""
-        if not isinstance(plain, dict):
-            raise JournalError("record must be a map")
-        _exact_keys(plain, _RECORD_KEYS, "record")
+        plain = _check.exact_keys(plain, "record", _RECORD_KEYS)
         if plain["type"] != RECORD_TYPE:
             raise JournalError(f"record type {plain['type']!r} is not {RECORD_TYPE!r}")
         if plain["format"] != RECORD_FORMAT or isinstance(plain["format"], bool):
@@ -309,17 +284,6 @@ class Record:
         Computed once, at construction, from the validated copy the record holds.
         """
         return self._digest  # type: ignore[attr-defined, no-any-return]
-
-
-def _exact_keys(plain: dict[Any, Any], expected: frozenset[str], what: str) -> None:
-    """Unknown fields are refused (not ignored) so nothing unsigned rides along."""
-    keys = set(plain)
-    missing = sorted(expected - keys)
-    if missing:
-        raise JournalError(f"{what} is missing field {missing[0]!r}")
-    unknown = sorted(repr(k) for k in keys - expected)
-    if unknown:
-        raise JournalError(f"{what} has unknown field {unknown[0]}")
 
 
 def _check_der(sig: object) -> bytes:
@@ -352,9 +316,7 @@ class Entry:
         if not isinstance(data, bytes):
             raise JournalError("entry must be bytes")
         plain = _decode(data, MAX_ENTRY_BYTES, "entry")
-        if not isinstance(plain, dict):
-            raise JournalError("entry must be a map")
-        _exact_keys(plain, frozenset({"record", "sig"}), "entry")
+        plain = _check.exact_keys(plain, "entry", frozenset({"record", "sig"}))
         return cls(Record.from_plain(plain["record"]), _check_der(plain["sig"]))
 
     def verify(self, audit_pubkey: bytes) -> bool:
@@ -496,8 +458,8 @@ class StreamVerifier:
     def __post_init__(self) -> None:
         if not ecdsa.is_valid_pubkey(self.audit_pubkey) or len(self.audit_pubkey) != 33:
             raise JournalError("audit key must be a valid 33-byte compressed public key")
-        _hash32(self.start_prev_hash, "start_prev_hash")
-        _int(self.start_seq, "start_seq", 0, MAX_SEQ)
+        _check.fixed_bytes(self.start_prev_hash, "start_prev_hash", 32)
+        _check.integer(self.start_seq, "start_seq", 0, MAX_SEQ)
 
     @property
     def length(self) -> int:
@@ -512,17 +474,23 @@ class StreamVerifier:
         if self.appliance_id is None and position == 0:
             self.appliance_id = record.appliance_id
         if not signed:
-            self._add(position, seq, "signature does not verify under the audit key "
-                      "(record altered or signed by another key)")  # fmt: skip
+            self._add(
+                position,
+                seq,
+                "signature does not verify under the audit key "
+                "(record altered or signed by another key)",
+            )
         if self.appliance_id is not None and record.appliance_id != self.appliance_id:
-            self._add(position, seq,
-                      f"appliance {record.appliance_id!r} is not {self.appliance_id!r}")
+            self._add(
+                position, seq, f"appliance {record.appliance_id!r} is not {self.appliance_id!r}"
+            )
         self._order(position, record, digest)
         self._link(position, record)
         last = self._last
         if last is not None and record.time < last.time:
-            self._add(position, seq, f"time {record.time} is before the previous record's "
-                      f"{last.time}")  # fmt: skip
+            self._add(
+                position, seq, f"time {record.time} is before the previous record's {last.time}"
+            )
         self._by_hash.setdefault(digest, position)
         self._by_seq.setdefault(seq, position)
         self._seqs.append(seq)
@@ -534,11 +502,13 @@ class StreamVerifier:
         seq, last = record.seq, self._last
         expected = last.seq + 1 if last is not None else self.start_seq
         if digest in self._by_hash:
-            self._add(position, seq, f"duplicate of the record at position "
-                      f"{self._by_hash[digest]}")  # fmt: skip
+            self._add(position, seq, f"duplicate of the record at position {self._by_hash[digest]}")
         elif seq in self._by_seq:
-            self._add(position, seq, f"a different record with seq {seq} is at position "
-                      f"{self._by_seq[seq]}")  # fmt: skip
+            self._add(
+                position,
+                seq,
+                f"a different record with seq {seq} is at position {self._by_seq[seq]}",
+            )
         elif seq < expected:
             where = f"comes after seq {expected - 1}" if position else f"is before start {expected}"
             self._add(position, seq, f"out of order: seq {seq} {where}")
@@ -556,19 +526,25 @@ class StreamVerifier:
         else:
             before = "the start hash"
         # where prev_hash points is known only once every hash is (it may be a later one)
-        self._add(position, record.seq, _Link(f"chain break: prev_hash does not match the "
-                                              f"hash of {before}", record.prev_hash))
+        self._add(
+            position,
+            record.seq,
+            _Link(f"chain break: prev_hash does not match the hash of {before}", record.prev_hash),
+        )
 
-    def finish(self, expected_length: int | None = None,
-               expected_head: bytes | None = None) -> JournalReport:  # fmt: skip
+    def finish(
+        self, expected_length: int | None = None, expected_head: bytes | None = None
+    ) -> JournalReport:
         """The report ``verify_journal`` would give for every entry added."""
         self._missing()
         end = len(self._seqs)
         head = self._last_hash if self._last_hash is not None else self.start_prev_hash
         last_seq = self._last.seq if self._last is not None else None
         self._end(expected_head, expected_length)
-        findings = [Finding(position, seq, self._text(problem))
-                    for position, seq, problem in sorted(self._found, key=lambda f: f[0])]
+        findings = [
+            Finding(position, seq, self._text(problem))
+            for position, seq, problem in sorted(self._found, key=lambda f: f[0])
+        ]
         return JournalReport(findings, end, head, last_seq)
 
     def _text(self, problem: str | _Link) -> str:
@@ -584,40 +560,48 @@ class StreamVerifier:
             return
         highest = max(self._seen)
         if highest - self.start_seq > 2 * len(self._seqs) + 1000:
-            self._add(0, highest, f"seq jumps to {highest}: far more records missing than "
-                      "present")  # fmt: skip
+            self._add(0, highest, f"seq jumps to {highest}: far more records missing than present")
             return
         for seq in range(self.start_seq, highest):
             if seq not in self._seen:
                 # the first position holding a higher seq: where the running maximum passes it
-                self._add(bisect_right(self._running_max, seq), seq, f"record seq {seq} is "
-                          "missing")  # fmt: skip
+                self._add(bisect_right(self._running_max, seq), seq, f"record seq {seq} is missing")
 
     def _end(self, expected_head: bytes | None, expected_length: int | None) -> None:
         end = len(self._seqs)
         last = self._last.seq if self._last is not None else self.start_seq - 1
         ends = f"journal ends at seq {last}" if end else "journal is empty"
         if expected_length is not None:
-            _int(expected_length, "expected_length", 0, MAX_SEQ)
+            _check.integer(expected_length, "expected_length", 0, MAX_SEQ)
             want = self.start_seq + expected_length - 1
             if expected_length > end:
                 self._add(end, last + 1, f"{ends}, expected head at seq {want} (truncated)")
             elif expected_length < end:
-                self._add(expected_length, want + 1,
-                          f"journal continues to seq {last}, expected head at seq {want}")
+                self._add(
+                    expected_length,
+                    want + 1,
+                    f"journal continues to seq {last}, expected head at seq {want}",
+                )
         if expected_head is None:
             return
-        _hash32(expected_head, "expected_head")
+        _check.fixed_bytes(expected_head, "expected_head", 32)
         head = self._last_hash if self._last_hash is not None else self.start_prev_hash
         if head == expected_head:
             return
         at = self._by_hash.get(expected_head)
         if at is not None:
-            self._add(at + 1, self._seqs[at] + 1, f"journal continues to seq {last} past "
-                      f"the expected head at seq {self._seqs[at]}")  # fmt: skip
+            self._add(
+                at + 1,
+                self._seqs[at] + 1,
+                f"journal continues to seq {last} past the expected head at seq {self._seqs[at]}",
+            )
         else:
-            self._add(end, last + 1, f"{ends}, head {head.hex()[:16]}… is not the expected "
-                      f"head {expected_head.hex()[:16]}… (truncated or altered)")  # fmt: skip
+            self._add(
+                end,
+                last + 1,
+                f"{ends}, head {head.hex()[:16]}… is not the expected "
+                f"head {expected_head.hex()[:16]}… (truncated or altered)",
+            )
 
 
 @dataclass(frozen=True)
@@ -626,7 +610,6 @@ class _Link:
 
     text: str
     prev_hash: bytes
-
 
 
 # -- outpoints --------------------------------------------------------------------------------
@@ -695,7 +678,7 @@ def audit_key_fingerprint(audit_pubkey: bytes) -> str:
 
 def export_journal(entries: Iterable[Entry], appliance_id: str, audit_pubkey: bytes) -> bytes:
     """The journal export (a typed CBOR map, the body of a ``ur:bytes``)."""
-    _text(appliance_id, "appliance id", MAX_APPLIANCE_ID)
+    _check.text(appliance_id, "appliance id", MAX_APPLIANCE_ID)
     _check_audit_key(audit_pubkey)
     blobs = [e.to_bytes() for e in entries]
     if len(blobs) > MAX_EXPORT_ENTRIES:
@@ -723,14 +706,12 @@ def parse_export(data: bytes) -> tuple[str, bytes, list[Entry]]:
     if not isinstance(data, bytes):
         raise JournalError("export must be bytes")
     plain = _decode(data, MAX_EXPORT_BYTES, "journal export")
-    if not isinstance(plain, dict):
-        raise JournalError("journal export must be a map")
-    _exact_keys(plain, _EXPORT_KEYS, "journal export")
+    plain = _check.exact_keys(plain, "journal export", _EXPORT_KEYS)
     if plain["type"] != EXPORT_TYPE:
         raise JournalError(f"document type {plain['type']!r} is not {EXPORT_TYPE!r}")
     if plain["version"] != EXPORT_VERSION or isinstance(plain["version"], bool):
         raise JournalError(f"unsupported journal export version {plain['version']!r}")
-    appliance_id = _text(plain["appliance"], "appliance id", MAX_APPLIANCE_ID)
+    appliance_id = _check.text(plain["appliance"], "appliance id", MAX_APPLIANCE_ID)
     audit_key = _check_audit_key(plain["audit_key"])
     blobs = plain["entries"]
     if not isinstance(blobs, list) or len(blobs) > MAX_EXPORT_ENTRIES:

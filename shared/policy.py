@@ -36,8 +36,10 @@ from shared import canonical
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import AddressError, address_to_script, network_by_name
 from shared.bitcoin.address import script_to_address as _script_to_address
+from shared.bitcoin.amount import MAX_MONEY
 from shared.bitcoin.script import OutputType, classify
 from shared.bitcoin.tx import LOCKTIME_THRESHOLD
+from shared.checks import FieldChecks
 from shared.journal import is_fingerprint
 
 POLICY_TYPE = "coldstation-policy"
@@ -49,7 +51,6 @@ MAX_INTERNAL_WALLETS = 100
 NETWORKS = ("mainnet", "testnet", "signet", "regtest")
 ROLES = ("approver", "administrator")
 
-MAX_MONEY = 21_000_000 * 100_000_000
 MAX_FEE_RATE = 100_000_000  # sat/kvB (100k sat/vB): anything above is a typo
 MAX_TTL = 366 * 86400
 MAX_TIME = 2**40
@@ -94,6 +95,9 @@ class PolicyError(ValueError):
     """A policy document, signature set or fact that is malformed or not acceptable."""
 
 
+_check = FieldChecks(PolicyError)
+
+
 def fingerprint_of(pubkey: bytes) -> str:
     """Officer key fingerprint: hex of the first 8 bytes of SHA-256(compressed pubkey)."""
     return hashlib.sha256(pubkey).digest()[:8].hex()
@@ -102,67 +106,6 @@ def fingerprint_of(pubkey: bytes) -> str:
 def utc_day(time: int) -> int:
     """The UTC day number of a unix time; per-day limits group by it."""
     return time // DAY
-
-
-# -- small checks -------------------------------------------------------------------------
-
-
-def _int(value: object, name: str, low: int, high: int) -> int:
-    """An int (bools refused, though Python counts them as ints) within ``low..high``."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise PolicyError(f"{name} must be an integer, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise PolicyError(f"{name} {value} is outside {low}..{high}")
-    return value
-
-
-def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise PolicyError(f"{name} must be true or false, not {type(value).__name__}")
-    return value
-
-
-def _text(value: object, name: str, max_len: int) -> str:
-    if not isinstance(value, str):
-        raise PolicyError(f"{name} must be text, not {type(value).__name__}")
-    if not 0 < len(value) <= max_len:
-        raise PolicyError(f"{name} must be 1..{max_len} characters, got {len(value)}")
-    if not value.isprintable():
-        raise PolicyError(f"{name} contains control characters")
-    return value
-
-
-def _hash32(value: object, name: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != 32:
-        raise PolicyError(f"{name} must be 32 bytes")
-    return value
-
-
-def _network(value: object) -> str:
-    if not isinstance(value, str) or value not in NETWORKS:
-        raise PolicyError(f"network must be one of {', '.join(NETWORKS)}, not {value!r}")
-    return value
-
-
-def _exact_keys(plain: object, expected: frozenset[str], what: str) -> dict[str, Any]:
-    """Unknown fields are refused, never ignored: nothing unsigned may ride along."""
-    if not isinstance(plain, dict):
-        raise PolicyError(f"{what} must be a map")
-    missing = sorted(expected - set(plain))
-    if missing:
-        raise PolicyError(f"{what} is missing field {missing[0]!r}")
-    unknown = sorted(repr(k) for k in set(plain) - expected)
-    if unknown:
-        raise PolicyError(f"{what} has unknown field {unknown[0]}")
-    return plain
-
-
-def _list(value: object, name: str, max_items: int) -> list[Any] | tuple[Any, ...]:
-    if not isinstance(value, list | tuple):
-        raise PolicyError(f"{name} must be a list")
-    if len(value) > max_items:
-        raise PolicyError(f"{name} has {len(value)} items, over the limit of {max_items}")
-    return value
 
 
 # -- officers -----------------------------------------------------------------------------
@@ -191,7 +134,7 @@ class Officer:
             raise PolicyError(f"officer fingerprint {self.fingerprint} does not match its key")
         if self.role not in ROLES:
             raise PolicyError(f"officer {self.fingerprint}: unknown role {self.role!r}")
-        _bool(self.active, f"officer {self.fingerprint} active")
+        _check.boolean(self.active, f"officer {self.fingerprint} active")
 
     @classmethod
     def from_pubkey(cls, pubkey: bytes, role: str, active: bool = True) -> Officer:
@@ -207,12 +150,12 @@ class Officer:
 
     @classmethod
     def from_plain(cls, plain: object) -> Officer:
-        data = _exact_keys(plain, _OFFICER_KEYS, "officer")
+        data = _check.exact_keys(plain, "officer", _OFFICER_KEYS)
         return cls(data["fingerprint"], data["pubkey"], data["role"], data["active"])
 
 
 def _check_officers(officers: object, role: str, name: str) -> tuple[Officer, ...]:
-    items = tuple(_list(officers, name, MAX_OFFICERS))
+    items = tuple(_check.items(officers, name, MAX_OFFICERS))
     for officer in items:
         if not isinstance(officer, Officer):
             raise PolicyError(f"{name} must hold Officer entries")
@@ -226,7 +169,7 @@ def _check_quorum(quorum: object, officers: tuple[Officer, ...], name: str) -> N
     active = sum(1 for o in officers if o.active)
     if active == 0:
         raise PolicyError(f"{name}: no active officers")
-    _int(quorum, name, 1, active)
+    _check.integer(quorum, name, 1, active)
 
 
 # -- policy -------------------------------------------------------------------------------
@@ -257,13 +200,13 @@ class Policy:
     _book: dict[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _int(self.version, "version", 1, 2**63 - 1)
+        _check.integer(self.version, "version", 1, 2**63 - 1)
         if (self.version == 1) != (self.previous_hash is None):
             raise PolicyError("version 1, and only version 1, has no previous_hash")
         if self.previous_hash is not None:
-            _hash32(self.previous_hash, "previous_hash")
-        _network(self.network)
-        _text(self.appliance_id, "appliance id", MAX_APPLIANCE_ID)
+            _check.fixed_bytes(self.previous_hash, "previous_hash", 32)
+        _check.choice(self.network, "network", NETWORKS)
+        _check.text(self.appliance_id, "appliance id", MAX_APPLIANCE_ID)
         self._set("officers", _check_officers(self.officers, "approver", "officers"))
         self._set(
             "administrators",
@@ -272,23 +215,23 @@ class Policy:
         _check_unique_keys(self.officers + self.administrators)
         _check_quorum(self.approval_quorum, self.officers, "approval_quorum")
         _check_quorum(self.admin_quorum, self.administrators, "admin_quorum")
-        _bool(self.require_address_book, "require_address_book")
+        _check.boolean(self.require_address_book, "require_address_book")
         self._check_limits()
         self._set("allowed_script_types", _check_script_types(self.allowed_script_types))
         self._set("address_book", _normalise_book(self.address_book))
         self._set("_book", _check_book(self.address_book, self.network))
         self._set("internal_wallets", _check_internal_wallets(self.internal_wallets))
-        _bool(self.allow_timelocks, "allow_timelocks")
+        _check.boolean(self.allow_timelocks, "allow_timelocks")
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
 
     def _check_limits(self) -> None:
-        _int(self.per_tx_limit, "per_tx_limit", 0, MAX_MONEY)
-        _int(self.per_day_limit, "per_day_limit", 0, MAX_MONEY)
-        _int(self.fee_rate_ceiling, "fee_rate_ceiling (sat/kvB)", 0, MAX_FEE_RATE)
-        _int(self.max_fee, "max_fee", 0, MAX_MONEY)
-        _int(self.request_ttl_max, "request_ttl_max", 1, MAX_TTL)
+        _check.integer(self.per_tx_limit, "per_tx_limit", 0, MAX_MONEY)
+        _check.integer(self.per_day_limit, "per_day_limit", 0, MAX_MONEY)
+        _check.integer(self.fee_rate_ceiling, "fee_rate_ceiling (sat/kvB)", 0, MAX_FEE_RATE)
+        _check.integer(self.max_fee, "max_fee", 0, MAX_MONEY)
+        _check.integer(self.request_ttl_max, "request_ttl_max", 1, MAX_TTL)
 
     def officer(self, fingerprint: str) -> Officer | None:
         """The approver or administrator with this fingerprint, revoked or not."""
@@ -329,7 +272,7 @@ class Policy:
 
     @classmethod
     def from_plain(cls, plain: object) -> Policy:
-        data = _exact_keys(plain, _POLICY_KEYS, "policy")
+        data = _check.exact_keys(plain, "policy", _POLICY_KEYS)
         if data["type"] != POLICY_TYPE:
             raise PolicyError(f"document type {data['type']!r} is not {POLICY_TYPE!r}")
         if data["format"] != POLICY_FORMAT or isinstance(data["format"], bool):
@@ -348,11 +291,14 @@ class Policy:
             per_day_limit=data["per_day_limit"],
             fee_rate_ceiling=data["fee_rate_ceiling"],
             max_fee=data["max_fee"],
-            allowed_script_types=tuple(_list(data["allowed_script_types"], "script types", 16)),
+            allowed_script_types=tuple(
+                _check.items(data["allowed_script_types"], "script types", 16)
+            ),
             request_ttl_max=data["request_ttl_max"],
             previous_hash=data["previous_hash"],
-            internal_wallets=tuple(_list(data["internal_wallets"], "internal_wallets",
-                                         MAX_INTERNAL_WALLETS)),
+            internal_wallets=tuple(
+                _check.items(data["internal_wallets"], "internal_wallets", MAX_INTERNAL_WALLETS)
+            ),
             allow_timelocks=data["allow_timelocks"],
         )
 
@@ -385,12 +331,12 @@ def _decode(data: object, what: str) -> Any:
 
 
 def _officers_from_plain(value: object, name: str) -> tuple[Officer, ...]:
-    return tuple(Officer.from_plain(o) for o in _list(value, name, MAX_OFFICERS))
+    return tuple(Officer.from_plain(o) for o in _check.items(value, name, MAX_OFFICERS))
 
 
 def _normalise_book(value: object) -> tuple[tuple[str, str], ...]:
     """Pairs as tuples (lists from CBOR, tuples from code) so equal books compare equal."""
-    entries = _list(value, "address_book", MAX_BOOK)
+    entries = _check.items(value, "address_book", MAX_BOOK)
     for entry in entries:
         if not isinstance(entry, list | tuple) or len(entry) != 2:
             raise PolicyError("address book entries must be [address, label] pairs")
@@ -411,17 +357,18 @@ def _check_internal_wallets(value: object) -> tuple[str, ...]:
     (with its checksum), so the station compares pins and policy entries as plain text."""
     from shared.bitcoin.descriptor import Descriptor, DescriptorError
 
-    items = tuple(_list(value, "internal_wallets", MAX_INTERNAL_WALLETS))
+    items = tuple(_check.items(value, "internal_wallets", MAX_INTERNAL_WALLETS))
     canonical_texts = []
     for item in items:
-        text = _text(item, "internal wallet descriptor", 4096)
+        text = _check.text(item, "internal wallet descriptor", 4096)
         try:
             parsed = str(Descriptor.parse(text, require_checksum=False))
         except DescriptorError as exc:
             raise PolicyError(f"internal wallet {text[:40]}…: {exc}") from exc
         if parsed != text:
-            raise PolicyError(f"internal wallet {text[:40]}… is not in canonical form "
-                              f"(write {parsed})")  # fmt: skip
+            raise PolicyError(
+                f"internal wallet {text[:40]}… is not in canonical form (write {parsed})"
+            )
         canonical_texts.append(text)
     if len(set(canonical_texts)) != len(canonical_texts):
         raise PolicyError("internal_wallets lists a descriptor twice")
@@ -429,7 +376,7 @@ def _check_internal_wallets(value: object) -> tuple[str, ...]:
 
 
 def _check_script_types(value: object) -> tuple[OutputType, ...]:
-    items = _list(value, "allowed_script_types", len(OutputType))
+    items = _check.items(value, "allowed_script_types", len(OutputType))
     types = []
     for item in items:
         try:
@@ -447,8 +394,8 @@ def _check_book(book: tuple[tuple[str, str], ...], network: str) -> dict[bytes, 
     net = network_by_name(network)
     scripts: dict[bytes, str] = {}
     for raw_address, raw_label in book:
-        address = _text(raw_address, "address", 100)
-        label = _text(raw_label, f"label of {address}", MAX_LABEL)
+        address = _check.text(raw_address, "address", 100)
+        label = _check.text(raw_label, f"label of {address}", MAX_LABEL)
         try:
             script = address_to_script(address, net)
         except AddressError as exc:
@@ -524,7 +471,9 @@ class SignedPolicy:
 
     @classmethod
     def from_plain(cls, plain: object) -> SignedPolicy:
-        data = _exact_keys(plain, frozenset({"type", "policy", "signatures"}), "signed policy")
+        data = _check.exact_keys(
+            plain, "signed policy", frozenset({"type", "policy", "signatures"})
+        )
         if data["type"] != SIGNED_POLICY_TYPE:
             raise PolicyError(f"document type {data['type']!r} is not {SIGNED_POLICY_TYPE!r}")
         return cls(Policy.from_plain(data["policy"]), data["signatures"])
@@ -540,7 +489,7 @@ class SignedPolicy:
 
 def _tally(
     signers: Iterable[Officer],
-    signatures: Mapping[object, object],
+    signatures: Mapping[Any, object],
     digest: bytes,
     quorum: int,
     requester: str | None = None,
@@ -658,18 +607,34 @@ def wallet_pin_statement(appliance_id: str, action: str, descriptor: str) -> dic
     the station checks the quorum before it journals the signatures, the auditor again."""
     if action not in ("pin", "unpin"):
         raise PolicyError(f"unknown wallet action {action!r}")
-    return {"type": WALLET_PIN_STATEMENT, "appliance": appliance_id, "action": action,
-            "descriptor": descriptor}  # fmt: skip
+    return {
+        "type": WALLET_PIN_STATEMENT,
+        "appliance": appliance_id,
+        "action": action,
+        "descriptor": descriptor,
+    }
 
 
-def recovery_statement(appliance_id: str, kept_through: int, head: bytes, cut_from: int,
-                       lost_through: int | None, problems: list[str]) -> dict[str, Any]:
+def recovery_statement(
+    appliance_id: str,
+    kept_through: int,
+    head: bytes,
+    cut_from: int,
+    lost_through: int | None,
+    problems: list[str],
+) -> dict[str, Any]:
     """What administrators sign before a journal recovery cuts anything: which records
     are kept (through seq ``kept_through``, whose hash is ``head``), where the damaged tail
     starts, the highest seq any anchor or checkpoint vouched for, and why."""
-    return {"type": RECOVERY_STATEMENT, "appliance": appliance_id,
-            "kept_through": kept_through, "head": head, "cut_from": cut_from,
-            "lost_through": lost_through, "problems": list(problems)}  # fmt: skip
+    return {
+        "type": RECOVERY_STATEMENT,
+        "appliance": appliance_id,
+        "kept_through": kept_through,
+        "head": head,
+        "cut_from": cut_from,
+        "lost_through": lost_through,
+        "problems": list(problems),
+    }
 
 
 # -- approvals ----------------------------------------------------------------------------
@@ -677,8 +642,8 @@ def recovery_statement(appliance_id: str, kept_through: int, head: bytes, cut_fr
 
 def approval_digest(request_hash: bytes, policy_hash: bytes) -> bytes:
     """What an approver signs: this request under this policy, and nothing else."""
-    _hash32(request_hash, "request hash")
-    _hash32(policy_hash, "policy hash")
+    _check.fixed_bytes(request_hash, "request hash", 32)
+    _check.fixed_bytes(policy_hash, "policy hash", 32)
     return canonical.digest(
         {"type": "coldstation-approval", "request": request_hash, "policy": policy_hash}
     )
@@ -732,8 +697,8 @@ class Payment:
     def __post_init__(self) -> None:
         if not isinstance(self.script_pubkey, bytes) or len(self.script_pubkey) > MAX_SCRIPT:
             raise PolicyError(f"output script must be at most {MAX_SCRIPT} bytes")
-        _int(self.amount, "output amount", 0, MAX_MONEY)
-        _bool(self.is_change, "is_change")
+        _check.integer(self.amount, "output amount", 0, MAX_MONEY)
+        _check.boolean(self.is_change, "is_change")
 
 
 @dataclass(frozen=True)
@@ -764,23 +729,23 @@ class Facts:
     tip_height: int | None = None
 
     def __post_init__(self) -> None:
-        _network(self.network)
-        _int(self.tx_version, "tx_version", 0, 2**32 - 1)
-        _int(self.locktime, "locktime", 0, 2**32 - 1)
-        _int(self.relative_locks, "relative_locks", 0, MAX_PAYMENTS * 10)
+        _check.choice(self.network, "network", NETWORKS)
+        _check.integer(self.tx_version, "tx_version", 0, 2**32 - 1)
+        _check.integer(self.locktime, "locktime", 0, 2**32 - 1)
+        _check.integer(self.relative_locks, "relative_locks", 0, MAX_PAYMENTS * 10)
         if self.tip_height is not None:
-            _int(self.tip_height, "tip_height", 0, LOCKTIME_THRESHOLD - 1)
-        _int(self.request_time, "request_time", 0, MAX_TIME)
-        _int(self.request_expiry, "request_expiry", 0, MAX_TIME)
+            _check.integer(self.tip_height, "tip_height", 0, LOCKTIME_THRESHOLD - 1)
+        _check.integer(self.request_time, "request_time", 0, MAX_TIME)
+        _check.integer(self.request_expiry, "request_expiry", 0, MAX_TIME)
         if self.request_created is not None:
-            _int(self.request_created, "request_created", 0, MAX_TIME)
-        payments = tuple(_list(self.payments, "payments", MAX_PAYMENTS))
+            _check.integer(self.request_created, "request_created", 0, MAX_TIME)
+        payments = tuple(_check.items(self.payments, "payments", MAX_PAYMENTS))
         if not all(isinstance(p, Payment) for p in payments):
             raise PolicyError("payments must hold Payment entries")
         object.__setattr__(self, "payments", payments)
-        _int(self.fee, "fee", 0, MAX_MONEY)
-        _int(self.vsize, "vsize", 1, MAX_VSIZE)
-        _int(self.spent_today_before, "spent_today_before", 0, 2**63 - 1)
+        _check.integer(self.fee, "fee", 0, MAX_MONEY)
+        _check.integer(self.vsize, "vsize", 1, MAX_VSIZE)
+        _check.integer(self.spent_today_before, "spent_today_before", 0, 2**63 - 1)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from typing import Any
 
 from shared import canonical
 from shared.bitcoin.encoding import ByteReader, DecodeError, compact_size
+from shared.checks import FieldChecks
 from shared.journal import Entry, JournalError
 from shared.psbt.errors import PsbtError
-from shared.psbt.fields import PROPRIETARY
+from shared.psbt.fields import PSBT_GLOBAL_PROPRIETARY
 from shared.psbt.model import Psbt
 from shared.ur.bytewords import WORDS
 
@@ -50,9 +51,19 @@ MAX_REQUEST_BYTES = 1 << 20
 MAX_TIP_HEIGHT = 499_999_999  # nLockTime values from 500,000,000 on are times, not heights
 
 _REQUIRED = frozenset(
-    {"format", "request_id", "batch_id", "requester", "created", "expiry", "purpose",
-     "network", "kind", "references"}
-)  # fmt: skip
+    {
+        "format",
+        "request_id",
+        "batch_id",
+        "requester",
+        "created",
+        "expiry",
+        "purpose",
+        "network",
+        "kind",
+        "references",
+    }
+)
 #: ``tip_height``: the chain tip the coordinator built on, the bound for nLockTime.
 _OPTIONAL = frozenset({"replaces", "tip_height"})
 
@@ -61,46 +72,14 @@ class RequestError(ValueError):
     """Request metadata or a receipt that is missing, malformed or not acceptable."""
 
 
-# -- field checks -------------------------------------------------------------------------
-
-
-def _int(value: object, name: str, low: int, high: int) -> int:
-    """An int within ``low..high``; bools are refused though Python counts them as ints."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(f"{name} must be an integer, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise RequestError(f"{name} {value} is outside {low}..{high}")
-    return value
-
-
-def _text(value: object, name: str, max_len: int) -> str:
-    """Non-empty printable text: control characters could forge lines on the review screen."""
-    if not isinstance(value, str):
-        raise RequestError(f"{name} must be text, not {type(value).__name__}")
-    if not 0 < len(value) <= max_len:
-        raise RequestError(f"{name} must be 1..{max_len} characters, got {len(value)}")
-    if not value.isprintable():
-        raise RequestError(f"{name} contains control characters")
-    return value
-
-
-def _fixed_bytes(value: object, name: str, size: int) -> bytes:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise RequestError(f"{name} must be {size} bytes")
-    return value
-
-
-def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise RequestError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+_check = FieldChecks(RequestError)
 
 
 def _replaces(value: object, kind: str) -> tuple[bytes, ...]:
     """Txids a replacement may conflict with: required for replacements, absent otherwise."""
     if not isinstance(value, list | tuple):
         raise RequestError("replaces must be a list of txids")
-    items = tuple(_fixed_bytes(t, "replaced txid", 32) for t in value)
+    items = tuple(_check.fixed_bytes(t, "replaced txid", 32) for t in value)
     if kind == "payment" and items:
         raise RequestError("a payment request cannot list replaced transactions")
     if kind == "replacement" and not 1 <= len(items) <= MAX_REPLACES:
@@ -119,10 +98,10 @@ def _references(value: object) -> tuple[tuple[int, bytes], ...]:
     for pair in pairs:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise RequestError("references must map output indexes to 32-byte hashes")
-        index = _int(pair[0], "reference output index", 0, MAX_OUTPUT_INDEX)
+        index = _check.integer(pair[0], "reference output index", 0, MAX_OUTPUT_INDEX)
         if index in out:
             raise RequestError(f"references list output {index} twice")
-        out[index] = _fixed_bytes(pair[1], f"reference of output {index}", 32)
+        out[index] = _check.fixed_bytes(pair[1], f"reference of output {index}", 32)
         if len(out) > MAX_REFERENCES:
             raise RequestError(f"more than {MAX_REFERENCES} references")
     return tuple(sorted(out.items()))
@@ -154,20 +133,20 @@ class RequestMetadata:
     tip_height: int | None = None
 
     def __post_init__(self) -> None:
-        _fixed_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
-        _text(self.batch_id, "batch_id", MAX_ID_TEXT)
-        _text(self.requester, "requester", MAX_ID_TEXT)
-        _int(self.created, "created", 0, MAX_TIME)
-        _int(self.expiry, "expiry", 0, MAX_TIME)
+        _check.fixed_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
+        _check.text(self.batch_id, "batch_id", MAX_ID_TEXT)
+        _check.text(self.requester, "requester", MAX_ID_TEXT)
+        _check.integer(self.created, "created", 0, MAX_TIME)
+        _check.integer(self.expiry, "expiry", 0, MAX_TIME)
         if self.expiry <= self.created:
             raise RequestError(f"expiry {self.expiry} is not after created {self.created}")
-        _text(self.purpose, "purpose", MAX_PURPOSE)
-        _choice(self.network, "network", NETWORKS)
-        _choice(self.kind, "kind", KINDS)
+        _check.text(self.purpose, "purpose", MAX_PURPOSE)
+        _check.choice(self.network, "network", NETWORKS)
+        _check.choice(self.kind, "kind", KINDS)
         object.__setattr__(self, "replaces", _replaces(self.replaces, self.kind))
         object.__setattr__(self, "references", _references(self.references))
         if self.tip_height is not None:
-            _int(self.tip_height, "tip_height", 0, MAX_TIP_HEIGHT)
+            _check.integer(self.tip_height, "tip_height", 0, MAX_TIP_HEIGHT)
 
     def reference_for(self, output_index: int) -> bytes | None:
         return dict(self.references).get(output_index)
@@ -195,12 +174,12 @@ class RequestMetadata:
     @classmethod
     def from_plain(cls, plain: object) -> RequestMetadata:
         """Strict inverse of :meth:`to_plain`: exact fields, exact types."""
-        data = _exact_fields(plain)
+        data = _check.exact_keys(plain, "request metadata", _REQUIRED, _OPTIONAL)
         if data["format"] != REQUEST_FORMAT or isinstance(data["format"], bool):
             raise RequestError(f"unsupported request format {data['format']!r}")
         if not isinstance(data["references"], dict):
             raise RequestError("references must map output indexes to 32-byte hashes")
-        kind = _choice(data["kind"], "kind", KINDS)
+        kind = _check.choice(data["kind"], "kind", KINDS)
         if (kind == "replacement") != ("replaces" in data):
             raise RequestError("replaces is required for, and only for, replacement requests")
         return cls(
@@ -232,20 +211,6 @@ class RequestMetadata:
         return cls.from_plain(plain)
 
 
-def _exact_fields(plain: object) -> dict[str, Any]:
-    """Unknown fields are refused, never ignored: nothing unapproved may ride along."""
-    if not isinstance(plain, dict):
-        raise RequestError("request metadata must be a map")
-    keys = set(plain)
-    missing = sorted(_REQUIRED - keys)
-    if missing:
-        raise RequestError(f"request metadata is missing field {missing[0]!r}")
-    unknown = sorted(repr(k) for k in keys - _REQUIRED - _OPTIONAL)
-    if unknown:
-        raise RequestError(f"request metadata has unknown field {unknown[0]}")
-    return plain
-
-
 # -- proprietary records ------------------------------------------------------------------
 
 
@@ -256,7 +221,7 @@ def proprietary_keydata(subtype: int, suffix: bytes = b"") -> bytes:
 
 def _records(psbt: Psbt, subtype: int) -> Iterator[tuple[bytes, bytes]]:
     """(key suffix, value) of each global Coldstation record of ``subtype``."""
-    for keydata, value in psbt.globals.entries(PROPRIETARY):
+    for keydata, value in psbt.globals.entries(PSBT_GLOBAL_PROPRIETARY):
         reader = ByteReader(keydata)
         try:
             if reader.read_var_bytes("identifier") != PROPRIETARY_ID:
@@ -297,7 +262,8 @@ def attach_request(psbt: Psbt, meta: RequestMetadata) -> Psbt:
     if any(True for _ in _records(psbt, SUBTYPE_REQUEST)):
         raise RequestError("the PSBT already carries request metadata")
     result = _copy(psbt)
-    result.globals.set(PROPRIETARY, meta.to_bytes(), keydata=proprietary_keydata(SUBTYPE_REQUEST))
+    keydata = proprietary_keydata(SUBTYPE_REQUEST)
+    result.globals.set(PSBT_GLOBAL_PROPRIETARY, meta.to_bytes(), keydata=keydata)
     return result
 
 
@@ -322,7 +288,7 @@ def attach_receipt(psbt: Psbt, entry_bytes: bytes) -> Psbt:
         )
     result = _copy(psbt)
     keydata = proprietary_keydata(SUBTYPE_RECEIPT, appliance)
-    result.globals.set(PROPRIETARY, bytes(entry_bytes), keydata=keydata)
+    result.globals.set(PSBT_GLOBAL_PROPRIETARY, bytes(entry_bytes), keydata=keydata)
     return result
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from shared import canonical
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name, script_to_address
+from shared.bitcoin.amount import MAX_MONEY
 from shared.bitcoin.bip32 import HARDENED, KeyOrigin
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor
 from shared.bitcoin.script import classify, parse_multisig
@@ -43,12 +44,12 @@ from shared.bitcoin.size import (
 )
 from shared.bitcoin.tx import (
     LOCKTIME_THRESHOLD,
-    MAX_MONEY,
     SEQUENCE_LOCKTIME_DISABLE_FLAG,
     OutPoint,
     Transaction,
     TxOut,
 )
+from shared.checks import FieldChecks
 from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
 from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
 from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
@@ -94,6 +95,9 @@ _MAX_CACHE = 4096
 
 class ReviewError(ValueError):
     """A caller mistake (bad arguments, a wallet that cannot be pinned), or signing refused."""
+
+
+_check = FieldChecks(ReviewError)
 
 
 # -- the pinned wallet --------------------------------------------------------------------
@@ -196,9 +200,6 @@ class PinnedWallet:
 
     def key(self, pubkey: bytes) -> OurKey | None:
         return self._by_pubkey.get(pubkey)
-
-    def own_key(self, position: int) -> OurKey:
-        return self._own[position]
 
     def _derive(self, position: int, index: int, change: bool) -> DerivedOutput:
         slot = (position, index, change)
@@ -391,7 +392,7 @@ class Review:
         """The display transcript, canonical-CBOR-ready and shaped to fit a journal record's
         details even nested one level down: text keys, at most three levels deep, no None
         (absent fields are unknown or not applicable)."""
-        return _without_none(
+        return _map_without_none(
             {
                 "type": REVIEW_TYPE,
                 "format": REVIEW_FORMAT,
@@ -422,11 +423,18 @@ class Review:
         return canonical.digest(self.to_plain())
 
 
-def _without_none(value: Any) -> Any:
+def _map_without_none(value: dict[str, Any]) -> dict[str, Any]:
     """Maps lose their None fields, recursively (absent means unknown or not applicable)."""
+    return {
+        k: _without_none(v) if type(v) in _CONTAINERS else v
+        for k, v in value.items()
+        if v is not None
+    }
+
+
+def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_none(v) if type(v) in _CONTAINERS else v
-                for k, v in value.items() if v is not None}  # fmt: skip
+        return _map_without_none(value)
     if isinstance(value, list):
         return [_without_none(v) if type(v) in _CONTAINERS else v for v in value]
     return value
@@ -483,8 +491,10 @@ def review_locks_text(review_: Review) -> str:
     sequences = sorted({f"{i.sequence:#010x}" for i in review_.inputs})
     relative = review_.relative_locks
     rel_text = f"{relative} input(s) with a relative lock" if relative else "no relative lock"
-    return (f"version {review_.tx_version}, {lock_text}, {rel_text} "
-            f"(nSequence {', '.join(sequences) or 'none'})")  # fmt: skip
+    return (
+        f"version {review_.tx_version}, {lock_text}, {rel_text} "
+        f"(nSequence {', '.join(sequences) or 'none'})"
+    )
 
 
 def has_relative_lock(tx_version: int | None, sequence: int) -> bool:
@@ -573,17 +583,11 @@ def _check_arguments(
     if not hasattr(seen, "__contains__") or isinstance(seen, str | bytes):
         raise ReviewError("seen_request_ids must be a set of request ids")
     return _Context(
-        _count(now, "now", MAX_TIME),
-        seen,  # type: ignore[arg-type]
+        _check.integer(now, "now", 0, MAX_TIME),
+        seen,
         signed,  # type: ignore[arg-type]
-        _count(spent_today, "spent_today_before", 2**63 - 1),
+        _check.integer(spent_today, "spent_today_before", 0, 2**63 - 1),
     )
-
-
-def _count(value: object, name: str, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
-        raise ReviewError(f"{name} must be an integer in 0..{high}")
-    return value
 
 
 def _failed(message: str) -> Review:
@@ -656,8 +660,11 @@ class _Reviewer:
         self._conflicts(tx)
         weight = estimate_weight(tx, [self._shape(i) for i in inputs])
         if weight > MAX_STANDARD_TX_WEIGHT:
-            self.refuse("weight", f"signed, the transaction would weigh up to {weight} WU, "
-                        f"above the {MAX_STANDARD_TX_WEIGHT} WU nodes relay")  # fmt: skip
+            self.refuse(
+                "weight",
+                f"signed, the transaction would weigh up to {weight} WU, "
+                f"above the {MAX_STANDARD_TX_WEIGHT} WU nodes relay",
+            )
         return self._result(tx, inputs, outputs, vsize_of(weight))
 
     def _result(
@@ -1057,15 +1064,24 @@ def refreshed(
     refusals: list[Refusal] = []
     meta = review_.request
     if meta.request_id in seen_request_ids:
-        refusals.append(Refusal("replayed", f"request {meta.request_id.hex()} was already "
-                                "presented to this appliance"))  # fmt: skip
+        refusals.append(
+            Refusal(
+                "replayed",
+                f"request {meta.request_id.hex()} was already presented to this appliance",
+            )
+        )
     replaces = set(meta.replaces)
     txid = tx.txid  # once, not per input: a replacement has every input already signed
     for index, txin in enumerate(tx.inputs):
         spender = signed_outpoints.get(txin.prevout)
         if spender is not None and spender != txid and spender not in replaces:
-            refusals.append(Refusal("conflicting_spend", f"input {index} spends {txin.prevout}, "
-                                    f"already signed in transaction {spender[::-1].hex()}"))
+            refusals.append(
+                Refusal(
+                    "conflicting_spend",
+                    f"input {index} spends {txin.prevout}, "
+                    f"already signed in transaction {spender[::-1].hex()}",
+                )
+            )
     facts = replace(review_.facts, request_time=now, spent_today_before=spent_today_before)
     decision = evaluate(policy, facts)
     refusals += [Refusal(_violation_code(v), v) for v in decision.violations]

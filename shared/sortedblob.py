@@ -64,8 +64,9 @@ class FixedSet:
 class FixedMap:
     """A map from byte strings of one width to byte strings of another."""
 
-    def __init__(self, key_width: int, value_width: int, blob: bytes = b"", *,
-                 what: str = "map") -> None:  # fmt: skip
+    def __init__(
+        self, key_width: int, value_width: int, blob: bytes = b"", *, what: str = "map"
+    ) -> None:
         self.key_width, self.value_width = key_width, value_width
         self._stride = key_width + value_width
         _check(blob, self._stride, what)

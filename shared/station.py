@@ -27,7 +27,8 @@ import cbor2
 
 from shared import canonical
 from shared.bitcoin.tx import OutPoint
-from shared.journal import GENESIS, Record, outpoints_digest
+from shared.checks import FieldChecks
+from shared.journal import GENESIS, MAX_DETAIL_TEXT, Record, outpoints_digest
 from shared.sortedblob import BlobError, FixedMap, FixedSet
 
 STATE_TYPE = "coldstation-station-state"
@@ -48,6 +49,10 @@ COMMITMENT_TYPE = b"coldstation-activation-commitment"
 
 class StationError(ValueError):
     """A journal record the station state cannot follow; the message names its seq."""
+
+
+_check = FieldChecks(StationError)
+_MAX_DETAIL_INT = 2**64 - 1
 
 
 def activation_commitment(secret: bytes | bytearray) -> bytes:
@@ -78,7 +83,6 @@ class KeyEntry(_Plain):
     origin: str
     seq: int
     time: int
-
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> KeyEntry:
@@ -128,8 +132,7 @@ class History:
     """What the station already decided: replay, double-spend and daily totals come from here."""
 
     request_ids: FixedSet = field(default_factory=lambda: FixedSet(REQUEST_ID_BYTES))
-    signed_outpoints: FixedMap = field(
-        default_factory=lambda: FixedMap(OUTPOINT_BYTES, TXID_BYTES))
+    signed_outpoints: FixedMap = field(default_factory=lambda: FixedMap(OUTPOINT_BYTES, TXID_BYTES))
     approved_txids: FixedSet = field(default_factory=lambda: FixedSet(TXID_BYTES))
     paid_by_day: dict[int, int] = field(default_factory=dict)
     #: request id -> seq (8 bytes, big-endian) of the record that approved it
@@ -219,13 +222,17 @@ class StationState:
         return None
 
     def open_intents(self, ceremony: str | None = None) -> dict[int, dict[str, Any]]:
-        return {seq: d for seq, d in self.intents.items()
-                if ceremony is None or d.get("ceremony") == ceremony}  # fmt: skip
+        return {
+            seq: d
+            for seq, d in self.intents.items()
+            if ceremony is None or d.get("ceremony") == ceremony
+        }
 
     # -- applying records ----------------------------------------------------------------
 
-    def apply(self, record: Record, record_hash: bytes,
-              outpoints: Sequence[OutPoint] | None = None) -> None:  # fmt: skip
+    def apply(
+        self, record: Record, record_hash: bytes, outpoints: Sequence[OutPoint] | None = None
+    ) -> None:
         """Fold one record (already signature-checked) that follows the current head.
 
         An approval commits to its inputs by digest (``outpoints_sha256``); the caller hands
@@ -252,8 +259,7 @@ class StationState:
         except (KeyError, TypeError, ValueError, BlobError) as exc:
             if isinstance(exc, StationError):
                 raise StationError(f"{where}: {exc}") from exc
-            raise StationError(f"{where}: malformed details ({type(exc).__name__}: {exc})") \
-                from exc  # fmt: skip
+            raise StationError(f"{where}: malformed details ({type(exc).__name__}: {exc})") from exc
         self.appliance_id = record.appliance_id
         self.seq, self.head, self.last_time = record.seq, record_hash, record.time
         self.hashes += record_hash
@@ -266,7 +272,7 @@ class StationState:
         label = _text(details["label"], "label")
         if label in self.keys:
             raise StationError(f"key label {label!r} is already registered")
-        public_key = _bytes(record.subjects["public_key"], "public key", 33)
+        public_key = _check.fixed_bytes(record.subjects["public_key"], "public key", 33)
         if self.key_by_public(public_key) is not None:
             raise StationError("public key is already registered under another label")
         model = details.get("backup_model", "wrap-with-trusted")
@@ -274,8 +280,9 @@ class StationState:
             raise StationError(f"unknown backup model {model!r}")
         key_id = bytes.fromhex(_text(details["key_id"], "key_id"))
         origin = "restored" if record.event == "restore" else "generated"
-        self.keys[label] = KeyEntry(label, public_key, key_id, model, "active", origin,
-                                    record.seq, record.time)  # fmt: skip
+        self.keys[label] = KeyEntry(
+            label, public_key, key_id, model, "active", origin, record.seq, record.time
+        )
 
     def _key_state(self, record: Record) -> None:
         label = _text(record.details["label"], "label")
@@ -294,7 +301,7 @@ class StationState:
             self.enrolled[fingerprint] = Enrolment(fingerprint, role, token, record.seq)
 
     def _policy_installed(self, record: Record) -> None:
-        digest = _bytes(record.subjects["policy"], "policy hash", 32)
+        digest = _check.fixed_bytes(record.subjects["policy"], "policy hash", 32)
         version = _int(record.details["version"], "version")
         expected = self.policies[-1].version + 1 if self.policies else 1
         if version != expected:
@@ -303,8 +310,11 @@ class StationState:
 
     def _wallet_pinned(self, record: Record) -> None:
         descriptor = _text(record.details["descriptor"], "descriptor")
-        how = "export" if record.event == "wallet_exported" else _text(
-            record.details["authorised_by"], "authorised_by")
+        how = (
+            "export"
+            if record.event == "wallet_exported"
+            else _text(record.details["authorised_by"], "authorised_by")
+        )
         if how not in ("export", "administrators", "policy"):
             raise StationError(f"unknown pin authority {how!r}")
         self.wallets.setdefault(descriptor, WalletPin(descriptor, record.seq, how))
@@ -318,10 +328,10 @@ class StationState:
         details, history = record.details, self.history
         request_id = details.get("request_id")
         if request_id is not None:
-            history.request_ids.add(_bytes(request_id, "request id", REQUEST_ID_BYTES))
+            history.request_ids.add(_check.fixed_bytes(request_id, "request id", REQUEST_ID_BYTES))
         pending = details.get("pending")
         if pending is not None:
-            self.consumed_pending.add(_bytes(pending, "pending file hash", 32))
+            self.consumed_pending.add(_check.fixed_bytes(pending, "pending file hash", 32))
         if record.decision != "approved":
             return
         if details.get("deferred") is not None:
@@ -353,7 +363,7 @@ class StationState:
     def _pin_lockout(self, record: Record) -> None:
         pending = record.details.get("pending")
         if pending is not None:
-            self.consumed_pending.add(_bytes(pending, "pending file hash", 32))
+            self.consumed_pending.add(_check.fixed_bytes(pending, "pending file hash", 32))
 
     def _intent(self, record: Record) -> None:
         _text(record.details["ceremony"], "ceremony")
@@ -366,9 +376,13 @@ class StationState:
 
     def _share_set(self, record: Record) -> None:
         details = record.details
-        self.shares = ShareSet(_int(details["share_identifier"], "share identifier"),
-                               _bytes(details["share_commitment"], "share commitment", 32),
-                               _int(details["share_threshold"], "share threshold"), record.seq)
+        commitment = _check.fixed_bytes(details["share_commitment"], "share commitment", 32)
+        self.shares = ShareSet(
+            _int(details["share_identifier"], "share identifier"),
+            commitment,
+            _int(details["share_threshold"], "share threshold"),
+            record.seq,
+        )
         if record.event == "init_completed":
             self.init_complete = True
 
@@ -387,26 +401,32 @@ class StationState:
     def to_bytes(self) -> bytes:
         """The whole state, canonical CBOR: what a signed checkpoint carries."""
         history = self.history
-        return canonical.encode({
-            "type": STATE_TYPE, "format": STATE_FORMAT,
-            "appliance": self.appliance_id, "seq": self.seq, "head": self.head,
-            "last_time": self.last_time, "signing_token": self.signing_token,
-            "keys": [k.to_plain() for k in self.keys.values()],
-            "wallets": [w.to_plain() for w in self.wallets.values()],
-            "policies": [p.to_plain() for p in self.policies],
-            "enrolled": [e.to_plain() for e in self.enrolled.values()],
-            "shares": None if self.shares is None else self.shares.to_plain(),
-            "intents": [[seq, d] for seq, d in sorted(self.intents.items())],
-            "init_complete": self.init_complete,
-            "recoveries": [list(r) for r in self.recoveries],
-            "request_ids": history.request_ids.to_blob(),
-            "signed_outpoints": history.signed_outpoints.to_blob(),
-            "approved_txids": history.approved_txids.to_blob(),
-            "paid_by_day": [[day, total] for day, total in sorted(history.paid_by_day.items())],
-            "approvals": history.approvals.to_blob(),
-            "consumed_pending": self.consumed_pending.to_blob(),
-            "hashes": bytes(self.hashes),
-        })  # fmt: skip
+        return canonical.encode(
+            {
+                "type": STATE_TYPE,
+                "format": STATE_FORMAT,
+                "appliance": self.appliance_id,
+                "seq": self.seq,
+                "head": self.head,
+                "last_time": self.last_time,
+                "signing_token": self.signing_token,
+                "keys": [k.to_plain() for k in self.keys.values()],
+                "wallets": [w.to_plain() for w in self.wallets.values()],
+                "policies": [p.to_plain() for p in self.policies],
+                "enrolled": [e.to_plain() for e in self.enrolled.values()],
+                "shares": None if self.shares is None else self.shares.to_plain(),
+                "intents": [[seq, d] for seq, d in sorted(self.intents.items())],
+                "init_complete": self.init_complete,
+                "recoveries": [list(r) for r in self.recoveries],
+                "request_ids": history.request_ids.to_blob(),
+                "signed_outpoints": history.signed_outpoints.to_blob(),
+                "approved_txids": history.approved_txids.to_blob(),
+                "paid_by_day": [[day, total] for day, total in sorted(history.paid_by_day.items())],
+                "approvals": history.approvals.to_blob(),
+                "consumed_pending": self.consumed_pending.to_blob(),
+                "hashes": bytes(self.hashes),
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StationState:
@@ -420,16 +440,20 @@ class StationState:
                 raise StationError("not a station state of a known format")
             history = History(
                 FixedSet(REQUEST_ID_BYTES, plain["request_ids"], what="request ids"),
-                FixedMap(OUTPOINT_BYTES, TXID_BYTES, plain["signed_outpoints"],
-                         what="signed outpoints"),
+                FixedMap(
+                    OUTPOINT_BYTES, TXID_BYTES, plain["signed_outpoints"], what="signed outpoints"
+                ),
                 FixedSet(TXID_BYTES, plain["approved_txids"], what="approved txids"),
                 {int(day): int(total) for day, total in plain["paid_by_day"]},
                 FixedMap(REQUEST_ID_BYTES, 8, plain["approvals"], what="approvals"),
-            )  # fmt: skip
+            )
             shares = plain["shares"]
             return cls(
-                appliance_id=plain["appliance"], seq=plain["seq"], head=plain["head"],
-                last_time=plain["last_time"], signing_token=plain["signing_token"],
+                appliance_id=plain["appliance"],
+                seq=plain["seq"],
+                head=plain["head"],
+                last_time=plain["last_time"],
+                signing_token=plain["signing_token"],
                 keys={k["label"]: KeyEntry.from_plain(k) for k in plain["keys"]},
                 wallets={w["descriptor"]: WalletPin(**w) for w in plain["wallets"]},
                 policies=[PolicyRef(**p) for p in plain["policies"]],
@@ -441,9 +465,8 @@ class StationState:
                 history=history,
                 consumed_pending=FixedSet(32, plain["consumed_pending"], what="pending"),
                 hashes=bytearray(plain["hashes"]),
-            )  # fmt: skip
-        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, AttributeError) \
-                as exc:  # fmt: skip
+            )
+        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StationError(f"station state is unreadable: {exc}") from exc
 
 
@@ -463,21 +486,15 @@ def transcript_outpoints(plain: object) -> list[OutPoint]:
 
 
 def _text(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise StationError(f"{name} must be text")
-    return value
+    """Text from a record's details (or the transcript it names), read within what the
+    journal lets details hold: any characters (the record was signed as it is), at most
+    ``MAX_DETAIL_TEXT`` of them."""
+    return _check.text(value, name, MAX_DETAIL_TEXT, printable=False)
 
 
 def _int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise StationError(f"{name} must be a non-negative integer")
-    return value
-
-
-def _bytes(value: object, name: str, size: int) -> bytes:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise StationError(f"{name} must be {size} bytes")
-    return value
+    """A count or a seq from a record's details: the journal keeps no larger integer."""
+    return _check.integer(value, name, 0, _MAX_DETAIL_INT)
 
 
 _HANDLERS = {

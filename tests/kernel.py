@@ -13,11 +13,6 @@ from shared.bitcoin.tx import Transaction, TxOut
 FLAGS = pbk.ScriptVerificationFlags.ALL
 
 
-def verify_input(tx: Transaction, index: int, spent: list[TxOut]) -> bool:
-    """True when input ``index`` of ``tx`` satisfies the script of ``spent[index]``."""
-    return _verifier(tx, spent)(index)
-
-
 def verify_all(tx: Transaction, spent: list[TxOut]) -> list[bool]:
     """Each input's verdict; the transaction and its precomputed data are built once, so a
     1,450-input transaction costs 1,450 script checks, not 1,450 parses as well."""

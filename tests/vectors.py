@@ -43,7 +43,10 @@ def cases(relative: str, section: str, ident: str = "description") -> list[Any]:
         return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="vectors-absent")]
     entries = data[section]
     return [
-        pytest.param(entry, id=f"{section}[{i}]" + (
-            f" {entry[ident][:60]}" if isinstance(entry, dict) and ident in entry else ""))
+        pytest.param(
+            entry,
+            id=f"{section}[{i}]"
+            + (f" {entry[ident][:60]}" if isinstance(entry, dict) and ident in entry else ""),
+        )
         for i, entry in enumerate(entries)
     ]

@@ -2,6 +2,6 @@
 
 ``coldstation-appliance`` with no ceremony named starts it (:func:`appliance.tui.app.run`).
 The screens only display and collect; every decision is made by the ceremonies
-(:mod:`appliance.ceremonies`) and the signing engine (:mod:`appliance.signing`, reached
+(:mod:`appliance.appliance`) and the signing engine (:mod:`appliance.signing`, reached
 through :mod:`appliance.tui.engine`), so the headless CLI and the TUI cannot disagree.
 """

@@ -13,14 +13,15 @@ import sys
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from appliance.ceremonies import Appliance
+from appliance.appliance import Appliance
 from appliance.tui.engine import Ceremony, EngineError, SessionFactory, describe
-from appliance.tui.screens.common import NavScreen, run_blocking
+from appliance.tui.screens.common import NavScreen, off_thread
 from appliance.tui.screens.home import HomeScreen
 from appliance.tui.screens.journal import JournalScreen
 from appliance.tui.screens.keys import KeysScreen
@@ -30,9 +31,12 @@ from appliance.tui.screens.review import ReviewScreen
 from appliance.tui.screens.scan import ScanScreen
 
 NAVIGATION: dict[str, type[NavScreen]] = {
-    "home": HomeScreen, "keys": KeysScreen, "officers": OfficersScreen,
-    "policy": PolicyScreen, "journal": JournalScreen,
-}  # fmt: skip
+    "home": HomeScreen,
+    "keys": KeysScreen,
+    "officers": OfficersScreen,
+    "policy": PolicyScreen,
+    "journal": JournalScreen,
+}
 
 
 class ColdstationApp(App[None]):
@@ -40,11 +44,17 @@ class ColdstationApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "Coldstation"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"),
-                                                                      (120, "-wide")]
+    # Textual declares it `ClassVar[...] | None`, which a type checker reads as an instance
+    # variable; a ClassVar here would contradict that, so ruff's ClassVar rule yields
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
 
-    def __init__(self, appliance: Appliance, *, camera: str = "0",
-                 session_factory: SessionFactory | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        appliance: Appliance,
+        *,
+        camera: str = "0",
+        session_factory: SessionFactory | None = None,
+    ) -> None:
         super().__init__()
         self.appliance = appliance
         self.camera = camera
@@ -85,8 +95,9 @@ class ColdstationApp(App[None]):
                 continue
             seen.add(binding.description)
             help_text = f"key {binding.key_display or key}"
-            yield SystemCommand(binding.description, help_text,
-                                partial(screen.run_action, binding.action))
+            yield SystemCommand(
+                binding.description, help_text, partial(screen.run_action, binding.action)
+            )
 
     # -- the signing ceremony ---------------------------------------------------------------
 
@@ -101,14 +112,17 @@ class ColdstationApp(App[None]):
             return
         self.ceremony = ceremony
         self.notify(f"Scanned {len(psbt)} bytes; reviewing…")
+        self.review(ceremony, psbt)
 
-        def reviewed(review: Any) -> None:
-            self.push_screen(ReviewScreen(self.appliance, ceremony, review))
-
-        def failed(message: str) -> None:
-            self.notify(message, title="Refused", severity="error", timeout=15)
-
-        run_blocking(self, lambda: ceremony.load(psbt), reviewed, failed)
+    @work(group="ceremony")
+    async def review(self, ceremony: Ceremony, psbt: bytes) -> None:
+        """The engine reviews the bytes off the UI thread; the review screen shows its view."""
+        try:
+            review = await off_thread(lambda: ceremony.load(psbt))
+        except EngineError as exc:
+            self.notify(str(exc), title="Refused", severity="error", timeout=15)
+            return
+        await self.push_screen(ReviewScreen(self.appliance, ceremony, review))
 
 
 def run(state_dir: Path, *, camera: str = "0") -> int:

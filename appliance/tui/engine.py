@@ -6,12 +6,12 @@ Every call here returns the engine's answer or raises :class:`EngineError` carry
 message for officers. If the engine's API moves, only this file changes.
 
 The review reaches the screens as a :class:`ReviewView`: plain values in display units,
-built from ``shared.review.Review`` by :func:`review_view`, so a renamed or added field
-there is absorbed here. The engine's other answers pass through untouched:
-
-- ``ApprovalState``: approved (fingerprints), needed, rejected ((fingerprint, reason)),
-  complete;
-- ``SignedResult``: psbt_bytes, receipt_seq.
+built field by field from ``shared.review.Review`` by :func:`review_view`. The fields are
+read as the dataclasses declare them (no ``getattr`` with a default), so a renamed field
+fails the type check and the tests here instead of showing an empty line or 1970 on the
+screen officers approve. The engine's other answers pass through untouched:
+``ApprovalState`` (approved fingerprints, needed, rejected (fingerprint, reason), complete)
+and ``SignedResult`` (psbt_bytes, receipt_seq).
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from appliance.ceremonies import Appliance
-from shared.review import Review, review_locks_text
+from appliance.appliance import Appliance
+from shared.review import InputView, OutputView, Review, review_locks_text
+
+if TYPE_CHECKING:  # the engine itself loads only when a ceremony starts (default_session)
+    from appliance.signing import ApprovalState, SignedResult
 
 T = TypeVar("T")
 
@@ -34,14 +37,13 @@ class EngineError(RuntimeError):
 class Session(Protocol):
     """What the screens need from ``appliance.signing.SigningSession``."""
 
-    @property
-    def review(self) -> Any: ...
+    def load(self, psbt_bytes: bytes, /) -> Review | None: ...
 
-    def load(self, psbt_bytes: bytes) -> Any: ...
+    def approve(self, officer_label: str, pin: str) -> ApprovalState: ...
 
-    def approve(self, officer_label: str, pin: str) -> Any: ...
+    def approval_state(self) -> ApprovalState: ...
 
-    def sign(self) -> Any: ...
+    def sign(self) -> SignedResult: ...
 
     def refuse(self, reason: str) -> None: ...
 
@@ -55,29 +57,21 @@ def default_session(appliance: Appliance) -> Session:
     try:
         from appliance.signing import SigningSession
     except ImportError as exc:
-        raise EngineError(f"the signing engine cannot be loaded on this appliance: {exc}") \
-            from exc  # fmt: skip
-    return SigningSession(appliance)  # type: ignore[return-value]
+        raise EngineError(f"the signing engine cannot be loaded on this appliance: {exc}") from exc
+    return SigningSession(appliance)
 
 
 def describe(exc: BaseException) -> str:
     """A failure as officers should read it: the ceremony's own words where there are any.
 
-    Ceremony, quorum, officer, keystore and HSM errors already speak to officers; anything
-    else is a fault in the appliance, said as such so nobody mistakes it for a refusal.
+    The failures the CLI maps to a refusal or to bad input (:mod:`appliance.exit_codes`)
+    already speak to officers; anything else is a fault in the appliance, said as such so
+    nobody mistakes it for a refusal.
     """
-    from appliance.activation import QuorumError
-    from appliance.ceremonies import CeremonyError
-    from appliance.hsm import HsmError
-    from appliance.officers import OfficerError
-    from appliance.state import StateError
-    from shared.journal import JournalError
-    from shared.policy import PolicyError
+    from appliance.exit_codes import is_expected
 
-    expected = (CeremonyError, QuorumError, OfficerError, HsmError, StateError, JournalError,
-                PolicyError, EngineError, OSError, ValueError)  # fmt: skip
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, expected) or type(exc).__name__ == "SigningError":
+    if isinstance(exc, EngineError) or is_expected(exc):
         return text
     return f"internal fault ({type(exc).__name__}): {text}"
 
@@ -101,7 +95,7 @@ class Ceremony:
     def __init__(self, appliance: Appliance, factory: SessionFactory | None = None) -> None:
         self.appliance = appliance
         self._session = guarded(lambda: (factory or default_session)(appliance))
-        self.review: Any = None
+        self.review: Review | None = None
 
     def load(self, psbt_bytes: bytes) -> ReviewView:
         """The review of the scanned bytes; refused requests come back with their reasons."""
@@ -111,15 +105,14 @@ class Ceremony:
         self.review = result
         return guarded(lambda: review_view(result))
 
-    def approve(self, officer_label: str, pin: str) -> Any:
+    def approve(self, officer_label: str, pin: str) -> ApprovalState:
         return guarded(lambda: self._session.approve(officer_label, pin))
 
-    def approval_state(self) -> Any | None:
-        """Approvals so far (None before the first, when the engine cannot tell)."""
-        current = getattr(self._session, "approval_state", None)
-        return None if current is None else guarded(current)
+    def approval_state(self) -> ApprovalState:
+        """Approvals so far."""
+        return guarded(self._session.approval_state)
 
-    def sign(self) -> Any:
+    def sign(self) -> SignedResult:
         return guarded(self._session.sign)
 
     def refuse(self, reason: str) -> None:
@@ -136,19 +129,19 @@ def pinned_wallets(appliance: Appliance) -> list[str]:
 
 @dataclass(frozen=True)
 class RequestLine:
-    request_id: str
+    request_id: str  # hex
     batch_id: str
     requester: str
     purpose: str
     kind: str
-    created: int
-    expiry: int
+    created: int  # UTC seconds, as the requester declared it
+    expiry: int  # UTC seconds
 
 
 @dataclass(frozen=True)
 class OutputLine:
     index: int
-    amount: int
+    amount_sat: int
     address: str  # the address, or "script <hex>" for a script without one
     script_type: str
     label: str | None
@@ -160,7 +153,7 @@ class OutputLine:
 class InputLine:
     index: int
     outpoint: str
-    amount: int | None
+    amount_sat: int | None
     script_type: str
     owner: str
 
@@ -174,70 +167,85 @@ class ReviewView:
     request_hash: bytes | None
     hash_words: str | None
     network: str | None
-    txid: str | None
+    txid: str | None  # hex, in the order block explorers show
     outputs: tuple[OutputLine, ...]
     inputs: tuple[InputLine, ...]
-    total_in: int | None
-    total_out: int
-    paid_out: int
-    fee: int | None
-    vsize: int
-    fee_rate: float | None  # sat/vB
+    total_in_sat: int | None
+    total_out_sat: int | None
+    paid_out_sat: int | None  # to others: change excluded
+    fee_sat: int | None
+    vsize: int  # vbytes
+    fee_rate_sat_per_vb: float | None
     refusals: tuple[tuple[str, str], ...]  # (code, message)
     approved_for_signing: bool
-    now: int | None  # the time the engine judged expiry against
-    locks: str = ""  # version, nLockTime and nSequence, as signed
+    judged_at: int | None  # the station's UTC time the engine judged expiry against
+    locks: str  # version, nLockTime and nSequence, as signed
+
+    @property
+    def change_sat(self) -> int | None:
+        """What goes back to our own wallets (None when a total is unknown)."""
+        if self.total_out_sat is None or self.paid_out_sat is None:
+            return None
+        return self.total_out_sat - self.paid_out_sat
 
 
-def review_view(review: Any) -> ReviewView:
+def review_view(review: Review) -> ReviewView:
     """The engine's Review (``shared.review.Review``) as the screens show it."""
     request = review.request
-    facts = getattr(review, "facts", None)
-    rate = getattr(review, "fee_rate", None)
-    paid = getattr(review, "paid_to_others", None)
+    facts = review.facts
+    rate_sat_per_kvb = review.fee_rate  # the policy's unit, rounded up
     return ReviewView(
-        request=None if request is None else RequestLine(
-            _hex(request.request_id), str(getattr(request, "batch_id", "")),
-            str(request.requester), str(request.purpose), str(getattr(request, "kind", "")),
-            int(getattr(request, "created", 0)), int(request.expiry)),
+        request=None
+        if request is None
+        else RequestLine(
+            request.request_id.hex(),
+            request.batch_id,
+            request.requester,
+            request.purpose,
+            request.kind,
+            request.created,
+            request.expiry,
+        ),
         request_hash=review.request_hash,
         hash_words=review.hash_words,
         network=review.network,
-        txid=None if getattr(review, "txid", None) is None else review.txid[::-1].hex(),
+        txid=None if review.txid is None else review.txid[::-1].hex(),
         outputs=tuple(_output(o) for o in review.outputs),
         inputs=tuple(_input(i) for i in review.inputs),
-        total_in=getattr(review, "total_in", None),
-        total_out=review.total_out,
-        paid_out=review.paid_out if paid is None else paid,
-        fee=review.fee,
+        total_in_sat=review.total_in,
+        total_out_sat=review.total_out,
+        paid_out_sat=review.paid_to_others,
+        fee_sat=review.fee,
         vsize=review.vsize,
-        fee_rate=None if rate is None else rate / 1000,  # the engine counts sat/kvB
+        fee_rate_sat_per_vb=None if rate_sat_per_kvb is None else rate_sat_per_kvb / 1000,
         refusals=tuple((r.code, r.message) for r in review.refusals),
-        approved_for_signing=bool(review.approved_for_signing),
-        now=getattr(facts, "request_time", None),
-        locks=review_locks_text(review) if isinstance(review, Review) else "",
-    )  # fmt: skip
+        approved_for_signing=review.approved_for_signing,
+        judged_at=None if facts is None else facts.request_time,
+        locks=review_locks_text(review),
+    )
 
 
-def _hex(value: Any) -> str:
-    return value.hex() if isinstance(value, bytes | bytearray) else str(value)
+def _output(out: OutputView) -> OutputLine:
+    address = out.address or f"script {out.script_pubkey.hex()}"
+    wallet = out.wallet
+    return OutputLine(
+        out.index,
+        out.amount,
+        address,
+        out.script_type,
+        out.label,
+        out.is_change,
+        wallet.describe() if wallet else None,
+    )
 
 
-def _output(out: Any) -> OutputLine:
-    address = out.address or f"script {_hex(getattr(out, 'script_pubkey', b''))}"
-    wallet = getattr(out, "wallet", None)
-    return OutputLine(out.index, out.amount, address, str(out.script_type), out.label,
-                      bool(out.is_change), wallet.describe() if wallet else None)  # fmt: skip
-
-
-def _input(txin: Any) -> InputLine:
-    owner = str(txin.owner)
-    key = getattr(txin, "key", None)
-    wallet = getattr(txin, "wallet", None)
+def _input(txin: InputView) -> InputLine:
+    owner = txin.owner
+    key = txin.key
     if key is not None:
         owner += f": key {key.label}"
-        if getattr(key, "state", "active") != "active":
+        if key.state != "active":
             owner += f" ({key.state})"
-    if wallet is not None:
-        owner += f", {wallet.describe()}"
-    return InputLine(txin.index, str(txin.outpoint), txin.amount, str(txin.script_type), owner)
+    if txin.wallet is not None:
+        owner += f", {txin.wallet.describe()}"
+    return InputLine(txin.index, str(txin.outpoint), txin.amount, txin.script_type, owner)

@@ -36,8 +36,15 @@ def main(argv: list[str]) -> int:
     doomed: set[str] = set()
     for pattern in patterns:
         prefix = "kernel/" + pattern
-        matched = [m for m in deps if (m.startswith(prefix) if pattern.endswith("/")
-                                       else SUFFIX.sub("", m) == SUFFIX.sub("", prefix))]
+        matched = [
+            m
+            for m in deps
+            if (
+                m.startswith(prefix)
+                if pattern.endswith("/")
+                else SUFFIX.sub("", m) == SUFFIX.sub("", prefix)
+            )
+        ]
         doomed.update(matched)
     changed = True
     while changed:  # whatever depends on a deleted module goes too
@@ -58,11 +65,14 @@ def main(argv: list[str]) -> int:
     removed_out.parent.mkdir(parents=True, exist_ok=True)
     removed_out.write_text("".join(f"{n}\n" for n in names))
     modprobe_conf.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Coldstation: no networking. These modules were deleted from the image "
-              "(image-build/config/remove-modules.txt);\n# if one came back, modprobe still "
-              "refuses it.\n")  # fmt: skip
-    modprobe_conf.write_text(header + "".join(f"blacklist {n}\ninstall {n} /bin/false\n"
-                                              for n in names))  # fmt: skip
+    header = (
+        "# Coldstation: no networking. These modules were deleted from the image "
+        "(image-build/config/remove-modules.txt);\n# if one came back, modprobe still "
+        "refuses it.\n"
+    )
+    modprobe_conf.write_text(
+        header + "".join(f"blacklist {n}\ninstall {n} /bin/false\n" for n in names)
+    )
     print(f"kmods: removed {len(doomed)} modules ({len(names)} names)")
     return 0
 

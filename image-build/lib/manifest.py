@@ -120,11 +120,16 @@ def build(args: argparse.Namespace) -> None:
         packages.append({"name": name, "version": version, "arch": arch})
     boot_packages = []
     for deb in sorted(Path(args.boot_packages).glob("*.deb")):
-        fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
-                                capture_output=True, text=True, check=True).stdout
+        fields = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Package", "Version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         values = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
-        boot_packages.append({"name": values["Package"], "version": values["Version"],
-                              "sha256": sha256_file(deb)})  # fmt: skip
+        boot_packages.append(
+            {"name": values["Package"], "version": values["Version"], "sha256": sha256_file(deb)}
+        )
     files = walk(root)
     file_list = json.dumps(files, sort_keys=True, separators=(",", ":")).encode()
     meta = dict(item.split("=", 1) for item in args.meta)
@@ -132,8 +137,11 @@ def build(args: argparse.Namespace) -> None:
     artifacts = {}
     for item in args.artifact:
         name, path = item.split("=", 1)
-        artifacts[name] = {"file": Path(path).name, "size": Path(path).stat().st_size,
-                           "sha256": sha256_file(Path(path))}  # fmt: skip
+        artifacts[name] = {
+            "file": Path(path).name,
+            "size": Path(path).stat().st_size,
+            "sha256": sha256_file(Path(path)),
+        }
     manifest = {
         "format": FORMAT,
         "build": meta,
@@ -154,8 +162,10 @@ def build(args: argparse.Namespace) -> None:
         "files": files,
     }
     Path(args.out).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    print(f"manifest: {len(packages)} packages, {len(files)} files, "
-          f"{len(manifest['removed_modules'])} removed modules")
+    print(
+        f"manifest: {len(packages)} packages, {len(files)} files, "
+        f"{len(manifest['removed_modules'])} removed modules"
+    )
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -172,8 +182,9 @@ def compare(expected: list[dict], actual: list[dict], keys: tuple[str, ...]) -> 
     for path in sorted(set(want) & set(have)):
         for key in keys:
             if want[path].get(key) != have[path].get(key):
-                problems.append(f"changed: {path}: {key} {want[path].get(key)!r} -> "
-                                f"{have[path].get(key)!r}")
+                problems.append(
+                    f"changed: {path}: {key} {want[path].get(key)!r} -> {have[path].get(key)!r}"
+                )
     return problems
 
 
@@ -198,8 +209,15 @@ LISTING = re.compile(r"^(\S)(\S{9})\s+(\d+)/(\d+)\s+(\d+|\d+,\s*\d+)\s+\S+\s+\S+
 def listing(args: argparse.Namespace) -> int:
     """``unsquashfs -lln``: ``drwxr-xr-x 0/0 123 2024-01-01 00:00 squashfs-root/etc``."""
     manifest = json.loads(Path(args.manifest).read_text())
-    types = {"d": "dir", "-": "file", "l": "link", "c": "char", "b": "block", "p": "fifo",
-             "s": "socket"}  # fmt: skip
+    types = {
+        "d": "dir",
+        "-": "file",
+        "l": "link",
+        "c": "char",
+        "b": "block",
+        "p": "fifo",
+        "s": "socket",
+    }
     actual = []
     for line in Path(args.listing).read_text().splitlines():
         match = LISTING.match(line)
@@ -208,8 +226,13 @@ def listing(args: argparse.Namespace) -> int:
         kind, perms, uid, gid, size, rest = match.groups()
         path, _, target = rest.partition(" -> ")
         path = path.removeprefix("squashfs-root") or "/"
-        item = {"path": path, "type": types[kind], "uid": int(uid), "gid": int(gid),
-                "mode": f"{mode_bits(perms):04o}"}  # fmt: skip
+        item = {
+            "path": path,
+            "type": types[kind],
+            "uid": int(uid),
+            "gid": int(gid),
+            "mode": f"{mode_bits(perms):04o}",
+        }
         if kind == "l":
             item["target"] = target
         if kind == "-":
@@ -217,8 +240,9 @@ def listing(args: argparse.Namespace) -> int:
         if kind in "cb":
             item["device"] = size.replace(" ", "")
         actual.append(item)
-    problems = compare(manifest["files"], actual, ("type", "mode", "uid", "gid", "size",
-                                                   "target", "device"))  # fmt: skip
+    problems = compare(
+        manifest["files"], actual, ("type", "mode", "uid", "gid", "size", "target", "device")
+    )
     for problem in problems:
         print(problem)
     print(f"metadata: {len(actual)} entries listed, {len(problems)} difference(s)")
@@ -241,13 +265,22 @@ def mode_bits(perms: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("normalise").add_argument("root")
     b = sub.add_parser("build")
-    for name in ("root", "out", "packages", "boot_packages", "requirements", "removed_modules",
-                 "rootfs_tar_sha256", "kernel_version"):
+    for name in (
+        "root",
+        "out",
+        "packages",
+        "boot_packages",
+        "requirements",
+        "removed_modules",
+        "rootfs_tar_sha256",
+        "kernel_version",
+    ):
         b.add_argument("--" + name.replace("_", "-"), dest=name, required=True)
     b.add_argument("--boot-files", help="JSON: every boot partition file's sha256")
     b.add_argument("--artifact", action="append", default=[])

@@ -36,8 +36,13 @@ def run(*command: str, **kwargs: Any) -> None:
 
 def fat_hashes(fat: Path, work: Path, env: dict[str, str]) -> dict[str, str]:
     """sha256 of every file on the FAT filesystem, boot loader files included."""
-    listing = subprocess.run(["mdir", "-/", "-a", "-b", "-i", str(fat), "::"], env=env, check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
+    listing = subprocess.run(
+        ["mdir", "-/", "-a", "-b", "-i", str(fat), "::"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     hashes = {}
     for line in sorted(listing.split()):
         path = line.removeprefix("::")
@@ -52,8 +57,18 @@ def fat_hashes(fat: Path, work: Path, env: dict[str, str]) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    for name in ("out", "work", "bootpkg", "config", "kernel", "initrd", "squashfs", "label",
-                 "volume-id", "epoch"):
+    for name in (
+        "out",
+        "work",
+        "bootpkg",
+        "config",
+        "kernel",
+        "initrd",
+        "squashfs",
+        "label",
+        "volume-id",
+        "epoch",
+    ):
         parser.add_argument("--" + name, required=True)
     parser.add_argument("--hashes-out", help="write every boot file's sha256 here (JSON)")
     args = parser.parse_args()
@@ -81,8 +96,22 @@ def main() -> None:
     fat_mib = (payload + 48 * MIB) // MIB + 1
     fat = work / "fat.img"
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1", SOURCE_DATE_EPOCH=str(epoch))
-    run("mkfs.fat", "-F", "32", "-n", args.label, "-i", args.volume_id, "--invariant",
-        "-h", str(PART_START), "-C", str(fat), str(fat_mib * 1024), stdout=subprocess.DEVNULL)
+    run(
+        "mkfs.fat",
+        "-F",
+        "32",
+        "-n",
+        args.label,
+        "-i",
+        args.volume_id,
+        "--invariant",
+        "-h",
+        str(PART_START),
+        "-C",
+        str(fat),
+        str(fat_mib * 1024),
+        stdout=subprocess.DEVNULL,
+    )
     directories = set()
     for _, dest in files:
         parts = Path(dest).parent.parts
@@ -92,18 +121,26 @@ def main() -> None:
     for src, dest in files:
         run("mcopy", "-m", "-o", "-i", str(fat), str(src), f"::/{dest}", env=env)
     # SYSLINUX: boot sector and ldlinux.sys/ldlinux.c32 into /syslinux (mtools installer).
-    run(str(pkg / "usr/bin/syslinux"), "--install", "--directory", "/syslinux", str(fat),
-        env=env)
+    run(str(pkg / "usr/bin/syslinux"), "--install", "--directory", "/syslinux", str(fat), env=env)
     if args.hashes_out:
         Path(args.hashes_out).write_text(json.dumps(fat_hashes(fat, work, env), indent=1) + "\n")
     disk = Path(args.out)
     size = PART_START * 512 + fat_mib * MIB
     with disk.open("wb") as handle:
         handle.truncate(size)
-    layout = (f"label: dos\nlabel-id: 0x{args.volume_id.lower()}\nunit: sectors\n\n"
-              f"start={PART_START}, size={fat_mib * MIB // 512}, type=ef, bootable\n")
-    run("sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk), input=layout.encode(),
-        stdout=subprocess.DEVNULL)
+    layout = (
+        f"label: dos\nlabel-id: 0x{args.volume_id.lower()}\nunit: sectors\n\n"
+        f"start={PART_START}, size={fat_mib * MIB // 512}, type=ef, bootable\n"
+    )
+    run(
+        "sfdisk",
+        "--quiet",
+        "--no-reread",
+        "--no-tell-kernel",
+        str(disk),
+        input=layout.encode(),
+        stdout=subprocess.DEVNULL,
+    )
     mbr = (pkg / "usr/lib/syslinux/mbr/mbr.bin").read_bytes()[:440]
     with disk.open("r+b") as handle:
         handle.seek(0)

@@ -37,8 +37,16 @@ HERE = Path(__file__).resolve().parent.parent
 PYTHON_VERSION = "3.11"
 PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)]
 PLATFORMS += ["manylinux2014_x86_64"]
-TARGET = ["--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
-          "--abi", "cp311", *[arg for p in PLATFORMS for arg in ("--platform", p)]]
+TARGET = [
+    "--only-binary=:all:",
+    "--python-version",
+    PYTHON_VERSION,
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+    *[arg for p in PLATFORMS for arg in ("--platform", p)],
+]
 #: Tools, not installed in the image: pip runs from its wheel; setuptools builds ours.
 BUILD_TOOLS = ["pip", "setuptools>=77"]
 HEADER = """\
@@ -60,8 +68,9 @@ def wheel_name_version(path: Path) -> tuple[str, str]:
 
 def venv_pins(pip: str) -> list[str]:
     """``name==version`` for everything in the development venv: the versions the tests ran."""
-    done = subprocess.run([pip, "freeze", "--exclude-editable", "--all"], capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [pip, "freeze", "--exclude-editable", "--all"], capture_output=True, text=True, check=True
+    )
     return [line for line in done.stdout.splitlines() if "==" in line and not line.startswith("#")]
 
 
@@ -69,8 +78,10 @@ def resolve(pip: str, requirements: list[str], constraints: list[str], dest: Pat
     with tempfile.TemporaryDirectory() as tmp:
         cfile = Path(tmp) / "constraints.txt"
         cfile.write_text("\n".join(constraints) + "\n")
-        subprocess.run([pip, "download", "-q", *TARGET, "-d", str(dest), "-c", str(cfile),
-                        *requirements], check=True)  # fmt: skip
+        subprocess.run(
+            [pip, "download", "-q", *TARGET, "-d", str(dest), "-c", str(cfile), *requirements],
+            check=True,
+        )
     return sorted(dest.glob("*.whl"))
 
 
@@ -89,19 +100,39 @@ def lock(repo: Path, pip: str) -> None:
     pins = venv_pins(pip)
     with tempfile.TemporaryDirectory() as tmp:
         runtime = resolve(pip, dependencies, pins, Path(tmp) / "runtime")
-        write_lock(HERE / "requirements.lock", runtime,
-                   "The appliance's runtime dependencies (pyproject base dependencies).")
-        tools = resolve(pip, BUILD_TOOLS, [p for p in pins if p.startswith("pip==")],
-                        Path(tmp) / "tools")  # fmt: skip
-        write_lock(HERE / "build-requirements.lock", tools,
-                   "Build tools: pip (runs from its wheel in the image), setuptools (builds "
-                   "the coldstation wheel).")
+        write_lock(
+            HERE / "requirements.lock",
+            runtime,
+            "The appliance's runtime dependencies (pyproject base dependencies).",
+        )
+        tools = resolve(
+            pip, BUILD_TOOLS, [p for p in pins if p.startswith("pip==")], Path(tmp) / "tools"
+        )
+        write_lock(
+            HERE / "build-requirements.lock",
+            tools,
+            "Build tools: pip (runs from its wheel in the image), setuptools (builds "
+            "the coldstation wheel).",
+        )
 
 
 def download(lockfile: Path, dest: Path, pip: str) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([pip, "download", "-q", "--no-deps", "--require-hashes", *TARGET,
-                    "-d", str(dest), "-r", str(lockfile)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            pip,
+            "download",
+            "-q",
+            "--no-deps",
+            "--require-hashes",
+            *TARGET,
+            "-d",
+            str(dest),
+            "-r",
+            str(lockfile),
+        ],
+        check=True,
+    )
 
 
 def locked(lockfile: Path) -> dict[str, tuple[str, str]]:
@@ -138,8 +169,9 @@ def main(argv: list[str]) -> int:
             if wheel_name_version(wheel) == (name, version) and sha256_file(wheel) == digest:
                 print(wheel)
                 return 0
-        print(f"no wheel for {name}=={version} with the locked hash in {directory}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"no wheel for {name}=={version} with the locked hash in {directory}", file=sys.stderr
+        )
         return 1
     else:
         print(__doc__, file=sys.stderr)

@@ -27,15 +27,16 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-COIN = 100_000_000
-MAX_MONEY = 21_000_000 * COIN
+from shared.bitcoin.amount import COIN, MAX_MONEY
+from shared.closing import Closing
+
 DEFAULT_TIMEOUT = 30.0
 #: A hostile or broken node must not make us buffer without bound; a 4 MB block is 8 MB hex.
 MAX_REPLY_BYTES = 256 * 1024 * 1024
@@ -151,8 +152,10 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"duplicate key {duplicate!r} in a JSON object")
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in a JSON object")
+            seen.add(key)
     return value
 
 
@@ -345,7 +348,7 @@ class _BoundedResponse(http.client.HTTPResponse):
         deadline: float,
     ) -> None:
         super().__init__(sock, debuglevel, method, url)
-        bounded = io.BufferedReader(_DeadlineReader(sock, deadline))
+        bounded: io.BufferedReader = io.BufferedReader(_DeadlineReader(sock, deadline))
         self.fp.close()
         self.fp = bounded
 
@@ -360,7 +363,7 @@ def _preview(data: bytes) -> str:
 # -- the client ---------------------------------------------------------------------------
 
 
-class BitcoinCoreRPC:
+class BitcoinCoreRPC(Closing):
     """Bitcoin Core JSON-RPC over one persistent HTTP connection; safe to share across threads.
 
     Requests are serialized on the one connection: the coordinator's calls are few and
@@ -395,17 +398,6 @@ class BitcoinCoreRPC:
         """Drop the keep-alive connection; the next call opens a new one."""
         with self._lock:
             self._drop()
-
-    def __enter__(self) -> BitcoinCoreRPC:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"BitcoinCoreRPC({self.url!r})"
@@ -469,12 +461,12 @@ class BitcoinCoreRPC:
             conn.request("POST", self._path, body, self._headers)
             response = conn.getresponse()
             if response.length is not None and response.length > MAX_REPLY_BYTES:
-                raise ChainUnavailable(
-                    f"reply from {where} is larger than {MAX_REPLY_BYTES} bytes"
-                )
+                raise ChainUnavailable(f"reply from {where} is larger than {MAX_REPLY_BYTES} bytes")
             # With a Content-Length, read() raises IncompleteRead on a short body.
-            data = response.read() if response.length is not None else response.read(
-                MAX_REPLY_BYTES + 1
+            data = (
+                response.read()
+                if response.length is not None
+                else response.read(MAX_REPLY_BYTES + 1)
             )
         except TimeoutError as exc:
             raise ChainUnavailable(
@@ -580,8 +572,9 @@ class BitcoinCoreRPC:
     def chain_identity(self) -> tuple[str, str]:
         """(Core's chain name, genesis block hash), in one round trip."""
         info, genesis = self.batch([("getblockchaininfo", []), ("getblockhash", [0])])
-        chain = _str(_dict(info, "getblockchaininfo", "result").get("chain"),
-                     "getblockchaininfo", "chain")  # fmt: skip
+        chain = _str(
+            _dict(info, "getblockchaininfo", "result").get("chain"), "getblockchaininfo", "chain"
+        )
         return chain, _hash(genesis, "getblockhash", "result")
 
     def block_count(self) -> int:
@@ -608,7 +601,7 @@ class BitcoinCoreRPC:
             "result",
         )
 
-    def raw_transactions(self, pairs: list[tuple[str, str | None]]) -> list[bytes]:
+    def raw_transactions(self, pairs: Sequence[tuple[str, str | None]]) -> list[bytes]:
         """Many ``raw_transaction`` calls in one round trip."""
         calls = [("getrawtransaction", self._raw_tx_params(txid, bh)) for txid, bh in pairs]
         return [_hex(r, "getrawtransaction", "result") for r in self.batch(calls)]

@@ -1,8 +1,9 @@
 """``batch ...``, ``sync`` and ``status``: payouts to signed, broadcast, final transactions.
 
-Handlers parse, call the domain function (:mod:`online_coordinator.batch`, ``finish``,
-``sync``, ``fees``), and print. Failures become one line and an exit status in
-:mod:`online_coordinator.exit_codes`.
+Each handler parses its arguments, calls one domain function (:mod:`online_coordinator.batch`,
+``sync``, ``status``, ``evidence``) and prints; the rules (the fee cap, what may be
+cancelled, when an alert closes) live there. Failures go up as they are and become one line
+and an exit status in :mod:`online_coordinator.exit_codes`.
 """
 
 from __future__ import annotations
@@ -15,26 +16,30 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from online_coordinator.batch import (
-    BatchError,
     BuiltRequest,
-    build_replacement,
-    build_request,
+    broadcast_batch,
+    bump_batch,
     cancel_batch,
+    create_batch,
+    import_signed,
+    open_request,
     output_path,
     reshow_request,
 )
-from online_coordinator.chain.rpc import ChainUnavailable
-from online_coordinator.commands.common import CommandError, ExitCode, read_limited
-from online_coordinator.commands.wallet import add_state, opened
-from online_coordinator.config import MIN_RELAY_FEE_RATE, Config
-from online_coordinator.evidence import export_evidence
-from online_coordinator.fees import FeeChoice, FeeError, choose_fee_rate
-from online_coordinator.finish import FinishError, broadcast, import_response
-from online_coordinator.payouts import MAX_CSV_BYTES, PayoutsError
-from online_coordinator.store import Store, outcome, storage_error
-from online_coordinator.sync import SyncReport, batch_status, observe, run_sync
+from online_coordinator.commands.common import (
+    CommandError,
+    ExitCode,
+    add_state,
+    opened,
+    read_limited,
+)
+from online_coordinator.evidence import write_evidence
+from online_coordinator.fees import MIN_RELAY_FEE_RATE, FeeChoice
+from online_coordinator.payouts import MAX_CSV_BYTES
+from online_coordinator.status import acknowledge_alert, coordinator_status
+from online_coordinator.store import outcome, storage_error
+from online_coordinator.sync import SyncReport, sync_with
 from online_coordinator.transport import receive, ur_parts, write_qr_video
-from online_coordinator.wallet import load_wallet
 from shared.psbt.model import Psbt
 from shared.request import hash_words
 from shared.ur.registry import encode_psbt
@@ -52,9 +57,10 @@ def register(commands: Any) -> None:
     )
     create.add_argument("--purpose", required=True, help="shown to the officers")
     create.add_argument(
-        "--fee-rate", help="sat/vB (default: the node's estimate, capped; required on mainnet "
-        "when the node has none)"
-    )  # fmt: skip
+        "--fee-rate",
+        help="sat/vB (default: the node's estimate, capped; required on mainnet "
+        "when the node has none)",
+    )
     create.add_argument("--out", type=Path, default=Path("."), help="where request files go")
     create.add_argument("--video", action="store_true", help="also write an animated-QR video")
     create.set_defaults(handler=create_command)
@@ -133,39 +139,14 @@ def parse_fee_rate(text: str) -> int:
     return int(rate)
 
 
-def fee_choice(config: Config, given: int | None) -> FeeChoice:
-    """The rate a new batch pays and why (see :mod:`online_coordinator.fees`)."""
-    try:
-        return choose_fee_rate(
-            config.rpc(),
-            config.network,
-            given,
-            target_blocks=config.target_blocks,
-            max_fee_rate=config.max_fee_rate,
-            fallback_fee_rate=config.fallback_fee_rate,
-        )
-    except FeeError as exc:
-        raise CommandError(f"nothing was created: {exc}") from exc
-
-
-def _batch(store: Store, label: str) -> Any:
-    row = store.one("SELECT * FROM batches WHERE label = ?", label)
-    if row is None:
-        raise CommandError(f"no batch labelled {label!r}")
-    return row
-
-
 def write_request(
     psbt: Psbt, label: str, out: Path, video: bool, *, done: str = "nothing else changed"
 ) -> list[Path]:
     """The request as a PSBT file, UR text parts and optionally an animated-QR video, in
     ``out`` and nowhere else (:func:`online_coordinator.batch.output_path`)."""
-    try:
-        written = [output_path(out, label, ".psbt"), output_path(out, label, ".ur.txt")]
-        if video:
-            written.append(output_path(out, label, ".avi"))
-    except BatchError as exc:
-        raise CommandError(str(exc)) from exc
+    written = [output_path(out, label, ".psbt"), output_path(out, label, ".ur.txt")]
+    if video:
+        written.append(output_path(out, label, ".avi"))
     cbor = encode_psbt(psbt)
     with outcome(done):
         try:
@@ -203,51 +184,35 @@ def create_command(args: argparse.Namespace) -> int:
     csv = read_limited(args.csv, MAX_CSV_BYTES)
     given = parse_fee_rate(args.fee_rate) if args.fee_rate else None
     with opened(args) as (config, store):
-        wallet = load_wallet(store, args.wallet)
-        fee = fee_choice(config, given)
+        created = create_batch(
+            config,
+            store,
+            args.wallet,
+            csv,
+            csv_name=args.csv,
+            label=args.label,
+            purpose=args.purpose,
+            fee_rate=given,
+        )
+        built, fee = created.built, created.fee
         if fee.warn:
             print(f"warning: fee rate {fee.note}", file=sys.stderr)
-        try:
-            built = build_request(
-                store,
-                wallet,
-                csv,
-                label=args.label,
-                purpose=args.purpose,
-                requester=config.requester,
-                fee_rate=fee.rate,
-                tip=config.rpc().block_count(),
-                expiry_seconds=config.expiry_hours * 3600,
-            )
-        except PayoutsError as exc:
-            raise CommandError(f"{args.csv}: nothing was created:\n{exc}") from exc
-        except BatchError as exc:
-            raise CommandError(f"nothing was created: {exc}") from exc
         files = write_request(
-            built.psbt, built.label, args.out, args.video,
+            built.psbt,
+            built.label,
+            args.out,
+            args.video,
             done=f"batch {built.label} IS created and recorded, but its request files were not "
             f"all written: free space and run `batch export {built.label} --out {args.out}`",
-        )  # fmt: skip
+        )
         _report(built, fee, files)
     return 0
 
 
-def _open_request(store: Store, batch_id: int) -> Any:
-    row = store.one(
-        "SELECT * FROM requests WHERE batch_id = ? AND state IN ('open', 'signed') "
-        "ORDER BY id DESC LIMIT 1",
-        batch_id,
-    )
-    if row is None:
-        raise CommandError("the batch has no open request")
-    return row
-
-
 def export_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
-        request = _open_request(store, _batch(store, args.label)["id"])
-        psbt = Psbt.parse(bytes(request["unsigned_psbt"]))
-        for path in write_request(psbt, args.label, args.out, args.video):
+        request = open_request(store, args.label)
+        for path in write_request(request.psbt, args.label, args.out, args.video):
             print(f"wrote {path}")
     return 0
 
@@ -256,19 +221,14 @@ def show_command(args: argparse.Namespace) -> int:
     from online_coordinator.tui import show_request
 
     with opened(args) as (_, store):
-        request = _open_request(store, _batch(store, args.label)["id"])
-        psbt = bytes(request["unsigned_psbt"])
-        digest = bytes(request["request_hash"])
-    return show_request(args.label, psbt, digest)
+        request = open_request(store, args.label)
+    return show_request(args.label, request.unsigned_psbt, request.request_hash)
 
 
 def reshow_command(args: argparse.Namespace) -> int:
     """The same request again, and what the officers look for in the station's journal."""
     with opened(args) as (_, store):
-        try:
-            asked = reshow_request(store, _batch(store, args.label)["id"])
-        except BatchError as exc:
-            raise CommandError(str(exc)) from exc
+        asked = reshow_request(store, args.label)
         files = write_request(asked.psbt, args.label, args.out, args.video)
     print(f"batch {asked.label}: ask the station again for request {asked.request_id}")
     print(f"  txid {asked.txid}")
@@ -286,15 +246,9 @@ def reshow_command(args: argparse.Namespace) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
-        batch = _batch(store, args.label)
         for source in args.sources:
             payload = receive(source)
-            try:
-                result = import_response(
-                    store, batch["id"], payload.data, f"{payload.how}:{source}"
-                )
-            except FinishError as exc:
-                raise CommandError(f"{source}: {exc}") from exc
+            result = import_signed(store, args.label, payload.data, source, payload.how)
             receipts = ", ".join(result.receipts) or "no receipt"
             again = " (already imported: counted once)" if result.duplicate else ""
             print(
@@ -311,11 +265,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 def broadcast_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
-        batch = _batch(store, args.label)
-        try:
-            result = broadcast(store, config.rpc(), batch["id"])
-        except FinishError as exc:
-            raise CommandError(str(exc)) from exc
+        result = broadcast_batch(store, config.rpc(), args.label)
         if result.already:
             print(f"batch {args.label}: already broadcast as {result.txid} ({result.how})")
         else:
@@ -326,25 +276,7 @@ def broadcast_command(args: argparse.Namespace) -> int:
 def bump_command(args: argparse.Namespace) -> int:
     rate = parse_fee_rate(args.fee_rate)
     with opened(args) as (config, store):
-        batch = _batch(store, args.label)
-        wallet = load_wallet(
-            store, store.one("SELECT name FROM wallets WHERE id = ?", batch["wallet_id"])["name"]
-        )
-        if rate > config.max_fee_rate:
-            raise CommandError(
-                f"--fee-rate is over the configured cap {config.max_fee_rate / 1000:g} sat/vB"
-            )
-        try:
-            built = build_replacement(
-                store,
-                wallet,
-                batch["id"],
-                fee_rate=rate,
-                requester=config.requester,
-                expiry_seconds=config.expiry_hours * 3600,
-            )
-        except BatchError as exc:
-            raise CommandError(str(exc)) from exc
+        built = bump_batch(config, store, args.label, rate)
         label = f"{args.label}-bump{built.request_row}"
         _report(built, None, write_request(built.psbt, label, args.out, args.video))
     return 0
@@ -352,11 +284,7 @@ def bump_command(args: argparse.Namespace) -> int:
 
 def cancel_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
-        batch = _batch(store, args.label)
-        try:
-            released = cancel_batch(store, config.rpc(), batch["id"])
-        except BatchError as exc:
-            raise CommandError(str(exc)) from exc
+        released = cancel_batch(store, config.rpc(), args.label)
         print(
             f"batch {args.label} cancelled; {released} coin(s) released. If the appliance "
             "already signed it, its journal will refuse a conflicting spend of those coins "
@@ -381,7 +309,7 @@ def _print_sync(report: SyncReport, file: TextIO | None = None) -> None:
 
 def sync_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
-        report = run_sync(store, config.rpc(), config.confirmations)
+        report = sync_with(config, store)
         _print_sync(report)
     return ExitCode.ALERT if report.alerts else 0
 
@@ -390,63 +318,25 @@ def status_command(args: argparse.Namespace) -> int:
     """JSON; 3 with open alerts, else 4 when the node is unavailable (states as last
     recorded, confirmations null), else 0."""
     with opened(args) as (config, store):
-        node, view = "ok", None
-        try:
-            if args.sync:  # stdout stays pure JSON: the sync summary goes to stderr
-                report = run_sync(store, config.rpc(), config.confirmations)
-                _print_sync(report, sys.stderr)
-            view = observe(store, config.rpc())
-        except ChainUnavailable as exc:
-            node = f"unavailable: {exc}"
-        batches = batch_status(store, view, config.confirmations)
-        if args.label:
-            batches = [b for b in batches if b["label"] == args.label]
-            if not batches:
-                raise CommandError(f"no batch labelled {args.label!r}")
-        alerts = [
-            dict(r)
-            for r in store.all(
-                "SELECT id, time, kind, message FROM events WHERE severity = 'alert' AND "
-                "acknowledged IS NULL ORDER BY id"
-            )
-        ]
-        last = store.meta("last_sync")
-        document = {
-            "node": node,
-            "tip": view.tip if view else None,
-            "last_sync": json.loads(last) if last else None,
-            "batches": batches,
-            "alerts": alerts,
-        }
-        print(json.dumps(document, indent=2))
-    if alerts:
+        status = coordinator_status(config, store, label=args.label, sync_first=args.sync)
+    if status.synced is not None:  # stdout stays pure JSON: the sync summary goes to stderr
+        _print_sync(status.synced, sys.stderr)
+    print(json.dumps(status.document, indent=2))
+    if status.open_alerts:
         return ExitCode.ALERT
-    return ExitCode.NODE_UNAVAILABLE if view is None else 0
+    return ExitCode.NODE_UNAVAILABLE if not status.node_available else 0
 
 
 def evidence_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
-        document = export_evidence(store)
-    with outcome("no evidence file was written"):
-        try:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_bytes(document)
-        except OSError as exc:
-            raise storage_error(args.out, exc) from exc
-    print(f"coordinator evidence written to {args.out} ({len(document)} bytes)")
+        size = write_evidence(store, args.out)
+    print(f"coordinator evidence written to {args.out} ({size} bytes)")
     return 0
 
 
 def acknowledge_command(args: argparse.Namespace) -> int:
     """An alert stays open (status exits 3) until someone records what they did about it."""
     with opened(args) as (_, store):
-        row = store.one("SELECT * FROM events WHERE id = ? AND severity = 'alert'", args.alert)
-        if row is None:
-            raise CommandError(f"no alert with id {args.alert}")
-        if row["acknowledged"] is not None:
-            raise CommandError(f"alert {args.alert} was acknowledged: {row['acknowledged']}")
-        with outcome("the alert is still open"), store.write() as db:
-            db.execute("UPDATE events SET acknowledged = ? WHERE id = ?", (args.note, args.alert))
-            store.event("alert_acknowledged", f"alert {args.alert} acknowledged: {args.note}")
+        acknowledge_alert(store, args.alert, args.note)
     print(f"alert {args.alert} acknowledged")
     return 0

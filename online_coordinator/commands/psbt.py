@@ -67,11 +67,7 @@ def decode_command(args: argparse.Namespace) -> int:
 
 
 def combine_command(args: argparse.Namespace) -> int:
-    psbts = [read_psbt(source) for source in args.files]
-    try:
-        write_psbt(combine(psbts), args.out)
-    except PsbtError as exc:
-        raise CommandError(str(exc)) from exc
+    write_psbt(combine([read_psbt(source) for source in args.files]), args.out)
     return 0
 
 

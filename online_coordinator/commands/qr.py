@@ -9,20 +9,18 @@ the whole path can be exercised and measured without a camera.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
 from online_coordinator.commands.ur import make_encoder
-from online_coordinator.transport import scan_frames
+from online_coordinator.transport import print_progress
 from shared.qr.presets import PRESETS, Preset, preset_by_name
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.registry import REGISTRY
 
 if TYPE_CHECKING:  # OpenCV loads only when a video is written or scanned
-    from shared.qr.channel import Channel
+    from shared.adapters.channel import Channel
 
 
 def register(commands: Any) -> None:
@@ -36,8 +34,12 @@ def register(commands: Any) -> None:
     video.add_argument("--type", default="crypto-psbt", choices=sorted(REGISTRY))
     video.add_argument("--max-fragment", type=int, help="override the preset's bytes per part")
     video.add_argument("--fps", type=float, help="override the preset's frame rate")
-    video.add_argument("--cycles", type=float, default=2.0,
-                       help="frames to write, in multiples of seqLen (default 2)")  # fmt: skip
+    video.add_argument(
+        "--cycles",
+        type=float,
+        default=2.0,
+        help="frames to write, in multiples of seqLen (default 2)",
+    )
     video.add_argument("--fountain", choices=["standard", "coldstation"], default="standard")
     video.add_argument("--channel", help="simulate a camera, e.g. loss=0.1,blur=1.0,noise=4")
     video.set_defaults(handler=video_command)
@@ -68,7 +70,7 @@ def _preset(args: argparse.Namespace) -> Preset:
 def _channel(spec: str | None) -> Channel | None:
     if spec is None:
         return None
-    from shared.qr.channel import Channel, parse_channel_spec
+    from shared.adapters.channel import Channel, parse_channel_spec
 
     try:
         return Channel(parse_channel_spec(spec))
@@ -77,52 +79,41 @@ def _channel(spec: str | None) -> Channel | None:
 
 
 def video_command(args: argparse.Namespace) -> int:
-    from shared.qr.video import VideoWriteError, write_video
+    from shared.adapters.video import write_ur_video
 
     preset = _preset(args)
     channel = _channel(args.channel)
-    encoder = make_encoder(args.type, read_limited(args.file), preset.max_fragment_len,
-                           args.fountain)  # fmt: skip
-    count = max(1, math.ceil(encoder.seq_len * args.cycles))
-    renderer = preset.renderer()
-    frames: Iterator[Any] = (renderer.image(encoder.next_part().upper())
-                                    for _ in range(count))  # fmt: skip
-    if channel is not None:
-        frames = channel.apply(frames)
-    try:
-        written = write_video(frames, args.out, preset.fps)
-    except (VideoWriteError, OSError) as exc:
-        raise CommandError(f"{args.out}: {exc}") from exc
-    print(f"{args.out}: {written} frames, seqLen {encoder.seq_len}, version "
-          f"{renderer.version}, {preset.fps:g} fps", file=sys.stderr)  # fmt: skip
+    encoder = make_encoder(
+        args.type, read_limited(args.file), preset.max_fragment_len, args.fountain
+    )
+    written = write_ur_video(
+        encoder, preset, args.out, cycles=args.cycles, channel=channel, error=CommandError
+    )
+    print(
+        f"{args.out}: {written} frames, seqLen {encoder.seq_len}, version "
+        f"{preset.qr_version()}, {preset.fps:g} fps",
+        file=sys.stderr,
+    )
     return 0
 
 
 def scan_command(args: argparse.Namespace) -> int:
-    from shared.qr.camera import CameraError, FrameSource
-    from shared.qr.receiver import QrReceiver
+    from shared.adapters.scan import incomplete_message, scan_source
 
-    channel = _channel(args.channel)
-    try:
-        source = FrameSource(args.video if args.video is not None else args.camera)
-    except CameraError as exc:
-        raise CommandError(str(exc)) from exc
-    with source:
-        receiver = QrReceiver(fps=source.fps)
-        frames: Iterator[Any] = iter(source)
-        if channel is not None:
-            frames = channel.apply(frames)
-        scan_frames(receiver, frames, args.timeout, live=args.camera is not None)
+    live = args.camera is not None
+    receiver = scan_source(
+        args.camera if live else args.video,
+        error=CommandError,
+        timeout_s=args.timeout,
+        channel=_channel(args.channel),
+        on_progress=print_progress if live else None,
+    )
     result = receiver.result
     if result is None:
-        reasons = "; ".join(f"{n}x {r}" for r, n in receiver.rejections.most_common(3))
-        detail = f" (rejected: {reasons})" if reasons else ""
-        raise CommandError(f"incomplete after {receiver.frames_seen} frames: "
-                           f"{receiver.progress()}{detail}")  # fmt: skip
+        raise CommandError(incomplete_message(receiver))
     try:
         write_output(cbor_to_file(result.ur_type, result.cbor), args.out)
     except PayloadError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"received ur:{result.ur_type} in {receiver.frames_seen} frames",
-          file=sys.stderr)  # fmt: skip
+    print(f"received ur:{result.ur_type} in {receiver.frames_seen} frames", file=sys.stderr)
     return 0

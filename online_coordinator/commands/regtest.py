@@ -185,7 +185,10 @@ def _spawn(datadir: Path, port: int) -> subprocess.Popen[bytes]:
             command = [sys.executable, "-m", "online_coordinator.regtest.server"]
             command += ["--datadir", str(datadir), "--port", str(port)]
             return subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
     except OSError as exc:
@@ -250,8 +253,9 @@ def status_command(args: argparse.Namespace) -> int:
     except ChainError as exc:
         _print_json({"running": False, "datadir": str(datadir), "error": str(exc)})
         return 1
-    _print_json({**info, "running": True, "chain": chain, "height": height,
-                 "mempool": len(mempool)})
+    _print_json(
+        {**info, "running": True, "chain": chain, "height": height, "mempool": len(mempool)}
+    )
     return 0
 
 

@@ -12,9 +12,9 @@ import sys
 from typing import Any
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
-from shared.ur.payload import PayloadError, cbor_to_file, file_to_cbor
+from shared.ur.payload import cbor_to_file, file_to_cbor
 from shared.ur.registry import REGISTRY
-from shared.ur.ur import UR, URDecoder, UREncoder, URError
+from shared.ur.ur import UR, URDecoder, UREncoder
 
 
 def register(commands: Any) -> None:
@@ -23,16 +23,30 @@ def register(commands: Any) -> None:
 
     enc = sub.add_parser("encode", help="print the UR parts of a file, one per line")
     enc.add_argument("file", help="payload file, or - for stdin")
-    enc.add_argument("--type", default="crypto-psbt", choices=sorted(REGISTRY),
-                     help="UR type (default crypto-psbt)")  # fmt: skip
-    enc.add_argument("--max-fragment", type=int, default=200, metavar="N",
-                     help="payload bytes per part (default 200)")  # fmt: skip
-    enc.add_argument("--parts", type=int, metavar="K",
-                     help="how many parts to print (default: one full cycle)")  # fmt: skip
+    enc.add_argument(
+        "--type",
+        default="crypto-psbt",
+        choices=sorted(REGISTRY),
+        help="UR type (default crypto-psbt)",
+    )
+    enc.add_argument(
+        "--max-fragment",
+        type=int,
+        default=200,
+        metavar="N",
+        help="payload bytes per part (default 200)",
+    )
+    enc.add_argument(
+        "--parts", type=int, metavar="K", help="how many parts to print (default: one full cycle)"
+    )
     enc.add_argument("--upper", action="store_true", help="uppercase, as shown in QR codes")
-    enc.add_argument("--fountain", choices=["standard", "coldstation"], default="standard",
-                     help="standard: the reference part sequence every wallet decodes well; "
-                          "coldstation: after the first cycle only high-degree parts")  # fmt: skip
+    enc.add_argument(
+        "--fountain",
+        choices=["standard", "coldstation"],
+        default="standard",
+        help="standard: the reference part sequence every wallet decodes well; "
+        "coldstation: after the first cycle only high-degree parts",
+    )
     enc.set_defaults(handler=encode_command)
 
     dec = sub.add_parser("decode", help="read UR parts from stdin and write the payload")
@@ -44,12 +58,11 @@ def make_encoder(ur_type: str, data: bytes, max_fragment: int, fountain: str) ->
     """The UR encoder for a payload file, shared by ``ur encode`` and ``qr video``."""
     if max_fragment < 10:
         raise CommandError("--max-fragment must be at least 10 bytes")
-    try:
-        cbor = file_to_cbor(ur_type, data)
-    except PayloadError as exc:
-        raise CommandError(str(exc)) from exc
-    return UREncoder(UR(ur_type, cbor), max_fragment,
-                     degree_floor=fountain == "coldstation")  # fmt: skip
+    return UREncoder(
+        UR(ur_type, file_to_cbor(ur_type, data)),
+        max_fragment,
+        degree_floor=fountain == "coldstation",
+    )
 
 
 def encode_command(args: argparse.Namespace) -> int:
@@ -77,9 +90,5 @@ def decode_command(args: argparse.Namespace) -> int:
     result = decoder.result
     if result is None:
         raise CommandError(f"incomplete: {decoder.progress}")
-    try:
-        write_output(cbor_to_file(result.type, result.cbor), args.out)
-    except (PayloadError, URError) as exc:
-        raise CommandError(str(exc)) from exc
+    write_output(cbor_to_file(result.type, result.cbor), args.out)
     return 0
-

@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from online_coordinator.commands.common import CommandError
-from online_coordinator.config import Config, ConfigError, load_config, write_config
-from online_coordinator.store import Store, outcome
+from online_coordinator.commands.common import CommandError, add_state, opened
+from online_coordinator.config import Config, init_state
 from online_coordinator.transport import receive
 from online_coordinator.wallet import (
     ApplianceExport,
-    WalletError,
     confirm_pin,
     create_multisig,
     import_single,
@@ -24,41 +20,10 @@ from online_coordinator.wallet import (
     next_address,
     parse_descriptor_source,
     read_export,
-    reconcile,
-    scripts_of,
+    reconcile_with_node,
     unpinned_members,
+    wallet_summary,
 )
-
-DEFAULT_STATE = Path("coldstation-coordinator")
-
-
-def add_state(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument(
-        "--state",
-        type=Path,
-        default=DEFAULT_STATE,
-        help=f"state directory (default ./{DEFAULT_STATE})",
-    )
-    return parser
-
-
-@contextmanager
-def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
-    """Config and store for a command. Wallet refusals become CommandErrors; node and
-    storage failures go up as they are, to get their own exit status
-    (:mod:`online_coordinator.exit_codes`)."""
-    try:
-        config = load_config(args.state)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
-    with outcome("nothing was changed"):  # unless a step says how far it got
-        store = Store.open(config.database)
-        try:
-            yield config, store
-        except WalletError as exc:
-            raise CommandError(str(exc)) from exc
-        finally:
-            store.close()
 
 
 def register(commands: Any) -> None:
@@ -139,11 +104,7 @@ def init_command(args: argparse.Namespace) -> int:
         if not (args.network and args.node_url and args.cookie):
             raise CommandError("give --network, --node-url and --cookie (or --regtest DATADIR)")
         network, node, where = args.network, (args.node_url, args.cookie), args.node_url
-    try:
-        path = write_config(args.state, network, node, args.requester)
-        Store.open(load_config(args.state).database).close()
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    path = init_state(args.state, network, node, args.requester)
     print(f"coordinator configured in {path} ({network}, node: {where}, chain checked)")
     return 0
 
@@ -228,8 +189,7 @@ def address_command(args: argparse.Namespace) -> int:
 
 def show_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
-        wallet = load_wallet(store, args.name)
-        print(json.dumps(wallet_summary(store, wallet.id), indent=2))
+        print(json.dumps(wallet_summary(store, load_wallet(store, args.name).id), indent=2))
     return 0
 
 
@@ -237,9 +197,7 @@ def reconcile_command(args: argparse.Namespace) -> int:
     """Exit 0 when every address re-derives and the coin table matches the node, else 1."""
     with opened(args) as (config, store):
         wallet = load_wallet(store, args.name)
-        scripts = list(scripts_of(store, wallet))
-        found = config.rpc().scan_scripts(scripts)
-        result = reconcile(store, wallet, {(c.txid, c.vout) for c in found})
+        result = reconcile_with_node(store, wallet, config.rpc())
         print(
             json.dumps(
                 {
@@ -253,38 +211,3 @@ def reconcile_command(args: argparse.Namespace) -> int:
             )
         )
     return 0 if result.clean else 1
-
-
-def wallet_summary(store: Store, wallet_id: int) -> dict[str, Any]:
-    """Balance by coin state and the address inventory (REQUIREMENTS 10)."""
-    wallet = store.one("SELECT * FROM wallets WHERE id = ?", wallet_id)
-    coins = store.all(
-        "SELECT state, COUNT(*) AS n, SUM(value) AS total FROM utxos "
-        "WHERE wallet_id = ? GROUP BY state",
-        wallet_id,
-    )
-    addresses = store.all(
-        "SELECT a.address, d.position, a.change, a.idx, a.state, a.note, "
-        "(SELECT COALESCE(SUM(value), 0) FROM utxos u WHERE u.address_id = a.id AND "
-        "u.state IN ('available', 'locked')) AS balance FROM addresses a JOIN descriptors d "
-        "ON d.id = a.descriptor_id WHERE a.wallet_id = ? AND a.state != 'fresh' ORDER BY a.id",
-        wallet_id,
-    )
-    return {
-        "wallet": wallet["name"],
-        "network": wallet["network"],
-        "kind": wallet["kind"],
-        "coins": {r["state"]: {"count": r["n"], "sats": r["total"]} for r in coins},
-        "addresses": [
-            {
-                "address": r["address"],
-                "descriptor": r["position"],
-                "change": bool(r["change"]),
-                "index": r["idx"],
-                "state": r["state"],
-                "note": r["note"],
-                "sats": r["balance"],
-            }
-            for r in addresses
-        ],
-    }

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from coincurve import PrivateKey
 
-from online_coordinator.regtest.policy import dust_threshold
 from shared.bitcoin import ecdsa
+from shared.bitcoin.amount import dust_threshold
 from shared.bitcoin.encoding import hash160, sha256
 from shared.bitcoin.script import p2wpkh_script
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache, p2wpkh_script_code
@@ -51,7 +51,8 @@ def pay(coins: Sequence[tuple[OutPoint, int]], outputs: Sequence[tuple[bytes, in
 def _finish(coins: list[tuple[OutPoint, int]], targets: list[TxOut], change: int) -> Transaction:
     """Add change unless it would be dust (then it goes to the fee), and sign."""
     change_out = TxOut(change, FAUCET_SCRIPT)
-    outputs = [*targets, change_out] if change >= dust_threshold(change_out) else targets
+    dust = dust_threshold(FAUCET_SCRIPT)
+    outputs = [*targets, change_out] if change >= dust else targets
     tx = _unsigned(coins, outputs)
     sign(tx, [value for _, value in coins])
     return tx

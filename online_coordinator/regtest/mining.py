@@ -14,6 +14,7 @@ from dataclasses import replace
 from online_coordinator.regtest.chainstate import median_time
 from online_coordinator.regtest.mempool import MempoolEntry
 from online_coordinator.regtest.policy import MAX_BLOCK_WEIGHT
+from shared.bitcoin.amount import COIN
 from shared.bitcoin.block import (
     REGTEST_BITS,
     VERSIONBITS_TOP,
@@ -26,7 +27,6 @@ from shared.bitcoin.block import (
 from shared.bitcoin.script import push_data, push_number
 from shared.bitcoin.tx import SEQUENCE_FINAL, OutPoint, Transaction, TxIn, TxOut
 
-COIN = 100_000_000
 INITIAL_SUBSIDY = 50 * COIN
 #: Regtest halves the subsidy every 150 blocks (mainnet: 210,000).
 HALVING_INTERVAL = 150
@@ -101,8 +101,12 @@ def build_block(
     )
     txs = [coinbase, *transactions]
     header = BlockHeader(
-        VERSIONBITS_TOP, prev_hash, merkle_root([tx.txid for tx in txs]), block_time,
-        REGTEST_BITS, 0,
+        VERSIONBITS_TOP,
+        prev_hash,
+        merkle_root([tx.txid for tx in txs]),
+        block_time,
+        REGTEST_BITS,
+        0,
     )
     return Block(grind(header), txs)
 
@@ -126,4 +130,3 @@ def select_transactions(entries: Iterable[MempoolEntry]) -> list[MempoolEntry]:
         weight += entry.weight
         sigops += entry.sigop_cost
     return chosen
-

@@ -17,7 +17,6 @@ import functools
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
 from online_coordinator.regtest import faucet, policy
@@ -44,8 +43,10 @@ from online_coordinator.regtest.results import (
     UnspentOutput,
 )
 from shared.bitcoin.address import Network
+from shared.bitcoin.amount import MAX_MONEY
 from shared.bitcoin.block import Block
-from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction
+from shared.bitcoin.tx import OutPoint, Transaction
+from shared.closing import Closing
 from shared.psbt import PsbtError
 from shared.psbt import finalize as finalize_psbt
 from shared.psbt.model import Psbt
@@ -93,7 +94,7 @@ def _parse_hash(text: str, name: str) -> bytes:
         raise NodeError(RPC_INVALID_PARAMETER, message) from None
 
 
-class RegtestNode:
+class RegtestNode(Closing):
     """A regtest node in ``datadir`` (kernel data under ``datadir/"kernel"``)."""
 
     network: Network = Network.REGTEST
@@ -131,17 +132,6 @@ class RegtestNode:
             self._save_mempool()
             self._kernel.close()
             self._kernel = None
-
-    def __enter__(self) -> RegtestNode:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def _k(self) -> Kernel:
@@ -226,8 +216,12 @@ class RegtestNode:
                 assert coin is not None
                 found.append(
                     UnspentOutput(
-                        outpoint.txid_hex, outpoint.vout, script, coin.output.value,
-                        coin.height, coin.coinbase,
+                        outpoint.txid_hex,
+                        outpoint.vout,
+                        script,
+                        coin.output.value,
+                        coin.height,
+                        coin.coinbase,
                     )
                 )
         found.sort(key=lambda u: (u.height, u.txid, u.vout))

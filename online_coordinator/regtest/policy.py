@@ -21,6 +21,7 @@ from online_coordinator.regtest.results import (
     RPC_VERIFY_REJECTED,
     NodeError,
 )
+from shared.bitcoin.amount import MAX_MONEY, dust_threshold, fee_at_rate
 from shared.bitcoin.encoding import DecodeError, hash256
 from shared.bitcoin.script import (
     OP_16,
@@ -31,13 +32,12 @@ from shared.bitcoin.script import (
     small_int,
     witness_program,
 )
-from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT
-from shared.bitcoin.tx import MAX_MONEY, SEQUENCE_FINAL, OutPoint, Transaction, TxOut
+from shared.bitcoin.size import MAX_STANDARD_TX_WEIGHT, WITNESS_SCALE
+from shared.bitcoin.tx import SEQUENCE_FINAL, OutPoint, Transaction, TxOut
 
 COINBASE_MATURITY = 100
 MIN_RELAY_FEE = 1_000  # sat/kvB
 INCREMENTAL_RELAY_FEE = 1_000  # sat/kvB
-DUST_RELAY_FEE = 3_000  # sat/kvB
 MIN_STANDARD_TX_NONWITNESS_SIZE = 65
 MAX_STANDARD_SCRIPTSIG_SIZE = 1_650
 MAX_STANDARD_TX_SIGOPS_COST = 16_000
@@ -46,7 +46,6 @@ MAX_BLOCK_WEIGHT = 4_000_000
 MAX_PACKAGE_COUNT = 25  # ancestor and descendant limits, each counting the tx itself
 MAX_REPLACEMENT_CANDIDATES = 100
 BYTES_PER_SIGOP = 20
-WITNESS_SCALE = 4
 LOCKTIME_THRESHOLD = 500_000_000
 SEQUENCE_LOCKTIME_DISABLE = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
@@ -173,7 +172,7 @@ def check_standard(tx: Transaction) -> None:
             data_outputs += 1
             if len(out.script_pubkey) > MAX_OP_RETURN_RELAY:
                 raise reject("scriptpubkey")
-        elif out.value < dust_threshold(out):
+        elif out.value < dust_threshold(out.script_pubkey):
             raise reject("dust")
     if data_outputs > 1:
         raise reject("multi-op-return")
@@ -184,20 +183,6 @@ def _is_push_only(script: bytes) -> bool:
         return all(op <= OP_16 for op, _ in iter_ops(script))
     except ScriptError:
         return False
-
-
-def dust_threshold(out: TxOut) -> int:
-    """Core's ``GetDustThreshold`` at the default 3 sat/vB dust relay fee.
-
-    The cost of spending an output is its own size plus a typical input spending it:
-    294 sats for P2WPKH, 330 for P2WSH/P2TR, 540 for P2SH and 546 for P2PKH.
-    """
-    size = len(out.serialize())
-    if witness_program(out.script_pubkey) is not None:
-        size += 32 + 4 + 1 + 107 // WITNESS_SCALE + 4
-    else:
-        size += 32 + 4 + 1 + 107 + 4
-    return size * DUST_RELAY_FEE // 1000
 
 
 # -- chain context ------------------------------------------------------------------------
@@ -280,13 +265,8 @@ def check_sequence_locks(tx: Transaction, coins: Sequence[Coin], chain: ChainSta
 # -- fees, limits and replacement ---------------------------------------------------------
 
 
-def fee_for(vsize: int, rate_per_kvb: int) -> int:
-    """Core's ``CFeeRate::GetFee``."""
-    return vsize * rate_per_kvb // 1000
-
-
 def check_fee(entry: MempoolEntry) -> None:
-    required = fee_for(entry.vsize, MIN_RELAY_FEE)
+    required = fee_at_rate(entry.vsize, MIN_RELAY_FEE)
     if entry.fee < required:
         raise reject("min relay fee not met", f"{entry.fee} < {required}")
 
@@ -354,7 +334,7 @@ def _check_replacement_fees(
     if entry.fee < evicted_fees:
         detail = f"less fees than conflicting txs; {entry.fee} < {evicted_fees}"
         raise reject("insufficient fee", detail)
-    if entry.fee - evicted_fees < fee_for(entry.vsize, INCREMENTAL_RELAY_FEE):
+    if entry.fee - evicted_fees < fee_at_rate(entry.vsize, INCREMENTAL_RELAY_FEE):
         raise reject("insufficient fee", "not enough additional fees to relay")
 
 

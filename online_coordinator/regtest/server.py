@@ -302,9 +302,7 @@ class RegtestRpc:
             "estimatesmartfee": Method(
                 self._estimatesmartfee, 1, 2, 'conf_target ( "estimate_mode" )'
             ),
-            "testmempoolaccept": Method(
-                self._testmempoolaccept, 1, 2, '["rawtx"] ( maxfeerate )'
-            ),
+            "testmempoolaccept": Method(self._testmempoolaccept, 1, 2, '["rawtx"] ( maxfeerate )'),
             "sendrawtransaction": Method(
                 self._sendrawtransaction, 1, 3, '"hexstring" ( maxfeerate maxburnamount )'
             ),
@@ -632,8 +630,11 @@ class RegtestRpc:
                 raise JsonRpcError(RPC_TYPE_ERROR, "Descriptor not found.")
             secrets = _wif_secrets(desc, self._node.network)
             if not secrets:
-                error = {"code": RPC_INVALID_PARAMETER, "message": "Cannot import descriptor "
-                         "without private keys to a wallet with private keys enabled"}  # fmt: skip
+                error = {
+                    "code": RPC_INVALID_PARAMETER,
+                    "message": "Cannot import descriptor "
+                    "without private keys to a wallet with private keys enabled",
+                }
                 replies.append({"success": False, "error": error})
                 continue
             self._node.import_keys(secrets)
@@ -746,8 +747,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.server.stopping:  # Core's http_reject_request_cb, before any auth
-            self._answer(HTTP_SERVICE_UNAVAILABLE, SERVICE_UNAVAILABLE_BODY, close=True,
-                         content_type="text/html")  # fmt: skip
+            self._answer(
+                HTTP_SERVICE_UNAVAILABLE,
+                SERVICE_UNAVAILABLE_BODY,
+                close=True,
+                content_type="text/html",
+            )
             return
         if not self.server.authorized(self.headers.get("Authorization", "")):
             self._answer(401, b"", close=True, extra={"WWW-Authenticate": 'Basic realm="jsonrpc"'})
@@ -866,8 +871,10 @@ class RegtestServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        host = self.server_address[0]
+        if not isinstance(host, str):  # an AF_INET socket's name is text, never bytes
+            raise TypeError(f"regtest server bound to a non-text host {host!r}")
+        return f"http://{host}:{self.server_port}/"
 
     def authorized(self, header: str) -> bool:
         """Constant-time check of ``Basic base64(__cookie__:password)``."""

@@ -42,8 +42,9 @@ def _keep(earliest: dict[str, Earliest], wallet: str | None, seen: Earliest) -> 
         earliest[wallet] = seen
 
 
-def evidence_heights(input_wallets: Mapping[str, Sequence[str]],
-                     broadcasts: Sequence[BroadcastResult]) -> dict[str, Earliest]:  # fmt: skip
+def evidence_heights(
+    input_wallets: Mapping[str, Sequence[str]], broadcasts: Sequence[BroadcastResult]
+) -> dict[str, Earliest]:
     """Per wallet, its lowest broadcast height in the evidence (the wallet being one whose
     scripts the broadcast request's inputs spend, as the descriptors derive them:
     ``input_wallets``, request id -> those wallets, from the coordinator check)."""
@@ -53,8 +54,9 @@ def evidence_heights(input_wallets: Mapping[str, Sequence[str]],
         if wallets is None or result.height is None:
             continue
         for wallet in wallets:
-            _keep(earliest, wallet, Earliest(result.height, f"broadcast {result.txid}",
-                                             result.txid))  # fmt: skip
+            _keep(
+                earliest, wallet, Earliest(result.height, f"broadcast {result.txid}", result.txid)
+            )
     return earliest
 
 
@@ -62,17 +64,24 @@ def chain_heights(scanner: ChainScanner, index: WalletIndex) -> dict[str, Earlie
     """Per wallet, the first walked block paying or spending one of its scripts."""
     earliest: dict[str, Earliest] = {}
     for outpoint, output in scanner.wallet_outputs.items():
-        _keep(earliest, index.wallet_of(output.script),
-              Earliest(output.height, f"output {outpoint} on chain"))
+        _keep(
+            earliest,
+            index.wallet_of(output.script),
+            Earliest(output.height, f"output {outpoint} on chain"),
+        )
     for outflow in scanner.outflows:
         for script in outflow.scripts:
-            _keep(earliest, index.wallet_of(script),
-                  Earliest(outflow.height, f"outflow {outflow.txid} on chain", outflow.txid))
+            _keep(
+                earliest,
+                index.wallet_of(script),
+                Earliest(outflow.height, f"outflow {outflow.txid} on chain", outflow.txid),
+            )
     return earliest
 
 
-def birth_height_findings(wallets: Sequence[WalletEvidence], earliest: Mapping[str, Earliest],
-                          check: str) -> list[Finding]:  # fmt: skip
+def birth_height_findings(
+    wallets: Sequence[WalletEvidence], earliest: Mapping[str, Earliest], check: str
+) -> list[Finding]:
     """A finding for each wallet whose claimed birth height is above what ``earliest``
     shows (see the module docstring)."""
     findings = []
@@ -80,10 +89,15 @@ def birth_height_findings(wallets: Sequence[WalletEvidence], earliest: Mapping[s
         seen = earliest.get(wallet.name)
         if seen is None or wallet.birth_height <= seen.height:
             continue
-        findings.append(Finding(
-            check, f"wallet {wallet.name} claims birth height {wallet.birth_height}, but its "
-            f"{seen.what} is at height {seen.height}: the coordinator evidence misstates where "
-            "the wallet's history begins (the walk never starts from it)", txid=seen.txid))
+        findings.append(
+            Finding(
+                check,
+                f"wallet {wallet.name} claims birth height {wallet.birth_height}, but its "
+                f"{seen.what} is at height {seen.height}: the coordinator evidence misstates where "
+                "the wallet's history begins (the walk never starts from it)",
+                txid=seen.txid,
+            )
+        )
     return findings
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from shared.audit.facts import BroadcastEvidence, shape
 from shared.audit.model import BroadcastResult, ChainSummary, Finding, OutflowResult
+from shared.audit.spool import Records
 from shared.bitcoin.block import Block
 from shared.bitcoin.script import ScriptError, iter_ops, p2sh_wrap, p2wpkh_script, p2wsh_script
 from shared.bitcoin.tx import OutPoint, Transaction, TxIn
@@ -49,8 +50,7 @@ def walk_start(from_height: int | None, tip: int) -> tuple[int, str]:
     if from_height is None:
         return DEFAULT_START, "block 0 (default: the whole chain)"
     if not 0 <= from_height <= tip:
-        raise ChainScanError(f"--from-height {from_height} is not a height of the node "
-                             f"(0..{tip})")  # fmt: skip
+        raise ChainScanError(f"--from-height {from_height} is not a height of the node (0..{tip})")
     return from_height, "--from-height (the auditor's choice)"
 
 
@@ -114,11 +114,15 @@ class ChainScanner:
     def add_block(self, height: int, block: Block, expected_hash: str) -> None:
         """Add the block at ``height``; it must be the one asked for and extend the last."""
         if block.hash_hex != expected_hash:
-            raise ChainScanError(f"block at height {height} hashes to {block.hash_hex}, "
-                                 f"the node named {expected_hash}")  # fmt: skip
+            raise ChainScanError(
+                f"block at height {height} hashes to {block.hash_hex}, "
+                f"the node named {expected_hash}"
+            )
         if self._previous is not None and block.header.prev_hash != self._previous:
-            raise ChainScanError(f"block {block.hash_hex} at height {height} does not extend "
-                                 "the previous block (did the chain reorganise?)")  # fmt: skip
+            raise ChainScanError(
+                f"block {block.hash_hex} at height {height} does not extend "
+                "the previous block (did the chain reorganise?)"
+            )
         for position, tx in enumerate(block.transactions):
             self._transaction(height, block.hash_hex, tx, coinbase=position == 0)
         self._previous, self.tip, self.tip_hash = block.hash, height, block.hash_hex
@@ -130,7 +134,8 @@ class ChainScanner:
         for vout, out in enumerate(tx.outputs):
             if out.script_pubkey in self.scripts:
                 self.wallet_outputs[OutPoint(txid, vout)] = WalletOutput(
-                    out.value, out.script_pubkey, height)
+                    out.value, out.script_pubkey, height
+                )
 
     def _spends(self, height: int, block_hash: str, tx: Transaction) -> None:
         spent, scripts, unseen = [], [], []
@@ -146,8 +151,11 @@ class ChainScanner:
                 scripts.append(script)
                 unseen.append(str(txin.prevout))
         if spent:
-            self.outflows.append(Outflow(tx.txid_hex, height, block_hash, tx, tuple(spent),
-                                         tuple(scripts), tuple(unseen)))  # fmt: skip
+            self.outflows.append(
+                Outflow(
+                    tx.txid_hex, height, block_hash, tx, tuple(spent), tuple(scripts), tuple(unseen)
+                )
+            )
 
     @property
     def first_wallet_height(self) -> int | None:
@@ -171,11 +179,10 @@ class _Broadcasts:
     by_txid: dict[str, list[int]]
     by_shape: dict[bytes, list[int]]
     results: Sequence[BroadcastResult]
-    evidence: Sequence[BroadcastEvidence]
+    evidence: Records[BroadcastEvidence]
 
 
-def _index(evidence: Sequence[BroadcastEvidence], results: Sequence[BroadcastResult]
-           ) -> _Broadcasts:  # fmt: skip
+def _index(evidence: Records[BroadcastEvidence], results: Sequence[BroadcastResult]) -> _Broadcasts:
     by_txid: dict[str, list[int]] = {}
     by_shape: dict[bytes, list[int]] = {}
     for i, broadcast in enumerate(evidence):
@@ -196,7 +203,7 @@ class _Approvals:
 
 def map_outflows(
     scanner: ChainScanner,
-    evidence: Sequence[BroadcastEvidence],
+    evidence: Records[BroadcastEvidence],
     results: Sequence[BroadcastResult],
     requests: Mapping[bytes, tuple[str, str, str]],
     approved: Mapping[str, Sequence[str]] | None = None,
@@ -217,9 +224,14 @@ def map_outflows(
         if broadcast.request_id is not None:
             sent.setdefault(broadcast.request_id, []).append(broadcast.tx_txid)
     approvals = _Approvals(approved or {}, requests, sent)
-    summary = ChainSummary(scanner.start, scanner.tip, scanner.tip_hash,
-                           len(scanner.wallet_outputs), start_source=scanner.start_source,
-                           first_wallet_height=scanner.first_wallet_height)  # fmt: skip
+    summary = ChainSummary(
+        scanner.start,
+        scanner.tip,
+        scanner.tip_hash,
+        len(scanner.wallet_outputs),
+        start_source=scanner.start_source,
+        first_wallet_height=scanner.first_wallet_height,
+    )
     findings: list[Finding] = []
     for outflow in scanner.outflows:
         summary.outflows.append(_map_one(outflow, index, approvals, findings))
@@ -227,69 +239,106 @@ def map_outflows(
     return summary, findings
 
 
-def _map_one(outflow: Outflow, index: _Broadcasts, approvals: _Approvals,
-             findings: list[Finding]) -> OutflowResult:  # fmt: skip
+def _map_one(
+    outflow: Outflow, index: _Broadcasts, approvals: _Approvals, findings: list[Finding]
+) -> OutflowResult:
     found = index.by_txid.get(outflow.txid, [])
     malleated = not found
     if malleated:
         found = index.by_shape.get(_shape_digest(outflow.tx), [])
-    where = {"txid": outflow.txid}
     spends = ", ".join(outflow.spent)
     if outflow.unseen:
         spends += f" (created before the walk started: {', '.join(outflow.unseen)})"
     if not found:
         return _unrecorded(outflow, approvals, spends, findings)
     if len(found) > 1:
-        findings.append(Finding("chain", f"outflow maps to {len(found)} broadcasts", **where))
+        findings.append(
+            Finding("chain", f"outflow maps to {len(found)} broadcasts", txid=outflow.txid)
+        )
     result = index.results[found[0]]
     if not result.approved:
-        findings.append(Finding("chain", f"outflow at height {outflow.height} is broadcast "
-                                f"{result.txid}, which no ceremony approved without findings",
-                                **where))  # fmt: skip
+        findings.append(
+            Finding(
+                "chain",
+                f"outflow at height {outflow.height} is broadcast "
+                f"{result.txid}, which no ceremony approved without findings",
+                txid=outflow.txid,
+            )
+        )
     return OutflowResult(outflow.txid, outflow.height, outflow.block_hash, result.txid, malleated)
 
 
-def _unrecorded(outflow: Outflow, approvals: _Approvals, spends: str,
-                findings: list[Finding]) -> OutflowResult:  # fmt: skip
+def _unrecorded(
+    outflow: Outflow, approvals: _Approvals, spends: str, findings: list[Finding]
+) -> OutflowResult:
     """An outflow no broadcast record explains: approved in a journal (same transaction, the
     txid or, if malleated, the same shape), or not approved at all."""
     request = approvals.requests.get(_shape_digest(outflow.tx))
     txid = request[1] if request is not None else outflow.txid
     approved = tuple(approvals.by_txid.get(txid, ()) or approvals.by_txid.get(outflow.txid, ()))
-    result = OutflowResult(outflow.txid, outflow.height, outflow.block_hash, None, False,
-                           approved)  # fmt: skip
-    where: dict[str, str] = {"txid": outflow.txid}
+    result = OutflowResult(outflow.txid, outflow.height, outflow.block_hash, None, False, approved)
     if not approved:
-        hint = f" (it is request {request[0]}'s transaction, never recorded as " \
-            "broadcast, and no journal given approves it)" if request else ""  # fmt: skip
-        findings.append(Finding("chain", f"outflow without an approved ceremony at height "
-                                f"{outflow.height}, spending {spends}{hint}", **where))
+        hint = (
+            f" (it is request {request[0]}'s transaction, never recorded as "
+            "broadcast, and no journal given approves it)"
+            if request
+            else ""
+        )
+        findings.append(
+            Finding(
+                "chain",
+                f"outflow without an approved ceremony at height "
+                f"{outflow.height}, spending {spends}{hint}",
+                txid=outflow.txid,
+            )
+        )
         return result
-    said = f"outflow at height {outflow.height}, spending {spends}, is the transaction " \
-        f"approved in the journal ({', '.join(approved)})"  # fmt: skip
+    said = (
+        f"outflow at height {outflow.height}, spending {spends}, is the transaction "
+        f"approved in the journal ({', '.join(approved)})"
+    )
     if request is None:
-        findings.append(Finding("chain", f"{said}, but the coordinator evidence holds neither "
-                                "its request nor a broadcast record: the station signed a "
-                                "request the coordinator never recorded; find where it came "
-                                "from", **where))  # fmt: skip
+        findings.append(
+            Finding(
+                "chain",
+                f"{said}, but the coordinator evidence holds neither "
+                "its request nor a broadcast record: the station signed a "
+                "request the coordinator never recorded; find where it came "
+                "from",
+                txid=outflow.txid,
+            )
+        )
         return result
     request_id, _, state = request
-    where["request_id"] = request_id
     other = approvals.sent.get(request_id)
     if other:
-        findings.append(Finding("chain", f"{said}, but the coordinator's broadcast record of "
-                                f"request {request_id} holds another transaction "
-                                f"({', '.join(other)}): its records were altered or it sent "
-                                "something else; see the broadcast findings", **where))
+        findings.append(
+            Finding(
+                "chain",
+                f"{said}, but the coordinator's broadcast record of "
+                f"request {request_id} holds another transaction "
+                f"({', '.join(other)}): its records were altered or it sent "
+                "something else; see the broadcast findings",
+                txid=outflow.txid,
+                request_id=request_id,
+            )
+        )
         return result
-    findings.append(Finding("chain", f"{said}; only the coordinator's broadcast record is "
-                            f"missing (its request {request_id} is recorded as "
-                            f"{state!r}). Lower severity than an unapproved outflow: a "
-                            "lost record of the broadcast (for example a lost reply to "
-                            "sendrawtransaction), not a payment without a ceremony. Reconcile "
-                            "the coordinator (sync) and check that these payees were not paid "
-                            "a second time; if the batch was cancelled, find out who "
-                            "broadcast it", **where))  # fmt: skip
+    findings.append(
+        Finding(
+            "chain",
+            f"{said}; only the coordinator's broadcast record is "
+            f"missing (its request {request_id} is recorded as "
+            f"{state!r}). Lower severity than an unapproved outflow: a "
+            "lost record of the broadcast (for example a lost reply to "
+            "sendrawtransaction), not a payment without a ceremony. Reconcile "
+            "the coordinator (sync) and check that these payees were not paid "
+            "a second time; if the batch was cancelled, find out who "
+            "broadcast it",
+            txid=outflow.txid,
+            request_id=request_id,
+        )
+    )
     return result
 
 
@@ -303,7 +352,12 @@ def _confirmed_but_absent(scanner: ChainScanner, index: _Broadcasts) -> list[Fin
         if broadcast.height < scanner.start or broadcast.height > scanner.tip:
             continue
         if broadcast.tx_txid not in txids and broadcast.shape not in shapes:
-            findings.append(Finding("chain", f"the coordinator says it confirmed at height "
-                                    f"{broadcast.height}; the chain does not hold it",
-                                    txid=broadcast.tx_txid))  # fmt: skip
+            findings.append(
+                Finding(
+                    "chain",
+                    f"the coordinator says it confirmed at height "
+                    f"{broadcast.height}; the chain does not hold it",
+                    txid=broadcast.tx_txid,
+                )
+            )
     return findings

@@ -156,15 +156,19 @@ class ChangeDeriver:
     def wallet_of(self, script: bytes, pinned: Sequence[str], hints: Iterable[int]) -> list[str]:
         """Every pinned descriptor that derives ``script``."""
         hinted = list(hints)
-        return [text for text in pinned
-                if (found := self._scripts(text)) is not None and found.derives(script, hinted)]
+        return [
+            text
+            for text in pinned
+            if (found := self._scripts(text)) is not None and found.derives(script, hinted)
+        ]
 
     def rederive(self, psbt: Psbt, pinned: Sequence[str], internal: Iterable[str]) -> Rederived:
         """Apply the rule of the module docstring to ``psbt``'s transaction."""
         return self.rederive_facts(change_facts(psbt), pinned, internal)
 
-    def rederive_facts(self, facts: ChangeFacts, pinned: Sequence[str],
-                       internal: Iterable[str]) -> Rederived:  # fmt: skip
+    def rederive_facts(
+        self, facts: ChangeFacts, pinned: Sequence[str], internal: Iterable[str]
+    ) -> Rederived:
         """:meth:`rederive` from what the request's PSBT says (read where it was parsed)."""
         internal = tuple(internal)
         internal_set = self._internal.get(internal)
@@ -187,5 +191,4 @@ class ChangeDeriver:
         return Rederived(tuple(outputs), frozenset(input_wallets), tuple(foreign))
 
 
-__all__ = ["ChangeDeriver", "OutputChange", "PinnedWallets", "Rederived",
-           "canonical_descriptor"]  # fmt: skip
+__all__ = ["ChangeDeriver", "OutputChange", "PinnedWallets", "Rederived", "canonical_descriptor"]

@@ -64,8 +64,14 @@ class CoordinatorReplay:
     and, when asked for with ``shapes``, ``by_shape`` (each transaction shape's first
     request: id, txid field, state), for the checks that follow."""
 
-    def __init__(self, evidence: CoordinatorEvidence, appliances: Mapping[str, ApplianceReplay],
-                 index: WalletIndex, *, shapes: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        evidence: CoordinatorEvidence,
+        appliances: Mapping[str, ApplianceReplay],
+        index: WalletIndex,
+        *,
+        shapes: bool = False,
+    ) -> None:
         self.evidence = evidence
         self.appliances = appliances
         self.index = index
@@ -94,41 +100,53 @@ class CoordinatorReplay:
         self._unknown_approvals()
         self._broadcasts()
         for appliance, count in sorted(self._unmatched.counts.items()):
-            self.add("receipt", f"{count} receipt(s) cannot be matched to a journal: no bundle "
-                     "was given for this appliance", appliance=appliance)  # fmt: skip
+            self.add(
+                "receipt",
+                f"{count} receipt(s) cannot be matched to a journal: no bundle "
+                "was given for this appliance",
+                appliance=appliance,
+            )
         return self
 
     # -- receipts ---------------------------------------------------------------------------
 
-    def _receipt(self, entry: ReceiptFacts, claimed: str | None, where: str,
-                 **context: object) -> None:  # fmt: skip
+    def _receipt(
+        self, entry: ReceiptFacts, claimed: str | None, where: str, **context: object
+    ) -> None:
         """One receipt: filed under its own appliance, signed by the pinned audit key, and
         a record of that appliance's journal (same seq, same record hash)."""
         appliance = entry.appliance_id
         where_seq = {"appliance": appliance, "seq": entry.seq, **context}
         if claimed is not None and claimed != appliance:
-            self.add("receipt", f"{where}: filed under {claimed!r} but signed as {appliance!r}",
-                     **where_seq)  # fmt: skip
+            self.add(
+                "receipt",
+                f"{where}: filed under {claimed!r} but signed as {appliance!r}",
+                **where_seq,
+            )
         replay = self.appliances.get(appliance)
         key = self.evidence.appliances.get(appliance)
         if key is None:
-            self.add("receipt", f"{where}: from an appliance the coordinator never pinned",
-                     **where_seq)  # fmt: skip
+            self.add(
+                "receipt", f"{where}: from an appliance the coordinator never pinned", **where_seq
+            )
         if replay is None:
             self._unmatched.add(appliance)
             if key is not None and not entry.verify(key):
-                self.add("receipt", f"{where}: does not verify under the pinned audit key",
-                         **where_seq)  # fmt: skip
+                self.add(
+                    "receipt", f"{where}: does not verify under the pinned audit key", **where_seq
+                )
             return
         if replay.same_entry(entry) and replay.bundle.audit_key == key:
             return  # the journal's own entry: verified with the journal, under this key
         digest = entry.hash
         if key is not None and not ecdsa.verify(key, entry.signature, digest):
-            self.add("receipt", f"{where}: does not verify under the pinned audit key",
-                     **where_seq)  # fmt: skip
+            self.add("receipt", f"{where}: does not verify under the pinned audit key", **where_seq)
         if replay.hash_at(entry.seq) != digest:
-            self.add("receipt", f"{where}: {entry.event} record seq {entry.seq} is not in the "
-                     "appliance's journal", **where_seq)  # fmt: skip
+            self.add(
+                "receipt",
+                f"{where}: {entry.event} record seq {entry.seq} is not in the appliance's journal",
+                **where_seq,
+            )
 
     def _wallet_receipts(self, wallet: WalletEvidence) -> None:
         texts = {str(d) for d in wallet.descriptors}
@@ -145,11 +163,15 @@ class CoordinatorReplay:
                     self.add("receipt", f"{where} is no valid receipt: {problem}", **located)
                 named = record.details.get("descriptor")
                 fits = member.key in str(named) if kind == "export" else named in texts
-                events = ("wallet_exported",) if kind == "export" else ("wallet_exported",
-                                                                         "wallet_pinned")
+                events = (
+                    ("wallet_exported",)
+                    if kind == "export"
+                    else ("wallet_exported", "wallet_pinned")
+                )
                 if record.event not in events or not fits:
-                    self.add("receipt", f"{where} does not record this wallet's descriptor",
-                             **located)  # fmt: skip
+                    self.add(
+                        "receipt", f"{where} does not record this wallet's descriptor", **located
+                    )
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -159,8 +181,11 @@ class CoordinatorReplay:
         self._request_ids.add(rid)
         self._request_hash(request, request.recomputed)
         if request.txid != value(request.unsigned_txid):
-            self.add("request", f"txid field {request.txid} is not the PSBT's "
-                     f"{value(request.unsigned_txid)}", request_id=rid)  # fmt: skip
+            self.add(
+                "request",
+                f"txid field {request.txid} is not the PSBT's {value(request.unsigned_txid)}",
+                request_id=rid,
+            )
         self._inputs_are_ours(request)
         for receipt in request.receipts:
             self._approval_receipt(request, receipt.entry, receipt.appliance_id, receipt.where)
@@ -172,32 +197,44 @@ class CoordinatorReplay:
 
     def _remember(self, request: RequestEvidence) -> None:
         """What the later checks need of this request (not the request itself)."""
-        wallets = tuple(dict.fromkeys(
-            w for s in request.spent_scripts if s is not None
-            and (w := self.index.wallet_of(s)) is not None))  # fmt: skip
+        wallets = tuple(
+            dict.fromkeys(
+                w
+                for s in request.spent_scripts
+                if s is not None and (w := self.index.wallet_of(s)) is not None
+            )
+        )
         self.input_wallets[request.request_id] = self._wallet_sets.setdefault(wallets, wallets)
         if self.by_shape is not None:
-            self.by_shape.setdefault(value(request.shape), (request.request_id, request.txid,
-                                                            request.state))  # fmt: skip
+            self.by_shape.setdefault(
+                value(request.shape), (request.request_id, request.txid, request.state)
+            )
 
     def _request_hash(self, request: RequestEvidence, again: Recomputed) -> None:
         rid = request.request_id
         if again.digest is None:
-            self.add("request", f"the request hash cannot be recomputed: {again.problem}",
-                     request_id=rid)  # fmt: skip
+            self.add(
+                "request", f"the request hash cannot be recomputed: {again.problem}", request_id=rid
+            )
             return
         if again.digest != request.request_hash:
-            self.add("request", f"request hash {request.request_hash.hex()} does not recompute "
-                     f"from the PSBT ({again.digest.hex()})", request_id=rid)  # fmt: skip
+            self.add(
+                "request",
+                f"request hash {request.request_hash.hex()} does not recompute "
+                f"from the PSBT ({again.digest.hex()})",
+                request_id=rid,
+            )
         if again.request_id != rid:
-            self.add("request", f"the PSBT's request id is {again.request_id}",
-                     request_id=rid)  # fmt: skip
+            self.add("request", f"the PSBT's request id is {again.request_id}", request_id=rid)
 
     def _inputs_are_ours(self, request: RequestEvidence) -> None:
         for i, script in enumerate(value(request.input_scripts)):
             if script is None or self.index.wallet_of(script) is None:
-                self.add("request", f"input {i} spends a script no wallet descriptor derives",
-                         request_id=request.request_id)  # fmt: skip
+                self.add(
+                    "request",
+                    f"input {i} spends a script no wallet descriptor derives",
+                    request_id=request.request_id,
+                )
 
     def _response(self, request: RequestEvidence, number: int, response: ResponseFacts) -> None:
         rid, where = request.request_id, f"response {number}"
@@ -208,8 +245,9 @@ class CoordinatorReplay:
             self._partial_sigs(request, partial, where)
         self._response_receipts(request, response, where)
 
-    def _response_receipts(self, request: RequestEvidence, response: ResponseFacts,
-                           where: str) -> None:  # fmt: skip
+    def _response_receipts(
+        self, request: RequestEvidence, response: ResponseFacts, where: str
+    ) -> None:
         """Receipts the response carries; those already checked (the same bytes are in the
         request's receipts) are not checked twice."""
         rid = request.request_id
@@ -233,20 +271,34 @@ class CoordinatorReplay:
         owned = self.index.scripts.get(partial.script) if partial.script is not None else None
         for pubkey, may_sign in partial.keys:
             if not may_sign or owned is None or pubkey not in owned.keys:
-                self.add("response", f"{where}: input {partial.index} carries a signature by "
-                         f"{pubkey.hex()}, which is not a key of the wallet's script",
-                         request_id=rid)  # fmt: skip
+                self.add(
+                    "response",
+                    f"{where}: input {partial.input_index} carries a signature by "
+                    f"{pubkey.hex()}, which is not a key of the wallet's script",
+                    request_id=rid,
+                )
 
-    def _approval_receipt(self, request: RequestEvidence, entry: ReceiptFacts,
-                          claimed: str | None, where: str) -> None:  # fmt: skip
+    def _approval_receipt(
+        self, request: RequestEvidence, entry: ReceiptFacts, claimed: str | None, where: str
+    ) -> None:
         rid = request.request_id
         self._receipt(entry, claimed, where, request_id=rid)
         if entry.problem is not None:
-            self.add("receipt", f"{where} is no valid receipt: {entry.problem}",
-                     appliance=entry.appliance_id, seq=entry.seq, request_id=rid)  # fmt: skip
+            self.add(
+                "receipt",
+                f"{where} is no valid receipt: {entry.problem}",
+                appliance=entry.appliance_id,
+                seq=entry.seq,
+                request_id=rid,
+            )
         if entry.event == "signing_decision" and entry.request != request.request_hash:
-            self.add("receipt", f"{where} approves another request hash",
-                     appliance=entry.appliance_id, seq=entry.seq, request_id=rid)  # fmt: skip
+            self.add(
+                "receipt",
+                f"{where} approves another request hash",
+                appliance=entry.appliance_id,
+                seq=entry.seq,
+                request_id=rid,
+            )
 
     def _link_ceremonies(self, request: RequestEvidence) -> None:
         """Every journal decision on this request: the transcript shows the request's tx."""
@@ -256,23 +308,43 @@ class CoordinatorReplay:
                 ceremony.coordinator_request = request.request_id
                 self._ceremony_matches(replay, ceremony, request, psbt_hash)
 
-    def _ceremony_matches(self, replay: ApplianceReplay, ceremony: Ceremony,
-                          request: RequestEvidence, psbt_hash: bytes) -> None:  # fmt: skip
+    def _ceremony_matches(
+        self,
+        replay: ApplianceReplay,
+        ceremony: Ceremony,
+        request: RequestEvidence,
+        psbt_hash: bytes,
+    ) -> None:
         if ceremony.psbt_hash is not None and ceremony.psbt_hash != psbt_hash:
-            replay.add("ceremony", "the record's psbt hash is not the request's transaction",
-                       seq=ceremony.seq, ceremony=ceremony, request_id=request.request_id)
+            replay.add(
+                "ceremony",
+                "the record's psbt hash is not the request's transaction",
+                seq=ceremony.seq,
+                ceremony=ceremony,
+                request_id=request.request_id,
+            )
         if ceremony.decision == "approved":
             for number, response in enumerate(request.responses):
                 for i, keys in response.signers:
                     for pubkey in keys:
-                        self._station_key(replay, ceremony, pubkey, "ceremony",
-                                          f"response {number}: input {i} is",
-                                          request.request_id)  # fmt: skip
+                        self._station_key(
+                            replay,
+                            ceremony,
+                            pubkey,
+                            "ceremony",
+                            f"response {number}: input {i} is",
+                            request.request_id,
+                        )
         if ceremony.transcript is None:
             return
         for problem in tr.compare_kept(ceremony.transcript, *value(request.shown)):
-            replay.add("ceremony", f"transcript: {problem}", seq=ceremony.seq,
-                       ceremony=ceremony, request_id=request.request_id)  # fmt: skip
+            replay.add(
+                "ceremony",
+                f"transcript: {problem}",
+                seq=ceremony.seq,
+                ceremony=ceremony,
+                request_id=request.request_id,
+            )
 
     def _unknown_approvals(self) -> None:
         """An approval the coordinator never heard of is a signed transaction at large."""
@@ -281,9 +353,14 @@ class CoordinatorReplay:
                 # linked to a request of the evidence with that hash, or to none
                 if ceremonies[0].coordinator_request is None:
                     for ceremony in ceremonies:
-                        replay.add("ceremony", "approved and signed, but the request is not in "
-                                   "the coordinator evidence", seq=ceremony.seq,
-                                   ceremony=ceremony, txid=ceremony.txid)  # fmt: skip
+                        replay.add(
+                            "ceremony",
+                            "approved and signed, but the request is not in "
+                            "the coordinator evidence",
+                            seq=ceremony.seq,
+                            ceremony=ceremony,
+                            txid=ceremony.txid,
+                        )
 
     # -- broadcasts -------------------------------------------------------------------------
 
@@ -294,7 +371,7 @@ class CoordinatorReplay:
             txid = broadcast.tx_txid
             if txid in seen:
                 self._fail(result, f"broadcast {seen[txid]} already holds this transaction")
-            seen.setdefault(txid, broadcast.index)
+            seen.setdefault(txid, broadcast.position)
             self.broadcasts.append(result)
 
     def _fail(self, result: BroadcastResult, message: str, **where: object) -> None:
@@ -302,16 +379,24 @@ class CoordinatorReplay:
         result.findings.append(self.add("broadcast", message, **where))
 
     def _broadcast(self, position: int, broadcast: BroadcastEvidence) -> BroadcastResult:
-        state = self._states.setdefault(broadcast.state, broadcast.state) \
-            if len(self._states) < 64 else broadcast.state  # one copy of each state word
+        state = (
+            self._states.setdefault(broadcast.state, broadcast.state)
+            if len(self._states) < 64
+            else broadcast.state
+        )  # one copy of each state word
         result = BroadcastResult(broadcast.tx_txid, state, broadcast.height, None)
         if broadcast.txid != broadcast.tx_txid or broadcast.wtxid != broadcast.tx_wtxid:
-            self._fail(result, f"recorded txid/wtxid {broadcast.txid}/{broadcast.wtxid} are not "
-                       "those of its raw bytes")  # fmt: skip
+            self._fail(
+                result,
+                f"recorded txid/wtxid {broadcast.txid}/{broadcast.wtxid} are not "
+                "those of its raw bytes",
+            )
         match = self.evidence.matched.get(position)
         if match is None:
-            self._fail(result, "the broadcast transaction is no request's transaction: no "
-                       "ceremony approved it")  # fmt: skip
+            self._fail(
+                result,
+                "the broadcast transaction is no request's transaction: no ceremony approved it",
+            )
             return result
         result.request_id = match.request_id
         self._claimed_request(broadcast, match.request_id, result)
@@ -319,15 +404,20 @@ class CoordinatorReplay:
         self._approved_by(match, signers, result)
         return result
 
-    def _claimed_request(self, broadcast: BroadcastEvidence, request_id: str,
-                         result: BroadcastResult) -> None:  # fmt: skip
+    def _claimed_request(
+        self, broadcast: BroadcastEvidence, request_id: str, result: BroadcastResult
+    ) -> None:
         claimed = broadcast.request_id
         if claimed != request_id and claimed in self._request_ids:
-            self._fail(result, f"filed under request {claimed}, but it is request "
-                       f"{request_id}'s transaction")  # fmt: skip
+            self._fail(
+                result,
+                f"filed under request {claimed}, but it is request {request_id}'s transaction",
+            )
         elif claimed != request_id:
-            note = ("broadcast request ids in the coordinator evidence do not name requests "
-                    "(matched by transaction instead)")  # fmt: skip
+            note = (
+                "broadcast request ids in the coordinator evidence do not name requests "
+                "(matched by transaction instead)"
+            )
             if note not in self.notes:
                 self.notes.append(note)
 
@@ -349,49 +439,75 @@ class CoordinatorReplay:
                 self._key_hex[key] = text
         return text
 
-    def _approved_by(self, match: Match, signers: frozenset[bytes],
-                     result: BroadcastResult) -> None:  # fmt: skip
+    def _approved_by(
+        self, match: Match, signers: frozenset[bytes], result: BroadcastResult
+    ) -> None:
         """Each appliance whose key signed approved this request exactly once."""
         rid = match.request_id
-        appliances = sorted({self.index.appliance_keys[k] for k in signers
-                             if k in self.index.appliance_keys})  # fmt: skip
+        appliances = sorted(
+            {self.index.appliance_keys[k] for k in signers if k in self.index.appliance_keys}
+        )
         if not appliances:
             self._fail(result, "no appliance key signed it", request_id=rid)
         for appliance in appliances:
             replay = self.appliances.get(appliance)
             if replay is None:
                 self._unmatched.add(appliance)
-                self._fail(result, "signed by an appliance whose journal was not given",
-                           appliance=appliance, request_id=rid)  # fmt: skip
+                self._fail(
+                    result,
+                    "signed by an appliance whose journal was not given",
+                    appliance=appliance,
+                    request_id=rid,
+                )
                 continue
             approved = replay.approved.get(match.request_hash, [])
             if len(approved) != 1:
-                self._fail(result, f"its key signed, but its journal holds {len(approved)} "
-                           "approvals of this request (exactly one expected)",
-                           appliance=appliance, request_id=rid)  # fmt: skip
+                self._fail(
+                    result,
+                    f"its key signed, but its journal holds {len(approved)} "
+                    "approvals of this request (exactly one expected)",
+                    appliance=appliance,
+                    request_id=rid,
+                )
             for ceremony in approved:
                 ceremony.broadcast, ceremony.height = result.txid, result.height
                 result.approved_by.append(f"{appliance} seq {ceremony.seq}")
                 for signer in sorted(signers):
                     problem = self._key_problem(replay, ceremony, signer)
                     if problem is not None:
-                        self._fail(result, f"the broadcast transaction is {problem} (approval "
-                                   f"at seq {ceremony.seq})", appliance=appliance,
-                                   request_id=rid)  # fmt: skip
+                        self._fail(
+                            result,
+                            f"the broadcast transaction is {problem} (approval "
+                            f"at seq {ceremony.seq})",
+                            appliance=appliance,
+                            request_id=rid,
+                        )
 
-    def _key_problem(self, replay: ApplianceReplay, ceremony: Ceremony,
-                     pubkey: bytes) -> str | None:  # fmt: skip
+    def _key_problem(
+        self, replay: ApplianceReplay, ceremony: Ceremony, pubkey: bytes
+    ) -> str | None:
         """For a key of ``replay``'s station (by its journal, or by the wallets' members),
         why it may not have signed at the ceremony's seq; None for anyone else's key."""
-        ours = replay.keys.registered(pubkey) or self.index.appliance_keys.get(pubkey) == \
-            replay.id  # fmt: skip
+        ours = replay.keys.registered(pubkey) or self.index.appliance_keys.get(pubkey) == replay.id
         if not ours:
             return None
         return replay.keys.signing_problem(pubkey, ceremony.keys, ceremony.seq)
 
-    def _station_key(self, replay: ApplianceReplay, ceremony: Ceremony, pubkey: bytes,
-                     check: str, prefix: str, request_id: str) -> None:  # fmt: skip
+    def _station_key(
+        self,
+        replay: ApplianceReplay,
+        ceremony: Ceremony,
+        pubkey: bytes,
+        check: str,
+        prefix: str,
+        request_id: str,
+    ) -> None:
         problem = self._key_problem(replay, ceremony, pubkey)
         if problem is not None:
-            replay.add(check, f"{prefix} {problem}", seq=ceremony.seq, ceremony=ceremony,
-                       request_id=request_id)  # fmt: skip
+            replay.add(
+                check,
+                f"{prefix} {problem}",
+                seq=ceremony.seq,
+                ceremony=ceremony,
+                request_id=request_id,
+            )

@@ -33,7 +33,7 @@ import itertools
 import json
 import pickle
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -53,7 +53,7 @@ from shared.audit.facts import (
     request_facts,
 )
 from shared.audit.journal_stream import JournalExport, parse_entry
-from shared.audit.spool import Spool
+from shared.audit.spool import Records, Spool
 from shared.audit.workers import Workers
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.bitcoin.encoding import DecodeError
@@ -102,8 +102,13 @@ class TranscriptStore:
     still held to the same form, without holding them all in memory.
     """
 
-    def __init__(self, source: str, names: Iterable[str], load: Callable[[str], bytes],
-                 portable: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: str,
+        names: Iterable[str],
+        load: Callable[[str], bytes],
+        portable: bool = False,
+    ) -> None:
         self._source = source
         self._load = load
         #: ``load`` reads by name and carries no content, so worker processes may be handed
@@ -113,8 +118,9 @@ class TranscriptStore:
         for name in sorted(names):
             stem = name.removesuffix(".cbor")
             if not _HEX64.fullmatch(stem):
-                raise EvidenceError(f"{source}/transcripts/{name}: a transcript's name must be "
-                                    "its SHA-256 in hex")  # fmt: skip
+                raise EvidenceError(
+                    f"{source}/transcripts/{name}: a transcript's name must be its SHA-256 in hex"
+                )
             self._names[stem] = name
         self._read: set[str] = set()
 
@@ -210,8 +216,15 @@ def open_bundle(
         _policy(f"{source}/policies/{name}", name, data) for name, data in sorted(policies.items())
     )
     transcripts = TranscriptStore(source, transcript_names, load_transcript, portable)
-    return ApplianceBundle(source, journal.appliance_id, journal.audit_key, journal,
-                           parsed_policies, transcripts, where)  # fmt: skip
+    return ApplianceBundle(
+        source,
+        journal.appliance_id,
+        journal.audit_key,
+        journal,
+        parsed_policies,
+        transcripts,
+        where,
+    )
 
 
 def parse_bundle(
@@ -225,8 +238,14 @@ def parse_bundle(
     folders)."""
     if not isinstance(journal, bytes):
         raise EvidenceError(f"{source}: the journal export must be bytes")
-    return open_bundle(source, lambda: io.BytesIO(journal), policies, transcripts,
-                       transcripts.__getitem__, journal_name)  # fmt: skip
+    return open_bundle(
+        source,
+        lambda: io.BytesIO(journal),
+        policies,
+        transcripts,
+        transcripts.__getitem__,
+        journal_name,
+    )
 
 
 def _policy(where: str, name: str, data: bytes) -> PolicyFile:
@@ -303,14 +322,14 @@ class VerifiedRequests(Mapping[bytes, ChangeFacts]):
 
     def __init__(self) -> None:
         self._at: dict[bytes, int] = {}
-        self._spool = Spool()
+        self._spool: Spool[ChangeFacts] = Spool()
 
     def add(self, digest: bytes, pickled: bytes) -> None:
         if digest not in self._at:
             self._at[digest] = self._spool.append_pickled(pickled)
 
     def __getitem__(self, digest: bytes) -> ChangeFacts:
-        return self._spool[self._at[digest]]  # type: ignore[no-any-return]
+        return self._spool[self._at[digest]]
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._at
@@ -336,8 +355,8 @@ class CoordinatorEvidence:
     source: str
     appliances: Mapping[str, bytes]
     wallets: tuple[WalletEvidence, ...]
-    requests: Sequence[RequestEvidence]
-    broadcasts: Sequence[BroadcastEvidence]
+    requests: Records[RequestEvidence]
+    broadcasts: Records[BroadcastEvidence]
     alerts: tuple[str, ...]
     verified: Mapping[bytes, ChangeFacts] = field(default_factory=dict, repr=False)
     highest_hint: int = -1
@@ -430,14 +449,16 @@ PARALLEL_FROM = 1024
 CHUNK = 128
 
 
-def parse_coordinator(source: str, data: bytes,
-                      workers: Workers | None = None) -> CoordinatorEvidence:  # fmt: skip
+def parse_coordinator(
+    source: str, data: bytes, workers: Workers | None = None
+) -> CoordinatorEvidence:
     """Parse ``coldstation-coordinator export`` output (UTF-8 JSON) held in memory."""
     return open_coordinator(source, lambda: io.BytesIO(data), workers)
 
 
-def open_coordinator(source: str, open_stream: Callable[[], BinaryIO],
-                     workers: Workers | None = None) -> CoordinatorEvidence:  # fmt: skip
+def open_coordinator(
+    source: str, open_stream: Callable[[], BinaryIO], workers: Workers | None = None
+) -> CoordinatorEvidence:
     """Parse ``coldstation-coordinator export`` output read from ``open_stream()`` (a fresh
     binary stream each call).
 
@@ -469,8 +490,7 @@ def open_coordinator(source: str, open_stream: Callable[[], BinaryIO],
     return _assemble(root, appliances, wallets, lists, None)
 
 
-def _whole(source: str, open_stream: Callable[[], BinaryIO],
-           pool: Workers) -> CoordinatorEvidence:  # fmt: skip
+def _whole(source: str, open_stream: Callable[[], BinaryIO], pool: Workers) -> CoordinatorEvidence:
     """The document parsed whole (how any document was parsed before)."""
     with open_stream() as stream:
         data = stream.read()
@@ -501,15 +521,29 @@ def _header(root: _Field) -> tuple[dict[str, bytes], tuple[WalletEvidence, ...]]
     return appliances, tuple(_wallet(w) for w in root["wallets"].items())
 
 
-def _assemble(root: _Field, appliances: dict[str, bytes], wallets: tuple[WalletEvidence, ...],
-              lists: _Lists, broadcasts_error: EvidenceError | None) -> CoordinatorEvidence:
+def _assemble(
+    root: _Field,
+    appliances: dict[str, bytes],
+    wallets: tuple[WalletEvidence, ...],
+    lists: _Lists,
+    broadcasts_error: EvidenceError | None,
+) -> CoordinatorEvidence:
     for error in (lists.request_error, broadcasts_error, lists.broadcast_error):
         if error is not None:
             raise error
     alerts = tuple(f"{a['kind'].text()}: {a['message'].text()}" for a in root["alerts"].items())
-    return CoordinatorEvidence(root.path, appliances, wallets, lists.requests, lists.broadcasts,
-                               alerts, lists.verified, lists.highest, lists.matched,
-                               lists.receipt_error)  # fmt: skip
+    return CoordinatorEvidence(
+        root.path,
+        appliances,
+        wallets,
+        lists.requests,
+        lists.broadcasts,
+        alerts,
+        lists.verified,
+        lists.highest,
+        lists.matched,
+        lists.receipt_error,
+    )
 
 
 class _NotCanonicalError(Exception):
@@ -526,13 +560,13 @@ def _listed(source: str, plain: dict[str, Any]) -> Iterator[Job]:
         values = plain.get(kind)
         if isinstance(values, list):
             for first in range(0, len(values), CHUNK):
-                yield kind, f"{source}.{kind}", first, values[first:first + CHUNK], False
+                yield kind, f"{source}.{kind}", first, values[first : first + CHUNK], False
 
 
 @dataclass
 class _Lists:
-    requests: Spool
-    broadcasts: Spool
+    requests: Spool[RequestEvidence]
+    broadcasts: Spool[BroadcastEvidence]
     verified: VerifiedRequests
     highest: int = -1
     by_unsigned: dict[bytes, list[int]] = field(default_factory=dict)
@@ -663,7 +697,7 @@ class _Scanner:
         block = self.stream.read(_BLOCK)
         if not block:
             return False
-        self.buffer = self.buffer[self.at:] + block
+        self.buffer = self.buffer[self.at :] + block
         self.at = 0
         return True
 
@@ -695,7 +729,7 @@ class _Scanner:
 
     def take(self, end: int) -> bytes:
         """The bytes from ``at`` to ``end`` (a position in ``buffer``); ``at`` moves there."""
-        data = self.buffer[self.at:end]
+        data = self.buffer[self.at : end]
         self.at = end
         return data
 
@@ -821,14 +855,15 @@ def _request_facts(field: _Field) -> tuple[bytes, tuple[Any, ...]]:
         if raw is None:
             raise item["entry"].fail("missing")
         receipts.append((item["appliance_id"].text(), raw, item.path, item["entry"].path))
-    head = (
+    start = (
         field["batch"].text(),
         field["request_id"].text(),
         field["kind"].text(),
         field["replaces"].text(optional=True) or None,
     )
     psbt = field["unsigned_psbt"].psbt()
-    head += (
+    head = (
+        *start,
         field["request_hash"].hex() or b"",
         field["txid"].text(),
         field["fee"].integer() or 0,
@@ -843,13 +878,18 @@ def _request_facts(field: _Field) -> tuple[bytes, tuple[Any, ...]]:
             parsed = str(exc)
             bad = bad or f"{entry_where}: not a journal entry: {exc}"
         kept.append(Receipt(appliance, where, entry_where, hashlib.sha256(raw).digest(), parsed))
-    facts, change, hint, signing = request_facts(head, tuple(kept), psbt,  # type: ignore[arg-type]
-                                                 responses)  # fmt: skip
+    facts, change, hint, signing = request_facts(head, tuple(kept), psbt, responses)
     verified = facts.recomputed.digest == facts.request_hash
     unsigned = facts.unsigned if isinstance(facts.unsigned, bytes) else None
-    return pickle.dumps(facts, _PICKLE), (facts.request_hash, verified,
-                                          pickle.dumps(change, _PICKLE), hint, bad, unsigned,
-                                          pickle.dumps(signing, _PICKLE))  # fmt: skip
+    return pickle.dumps(facts, _PICKLE), (
+        facts.request_hash,
+        verified,
+        pickle.dumps(change, _PICKLE),
+        hint,
+        bad,
+        unsigned,
+        pickle.dumps(signing, _PICKLE),
+    )
 
 
 def _broadcast(index: int, field: _Field) -> BroadcastEvidence:
@@ -858,11 +898,15 @@ def _broadcast(index: int, field: _Field) -> BroadcastEvidence:
         tx = Transaction.parse(raw)
     except (DecodeError, ValueError) as exc:
         raise field["raw"].fail(f"not a transaction: {exc}") from exc
-    return broadcast_facts(index, (
-        field["request_id"].text(optional=True) or None,
-        field["txid"].text(),
-        field["wtxid"].text(),
-        field["state"].text(),
-        field["block_hash"].text(optional=True) or None,
-        field["height"].integer(optional=True),
-    ), tx)  # fmt: skip
+    return broadcast_facts(
+        index,
+        (
+            field["request_id"].text(optional=True) or None,
+            field["txid"].text(),
+            field["wtxid"].text(),
+            field["state"].text(),
+            field["block_hash"].text(optional=True) or None,
+            field["height"].integer(optional=True),
+        ),
+        tx,
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Callable, Iterable
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, NamedTuple, TypeVar
 
 from shared.bitcoin import ecdsa
@@ -30,7 +30,8 @@ from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.tx import Transaction
 from shared.journal import Entry, Record, receipt_problem
 from shared.psbt import Psbt, PsbtError
-from shared.psbt.fields import PROPRIETARY
+from shared.psbt.fields import PSBT_GLOBAL_PROPRIETARY
+from shared.psbt.model import PsbtInput, PsbtOutput
 from shared.psbt.roles import valid_signatures
 from shared.psbt.scripts import SpendKind, spend_info
 from shared.request import (
@@ -51,7 +52,7 @@ class ReadOnlyPsbt(Psbt):
     the fee, the outputs), is assembled once. Treat what it returns as read-only."""
 
     @cached_property
-    def unsigned_tx(self) -> Transaction:  # type: ignore[override]
+    def unsigned_tx(self) -> Transaction:
         return Psbt.unsigned_tx.fget(self)  # type: ignore[attr-defined, no-any-return]
 
 
@@ -67,8 +68,10 @@ class Failed:
         return (Failed, (self.error,))
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Failed and (type(self.error), str(self.error)) == \
-            (type(other.error), str(other.error))  # fmt: skip
+        return type(other) is Failed and (type(self.error), str(self.error)) == (
+            type(other.error),
+            str(other.error),
+        )
 
     def __hash__(self) -> int:
         return hash(str(self.error))
@@ -81,15 +84,16 @@ def _portable(error: BaseException) -> BaseException:
         again = pickle.loads(pickle.dumps(error))
     except Exception:
         return ValueError(str(error))
-    return again if type(again) is type(error) and str(again) == str(error) \
-        else ValueError(str(error))  # fmt: skip
+    return (
+        again if type(again) is type(error) and str(again) == str(error) else ValueError(str(error))
+    )
 
 
 def value(found: T | Failed) -> T:
     """``found``, or raise the error that computing it raised."""
-    if type(found) is Failed:
-        raise found.error  # type: ignore[union-attr]
-    return found  # type: ignore[return-value]
+    if isinstance(found, Failed):
+        raise found.error
+    return found
 
 
 def derive(compute: Callable[[], T]) -> T | Failed:
@@ -117,9 +121,16 @@ class ReceiptFacts(NamedTuple):
     @classmethod
     def of(cls, entry: Entry) -> ReceiptFacts:
         record: Record = entry.record
-        return cls(record.appliance_id, record.seq, record.event, record.decision,
-                   record.hash(), entry.signature, record.subjects.get("request"),
-                   receipt_problem(record, wallet=False))  # fmt: skip
+        return cls(
+            record.appliance_id,
+            record.seq,
+            record.event,
+            record.decision,
+            record.hash(),
+            entry.signature,
+            record.subjects.get("request"),
+            receipt_problem(record, wallet=False),
+        )
 
     def verify(self, audit_pubkey: bytes) -> bool:
         """:meth:`shared.journal.Entry.verify`."""
@@ -175,14 +186,21 @@ def _input_script(psbt: Psbt, index: int) -> bytes | None:
 
 
 def change_facts(psbt: Psbt) -> ChangeFacts:
-    inputs = tuple((_input_script(psbt, i), hinted(node.bip32_derivations.values()))
-                   for i, node in enumerate(psbt.inputs))  # fmt: skip
+    inputs = tuple(
+        (_input_script(psbt, i), hinted(node.bip32_derivations.values()))
+        for i, node in enumerate(psbt.inputs)
+    )
 
     def outputs() -> tuple[tuple[int, bytes, tuple[int, ...]], ...]:
         maps = psbt.outputs
-        return tuple((out.value, out.script_pubkey,
-                      hinted(maps[j].bip32_derivations.values()) if j < len(maps) else ())
-                     for j, out in enumerate(psbt.unsigned_tx.outputs))  # fmt: skip
+        return tuple(
+            (
+                out.value,
+                out.script_pubkey,
+                hinted(maps[j].bip32_derivations.values()) if j < len(maps) else (),
+            )
+            for j, out in enumerate(psbt.unsigned_tx.outputs)
+        )
 
     return ChangeFacts(inputs, derive(outputs))
 
@@ -191,7 +209,8 @@ def highest_hint(psbts: Iterable[Psbt]) -> int:
     """The largest unhardened last path element in any derivation hint, or -1."""
     highest = -1
     for psbt in psbts:
-        for node in (*psbt.inputs, *psbt.outputs):
+        maps: list[PsbtInput | PsbtOutput] = [*psbt.inputs, *psbt.outputs]
+        for node in maps:
             for origin in node.bip32_derivations.values():
                 if origin.path and origin.path[-1] < HARDENED:
                     highest = max(highest, origin.path[-1])
@@ -234,8 +253,7 @@ class _Sighashes(SighashCache):
         key = (True, index, script_code, amount, hash_type)
         found = self._digests.get(key)
         if found is None:
-            found = self._digests[key] = super().segwit_v0(index, script_code, amount,
-                                                            hash_type)  # fmt: skip
+            found = self._digests[key] = super().segwit_v0(index, script_code, amount, hash_type)
         return found
 
     def legacy(self, index: int, script_code: bytes, hash_type: int) -> bytes:
@@ -258,9 +276,17 @@ def _spends(psbt: Psbt, sighashes: _Sighashes | Failed) -> tuple[SpendFacts | st
         except Exception as exc:
             out.append(Failed(exc))
             continue
-        out.append(SpendFacts(info.kind, info.segwit, info.keys, info.threshold, info.key_hash,
-                              info.witness_script is not None or info.redeem_script is not None,
-                              derive(lambda info=info: info.digest(cache, SIGHASH_ALL))))
+        out.append(
+            SpendFacts(
+                info.kind,
+                info.segwit,
+                info.keys,
+                info.threshold,
+                info.key_hash,
+                info.witness_script is not None or info.redeem_script is not None,
+                derive(partial(info.digest, cache, SIGHASH_ALL)),
+            )
+        )
     return tuple(out)
 
 
@@ -269,7 +295,7 @@ class PartialFacts(NamedTuple):
     raised (``spend_info`` or a signature that does not verify), else the script it spends
     and each signing key with whether the input's script lets it sign."""
 
-    index: int
+    input_index: int
     problem: str | Failed | None
     script: bytes | None
     keys: tuple[tuple[bytes, bool], ...]
@@ -291,8 +317,9 @@ class ResponseFacts(NamedTuple):
 _RECEIPT_PREFIX = proprietary_keydata(SUBTYPE_RECEIPT)
 
 
-def _partial(response: Psbt, verified: set[tuple[bytes, bytes, bytes]],
-             shared: _Sighashes | None) -> tuple[PartialFacts, ...]:  # fmt: skip
+def _partial(
+    response: Psbt, verified: set[tuple[bytes, bytes, bytes]], shared: _Sighashes | None
+) -> tuple[PartialFacts, ...]:
     """``shared``: the request's signature hashes, when the response is for its very
     transaction (the same digests)."""
     cache = shared if shared is not None else _Sighashes(response.unsigned_tx)
@@ -320,29 +347,40 @@ def _partial(response: Psbt, verified: set[tuple[bytes, bytes, bytes]],
     return tuple(out)
 
 
-def response_facts(response: Psbt, unsigned: bytes | Failed, own: set[bytes],
-                   verified: set[tuple[bytes, bytes, bytes]],
-                   sighashes: _Sighashes | Failed | None = None) -> ResponseFacts:  # fmt: skip
+def response_facts(
+    response: Psbt,
+    unsigned: bytes | Failed,
+    own: set[bytes],
+    verified: set[tuple[bytes, bytes, bytes]],
+    sighashes: _Sighashes | Failed | None = None,
+) -> ResponseFacts:
     """``unsigned``: the request's unsigned transaction bytes; ``own``: the digests of the
     request's receipts (a response carrying only those needs no receipt parsed)."""
     mine = derive(lambda: response.unsigned_tx.serialize(include_witness=False))
-    same: bool | Failed = mine if type(mine) is Failed else \
-        (type(unsigned) is not Failed and mine == unsigned)  # fmt: skip
-    carried = tuple(hashlib.sha256(v).digest() for k, v in response.globals.entries(PROPRIETARY)
-                    if k.startswith(_RECEIPT_PREFIX))  # fmt: skip
+    same: bool | Failed = (
+        mine if type(mine) is Failed else (type(unsigned) is not Failed and mine == unsigned)
+    )
+    records = response.globals.entries(PSBT_GLOBAL_PROPRIETARY)
+    carried = tuple(hashlib.sha256(v).digest() for k, v in records if k.startswith(_RECEIPT_PREFIX))
     read: tuple[tuple[bytes, ReceiptFacts], ...] | str | None = None
     if not all(c in own for c in carried):
         try:
             raws = read_receipts(response)
-            read = tuple((hashlib.sha256(raw).digest(), ReceiptFacts.of(Entry.from_bytes(raw)))
-                         for raw in raws)  # fmt: skip
+            read = tuple(
+                (hashlib.sha256(raw).digest(), ReceiptFacts.of(Entry.from_bytes(raw)))
+                for raw in raws
+            )
         except (RequestError, ValueError) as exc:
             read = str(exc)
-    signers = tuple((i, tuple(sorted(inp.partial_sigs))) for i, inp in enumerate(response.inputs)
-                    if inp.partial_sigs)  # fmt: skip
+    signers = tuple(
+        (i, tuple(sorted(inp.partial_sigs)))
+        for i, inp in enumerate(response.inputs)
+        if inp.partial_sigs
+    )
     shared = sighashes if same is True and type(sighashes) is _Sighashes else None
-    return ResponseFacts(same, derive(lambda: _partial(response, verified, shared)), carried, read,
-                         signers)  # fmt: skip
+    return ResponseFacts(
+        same, derive(lambda: _partial(response, verified, shared)), carried, read, signers
+    )
 
 
 def shape(tx: Transaction) -> bytes:
@@ -359,8 +397,11 @@ def shape(tx: Transaction) -> bytes:
 
 def _shown(psbt: Psbt) -> tuple[list[str], list[tuple[bytes, int]], int | None]:
     tx = psbt.unsigned_tx
-    return ([str(txin.prevout) for txin in tx.inputs],
-            [(o.script_pubkey, o.value) for o in tx.outputs], psbt.fee())  # fmt: skip
+    return (
+        [str(txin.prevout) for txin in tx.inputs],
+        [(o.script_pubkey, o.value) for o in tx.outputs],
+        psbt.fee(),
+    )
 
 
 class Receipt(NamedTuple):
@@ -424,14 +465,17 @@ class Signing(NamedTuple):
     verified: frozenset[tuple[bytes, bytes, bytes]]
 
 
-def request_facts(head: tuple[str, str, str, str | None, bytes, str, int, str],
-                  receipts: tuple[Receipt, ...], psbt: Psbt, responses: list[Psbt]
-                  ) -> tuple[RequestEvidence, ChangeFacts, int, Signing]:  # fmt: skip
+def request_facts(
+    head: tuple[str, str, str, str | None, bytes, str, int, str],
+    receipts: tuple[Receipt, ...],
+    psbt: Psbt,
+    responses: list[Psbt],
+) -> tuple[RequestEvidence, ChangeFacts, int, Signing]:
     """The facts of a parsed request (``head``: its fields from batch to state), what
     re-deriving its change needs, its highest hinted derivation index, and what checking
     its broadcast's signatures needs."""
     unsigned_bytes = derive(lambda: psbt.unsigned_tx.serialize(include_witness=False))
-    if type(unsigned_bytes) is Failed:
+    if isinstance(unsigned_bytes, Failed):
         unsigned: bytes | Failed = unsigned_bytes
         txid: str | Failed = unsigned_bytes
     else:
@@ -440,18 +484,22 @@ def request_facts(head: tuple[str, str, str, str | None, bytes, str, int, str],
     own = {r.digest for r in receipts}
     verified: set[tuple[bytes, bytes, bytes]] = set()
     sighashes = derive(lambda: _Sighashes(psbt.unsigned_tx))
-    checked = tuple(response_facts(r, unsigned_bytes, own, verified, sighashes)
-                    for r in responses)  # fmt: skip
+    checked = tuple(response_facts(r, unsigned_bytes, own, verified, sighashes) for r in responses)
     facts = RequestEvidence(
-        *head, receipts, recompute_psbt(psbt), unsigned, txid,
-        derive(lambda: tuple(None if u is None else u.script_pubkey
-                             for u in psbt.input_utxos())),
+        *head,
+        receipts,
+        recompute_psbt(psbt),
+        unsigned,
+        txid,
+        derive(lambda: tuple(None if u is None else u.script_pubkey for u in psbt.input_utxos())),
         tuple(_input_script(psbt, i) for i in range(len(psbt.inputs))),
-        derive(lambda: _shown(psbt)), checked,
+        derive(lambda: _shown(psbt)),
+        checked,
         derive(lambda: hashlib.sha256(shape(psbt.unsigned_tx)).digest()),
-    )  # fmt: skip
-    signing = Signing(head[1], head[4], derive(lambda: _spends(psbt, sighashes)),
-                      frozenset(verified))  # fmt: skip
+    )
+    signing = Signing(
+        head[1], head[4], derive(lambda: _spends(psbt, sighashes)), frozenset(verified)
+    )
     return facts, change_facts(psbt), highest_hint([psbt, *responses]), signing
 
 
@@ -462,9 +510,9 @@ class BroadcastEvidence(NamedTuple):
     """A broadcast as the checks read it: the coordinator's fields, and what its raw
     transaction is (txid and wtxid of the bytes, ``unsigned``: SHA-256 of the transaction
     without witnesses, ``shape``: SHA-256 of :func:`shared.audit.chain.shape`, and each
-    input's witness and scriptSig)."""
+    input's witness and scriptSig); ``position`` is its place in the evidence."""
 
-    index: int
+    position: int
     request_id: str | None
     txid: str
     wtxid: str
@@ -478,19 +526,27 @@ class BroadcastEvidence(NamedTuple):
     inputs: tuple[tuple[tuple[bytes, ...], bytes], ...]
 
 
-def broadcast_facts(index: int, head: tuple[str | None, str, str, str, str | None, int | None],
-                    tx: Transaction) -> BroadcastEvidence:  # fmt: skip
+def broadcast_facts(
+    index: int, head: tuple[str | None, str, str, str, str | None, int | None], tx: Transaction
+) -> BroadcastEvidence:
     request_id, txid, wtxid, state, block_hash, height = head
     unsigned_bytes = tx.serialize(include_witness=False)
     tx_txid = hash256(unsigned_bytes)[::-1].hex()
     tx_wtxid = hash256(tx.serialize())[::-1].hex()
     return BroadcastEvidence(
-        index, request_id, txid, wtxid, state, block_hash, height,
+        index,
+        request_id,
+        txid,
+        wtxid,
+        state,
+        block_hash,
+        height,
         hashlib.sha256(unsigned_bytes).digest(),
-        txid if tx_txid == txid else tx_txid, wtxid if tx_wtxid == wtxid else tx_wtxid,
+        txid if tx_txid == txid else tx_txid,
+        wtxid if tx_wtxid == wtxid else tx_wtxid,
         hashlib.sha256(shape(tx)).digest(),
         tuple((tuple(txin.witness), txin.script_sig) for txin in tx.inputs),
-    )  # fmt: skip
+    )
 
 
 class Match(NamedTuple):
@@ -504,19 +560,21 @@ class Match(NamedTuple):
     signed: tuple[tuple[bytes, ...], tuple[tuple[int, str], ...]] | Failed
 
 
-def match(signing: Signing, broadcast: BroadcastEvidence,
-          keys: dict[bytes, bytes] | None = None) -> Match:  # fmt: skip
+def match(
+    signing: Signing, broadcast: BroadcastEvidence, keys: dict[bytes, bytes] | None = None
+) -> Match:
     """Check ``broadcast``'s signatures as the request of ``signing``'s transaction
     (``keys`` interns the signing keys: a few keys sign everything)."""
     found = _signatures(signing, broadcast)
-    if type(found) is not Failed and keys is not None:
-        signers, problems = found  # type: ignore[misc]
+    if not isinstance(found, Failed) and keys is not None:
+        signers, problems = found
         found = (tuple(keys.setdefault(k, k) for k in signers), problems)
-    return Match(signing.request_id, signing.request_hash, found)  # type: ignore[arg-type]
+    return Match(signing.request_id, signing.request_hash, found)
 
 
-def _signatures(signing: Signing, broadcast: BroadcastEvidence
-                ) -> tuple[tuple[bytes, ...], tuple[tuple[int, str], ...]] | Failed:  # fmt: skip
+def _signatures(
+    signing: Signing, broadcast: BroadcastEvidence
+) -> tuple[tuple[bytes, ...], tuple[tuple[int, str], ...]] | Failed:
     """The keys whose signatures in ``broadcast`` verify against the request's signature
     hashes, and each input's problem; an error the check raised is kept, to be raised in
     its turn (where the broadcast is judged)."""
@@ -528,8 +586,10 @@ def _signatures(signing: Signing, broadcast: BroadcastEvidence
             try:
                 if i >= len(spends):
                     raise IndexError("list index out of range")  # as spend_info raised it
-                keys, problem = _input_signers(value(spends[i]), witness, script_sig,
-                                               signing.verified)  # fmt: skip
+                spend = spends[i]
+                if isinstance(spend, Failed):
+                    raise spend.error
+                keys, problem = _input_signers(spend, witness, script_sig, signing.verified)
             except SPEND_ERRORS as exc:
                 keys, problem = set(), str(exc)
             if problem:
@@ -540,9 +600,12 @@ def _signatures(signing: Signing, broadcast: BroadcastEvidence
         return Failed(exc)
 
 
-def _input_signers(spend: SpendFacts | str, witness: tuple[bytes, ...], script_sig: bytes,
-                   verified: frozenset[tuple[bytes, bytes, bytes]]
-                   ) -> tuple[set[bytes], str | None]:  # fmt: skip
+def _input_signers(
+    spend: SpendFacts | str,
+    witness: tuple[bytes, ...],
+    script_sig: bytes,
+    verified: frozenset[tuple[bytes, bytes, bytes]],
+) -> tuple[set[bytes], str | None]:
     """(keys that validly signed the input, problem or None)."""
     if isinstance(spend, str):
         return set(), spend  # spend_info refused the input
@@ -559,8 +622,9 @@ def _input_signers(spend: SpendFacts | str, witness: tuple[bytes, ...], script_s
     return signed, None
 
 
-def _verifies(spend: SpendFacts, pubkey: bytes, sig: bytes,
-              verified: frozenset[tuple[bytes, bytes, bytes]]) -> bool:  # fmt: skip
+def _verifies(
+    spend: SpendFacts, pubkey: bytes, sig: bytes, verified: frozenset[tuple[bytes, bytes, bytes]]
+) -> bool:
     if len(sig) < 9 or sig[-1] != SIGHASH_ALL:
         return False
     digest = value(spend.digest)
@@ -588,4 +652,4 @@ __all__ = [
     "recompute_psbt",
     "request_facts",
     "value",
-]  # fmt: skip
+]

@@ -157,7 +157,8 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
     """A signing decision judged from its record and transcript alone (see _Judged)."""
     details = record.details
     facts = derive(lambda: _caught(lambda: tr.facts(plain), tr.TranscriptError))
-    late, mismatches = None, ()
+    late: str | None = None
+    mismatches: tuple[str, ...] = ()
     if isinstance(facts, Facts):
         decided = facts.request_time
         if decided > record.time:
@@ -169,39 +170,67 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
     tally = None
     request_hash = record.subjects.get("request")
     approvals = details.get("approvals")
-    if policy is not None and record.decision == "approved" and request_hash is not None \
-            and len(request_hash) == 32 and isinstance(approvals, dict):  # fmt: skip
+    if (
+        policy is not None
+        and record.decision == "approved"
+        and request_hash is not None
+        and len(request_hash) == 32
+        and isinstance(approvals, dict)
+    ):
         requester = tr.request(plain).get("requester")
-        tally = derive(lambda: _caught(lambda: count_valid_approvals(
-            policy, request_hash, approvals, requester if isinstance(requester, str)
-            else None), PolicyError))  # fmt: skip
+        tally = derive(
+            lambda: _caught(
+                lambda: count_valid_approvals(
+                    policy,
+                    request_hash,
+                    approvals,
+                    requester if isinstance(requester, str) else None,
+                ),
+                PolicyError,
+            )
+        )
     refusals = tr.refusals(plain)
     outputs, inputs = plain.get("outputs"), plain.get("inputs")
     return _Judged(
-        policy.hash() if policy is not None else None, stem, _consistent(record, plain), facts,
-        late, mismatches, verdict, plain.get("approved_for_signing") is True,
+        policy.hash() if policy is not None else None,
+        stem,
+        _consistent(record, plain),
+        facts,
+        late,
+        mismatches,
+        verdict,
+        plain.get("approved_for_signing") is True,
         "; ".join(str(r) for r in refusals) if refusals else None,
-        _signed_inputs(record, plain), tally,
+        _signed_inputs(record, plain),
+        tally,
         derive(lambda: frozenset(t[::-1].hex() for t in tr.request(plain).get("replaces", []))),
-        tuple(o.get("is_change") if isinstance(o, dict) else None
-              for o in (outputs if isinstance(outputs, list) else [])),
-        tuple((i, shown["key"]) for i, shown in enumerate(inputs if isinstance(inputs, list)
-                                                           else [])
-              if isinstance(shown, dict) and isinstance(shown.get("key"), bytes)),
+        tuple(
+            o.get("is_change") if isinstance(o, dict) else None
+            for o in (outputs if isinstance(outputs, list) else [])
+        ),
+        tuple(
+            (i, shown["key"])
+            for i, shown in enumerate(inputs if isinstance(inputs, list) else [])
+            if isinstance(shown, dict) and isinstance(shown.get("key"), bytes)
+        ),
         tr.shown(plain),
-    )  # fmt: skip
+    )
 
 
 def _verdict(plain: dict[str, Any], decision: Decision) -> _Verdict:
     same = tr.same_decision(plain, decision)
-    return _Verdict(decision.approved, tuple(decision.violations), same,
-                    () if same else tuple(tr.differences(plain, decision)))  # fmt: skip
+    return _Verdict(
+        decision.approved,
+        tuple(decision.violations),
+        same,
+        () if same else tuple(tr.differences(plain, decision)),
+    )
 
 
 def _consistent(record: Record, plain: dict[str, Any]) -> tuple[str, ...]:
     """The record's summary must say what the transcript says."""
     details = record.details
-    pairs = (
+    pairs: tuple[tuple[str, Any, Any], ...] = (
         ("request hash", record.subjects.get("request"), plain.get("request_hash")),
         ("txid", details.get("txid"), tr.txid_hex(plain)),
         ("refusals", details.get("refusals", []), tr.refusals(plain)),
@@ -211,23 +240,29 @@ def _consistent(record: Record, plain: dict[str, Any]) -> tuple[str, ...]:
     )
     if details.get("deferred") is True and record.decision == "refused":
         pairs = pairs[:4]  # a deferred refusal carries no amounts, by contract
-    return tuple(f"the record's {name} ({_short(in_record)}) is not the transcript's "
-                 f"({_short(in_transcript)})" for name, in_record, in_transcript in pairs
-                 if in_record != in_transcript)  # fmt: skip
+    return tuple(
+        f"the record's {name} ({_short(in_record)}) is not the transcript's "
+        f"({_short(in_transcript)})"
+        for name, in_record, in_transcript in pairs
+        if in_record != in_transcript
+    )
 
 
 def _mismatches(plain: dict[str, Any]) -> tuple[str, ...]:
     """Facts the evaluator was given that are not the ones the transcript shows."""
     facts = plain.get("facts", {})
     request = tr.request(plain)
-    return tuple(f"the evaluator's {name} ({fact}) is not the one shown ({shown})"
-                 for name, fact, shown in (
-                     ("fee", facts.get("fee"), plain.get("fee")),
-                     ("vsize", facts.get("vsize"), plain.get("vsize")),
-                     ("network", facts.get("network"), request.get("network")),
-                     ("expiry", facts.get("request_expiry"), request.get("expiry")),
-                     ("created", facts.get("request_created"), request.get("created")))
-                 if fact != shown)  # fmt: skip
+    return tuple(
+        f"the evaluator's {name} ({fact}) is not the one shown ({shown})"
+        for name, fact, shown in (
+            ("fee", facts.get("fee"), plain.get("fee")),
+            ("vsize", facts.get("vsize"), plain.get("vsize")),
+            ("network", facts.get("network"), request.get("network")),
+            ("expiry", facts.get("request_expiry"), request.get("expiry")),
+            ("created", facts.get("request_created"), request.get("created")),
+        )
+        if fact != shown
+    )
 
 
 def _signed_inputs(record: Record, plain: dict[str, Any] | None) -> tuple[list[str], str | None]:
@@ -248,15 +283,18 @@ def _signed_inputs(record: Record, plain: dict[str, Any] | None) -> tuple[list[s
         return listed, problem
     if plain is None:
         if record.decision == "approved":
-            return [], ("its inputs are named only in its transcript (outpoints_sha256), which "
-                        "is missing or unreadable: the coins it signed cannot be checked "
-                        "against other approvals")  # fmt: skip
+            return [], (
+                "its inputs are named only in its transcript (outpoints_sha256), which "
+                "is missing or unreadable: the coins it signed cannot be checked "
+                "against other approvals"
+            )
         return [], None
     try:
         shown = [str(o) for o in tr.outpoints(plain)]
     except tr.TranscriptError as exc:
-        return [], (f"transcript {exc}: the coins it signed cannot be checked against other "
-                    "approvals")  # fmt: skip
+        return [], (
+            f"transcript {exc}: the coins it signed cannot be checked against other approvals"
+        )
     count = details.get("inputs")
     if problem is None and not _digest_matches(shown, digest):
         problem = "the transcript's inputs do not hash to the record's outpoints_sha256"
@@ -282,7 +320,7 @@ class _Prepare:
 
     policies: dict[bytes, Policy]
     policy: bytes | None
-    read: Callable[[str], Transcript]
+    read: Callable[[str], Transcript | None]
 
     def __call__(self, record: Record) -> _Judged | None:
         if record.event == "policy_installed":
@@ -294,7 +332,7 @@ class _Prepare:
             return None
         stem = digest.hex()
         transcript = self.read(stem)
-        if transcript.digest != digest:
+        if transcript is None or transcript.digest != digest:
             return None
         tr.check_shape(transcript.plain)
         policy = self.policies.get(self.policy) if self.policy is not None else None
@@ -319,10 +357,15 @@ class ApplianceReplay:
     A journal entry that cannot be parsed at all raises EvidenceError naming its position.
     """
 
-    def __init__(self, bundle: ApplianceBundle, pinned_key: bytes | None,
-                 requests: Mapping[bytes, ChangeFacts] | None = None,
-                 change: ChangeDeriver | None = None, *,
-                 workers: Workers | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bundle: ApplianceBundle,
+        pinned_key: bytes | None,
+        requests: Mapping[bytes, ChangeFacts] | None = None,
+        change: ChangeDeriver | None = None,
+        *,
+        workers: Workers | None = None,
+    ) -> None:
         self.bundle = bundle
         self.id = bundle.appliance_id
         self.pinned_key = pinned_key
@@ -349,8 +392,15 @@ class ApplianceReplay:
 
     # -- findings ---------------------------------------------------------------------------
 
-    def add(self, check: str, message: str, *, seq: int | None = None,
-            ceremony: Ceremony | None = None, **where: Any) -> Finding:  # fmt: skip
+    def add(
+        self,
+        check: str,
+        message: str,
+        *,
+        seq: int | None = None,
+        ceremony: Ceremony | None = None,
+        **where: Any,
+    ) -> Finding:
         finding = Finding(check, message, appliance=self.id, seq=seq, **where)
         self.findings.append(finding)
         if ceremony is not None:
@@ -370,8 +420,10 @@ class ApplianceReplay:
         generated, last = 0, None
         for item in read_entries(self.bundle.journal, self._workers, self._preparer()):
             if isinstance(item, EntryProblem):
-                raise EvidenceError(f"{self.bundle.journal_where}: entry at position "
-                                    f"{item.position}: {item.message}")  # fmt: skip
+                raise EvidenceError(
+                    f"{self.bundle.journal_where}: entry at position "
+                    f"{item.position}: {item.message}"
+                )
             entry, record = item.entry, item.entry.record
             if verifier is not None:
                 verifier.add(record, item.signed)
@@ -443,9 +495,14 @@ class ApplianceReplay:
         if record.seq in self._kept:
             return  # the first record with a seq is the journal's, as verify_journal counts
         if record.event == "signing_decision":
-            kept = _Kept(record.hash(), entry.signature, _intern(record.event),
-                         _intern(record.decision),
-                         record.details.get("txid"), record.subjects.get("request"))
+            kept = _Kept(
+                record.hash(),
+                entry.signature,
+                _intern(record.event),
+                _intern(record.decision),
+                record.details.get("txid"),
+                record.subjects.get("request"),
+            )
         else:
             kept = _Kept(record.hash(), entry.signature, _intern(record.event))
         self._kept[record.seq] = kept
@@ -459,8 +516,7 @@ class ApplianceReplay:
         """True when ``entry`` is the journal's own entry at its seq (same record hash, same
         signature): then its signature was already checked with the journal."""
         kept = self._kept.get(entry.seq)
-        return kept is not None and kept.signature == entry.signature \
-            and kept.hash == entry.hash  # fmt: skip
+        return kept is not None and kept.signature == entry.signature and kept.hash == entry.hash
 
     def _record(self, record: Record) -> None:
         self._contract(record)
@@ -481,11 +537,13 @@ class ApplianceReplay:
         if record.event in WALLET_RECEIPT_EVENTS:
             for fp in record.actors:
                 if fp not in self._enrolled:
-                    self.add("receipt", f"{record.event}: actor {fp} is not an enrolled officer",
-                             seq=record.seq)  # fmt: skip
+                    self.add(
+                        "receipt",
+                        f"{record.event}: actor {fp} is not an enrolled officer",
+                        seq=record.seq,
+                    )
                 elif fp in self._revoked:
-                    self.add("receipt", f"{record.event}: actor {fp} was revoked",
-                             seq=record.seq)  # fmt: skip
+                    self.add("receipt", f"{record.event}: actor {fp} was revoked", seq=record.seq)
 
     def _finish_status(self) -> None:
         status = self.status
@@ -495,8 +553,12 @@ class ApplianceReplay:
 
     # -- check 1: the journal ---------------------------------------------------------------
 
-    def _journal(self, verifier: StreamVerifier | None, unverifiable: JournalError | None,
-                 last: Record | None) -> None:  # fmt: skip
+    def _journal(
+        self,
+        verifier: StreamVerifier | None,
+        unverifiable: JournalError | None,
+        last: Record | None,
+    ) -> None:
         expected = self._expected_length(last)
         try:
             if verifier is None:
@@ -516,8 +578,12 @@ class ApplianceReplay:
         that does not has lost its tail (or is not an export)."""
         if last is None or last.event != "journal_export":
             seq = last.seq if last else None
-            self.add("journal", "the journal does not end with its own journal_export "
-                     "record: truncated, or not an export", seq=seq)  # fmt: skip
+            self.add(
+                "journal",
+                "the journal does not end with its own journal_export "
+                "record: truncated, or not an export",
+                seq=seq,
+            )
             self.status.journal_findings += 1
             return None
         length = last.details.get("length")
@@ -532,17 +598,25 @@ class ApplianceReplay:
         key = self.bundle.audit_key
         if self.pinned_key is None:
             self.status.anchored = "not pinned by the coordinator"
-            self.add("journal", "the coordinator never pinned this appliance: its audit key "
-                     "is anchored nowhere outside the bundle")  # fmt: skip
+            self.add(
+                "journal",
+                "the coordinator never pinned this appliance: its audit key "
+                "is anchored nowhere outside the bundle",
+            )
         elif self.pinned_key != key:
             self.status.anchored = "differs from the coordinator's pin"
-            self.add("journal", f"audit key {key.hex()} is not the key the coordinator pinned "
-                     f"({self.pinned_key.hex()})")  # fmt: skip
+            self.add(
+                "journal",
+                f"audit key {key.hex()} is not the key the coordinator pinned "
+                f"({self.pinned_key.hex()})",
+            )
         else:
             self.status.anchored = "pinned by the coordinator"
         if generated != 1:
-            self.add("journal", f"the audit key has {generated} key_generated records "
-                     "(expected exactly one)")  # fmt: skip
+            self.add(
+                "journal",
+                f"the audit key has {generated} key_generated records (expected exactly one)",
+            )
 
     # -- check 2: policies ------------------------------------------------------------------
 
@@ -556,11 +630,19 @@ class ApplianceReplay:
         self._named.add(found.hash)
         policy = found.signed.policy
         if policy.version != version:
-            self.add("policy", f"record says version {version}, {found.name} is version "
-                     f"{policy.version}", seq=record.seq, file=found.name)  # fmt: skip
+            self.add(
+                "policy",
+                f"record says version {version}, {found.name} is version {policy.version}",
+                seq=record.seq,
+                file=found.name,
+            )
         if found.name != f"{policy.version:04d}.cbor":
-            self.add("policy", f"policy version {policy.version} is filed as {found.name}",
-                     seq=record.seq, file=found.name)  # fmt: skip
+            self.add(
+                "policy",
+                f"policy version {policy.version} is filed as {found.name}",
+                seq=record.seq,
+                file=found.name,
+            )
         self._verify_policy(record, found)
         self._policy, self._policy_lost = policy, False
         self.status.policy_versions.append(policy.version)
@@ -569,13 +651,21 @@ class ApplianceReplay:
         shown = digest.hex()[:16] if digest else "none"
         same = [p for p in self.bundle.policies if p.signed.policy.version == version]
         if same:
-            self.add("policy", f"{same[0].name} is not the policy this record installed (hash "
-                     f"{same[0].hash.hex()[:16]}…, journal says {shown}…): changed after the "
-                     "fact", seq=record.seq, file=same[0].name)  # fmt: skip
+            self.add(
+                "policy",
+                f"{same[0].name} is not the policy this record installed (hash "
+                f"{same[0].hash.hex()[:16]}…, journal says {shown}…): changed after the "
+                "fact",
+                seq=record.seq,
+                file=same[0].name,
+            )
             self._named.add(same[0].hash)
         else:
-            self.add("policy", f"the policy it installed (version {version}, hash {shown}…) "
-                     "is not in the bundle", seq=record.seq)  # fmt: skip
+            self.add(
+                "policy",
+                f"the policy it installed (version {version}, hash {shown}…) is not in the bundle",
+                seq=record.seq,
+            )
         self._policy, self._policy_lost = None, True
 
     def _verify_policy(self, record: Record, found: PolicyFile) -> None:
@@ -583,40 +673,59 @@ class ApplianceReplay:
         one against its predecessor (whose administrators must sign it)."""
         previous = self._policy
         if previous is None and self._policy_lost:
-            self.add("policy", "cannot verify the admin quorum: the previous policy is missing",
-                     seq=record.seq, file=found.name)  # fmt: skip
+            self.add(
+                "policy",
+                "cannot verify the admin quorum: the previous policy is missing",
+                seq=record.seq,
+                file=found.name,
+            )
             return
         try:
             verify_signed_policy(found.signed, previous)
         except PolicyError as exc:
             self.add("policy", str(exc), seq=record.seq, file=found.name)
         if found.signed.policy.appliance_id != self.id:
-            self.add("policy", f"policy is for appliance {found.signed.policy.appliance_id!r}",
-                     seq=record.seq, file=found.name)  # fmt: skip
+            self.add(
+                "policy",
+                f"policy is for appliance {found.signed.policy.appliance_id!r}",
+                seq=record.seq,
+                file=found.name,
+            )
         if previous is None:
             self._check_genesis(record, found)
 
     def _check_genesis(self, record: Record, found: PolicyFile) -> None:
         """The first policy lists exactly the officers and administrators enrolled."""
         policy = found.signed.policy
-        for role, listed in (("approver", policy.officers), ("administrator",
-                                                             policy.administrators)):
+        for role, listed in (
+            ("approver", policy.officers),
+            ("administrator", policy.administrators),
+        ):
             enrolled = {fp for fp, r in self._enrolled.items() if r == role}
             if {o.fingerprint for o in listed} != enrolled:
-                self.add("policy", f"the first policy's {role}s are not those enrolled",
-                         seq=record.seq, file=found.name)  # fmt: skip
+                self.add(
+                    "policy",
+                    f"the first policy's {role}s are not those enrolled",
+                    seq=record.seq,
+                    file=found.name,
+                )
 
     def _unnamed_policies(self) -> None:
         for found in self.bundle.policies:
             if found.hash not in self._named:
-                self.add("policy", f"policy version {found.signed.policy.version} is not named "
-                         "by any policy_installed record", file=found.name)  # fmt: skip
+                self.add(
+                    "policy",
+                    f"policy version {found.signed.policy.version} is not named "
+                    "by any policy_installed record",
+                    file=found.name,
+                )
 
     def _activation(self, record: Record) -> None:
         named = record.subjects.get("policy")
         if self._policy is not None and named != self._policy.hash():
-            self.add("policy", "activation names a policy other than the one in force",
-                     seq=record.seq)  # fmt: skip
+            self.add(
+                "policy", "activation names a policy other than the one in force", seq=record.seq
+            )
 
     def _officer_enrolled(self, record: Record) -> None:
         role = record.details.get("role")
@@ -628,8 +737,11 @@ class ApplianceReplay:
         for fp in record.actors:
             officer = self._policy.officer(fp) if self._policy else None
             if officer is not None and officer.active:
-                self.add("policy", f"officer {fp} is recorded revoked but is active in the "
-                         "policy in force", seq=record.seq)  # fmt: skip
+                self.add(
+                    "policy",
+                    f"officer {fp} is recorded revoked but is active in the policy in force",
+                    seq=record.seq,
+                )
 
     def _wallet_exported(self, record: Record) -> None:
         if record.details.get("audit_key") != self.bundle.audit_key.hex():
@@ -647,8 +759,11 @@ class ApplianceReplay:
             self.add("journal", f"{record.event} {problem}", seq=record.seq)
 
     def _wallet_unpinned(self, record: Record) -> None:
-        self._admin_statement(record, wallet_pin_statement(
-            self.id, "unpin", str(record.details.get("descriptor"))), "wallet_unpinned")
+        self._admin_statement(
+            record,
+            wallet_pin_statement(self.id, "unpin", str(record.details.get("descriptor"))),
+            "wallet_unpinned",
+        )
         problem = self._pins.unpin(record.details.get("descriptor"))
         if problem is not None:
             self.add("journal", f"wallet_unpinned {problem}", seq=record.seq)
@@ -661,34 +776,46 @@ class ApplianceReplay:
         if how == "policy":
             internal = getattr(self._policy, "internal_wallets", ()) if self._policy else ()
             if descriptor not in internal:
-                self.add("journal", "wallet_pinned says the policy names the wallet internal, "
-                         "but the policy in force does not", seq=record.seq)  # fmt: skip
+                self.add(
+                    "journal",
+                    "wallet_pinned says the policy names the wallet internal, "
+                    "but the policy in force does not",
+                    seq=record.seq,
+                )
         elif how == "administrators":
-            self._admin_statement(record, wallet_pin_statement(self.id, action, descriptor),
-                                  "wallet_pinned")  # fmt: skip
+            self._admin_statement(
+                record, wallet_pin_statement(self.id, action, descriptor), "wallet_pinned"
+            )
         else:
-            self.add("journal", f"wallet_pinned names no known authority ({how!r})",
-                     seq=record.seq)  # fmt: skip
+            self.add("journal", f"wallet_pinned names no known authority ({how!r})", seq=record.seq)
 
     def _admin_statement(self, record: Record, statement: dict[str, Any], what: str) -> None:
         """The administrators' signatures a record carries, counted under the policy then
         in force over exactly ``statement``."""
         signatures = record.details.get("admin_signatures")
         if self._policy is None or not isinstance(signatures, Mapping):
-            self.add("journal", f"{what} carries no administrators' signatures a known "
-                     "policy can count", seq=record.seq)  # fmt: skip
+            self.add(
+                "journal",
+                f"{what} carries no administrators' signatures a known policy can count",
+                seq=record.seq,
+            )
             return
         try:
-            tally = count_admin_signatures(self._policy, canonical.digest(statement),
-                                           dict(signatures))  # fmt: skip
+            tally = count_admin_signatures(
+                self._policy, canonical.digest(statement), dict(signatures)
+            )
         except PolicyError as exc:
-            self.add("journal", f"{what}: administrators' signatures unreadable: {exc}",
-                     seq=record.seq)  # fmt: skip
+            self.add(
+                "journal", f"{what}: administrators' signatures unreadable: {exc}", seq=record.seq
+            )
             return
         if not tally.met:
-            self.add("journal", f"{what} has {len(tally.valid)} valid administrator "
-                     f"signature(s), the policy in force needs {tally.quorum}",
-                     seq=record.seq)  # fmt: skip
+            self.add(
+                "journal",
+                f"{what} has {len(tally.valid)} valid administrator "
+                f"signature(s), the policy in force needs {tally.quorum}",
+                seq=record.seq,
+            )
 
     def _recovered(self, record: Record) -> None:
         """A journal recovery is always a finding: records were lost or damaged, and the
@@ -700,26 +827,42 @@ class ApplianceReplay:
         what = f"kept through seq {kept}, damaged tail cut from position {details.get('cut_from')}"
         if lost is not None:
             what += f", records up to seq {lost} of the old chain lost"
-        self.add("journal", f"the journal was recovered ({what}): compare with the paper log "
-                 "and the coordinator's receipts for what the lost records did",
-                 seq=record.seq)  # fmt: skip
-        problems = details.get("problems")
-        self._admin_statement(record, recovery_statement(
-            self.id, kept if isinstance(kept, int) else -1, head or GENESIS,
-            details.get("cut_from") if isinstance(details.get("cut_from"), int) else -1,
-            lost if isinstance(lost, int) else None,
-            list(problems) if isinstance(problems, list) else []), "journal_recovered")
+        self.add(
+            "journal",
+            f"the journal was recovered ({what}): compare with the paper log "
+            "and the coordinator's receipts for what the lost records did",
+            seq=record.seq,
+        )
+        problems, cut_from = details.get("problems"), details.get("cut_from")
+        self._admin_statement(
+            record,
+            recovery_statement(
+                self.id,
+                kept if isinstance(kept, int) else -1,
+                head or GENESIS,
+                cut_from if isinstance(cut_from, int) else -1,
+                lost if isinstance(lost, int) else None,
+                list(problems) if isinstance(problems, list) else [],
+            ),
+            "journal_recovered",
+        )
 
     def _reissued(self, record: Record) -> None:
         """A lost output signed again must name an approval of the same transaction."""
         seq = record.details.get("approval")
         approval = self._kept.get(seq) if isinstance(seq, int) else None
-        if (approval is None or approval.event != "signing_decision"
-                or approval.decision != "approved"
-                or approval.txid != record.details.get("txid")
-                or approval.request != record.subjects.get("request")):
-            self.add("ceremony", f"signing_reissued names no approval of the same transaction "
-                     f"(seq {seq})", seq=record.seq)  # fmt: skip
+        if (
+            approval is None
+            or approval.event != "signing_decision"
+            or approval.decision != "approved"
+            or approval.txid != record.details.get("txid")
+            or approval.request != record.subjects.get("request")
+        ):
+            self.add(
+                "ceremony",
+                f"signing_reissued names no approval of the same transaction (seq {seq})",
+                seq=record.seq,
+            )
 
     def _key(self, record: Record) -> None:
         problem = self.keys.apply(record)
@@ -735,16 +878,24 @@ class ApplianceReplay:
         if judged is not None:
             self._judge(record, ceremony, judged)
         elif record.decision == "approved":
-            self.add("ceremony", "approved without a readable transcript", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                "approved without a readable transcript",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         inputs, problem = judged.inputs if judged is not None else _signed_inputs(record, None)
         if problem is not None:
             self.add("ceremony", problem, seq=record.seq, ceremony=ceremony)
         if record.decision == "approved":
             if ceremony.paid_out is not None and ceremony.paid_out < 0:
-                self.add("ceremony", f"approved with a negative paid_out ({ceremony.paid_out} "
-                         "sat): it would lower the daily total", seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    f"approved with a negative paid_out ({ceremony.paid_out} "
+                    "sat): it would lower the daily total",
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
             self._approvals(record, ceremony, judged)
             self._history_checks(record, ceremony, inputs, judged)
             self._rederive(record, ceremony, judged)
@@ -760,12 +911,15 @@ class ApplianceReplay:
         details = record.details
         request_id = details.get("request_id")
         ceremony = Ceremony(
-            self.id, record.seq, record.time, _intern(str(record.decision)),
+            self.id,
+            record.seq,
+            record.time,
+            _intern(str(record.decision)),
             request_id.hex() if isinstance(request_id, bytes) else None,
             record.subjects.get("request"),
             details.get("txid") if isinstance(details.get("txid"), str) else None,
             self._policy.version if self._policy else None,
-        )  # fmt: skip
+        )
         ceremony.psbt_hash = record.subjects.get("psbt")
         ceremony.pinned = self._pins.snapshot()
         ceremony.internal = _internal_wallets(self._policy)
@@ -774,8 +928,11 @@ class ApplianceReplay:
         ceremony.fee = _int_or_none(details.get("fee"))
         codes = [str(r[0]) for r in details.get("refusals", []) if isinstance(r, list) and r]
         # officers who stopped the ceremony, or a quorum that was not reached, say so in text
-        codes += [f"{name}: {details[name]}" for name in ("officers", "approvals")
-                  if isinstance(details.get(name), str)]  # fmt: skip
+        codes += [
+            f"{name}: {details[name]}"
+            for name in ("officers", "approvals")
+            if isinstance(details.get(name), str)
+        ]
         ceremony.refusals = tuple(codes)
         return ceremony
 
@@ -791,13 +948,21 @@ class ApplianceReplay:
             return judged  # read, parsed and judged by the worker
         found = self.bundle.transcripts.get(stem)
         if found is None:
-            self.add("ceremony", f"transcript {stem} is missing from the bundle",
-                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"transcript {stem} is missing from the bundle",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
             return None
         if found.digest != digest:
-            self.add("ceremony", f"transcript {found.name} was altered: its content hashes "
-                     f"to {found.digest.hex()}", seq=record.seq, ceremony=ceremony,
-                     file=f"transcripts/{found.name}.cbor")  # fmt: skip
+            self.add(
+                "ceremony",
+                f"transcript {found.name} was altered: its content hashes to {found.digest.hex()}",
+                seq=record.seq,
+                ceremony=ceremony,
+                file=f"transcripts/{found.name}.cbor",
+            )
             return None
         try:
             tr.check_shape(found.plain)
@@ -812,11 +977,19 @@ class ApplianceReplay:
         self._re_evaluate(record, ceremony, judged)
         if record.decision == "approved":
             if not judged.for_signing:
-                self.add("ceremony", "approved, but the transcript was not approved for signing",
-                         seq=record.seq, ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    "approved, but the transcript was not approved for signing",
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
             if judged.refusals is not None:
-                self.add("ceremony", "approved despite refusals in the transcript: "
-                         + judged.refusals, seq=record.seq, ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    "approved despite refusals in the transcript: " + judged.refusals,
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
 
     def _re_evaluate(self, record: Record, ceremony: Ceremony, judged: _Judged) -> None:
         facts = value(judged.facts)
@@ -825,44 +998,68 @@ class ApplianceReplay:
             return
         if facts is None:
             if record.decision == "approved":
-                self.add("ceremony", "approved without a policy decision", seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    "approved without a policy decision",
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
             return
         # facts the appliance took from its own journal are recomputed from the journal
         day_total = self._history.paid_by_day.get(utc_day(facts.request_time), 0)
         if facts.spent_today_before != day_total:
-            self.add("ceremony", f"the evaluator was told {facts.spent_today_before} sat were "
-                     f"already approved that day; the journal says {day_total}",
-                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"the evaluator was told {facts.spent_today_before} sat were "
+                f"already approved that day; the journal says {day_total}",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         for problem in ((judged.late,) if judged.late else ()) + judged.mismatches:
             self.add("ceremony", problem, seq=record.seq, ceremony=ceremony)
         if self._policy is None:
-            self.add("ceremony", "no known policy was in force: the decision cannot be "
-                     "re-evaluated", seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                "no known policy was in force: the decision cannot be re-evaluated",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
             return
         verdict = value(judged.verdict)
         assert verdict is not None  # judged under this policy, from these facts
         ceremony.policy_verdict = "approved" if verdict.approved else "refused"
         if not verdict.same:
-            self.add("ceremony", f"policy version {self._policy.version} does not reach the "
-                     "same decision: " + "; ".join(verdict.differences),
-                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"policy version {self._policy.version} does not reach the "
+                "same decision: " + "; ".join(verdict.differences),
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         if record.decision == "approved" and not verdict.approved:
-            self.add("ceremony", "approved, but the policy in force refuses it: "
-                     + "; ".join(verdict.violations), seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                "approved, but the policy in force refuses it: " + "; ".join(verdict.violations),
+                seq=record.seq,
+                ceremony=ceremony,
+            )
 
     def _approvals(self, record: Record, ceremony: Ceremony, judged: _Judged | None) -> None:
         """A quorum of active officers approved exactly this request under this policy."""
         request_hash = record.subjects.get("request")
         approvals = record.details.get("approvals")
         if self._policy is None or request_hash is None or len(request_hash) != 32:
-            self.add("ceremony", "approvals cannot be checked: no policy in force or no "
-                     "request hash", seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                "approvals cannot be checked: no policy in force or no request hash",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
             return
         if not isinstance(approvals, dict):
-            self.add("ceremony", "approved without recorded approvals", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony", "approved without recorded approvals", seq=record.seq, ceremony=ceremony
+            )
             return
         if judged is not None:
             tally = value(judged.tally)  # counted under this policy, with the requester shown
@@ -872,35 +1069,54 @@ class ApplianceReplay:
             except PolicyError as exc:
                 tally = str(exc)
         if isinstance(tally, str):
-            self.add("ceremony", f"approvals unreadable: {tally}", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony", f"approvals unreadable: {tally}", seq=record.seq, ceremony=ceremony
+            )
             return
         assert tally is not None
         ceremony.approvals, ceremony.quorum = tally.valid, tally.quorum
         for fp, why in tally.rejected:
-            self.add("ceremony", f"approval by {fp} does not count: {why}", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"approval by {fp} does not count: {why}",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         if not tally.met:
-            self.add("ceremony", f"{len(tally.valid)} valid approval(s), the quorum of policy "
-                     f"version {self._policy.version} is {tally.quorum}", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"{len(tally.valid)} valid approval(s), the quorum of policy "
+                f"version {self._policy.version} is {tally.quorum}",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
 
-    def _history_checks(self, record: Record, ceremony: Ceremony, inputs: list[str],
-                        judged: _Judged | None) -> None:  # fmt: skip
+    def _history_checks(
+        self, record: Record, ceremony: Ceremony, inputs: list[str], judged: _Judged | None
+    ) -> None:
         """Replays and double spends the appliance must have refused."""
         request_id = record.details.get("request_id")
-        earlier = self._history.seen_requests.get(request_id) \
-            if isinstance(request_id, bytes) else None  # fmt: skip
+        earlier = (
+            self._history.seen_requests.get(request_id) if isinstance(request_id, bytes) else None
+        )
         if earlier is not None:
-            self.add("ceremony", f"request id was already presented at seq {earlier}: a "
-                     "replay must be refused", seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"request id was already presented at seq {earlier}: a replay must be refused",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         replaces = value(judged.replaces) if judged is not None else frozenset()
         for outpoint in inputs:
             spent = self._history.signed_outpoints.get(outpoint)
             if spent and spent[0] != ceremony.txid and spent[0] not in replaces:
-                self.add("ceremony", f"{outpoint} was already signed in {spent[0]} at seq "
-                         f"{spent[1]}, and this request does not replace it", seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    f"{outpoint} was already signed in {spent[0]} at seq "
+                    f"{spent[1]}, and this request does not replace it",
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
 
     # -- change re-derived, keys ---------------------------------------------------------
 
@@ -913,26 +1129,36 @@ class ApplianceReplay:
         derived = self._deriver.rederive_facts(request, ceremony.pinned, ceremony.internal)
         ceremony.paid_out_rederived = derived.paid_out
         for i in derived.foreign_inputs:
-            self.add("ceremony", f"input {i} spends a script that no descriptor pinned in the "
-                     f"journal at seq {record.seq} derives: the station must refuse it",
-                     seq=record.seq, ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"input {i} spends a script that no descriptor pinned in the "
+                f"journal at seq {record.seq} derives: the station must refuse it",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
         if judged is None:
             return
         claims = judged.claims
         for out in derived.outputs:
             if out.index < len(claims) and claims[out.index] is True and not out.is_change:
-                self.add("ceremony", f"output {out.index} ({out.amount} sat to "
-                         f"{self._address(out.script)}) is called change in the transcript, but "
-                         f"{self._not_change_because(out.wallet)}: it is a payment",
-                         seq=record.seq, ceremony=ceremony)  # fmt: skip
+                self.add(
+                    "ceremony",
+                    f"output {out.index} ({out.amount} sat to "
+                    f"{self._address(out.script)}) is called change in the transcript, but "
+                    f"{self._not_change_because(out.wallet)}: it is a payment",
+                    seq=record.seq,
+                    ceremony=ceremony,
+                )
         self._limits_rederived(record, ceremony, judged, derived)
 
     def _not_change_because(self, wallet: str | None) -> str:
         if wallet is None:
             return "no descriptor the journal had pinned derives its script"
         version = self._policy.version if self._policy else "none"
-        return (f"it pays pinned wallet {wallet}, which is neither the wallet its inputs spend "
-                f"from nor an internal wallet of the policy in force (version {version})")
+        return (
+            f"it pays pinned wallet {wallet}, which is neither the wallet its inputs spend "
+            f"from nor an internal wallet of the policy in force (version {version})"
+        )
 
     def _address(self, script: bytes) -> str:
         try:
@@ -942,8 +1168,9 @@ class ApplianceReplay:
         address = script_to_address(script, network) if network is not None else None
         return address or f"script {script.hex()}"
 
-    def _limits_rederived(self, record: Record, ceremony: Ceremony, judged: _Judged,
-                          derived: Rederived) -> None:  # fmt: skip
+    def _limits_rederived(
+        self, record: Record, ceremony: Ceremony, judged: _Judged, derived: Rederived
+    ) -> None:
         """The per-transaction and daily limits, judged on the re-derived amounts and the
         journal's own daily total (itself summed from re-derived amounts)."""
         if self._policy is None:
@@ -958,24 +1185,31 @@ class ApplianceReplay:
                 return  # the appliance's own evaluation, already re-run, is the same
             rederived = replace(facts, payments=payments, spent_today_before=day_total)
         except PolicyError as exc:
-            self.add("ceremony", f"re-derived facts cannot be evaluated: {exc}", seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"re-derived facts cannot be evaluated: {exc}",
+                seq=record.seq,
+                ceremony=ceremony,
+            )
             return
         decision = evaluate(self._policy, rederived)
         if not decision.approved:
-            self.add("ceremony", f"approved, but with change re-derived from the journal-pinned "
-                     f"descriptors ({derived.paid_out} sat paid out, {day_total} sat already "
-                     "approved that day) the policy in force refuses it: "
-                     + "; ".join(decision.violations), seq=record.seq,
-                     ceremony=ceremony)  # fmt: skip
+            self.add(
+                "ceremony",
+                f"approved, but with change re-derived from the journal-pinned "
+                f"descriptors ({derived.paid_out} sat paid out, {day_total} sat already "
+                "approved that day) the policy in force refuses it: "
+                + "; ".join(decision.violations),
+                seq=record.seq,
+                ceremony=ceremony,
+            )
 
     def _transcript_keys(self, record: Record, ceremony: Ceremony, judged: _Judged) -> None:
         """Every key the station shows it signs with must have been active at this seq."""
         for i, key in judged.keys:
             problem = self.keys.signing_problem(key, ceremony.keys, record.seq)
             if problem is not None:
-                self.add("ceremony", f"input {i} is {problem}", seq=record.seq,
-                         ceremony=ceremony)  # fmt: skip
+                self.add("ceremony", f"input {i} is {problem}", seq=record.seq, ceremony=ceremony)
 
     def _remember(self, record: Record, ceremony: Ceremony, inputs: list[str]) -> None:
         history = self._history
@@ -1004,8 +1238,7 @@ class ApplianceReplay:
 def _internal_wallets(policy: Policy | None) -> tuple[str, ...]:
     """The policy's internal wallets (policy format 2); none for older policies."""
     value = getattr(policy, "internal_wallets", ()) if policy is not None else ()
-    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple | list) \
-        else ()  # fmt: skip
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple | list) else ()
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -148,8 +148,9 @@ def _frame(stream: BinaryIO) -> _Frame:
         raise _NotCanonicalError  # trailing bytes
     # the header is judged by parse_export itself, on the header with no entries: the same
     # checks and the same messages as for the whole document
-    header = canonical.encode({"type": kind, "version": version, "appliance": appliance,
-                               "audit_key": key, "entries": []})  # fmt: skip
+    header = canonical.encode(
+        {"type": kind, "version": version, "appliance": appliance, "audit_key": key, "entries": []}
+    )
     appliance_id, audit_key, _ = parse_export(header)
     return _Frame(count, entries_at, appliance_id, audit_key)
 
@@ -225,13 +226,11 @@ class Oversized:
 @dataclass(frozen=True)
 class CheckedEntry:
     """An entry as read: ``signed`` when its signature verifies under the bundle's audit
-    key, ``blob_digest`` the SHA-256 of its bytes (how the same receipt is recognised in the
-    coordinator evidence without parsing it twice), ``prepared`` what the reader's
-    ``prepare`` made of its record ahead of the replay (see :func:`read_entries`)."""
+    key, ``prepared`` what the reader's ``prepare`` made of its record ahead of the replay
+    (see :func:`read_entries`)."""
 
     entry: Entry
     signed: bool
-    blob_digest: bytes
     prepared: Any = None
 
 
@@ -276,7 +275,7 @@ def _parse_canonical(blob: bytes) -> Entry | None:
     if not blob.startswith(prefix) or len(blob) - len(prefix) > MAX_RECORD_BYTES:
         return None
     try:
-        record = _record(plain["record"], memoryview(blob)[len(prefix):])
+        record = _record(plain["record"], memoryview(blob)[len(prefix) :])
         return Entry(record, sig) if record is not None else None
     except (JournalError, canonical.CanonicalError):
         return None
@@ -287,13 +286,16 @@ def _record(plain: object, encoded: memoryview) -> Record | None:
     encoding (else None): the same checks, in a cheaper order of work."""
     if type(plain) is not dict or plain.keys() != journal._RECORD_KEYS:
         return None
-    if plain["type"] != journal.RECORD_TYPE or plain["format"] != journal.RECORD_FORMAT \
-            or isinstance(plain["format"], bool):  # fmt: skip
+    if (
+        plain["type"] != journal.RECORD_TYPE
+        or plain["format"] != journal.RECORD_FORMAT
+        or isinstance(plain["format"], bool)
+    ):
         return None
-    journal._int(plain["seq"], "seq", 0, MAX_SEQ)
-    journal._hash32(plain["prev_hash"], "prev_hash")
-    journal._int(plain["time"], "time", 0, journal.MAX_TIME)
-    journal._text(plain["appliance"], "appliance id", journal.MAX_APPLIANCE_ID)
+    journal._check.integer(plain["seq"], "seq", 0, MAX_SEQ)
+    journal._check.fixed_bytes(plain["prev_hash"], "prev_hash", 32)
+    journal._check.integer(plain["time"], "time", 0, journal.MAX_TIME)
+    journal._check.text(plain["appliance"], "appliance id", journal.MAX_APPLIANCE_ID)
     journal._check_event(plain["event"])
     actors = journal._check_actors(plain["actors"])
     subjects = journal._check_subjects(plain["subjects"])
@@ -311,10 +313,18 @@ def _record(plain: object, encoded: memoryview) -> Record | None:
         return None
     record = object.__new__(Record)
     # the fields Record.__post_init__ would have set (frozen: written to its __dict__)
-    record.__dict__.update(seq=plain["seq"], prev_hash=plain["prev_hash"], time=plain["time"],
-                           appliance_id=plain["appliance"], event=plain["event"],
-                           actors=actors, subjects=subjects, decision=plain["decision"],
-                           details=details, _digest=hashlib.sha256(encoded).digest())
+    record.__dict__.update(
+        seq=plain["seq"],
+        prev_hash=plain["prev_hash"],
+        time=plain["time"],
+        appliance_id=plain["appliance"],
+        event=plain["event"],
+        actors=actors,
+        subjects=subjects,
+        decision=plain["decision"],
+        details=details,
+        _digest=hashlib.sha256(encoded).digest(),
+    )
     return record
 
 
@@ -346,27 +356,33 @@ def _ordered(mapping: dict[Any, Any]) -> bool:
     return True
 
 
-def _detail_ok(value: object, depth: int) -> bool:
+def _detail_ok(value: Any, depth: int) -> bool:
+    """A decoded CBOR value (untyped by nature) within the journal's detail limits; the
+    exact-type tests are the fast path of the replay and keep bools out of the ints."""
     if depth > journal.MAX_DETAIL_DEPTH:
         return False
     kind = type(value)
     if kind is bool:
         return True
     if kind is int:
-        return -(2**64) <= value < 2**64  # type: ignore[operator]
+        return bool(-(2**64) <= value < 2**64)
     if kind is str or kind is bytes:
-        return len(value) <= journal.MAX_DETAIL_TEXT  # type: ignore[arg-type]
+        return len(value) <= journal.MAX_DETAIL_TEXT
     if kind is list:
-        return len(value) <= journal.MAX_DETAIL_ITEMS and \
-            all(_detail_ok(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+        return len(value) <= journal.MAX_DETAIL_ITEMS and all(
+            _detail_ok(item, depth + 1) for item in value
+        )
     if kind is dict:
-        return _details_ok(value, depth)  # type: ignore[arg-type]
+        return _details_ok(value, depth)
     return False
 
 
-def parse_entries(audit_key: bytes, first: int, blobs: Sequence[bytes | Oversized],
-                  prepare: Callable[[Record], Any] | None = None
-                  ) -> list[CheckedEntry | EntryProblem]:  # fmt: skip
+def parse_entries(
+    audit_key: bytes,
+    first: int,
+    blobs: Sequence[bytes | Oversized],
+    prepare: Callable[[Record], Any] | None = None,
+) -> list[CheckedEntry | EntryProblem]:
     """Parse and check ``blobs`` (export positions ``first``...), stopping at the first
     that does not parse (as Entry.from_bytes would say it); ``prepare`` is called on each
     record in order (best effort: what it raises is dropped, the replay then does the work
@@ -375,8 +391,12 @@ def parse_entries(audit_key: bytes, first: int, blobs: Sequence[bytes | Oversize
     verify = _verifier(audit_key)
     for offset, blob in enumerate(blobs):
         if isinstance(blob, Oversized):
-            out.append(EntryProblem(first + offset, f"entry: {blob.size} bytes exceeds the "
-                                    f"{MAX_ENTRY_BYTES}-byte limit"))  # fmt: skip
+            out.append(
+                EntryProblem(
+                    first + offset,
+                    f"entry: {blob.size} bytes exceeds the {MAX_ENTRY_BYTES}-byte limit",
+                )
+            )
             break
         try:
             entry = parse_entry(blob)
@@ -390,7 +410,7 @@ def parse_entries(audit_key: bytes, first: int, blobs: Sequence[bytes | Oversize
                 prepared = prepare(entry.record)
             except Exception:  # best effort: the replay does it itself, and says what fails
                 prepared = None
-        out.append(CheckedEntry(entry, signed, hashlib.sha256(blob).digest(), prepared))
+        out.append(CheckedEntry(entry, signed, prepared))
     return out
 
 
@@ -406,7 +426,7 @@ def _verifier(audit_key: bytes) -> Callable[[bytes, bytes], bool]:
         if len(digest) != 32:
             raise ValueError("digest must be 32 bytes")
         try:
-            return key.verify(bytes(der), digest, hasher=None)  # type: ignore[no-any-return]
+            return key.verify(bytes(der), digest, hasher=None)
         except (ValueError, TypeError):
             return False
 
@@ -437,9 +457,9 @@ def _chunks(export: JournalExport, prepare: Preparer | None) -> Iterator[_Chunk]
         yield export.audit_key, first, chunk, prepare(chunk) if prepare else None
 
 
-def read_entries(export: JournalExport, workers: Workers | None = None,
-                 prepare: Preparer | None = None
-                 ) -> Iterator[CheckedEntry | EntryProblem]:  # fmt: skip
+def read_entries(
+    export: JournalExport, workers: Workers | None = None, prepare: Preparer | None = None
+) -> Iterator[CheckedEntry | EntryProblem]:
     """Every entry in order, parsed and checked; an :class:`EntryProblem` ends the stream.
 
     With ``workers`` and a long journal, worker processes parse chunks of entries while
@@ -462,6 +482,15 @@ def read_entries(export: JournalExport, workers: Workers | None = None,
 # -- the chain, one entry at a time -------------------------------------------------------
 
 
-__all__ = ["CHUNK", "PARALLEL_FROM", "CheckedEntry", "EntryProblem", "JournalExport",
-           "Oversized", "Preparer", "parse_entries", "parse_entry",
-           "read_entries"]  # fmt: skip
+__all__ = [
+    "CHUNK",
+    "PARALLEL_FROM",
+    "CheckedEntry",
+    "EntryProblem",
+    "JournalExport",
+    "Oversized",
+    "Preparer",
+    "parse_entries",
+    "parse_entry",
+    "read_entries",
+]

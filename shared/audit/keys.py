@@ -67,12 +67,16 @@ class KeyBook:
         allowed, target = TRANSITIONS[record.event]
         public = self._by_label.get(label)
         if public is None:
-            return f"{record.event} of key {label!r}, which no key_generated or restore " \
-                "record registered"  # fmt: skip
+            return (
+                f"{record.event} of key {label!r}, which no key_generated or restore "
+                "record registered"
+            )
         current = self._by_public[public]
         if current.state not in allowed:
-            return f"{record.event}: key {label!r} cannot go from {current.state} to {target} " \
-                f"(state kept as {current.state})"  # fmt: skip
+            return (
+                f"{record.event}: key {label!r} cannot go from {current.state} to {target} "
+                f"(state kept as {current.state})"
+            )
         self._set(replace(current, state=target, seq=record.seq))
         return None
 
@@ -82,12 +86,16 @@ class KeyBook:
             return f"{record.event} of key {label!r} has no 33-byte public key"
         known = self._by_public.get(public)
         if known is not None:
-            return f"{record.event}: public key {public.hex()[:16]}… is already registered " \
-                f"as {known.label!r} (state kept as {known.state})"  # fmt: skip
+            return (
+                f"{record.event}: public key {public.hex()[:16]}… is already registered "
+                f"as {known.label!r} (state kept as {known.state})"
+            )
         problem = None
         if label in self._by_label:
-            problem = f"{record.event}: label {label!r} is already registered to " \
-                f"{self._by_label[label].hex()[:16]}…"  # fmt: skip
+            problem = (
+                f"{record.event}: label {label!r} is already registered to "
+                f"{self._by_label[label].hex()[:16]}…"
+            )
         else:
             self._by_label[label] = public
         self._set(KeyState(label, public, "active", record.seq))
@@ -108,24 +116,33 @@ class KeyBook:
         """True when the journal registers ``public_key`` anywhere (at any seq)."""
         return public_key in self._by_public or public_key == self.audit_key
 
-    def signing_problem(self, public_key: bytes, at: Mapping[bytes, KeyState],
-                        seq: int) -> str | None:  # fmt: skip
+    def signing_problem(
+        self, public_key: bytes, at: Mapping[bytes, KeyState], seq: int
+    ) -> str | None:
         """Why a signature by ``public_key`` in the ceremony at ``seq`` (with key states
         ``at``) must not exist, or None when the key was active then."""
         if public_key == self.audit_key:
-            return f"signed by the station's audit key ({public_key.hex()[:16]}…), which " \
-                "may sign journal records only"  # fmt: skip
+            return (
+                f"signed by the station's audit key ({public_key.hex()[:16]}…), which "
+                "may sign journal records only"
+            )
         key = at.get(public_key)
         if key is None:
             later = self._by_public.get(public_key)
             if later is not None:
-                return f"signed by {later.describe()}, registered only at seq {later.seq}, " \
-                    f"after seq {seq}"  # fmt: skip
-            return f"signed by key {public_key.hex()[:16]}…, which no key_generated or " \
-                "restore record of this journal registers"  # fmt: skip
+                return (
+                    f"signed by {later.describe()}, registered only at seq {later.seq}, "
+                    f"after seq {seq}"
+                )
+            return (
+                f"signed by key {public_key.hex()[:16]}…, which no key_generated or "
+                "restore record of this journal registers"
+            )
         if key.state != "active":
-            return f"signed by {key.describe()}, which was {key.state} at seq {seq} " \
-                f"(since seq {key.seq})"  # fmt: skip
+            return (
+                f"signed by {key.describe()}, which was {key.state} at seq {seq} "
+                f"(since seq {key.seq})"
+            )
         return None
 
 

@@ -68,5 +68,10 @@ def deferred_problem(record: Record) -> str | None:
     return "deferred record breaks the refusal-only contract: " + "; ".join(problems)
 
 
-__all__ = ["NOT_IN_DEFERRED", "deferred_problem", "is_receipt", "journal_receipt_problem",
-           "standalone_receipt_problem"]
+__all__ = [
+    "NOT_IN_DEFERRED",
+    "deferred_problem",
+    "is_receipt",
+    "journal_receipt_problem",
+    "standalone_receipt_problem",
+]

@@ -57,16 +57,23 @@ def replay(
     index = index or build_index(coordinator)
     change = ChangeDeriver(index.top)
     replays = {
-        b.appliance_id: ApplianceReplay(b, coordinator.appliances.get(b.appliance_id),
-                                        coordinator.verified, change, workers=workers).run()
+        b.appliance_id: ApplianceReplay(
+            b,
+            coordinator.appliances.get(b.appliance_id),
+            coordinator.verified,
+            change,
+            workers=workers,
+        ).run()
         for b in bundles
-    }  # fmt: skip
+    }
     coordinator.resolve_receipts()  # a receipt that is no entry: unusable, now as before
     checked = CoordinatorReplay(coordinator, replays, index, shapes=chain is not None).run()
     findings = [f for r in replays.values() for f in r.findings] + checked.findings
     findings += birth_height_findings(
-        coordinator.wallets, evidence_heights(checked.input_wallets, checked.broadcasts),
-        "broadcast")  # fmt: skip
+        coordinator.wallets,
+        evidence_heights(checked.input_wallets, checked.broadcasts),
+        "broadcast",
+    )
     report = Report(
         [r.status for r in replays.values()],
         [c for r in replays.values() for c in r.ceremonies],
@@ -78,18 +85,22 @@ def replay(
     )
     if chain is not None:
         report.chain, chain_findings = map_outflows(
-            chain, coordinator.broadcasts, checked.broadcasts, checked.by_shape or {},
+            chain,
+            coordinator.broadcasts,
+            checked.broadcasts,
+            checked.by_shape or {},
             _approved_txids(replays.values()),
         )
         findings += chain_findings
-        findings += birth_height_findings(coordinator.wallets, chain_heights(chain, index),
-                                          "chain")  # fmt: skip
+        findings += birth_height_findings(coordinator.wallets, chain_heights(chain, index), "chain")
         report.notes += _walk_notes(chain)
     unrederived = sum(r.unrederived for r in replays.values())
     if unrederived:
-        report.notes.append(f"{unrederived} approval(s) could not have their change re-derived "
-                            "(the coordinator evidence holds no request with that hash): "
-                            "their recorded amounts were counted")  # fmt: skip
+        report.notes.append(
+            f"{unrederived} approval(s) could not have their change re-derived "
+            "(the coordinator evidence holds no request with that hash): "
+            "their recorded amounts were counted"
+        )
     for r in replays.values():
         r.status.findings = len(r.findings)
     if index.capped:
@@ -112,10 +123,12 @@ def _approved_txids(replays: Iterable[ApplianceReplay]) -> dict[str, list[str]]:
 def _walk_notes(chain: ChainScanner) -> list[str]:
     notes = [f"chain walked from block {chain.start} to {chain.tip}: {chain.start_source}"]
     if chain.start != DEFAULT_START:
-        notes.append(f"blocks before {chain.start} were not walked: a wallet coin created "
-                     "earlier is seen when a walked transaction spends it (its input reveals "
-                     "the wallet script), but one never spent is not counted, and broadcasts "
-                     "said confirmed below that height are not checked against the chain")
+        notes.append(
+            f"blocks before {chain.start} were not walked: a wallet coin created "
+            "earlier is seen when a walked transaction spends it (its input reveals "
+            "the wallet script), but one never spent is not counted, and broadcasts "
+            "said confirmed below that height are not checked against the chain"
+        )
     return notes
 
 

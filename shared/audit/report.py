@@ -54,8 +54,11 @@ def write_json(report: Report, file: TextIO, inputs: dict[str, Any] | None = Non
     """:func:`to_json`, written to ``file`` as it is made: a year's report is some 100 MB
     of text, and its ceremonies are turned into maps one at a time."""
     plain = to_plain(report, inputs)
-    for name, items in (("ceremonies", report.ceremonies), ("broadcasts", report.broadcasts),
-                        ("findings", report.findings)):  # fmt: skip
+    for name, items in (
+        ("ceremonies", report.ceremonies),
+        ("broadcasts", report.broadcasts),
+        ("findings", report.findings),
+    ):
         plain[name] = _Lazy(items)
     parts: list[str] = []
     _write(plain, parts, "\n", file)
@@ -84,7 +87,7 @@ def dumps(value: Any) -> str:
     return "".join(parts)
 
 
-_escape_json = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_escape_json = json.encoder.encode_basestring_ascii
 _int_repr = int.__repr__
 _FLUSH = 1 << 16  # parts written to the file at a time
 _CONSTANTS = {None: "null", True: "true", False: "false"}
@@ -166,16 +169,19 @@ def summary(report: Report) -> str:
     if report.chain is not None:
         chain = report.chain
         first = chain.first_wallet_height
-        lines.append(f"  chain walked {chain.start}..{chain.tip} ({chain.start_source}); first "
-                     "block paying or spending a wallet: "
-                     + ("none" if first is None else str(first)))  # fmt: skip
+        lines.append(
+            f"  chain walked {chain.start}..{chain.tip} ({chain.start_source}); first "
+            "block paying or spending a wallet: " + ("none" if first is None else str(first))
+        )
     lines += [f"  {f}" for f in report.findings[:20]]
     if len(report.findings) > 20:
         lines.append(f"  ... and {len(report.findings) - 20} more (see the reports)")
     lines += [f"  note: {n}" for n in report.notes]
     if report.alerts:
-        lines.append(f"  the coordinator raised {len(report.alerts)} alert(s) of its own "
-                     "(listed in the reports)")  # fmt: skip
+        lines.append(
+            f"  the coordinator raised {len(report.alerts)} alert(s) of its own "
+            "(listed in the reports)"
+        )
     return printable_lines(lines)
 
 
@@ -222,21 +228,39 @@ def _summary_html(report: Report, inputs: dict[str, Any]) -> str:
     verdict = "OK: every check holds" if report.ok else f"{counts['findings']} finding(s)"
     rows = "".join(_row(_cell(k), _cell(v, "num")) for k, v in counts.items())
     sources = "".join(_row(_cell(k), _cell(v)) for k, v in sorted(inputs.items()))
-    return (f'<p class="verdict {css}">{_html(verdict)}</p>'
-            f"<h2>Summary</h2><table>{_head('item', 'count')}{rows}</table>"
-            f"<h2>Inputs</h2><table>{_head('input', 'value')}{sources}</table>")  # fmt: skip
+    return (
+        f'<p class="verdict {css}">{_html(verdict)}</p>'
+        f"<h2>Summary</h2><table>{_head('item', 'count')}{rows}</table>"
+        f"<h2>Inputs</h2><table>{_head('input', 'value')}{sources}</table>"
+    )
 
 
 def _appliances_html(report: Report) -> str:
     rows = "".join(
-        _row(_cell(a.appliance_id), _cell(a.source), _cell(a.audit_key), _cell(a.anchored),
-             _cell(a.records, "num"), _cell(a.head[:16] + "…"),
-             _cell("ok" if a.journal_ok else "broken", "ok" if a.journal_ok else "bad"),
-             _cell(", ".join(map(str, a.policy_versions))), _cell(a.findings, "num"))
+        _row(
+            _cell(a.appliance_id),
+            _cell(a.source),
+            _cell(a.audit_key),
+            _cell(a.anchored),
+            _cell(a.records, "num"),
+            _cell(a.head[:16] + "…"),
+            _cell("ok" if a.journal_ok else "broken", "ok" if a.journal_ok else "bad"),
+            _cell(", ".join(map(str, a.policy_versions))),
+            _cell(a.findings, "num"),
+        )
         for a in report.appliances
-    )  # fmt: skip
-    head = _head("appliance", "bundle", "audit key", "anchored", "records", "head",
-                 "journal", "policies", "findings")  # fmt: skip
+    )
+    head = _head(
+        "appliance",
+        "bundle",
+        "audit key",
+        "anchored",
+        "records",
+        "head",
+        "journal",
+        "policies",
+        "findings",
+    )
     return f"<h2>Appliances</h2><table>{head}{rows}</table>"
 
 
@@ -249,22 +273,43 @@ def _ceremony_row(c: Ceremony) -> str:
     approvals = f"{len(c.approvals)}/{c.quorum}" if c.quorum is not None else ""
     broadcast = "" if c.broadcast is None else f"height {c.height}" if c.height else "sent"
     return _row(
-        _cell(c.seq, "num"), _cell(_utc(c.time)), _cell(c.decision), _cell(c.policy_verdict),
-        _cell(c.request_id), _cell(c.txid), _cell(c.paid_out, "num"),
-        _cell(c.paid_out_rederived, "num"), _cell(c.fee, "num"),
-        _cell(c.policy_version, "num"), _cell(approvals), _cell(", ".join(c.approvals)),
-        _cell(", ".join(c.refusals)), _cell(broadcast),
+        _cell(c.seq, "num"),
+        _cell(_utc(c.time)),
+        _cell(c.decision),
+        _cell(c.policy_verdict),
+        _cell(c.request_id),
+        _cell(c.txid),
+        _cell(c.paid_out, "num"),
+        _cell(c.paid_out_rederived, "num"),
+        _cell(c.fee, "num"),
+        _cell(c.policy_version, "num"),
+        _cell(approvals),
+        _cell(", ".join(c.approvals)),
+        _cell(", ".join(c.refusals)),
+        _cell(broadcast),
         _cell("ok" if c.ok else f"{len(c.findings)} finding(s)", css),
-    )  # fmt: skip
+    )
 
 
 def _ceremonies_html(report: Report) -> Iterator[str]:
     yield "<h2>Ceremonies</h2>"
-    head = _head("seq", "time (UTC)", "decision", "policy verdict (replayed)", "request id",
-                 "txid", "paid out (sat)", "paid out, change re-derived (sat)", "fee (sat)",
-                 "policy version", "quorum",
-                 "approvals (officer fingerprints)", "refusals", "broadcast",
-                 "result")  # fmt: skip
+    head = _head(
+        "seq",
+        "time (UTC)",
+        "decision",
+        "policy verdict (replayed)",
+        "request id",
+        "txid",
+        "paid out (sat)",
+        "paid out, change re-derived (sat)",
+        "fee (sat)",
+        "policy version",
+        "quorum",
+        "approvals (officer fingerprints)",
+        "refusals",
+        "broadcast",
+        "result",
+    )
     for appliance in report.appliances:
         yield f"<h3>Appliance {_html(appliance.appliance_id)}</h3><table>{head}"
         rows: list[str] = []
@@ -279,11 +324,16 @@ def _ceremonies_html(report: Report) -> Iterator[str]:
 
 def _broadcasts_html(report: Report) -> str:
     rows = "".join(
-        _row(_cell(b.txid), _cell(b.state), _cell(b.height, "num"), _cell(b.request_id),
-             _cell("; ".join(b.approved_by)),
-             _cell("ok" if b.approved else "not approved", "ok" if b.approved else "bad"))
+        _row(
+            _cell(b.txid),
+            _cell(b.state),
+            _cell(b.height, "num"),
+            _cell(b.request_id),
+            _cell("; ".join(b.approved_by)),
+            _cell("ok" if b.approved else "not approved", "ok" if b.approved else "bad"),
+        )
         for b in report.broadcasts
-    )  # fmt: skip
+    )
     head = _head("txid", "state", "height", "request id", "approved by", "result")
     return f"<h2>Broadcasts</h2><table>{head}{rows}</table>"
 
@@ -293,15 +343,22 @@ def _chain_html(report: Report) -> str:
     if chain is None:
         return "<h2>Chain</h2><p>Not checked (no --chain given).</p>"
     rows = "".join(
-        _row(_cell(o.txid), _cell(o.height, "num"), _cell(o.broadcast or "none"),
-             _cell("yes" if o.malleated else ""), _cell(*_outflow_result(o)))
+        _row(
+            _cell(o.txid),
+            _cell(o.height, "num"),
+            _cell(o.broadcast or "none"),
+            _cell("yes" if o.malleated else ""),
+            _cell(*_outflow_result(o)),
+        )
         for o in chain.outflows
-    )  # fmt: skip
+    )
     first = chain.first_wallet_height
-    intro = (f"<p>Blocks {chain.start}..{chain.tip} (tip {_html(chain.tip_hash)}), walked "
-             f"from {_html(chain.start_source)}; {chain.wallet_outputs} wallet outputs seen; "
-             f"first block paying or spending a wallet: "
-             f"{'none' if first is None else first}.</p>")  # fmt: skip
+    intro = (
+        f"<p>Blocks {chain.start}..{chain.tip} (tip {_html(chain.tip_hash)}), walked "
+        f"from {_html(chain.start_source)}; {chain.wallet_outputs} wallet outputs seen; "
+        f"first block paying or spending a wallet: "
+        f"{'none' if first is None else first}.</p>"
+    )
     head = _head("txid", "height", "broadcast", "malleated", "result")
     return f"<h2>Chain</h2>{intro}<table>{head}{rows}</table>"
 
@@ -310,8 +367,11 @@ def _outflow_result(outflow: OutflowResult) -> tuple[str, str]:
     if outflow.broadcast:
         return "ok", "ok"
     if outflow.approved_by:
-        return (f"approved in the journal ({', '.join(outflow.approved_by)}); the "
-                "coordinator's broadcast record is missing", "bad")
+        return (
+            f"approved in the journal ({', '.join(outflow.approved_by)}); the "
+            "coordinator's broadcast record is missing",
+            "bad",
+        )
     return "no approved ceremony", "bad"
 
 
@@ -326,11 +386,15 @@ def _findings_html(report: Report) -> str:
     if not report.findings:
         body = "<p>None.</p>"
     else:
-        rows = "".join(_row(_cell(f.check), _cell(f.where()), _cell(f.message, "bad"))
-                       for f in report.findings)  # fmt: skip
+        rows = "".join(
+            _row(_cell(f.check), _cell(f.where()), _cell(f.message, "bad")) for f in report.findings
+        )
         body = f"<table>{_head('check', 'where', 'finding')}{rows}</table>"
-    return (f"<h2>Findings</h2>{body}" + _list_html("Notes", report.notes)
-            + _list_html("The coordinator's own alerts", report.alerts))  # fmt: skip
+    return (
+        f"<h2>Findings</h2>{body}"
+        + _list_html("Notes", report.notes)
+        + _list_html("The coordinator's own alerts", report.alerts)
+    )
 
 
 def to_html(report: Report, inputs: dict[str, Any] | None = None) -> str:
@@ -343,9 +407,11 @@ def to_html(report: Report, inputs: dict[str, Any] | None = None) -> str:
 def write_html(report: Report, file: TextIO, inputs: dict[str, Any] | None = None) -> None:
     """:func:`to_html`, written to ``file`` as it is made."""
     inputs = inputs or {}
-    file.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-               "<title>Coldstation audit replay</title>"
-               f"<style>{_STYLE}</style></head><body><h1>Coldstation audit replay</h1>")
+    file.write(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Coldstation audit replay</title>"
+        f"<style>{_STYLE}</style></head><body><h1>Coldstation audit replay</h1>"
+    )
     file.write(_summary_html(report, inputs))
     file.write(_findings_html(report))
     file.write(_appliances_html(report))

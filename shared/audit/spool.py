@@ -13,12 +13,22 @@ import pickle
 import tempfile
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Spool:
+class Records(Protocol[T_co]):
+    """What the checks ask of a list of facts: a :class:`Spool` or, in tests, a tuple."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, position: int, /) -> T_co: ...
+    def __iter__(self) -> Iterator[T_co]: ...
+
+
+class Spool(Generic[T]):
     """Objects in the order appended, read back in order or by position."""
 
     def __init__(self) -> None:
@@ -30,7 +40,7 @@ class Spool:
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def append(self, value: Any) -> int:
+    def append(self, value: T) -> int:
         """Keep ``value`` (picklable); returns its position."""
         return self.append_pickled(pickle.dumps(value, _PROTOCOL))
 
@@ -43,13 +53,14 @@ class Spool:
         self._end += len(data)
         return position
 
-    def __getitem__(self, position: int) -> Any:
+    def __getitem__(self, position: int) -> T:
         if not 0 <= position < len(self._offsets):
             raise IndexError(position)
         self._file.seek(self._offsets[position])
-        return pickle.load(self._file)
+        found: T = pickle.load(self._file)  # what append() pickled: a T
+        return found
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[T]:
         """Every object in order (each read as it is reached: nothing accumulates)."""
         for position in range(len(self._offsets)):
             yield self[position]

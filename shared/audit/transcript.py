@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 from shared.bitcoin.tx import OutPoint
 from shared.policy import Decision, Facts, Payment, PolicyError
-from shared.psbt import Psbt
 from shared.review import REVIEW_FORMAT, REVIEW_TYPE
 
 _TXID = re.compile(r"[0-9a-f]{64}")
@@ -32,12 +31,6 @@ def check_shape(plain: dict[str, Any]) -> None:
         raise TranscriptError(f"not a {REVIEW_TYPE} format {REVIEW_FORMAT} transcript")
 
 
-def _int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TranscriptError(f"{name} is not an integer")
-    return value
-
-
 def _map(plain: dict[str, Any], name: str) -> dict[str, Any]:
     value = plain.get(name)
     if not isinstance(value, dict):
@@ -46,15 +39,13 @@ def _map(plain: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def payments(plain: dict[str, Any]) -> tuple[Payment, ...]:
-    """The outputs as the evaluator saw them: (script, amount, is_change)."""
+    """The outputs as the evaluator saw them: (script, amount, is_change); Payment checks
+    each field's type and range, as it did when the review built them."""
     outputs = plain.get("outputs")
     if not isinstance(outputs, list):
         raise TranscriptError("outputs is not a list")
     try:
-        return tuple(
-            Payment(o["script"], _int(o["amount"], "output amount"), o["is_change"])
-            for o in outputs
-        )
+        return tuple(Payment(o["script"], o["amount"], o["is_change"]) for o in outputs)
     except (KeyError, TypeError, PolicyError) as exc:
         raise TranscriptError(f"an output cannot be read: {exc}") from exc
 
@@ -132,24 +123,19 @@ def txid_hex(plain: dict[str, Any]) -> str | None:
     return txid[::-1].hex() if isinstance(txid, bytes) else None
 
 
-def compare_with_psbt(plain: dict[str, Any], psbt: Psbt) -> list[str]:
+def compare_shown(
+    plain: dict[str, Any], outpoints: list[str], outputs: list[tuple[bytes, int]], fee: int | None
+) -> list[str]:
     """What the officers were shown must be the request's transaction: same outpoints,
-    same outputs (script and amount), same fee. Returns the differences."""
-    tx = psbt.unsigned_tx
-    return compare_shown(plain, [str(txin.prevout) for txin in tx.inputs],
-                         [(o.script_pubkey, o.value) for o in tx.outputs], psbt.fee())
-
-
-def compare_shown(plain: dict[str, Any], outpoints: list[str],
-                  outputs: list[tuple[bytes, int]], fee: int | None) -> list[str]:  # fmt: skip
-    """:func:`compare_with_psbt` with the request's outpoints, outputs and fee already
-    read from it (:attr:`shared.audit.evidence.RequestEvidence.shown`)."""
+    same outputs (script and amount), same fee, as read from the request
+    (:attr:`shared.audit.evidence.RequestEvidence.shown`). Returns the differences."""
     problems = []
     shown_in = [i.get("outpoint") for i in plain.get("inputs", []) if isinstance(i, dict)]
     if shown_in != outpoints:
         problems.append("the inputs shown are not the request's inputs")
-    shown_out = [(o.get("script"), o.get("amount")) for o in plain.get("outputs", [])
-                 if isinstance(o, dict)]  # fmt: skip
+    shown_out = [
+        (o.get("script"), o.get("amount")) for o in plain.get("outputs", []) if isinstance(o, dict)
+    ]
     if shown_out != outputs:
         problems.append("the outputs shown are not the request's outputs")
     if plain.get("fee") != fee:
@@ -193,15 +179,18 @@ def shown(plain: dict[str, Any]) -> Shown:
     inputs, outputs = plain.get("inputs"), plain.get("outputs")
     return Shown(
         tuple(i.get("outpoint") for i in inputs if isinstance(i, dict))
-        if isinstance(inputs, list | dict) else (),
+        if isinstance(inputs, list | dict)
+        else (),
         tuple((o.get("script"), o.get("amount")) for o in outputs if isinstance(o, dict))
-        if isinstance(outputs, list | dict) else (),
+        if isinstance(outputs, list | dict)
+        else (),
         plain.get("fee"),
-    )  # fmt: skip
+    )
 
 
-def compare_kept(kept: Shown, outpoints: list[str], outputs: list[tuple[bytes, int]],
-                 fee: int | None) -> list[str]:  # fmt: skip
+def compare_kept(
+    kept: Shown, outpoints: list[str], outputs: list[tuple[bytes, int]], fee: int | None
+) -> list[str]:
     """:func:`compare_shown` on what :func:`shown` kept of the transcript."""
     problems = []
     if list(kept.inputs) != outpoints:
@@ -214,14 +203,20 @@ def compare_kept(kept: Shown, outpoints: list[str], outputs: list[tuple[bytes, i
 
 
 def shown_transaction(plain: dict[str, Any]) -> dict[str, Any]:
-    """Only what :func:`compare_with_psbt` reads (the inputs' outpoints, the outputs'
+    """Only what :func:`compare_shown` reads (the inputs' outpoints, the outputs'
     scripts and amounts, the fee), in the transcript's shape: what a ceremony keeps of its
     transcript once the journal check is done with it."""
     inputs, outputs = plain.get("inputs"), plain.get("outputs")
     return {
         "inputs": [{"outpoint": i.get("outpoint")} for i in inputs if isinstance(i, dict)]
-        if isinstance(inputs, list | dict) else [],
-        "outputs": [{"script": o.get("script"), "amount": o.get("amount")} for o in outputs
-                    if isinstance(o, dict)] if isinstance(outputs, list | dict) else [],
+        if isinstance(inputs, list | dict)
+        else [],
+        "outputs": [
+            {"script": o.get("script"), "amount": o.get("amount")}
+            for o in outputs
+            if isinstance(o, dict)
+        ]
+        if isinstance(outputs, list | dict)
+        else [],
         "fee": plain.get("fee"),
-    }  # fmt: skip
+    }

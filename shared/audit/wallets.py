@@ -9,13 +9,10 @@ is ours. Fixed-key descriptors (``wpkh(<hex>)``, the appliance's HSM keys) have 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
-from shared.audit.facts import highest_hint
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError
-from shared.psbt import Psbt
 
 GAP = 100
 #: A hint naming a huge index must not make the replay derive for hours.
@@ -45,12 +42,6 @@ class WalletIndex:
     def wallet_of(self, script: bytes) -> str | None:
         found = self.scripts.get(script)
         return found.wallet if found else None
-
-
-def highest_hinted_index(psbts: Iterable[Psbt]) -> int:
-    """The largest unhardened last path element in any derivation hint, or -1 (the
-    evidence's requests are read for it as they are parsed: ``highest_hint``)."""
-    return highest_hint(psbts)
 
 
 def build_index(evidence: CoordinatorEvidence) -> WalletIndex:

@@ -16,14 +16,15 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from types import TracebackType
 from typing import TypeVar
+
+from shared.closing import Closing
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
-class Workers:
+class Workers(Closing):
     """``processes`` worker processes (0: everything in this process), started when first
     needed and stopped when the ``with`` block ends."""
 
@@ -31,20 +32,14 @@ class Workers:
         self.processes = max(0, processes)
         self._pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:  # fmt: skip
-        self.close()
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def map(self, function: Callable[[Job], Result], jobs: Iterable[Job],
-            parallel: bool = True) -> Iterator[Result]:  # fmt: skip
+    def map(
+        self, function: Callable[[Job], Result], jobs: Iterable[Job], parallel: bool = True
+    ) -> Iterator[Result]:
         """``function(job)`` for each job, in order; in worker processes when there are
         any and ``parallel`` (the caller's judgement that the jobs are worth sending),
         with at most three jobs per process in flight (a worker always has the next one
@@ -66,9 +61,12 @@ class Workers:
                     if not pending[0].done():
                         # rather than wait idle, this process takes the next job itself
                         # (its result needs no pickling either)
-                        job = next(jobs, _END)
-                        if job is not _END:
-                            pending.append(_here(function, job))  # type: ignore[arg-type]
+                        try:
+                            extra = next(jobs)
+                        except StopIteration:
+                            pass
+                        else:
+                            pending.append(_here(function, extra))
                             continue
                     yield pending.popleft().result()
             while pending:
@@ -76,9 +74,6 @@ class Workers:
         finally:
             for future in pending:
                 future.cancel()
-
-
-_END = object()
 
 
 def _here(function: Callable[[Job], Result], job: Job) -> Future[Result]:

@@ -51,11 +51,23 @@ _PRIVATE_VERSIONS = {
 }
 #: SLIP-132 version bytes, recognised only to refuse them with a clear message.
 _SLIP132_VERSIONS = {
-    0x049D7CB2: "ypub", 0x049D7878: "yprv", 0x04B24746: "zpub", 0x04B2430C: "zprv",
-    0x0295B43F: "Ypub", 0x0295B005: "Yprv", 0x02AA7ED3: "Zpub", 0x02AA7A99: "Zprv",
-    0x044A5262: "upub", 0x044A4E28: "uprv", 0x045F1CF6: "vpub", 0x045F18BC: "vprv",
-    0x024289EF: "Upub", 0x024285B5: "Uprv", 0x02575483: "Vpub", 0x02575048: "Vprv",
-}  # fmt: skip
+    0x049D7CB2: "ypub",
+    0x049D7878: "yprv",
+    0x04B24746: "zpub",
+    0x04B2430C: "zprv",
+    0x0295B43F: "Ypub",
+    0x0295B005: "Yprv",
+    0x02AA7ED3: "Zpub",
+    0x02AA7A99: "Zprv",
+    0x044A5262: "upub",
+    0x044A4E28: "uprv",
+    0x045F1CF6: "vpub",
+    0x045F18BC: "vprv",
+    0x024289EF: "Upub",
+    0x024285B5: "Uprv",
+    0x02575483: "Vpub",
+    0x02575048: "Vprv",
+}
 _ALL_VERSIONS = {**_PUBLIC_VERSIONS, **_PRIVATE_VERSIONS}
 _PATH_ELEMENT = re.compile(r"([0-9]+)(['hH]?)")
 
@@ -111,10 +123,6 @@ class ExtendedKey:
     def network(self) -> Network:
         """MAINNET for xpub/xprv, TESTNET (standing for every test network) otherwise."""
         return _ALL_VERSIONS[self.version]
-
-    @property
-    def is_hardened_child(self) -> bool:
-        return self.child_number >= HARDENED
 
     @cached_property
     def point(self) -> PublicKey:
@@ -206,9 +214,13 @@ class ExtendedKey:
             return self
         public_version = self.network.xpub_version
         out = ExtendedKey(
-            public_version, self.depth, self.parent_fingerprint, self.child_number,
-            self.chain_code, self.public_key,
-        )  # fmt: skip
+            public_version,
+            self.depth,
+            self.parent_fingerprint,
+            self.child_number,
+            self.chain_code,
+            self.public_key,
+        )
         out.__dict__["point"] = self.point
         return out
 
@@ -273,9 +285,13 @@ def _ckd_public(parent: ExtendedKey, index: int) -> ExtendedKey:
     except ValueError:
         raise BIP32Error(f"child {index} is invalid (BIP-32: use the next index)") from None
     child = ExtendedKey(
-        parent.version, parent.depth + 1, parent.fingerprint, index, chain_code,
+        parent.version,
+        parent.depth + 1,
+        parent.fingerprint,
+        index,
+        chain_code,
         point.format(compressed=True),
-    )  # fmt: skip
+    )
     child.__dict__["point"] = point  # prime the cache: grandchildren need no re-parse
     return child
 
@@ -383,4 +399,4 @@ class KeyOrigin:
         if len(data) < 4 or len(data) % 4:
             raise ValueError(f"key origin of {len(data)} bytes is not 4 + 4k bytes")
         path = struct.unpack_from(f"<{len(data) // 4 - 1}I", data, 4)  # uint32 LE each
-        return cls(data[:4], path)
+        return cls(data[:4], list(path))

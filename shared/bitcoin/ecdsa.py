@@ -26,7 +26,8 @@ def is_valid_pubkey(data: bytes) -> bool:
     # libsecp256k1's own parse, as coincurve's PublicKey(data) calls it, without building
     # the object: a large PSBT checks thousands of keys and keeps none of them.
     parsed = ffi.new("secp256k1_pubkey *")
-    return lib.secp256k1_ec_pubkey_parse(GLOBAL_CONTEXT.ctx, parsed, bytes(data), len(data)) == 1
+    status: int = lib.secp256k1_ec_pubkey_parse(GLOBAL_CONTEXT.ctx, parsed, bytes(data), len(data))
+    return status == 1  # the C function's int result: 1 parsed, 0 not a point
 
 
 def is_strict_der(sig: bytes) -> bool:
@@ -54,10 +55,7 @@ def _strict_der_int(sig: bytes, tag_at: int, length: int) -> bool:
 
 def is_valid_signature_encoding(sig_with_hashtype: bytes) -> bool:
     """Bitcoin Core's DERSIG|STRICTENC check: strict DER plus a defined sighash type."""
-    return (
-        is_strict_der(sig_with_hashtype)
-        and sig_with_hashtype[-1] in VALID_ECDSA_SIGHASH_TYPES
-    )
+    return is_strict_der(sig_with_hashtype) and sig_with_hashtype[-1] in VALID_ECDSA_SIGHASH_TYPES
 
 
 def der_from_raw(raw: bytes) -> bytes:

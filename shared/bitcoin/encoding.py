@@ -32,12 +32,6 @@ def hash160(data: bytes) -> bytes:
     return ripemd160(sha256(data))
 
 
-def tagged_hash(tag: str, data: bytes) -> bytes:
-    """BIP-340 tagged hash."""
-    tag_hash = sha256(tag.encode())
-    return sha256(tag_hash + tag_hash + data)
-
-
 def compact_size(n: int) -> bytes:
     """Encode ``n`` as a Bitcoin CompactSize (minimal encoding)."""
     if 0 <= n < 0xFD:

@@ -174,14 +174,13 @@ def parse_multisig(script: bytes) -> Multisig | None:
     if len(ops) < 4 or ops[-1][0] != OP_CHECKMULTISIG:
         return None
     m, n = _pushed_count(ops[0]), _pushed_count(ops[-2])
-    keys = [data for _, data in ops[1:-2]]
-    if m is None or n is None or not 1 <= m <= n == len(keys):
-        return None
-    if not all(data is not None and len(data) in (33, 65) for data in keys):
-        return None
+    pushed = [data for _, data in ops[1:-2]]
+    keys = tuple(data for data in pushed if data is not None and len(data) in (33, 65))
+    if m is None or n is None or not 1 <= m <= n == len(pushed) == len(keys):
+        return None  # a wrong count, or a pushed item that is not a public key
     if multisig_script(m, keys) != script:  # non-minimal pushes are not our template
         return None
-    return Multisig(m, tuple(k for k in keys if k is not None))
+    return Multisig(m, keys)
 
 
 def _pushed_count(op: tuple[int, bytes | None]) -> int | None:
@@ -195,8 +194,10 @@ def _pushed_count(op: tuple[int, bytes | None]) -> int | None:
 def classify(script_pubkey: bytes) -> OutputType:
     """Name the standard type of an output script."""
     s = script_pubkey
-    if len(s) == 25 and s[:3] == bytes([OP_DUP, OP_HASH160, 20]) and s[23:] == bytes(
-        [OP_EQUALVERIFY, OP_CHECKSIG]
+    if (
+        len(s) == 25
+        and s[:3] == bytes([OP_DUP, OP_HASH160, 20])
+        and s[23:] == bytes([OP_EQUALVERIFY, OP_CHECKSIG])
     ):
         return OutputType.P2PKH
     if len(s) == 23 and s[:2] == bytes([OP_HASH160, 20]) and s[22] == OP_EQUAL:

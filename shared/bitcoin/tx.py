@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from shared.bitcoin.encoding import ByteReader, DecodeError, compact_size, hash256, with_length
 
-MAX_MONEY = 21_000_000 * 100_000_000
 SEQUENCE_FINAL = 0xFFFFFFFF
 SEQUENCE_RBF = 0xFFFFFFFD
 #: nLockTime below this is a block height, from here on a unix time (Core's LOCKTIME_THRESHOLD).
@@ -102,13 +101,21 @@ class Transaction:
         parts.append(compact_size(len(self.inputs)))
         for txin in self.inputs:
             script = txin.script_sig
-            parts += (txin.prevout.txid, txin.prevout.vout.to_bytes(4, "little"),
-                      compact_size(len(script)), script, txin.sequence.to_bytes(4, "little"))
+            parts += (
+                txin.prevout.txid,
+                txin.prevout.vout.to_bytes(4, "little"),
+                compact_size(len(script)),
+                script,
+                txin.sequence.to_bytes(4, "little"),
+            )
         parts.append(compact_size(len(self.outputs)))
         for txout in self.outputs:
             script = txout.script_pubkey
-            parts += (txout.value.to_bytes(8, "little", signed=True), compact_size(len(script)),
-                      script)
+            parts += (
+                txout.value.to_bytes(8, "little", signed=True),
+                compact_size(len(script)),
+                script,
+            )
         if with_wit:
             for txin in self.inputs:
                 parts.append(compact_size(len(txin.witness)))

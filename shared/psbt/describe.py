@@ -20,10 +20,13 @@ def describe(psbt: Psbt, network: Network) -> dict[str, Any]:
     """JSON-ready summary: inputs, outputs, amounts, fee when known, fields present."""
     tx = psbt.unsigned_tx
     outputs = [
-        {**_txout(out, network), "fields": m.field_names(),
-         "bip32_derivations": _origins(m.bip32_derivations)}
+        {
+            **_txout(out, network),
+            "fields": m.field_names(),
+            "bip32_derivations": _origins(m.bip32_derivations),
+        }
         for out, m in zip(tx.outputs, psbt.outputs, strict=True)
-    ]  # fmt: skip
+    ]
     utxos = psbt.input_utxos()
     inputs = [
         _input(inp, txin, utxo, network)

@@ -21,8 +21,61 @@ from shared.bitcoin.tx import LOCKTIME_THRESHOLD, Transaction, TxOut
 
 TAPROOT_CONTROL_MAX_NODE_COUNT = 128
 TAPROOT_LEAF_MASK = 0xFE
+
+# -- key types, by their BIP-174/370/371/373 names ----------------------------------------
+
+#: The one type every map shares: a vendor's records, kept byte for byte.
 PROPRIETARY = 0xFC
-IN_PARTIAL_SIG = 0x02
+
+PSBT_GLOBAL_UNSIGNED_TX = 0x00
+PSBT_GLOBAL_XPUB = 0x01
+PSBT_GLOBAL_TX_VERSION = 0x02
+PSBT_GLOBAL_FALLBACK_LOCKTIME = 0x03
+PSBT_GLOBAL_INPUT_COUNT = 0x04
+PSBT_GLOBAL_OUTPUT_COUNT = 0x05
+PSBT_GLOBAL_TX_MODIFIABLE = 0x06
+PSBT_GLOBAL_VERSION = 0xFB
+PSBT_GLOBAL_PROPRIETARY = PROPRIETARY
+
+PSBT_IN_NON_WITNESS_UTXO = 0x00
+PSBT_IN_WITNESS_UTXO = 0x01
+PSBT_IN_PARTIAL_SIG = 0x02
+PSBT_IN_SIGHASH_TYPE = 0x03
+PSBT_IN_REDEEM_SCRIPT = 0x04
+PSBT_IN_WITNESS_SCRIPT = 0x05
+PSBT_IN_BIP32_DERIVATION = 0x06
+PSBT_IN_FINAL_SCRIPTSIG = 0x07
+PSBT_IN_FINAL_SCRIPTWITNESS = 0x08
+PSBT_IN_RIPEMD160 = 0x0A
+PSBT_IN_SHA256 = 0x0B
+PSBT_IN_HASH160 = 0x0C
+PSBT_IN_HASH256 = 0x0D
+PSBT_IN_PREVIOUS_TXID = 0x0E
+PSBT_IN_OUTPUT_INDEX = 0x0F
+PSBT_IN_SEQUENCE = 0x10
+PSBT_IN_REQUIRED_TIME_LOCKTIME = 0x11
+PSBT_IN_REQUIRED_HEIGHT_LOCKTIME = 0x12
+PSBT_IN_TAP_KEY_SIG = 0x13
+PSBT_IN_TAP_SCRIPT_SIG = 0x14
+PSBT_IN_TAP_LEAF_SCRIPT = 0x15
+PSBT_IN_TAP_BIP32_DERIVATION = 0x16
+PSBT_IN_TAP_INTERNAL_KEY = 0x17
+PSBT_IN_TAP_MERKLE_ROOT = 0x18
+PSBT_IN_MUSIG2_PARTICIPANT_PUBKEYS = 0x1A
+PSBT_IN_MUSIG2_PUB_NONCE = 0x1B
+PSBT_IN_MUSIG2_PARTIAL_SIG = 0x1C
+PSBT_IN_PROPRIETARY = PROPRIETARY
+
+PSBT_OUT_REDEEM_SCRIPT = 0x00
+PSBT_OUT_WITNESS_SCRIPT = 0x01
+PSBT_OUT_BIP32_DERIVATION = 0x02
+PSBT_OUT_AMOUNT = 0x03
+PSBT_OUT_SCRIPT = 0x04
+PSBT_OUT_TAP_INTERNAL_KEY = 0x05
+PSBT_OUT_TAP_TREE = 0x06
+PSBT_OUT_TAP_BIP32_DERIVATION = 0x07
+PSBT_OUT_MUSIG2_PARTICIPANT_PUBKEYS = 0x08
+PSBT_OUT_PROPRIETARY = PROPRIETARY
 
 
 class Scope(Enum):
@@ -331,61 +384,68 @@ def _proprietary(keydata: bytes, value: bytes) -> bytes:
 
 # -- the registry ----------------------------------------------------------------------
 
-GLOBAL_FIELDS: dict[int, FieldSpec] = {
-    0x00: FieldSpec("PSBT_GLOBAL_UNSIGNED_TX", _unsigned_tx, only_version=0),
-    0x01: FieldSpec("PSBT_GLOBAL_XPUB", _global_xpub, key_len=None),
-    0x02: FieldSpec("PSBT_GLOBAL_TX_VERSION", _u32, only_version=2),
-    0x03: FieldSpec("PSBT_GLOBAL_FALLBACK_LOCKTIME", _u32, only_version=2),
-    0x04: FieldSpec("PSBT_GLOBAL_INPUT_COUNT", _compact_exact, only_version=2),
-    0x05: FieldSpec("PSBT_GLOBAL_OUTPUT_COUNT", _compact_exact, only_version=2),
-    0x06: FieldSpec("PSBT_GLOBAL_TX_MODIFIABLE", _tx_modifiable, only_version=2),
-    0xFB: FieldSpec("PSBT_GLOBAL_VERSION", _psbt_version),
-    PROPRIETARY: FieldSpec("PSBT_GLOBAL_PROPRIETARY", _proprietary, key_len=None),
-}
 
-INPUT_FIELDS: dict[int, FieldSpec] = {
-    0x00: FieldSpec("PSBT_IN_NON_WITNESS_UTXO", _non_witness_utxo),
-    0x01: FieldSpec("PSBT_IN_WITNESS_UTXO", _txout),
-    0x02: FieldSpec("PSBT_IN_PARTIAL_SIG", _partial_sig, key_len=None),
-    0x03: FieldSpec("PSBT_IN_SIGHASH_TYPE", _i32),
-    0x04: FieldSpec("PSBT_IN_REDEEM_SCRIPT", _raw),
-    0x05: FieldSpec("PSBT_IN_WITNESS_SCRIPT", _raw),
-    0x06: FieldSpec("PSBT_IN_BIP32_DERIVATION", _bip32_derivation, key_len=None),
-    0x07: FieldSpec("PSBT_IN_FINAL_SCRIPTSIG", _raw),
-    0x08: FieldSpec("PSBT_IN_FINAL_SCRIPTWITNESS", _witness_stack),
-    0x0A: FieldSpec("PSBT_IN_RIPEMD160", _preimage(20), key_len=None),
-    0x0B: FieldSpec("PSBT_IN_SHA256", _preimage(32), key_len=None),
-    0x0C: FieldSpec("PSBT_IN_HASH160", _preimage(20), key_len=None),
-    0x0D: FieldSpec("PSBT_IN_HASH256", _preimage(32), key_len=None),
-    0x0E: FieldSpec("PSBT_IN_PREVIOUS_TXID", _hash32, only_version=2),
-    0x0F: FieldSpec("PSBT_IN_OUTPUT_INDEX", _u32, only_version=2),
-    0x10: FieldSpec("PSBT_IN_SEQUENCE", _u32, only_version=2),
-    0x11: FieldSpec("PSBT_IN_REQUIRED_TIME_LOCKTIME", _time_locktime, only_version=2),
-    0x12: FieldSpec("PSBT_IN_REQUIRED_HEIGHT_LOCKTIME", _height_locktime, only_version=2),
-    0x13: FieldSpec("PSBT_IN_TAP_KEY_SIG", _tap_key_sig),
-    0x14: FieldSpec("PSBT_IN_TAP_SCRIPT_SIG", _tap_script_sig, key_len=None),
-    0x15: FieldSpec("PSBT_IN_TAP_LEAF_SCRIPT", _tap_leaf_script, key_len=None),
-    0x16: FieldSpec("PSBT_IN_TAP_BIP32_DERIVATION", _tap_bip32, key_len=None),
-    0x17: FieldSpec("PSBT_IN_TAP_INTERNAL_KEY", _hash32),
-    0x18: FieldSpec("PSBT_IN_TAP_MERKLE_ROOT", _hash32),
-    0x1A: FieldSpec("PSBT_IN_MUSIG2_PARTICIPANT_PUBKEYS", _musig_participants, key_len=None),
-    0x1B: FieldSpec("PSBT_IN_MUSIG2_PUB_NONCE", _musig_pubnonce, key_len=None),
-    0x1C: FieldSpec("PSBT_IN_MUSIG2_PARTIAL_SIG", _musig_partial_sig, key_len=None),
-    PROPRIETARY: FieldSpec("PSBT_IN_PROPRIETARY", _proprietary, key_len=None),
-}
+def _by_type(*specs: FieldSpec) -> dict[int, FieldSpec]:
+    """Each spec under the key type its BIP name stands for (the constants above), so a
+    name and its number are written once and cannot drift apart."""
+    return {globals()[spec.name]: spec for spec in specs}
 
-OUTPUT_FIELDS: dict[int, FieldSpec] = {
-    0x00: FieldSpec("PSBT_OUT_REDEEM_SCRIPT", _raw),
-    0x01: FieldSpec("PSBT_OUT_WITNESS_SCRIPT", _raw),
-    0x02: FieldSpec("PSBT_OUT_BIP32_DERIVATION", _bip32_derivation, key_len=None),
-    0x03: FieldSpec("PSBT_OUT_AMOUNT", _amount, only_version=2),
-    0x04: FieldSpec("PSBT_OUT_SCRIPT", _raw, only_version=2),
-    0x05: FieldSpec("PSBT_OUT_TAP_INTERNAL_KEY", _hash32),
-    0x06: FieldSpec("PSBT_OUT_TAP_TREE", _tap_tree),
-    0x07: FieldSpec("PSBT_OUT_TAP_BIP32_DERIVATION", _tap_bip32, key_len=None),
-    0x08: FieldSpec("PSBT_OUT_MUSIG2_PARTICIPANT_PUBKEYS", _musig_participants, key_len=None),
-    PROPRIETARY: FieldSpec("PSBT_OUT_PROPRIETARY", _proprietary, key_len=None),
-}
+
+GLOBAL_FIELDS = _by_type(
+    FieldSpec("PSBT_GLOBAL_UNSIGNED_TX", _unsigned_tx, only_version=0),
+    FieldSpec("PSBT_GLOBAL_XPUB", _global_xpub, key_len=None),
+    FieldSpec("PSBT_GLOBAL_TX_VERSION", _u32, only_version=2),
+    FieldSpec("PSBT_GLOBAL_FALLBACK_LOCKTIME", _u32, only_version=2),
+    FieldSpec("PSBT_GLOBAL_INPUT_COUNT", _compact_exact, only_version=2),
+    FieldSpec("PSBT_GLOBAL_OUTPUT_COUNT", _compact_exact, only_version=2),
+    FieldSpec("PSBT_GLOBAL_TX_MODIFIABLE", _tx_modifiable, only_version=2),
+    FieldSpec("PSBT_GLOBAL_VERSION", _psbt_version),
+    FieldSpec("PSBT_GLOBAL_PROPRIETARY", _proprietary, key_len=None),
+)
+
+INPUT_FIELDS = _by_type(
+    FieldSpec("PSBT_IN_NON_WITNESS_UTXO", _non_witness_utxo),
+    FieldSpec("PSBT_IN_WITNESS_UTXO", _txout),
+    FieldSpec("PSBT_IN_PARTIAL_SIG", _partial_sig, key_len=None),
+    FieldSpec("PSBT_IN_SIGHASH_TYPE", _i32),
+    FieldSpec("PSBT_IN_REDEEM_SCRIPT", _raw),
+    FieldSpec("PSBT_IN_WITNESS_SCRIPT", _raw),
+    FieldSpec("PSBT_IN_BIP32_DERIVATION", _bip32_derivation, key_len=None),
+    FieldSpec("PSBT_IN_FINAL_SCRIPTSIG", _raw),
+    FieldSpec("PSBT_IN_FINAL_SCRIPTWITNESS", _witness_stack),
+    FieldSpec("PSBT_IN_RIPEMD160", _preimage(20), key_len=None),
+    FieldSpec("PSBT_IN_SHA256", _preimage(32), key_len=None),
+    FieldSpec("PSBT_IN_HASH160", _preimage(20), key_len=None),
+    FieldSpec("PSBT_IN_HASH256", _preimage(32), key_len=None),
+    FieldSpec("PSBT_IN_PREVIOUS_TXID", _hash32, only_version=2),
+    FieldSpec("PSBT_IN_OUTPUT_INDEX", _u32, only_version=2),
+    FieldSpec("PSBT_IN_SEQUENCE", _u32, only_version=2),
+    FieldSpec("PSBT_IN_REQUIRED_TIME_LOCKTIME", _time_locktime, only_version=2),
+    FieldSpec("PSBT_IN_REQUIRED_HEIGHT_LOCKTIME", _height_locktime, only_version=2),
+    FieldSpec("PSBT_IN_TAP_KEY_SIG", _tap_key_sig),
+    FieldSpec("PSBT_IN_TAP_SCRIPT_SIG", _tap_script_sig, key_len=None),
+    FieldSpec("PSBT_IN_TAP_LEAF_SCRIPT", _tap_leaf_script, key_len=None),
+    FieldSpec("PSBT_IN_TAP_BIP32_DERIVATION", _tap_bip32, key_len=None),
+    FieldSpec("PSBT_IN_TAP_INTERNAL_KEY", _hash32),
+    FieldSpec("PSBT_IN_TAP_MERKLE_ROOT", _hash32),
+    FieldSpec("PSBT_IN_MUSIG2_PARTICIPANT_PUBKEYS", _musig_participants, key_len=None),
+    FieldSpec("PSBT_IN_MUSIG2_PUB_NONCE", _musig_pubnonce, key_len=None),
+    FieldSpec("PSBT_IN_MUSIG2_PARTIAL_SIG", _musig_partial_sig, key_len=None),
+    FieldSpec("PSBT_IN_PROPRIETARY", _proprietary, key_len=None),
+)
+
+OUTPUT_FIELDS = _by_type(
+    FieldSpec("PSBT_OUT_REDEEM_SCRIPT", _raw),
+    FieldSpec("PSBT_OUT_WITNESS_SCRIPT", _raw),
+    FieldSpec("PSBT_OUT_BIP32_DERIVATION", _bip32_derivation, key_len=None),
+    FieldSpec("PSBT_OUT_AMOUNT", _amount, only_version=2),
+    FieldSpec("PSBT_OUT_SCRIPT", _raw, only_version=2),
+    FieldSpec("PSBT_OUT_TAP_INTERNAL_KEY", _hash32),
+    FieldSpec("PSBT_OUT_TAP_TREE", _tap_tree),
+    FieldSpec("PSBT_OUT_TAP_BIP32_DERIVATION", _tap_bip32, key_len=None),
+    FieldSpec("PSBT_OUT_MUSIG2_PARTICIPANT_PUBKEYS", _musig_participants, key_len=None),
+    FieldSpec("PSBT_OUT_PROPRIETARY", _proprietary, key_len=None),
+)
 
 REGISTRY: dict[Scope, dict[int, FieldSpec]] = {
     Scope.GLOBAL: GLOBAL_FIELDS,

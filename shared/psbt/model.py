@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any, Self
 
 from shared.bitcoin.bip32 import KeyOrigin
@@ -42,14 +43,62 @@ MAX_PSBT_SIZE = 16 * 1024 * 1024
 
 # Bitcoin Core's serialization order; types not listed (unknown) come last, by key.
 _ORDER = {
-    Scope.GLOBAL: [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0xFB, 0xFC],
-    Scope.INPUT: [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x0B, 0x0C, 0x0D, 0x13,
-                  0x14, 0x15, 0x16, 0x17, 0x18, 0x1A, 0x1B, 0x1C, 0x07, 0x08, 0x0E, 0x0F,
-                  0x10, 0x11, 0x12, 0xFC],
-    Scope.OUTPUT: [0x00, 0x01, 0x02, 0x03, 0x04, 0xFC, 0x05, 0x06, 0x07, 0x08],
-}  # fmt: skip
+    Scope.GLOBAL: [
+        f.PSBT_GLOBAL_UNSIGNED_TX,
+        f.PSBT_GLOBAL_XPUB,
+        f.PSBT_GLOBAL_TX_VERSION,
+        f.PSBT_GLOBAL_FALLBACK_LOCKTIME,
+        f.PSBT_GLOBAL_INPUT_COUNT,
+        f.PSBT_GLOBAL_OUTPUT_COUNT,
+        f.PSBT_GLOBAL_TX_MODIFIABLE,
+        f.PSBT_GLOBAL_VERSION,
+        f.PSBT_GLOBAL_PROPRIETARY,
+    ],
+    Scope.INPUT: [
+        f.PSBT_IN_NON_WITNESS_UTXO,
+        f.PSBT_IN_WITNESS_UTXO,
+        f.PSBT_IN_PARTIAL_SIG,
+        f.PSBT_IN_SIGHASH_TYPE,
+        f.PSBT_IN_REDEEM_SCRIPT,
+        f.PSBT_IN_WITNESS_SCRIPT,
+        f.PSBT_IN_BIP32_DERIVATION,
+        f.PSBT_IN_RIPEMD160,
+        f.PSBT_IN_SHA256,
+        f.PSBT_IN_HASH160,
+        f.PSBT_IN_HASH256,
+        f.PSBT_IN_TAP_KEY_SIG,
+        f.PSBT_IN_TAP_SCRIPT_SIG,
+        f.PSBT_IN_TAP_LEAF_SCRIPT,
+        f.PSBT_IN_TAP_BIP32_DERIVATION,
+        f.PSBT_IN_TAP_INTERNAL_KEY,
+        f.PSBT_IN_TAP_MERKLE_ROOT,
+        f.PSBT_IN_MUSIG2_PARTICIPANT_PUBKEYS,
+        f.PSBT_IN_MUSIG2_PUB_NONCE,
+        f.PSBT_IN_MUSIG2_PARTIAL_SIG,
+        f.PSBT_IN_FINAL_SCRIPTSIG,
+        f.PSBT_IN_FINAL_SCRIPTWITNESS,
+        f.PSBT_IN_PREVIOUS_TXID,
+        f.PSBT_IN_OUTPUT_INDEX,
+        f.PSBT_IN_SEQUENCE,
+        f.PSBT_IN_REQUIRED_TIME_LOCKTIME,
+        f.PSBT_IN_REQUIRED_HEIGHT_LOCKTIME,
+        f.PSBT_IN_PROPRIETARY,
+    ],
+    Scope.OUTPUT: [
+        f.PSBT_OUT_REDEEM_SCRIPT,
+        f.PSBT_OUT_WITNESS_SCRIPT,
+        f.PSBT_OUT_BIP32_DERIVATION,
+        f.PSBT_OUT_AMOUNT,
+        f.PSBT_OUT_SCRIPT,
+        f.PSBT_OUT_PROPRIETARY,
+        f.PSBT_OUT_TAP_INTERNAL_KEY,
+        f.PSBT_OUT_TAP_TREE,
+        f.PSBT_OUT_TAP_BIP32_DERIVATION,
+        f.PSBT_OUT_MUSIG2_PARTICIPANT_PUBKEYS,
+    ],
+}
 _RANK = {scope: {t: i for i, t in enumerate(order)} for scope, order in _ORDER.items()}
-_NON_WITNESS_UTXO_KEY = b"\x00"  # PSBT_IN_NON_WITNESS_UTXO, a one-byte key
+_NON_WITNESS_UTXO_KEY = bytes((f.PSBT_IN_NON_WITNESS_UTXO,))  # a one-byte key
 
 
 def split_key(key: bytes) -> tuple[int, bytes]:
@@ -99,7 +148,7 @@ class PsbtMap:
         self._records.pop(key, None)
         self._decoded.pop(key, None)
 
-    def keep_only(self, key_types: set[int]) -> None:
+    def keep_only(self, key_types: AbstractSet[int]) -> None:
         """Drop every known field whose type is not in ``key_types`` (unknowns stay)."""
         for key in list(self._records):
             key_type, _ = split_key(key)
@@ -128,9 +177,6 @@ class PsbtMap:
             return self._decoded.get(_TYPE_BYTE[key_type])
         return self._decoded.get(make_key(key_type, keydata))
 
-    def has(self, key_type: int) -> bool:
-        return any(True for _ in self.entries(key_type))
-
     def entries(self, key_type: int) -> Iterator[tuple[bytes, Any]]:
         """(key data, decoded value) for every record of ``key_type``."""
         if 0 <= key_type < 0xFD:  # a one-byte type: the first byte of the key says it all
@@ -143,7 +189,7 @@ class PsbtMap:
             if key.startswith(prefix) and split_key(key)[0] == key_type:
                 yield key[len(prefix) :], decoded
 
-    def types(self) -> set[int]:
+    def types(self) -> AbstractSet[int]:
         return {key[0] if key[0] < 0xFD else split_key(key)[0] for key in self._records}
 
     @property
@@ -182,9 +228,9 @@ class PsbtMap:
         key_type = key[0] if key[0] < 0xFD else split_key(key)[0]
         rank = self._rank.get(key_type, len(self._rank))
         secondary = b""
-        if key_type == 0x02 and self.scope is Scope.INPUT:
+        if key_type == f.PSBT_IN_PARTIAL_SIG and self.scope is Scope.INPUT:
             secondary = hash160(key[1:])  # Core keys partial signatures by key id
-        elif key_type == 0x01 and self.scope is Scope.GLOBAL:
+        elif key_type == f.PSBT_GLOBAL_XPUB and self.scope is Scope.GLOBAL:
             secondary = self._decoded[key].to_psbt_bytes()
         return rank, secondary, key
 
@@ -241,40 +287,40 @@ class PsbtInput(PsbtMap):
 
     @property
     def non_witness_utxo(self) -> Transaction | None:
-        return self.get(0x00)
+        return self.get(f.PSBT_IN_NON_WITNESS_UTXO)
 
     @property
     def witness_utxo(self) -> TxOut | None:
-        return self.get(0x01)
+        return self.get(f.PSBT_IN_WITNESS_UTXO)
 
     @property
     def partial_sigs(self) -> dict[bytes, bytes]:
         """Public key to signature (DER plus sighash byte)."""
-        return dict(self.entries(0x02))
+        return dict(self.entries(f.PSBT_IN_PARTIAL_SIG))
 
     @property
     def sighash_type(self) -> int | None:
-        return self.get(0x03)
+        return self.get(f.PSBT_IN_SIGHASH_TYPE)
 
     @property
     def redeem_script(self) -> bytes | None:
-        return self.get(0x04)
+        return self.get(f.PSBT_IN_REDEEM_SCRIPT)
 
     @property
     def witness_script(self) -> bytes | None:
-        return self.get(0x05)
+        return self.get(f.PSBT_IN_WITNESS_SCRIPT)
 
     @property
     def bip32_derivations(self) -> dict[bytes, KeyOrigin]:
-        return dict(self.entries(0x06))
+        return dict(self.entries(f.PSBT_IN_BIP32_DERIVATION))
 
     @property
     def final_script_sig(self) -> bytes | None:
-        return self.get(0x07)
+        return self.get(f.PSBT_IN_FINAL_SCRIPTSIG)
 
     @property
     def final_script_witness(self) -> list[bytes] | None:
-        return self.get(0x08)
+        return self.get(f.PSBT_IN_FINAL_SCRIPTWITNESS)
 
     @property
     def is_finalized(self) -> bool:
@@ -283,23 +329,32 @@ class PsbtInput(PsbtMap):
     # PSBT v2 fields
     @property
     def previous_txid(self) -> bytes | None:
-        return self.get(0x0E)
+        return self.get(f.PSBT_IN_PREVIOUS_TXID)
 
     @property
     def output_index(self) -> int | None:
-        return self.get(0x0F)
+        return self.get(f.PSBT_IN_OUTPUT_INDEX)
 
     @property
     def sequence(self) -> int | None:
-        return self.get(0x10)
+        return self.get(f.PSBT_IN_SEQUENCE)
 
     @property
     def required_time_locktime(self) -> int | None:
-        return self.get(0x11)
+        return self.get(f.PSBT_IN_REQUIRED_TIME_LOCKTIME)
 
     @property
     def required_height_locktime(self) -> int | None:
-        return self.get(0x12)
+        return self.get(f.PSBT_IN_REQUIRED_HEIGHT_LOCKTIME)
+
+    def v2_prevout(self) -> OutPoint:
+        """The outpoint a v2 input spends (BIP-370 requires both fields)."""
+        txid, index = self.previous_txid, self.output_index
+        if txid is None or index is None:
+            raise PsbtStructureError(
+                f"{self.where}: a v2 input needs PREVIOUS_TXID and OUTPUT_INDEX"
+            )
+        return OutPoint(txid, index)
 
 
 class PsbtOutput(PsbtMap):
@@ -309,23 +364,30 @@ class PsbtOutput(PsbtMap):
 
     @property
     def redeem_script(self) -> bytes | None:
-        return self.get(0x00)
+        return self.get(f.PSBT_OUT_REDEEM_SCRIPT)
 
     @property
     def witness_script(self) -> bytes | None:
-        return self.get(0x01)
+        return self.get(f.PSBT_OUT_WITNESS_SCRIPT)
 
     @property
     def bip32_derivations(self) -> dict[bytes, KeyOrigin]:
-        return dict(self.entries(0x02))
+        return dict(self.entries(f.PSBT_OUT_BIP32_DERIVATION))
 
     @property
     def amount(self) -> int | None:
-        return self.get(0x03)
+        return self.get(f.PSBT_OUT_AMOUNT)
 
     @property
     def script(self) -> bytes | None:
-        return self.get(0x04)
+        return self.get(f.PSBT_OUT_SCRIPT)
+
+    def v2_txout(self) -> TxOut:
+        """The output a v2 map describes (BIP-370 requires both fields)."""
+        amount, script = self.amount, self.script
+        if amount is None or script is None:
+            raise PsbtStructureError(f"{self.where}: a v2 output needs AMOUNT and SCRIPT")
+        return TxOut(amount, script)
 
 
 class Psbt:
@@ -344,7 +406,7 @@ class Psbt:
     def from_unsigned_tx(cls, tx: Transaction) -> Psbt:
         """Creator role: a v0 PSBT around an unsigned transaction."""
         global_map = PsbtMap("global")
-        global_map.set(0x00, tx.serialize(include_witness=False))
+        global_map.set(f.PSBT_GLOBAL_UNSIGNED_TX, tx.serialize(include_witness=False))
         inputs = [PsbtInput(f"input {i}") for i in range(len(tx.inputs))]
         outputs = [PsbtOutput(f"output {i}") for i in range(len(tx.outputs))]
         return cls(global_map, inputs, outputs)
@@ -387,15 +449,19 @@ class Psbt:
     @classmethod
     def _read(cls, reader: ByteReader) -> Psbt:
         global_map = _read_map(reader, PsbtMap("global"))
-        version = global_map.get(0xFB) or 0
+        version = global_map.get(f.PSBT_GLOBAL_VERSION) or 0
         if version == 1:
             raise PsbtStructureError("there is no PSBT version 1")
         global_map.check_version(version)
         n_inputs, n_outputs = _global_counts(global_map, version)
-        inputs = [_read_map(reader, PsbtInput(f"input {i}"), "input", n_inputs, i)
-                  for i in range(n_inputs)]  # fmt: skip
-        outputs = [_read_map(reader, PsbtOutput(f"output {i}"), "output", n_outputs, i)
-                   for i in range(n_outputs)]  # fmt: skip
+        inputs = [
+            _read_map(reader, PsbtInput(f"input {i}"), "input", n_inputs, i)
+            for i in range(n_inputs)
+        ]
+        outputs = [
+            _read_map(reader, PsbtOutput(f"output {i}"), "output", n_outputs, i)
+            for i in range(n_outputs)
+        ]
         if not reader.at_end():
             raise PsbtDecodeError(f"{reader.remaining()} bytes of extra data after the PSBT")
         psbt = cls(global_map, inputs, outputs)
@@ -411,12 +477,14 @@ class Psbt:
         if self.version != 2:
             return
         for inp in self.inputs:
-            for key_type, name in ((0x0E, "PSBT_IN_PREVIOUS_TXID"), (0x0F, "PSBT_IN_OUTPUT_INDEX")):
+            for key_type in (f.PSBT_IN_PREVIOUS_TXID, f.PSBT_IN_OUTPUT_INDEX):
                 if inp.get(key_type) is None:
+                    name = f.field_name(Scope.INPUT, key_type)
                     raise PsbtStructureError(f"{inp.where}: {name} is required in PSBT v2")
         for out in self.outputs:
-            for key_type, name in ((0x03, "PSBT_OUT_AMOUNT"), (0x04, "PSBT_OUT_SCRIPT")):
+            for key_type in (f.PSBT_OUT_AMOUNT, f.PSBT_OUT_SCRIPT):
                 if out.get(key_type) is None:
+                    name = f.field_name(Scope.OUTPUT, key_type)
                     raise PsbtStructureError(f"{out.where}: {name} is required in PSBT v2")
 
     def _check_utxos_match(self) -> None:
@@ -438,31 +506,30 @@ class Psbt:
 
     @property
     def version(self) -> int:
-        return self.globals.get(0xFB) or 0
+        return self.globals.get(f.PSBT_GLOBAL_VERSION) or 0
 
     @property
     def xpubs(self) -> dict[bytes, KeyOrigin]:
         """Serialized 78-byte extended public keys to their key origins."""
-        return dict(self.globals.entries(0x01))
+        return dict(self.globals.entries(f.PSBT_GLOBAL_XPUB))
 
     def prevouts(self) -> list[OutPoint]:
         if self.version == 0:
-            return [txin.prevout for txin in self.globals.get(0x00).inputs]
-        return [OutPoint(inp.previous_txid, inp.output_index) for inp in self.inputs]
+            return [txin.prevout for txin in self.globals.get(f.PSBT_GLOBAL_UNSIGNED_TX).inputs]
+        return [inp.v2_prevout() for inp in self.inputs]
 
     def prevout(self, index: int) -> OutPoint:
         """The outpoint input ``index`` spends, in constant time (``prevouts()[index]``
         builds the whole list: called once per input, that is quadratic in the inputs)."""
         if self.version == 0:
-            return self.globals.get(0x00).inputs[index].prevout
-        inp = self.inputs[index]
-        return OutPoint(inp.previous_txid, inp.output_index)
+            return self.globals.get(f.PSBT_GLOBAL_UNSIGNED_TX).inputs[index].prevout
+        return self.inputs[index].v2_prevout()
 
     @property
     def unsigned_tx(self) -> Transaction:
         """The transaction being signed (for v2, assembled from the per-map fields)."""
         if self.version == 0:
-            tx: Transaction = self.globals.get(0x00)
+            tx: Transaction = self.globals.get(f.PSBT_GLOBAL_UNSIGNED_TX)
             return Transaction(
                 tx.version,
                 [TxIn(i.prevout, b"", i.sequence) for i in tx.inputs],
@@ -473,26 +540,25 @@ class Psbt:
         if locktime is None:
             raise PsbtStructureError("inputs require incompatible locktime types")
         inputs = [
-            TxIn(OutPoint(i.previous_txid, i.output_index), b"",
-                 0xFFFFFFFF if i.sequence is None else i.sequence)
+            TxIn(i.v2_prevout(), b"", 0xFFFFFFFF if i.sequence is None else i.sequence)
             for i in self.inputs
-        ]  # fmt: skip
-        outputs = [TxOut(o.amount, o.script) for o in self.outputs]
-        return Transaction(self.globals.get(0x02), inputs, outputs, locktime)
+        ]
+        outputs = [o.v2_txout() for o in self.outputs]
+        return Transaction(self.globals.get(f.PSBT_GLOBAL_TX_VERSION), inputs, outputs, locktime)
 
     def computed_locktime(self) -> int | None:
         """BIP-370 locktime: height preferred when every constraint allows it; else None."""
         if self.version == 0:
-            return self.globals.get(0x00).locktime
+            return self.globals.get(f.PSBT_GLOBAL_UNSIGNED_TX).locktime
         heights = [i.required_height_locktime for i in self.inputs]
         times = [i.required_time_locktime for i in self.inputs]
         constrained = [(h, t) for h, t in zip(heights, times, strict=True) if h or t]
         if not constrained:
-            return self.globals.get(0x03) or 0
+            return self.globals.get(f.PSBT_GLOBAL_FALLBACK_LOCKTIME) or 0
         if all(h for h, _ in constrained):
-            return max(h for h, _ in constrained)
+            return max(h or 0 for h, _ in constrained)  # all set: `or 0` only for the type
         if all(t for _, t in constrained):
-            return max(t for _, t in constrained)
+            return max(t or 0 for _, t in constrained)
         return None
 
     def input_utxo(self, index: int) -> TxOut | None:
@@ -557,23 +623,25 @@ def _kept_in_v0(scope: Scope, key_type: int) -> bool:
     spec = REGISTRY[scope].get(key_type)
     if spec is None:
         return True
-    return spec.only_version is None and not (scope is Scope.GLOBAL and key_type == 0xFB)
+    is_version = scope is Scope.GLOBAL and key_type == f.PSBT_GLOBAL_VERSION
+    return spec.only_version is None and not is_version
 
 
 def _global_counts(global_map: PsbtMap, version: int) -> tuple[int, int]:
     if version == 0:
-        tx = global_map.get(0x00)
+        tx = global_map.get(f.PSBT_GLOBAL_UNSIGNED_TX)
         if tx is None:
             raise PsbtStructureError("global: PSBT_GLOBAL_UNSIGNED_TX is required in PSBT v0")
         return len(tx.inputs), len(tx.outputs)
-    for key_type, name in (
-        (0x02, "PSBT_GLOBAL_TX_VERSION"),
-        (0x04, "PSBT_GLOBAL_INPUT_COUNT"),
-        (0x05, "PSBT_GLOBAL_OUTPUT_COUNT"),
+    for key_type in (
+        f.PSBT_GLOBAL_TX_VERSION,
+        f.PSBT_GLOBAL_INPUT_COUNT,
+        f.PSBT_GLOBAL_OUTPUT_COUNT,
     ):
         if global_map.get(key_type) is None:
+            name = f.field_name(Scope.GLOBAL, key_type)
             raise PsbtStructureError(f"global: {name} is required in PSBT v2")
-    return global_map.get(0x04), global_map.get(0x05)
+    return global_map.get(f.PSBT_GLOBAL_INPUT_COUNT), global_map.get(f.PSBT_GLOBAL_OUTPUT_COUNT)
 
 
 def _read_map(
@@ -596,6 +664,7 @@ def _read_map(
         value = reader.read_var_bytes(value_what)
         if key in records:
             key_type, _ = split_key(key)
-            raise PsbtFieldError(target.where, f.field_name(target.scope, key_type),
-                                 f"duplicate key {key.hex()}")  # fmt: skip
+            raise PsbtFieldError(
+                target.where, f.field_name(target.scope, key_type), f"duplicate key {key.hex()}"
+            )
         target.set_record(key, value)

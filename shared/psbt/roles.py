@@ -15,15 +15,34 @@ from shared.bitcoin.encoding import compact_size, with_length
 from shared.bitcoin.script import ScriptError, iter_ops, push_data
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.tx import Transaction
+from shared.psbt import fields as f
 from shared.psbt.errors import PsbtCombineError, PsbtError, PsbtFinalizeError
 from shared.psbt.fields import Scope, field_name
 from shared.psbt.model import Psbt, PsbtMap, split_key
 from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
 
 #: Input fields where two honest copies may differ (re-signing); the first copy wins.
-_FIRST_WINS = {0x00, 0x02, 0x13, 0x14, 0x1B, 0x1C}
+_FIRST_WINS = {
+    f.PSBT_IN_NON_WITNESS_UTXO,
+    f.PSBT_IN_PARTIAL_SIG,
+    f.PSBT_IN_TAP_KEY_SIG,
+    f.PSBT_IN_TAP_SCRIPT_SIG,
+    f.PSBT_IN_MUSIG2_PUB_NONCE,
+    f.PSBT_IN_MUSIG2_PARTIAL_SIG,
+}
 #: What a finalized input keeps (BIP-174: UTXOs and finals; plus v2 and proprietary fields).
-_KEEP_AFTER_FINALIZE = {0x00, 0x01, 0x07, 0x08, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0xFC}
+_KEEP_AFTER_FINALIZE = {
+    f.PSBT_IN_NON_WITNESS_UTXO,
+    f.PSBT_IN_WITNESS_UTXO,
+    f.PSBT_IN_FINAL_SCRIPTSIG,
+    f.PSBT_IN_FINAL_SCRIPTWITNESS,
+    f.PSBT_IN_PREVIOUS_TXID,
+    f.PSBT_IN_OUTPUT_INDEX,
+    f.PSBT_IN_SEQUENCE,
+    f.PSBT_IN_REQUIRED_TIME_LOCKTIME,
+    f.PSBT_IN_REQUIRED_HEIGHT_LOCKTIME,
+    f.PSBT_IN_PROPRIETARY,
+}
 
 
 # -- combiner --------------------------------------------------------------------------
@@ -94,9 +113,9 @@ def finalize(psbt: Psbt) -> FinalizeResult:
             problems[index] = str(exc)
             continue
         if script_sig:
-            inp.set(0x07, script_sig)
+            inp.set(f.PSBT_IN_FINAL_SCRIPTSIG, script_sig)
         if witness:
-            inp.set(0x08, _encode_witness(witness))
+            inp.set(f.PSBT_IN_FINAL_SCRIPTWITNESS, _encode_witness(witness))
         inp.keep_only(_KEEP_AFTER_FINALIZE)
     return FinalizeResult(result, problems)
 

@@ -83,16 +83,27 @@ def spend_info(psbt: Psbt, index: int) -> SpendInfo:
         return _legacy(index, utxo, script, redeem)
     version, prog = program
     if version == 0 and len(prog) == 20:
-        return SpendInfo(index, utxo, SpendKind.P2WPKH, True, p2wpkh_script_code(prog), (), 1,
-                         prog, redeem, None)  # fmt: skip
+        return SpendInfo(
+            index, utxo, SpendKind.P2WPKH, True, p2wpkh_script_code(prog), (), 1, prog, redeem, None
+        )
     if version == 0 and len(prog) == 32:
         if witness_script is None or sha256(witness_script) != prog:
             raise PsbtError(f"{where}: witnessScript does not match the witness program")
         multisig = parse_multisig(witness_script)
         if multisig is None:
             raise UnsupportedInputError(f"{where}: witnessScript is not a multisig script")
-        return SpendInfo(index, utxo, SpendKind.MULTISIG, True, witness_script, multisig.pubkeys,
-                         multisig.threshold, None, redeem, witness_script)  # fmt: skip
+        return SpendInfo(
+            index,
+            utxo,
+            SpendKind.MULTISIG,
+            True,
+            witness_script,
+            multisig.pubkeys,
+            multisig.threshold,
+            None,
+            redeem,
+            witness_script,
+        )
     raise UnsupportedInputError(f"{where}: witness version {version} inputs are not supported")
 
 
@@ -112,10 +123,21 @@ def _utxo(psbt: Psbt, index: int) -> TxOut:
 def _legacy(index: int, utxo: TxOut, script: bytes, redeem: bytes | None) -> SpendInfo:
     multisig = parse_multisig(script)
     if multisig is not None:
-        return SpendInfo(index, utxo, SpendKind.MULTISIG, False, script, multisig.pubkeys,
-                         multisig.threshold, None, redeem, None)  # fmt: skip
+        return SpendInfo(
+            index,
+            utxo,
+            SpendKind.MULTISIG,
+            False,
+            script,
+            multisig.pubkeys,
+            multisig.threshold,
+            None,
+            redeem,
+            None,
+        )
     if classify(script) is OutputType.P2PKH and redeem is None:
-        return SpendInfo(index, utxo, SpendKind.P2PKH, False, script, (), 1, script[3:23],
-                         None, None)  # fmt: skip
+        return SpendInfo(
+            index, utxo, SpendKind.P2PKH, False, script, (), 1, script[3:23], None, None
+        )
     kind = classify(script).value
     raise UnsupportedInputError(f"input {index}: script type {kind} is not supported")

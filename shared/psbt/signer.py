@@ -12,6 +12,7 @@ from coincurve import PrivateKey
 from shared.bitcoin import ecdsa
 from shared.bitcoin.sighash import SIGHASH_ALL, VALID_ECDSA_SIGHASH_TYPES, SighashCache
 from shared.psbt.errors import PsbtSignerError
+from shared.psbt.fields import PSBT_IN_PARTIAL_SIG
 from shared.psbt.model import Psbt, PsbtInput
 from shared.psbt.scripts import UnsupportedInputError, spend_info
 
@@ -46,7 +47,7 @@ def sign_psbt(psbt: Psbt, secrets: list[bytes], low_r: bool = True) -> tuple[Psb
             if not info.may_sign(pubkey) or pubkey in inp.partial_sigs:
                 continue
             der = ecdsa.sign(secret, info.digest(cache, hash_type), low_r)
-            inp.set(0x02, der + bytes([hash_type & 0xFF]), keydata=pubkey)
+            inp.set(PSBT_IN_PARTIAL_SIG, der + bytes([hash_type & 0xFF]), keydata=pubkey)
             added += 1
     return result, added
 

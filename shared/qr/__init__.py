@@ -1,11 +1,10 @@
-"""QR transport: render UR parts as QR frames, decode camera frames, simulate the channel.
+"""QR transport, the pure part: render UR parts as QR frames, and the transport presets.
 
 ``frames`` renders a stream at one fixed QR version (images and terminal half blocks),
-``presets`` holds the ``fast`` and ``robust`` transport settings, ``decoders`` reads QR
-codes (zxing-cpp, then pyzbar), ``channel`` simulates a screen-to-camera channel for tests
-and benchmarks. ``camera`` (OpenCV ``VideoCapture``) and ``video`` (``VideoWriter``) are
-the only I/O in ``shared/``; like ``decoders`` and ``channel`` they import OpenCV, so they
-are not re-exported here: a screen that only shows half blocks does not load it.
+``stream`` turns one UR into the endless half-block frames an animated-QR screen shows,
+``presets`` holds the ``fast`` and ``robust`` transport settings. Reading QR codes (the
+camera, video files, decoders, the receiver, the channel simulator) is I/O or loads
+OpenCV, so it lives in :mod:`shared.adapters`; the Textual screen is in :mod:`shared.ui`.
 """
 
 from shared.qr.frames import (

@@ -43,18 +43,174 @@ CANVAS_720P = (1280, 720)
 
 # Data codewords per version 1..40 for each ECC level (ISO/IEC 18004:2015 Table 7).
 _DATA_CODEWORDS = {
-    "L": (19, 34, 55, 80, 108, 136, 156, 194, 232, 274, 324, 370, 428, 461, 523, 589, 647,
-          721, 795, 861, 932, 1006, 1094, 1174, 1276, 1370, 1468, 1531, 1631, 1735, 1843,
-          1955, 2071, 2191, 2306, 2434, 2566, 2702, 2812, 2956),
-    "M": (16, 28, 44, 64, 86, 108, 124, 154, 182, 216, 254, 290, 334, 365, 415, 453, 507,
-          563, 627, 669, 714, 782, 860, 914, 1000, 1062, 1128, 1193, 1267, 1373, 1455, 1541,
-          1631, 1725, 1812, 1914, 1992, 2102, 2216, 2334),
-    "Q": (13, 22, 34, 48, 62, 76, 88, 110, 132, 154, 180, 206, 244, 261, 295, 325, 367,
-          397, 445, 485, 512, 568, 614, 664, 718, 754, 808, 871, 911, 985, 1033, 1115, 1171,
-          1231, 1286, 1354, 1426, 1502, 1582, 1666),
-    "H": (9, 16, 26, 36, 46, 60, 66, 86, 100, 122, 140, 158, 180, 197, 223, 253, 283, 313,
-          341, 385, 406, 442, 464, 514, 538, 596, 628, 661, 701, 745, 793, 845, 901, 961,
-          986, 1054, 1096, 1142, 1222, 1276),
+    "L": (
+        19,
+        34,
+        55,
+        80,
+        108,
+        136,
+        156,
+        194,
+        232,
+        274,
+        324,
+        370,
+        428,
+        461,
+        523,
+        589,
+        647,
+        721,
+        795,
+        861,
+        932,
+        1006,
+        1094,
+        1174,
+        1276,
+        1370,
+        1468,
+        1531,
+        1631,
+        1735,
+        1843,
+        1955,
+        2071,
+        2191,
+        2306,
+        2434,
+        2566,
+        2702,
+        2812,
+        2956,
+    ),
+    "M": (
+        16,
+        28,
+        44,
+        64,
+        86,
+        108,
+        124,
+        154,
+        182,
+        216,
+        254,
+        290,
+        334,
+        365,
+        415,
+        453,
+        507,
+        563,
+        627,
+        669,
+        714,
+        782,
+        860,
+        914,
+        1000,
+        1062,
+        1128,
+        1193,
+        1267,
+        1373,
+        1455,
+        1541,
+        1631,
+        1725,
+        1812,
+        1914,
+        1992,
+        2102,
+        2216,
+        2334,
+    ),
+    "Q": (
+        13,
+        22,
+        34,
+        48,
+        62,
+        76,
+        88,
+        110,
+        132,
+        154,
+        180,
+        206,
+        244,
+        261,
+        295,
+        325,
+        367,
+        397,
+        445,
+        485,
+        512,
+        568,
+        614,
+        664,
+        718,
+        754,
+        808,
+        871,
+        911,
+        985,
+        1033,
+        1115,
+        1171,
+        1231,
+        1286,
+        1354,
+        1426,
+        1502,
+        1582,
+        1666,
+    ),
+    "H": (
+        9,
+        16,
+        26,
+        36,
+        46,
+        60,
+        66,
+        86,
+        100,
+        122,
+        140,
+        158,
+        180,
+        197,
+        223,
+        253,
+        283,
+        313,
+        341,
+        385,
+        406,
+        442,
+        464,
+        514,
+        538,
+        596,
+        628,
+        661,
+        701,
+        745,
+        793,
+        845,
+        901,
+        961,
+        986,
+        1054,
+        1096,
+        1142,
+        1222,
+        1276,
+    ),
 }
 
 # Terminal glyphs indexed by (top dark) + 2 * (bottom dark).
@@ -116,8 +272,9 @@ def qr_matrix(text: str, version: int, ecc: str = "L", *, mask: int | None = Non
     """Modules of ``text`` at exactly ``version``: 2-D ``bool`` array, True = dark, no border."""
     level = normalize_ecc(ecc)
     try:
-        qr = segno.make_qr(text, version=_check_version(version), error=level,
-                           boost_error=False, mask=mask)
+        qr = segno.make_qr(
+            text, version=_check_version(version), error=level, boost_error=False, mask=mask
+        )
     except segno.DataOverflowError as exc:
         raise FrameError(f"{len(text)} characters do not fit QR version {version}-{level}") from exc
     except ValueError as exc:
@@ -130,8 +287,9 @@ def add_quiet_zone(matrix: np.ndarray, quiet_zone: int = QUIET_ZONE) -> np.ndarr
     return np.pad(matrix, quiet_zone, constant_values=False)
 
 
-def matrix_to_image(matrix: np.ndarray, module_size: int,
-                    quiet_zone: int = QUIET_ZONE) -> np.ndarray:
+def matrix_to_image(
+    matrix: np.ndarray, module_size: int, quiet_zone: int = QUIET_ZONE
+) -> np.ndarray:
     """Grayscale ``uint8`` image: dark modules 0, light 255, each ``module_size`` px square."""
     if module_size < 1:
         raise FrameError(f"module size must be >= 1 pixel, got {module_size}")
@@ -148,12 +306,13 @@ def place_on_canvas(image: np.ndarray, size: tuple[int, int] = CANVAS_720P) -> n
         raise FrameError(f"a {cols}x{rows} image does not fit a {width}x{height} canvas")
     canvas = np.full((height, width), 255, dtype=np.uint8)
     top, left = (height - rows) // 2, (width - cols) // 2
-    canvas[top:top + rows, left:left + cols] = image
+    canvas[top : top + rows, left : left + cols] = image
     return canvas
 
 
-def module_size_for(version: int, size: tuple[int, int] = CANVAS_720P,
-                    quiet_zone: int = QUIET_ZONE) -> int:
+def module_size_for(
+    version: int, size: tuple[int, int] = CANVAS_720P, quiet_zone: int = QUIET_ZONE
+) -> int:
     """Largest integer module size that fits ``version`` (with quiet zone) on the canvas."""
     modules = symbol_size(version) + 2 * quiet_zone
     module_size = min(size) // modules
@@ -199,9 +358,12 @@ class FrameRenderer:
             size = module_size_for(self.version, self.canvas, self.quiet_zone)
             object.__setattr__(self, "module_size", size)
         elif self.canvas is not None and self.module_size > module_size_for(
-                self.version, self.canvas, self.quiet_zone):
-            raise FrameError(f"module size {self.module_size} at version {self.version} "
-                             f"does not fit a {self.canvas[0]}x{self.canvas[1]} canvas")
+            self.version, self.canvas, self.quiet_zone
+        ):
+            raise FrameError(
+                f"module size {self.module_size} at version {self.version} "
+                f"does not fit a {self.canvas[0]}x{self.canvas[1]} canvas"
+            )
 
     @classmethod
     def for_texts(cls, texts: Iterable[str], ecc: str = "L", **kwargs: object) -> FrameRenderer:

@@ -91,8 +91,10 @@ class Preset:
         object.__setattr__(self, "ecc", normalize_ecc(self.ecc))
         needed = self.min_version()
         if self.version is not None and self.version < needed:
-            raise ValueError(f"preset {self.name}: version {self.version} cannot hold "
-                             f"{self.max_fragment_len}-byte fragments (needs {needed})")
+            raise ValueError(
+                f"preset {self.name}: version {self.version} cannot hold "
+                f"{self.max_fragment_len}-byte fragments (needs {needed})"
+            )
 
     def min_version(self) -> int:
         """Smallest version that holds the longest part text for this fragment length."""
@@ -102,10 +104,6 @@ class Preset:
         """The stream's QR version: the preset's own, else the smallest that fits."""
         return self.version if self.version is not None else self.min_version()
 
-    def frame_interval(self) -> float:
-        """Seconds each frame stays on screen."""
-        return 1.0 / self.fps
-
     def renderer(self, canvas: tuple[int, int] | None = CANVAS_720P) -> FrameRenderer:
         """A :class:`FrameRenderer` for this preset; module size capped to fit ``canvas``."""
         version = self.qr_version()
@@ -113,8 +111,9 @@ class Preset:
         if canvas is not None:
             fit = module_size_for(version, canvas)
             size = fit if size is None else min(size, fit)
-        return FrameRenderer(version=version, ecc=self.ecc, module_size=size, canvas=canvas,
-                             mask=self.mask)
+        return FrameRenderer(
+            version=version, ecc=self.ecc, module_size=size, canvas=canvas, mask=self.mask
+        )
 
     def with_overrides(self, **changes: object) -> Preset:
         """A copy with some fields changed; an explicit version is dropped when the

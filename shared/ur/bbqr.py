@@ -46,18 +46,62 @@ HEADER_LEN = 8
 MAX_PARTS = 1295
 ENCODINGS = {"H": "hex", "2": "base32", "Z": "zlib-compressed base32"}
 FILE_TYPES = {
-    "P": "PSBT", "T": "transaction", "J": "JSON", "C": "CBOR", "U": "Unicode text",
-    "B": "binary", "X": "executable", "R": "Key Teleport receive", "S": "Key Teleport send",
+    "P": "PSBT",
+    "T": "transaction",
+    "J": "JSON",
+    "C": "CBOR",
+    "U": "Unicode text",
+    "B": "binary",
+    "X": "executable",
+    "R": "Key Teleport receive",
+    "S": "Key Teleport send",
     "E": "Key Teleport PSBT",
-}  # fmt: skip
+}
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 ZLIB_WBITS = -10
 #: Alphanumeric characters a QR code holds at error-correction level L, versions 1..40.
 QR_ALNUM_CAPACITY_L = (
-    25, 47, 77, 114, 154, 195, 224, 279, 335, 395, 468, 535, 619, 667, 758, 854, 938, 1046,
-    1153, 1249, 1352, 1460, 1588, 1704, 1853, 1990, 2132, 2223, 2369, 2520, 2677, 2840, 3009,
-    3183, 3351, 3537, 3729, 3927, 4087, 4296,
-)  # fmt: skip
+    25,
+    47,
+    77,
+    114,
+    154,
+    195,
+    224,
+    279,
+    335,
+    395,
+    468,
+    535,
+    619,
+    667,
+    758,
+    854,
+    938,
+    1046,
+    1153,
+    1249,
+    1352,
+    1460,
+    1588,
+    1704,
+    1853,
+    1990,
+    2132,
+    2223,
+    2369,
+    2520,
+    2677,
+    2840,
+    3009,
+    3183,
+    3351,
+    3537,
+    3729,
+    3927,
+    4087,
+    4296,
+)
 _UNIT = {"H": 2, "2": 8, "Z": 8}
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _HEX = re.compile(r"[0-9A-F]*")
@@ -191,9 +235,7 @@ def split_series(
     first_version = min(min_version, max_version) if max_chars is None else 1
     version = _version_for(per + HEADER_LEN, first_version)
     prefix = f"{HEADER}{encoding}{file_type}{_base36(count)}"
-    parts = tuple(
-        f"{prefix}{_base36(i)}{text[i * per : (i + 1) * per]}" for i in range(count)
-    )
+    parts = tuple(f"{prefix}{_base36(i)}{text[i * per : (i + 1) * per]}" for i in range(count))
     return BBQrSeries(parts, encoding, file_type, version)
 
 
@@ -211,9 +253,16 @@ def split(
 ) -> list[str]:
     """The QR texts of :func:`split_series`."""
     series = split_series(
-        data, file_type, encoding, max_chars=max_chars, min_version=min_version,
-        max_version=max_version, min_split=min_split, max_split=max_split, balance=balance,
-    )  # fmt: skip
+        data,
+        file_type,
+        encoding,
+        max_chars=max_chars,
+        min_version=min_version,
+        max_version=max_version,
+        min_split=min_split,
+        max_split=max_split,
+        balance=balance,
+    )
     return list(series.parts)
 
 

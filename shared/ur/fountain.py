@@ -615,7 +615,8 @@ def _mismatch(expected: _Header, got: _Header) -> str:
         ("fragment length", got.fragment_len, expected.fragment_len),
     )
     differences = [
-        f"checksum {mine:08x}, expected {theirs:08x}" if name == "checksum"
+        f"checksum {mine:08x}, expected {theirs:08x}"
+        if name == "checksum"
         else f"{name} {mine}, expected {theirs}"
         for name, mine, theirs in fields
         if mine != theirs

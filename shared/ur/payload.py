@@ -50,13 +50,18 @@ def cbor_to_file(ur_type: str, cbor: bytes) -> bytes:
         return f"{value}\n".encode()
     if name in _ACCOUNT_TYPES:
         return _account_json(value).encode()
+    if not isinstance(value, bytes):  # a registry type added without a file form above
+        raise PayloadError(f"received ur:{ur_type} has no file form ({type(value).__name__})")
     return value
 
 
 def _account_json(account: Account) -> str:
     outputs = [
-        {"descriptor": str(o.descriptor) if o.descriptor else o.text, "usable": o.supported,
-         "reason": o.reason}
+        {
+            "descriptor": str(o.descriptor) if o.descriptor else o.text,
+            "usable": o.supported,
+            "reason": o.reason,
+        }
         for o in account.outputs
     ]
     doc = {"master_fingerprint": account.master_fingerprint.hex(), "outputs": outputs}

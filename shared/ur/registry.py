@@ -96,9 +96,19 @@ TAG_PSBT = (310, 40310)
 TAG_ACCOUNT = (311, 40311)
 
 _SCRIPT_TAGS = {
-    400: "sh", 401: "wsh", 402: "pk", 403: "pkh", 404: "wpkh", 405: "combo",
-    406: "multi", 407: "sortedmulti", 307: "addr", 408: "raw", 409: "tr", 410: "cosigner",
-}  # fmt: skip
+    400: "sh",
+    401: "wsh",
+    402: "pk",
+    403: "pkh",
+    404: "wpkh",
+    405: "combo",
+    406: "multi",
+    407: "sortedmulti",
+    307: "addr",
+    408: "raw",
+    409: "tr",
+    410: "cosigner",
+}
 _SCRIPT_TAG_OF = {name: tag for tag, name in _SCRIPT_TAGS.items() if tag != 307}
 _KEY_FUNCTIONS = frozenset({"pk", "pkh", "wpkh", "combo", "cosigner", "tr"})
 _WRAPPERS = frozenset({"sh", "wsh"})
@@ -176,7 +186,7 @@ def _array(value: Any, what: str, limit: int) -> Sequence[Any]:
 
 def _map(
     value: Any, what: str, allowed: set[int], required: frozenset[int] | set[int] = frozenset()
-) -> Mapping:
+) -> Mapping[int, Any]:
     if not isinstance(value, Mapping):
         raise RegistryError(f"{what} must be a map, got {type(value).__name__}")
     for key in value:
@@ -264,7 +274,9 @@ def _index(items: Sequence[Any], pos: int, what: str) -> int:
     return index + HARDENED if _bool(items[pos + 1], f"{what} hardened flag") else index
 
 
-def _component(items: Sequence[Any], pos: int, what: str) -> tuple[int | str | tuple, int]:
+def _component(
+    items: Sequence[Any], pos: int, what: str
+) -> tuple[int | str | tuple[int, int], int]:
     """One path component starting at ``pos``; returns it and the next position."""
     item = items[pos]
     if isinstance(item, int):  # bool included, so _uint names it
@@ -403,7 +415,7 @@ def _origin(path: _Keypath | None, steps: list[int], default_fp: bytes | None) -
 
 
 def _rebuild_xpub(
-    body: Mapping, network: Network, path: _Keypath | None, steps: list[int], what: str
+    body: Mapping[int, Any], network: Network, path: _Keypath | None, steps: list[int], what: str
 ) -> ExtendedKey:
     """The BIP-32 xpub the hdkey fields describe (see the module docstring for the rules)."""
     depth = path.depth if path is not None and path.depth is not None else len(steps)
@@ -442,7 +454,8 @@ def _read_hdkey(body: Any, what: str, marker: str, default_fp: bytes | None) -> 
             raise RegistryError(f"{what}: children given without a chain code")
         return _descriptor_key(origin, apostrophe, pubkey=key)
     xpub = _rebuild_xpub(body, network, path, steps, what)
-    children, wildcard = ((), False)
+    children: tuple[Step, ...] = ()
+    wildcard = False
     if 7 in body:
         children, wildcard = _child_steps(_read_keypath(body[7], f"{what} children"), what)
     return _descriptor_key(origin, apostrophe, xpub=xpub, steps=children, wildcard=wildcard)
@@ -548,8 +561,9 @@ class DecodedOutput:
         return self.descriptor is not None
 
 
-def _finish(text: str, shape: tuple[str, ...], keys: tuple[DescriptorKey, ...],
-            **meta: str | None) -> DecodedOutput:  # fmt: skip
+def _finish(
+    text: str, shape: tuple[str, ...], keys: tuple[DescriptorKey, ...], **meta: str | None
+) -> DecodedOutput:
     if "cosigner" in shape:
         reason = "cosigner() offers a multisig key (see Account.cosigner), it is not a wallet"
         return DecodedOutput(text, shape, keys, None, reason, **meta)
@@ -609,7 +623,7 @@ def _read_script(node: Any, level: int, marker: str, default_fp: bytes | None) -
 
 def _check_marker(marker: str) -> str:
     if marker not in ("'", "h"):
-        raise RegistryError(f"hardened marker must be \"'\" or \"h\", not {marker!r}")
+        raise RegistryError(f'hardened marker must be "\'" or "h", not {marker!r}')
     return marker
 
 
@@ -724,8 +738,9 @@ def _read_v2(value: Any, marker: str, default_fp: bytes | None) -> DecodedOutput
     if not source.isascii() or not source.isprintable():
         raise RegistryError("output-descriptor: source has non-printable or non-ASCII characters")
     items = _array(body.get(2, []), "output-descriptor keys", MAX_KEYS)
-    keys = [_read_key(k, f"output-descriptor key @{i}", marker, default_fp)
-            for i, k in enumerate(items)]  # fmt: skip
+    keys = [
+        _read_key(k, f"output-descriptor key @{i}", marker, default_fp) for i, k in enumerate(items)
+    ]
     text = _substitute(source, keys)
     if "#" in text:
         try:
@@ -832,19 +847,33 @@ REGISTRY: dict[str, RegistryType] = {
         RegistryType("psbt", 40310, decode_psbt, encode_psbt, "crypto-psbt"),
         RegistryType("crypto-psbt", 310, decode_psbt, encode_psbt, "psbt", deprecated=True),
         RegistryType(
-            "output-descriptor", 40308, decode_output_descriptor, encode_output_descriptor,
+            "output-descriptor",
+            40308,
+            decode_output_descriptor,
+            encode_output_descriptor,
             "crypto-output",
         ),
         RegistryType(
-            "crypto-output", 308, decode_crypto_output, encode_crypto_output,
-            "output-descriptor", deprecated=True,
+            "crypto-output",
+            308,
+            decode_crypto_output,
+            encode_crypto_output,
+            "output-descriptor",
+            deprecated=True,
         ),
-        RegistryType("account-descriptor", 40311, decode_account_descriptor, None,
-                     "crypto-account"),
-        RegistryType("crypto-account", 311, decode_crypto_account, None,
-                     "account-descriptor", deprecated=True),
+        RegistryType(
+            "account-descriptor", 40311, decode_account_descriptor, None, "crypto-account"
+        ),
+        RegistryType(
+            "crypto-account",
+            311,
+            decode_crypto_account,
+            None,
+            "account-descriptor",
+            deprecated=True,
+        ),
     )
-}  # fmt: skip
+}
 
 
 def lookup(ur_type: str) -> RegistryType:

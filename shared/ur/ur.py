@@ -11,6 +11,7 @@ discarded so that scanning can start again.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -191,6 +192,11 @@ class UREncoder:
         if self.is_single_part:
             return encode_ur(self._ur)
         return encode_part(self._ur.type, self._fountain.next_part())
+
+    def cycle_parts(self, cycles: float = 1.0) -> list[str]:
+        """The next ``cycles`` times seqLen parts (at least one), for a text file, a video or
+        a terminal: one full cycle decodes without loss, more cycles survive lost frames."""
+        return [self.next_part() for _ in range(max(1, math.ceil(self.seq_len * cycles)))]
 
     def __iter__(self) -> Iterator[str]:
         while True:

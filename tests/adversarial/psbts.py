@@ -286,8 +286,10 @@ class _Builder:
     def spend(self, funding: Transaction, stranger: Transaction) -> Transaction:
         s = self.s
         count = len(s.input_amounts)
-        inputs = [TxIn(OutPoint(funding.txid, i), b"", s.sequence0 if i == 0 else SEQUENCE_RBF)
-                  for i in range(count)]  # fmt: skip
+        inputs = [
+            TxIn(OutPoint(funding.txid, i), b"", s.sequence0 if i == 0 else SEQUENCE_RBF)
+            for i in range(count)
+        ]
         if s.foreign_input:
             inputs.append(TxIn(OutPoint(stranger.txid, 0), b"", SEQUENCE_RBF))
         outputs = [TxOut(amount, script) for script, amount in s.payments]
@@ -404,6 +406,7 @@ def _other_wallet(s: Scenario) -> Descriptor:
     """The pinned wallet the spend does not come from."""
     return WSH_DESCRIPTOR if s.kind == "wpkh" else WPKH_DESCRIPTOR
 
+
 #: name -> (how the scenario changes, the refusal codes a correct review reports, in order)
 VARIANTS: dict[str, tuple[Callable[[Scenario], Scenario], tuple[str, ...]]] = {
     "change_to_foreign_address": (
@@ -455,15 +458,20 @@ VARIANTS: dict[str, tuple[Callable[[Scenario], Scenario], tuple[str, ...]]] = {
         ("address_book",),
     ),
     "future_created": (
-        lambda s: replace(s, created=s.now + 10 * 366 * 86400,
-                          expiry=s.now + 10 * 366 * 86400 + 600),
+        lambda s: replace(
+            s, created=s.now + 10 * 366 * 86400, expiry=s.now + 10 * 366 * 86400 + 600
+        ),
         ("expired", "future_request"),
     ),
-    "locktime_beyond_tip": (lambda s: replace(s, locktime=900_001, tip_height=900_000),
-                            ("timelock",)),
+    "locktime_beyond_tip": (
+        lambda s: replace(s, locktime=900_001, tip_height=900_000),
+        ("timelock",),
+    ),
     "locktime_without_tip": (lambda s: replace(s, locktime=900_000), ("timelock",)),
-    "time_based_locktime": (lambda s: replace(s, locktime=1_800_000_000, tip_height=900_000),
-                            ("timelock",)),
+    "time_based_locktime": (
+        lambda s: replace(s, locktime=1_800_000_000, tip_height=900_000),
+        ("timelock",),
+    ),
     "relative_lock": (lambda s: replace(s, sequence0=144), ("timelock",)),
 }
 
@@ -476,8 +484,10 @@ ACCEPTED: dict[str, Callable[[Scenario], Scenario]] = {
     "explicit_sighash_all": lambda s: replace(s, sighash_field=SIGHASH_ALL),
     "locktime_at_declared_tip": lambda s: replace(s, locktime=900_000, tip_height=900_000),
     "change_to_internal_wallet": lambda s: replace(
-        s, change_to_other_wallet=True,
-        policy_changes=(*s.policy_changes, ("internal_wallets", (str(_other_wallet(s)),)))),
+        s,
+        change_to_other_wallet=True,
+        policy_changes=(*s.policy_changes, ("internal_wallets", (str(_other_wallet(s)),))),
+    ),
 }
 
 

@@ -55,19 +55,29 @@ KEK_LABEL = "coldstation-kek"
 # -- the CLI --------------------------------------------------------------------------------
 
 
-def run(state: Path, *args: str, pins: tuple[str, ...] | list[str] = (),
-        env: dict[str, str] | None = None, timeout: float = 120,
-        program: list[str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    state: Path,
+    *args: str,
+    pins: tuple[str, ...] | list[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    program: list[str] | None = None,
+) -> subprocess.CompletedProcess:
     """``coldstation-appliance --state STATE --pin-fd N ARGS``, PINs through a pipe
     (``program`` replaces the executable, e.g. a wrapper that crashes on purpose)."""
     read, write = os.pipe()
     os.write(write, "".join(f"{p}\n" for p in pins).encode())
     os.close(write)
     try:
-        return subprocess.run([*(program or [EXE]), "--state", str(state), "--pin-fd",
-                               str(read), *args],
-                              pass_fds=(read,), capture_output=True, text=True,
-                              timeout=timeout, check=False, env=env)
+        return subprocess.run(
+            [*(program or [EXE]), "--state", str(state), "--pin-fd", str(read), *args],
+            pass_fds=(read,),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+        )
     finally:
         os.close(read)
 
@@ -75,7 +85,10 @@ def run(state: Path, *args: str, pins: tuple[str, ...] | list[str] = (),
 #: The real CLI, except that removing a file from ``pending/`` kills the process on the
 #: spot (os._exit): a crash right after a pending record was journaled, before its file
 #: was deleted.
-CRASH_AFTER_PENDING_RECORD = [sys.executable, "-c", """
+CRASH_AFTER_PENDING_RECORD = [
+    sys.executable,
+    "-c",
+    """
 import os, pathlib, sys
 _unlink = pathlib.Path.unlink
 def unlink(self, *args, **kwargs):
@@ -85,11 +98,13 @@ def unlink(self, *args, **kwargs):
 pathlib.Path.unlink = unlink
 from appliance.cli import main
 sys.exit(main(sys.argv[1:]))
-"""]
+""",
+]
 
 
-def run_watching_proc(state: Path, *args: str, pins: list[str], secrets_: list[str]
-                      ) -> tuple[subprocess.CompletedProcess, dict]:  # fmt: skip
+def run_watching_proc(
+    state: Path, *args: str, pins: list[str], secrets_: list[str]
+) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the CLI while polling every process's cmdline (and the environment of anything
     coldstation or softhsm) for any of ``secrets_``; returns what the polling saw."""
     needles = [s.encode() for s in secrets_]
@@ -98,8 +113,12 @@ def run_watching_proc(state: Path, *args: str, pins: list[str], secrets_: list[s
     os.close(write)
     seen = {"leaks": [], "samples": 0, "saw_cli": 0, "programs": set()}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([EXE, "--state", str(state), "--pin-fd", str(read), *args],
-                                pass_fds=(read,), stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            [EXE, "--state", str(state), "--pin-fd", str(read), *args],
+            pass_fds=(read,),
+            stdout=out,
+            stderr=err,
+        )
         os.close(read)
         while True:
             finished = proc.poll() is not None
@@ -108,8 +127,9 @@ def run_watching_proc(state: Path, *args: str, pins: list[str], secrets_: list[s
                 break
         out.seek(0)
         err.seek(0)
-        done = subprocess.CompletedProcess(proc.args, proc.returncode,
-                                           out.read().decode(), err.read().decode())
+        done = subprocess.CompletedProcess(
+            proc.args, proc.returncode, out.read().decode(), err.read().decode()
+        )
     return done, seen
 
 
@@ -248,40 +268,69 @@ def payee_script(address: str = PAYEE) -> bytes:
     return address_to_script(address, Network.REGTEST)
 
 
-def build_request(pubkey: bytes, *, pay: int = 40_000, to: bytes | None = None,
-                  coin: int = 1_000_000, fee: int = 2_000, version: int = 2,
-                  locktime: int = 0, sequence: int = SEQUENCE_RBF,
-                  created_delta: int = -10, expiry_delta: int = 1800,
-                  tip_height: int | None = None, request_id: bytes | None = None) -> bytes:
+def build_request(
+    pubkey: bytes,
+    *,
+    pay: int = 40_000,
+    to: bytes | None = None,
+    coin: int = 1_000_000,
+    fee: int = 2_000,
+    version: int = 2,
+    locktime: int = 0,
+    sequence: int = SEQUENCE_RBF,
+    created_delta: int = -10,
+    expiry_delta: int = 1800,
+    tip_height: int | None = None,
+    request_id: bytes | None = None,
+) -> bytes:
     """A signing request spending one coin of ``wpkh(pubkey)`` (change back to it)."""
     ours = p2wpkh_script(pubkey)
-    funding = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
-                          outputs=[TxOut(coin, ours)])
+    funding = Transaction(
+        inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")], outputs=[TxOut(coin, ours)]
+    )
     spend = Transaction(
         version=version,
         inputs=[TxIn(OutPoint(funding.txid, 0), sequence=sequence)],
-        outputs=[TxOut(pay, to if to is not None else payee_script()),
-                 TxOut(coin - pay - fee, ours)],
+        outputs=[
+            TxOut(pay, to if to is not None else payee_script()),
+            TxOut(coin - pay - fee, ours),
+        ],
         locktime=locktime,
     )
     psbt = Psbt.from_unsigned_tx(spend)
     psbt.inputs[0].set(0x00, funding.serialize())
     psbt.inputs[0].set(0x01, funding.outputs[0].serialize())
     now = int(time.time())
-    meta = RequestMetadata(request_id=request_id or os.urandom(16), batch_id="batch-m",
-                           requester="ops-mallory", created=now + created_delta,
-                           expiry=max(now, now + created_delta) + expiry_delta,
-                           purpose="payouts", network="regtest", tip_height=tip_height)
+    meta = RequestMetadata(
+        request_id=request_id or os.urandom(16),
+        batch_id="batch-m",
+        requester="ops-mallory",
+        created=now + created_delta,
+        expiry=max(now, now + created_delta) + expiry_delta,
+        purpose="payouts",
+        network="regtest",
+        tip_height=tip_height,
+    )
     return attach_request(psbt, meta).serialize()
 
 
-def sign(state: Path, tmp: Path, data: bytes, name: str, *labels: str,
-         env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+def sign(
+    state: Path, tmp: Path, data: bytes, name: str, *labels: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, Path]:
     labels = labels or TWO
     source, out = tmp / f"{name}.psbt", tmp / f"{name}.signed"
     source.write_bytes(data)
-    done = run(state, "sign", "--in", str(source), *officers_args(*labels), "--out", str(out),
-               pins=pins_of(*labels), env=env)
+    done = run(
+        state,
+        "sign",
+        "--in",
+        str(source),
+        *officers_args(*labels),
+        "--out",
+        str(out),
+        pins=pins_of(*labels),
+        env=env,
+    )
     return done, out
 
 
@@ -323,18 +372,25 @@ def token_library(state: Path) -> Iterator[pkcs11.lib]:
 def read_share_objects(lib: pkcs11.lib, label: str, pin: str) -> list[str]:
     """What a colluding officer reads off their own token: the PIN share(s)."""
     with lib.get_token(token_label=label).open(user_pin=pin) as session:
-        found = session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                     Attribute.LABEL: "coldstation-pin-share"})
+        found = session.get_objects(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: "coldstation-pin-share"}
+        )
         return [bytes(o[Attribute.VALUE]).decode() for o in found]
 
 
 def approval_sign(lib: pkcs11.lib, label: str, pin: str, digest: bytes) -> tuple[str, bytes]:
     """(fingerprint, DER signature) by the approval key of an officer/administrator token."""
     with lib.get_token(token_label=label).open(user_pin=pin) as session:
-        public = next(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                                           Attribute.LABEL: "coldstation-approval"}))
-        private = next(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                            Attribute.LABEL: "coldstation-approval"}))
+        public = next(
+            session.get_objects(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: "coldstation-approval"}
+            )
+        )
+        private = next(
+            session.get_objects(
+                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: "coldstation-approval"}
+            )
+        )
         pubkey = compress_ec_point(public[Attribute.EC_POINT])
         der = ecdsa.der_from_raw(private.sign(digest, mechanism=Mechanism.ECDSA))
     assert ecdsa.verify(pubkey, der, digest)
@@ -344,12 +400,15 @@ def approval_sign(lib: pkcs11.lib, label: str, pin: str, digest: bytes) -> tuple
 def secret_keys(lib: pkcs11.lib, label: str = SIGNING, pin: str | None = None) -> list[str]:
     """Labels of every secret-key object a session (public, or logged in) can see."""
     with lib.get_token(token_label=label).open(user_pin=pin) as session:
-        return [str(o[Attribute.LABEL]) for o in
-                session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})]
+        return [
+            str(o[Attribute.LABEL])
+            for o in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})
+        ]
 
 
-def login_fails(lib: pkcs11.lib, label: str, *, user_pin: str | None = None,
-                so_pin: str | None = None) -> bool:
+def login_fails(
+    lib: pkcs11.lib, label: str, *, user_pin: str | None = None, so_pin: str | None = None
+) -> bool:
     """True when the token refuses the PIN (C_Login fails)."""
     try:
         with lib.get_token(token_label=label).open(rw=True, user_pin=user_pin, so_pin=so_pin):

@@ -135,14 +135,16 @@ def _swap_public_key(hsm: Hsm, victim: Officer, impostor: Officer) -> None:
         with hsm.lock:
             [public] = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}))
             public.destroy()
-            session.create_object({
-                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                Attribute.KEY_TYPE: KeyType.EC,
-                Attribute.TOKEN: True,
-                Attribute.LABEL: APPROVAL_KEY_LABEL,
-                Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
-                Attribute.EC_POINT: b"\x04\x21" + victim.card.approval_public_key,
-            })  # fmt: skip
+            session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                    Attribute.KEY_TYPE: KeyType.EC,
+                    Attribute.TOKEN: True,
+                    Attribute.LABEL: APPROVAL_KEY_LABEL,
+                    Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
+                    Attribute.EC_POINT: b"\x04\x21" + victim.card.approval_public_key,
+                }
+            )
     finally:
         hsm.logout(token)
 
@@ -170,8 +172,9 @@ def ceremony(hsm):
 @pytest.fixture
 def guard(ceremony):
     """Fresh counters for each test: the signing token keeps them per appliance id."""
-    return PinGuard(ceremony.hsm, ceremony.signing_label, f"test-{secrets.token_hex(4)}",
-                    max_failures=3)
+    return PinGuard(
+        ceremony.hsm, ceremony.signing_label, f"test-{secrets.token_hex(4)}", max_failures=3
+    )
 
 
 def _all_locked(ceremony: Ceremony) -> bool:
@@ -189,9 +192,10 @@ def test_quorum_rebuilds_the_pin_that_opens_the_signing_token(ceremony, guard):
         session = hsm.login(signing, pin.reveal())
         with hsm.lock:
             params = session.create_domain_parameters(
-                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1")},
+                KeyType.EC,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1")},
                 local=True,
-            )  # fmt: skip
+            )
             params.generate_keypair(store=False)  # the token is really usable
         hsm.logout(signing)
     assert pin.wiped
@@ -202,8 +206,9 @@ def test_every_quorum_and_larger_sets_activate(ceremony, guard):
     expected = activation_pin(ceremony.secret)
     sets = [*itertools.combinations(range(COUNT), THRESHOLD), (0, 1, 2, 3), tuple(range(COUNT))]
     for subset in sets:
-        with activate(ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(),
-                      THRESHOLD) as pin:  # fmt: skip
+        with activate(
+            ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(), THRESHOLD
+        ) as pin:
             assert pin.reveal() == expected, subset
     assert _all_locked(ceremony)
 
@@ -217,8 +222,7 @@ def test_the_wrong_pin_does_not_open_the_signing_token(ceremony):
 def test_m_minus_one_officers_never_activate(ceremony, guard):
     for subset in itertools.combinations(range(COUNT), THRESHOLD - 1):
         with pytest.raises(QuorumError, match=f"{THRESHOLD - 1} officer\\(s\\) presented"):
-            activate(ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(),
-                     THRESHOLD)  # fmt: skip
+            activate(ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(), THRESHOLD)
     assert _all_locked(ceremony)
 
 
@@ -283,8 +287,9 @@ def test_a_wrong_officer_pin_is_counted_and_aborts(ceremony, guard):
     with pytest.raises(LockedOutError):
         activate(ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), THRESHOLD)
     guard.reset(officer.card.token_serial)
-    with activate(ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(),
-                  THRESHOLD) as pin:  # fmt: skip
+    with activate(
+        ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), THRESHOLD
+    ) as pin:
         assert pin.reveal() == activation_pin(ceremony.secret)
 
 

@@ -26,7 +26,7 @@ from coincurve import PublicKey
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from appliance import softhsm
-from appliance.ceremonies import Appliance
+from appliance.appliance import Appliance
 from appliance.hsm import Hsm
 from appliance.keystore import BackupModel, KeyState, private_key_template, secp256k1_params
 from appliance.signing import SigningError, SigningSession
@@ -76,6 +76,7 @@ JOURNAL_DERIVED = {
 KEY_STATE = {"suspended_key": KeyState.SUSPENDED, "archived_key": KeyState.ARCHIVED}
 REFUSED = [name for name in VARIANTS if name not in JOURNAL_DERIVED and name not in KEY_STATE]
 
+
 def test_variant_partition_is_complete():
     assert set(JOURNAL_DERIVED) <= set(VARIANTS) and set(KEY_STATE) <= set(VARIANTS)
     assert len(REFUSED) + len(JOURNAL_DERIVED) + len(KEY_STATE) == len(VARIANTS)
@@ -89,8 +90,14 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     if not softhsm_available():
         pytest.skip("SoftHSM2 (libsofthsm2.so) is not installed")
     state = tmp_path_factory.mktemp("engine") / "appliance"
-    done = run(state, "init", "--demo", "--network", "regtest",
-               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()])  # fmt: skip
+    done = run(
+        state,
+        "init",
+        "--demo",
+        "--network",
+        "regtest",
+        pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
+    )
     assert done.returncode == 0, done.stderr
     previous = os.environ.get("SOFTHSM2_CONF")
     # The PKCS#11 library may already be loaded in this process on another module's token
@@ -134,19 +141,37 @@ def _import_scenario_keys(appliance: Appliance) -> None:
             with appliance.hsm.lock:
                 session.create_object(template)
             # keys exist for the station only through the journal: record them as restored
-            appliance.record("restore", subjects={"public_key": public_key},
-                             details={"label": label, "key_id": key_id.hex(),
-                                      "backup_model": BackupModel.NON_EXTRACTABLE.value})
+            appliance.record(
+                "restore",
+                subjects={"public_key": public_key},
+                details={
+                    "label": label,
+                    "key_id": key_id.hex(),
+                    "backup_model": BackupModel.NON_EXTRACTABLE.value,
+                },
+            )
 
 
 def _install_scenario_policy(appliance: Appliance, internal: tuple[str, ...]) -> None:
     """The scenario's rules as the next version of the appliance's own policy."""
     current, scenario = appliance.policy(), make_policy()
-    rules = ("address_book", "require_address_book", "per_tx_limit", "per_day_limit",
-             "fee_rate_ceiling", "max_fee", "allowed_script_types", "request_ttl_max")  # fmt: skip
-    policy = replace(current, version=current.version + 1, previous_hash=current.hash(),
-                     internal_wallets=internal,
-                     **{name: getattr(scenario, name) for name in rules})  # fmt: skip
+    rules = (
+        "address_book",
+        "require_address_book",
+        "per_tx_limit",
+        "per_day_limit",
+        "fee_rate_ceiling",
+        "max_fee",
+        "allowed_script_types",
+        "request_ttl_max",
+    )
+    policy = replace(
+        current,
+        version=current.version + 1,
+        previous_hash=current.hash(),
+        internal_wallets=internal,
+        **{name: getattr(scenario, name) for name in rules},
+    )
     appliance.install_policy(TWO, appliance.sign_policy(ADMINS, policy))
     assert appliance.policy() == policy
 
@@ -162,8 +187,12 @@ def _base(name: str) -> Scenario:
     """A request id of its own per case: refused requests count as seen (no retries). The
     station refuses to judge with a clock behind its journal, so requests are dated now."""
     now = int(time.time()) + 60
-    return Scenario(request_id=secret(f"engine request {name}")[:16], now=now,
-                    created=now - 60, expiry=now + 1800)
+    return Scenario(
+        request_id=secret(f"engine request {name}")[:16],
+        now=now,
+        created=now - 60,
+        expiry=now + 1800,
+    )
 
 
 def _assert_refused_once(appliance: Appliance, case: Case | None, data: bytes) -> Entry:

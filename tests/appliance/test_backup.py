@@ -112,13 +112,21 @@ def test_an_interrupted_restore_is_finished_by_key_id(hsm, pair):
     ks_a, ks_b, _, b = pair
     original = ks_a.generate_key("cold-9", WRAP_WITH_TRUSTED)
     key_id = os.urandom(16)
-    restore_key(ks_b, export_key(ks_a, "cold-9"), "cold-9", original.public_key_bytes,
-                WRAP_WITH_TRUSTED, key_id=key_id)  # fmt: skip
+    restore_key(
+        ks_b,
+        export_key(ks_a, "cold-9"),
+        "cold-9",
+        original.public_key_bytes,
+        WRAP_WITH_TRUSTED,
+        key_id=key_id,
+    )
     fresh = Keystore(hsm, b.label)  # the process died: nothing was journaled
     info = finish_restore(fresh, "cold-9", key_id, original.public_key_bytes, WRAP_WITH_TRUSTED)
     assert info is not None and info.public_key == original.public_key
-    assert finish_restore(fresh, "other", os.urandom(16), original.public_key_bytes,
-                          WRAP_WITH_TRUSTED) is None  # fmt: skip
+    assert (
+        finish_restore(fresh, "other", os.urandom(16), original.public_key_bytes, WRAP_WITH_TRUSTED)
+        is None
+    )
 
 
 def test_a_kek_outside_a_ceremony_is_destroyed_without_a_pin(hsm, pair):

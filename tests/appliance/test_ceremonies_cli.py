@@ -23,9 +23,14 @@ def run(state: Path, *args: str, pins: list[str] = ()) -> subprocess.CompletedPr
     os.write(write, "".join(f"{p}\n" for p in pins).encode())
     os.close(write)
     try:
-        return subprocess.run([EXE, "--state", str(state), "--pin-fd", str(read), *args],
-                              pass_fds=(read,), capture_output=True, text=True, timeout=120,
-                              check=False)  # fmt: skip
+        return subprocess.run(
+            [EXE, "--state", str(state), "--pin-fd", str(read), *args],
+            pass_fds=(read,),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     finally:
         os.close(read)
 
@@ -37,8 +42,14 @@ def officers(*labels: str) -> tuple[list[str], list[str]]:
 @pytest.fixture
 def appliance(tmp_path) -> tuple[Path, dict]:
     state = tmp_path / "appliance"
-    done = run(state, "init", "--demo", "--network", "regtest",
-               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()])
+    done = run(
+        state,
+        "init",
+        "--demo",
+        "--network",
+        "regtest",
+        pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
+    )
     assert done.returncode == 0, done.stderr
     return state, json.loads(done.stdout)
 
@@ -59,42 +70,96 @@ def test_quorum_lockout_reset_and_revocation_with_rekey(appliance):
     short = run(state, "keygen", "k1", *args, pins=pins)
     assert short.returncode == 1 and "2 needed" in short.stderr
     for attempt in range(3):
-        wrong = run(state, "keygen", "k1", "--officers", "officer-1,officer-2",
-                    pins=["1111", f"bad{attempt}"])
+        wrong = run(
+            state,
+            "keygen",
+            "k1",
+            "--officers",
+            "officer-1,officer-2",
+            pins=["1111", f"bad{attempt}"],
+        )
         assert wrong.returncode == 1 and "refused the PIN" in wrong.stderr
-    locked = run(state, "keygen", "k1", *officers("officer-1", "officer-2")[0],
-                 pins=["1111", "2222"])
+    locked = run(
+        state, "keygen", "k1", *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]
+    )
     assert locked.returncode == 1 and "locked out" in locked.stderr.lower()
     ok = run(state, "keygen", "k1", *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
     assert ok.returncode == 0, ok.stderr
-    reset = run(state, "reset-lockout", "officer-2", "--admins", "admin-1,admin-2",
-                pins=list(ADMIN_PINS.values()))
+    reset = run(
+        state,
+        "reset-lockout",
+        "officer-2",
+        "--admins",
+        "admin-1,admin-2",
+        pins=list(ADMIN_PINS.values()),
+    )
     assert reset.returncode == 0, reset.stderr
-    again = run(state, "keygen", "k2", *officers("officer-1", "officer-2")[0],
-                pins=["1111", "2222"])
+    again = run(
+        state, "keygen", "k2", *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]
+    )
     assert again.returncode == 0, again.stderr
 
     draft, signed = state.parent / "draft.cbor", state.parent / "signed.cbor"
-    assert run(state, "policy", "draft", "--revoke", info["officers"]["officer-3"],
-               "-o", str(draft)).returncode == 0
-    assert run(state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2",
-               "-o", str(signed), pins=list(ADMIN_PINS.values())).returncode == 0
-    partial = run(state, "policy", "install", str(signed),
-                  *officers("officer-1", "officer-3")[0], pins=["1111", "3333"])
+    assert (
+        run(
+            state, "policy", "draft", "--revoke", info["officers"]["officer-3"], "-o", str(draft)
+        ).returncode
+        == 0
+    )
+    assert (
+        run(
+            state,
+            "policy",
+            "sign",
+            str(draft),
+            "--admins",
+            "admin-1,admin-2",
+            "-o",
+            str(signed),
+            pins=list(ADMIN_PINS.values()),
+        ).returncode
+        == 0
+    )
+    partial = run(
+        state,
+        "policy",
+        "install",
+        str(signed),
+        *officers("officer-1", "officer-3")[0],
+        pins=["1111", "3333"],
+    )
     assert partial.returncode == 1 and "present them all" in partial.stderr
-    installed = run(state, "policy", "install", str(signed),
-                    *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    installed = run(
+        state,
+        "policy",
+        "install",
+        str(signed),
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222"],
+    )
     assert installed.returncode == 0, installed.stderr
-    revoked = run(state, "keygen", "k3", *officers("officer-1", "officer-3")[0],
-                  pins=["1111", "3333"])
+    revoked = run(
+        state, "keygen", "k3", *officers("officer-1", "officer-3")[0], pins=["1111", "3333"]
+    )
     assert revoked.returncode == 1 and "revoked" in revoked.stderr
     export = state.parent / "journal.cbor"
-    assert run(state, "journal", "export", "--out", str(export),
-               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    assert (
+        run(
+            state,
+            "journal",
+            "export",
+            "--out",
+            str(export),
+            *officers("officer-1", "officer-2")[0],
+            pins=["1111", "2222"],
+        ).returncode
+        == 0
+    )
     events = [(e.record.event, e.record.actors) for e in parse_export(export.read_bytes())[2]]
     assert ("officer_revoked", (info["officers"]["officer-3"],)) in events
     assert ("pin_lockout", tuple(sorted(info["administrators"].values()))) in [
-        (event, tuple(sorted(actors))) for event, actors in events]
+        (event, tuple(sorted(actors))) for event, actors in events
+    ]
     kinds = [event for event, _ in events]
     assert kinds.count("pin_rekeyed") == 1 and kinds.count("intent") == 3  # 2 keygens, rekey
     # every successful ceremony after initialisation starts with the activation that allowed
@@ -104,45 +169,96 @@ def test_quorum_lockout_reset_and_revocation_with_rekey(appliance):
 
 def test_suspend_and_policy_signatures(appliance):
     state, _ = appliance
-    assert run(state, "keygen", "k1", *officers("officer-1", "officer-2")[0],
-               pins=["1111", "2222"]).returncode == 0
-    done = run(state, "suspend", "k1", *officers("officer-2", "officer-3")[0],
-               pins=["2222", "3333"])
+    assert (
+        run(
+            state, "keygen", "k1", *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]
+        ).returncode
+        == 0
+    )
+    done = run(
+        state, "suspend", "k1", *officers("officer-2", "officer-3")[0], pins=["2222", "3333"]
+    )
     assert done.returncode == 0 and "suspended" in done.stdout
     status = json.loads(run(state, "status").stdout)
     assert {k["label"]: k["state"] for k in status["keys"]}["k1"] == "suspended"
-    audit = run(state, "suspend", "coldstation-audit", *officers("officer-2", "officer-3")[0],
-                pins=["2222", "3333"])
+    audit = run(
+        state,
+        "suspend",
+        "coldstation-audit",
+        *officers("officer-2", "officer-3")[0],
+        pins=["2222", "3333"],
+    )
     assert audit.returncode == 1 and "audit key" in audit.stderr
     assert run(state, "journal", "verify").returncode == 0
     draft, signed = state.parent / "d.cbor", state.parent / "s.cbor"
     run(state, "policy", "draft", "--set", "per_tx_limit=5000", "-o", str(draft))
-    one_admin = run(state, "policy", "sign", str(draft), "--admins", "admin-1",
-                    "-o", str(signed), pins=["ad11"])
+    one_admin = run(
+        state, "policy", "sign", str(draft), "--admins", "admin-1", "-o", str(signed), pins=["ad11"]
+    )
     assert one_admin.returncode == 0
-    refused = run(state, "policy", "install", str(signed),
-                  *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    refused = run(
+        state,
+        "policy",
+        "install",
+        str(signed),
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222"],
+    )
     assert refused.returncode == 1 and "signature" in refused.stderr.lower()
 
 
 def test_backup_restores_on_a_second_appliance_and_proves_the_key(tmp_path, appliance):
     state_a, _ = appliance
     state_b = tmp_path / "second"
-    assert run(state_b, "init", "--demo",
-               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]).returncode == 0
-    shares = [line.split(":", 1)[1].strip()
-              for line in run(state_a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()]
+    assert (
+        run(
+            state_b, "init", "--demo", pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]
+        ).returncode
+        == 0
+    )
+    shares = [
+        line.split(":", 1)[1].strip()
+        for line in run(state_a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()
+    ]
     assert len(shares) == 3
-    assert run(state_a, "keygen", "cold", "--backup-model", "wrap-with-trusted",
-               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]).returncode == 0
+    assert (
+        run(
+            state_a,
+            "keygen",
+            "cold",
+            "--backup-model",
+            "wrap-with-trusted",
+            *officers("officer-1", "officer-2")[0],
+            pins=["1111", "2222"],
+        ).returncode
+        == 0
+    )
     blob = tmp_path / "cold.blob"
-    backup = run(state_a, "backup", "cold", "--out", str(blob), "--kek-shares", "2",
-                 *officers("officer-1", "officer-2")[0], pins=["1111", "2222", *shares[:2]])
+    backup = run(
+        state_a,
+        "backup",
+        "cold",
+        "--out",
+        str(blob),
+        "--kek-shares",
+        "2",
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222", *shares[:2]],
+    )
     assert backup.returncode == 0, backup.stderr
     keys = json.loads(run(state_a, "status").stdout)["keys"]
     public_key = next(k["public_key"] for k in keys if k["label"] == "cold")
-    restored = run(state_b, "restore", str(blob), "--label", "cold", "--public-key", public_key,
-                   *officers("officer-2", "officer-3")[0], pins=["2222", "3333", *shares[1:]])
+    restored = run(
+        state_b,
+        "restore",
+        str(blob),
+        "--label",
+        "cold",
+        "--public-key",
+        public_key,
+        *officers("officer-2", "officer-3")[0],
+        pins=["2222", "3333", *shares[1:]],
+    )
     assert restored.returncode == 0, restored.stderr
     keys_b = json.loads(run(state_b, "status").stdout)["keys"]
     assert next(k["public_key"] for k in keys_b if k["label"] == "cold") == public_key
@@ -152,8 +268,16 @@ def test_backup_restores_on_a_second_appliance_and_proves_the_key(tmp_path, appl
 def test_journal_export_verifies_offline_and_tampering_is_named(appliance, tmp_path):
     state, _ = appliance
     out = tmp_path / "journal.cbor"
-    done = run(state, "journal", "export", "--out", str(out), "--ur",
-               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    done = run(
+        state,
+        "journal",
+        "export",
+        "--out",
+        str(out),
+        "--ur",
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222"],
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ur:bytes/")
     appliance_id, audit_key, entries = parse_export(out.read_bytes())
@@ -169,18 +293,36 @@ def test_journal_export_verifies_offline_and_tampering_is_named(appliance, tmp_p
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
     assert "changed on disk" in broken.stdout and "problem(s)" in broken.stdout
-    refused = run(state, "journal", "export", "--out", str(tmp_path / "again.cbor"),
-                  *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    refused = run(
+        state,
+        "journal",
+        "export",
+        "--out",
+        str(tmp_path / "again.cbor"),
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222"],
+    )
     assert refused.returncode == 1 and "does not verify" in refused.stderr
 
 
 def test_wallet_export_writes_descriptor_receipt_and_ur(appliance, tmp_path):
     state, _ = appliance
-    assert run(state, "keygen", "w", *officers("officer-1", "officer-2")[0],
-               pins=["1111", "2222"]).returncode == 0
+    assert (
+        run(
+            state, "keygen", "w", *officers("officer-1", "officer-2")[0], pins=["1111", "2222"]
+        ).returncode
+        == 0
+    )
     out = tmp_path / "export"
-    done = run(state, "export-wallet", "w", "--out", str(out),
-               *officers("officer-1", "officer-2")[0], pins=["1111", "2222"])
+    done = run(
+        state,
+        "export-wallet",
+        "w",
+        "--out",
+        str(out),
+        *officers("officer-1", "officer-2")[0],
+        pins=["1111", "2222"],
+    )
     assert done.returncode == 0, done.stderr
     descriptor = (out / "wallet.descriptor").read_text().strip()
     assert descriptor.startswith("wpkh(") and "#" in descriptor

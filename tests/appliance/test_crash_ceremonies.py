@@ -55,11 +55,25 @@ def crash(state: Path, limit: int, *args: str, pins: list[str]) -> subprocess.Co
     os.close(write)
     try:
         return subprocess.run(
-            [sys.executable, "-m", "tests.appliance.crashpoint", str(limit), "--",
-             "--state", str(state), "--pin-fd", str(read), *args],
-            pass_fds=(read,), capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "tests.appliance.crashpoint",
+                str(limit),
+                "--",
+                "--state",
+                str(state),
+                "--pin-fd",
+                str(read),
+                *args,
+            ],
+            pass_fds=(read,),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
             cwd=ROOT,
-        )  # fmt: skip
+        )
     finally:
         os.close(read)
 
@@ -78,25 +92,42 @@ def events(state: Path) -> list:
 
 def kek_left(state: Path) -> bool:
     """Is a backup KEK in the signing token? Asked without a PIN, in a fresh process."""
-    code = ("import sys\nfrom pathlib import Path\nfrom appliance import softhsm\n"
-            "from appliance.hsm import Hsm\nfrom appliance.backup import kek_present\n"
-            "softhsm.configure(Path(sys.argv[1]))\n"
-            "print(kek_present(Hsm(), 'coldstation-signing'))\n")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code, str(state)], capture_output=True,
-                          text=True, check=True, cwd=ROOT)  # fmt: skip
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom appliance import softhsm\n"
+        "from appliance.hsm import Hsm\nfrom appliance.backup import kek_present\n"
+        "softhsm.configure(Path(sys.argv[1]))\n"
+        "print(kek_present(Hsm(), 'coldstation-signing'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(state)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return done.stdout.strip() == "True"
 
 
 def replay_findings(state: Path, tmp: Path) -> list[str]:
     """Export the journal (an activation) and replay it with the auditors' code."""
     bundle = tmp / "bundle"
-    done = run(state, "journal", "export", "--out", str(tmp / "j.cbor"), "--evidence",
-               str(bundle), *TWO, pins=TWO_PINS)  # fmt: skip
+    done = run(
+        state,
+        "journal",
+        "export",
+        "--out",
+        str(tmp / "j.cbor"),
+        "--evidence",
+        str(bundle),
+        *TWO,
+        pins=TWO_PINS,
+    )
     assert done.returncode == 0, done.stderr
     policies = {p.name: p.read_bytes() for p in (bundle / "policies").glob("*.cbor")}
     transcripts = {p.stem: p.read_bytes() for p in (bundle / "transcripts").glob("*.cbor")}
-    parsed = parse_bundle(str(bundle), (bundle / "journal.cbor").read_bytes(), policies,
-                          transcripts)  # fmt: skip
+    parsed = parse_bundle(
+        str(bundle), (bundle / "journal.cbor").read_bytes(), policies, transcripts
+    )
     result = ApplianceReplay(parsed, parsed.audit_key, {}, ChangeDeriver(0)).run()
     return [f"{f.check}: {f.message}" for f in result.findings]
 
@@ -125,30 +156,65 @@ def bases(tmp_path_factory) -> dict:
     for label, model in (("k1", "non-extractable"), ("w", "wrap-with-trusted")):
         done = run(a, "keygen", label, "--backup-model", model, *TWO, pins=TWO_PINS)
         assert done.returncode == 0, done.stderr
-    assert run(a, "export-wallet", "k1", "--out", str(root / "export"), *TWO,
-               pins=TWO_PINS).returncode == 0  # fmt: skip
+    assert (
+        run(a, "export-wallet", "k1", "--out", str(root / "export"), *TWO, pins=TWO_PINS).returncode
+        == 0
+    )
     status = json.loads(run(a, "status").stdout)
     keys = {k["label"]: k["public_key"] for k in status["keys"]}
-    shares = [line.split(":", 1)[1].strip()
-              for line in run(a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()]
+    shares = [
+        line.split(":", 1)[1].strip()
+        for line in run(a, "kek", "new-shares", "--shares", "2,3").stdout.splitlines()
+    ]
     blob = root / "w.blob"
-    done = run(a, "backup", "w", "--out", str(blob), "--kek-shares", "2", *TWO,
-               pins=[*TWO_PINS, *shares[:2]])  # fmt: skip
+    done = run(
+        a,
+        "backup",
+        "w",
+        "--out",
+        str(blob),
+        "--kek-shares",
+        "2",
+        *TWO,
+        pins=[*TWO_PINS, *shares[:2]],
+    )
     assert done.returncode == 0, done.stderr
     draft, signed = root / "draft.cbor", root / "signed.cbor"
-    officer_3 = next(fp for fp, label in status["appliance"]["officer_tokens"].items()
-                     if label == "officer-3")
+    officer_3 = next(
+        fp for fp, label in status["appliance"]["officer_tokens"].items() if label == "officer-3"
+    )
     assert run(a, "policy", "draft", "--revoke", officer_3, "-o", str(draft)).returncode == 0
-    assert run(a, "policy", "sign", str(draft), *ADMINS, "-o", str(signed),
-               pins=list(ADMIN_PINS.values())).returncode == 0  # fmt: skip
+    assert (
+        run(
+            a,
+            "policy",
+            "sign",
+            str(draft),
+            *ADMINS,
+            "-o",
+            str(signed),
+            pins=list(ADMIN_PINS.values()),
+        ).returncode
+        == 0
+    )
     for attempt in range(3):  # officer-3 locked out on B, for the lockout reset
         run(b, "keygen", "x", "--officers", "officer-1,officer-3", pins=["1111", f"bad{attempt}"])
     req = root / "request.psbt"
     data, spent = request(bytes.fromhex(keys["k1"]))
     req.write_bytes(data)
     multisig = f"wsh(multi(2,{keys['k1']},{_point()}))"  # k1 and a cosigner's key
-    return {"a": a, "b": b, "keys": keys, "shares": shares, "blob": blob, "signed": signed,
-            "request": req, "spent": spent, "multisig": multisig, "root": root}
+    return {
+        "a": a,
+        "b": b,
+        "keys": keys,
+        "shares": shares,
+        "blob": blob,
+        "signed": signed,
+        "request": req,
+        "spent": spent,
+        "multisig": multisig,
+        "root": root,
+    }
 
 
 def _point() -> str:
@@ -158,8 +224,11 @@ def _point() -> str:
 
 
 def _count(state: Path, event: str, **details: object) -> int:
-    return sum(1 for r in events(state) if r.event == event
-               and all(r.details.get(k) == v for k, v in details.items()))  # fmt: skip
+    return sum(
+        1
+        for r in events(state)
+        if r.event == event and all(r.details.get(k) == v for k, v in details.items())
+    )
 
 
 # -- what "done exactly once" means for each ceremony -------------------------------------
@@ -173,8 +242,7 @@ def _keygen_works(state: Path, _: dict) -> None:
     again = run(state, "keygen", "k9", *TWO, pins=TWO_PINS)
     assert again.returncode == 1 and "already exists" in again.stderr
     out = state.parent / "k9-export"
-    assert run(state, "export-wallet", "k9", "--out", str(out), *TWO,
-               pins=TWO_PINS).returncode == 0  # fmt: skip
+    assert run(state, "export-wallet", "k9", "--out", str(out), *TWO, pins=TWO_PINS).returncode == 0
 
 
 def _backup_done(state: Path, ctx: dict) -> None:
@@ -208,8 +276,9 @@ def _rekey_done(state: Path, _: dict) -> None:
 def _rekey_works(state: Path, _: dict) -> None:
     ok = run(state, "keygen", "after", *TWO, pins=TWO_PINS)
     assert ok.returncode == 0, ok.stderr
-    revoked = run(state, "keygen", "nope", "--officers", "officer-1,officer-3",
-                  pins=["1111", "3333"])  # fmt: skip
+    revoked = run(
+        state, "keygen", "nope", "--officers", "officer-1,officer-3", pins=["1111", "3333"]
+    )
     assert revoked.returncode == 1 and "revoked" in revoked.stderr
 
 
@@ -232,8 +301,9 @@ def _pin_works(state: Path, ctx: dict) -> None:
 
 
 def _sign_done(state: Path, ctx: dict) -> None:
-    approvals = [r for r in events(state) if r.event == "signing_decision"
-                 and r.decision == "approved"]  # fmt: skip
+    approvals = [
+        r for r in events(state) if r.event == "signing_decision" and r.decision == "approved"
+    ]
     assert len(approvals) == 1, "one approval, whatever the crash"
 
 
@@ -241,8 +311,16 @@ def _sign_works(state: Path, ctx: dict) -> None:
     signed = Psbt.parse((state.parent / "signed.psbt").read_bytes())
     assert len(read_receipts(signed)) == 1
     assert verify_all(extract(finalize(signed).psbt), ctx["spent"]) == [True]
-    again = run(state, "sign", "--in", str(ctx["request"]), "--out",
-                str(state.parent / "third.psbt"), *TWO, pins=TWO_PINS)  # fmt: skip
+    again = run(
+        state,
+        "sign",
+        "--in",
+        str(ctx["request"]),
+        "--out",
+        str(state.parent / "third.psbt"),
+        *TWO,
+        pins=TWO_PINS,
+    )
     assert again.returncode == 0 and "shown again" in again.stdout, again.stderr
 
 
@@ -256,31 +334,78 @@ def _suspend_works(state: Path, _: dict) -> None:
 
 
 CEREMONIES: dict[str, Ceremony] = {
-    "keygen": Ceremony(lambda c: ["keygen", "k9", *TWO], lambda c: TWO_PINS, _keygen_done,
-                       _keygen_works),
+    "keygen": Ceremony(
+        lambda c: ["keygen", "k9", *TWO], lambda c: TWO_PINS, _keygen_done, _keygen_works
+    ),
     "backup": Ceremony(
-        lambda c: ["backup", "w", "--out", str(c["state"].parent / "again.blob"),
-                   "--kek-shares", "2", *TWO],
-        lambda c: [*TWO_PINS, *c["shares"][1:]], _backup_done, _nothing_more, kek=True),
+        lambda c: [
+            "backup",
+            "w",
+            "--out",
+            str(c["state"].parent / "again.blob"),
+            "--kek-shares",
+            "2",
+            *TWO,
+        ],
+        lambda c: [*TWO_PINS, *c["shares"][1:]],
+        _backup_done,
+        _nothing_more,
+        kek=True,
+    ),
     "restore": Ceremony(
-        lambda c: ["restore", str(c["blob"]), "--label", "w", "--public-key", c["keys"]["w"],
-                   "--kek-shares", "2", *TWO],
-        lambda c: [*TWO_PINS, *c["shares"][:2]], _restore_done, _restore_works, on="b",
-        kek=True),
+        lambda c: [
+            "restore",
+            str(c["blob"]),
+            "--label",
+            "w",
+            "--public-key",
+            c["keys"]["w"],
+            "--kek-shares",
+            "2",
+            *TWO,
+        ],
+        lambda c: [*TWO_PINS, *c["shares"][:2]],
+        _restore_done,
+        _restore_works,
+        on="b",
+        kek=True,
+    ),
     "policy-install-rekey": Ceremony(
-        lambda c: ["policy", "install", str(c["signed"]), *TWO], lambda c: TWO_PINS,
-        _rekey_done, _rekey_works),
-    "reset-lockout": Ceremony(lambda c: ["reset-lockout", "officer-3", *ADMINS],
-                              lambda c: list(ADMIN_PINS.values()), _reset_done, _nothing_more,
-                              on="b"),
-    "pin-wallet": Ceremony(lambda c: ["pin-wallet", c["multisig"], *ADMINS, *TWO],
-                           lambda c: [*ADMIN_PINS.values(), *TWO_PINS], _pin_done, _pin_works),
-    "sign": Ceremony(lambda c: ["sign", "--in", str(c["request"]), "--out",
-                                str(c["state"].parent / "signed.psbt"), *TWO],
-                     lambda c: TWO_PINS, _sign_done, _sign_works),
-    "suspend": Ceremony(lambda c: ["suspend", "k1", *TWO], lambda c: TWO_PINS, _suspend_done,
-                        _suspend_works),
-}  # fmt: skip
+        lambda c: ["policy", "install", str(c["signed"]), *TWO],
+        lambda c: TWO_PINS,
+        _rekey_done,
+        _rekey_works,
+    ),
+    "reset-lockout": Ceremony(
+        lambda c: ["reset-lockout", "officer-3", *ADMINS],
+        lambda c: list(ADMIN_PINS.values()),
+        _reset_done,
+        _nothing_more,
+        on="b",
+    ),
+    "pin-wallet": Ceremony(
+        lambda c: ["pin-wallet", c["multisig"], *ADMINS, *TWO],
+        lambda c: [*ADMIN_PINS.values(), *TWO_PINS],
+        _pin_done,
+        _pin_works,
+    ),
+    "sign": Ceremony(
+        lambda c: [
+            "sign",
+            "--in",
+            str(c["request"]),
+            "--out",
+            str(c["state"].parent / "signed.psbt"),
+            *TWO,
+        ],
+        lambda c: TWO_PINS,
+        _sign_done,
+        _sign_works,
+    ),
+    "suspend": Ceremony(
+        lambda c: ["suspend", "k1", *TWO], lambda c: TWO_PINS, _suspend_done, _suspend_works
+    ),
+}
 
 
 def _fold(state: Path) -> StationState:
@@ -291,15 +416,15 @@ def _fold(state: Path) -> StationState:
         inputs = None
         if record.event == "signing_decision" and record.decision == "approved":
             name = record.subjects["transcript"].hex()
-            plain = canonical.decode((state / "transcripts" / f"{name}.cbor").read_bytes(),
-                                     max_size=1 << 26)  # fmt: skip
+            plain = canonical.decode(
+                (state / "transcripts" / f"{name}.cbor").read_bytes(), max_size=1 << 26
+            )
             inputs = transcript_outpoints(plain)
         folded.apply(record, record.hash(), inputs)
     return folded
 
 
-def _crash_and_rerun(bases: dict, ceremony: Ceremony, limit: int, case: Path,
-                     deep: bool) -> str:  # fmt: skip
+def _crash_and_rerun(bases: dict, ceremony: Ceremony, limit: int, case: Path, deep: bool) -> str:
     """One crash point: die after effect ``limit``, rerun, check; returns where it died."""
     state = case / "station"
     shutil.copytree(bases[ceremony.on], state, symlinks=True)
@@ -339,14 +464,20 @@ def test_a_crash_after_any_effect_is_completed_by_a_rerun(bases, name, tmp_path)
     ceremony.works(whole, ctx)
     assert replay_findings(whole, tmp_path / "whole") == []
     with ThreadPoolExecutor(max_workers=2) as pool:  # each point is its own processes
-        points = list(pool.map(
-            lambda n: _crash_and_rerun(bases, ceremony, n, tmp_path / f"n{n}", n % 4 == 0),
-            range(1, effects + 1)))  # fmt: skip
+        points = list(
+            pool.map(
+                lambda n: _crash_and_rerun(bases, ceremony, n, tmp_path / f"n{n}", n % 4 == 0),
+                range(1, effects + 1),
+            )
+        )
     if ceremony.kek:
         assert any("KEK left" in p for p in points), f"{name}: no crash caught the KEK"
-    print(f"\n{name}: {effects} crash points, each completed by a rerun: "
-          + "; ".join(f"{n}: {p.split()[-1] if 'KEK' not in p else p}"
-                      for n, p in enumerate(points, 1)))  # fmt: skip
+    print(
+        f"\n{name}: {effects} crash points, each completed by a rerun: "
+        + "; ".join(
+            f"{n}: {p.split()[-1] if 'KEK' not in p else p}" for n, p in enumerate(points, 1)
+        )
+    )
 
 
 def _init_point(limit: int, state: Path, pins: list[str]) -> None:
@@ -381,7 +512,8 @@ def test_a_crash_during_init_leaves_a_station_that_refuses_until_started_over(tm
     effects = int(counted.stderr.strip().splitlines()[-1].split()[1])
     assert effects >= 10
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda n: _init_point(n, tmp_path / f"init-{n}", pins),
-                      range(1, effects + 1)))  # fmt: skip
+        list(
+            pool.map(lambda n: _init_point(n, tmp_path / f"init-{n}", pins), range(1, effects + 1))
+        )
     finished = run(whole, "init", "--demo", "--start-over", pins=pins)
     assert finished.returncode == 1 and "already holds an appliance" in finished.stderr

@@ -248,12 +248,14 @@ def _flip_with_crc(data: bytearray, frame_offset: int, length: int) -> None:
 
     data[frame_offset + HEADER_SIZE + 1] ^= 0x01
     body = bytes(data[frame_offset + 4 : frame_offset + HEADER_SIZE + length])
-    data[frame_offset + HEADER_SIZE + length : frame_offset + OVERHEAD + length] = \
-        zlib.crc32(body).to_bytes(4, "big")  # fmt: skip
+    data[frame_offset + HEADER_SIZE + length : frame_offset + OVERHEAD + length] = zlib.crc32(
+        body
+    ).to_bytes(4, "big")
 
 
 def test_a_changed_checkpoint_frame_or_a_shorter_file_is_reported_and_everything_rescanned(
-        tmp_path):  # fmt: skip
+    tmp_path,
+):
     path = tmp_path / "journal"
     _write(path, PAYLOADS)
     store, _ = JournalStore.open(path)
@@ -348,8 +350,10 @@ def test_sigkill_never_loses_an_acknowledged_record(tmp_path):
     store, _ = JournalStore.open(path)
     with store:
         assert all(e == record_payload(i) for i, e in enumerate(store.entries()))
-    print(f"\nSIGKILL: 100 kills, {checked} records, {acknowledged + 1} acknowledged, "
-          f"{torn_reports} torn tail(s) reported")  # fmt: skip
+    print(
+        f"\nSIGKILL: 100 kills, {checked} records, {acknowledged + 1} acknowledged, "
+        f"{torn_reports} torn tail(s) reported"
+    )
 
 
 def test_append_rate_is_measured(tmp_path):

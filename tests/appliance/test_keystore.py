@@ -138,17 +138,31 @@ def test_a_key_imported_into_the_token_is_not_adopted(hsm, signing_token, keysto
     secret = PrivateKey()
     session = keystore.session()
     with hsm.lock:
-        session.create_object({
-            Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.EC,
-            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-            Attribute.SIGN: True, Attribute.ID: key_id, Attribute.LABEL: "planted",
-            Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
-            Attribute.VALUE: secret.secret})  # fmt: skip
-        session.create_object({
-            Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
-            Attribute.TOKEN: True, Attribute.ID: key_id, Attribute.LABEL: "planted",
-            Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
-            Attribute.EC_POINT: ec_point_der(secret.public_key.format())})  # fmt: skip
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.SIGN: True,
+                Attribute.ID: key_id,
+                Attribute.LABEL: "planted",
+                Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
+                Attribute.VALUE: secret.secret,
+            }
+        )
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.TOKEN: True,
+                Attribute.ID: key_id,
+                Attribute.LABEL: "planted",
+                Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1"),
+                Attribute.EC_POINT: ec_point_der(secret.public_key.format()),
+            }
+        )
     with pytest.raises(KeystoreError):
         keystore.adopt("planted", key_id, NON_EXTRACTABLE)
     assert "planted" not in {k.label for k in keystore.key_infos()}

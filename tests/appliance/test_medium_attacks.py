@@ -34,8 +34,9 @@ import pytest
 import shamir_mnemonic
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
+from appliance import checkpoint as checkpoint_module
+from appliance.appliance import so_pin_for
 from appliance.backup import new_kek_shares
-from appliance.ceremonies import so_pin_for
 from appliance.hsm import Hsm, token_serial
 from appliance.officers import OfficerError, PinGuard, unlock
 from shared import canonical
@@ -114,8 +115,10 @@ def admin_signed(lib, policy: Policy) -> SignedPolicy:
 
 def key_of(state: Path, label: str) -> bytes:
     for entry in entries(state):
-        if entry.record.event in ("key_generated", "restore") and \
-                entry.record.details.get("label") == label:  # fmt: skip
+        if (
+            entry.record.event in ("key_generated", "restore")
+            and entry.record.details.get("label") == label
+        ):
             return entry.record.subjects["public_key"]
     raise LookupError(label)
 
@@ -125,8 +128,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     root = tmp_path_factory.mktemp("medium")
     state = root / "station"
     everyone = [*OFFICERS, *ADMINS]
-    done, proc = run_watching_proc(state, "init", "--demo", "--network", "regtest",
-                                   pins=pins_of(*everyone), secrets_=pins_of(*everyone))
+    done, proc = run_watching_proc(
+        state,
+        "init",
+        "--demo",
+        "--network",
+        "regtest",
+        pins=pins_of(*everyone),
+        secrets_=pins_of(*everyone),
+    )
     info = json.loads(ok(done).stdout)
     two, pins = officers_args(*TWO), pins_of(*TWO)
     ok(run(state, "keygen", "hot", *two, pins=pins))
@@ -135,12 +145,23 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     ok(run(state, "export-wallet", "arch", "--out", str(root / "arch"), *two, pins=pins))
     ok(run(state, "archive", "arch", *two, pins=pins))
     v1 = SignedPolicy.from_bytes((state / "policies" / "0001.cbor").read_bytes()).policy
-    v2 = replace(v1, version=2, previous_hash=v1.hash(), address_book=((PAYEE, "payroll"),),
-                 require_address_book=True, per_tx_limit=100_000)
-    alt = replace(v2, require_address_book=False, per_tx_limit=10 * COIN,
-                  address_book=((STRANGER, "reserve"),))
-    v3 = replace(v2, version=3, previous_hash=v2.hash(), require_address_book=False,
-                 per_tx_limit=10 * COIN)
+    v2 = replace(
+        v1,
+        version=2,
+        previous_hash=v1.hash(),
+        address_book=((PAYEE, "payroll"),),
+        require_address_book=True,
+        per_tx_limit=100_000,
+    )
+    alt = replace(
+        v2,
+        require_address_book=False,
+        per_tx_limit=10 * COIN,
+        address_book=((STRANGER, "reserve"),),
+    )
+    v3 = replace(
+        v2, version=3, previous_hash=v2.hash(), require_address_book=False, per_tx_limit=10 * COIN
+    )
     with token_library(state) as lib:
         signed_v2, alt_v2, next_v3 = (admin_signed(lib, p) for p in (v2, alt, v3))
     (root / "v2.cbor").write_bytes(signed_v2.to_bytes())
@@ -171,8 +192,9 @@ def approved_count(state: Path) -> int:
     return sum(1 for e in decisions(state) if e.record.decision == "approved")
 
 
-def attempt(state: Path, tmp: Path, data: bytes, name: str, *labels: str,
-            env: dict[str, str] | None = None):
+def attempt(
+    state: Path, tmp: Path, data: bytes, name: str, *labels: str, env: dict[str, str] | None = None
+):
     """``sign`` through the CLI; returns (result, output path, what existed before)."""
     before = (approved_count(state), sorted((state / "signed").glob("*.psbt")))
     done, out = sign(state, tmp, data, name, *labels, env=env)
@@ -212,12 +234,24 @@ def test_planted_legacy_files_have_no_effect(base, tmp_path):
     st = station(base, tmp_path)
     hot, arch, mallory = base.keys["hot"], base.keys["arch"], foreign_key()
     trap = wsh_multi(1, hot, mallory)
-    (st / "keys.json").write_text(json.dumps({"keys": [
-        {"label": label, "public_key": key.hex(), "state": "active", "key_id": "00" * 16,
-         "backup_model": "non-extractable", "created": "2020-01-01T00:00:00+00:00"}
-        for label, key in (("hot", hot), ("arch", arch))]}))
-    (st / "wallets.json").write_text(json.dumps({"descriptors": [
-        f"wpkh({hot.hex()})", str(trap)]}))
+    (st / "keys.json").write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        "label": label,
+                        "public_key": key.hex(),
+                        "state": "active",
+                        "key_id": "00" * 16,
+                        "backup_model": "non-extractable",
+                        "created": "2020-01-01T00:00:00+00:00",
+                    }
+                    for label, key in (("hot", hot), ("arch", arch))
+                ]
+            }
+        )
+    )
+    (st / "wallets.json").write_text(json.dumps({"descriptors": [f"wpkh({hot.hex()})", str(trap)]}))
     lock_out(st)
     (st / "pin-guard.json").write_text(json.dumps({"failures": {}, "counts": {}}))
 
@@ -237,34 +271,53 @@ def test_planted_legacy_files_have_no_effect(base, tmp_path):
         assert code_ in done.stderr, done.stderr
     record = decisions(st)[-1].record
     assert record.decision == "refused"
-    transcript = cbor2.loads((st / "transcripts" /
-                              f"{record.subjects['transcript'].hex()}.cbor").read_bytes())
+    transcript = cbor2.loads(
+        (st / "transcripts" / f"{record.subjects['transcript'].hex()}.cbor").read_bytes()
+    )
     paid = transcript["outputs"][0]
     assert paid["is_change"] is False and paid["amount"] == 999_000_000
 
-    locked = run(st, "keygen", "x", *officers_args("officer-1", "officer-3"),
-                 pins=pins_of("officer-1", "officer-3"))
+    locked = run(
+        st,
+        "keygen",
+        "x",
+        *officers_args("officer-1", "officer-3"),
+        pins=pins_of("officer-1", "officer-3"),
+    )
     assert locked.returncode == 1 and "locked out" in locked.stderr, said(locked)
     assert "keygen" not in [e.record.details.get("ceremony") for e in entries(st)[-3:]]
 
 
 def _two_input_request(hot: bytes, arch: bytes, pay_to: bytes) -> bytes:
     """Coins of the hot and the archived key; 9.99 BTC to ``pay_to``, the rest to hot."""
-    funding = [Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
-                           outputs=[TxOut(5 * COIN + 1_000_000, p2wpkh_script(key))])
-               for key in (hot, arch)]  # fmt: skip
-    spend = Transaction(inputs=[TxIn(OutPoint(f.txid, 0), sequence=SEQUENCE_RBF)
-                                for f in funding],
-                        outputs=[TxOut(999_000_000, pay_to),
-                                 TxOut(10 * COIN + 2_000_000 - 999_000_000 - 5_000,
-                                       p2wpkh_script(hot))])  # fmt: skip
+    funding = [
+        Transaction(
+            inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
+            outputs=[TxOut(5 * COIN + 1_000_000, p2wpkh_script(key))],
+        )
+        for key in (hot, arch)
+    ]
+    spend = Transaction(
+        inputs=[TxIn(OutPoint(f.txid, 0), sequence=SEQUENCE_RBF) for f in funding],
+        outputs=[
+            TxOut(999_000_000, pay_to),
+            TxOut(10 * COIN + 2_000_000 - 999_000_000 - 5_000, p2wpkh_script(hot)),
+        ],
+    )
     psbt = Psbt.from_unsigned_tx(spend)
     for index, f in enumerate(funding):
         psbt.inputs[index].set(0x00, f.serialize())
         psbt.inputs[index].set(0x01, f.outputs[0].serialize())
     now = int(time.time())
-    meta = RequestMetadata(request_id=os.urandom(16), batch_id="b", requester="ops-mallory",
-                           created=now - 5, expiry=now + 1800, purpose="x", network="regtest")
+    meta = RequestMetadata(
+        request_id=os.urandom(16),
+        batch_id="b",
+        requester="ops-mallory",
+        created=now - 5,
+        expiry=now + 1800,
+        purpose="x",
+        network="regtest",
+    )
     return attach_request(psbt, meta).serialize()
 
 
@@ -302,8 +355,11 @@ def test_installed_policy_file_tampering_stops_the_station(base, tmp_path, how):
         path.write_bytes(data.replace(b"payroll", b"payrolL"))
     else:
         path.unlink()
-    seq = next(e.record.seq for e in entries(st) if e.record.event == "policy_installed"
-               and e.record.details["version"] == 2)  # fmt: skip
+    seq = next(
+        e.record.seq
+        for e in entries(st)
+        if e.record.event == "policy_installed" and e.record.details["version"] == 2
+    )
     # under the planted (alt) or an older (v1) policy this payment would be signed
     data = build_request(base.keys["hot"], to=payee_script(STRANGER))
     done, out, before = attempt(st, tmp_path, data, "stranger")
@@ -336,22 +392,40 @@ def revoked(base: Base, tmp_path_factory: pytest.TempPathFactory) -> dict:
         old_pin = secret.hex()
         usable_before = not login_fails(lib, SIGNING, user_pin=old_pin)
         three = base.info["officers"]["officer-3"]
-        v3 = replace(base.v2, version=3, previous_hash=base.v2.hash(), officers=tuple(
-            replace(o, active=o.fingerprint != three) for o in base.v2.officers))
+        v3 = replace(
+            base.v2,
+            version=3,
+            previous_hash=base.v2.hash(),
+            officers=tuple(replace(o, active=o.fingerprint != three) for o in base.v2.officers),
+        )
         signed_v3 = admin_signed(lib, v3)
-        v4 = replace(v3, version=4, previous_hash=v3.hash(), officers=base.v2.officers,
-                     require_address_book=False)
+        v4 = replace(
+            v3,
+            version=4,
+            previous_hash=v3.hash(),
+            officers=base.v2.officers,
+            require_address_book=False,
+        )
         signed_v4 = admin_signed(lib, v4)  # reinstates officer-3: signed, never installed
     (root / "v3.cbor").write_bytes(signed_v3.to_bytes())
     before = root / "before"
     before.mkdir()
     for name in ("journal.log", "checkpoint.cbor"):
         shutil.copy2(st / name, before / name)
-    ok(run(st, "policy", "install", str(root / "v3.cbor"), *officers_args(*TWO),
-           pins=pins_of(*TWO)))
+    ok(
+        run(
+            st, "policy", "install", str(root / "v3.cbor"), *officers_args(*TWO), pins=pins_of(*TWO)
+        )
+    )
     assert "officer_revoked" in events(st) and "pin_rekeyed" in events(st)
-    return {"state": st, "old": old, "old_pin": old_pin, "usable_before": usable_before,
-            "v4": signed_v4, "before": before}
+    return {
+        "state": st,
+        "old": old,
+        "old_pin": old_pin,
+        "usable_before": usable_before,
+        "v4": signed_v4,
+        "before": before,
+    }
 
 
 @pytest.mark.parametrize("game", ["deleted", "older file", "planted v4", "journal rollback"])
@@ -368,15 +442,21 @@ def test_revoked_officer_cannot_approve_after_policy_games(revoked, base, tmp_pa
         for name in ("journal.log", "checkpoint.cbor"):
             shutil.copy2(revoked["before"] / name, st / name)
         (policies / "0003.cbor").unlink()
-    done, out, before = attempt(st, tmp_path, build_request(base.keys["hot"]), "r",
-                                "officer-3", "officer-1")
+    done, out, before = attempt(
+        st, tmp_path, build_request(base.keys["hot"]), "r", "officer-3", "officer-1"
+    )
     assert_nothing_signed(done, out, st, before)
     if game == "journal rollback":  # an anchor ahead, or the re-keyed PIN, stops it
-        assert ROLLED_BACK.search(done.stderr) or \
-            "refused the PIN the officers' shares rebuild" in done.stderr, done.stderr  # fmt: skip
+        assert (
+            ROLLED_BACK.search(done.stderr)
+            or "refused the PIN the officers' shares rebuild" in done.stderr
+        ), done.stderr
     else:
-        expected = {"deleted": "0003.cbor is missing", "older file": "0003.cbor is not the "
-                    "policy the journal installed", "planted v4": "is revoked"}[game]
+        expected = {
+            "deleted": "0003.cbor is missing",
+            "older file": "0003.cbor is not the policy the journal installed",
+            "planted v4": "is revoked",
+        }[game]
         assert expected in done.stderr, done.stderr
 
 
@@ -388,9 +468,14 @@ def _forged_pending(st: Path, base: Base) -> dict[str, bytes]:
     appliance_id = json.loads((st / "appliance.json").read_text())["appliance_id"]
     attacker = f"wpkh({foreign_key().hex()})"
     h = hashlib.sha256(b"x").digest()
-    statement = {"type": "coldstation-lockout-reset", "appliance": appliance_id,
-                 "token": "officer-3", "serial": "0" * 16, "time": 1_800_000_000,
-                 "nonce": "00" * 8}
+    statement = {
+        "type": "coldstation-lockout-reset",
+        "appliance": appliance_id,
+        "token": "officer-3",
+        "serial": "0" * 16,
+        "time": 1_800_000_000,
+        "nonce": "00" * 8,
+    }
     digest = canonical.digest(statement)
     with token_library(st) as lib:
         one_admin = dict([approval_sign(lib, "admin-1", PINS["admin-1"], digest)])
@@ -398,27 +483,48 @@ def _forged_pending(st: Path, base: Base) -> dict[str, bytes]:
     admin_fps = list(base.info["administrators"].values())
     forged_sigs = {fp: bytes.fromhex("3006020101020101") for fp in admin_fps}
     return {
-        "wallet-exported": canonical.encode({
-            "event": "wallet_exported", "actors": list(base.info["officers"].values())[:2],
-            "details": {"label": "hot", "descriptor": attacker}}),
-        "deferred-wallet": canonical.encode({
-            "type": "coldstation-deferred-refusal", "time": 1, "subjects": {"psbt": h},
-            "details": {"refusals": [["malformed", "x"]], "descriptor": attacker}}),
-        "approved-negative": canonical.encode({
-            "event": "signing_decision", "decision": "approved",
-            "details": {"txid": "00" * 32, "outpoints": [], "paid_out": -50 * COIN}}),
-        "deferred-approved": canonical.encode({
-            "type": "coldstation-deferred-refusal", "time": 1, "subjects": {"psbt": h},
-            "decision": "approved",
-            "details": {"refusals": [["malformed", "x"]], "paid_out": -50 * COIN}}),
+        "wallet-exported": canonical.encode(
+            {
+                "event": "wallet_exported",
+                "actors": list(base.info["officers"].values())[:2],
+                "details": {"label": "hot", "descriptor": attacker},
+            }
+        ),
+        "deferred-wallet": canonical.encode(
+            {
+                "type": "coldstation-deferred-refusal",
+                "time": 1,
+                "subjects": {"psbt": h},
+                "details": {"refusals": [["malformed", "x"]], "descriptor": attacker},
+            }
+        ),
+        "approved-negative": canonical.encode(
+            {
+                "event": "signing_decision",
+                "decision": "approved",
+                "details": {"txid": "00" * 32, "outpoints": [], "paid_out": -50 * COIN},
+            }
+        ),
+        "deferred-approved": canonical.encode(
+            {
+                "type": "coldstation-deferred-refusal",
+                "time": 1,
+                "subjects": {"psbt": h},
+                "decision": "approved",
+                "details": {"refusals": [["malformed", "x"]], "paid_out": -50 * COIN},
+            }
+        ),
         "reset-one-admin": canonical.encode({**statement, "signatures": one_admin}),
         "reset-forged": canonical.encode({**statement, "signatures": forged_sigs}),
         "reset-by-officers": canonical.encode({**statement, "signatures": officers}),
-        "reset-other-station": canonical.encode({**statement, "appliance": "cs-000000000000",
-                                                 "signatures": one_admin}),
+        "reset-other-station": canonical.encode(
+            {**statement, "appliance": "cs-000000000000", "signatures": one_admin}
+        ),
         "garbage": os.urandom(300),
-        "not-canonical": cbor2.dumps({"type": "coldstation-deferred-refusal", "time": 1},
-                                     canonical=False) + b"\x00",
+        "not-canonical": cbor2.dumps(
+            {"type": "coldstation-deferred-refusal", "time": 1}, canonical=False
+        )
+        + b"\x00",
         "huge": b"\xa0" + bytes(70_000),
     }
 
@@ -433,15 +539,25 @@ def test_forged_pending_files_are_rejected_never_journaled(base, tmp_path):
     pending.mkdir(exist_ok=True)
     for name, data in forged.items():
         (pending / f"000000000001-{name}.cbor").write_bytes(data)
-    (pending / "000000000002-well-formed.cbor").write_bytes(canonical.encode({
-        "type": "coldstation-deferred-refusal", "time": 1,
-        "subjects": {"psbt": hashlib.sha256(b"x").digest()},
-        "details": {"refusals": [["malformed", "whatever the insider writes"]]}}))
+    (pending / "000000000002-well-formed.cbor").write_bytes(
+        canonical.encode(
+            {
+                "type": "coldstation-deferred-refusal",
+                "time": 1,
+                "subjects": {"psbt": hashlib.sha256(b"x").digest()},
+                "details": {"refusals": [["malformed", "whatever the insider writes"]]},
+            }
+        )
+    )
     before = entries(st)
     ok(run(st, "keygen", "after", *officers_args(*TWO), pins=pins_of(*TWO)))
-    added = entries(st)[len(before):]
-    assert [e.record.event for e in added] == ["activation", "signing_decision", "intent",
-                                               "key_generated"]
+    added = entries(st)[len(before) :]
+    assert [e.record.event for e in added] == [
+        "activation",
+        "signing_decision",
+        "intent",
+        "key_generated",
+    ]
     refusal = added[1].record
     assert refusal.decision == "refused" and refusal.actors == ()
     assert refusal.details["deferred"] is True
@@ -457,18 +573,27 @@ def test_forged_pending_files_are_rejected_never_journaled(base, tmp_path):
     assert verify.returncode == 0 and verify.stdout.strip().endswith("OK"), said(verify)
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS: a forged, well-formed deferred refusal "
-                   "naming a request id is journaled (by design) and puts that id in the "
-                   "signing history, so the genuine request is then refused as `replayed`: an "
-                   "insider who sees request ids on the medium can block any request")
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS: a forged, well-formed deferred refusal "
+    "naming a request id is journaled (by design) and puts that id in the "
+    "signing history, so the genuine request is then refused as `replayed`: an "
+    "insider who sees request ids on the medium can block any request",
+)
 def test_a_forged_refusal_cannot_burn_a_genuine_request_id(base, tmp_path):
     st = station(base, tmp_path)
     request_id = os.urandom(16)
     (st / "pending").mkdir(exist_ok=True)
-    (st / "pending" / "000000000001-burn.cbor").write_bytes(canonical.encode({
-        "type": "coldstation-deferred-refusal", "time": 1,
-        "subjects": {"psbt": hashlib.sha256(b"x").digest()},
-        "details": {"refusals": [["malformed", "x"]], "request_id": request_id}}))
+    (st / "pending" / "000000000001-burn.cbor").write_bytes(
+        canonical.encode(
+            {
+                "type": "coldstation-deferred-refusal",
+                "time": 1,
+                "subjects": {"psbt": hashlib.sha256(b"x").digest()},
+                "details": {"refusals": [["malformed", "x"]], "request_id": request_id},
+            }
+        )
+    )
     ok(run(st, "keygen", "after", *officers_args(*TWO), pins=pins_of(*TWO)))
     done, out = sign(st, tmp_path, build_request(base.keys["hot"], request_id=request_id), "r")
     assert done.returncode == 0 and out.exists(), said(done)
@@ -496,15 +621,29 @@ def test_a_deferred_refusal_is_journaled_once_even_after_a_crash(base, tmp_path)
     st = station(base, tmp_path)
     expired = build_request(base.keys["hot"], expiry_delta=-5)
     (tmp_path / "expired.psbt").write_bytes(expired)
-    waiting = run(st, "sign", "--in", str(tmp_path / "expired.psbt"),
-                  "--officers", "nosuch-1,nosuch-2", "--out", str(tmp_path / "x"),
-                  pins=["1234", "5678"])
+    waiting = run(
+        st,
+        "sign",
+        "--in",
+        str(tmp_path / "expired.psbt"),
+        "--officers",
+        "nosuch-1,nosuch-2",
+        "--out",
+        str(tmp_path / "x"),
+        pins=["1234", "5678"],
+    )
     assert waiting.returncode == 1 and "nosuch-1" in waiting.stderr, said(waiting)
     [pending] = list((st / "pending").glob("*.cbor"))
     digest = hashlib.sha256(pending.read_bytes()).digest()
 
-    crashed = run(st, "keygen", "k1", *officers_args(*TWO), pins=pins_of(*TWO),
-                  program=CRASH_AFTER_PENDING_RECORD)
+    crashed = run(
+        st,
+        "keygen",
+        "k1",
+        *officers_args(*TWO),
+        pins=pins_of(*TWO),
+        program=CRASH_AFTER_PENDING_RECORD,
+    )
     assert crashed.returncode == 137, said(crashed)
     assert pending.exists()
     journaled = [e for e in decisions(st) if e.record.details.get("pending") == digest]
@@ -539,11 +678,27 @@ def test_boundary_truncation_refuses_re_signing_then_recovery_names_the_loss(bas
     assert f"the journal ends at seq {lost - 1}, but" in done.stderr, done.stderr
     assert f"holds its head at seq {lost}" in done.stderr
 
-    short = run(st, "journal", "recover", *officers_args(*TWO), "--admins", "admin-1",
-                pins=pins_of(*TWO, "admin-1"))
+    short = run(
+        st,
+        "journal",
+        "recover",
+        *officers_args(*TWO),
+        "--admins",
+        "admin-1",
+        pins=pins_of(*TWO, "admin-1"),
+    )
     assert short.returncode == 1 and "needs 2 administrators" in short.stderr, said(short)
-    recovered = ok(run(st, "journal", "recover", *officers_args(*TWO), "--admins",
-                       ",".join(ADMINS), pins=pins_of(*TWO, *ADMINS)))
+    recovered = ok(
+        run(
+            st,
+            "journal",
+            "recover",
+            *officers_args(*TWO),
+            "--admins",
+            ",".join(ADMINS),
+            pins=pins_of(*TWO, *ADMINS),
+        )
+    )
     assert f"records up to seq {lost} journaled as lost" in recovered.stdout
     record = entries(st)[-1].record
     assert record.event == "journal_recovered" and record.details["lost_through"] == lost
@@ -552,15 +707,27 @@ def test_boundary_truncation_refuses_re_signing_then_recovery_names_the_loss(bas
     assert ok(run(st, "journal", "verify")).stdout.strip().endswith("OK")
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS: recovery forgets the lost records' history "
-                   "(request ids, signed outpoints, daily totals): after `journal recover` "
-                   "the request approved in the lost record is signed a second time")
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS: recovery forgets the lost records' history "
+    "(request ids, signed outpoints, daily totals): after `journal recover` "
+    "the request approved in the lost record is signed a second time",
+)
 def test_after_recovery_a_request_approved_in_a_lost_record_is_still_refused(base, tmp_path):
     st = station(base, tmp_path)
     (st / "checkpoint.cbor").unlink()
     drop_last_frame(st)
-    ok(run(st, "journal", "recover", *officers_args(*TWO), "--admins", ",".join(ADMINS),
-           pins=pins_of(*TWO, *ADMINS)))
+    ok(
+        run(
+            st,
+            "journal",
+            "recover",
+            *officers_args(*TWO),
+            "--admins",
+            ",".join(ADMINS),
+            pins=pins_of(*TWO, *ADMINS),
+        )
+    )
     done, out, before = _resign_r1(base, st, tmp_path)
     assert_nothing_signed(done, out, st, before)
 
@@ -569,12 +736,28 @@ def test_recovery_works_when_the_checkpoint_covers_the_truncated_tail(base, tmp_
     st = station(base, tmp_path)
     (st / "checkpoint.cbor").unlink()
     drop_last_frame(st)
-    ok(run(st, "journal", "recover", *officers_args(*TWO), "--admins", ",".join(ADMINS),
-           pins=pins_of(*TWO, *ADMINS)))  # forces a checkpoint at the new head
+    ok(
+        run(
+            st,
+            "journal",
+            "recover",
+            *officers_args(*TWO),
+            "--admins",
+            ",".join(ADMINS),
+            pins=pins_of(*TWO, *ADMINS),
+        )
+    )  # forces a checkpoint at the new head
     assert checkpoint_seq(st) == len(entries(st)) - 1
     lost = drop_last_frame(st)
-    again = run(st, "journal", "recover", *officers_args(*TWO), "--admins", ",".join(ADMINS),
-                pins=pins_of(*TWO, *ADMINS))
+    again = run(
+        st,
+        "journal",
+        "recover",
+        *officers_args(*TWO),
+        "--admins",
+        ",".join(ADMINS),
+        pins=pins_of(*TWO, *ADMINS),
+    )
     assert again.returncode == 0 and f"seq {lost}" in again.stdout, said(again)
 
 
@@ -584,14 +767,22 @@ def test_a_bit_flipped_in_the_last_frame_stops_the_station(base, tmp_path):
     flip_bit(st, last, where=40)
     code, report = status(st)
     assert code == 1 and not report["usable"]
-    assert any("journal.log" in p and f"frame {last}" in p and "CRC" in p
-               for p in report["problems"]), report["problems"]
+    assert any(
+        "journal.log" in p and f"frame {last}" in p and "CRC" in p for p in report["problems"]
+    ), report["problems"]
     done, out, _before = _resign_r1(base, st, tmp_path)
     assert done.returncode == 1 and not out.exists()
     assert "station is stopped" in done.stderr and "journal.log" in done.stderr
     covered = checkpoint_seq(st)
-    recovered = run(st, "journal", "recover", *officers_args(*TWO), "--admins",
-                    ",".join(ADMINS), pins=pins_of(*TWO, *ADMINS))
+    recovered = run(
+        st,
+        "journal",
+        "recover",
+        *officers_args(*TWO),
+        "--admins",
+        ",".join(ADMINS),
+        pins=pins_of(*TWO, *ADMINS),
+    )
     if covered is not None and covered >= last:
         pytest.skip("the checkpoint covers the last frame: see the truncation xfail")
     ok(recovered)
@@ -620,8 +811,7 @@ def test_start_over_refuses_to_wipe_a_station_whose_journal_was_emptied(base, tm
     (st / "journal.log").write_bytes(b"")
     (st / "checkpoint.cbor").unlink()
     signing_files = token_dir(st, SIGNING)
-    done = run(st, "init", "--demo", "--start-over",
-               pins=["n1n1", "n2n2", "n3n3", "a1a1", "a2a2"])
+    done = run(st, "init", "--demo", "--start-over", pins=["n1n1", "n2n2", "n3n3", "a1a1", "a2a2"])
     assert signing_files.exists(), "the signing token (with key 'hot') was wiped"
     assert done.returncode != 0
 
@@ -639,10 +829,13 @@ def test_an_older_journal_copy_refuses_re_signing(base, tmp_path, checkpoint):
     assert f"holds its head at seq {head}" in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (SoftHSM2: token files on the medium): officer "
-                   "tokens anchor the head they saw *before* the ceremony's own records, so if "
-                   "the signing token's files are rolled back with journal.log, no officer "
-                   "anchor is ahead and the last approved request is signed a second time")
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS (SoftHSM2: token files on the medium): officer "
+    "tokens anchor the head they saw *before* the ceremony's own records, so if "
+    "the signing token's files are rolled back with journal.log, no officer "
+    "anchor is ahead and the last approved request is signed a second time",
+)
 def test_officer_anchors_catch_a_rollback_of_the_last_ceremony(base, tmp_path):
     st = station(base, tmp_path)
     for name in ("journal.log", "checkpoint.cbor"):
@@ -670,8 +863,10 @@ def test_a_damaged_or_deleted_checkpoint_only_costs_time(base, tmp_path):
     assert ok(done) and out.exists()
 
 
-@pytest.mark.parametrize("field, value", [("seq", 1.5), ("offset", -1), ("last_offset", 2**70),
-                                          ("last_sha256", "text"), ("head", None)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("seq", 1.5), ("offset", -1), ("last_offset", 2**70), ("last_sha256", "text"), ("head", None)],
+)
 def test_a_checkpoint_with_hostile_field_types_only_costs_time(base, tmp_path, field, value):
     st = station(base, tmp_path)
     path = st / "checkpoint.cbor"
@@ -683,6 +878,19 @@ def test_a_checkpoint_with_hostile_field_types_only_costs_time(base, tmp_path, f
     assert any("checkpoint not used" in n for n in report["notes"]), report["notes"]
 
 
+def test_an_oversized_checkpoint_is_refused_without_being_read_whole(base, tmp_path, monkeypatch):
+    """A checkpoint file padded past the bound is named, and only the bound is read."""
+    st = station(base, tmp_path)
+    path = st / "checkpoint.cbor"
+    genuine = path.read_bytes()
+    monkeypatch.setattr(checkpoint_module, "MAX_CHECKPOINT_BYTES", len(genuine) - 1)
+    with pytest.raises(checkpoint_module.CheckpointError, match="is larger than"):
+        checkpoint_module.read_checkpoint(path, b"", "any")  # refused before any key is used
+    monkeypatch.setattr(checkpoint_module, "MAX_CHECKPOINT_BYTES", len(genuine))
+    with pytest.raises(checkpoint_module.CheckpointError, match=r"appliance|signature"):
+        checkpoint_module.read_checkpoint(path, b"", "any")  # at the bound: read, then judged
+
+
 def test_an_edited_record_after_the_checkpoint_stops_the_station(base, tmp_path):
     st = station(base, tmp_path)
     index = next(i for i, e in enumerate(entries(st)) if e.record.event == "key_archived")
@@ -690,8 +898,10 @@ def test_an_edited_record_after_the_checkpoint_stops_the_station(base, tmp_path)
     edit_record(st, index, b"\x64arch", b"\x64hot_")  # CRC fixed up: only the signature can tell
     code, report = status(st)
     assert code == 1
-    assert any(f"record at position {index} does not verify" in p and "journal.log" in p
-               for p in report["problems"]), report["problems"]
+    assert any(
+        f"record at position {index} does not verify" in p and "journal.log" in p
+        for p in report["problems"]
+    ), report["problems"]
     done, out, _before = _resign_r1(base, st, tmp_path)
     assert done.returncode == 1 and not out.exists() and "station is stopped" in done.stderr
 
@@ -701,14 +911,22 @@ def test_recovery_does_not_discard_valid_records_after_an_edited_one(base, tmp_p
     index = next(i for i, e in enumerate(entries(st)) if e.record.event == "key_archived")
     edit_record(st, index, b"\x64arch", b"\x64hot_")
     length = len(entries(st))
-    done = run(st, "journal", "recover", *officers_args(*TWO), "--admins", ",".join(ADMINS),
-               pins=pins_of(*TWO, *ADMINS))
+    done = run(
+        st,
+        "journal",
+        "recover",
+        *officers_args(*TWO),
+        "--admins",
+        ",".join(ADMINS),
+        pins=pins_of(*TWO, *ADMINS),
+    )
     assert done.returncode == 1 and "restore" in done.stderr, said(done)
     assert len(entries(st)) == length
 
 
 def test_an_edited_record_before_the_checkpoint_is_named_by_verify_and_blocks_the_export(
-        base, tmp_path):  # fmt: skip
+    base, tmp_path
+):
     """Opening reads only the checkpoint's last frame and what follows (its cost does not
     grow with the journal); an edit further back changes no decision (they come from the
     signed checkpoint) and is named by `journal verify`, which every ceremony starts with,
@@ -719,8 +937,15 @@ def test_an_edited_record_before_the_checkpoint_is_named_by_verify_and_blocks_th
     edit_record(st, 3, b"officer-", b"officeR-")
     verify = run(st, "journal", "verify")
     assert verify.returncode == 1 and "seq 3" in said(verify), said(verify)
-    export = run(st, "journal", "export", "--out", str(tmp_path / "j.cbor"),
-                 *officers_args(*TWO), pins=pins_of(*TWO))  # fmt: skip
+    export = run(
+        st,
+        "journal",
+        "export",
+        "--out",
+        str(tmp_path / "j.cbor"),
+        *officers_args(*TWO),
+        pins=pins_of(*TWO),
+    )
     assert export.returncode == 1 and "does not verify" in export.stderr, said(export)
     assert not (tmp_path / "j.cbor").exists()
 
@@ -749,12 +974,15 @@ def test_a_clock_behind_the_journal_refuses_to_sign(base, tmp_path):
     assert keygen.returncode == 1 and "behind the journal" in keygen.stderr
 
 
-@pytest.mark.parametrize(("name", "kwargs", "fragment"), [
-    ("ten years ahead", {"created_delta": 10 * 365 * 86400}, "future_request"),
-    ("locktime beyond the tip", {"locktime": 800_001, "tip_height": 800_000}, "timelock"),
-    ("locktime without a tip", {"locktime": 800_000}, "timelock"),
-    ("relative lock", {"sequence": 10}, "relative lock"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "fragment"),
+    [
+        ("ten years ahead", {"created_delta": 10 * 365 * 86400}, "future_request"),
+        ("locktime beyond the tip", {"locktime": 800_001, "tip_height": 800_000}, "timelock"),
+        ("locktime without a tip", {"locktime": 800_000}, "timelock"),
+        ("relative lock", {"sequence": 10}, "relative lock"),
+    ],
+)
 def test_time_and_lock_attacks_are_refused(base, tmp_path, name, kwargs, fragment):
     st = station(base, tmp_path)
     data = build_request(base.keys["hot"], **kwargs)
@@ -791,8 +1019,11 @@ def test_pin_wallet_abuses_are_refused(base, tmp_path):
     trap = wsh_multi(1, hot, mallory)
     for extra, pins in (((), pins_of(*TWO)), (admins, with_admins)):
         done = pin(trap, *extra, pins=pins)
-        assert done.returncode == 1 and "1-of-2" in done.stderr and \
-            "can spend without this station" in done.stderr, said(done)  # fmt: skip
+        assert (
+            done.returncode == 1
+            and "1-of-2" in done.stderr
+            and "can spend without this station" in done.stderr
+        ), said(done)
     done = pin(f"wpkh({audit.hex()})", *admins, pins=with_admins)
     assert done.returncode == 1 and "audit key" in done.stderr, said(done)
     done = pin(wsh_multi(2, hot, arch), *admins, pins=with_admins)
@@ -807,8 +1038,9 @@ def test_pin_wallet_abuses_are_refused(base, tmp_path):
     assert record.event == "wallet_pinned" and record.details["authorised_by"] == "administrators"
     noadmin = run(st, "unpin-wallet", str(partner), *two, pins=pins_of(*TWO))
     assert noadmin.returncode == 2 and "--admins" in noadmin.stderr
-    one = run(st, "unpin-wallet", str(partner), *two, "--admins", "admin-1",
-              pins=pins_of("admin-1", *TWO))
+    one = run(
+        st, "unpin-wallet", str(partner), *two, "--admins", "admin-1", pins=pins_of("admin-1", *TWO)
+    )
     assert one.returncode == 1 and "needs 2 administrators" in one.stderr, said(one)
     assert str(partner) in status(st)[1]["pinned_wallets"]
 
@@ -833,9 +1065,14 @@ def test_revoked_officers_old_shares_rebuild_a_pin_the_token_refuses(revoked):
         for pair in (("officer-2", "officer-3"), ("officer-1", "officer-2")):
             pin = shamir_mnemonic.combine_mnemonics([old[o][0] for o in pair]).hex()
             assert login_fails(lib, SIGNING, user_pin=pin)
-        new = {o: [s for s in read_share_objects(lib, o, PINS[o])
-                   if shamir_mnemonic.Share.from_mnemonic(s).identifier
-                   == rekey["share_identifier"]] for o in TWO}  # fmt: skip
+        new = {
+            o: [
+                s
+                for s in read_share_objects(lib, o, PINS[o])
+                if shamir_mnemonic.Share.from_mnemonic(s).identifier == rekey["share_identifier"]
+            ]
+            for o in TWO
+        }
         assert all(len(shares) == 1 for shares in new.values())
         with pytest.raises(shamir_mnemonic.MnemonicError):
             shamir_mnemonic.combine_mnemonics([old["officer-3"][0], new["officer-1"][0]])
@@ -868,30 +1105,72 @@ def test_no_kek_in_the_signing_token_after_backup_or_restore(base, tmp_path):
             assert secret_keys(lib) == []
 
     blob = tmp_path / "bk.blob"
-    short = run(st, "backup", "bk", "--out", str(blob), "--kek-shares", "1", *two,
-                pins=[*pins, shares[0]])
+    short = run(
+        st, "backup", "bk", "--out", str(blob), "--kek-shares", "1", *two, pins=[*pins, shares[0]]
+    )
     assert short.returncode == 1 and "fewer shares than the threshold" in short.stderr
     no_kek(st)
-    ok(run(st, "backup", "bk", "--out", str(blob), "--kek-shares", "2", *two,
-           pins=[*pins, *shares[:2]]))
+    ok(
+        run(
+            st,
+            "backup",
+            "bk",
+            "--out",
+            str(blob),
+            "--kek-shares",
+            "2",
+            *two,
+            pins=[*pins, *shares[:2]],
+        )
+    )
     assert blob.exists()
     no_kek(st)
     public_key = key_of(st, "bk").hex()
-    wrong = run(target, "restore", str(blob), "--label", "bk", "--public-key", public_key,
-                "--kek-shares", "2", *two, pins=[*pins, *other[:2]])
+    wrong = run(
+        target,
+        "restore",
+        str(blob),
+        "--label",
+        "bk",
+        "--public-key",
+        public_key,
+        "--kek-shares",
+        "2",
+        *two,
+        pins=[*pins, *other[:2]],
+    )
     assert wrong.returncode == 1, said(wrong)
     no_kek(target)
-    ok(run(target, "restore", str(blob), "--label", "bk", "--public-key", public_key,
-           "--kek-shares", "2", *two, pins=[*pins, *shares[1:]]))
+    ok(
+        run(
+            target,
+            "restore",
+            str(blob),
+            "--label",
+            "bk",
+            "--public-key",
+            public_key,
+            "--kek-shares",
+            "2",
+            *two,
+            pins=[*pins, *shares[1:]],
+        )
+    )
     no_kek(target)
 
     # a KEK left behind (a crash, or planted through a PIN-less session) dies at the next open
     with token_library(target) as lib:
         with lib.get_token(token_label=SIGNING).open(rw=True) as session:
-            session.create_object({Attribute.CLASS: ObjectClass.SECRET_KEY,
-                                   Attribute.KEY_TYPE: KeyType.AES, Attribute.TOKEN: True,
-                                   Attribute.PRIVATE: False, Attribute.LABEL: KEK_LABEL,
-                                   Attribute.VALUE: os.urandom(32)})
+            session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: KeyType.AES,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: False,
+                    Attribute.LABEL: KEK_LABEL,
+                    Attribute.VALUE: os.urandom(32),
+                }
+            )
         assert secret_keys(lib) == [KEK_LABEL]
     code, report = status(target)
     assert code == 0 and any("destroyed 1 backup KEK" in n for n in report["notes"]), report
@@ -912,12 +1191,22 @@ def test_editing_the_appliance_id_does_not_reset_pin_lockouts(base, tmp_path):
     (st / "appliance.json").write_text(json.dumps(config))
     code, report = status(st)
     assert code == 1 and any("appliance.json" in p for p in report["problems"])
-    done = run(st, "keygen", "x", *officers_args("officer-1", "officer-3"),
-               pins=pins_of("officer-1", "officer-3"))
+    done = run(
+        st,
+        "keygen",
+        "x",
+        *officers_args("officer-1", "officer-3"),
+        pins=pins_of("officer-1", "officer-3"),
+    )
     assert done.returncode == 1 and "station is stopped" in done.stderr, said(done)
     (st / "appliance.json").write_text(original)
-    again = run(st, "keygen", "x", *officers_args("officer-1", "officer-3"),
-                pins=pins_of("officer-1", "officer-3"))
+    again = run(
+        st,
+        "keygen",
+        "x",
+        *officers_args("officer-1", "officer-3"),
+        pins=pins_of("officer-1", "officer-3"),
+    )
     assert again.returncode == 1 and "locked out" in again.stderr, said(again)
 
 
@@ -933,11 +1222,14 @@ def test_signing_token_label_swapped_in_appliance_json_is_named(base, tmp_path):
     assert keygen.returncode == 1 and "station is stopped" in keygen.stderr, said(keygen)
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS: a quorum of officers without administrators "
-                   "reads its shares off its own tokens, rebuilds the activation PIN with plain "
-                   "python-pkcs11 and has the station's key sign any digest: no review, no "
-                   "policy, no journal record (issue 12 says a rogue quorum stays bound by the "
-                   "policy; only revoked officers were fixed)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="WEAKNESS: a quorum of officers without administrators "
+    "reads its shares off its own tokens, rebuilds the activation PIN with plain "
+    "python-pkcs11 and has the station's key sign any digest: no review, no "
+    "policy, no journal record (issue 12 says a rogue quorum stays bound by the "
+    "policy; only revoked officers were fixed)",
+)
 def test_a_quorum_without_administrators_cannot_sign_outside_the_ceremony(base, tmp_path):
     st = station(base, tmp_path)
     length = len(entries(st))
@@ -950,8 +1242,11 @@ def test_a_quorum_without_administrators_cannot_sign_outside_the_ceremony(base, 
         except pkcs11.exceptions.PKCS11Error:
             return  # the shares alone no longer open the token
         with session:
-            key = next(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                            Attribute.LABEL: "hot"}))
+            key = next(
+                session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: "hot"}
+                )
+            )
             der = ecdsa.der_from_raw(key.sign(digest, mechanism=Mechanism.ECDSA))
     assert len(entries(st)) == length  # nothing was journaled either way
     assert not ecdsa.verify(base.keys["hot"], der, digest), "signed outside any ceremony"

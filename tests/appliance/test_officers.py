@@ -10,8 +10,9 @@ import secrets
 
 import pytest
 import shamir_mnemonic
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import PKCS11Error
+from pkcs11.util.ec import encode_named_curve_parameters
 
 from appliance.officers import (
     APPROVAL_KEY_LABEL,
@@ -98,9 +99,15 @@ def test_approval_key_is_non_extractable_and_share_private(hsm, enrolled):
         with hsm.lock:
             key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=APPROVAL_KEY_LABEL)
             assert key.key_type == KeyType.EC
-            for attribute in (Attribute.SENSITIVE, Attribute.ALWAYS_SENSITIVE,
-                              Attribute.NEVER_EXTRACTABLE, Attribute.LOCAL,
-                              Attribute.TOKEN, Attribute.PRIVATE, Attribute.SIGN):  # fmt: skip
+            for attribute in (
+                Attribute.SENSITIVE,
+                Attribute.ALWAYS_SENSITIVE,
+                Attribute.NEVER_EXTRACTABLE,
+                Attribute.LOCAL,
+                Attribute.TOKEN,
+                Attribute.PRIVATE,
+                Attribute.SIGN,
+            ):
                 assert key[attribute] is True, attribute
             assert key[Attribute.EXTRACTABLE] is False
             assert key[Attribute.DERIVE] is False
@@ -182,6 +189,36 @@ def test_approve_refuses_anything_but_32_bytes(hsm, guard, enrolled, digest):
         officer.approve(digest)
 
 
+def test_approve_refuses_by_name_an_approval_key_the_token_will_not_sign_with(hsm, guard, enrolled):
+    """A token altered by other tools (its approval key replaced by one with CKA_SIGN
+    false) is an OfficerError naming the token, not an AttributeError mid-ceremony."""
+    label, pin, _card, _share = enrolled()
+    token = hsm.token(label=label)
+    session = hsm.login(token, pin)
+    try:
+        with hsm.lock:
+            old = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=APPROVAL_KEY_LABEL)
+            old.destroy()
+            params = session.create_domain_parameters(
+                KeyType.EC,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1")},
+                local=True,
+            )
+            params.generate_keypair(
+                store=True,
+                label=f"{APPROVAL_KEY_LABEL}-new",
+                capabilities=MechanismFlag.VERIFY,
+                private_template={Attribute.LABEL: APPROVAL_KEY_LABEL, Attribute.SIGN: False},
+            )
+    finally:
+        hsm.logout(token)
+    with (
+        unlock(hsm, guard, label, pin) as officer,
+        pytest.raises(OfficerError, match=f"'{label}'.*: approval key cannot sign"),
+    ):
+        officer.approve(bytes(32))
+
+
 def test_read_share_and_lock(hsm, guard, enrolled):
     label, pin, _card, share = enrolled()
     officer = unlock(hsm, guard, label, pin)
@@ -260,8 +297,9 @@ def test_lockout_is_per_token(hsm, guard, enrolled):
 # --- PinGuard on its own -------------------------------------------------------------
 
 
-def test_guard_counts_before_the_attempt_and_keeps_them_in_the_signing_token(hsm, signing,
-                                                                            tmp_path):
+def test_guard_counts_before_the_attempt_and_keeps_them_in_the_signing_token(
+    hsm, signing, tmp_path
+):
     app = f"cs-{secrets.token_hex(4)}"
     guard = PinGuard(hsm, signing.label, app, max_failures=2)
     assert guard.failures("S1") == 0
@@ -287,13 +325,19 @@ def test_guard_counters_are_one_public_object_readable_without_a_pin(hsm, signin
         guard.begin_attempt("S9")
     token = hsm.token(label=signing.label)
     with hsm.lock, hsm.public_session(token) as session:
-        found = list(session.get_objects({Attribute.LABEL: COUNTERS,
-                                          Attribute.APPLICATION: app}))
+        found = list(session.get_objects({Attribute.LABEL: COUNTERS, Attribute.APPLICATION: app}))
         assert len(found) == 1 and not found[0][Attribute.PRIVATE]
         value = bytes(found[0][Attribute.VALUE])
-        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
-                               Attribute.PRIVATE: False, Attribute.LABEL: COUNTERS,
-                               Attribute.APPLICATION: app, Attribute.VALUE: value})
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.LABEL: COUNTERS,
+                Attribute.APPLICATION: app,
+                Attribute.VALUE: value,
+            }
+        )
     assert guard.failures("S9") == 2  # two identical copies: still one answer
     guard.begin_attempt("S9")
     assert guard.failures("S9") == 3
@@ -303,9 +347,16 @@ def test_guard_fails_closed_on_corrupt_counters(hsm, signing):
     app = f"cs-{secrets.token_hex(4)}"
     token = hsm.token(label=signing.label)
     with hsm.lock, hsm.public_session(token) as session:
-        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
-                               Attribute.PRIVATE: False, Attribute.LABEL: COUNTERS,
-                               Attribute.APPLICATION: app, Attribute.VALUE: b"not cbor"})
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.LABEL: COUNTERS,
+                Attribute.APPLICATION: app,
+                Attribute.VALUE: b"not cbor",
+            }
+        )
     with pytest.raises(OfficerError, match="PIN counters"):
         PinGuard(hsm, signing.label, app).check("S1")
 

@@ -57,13 +57,22 @@ from shared.review import OurKey, PinnedWallet, review
 
 TWO = ["--officers", "officer-1,officer-2"]
 TWO_PINS = ["1111", "2222"]
-#: The soft appliance's first policy: the values ``appliance.ceremonies`` uses by default,
+#: The soft appliance's first policy: the values ``appliance.initialise`` uses by default,
 #: written out so this world needs none of the appliance's code.
-SOFT_LIMITS = {"per_tx_limit": 10 * 100_000_000, "per_day_limit": 50 * 100_000_000,
-               "fee_rate_ceiling": 200_000, "max_fee": 1_000_000,
-               "request_ttl_max": 7 * 24 * 3600}  # fmt: skip
-SOFT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR, OutputType.P2SH,
-                     OutputType.P2PKH)  # fmt: skip
+SOFT_LIMITS = {
+    "per_tx_limit": 10 * 100_000_000,
+    "per_day_limit": 50 * 100_000_000,
+    "fee_rate_ceiling": 200_000,
+    "max_fee": 1_000_000,
+    "request_ttl_max": 7 * 24 * 3600,
+}
+SOFT_SCRIPT_TYPES = (
+    OutputType.P2WPKH,
+    OutputType.P2WSH,
+    OutputType.P2TR,
+    OutputType.P2SH,
+    OutputType.P2PKH,
+)
 
 
 @dataclass(frozen=True)
@@ -106,12 +115,24 @@ def _ceremony(desk, cold: Path, label: str, rows: list) -> tuple[Path, Path]:
     from tests.coordinator.test_flow import csv_for
 
     csv = desk.write(f"{label}.csv", csv_for(*rows))
-    desk.ok("batch", "create", "treasury", csv, "--label", label, "--purpose", "payouts",
-            "--out", str(desk.tmp / "req"))  # fmt: skip
+    desk.ok(
+        "batch",
+        "create",
+        "treasury",
+        csv,
+        "--label",
+        label,
+        "--purpose",
+        "payouts",
+        "--out",
+        str(desk.tmp / "req"),
+    )
     request = desk.tmp / "req" / f"{label}.psbt"
     signed = desk.tmp / f"{label}.signed.psbt"
-    _ok(run(cold, "sign", "--in", str(request), *TWO, "--out", str(signed), pins=TWO_PINS),
-        f"sign {label}")  # fmt: skip
+    _ok(
+        run(cold, "sign", "--in", str(request), *TWO, "--out", str(signed), pins=TWO_PINS),
+        f"sign {label}",
+    )
     desk.ok("batch", "import", label, str(signed))
     desk.ok("batch", "broadcast", label)
     desk.node.mine(1)
@@ -125,35 +146,75 @@ def _build(root: Path, desk) -> RealEvidence:
     from tests.coordinator.test_flow import payee as payee_address
 
     cold = root / "appliance"
-    _ok(run(cold, "init", "--demo", "--network", "regtest",
-            pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]), "init")  # fmt: skip
+    _ok(
+        run(
+            cold,
+            "init",
+            "--demo",
+            "--network",
+            "regtest",
+            pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
+        ),
+        "init",
+    )
     _ok(run(cold, "keygen", "treasury-1", *TWO, pins=TWO_PINS), "keygen")
     export = root / "export"
-    _ok(run(cold, "export-wallet", "treasury-1", "--out", str(export), *TWO, pins=TWO_PINS),
-        "export-wallet")  # fmt: skip
-    desk.ok("wallet", "import", "treasury", "--export", str(export / "wallet.ur"),
-            str(export / "receipt.ur"))  # fmt: skip
+    _ok(
+        run(cold, "export-wallet", "treasury-1", "--out", str(export), *TWO, pins=TWO_PINS),
+        "export-wallet",
+    )
+    desk.ok(
+        "wallet",
+        "import",
+        "treasury",
+        "--export",
+        str(export / "wallet.ur"),
+        str(export / "receipt.ur"),
+    )
     address = desk.ok("wallet", "address", "treasury").split()[0]
     desk.fund(address, BTC, 3)
     desk.ok("sync")
     requests, signed = {}, {}
-    batches = {"b1": [(payee_address(1), "0.4", "INV-1"), (payee_address(2), "0.3", "INV-2")],
-               "b2": [(payee_address(3), "0.2", "INV-3")]}
+    batches = {
+        "b1": [(payee_address(1), "0.4", "INV-1"), (payee_address(2), "0.3", "INV-2")],
+        "b2": [(payee_address(3), "0.2", "INV-3")],
+    }
     for label, rows in batches.items():
         requests[label], signed[label] = _ceremony(desk, cold, label, rows)
     # the same request presented again is not approved twice: its signed PSBT is shown again
-    again = run(cold, "sign", "--in", str(requests["b1"]), *TWO, "--out",
-                str(root / "again.psbt"), pins=TWO_PINS)  # fmt: skip
+    again = run(
+        cold,
+        "sign",
+        "--in",
+        str(requests["b1"]),
+        *TWO,
+        "--out",
+        str(root / "again.psbt"),
+        pins=TWO_PINS,
+    )
     assert again.returncode == 0 and "shown again" in again.stdout, again.stderr
     # its request id on another transaction: refused as replayed, journaled with its transcript
     reused = root / "reused-id.psbt"
     reused.write_bytes(_other_transaction(requests["b1"].read_bytes()))
-    refused = run(cold, "sign", "--in", str(reused), *TWO, "--out", str(root / "no.psbt"),
-                  pins=TWO_PINS)  # fmt: skip
+    refused = run(
+        cold, "sign", "--in", str(reused), *TWO, "--out", str(root / "no.psbt"), pins=TWO_PINS
+    )
     assert refused.returncode == 1 and "replayed" in refused.stderr, refused.stderr
     bundle = root / "bundle"
-    _ok(run(cold, "journal", "export", "--out", str(root / "journal.cbor"), "--evidence",
-            str(bundle), *TWO, pins=TWO_PINS), "journal export")  # fmt: skip
+    _ok(
+        run(
+            cold,
+            "journal",
+            "export",
+            "--out",
+            str(root / "journal.cbor"),
+            "--evidence",
+            str(bundle),
+            *TWO,
+            pins=TWO_PINS,
+        ),
+        "journal export",
+    )
     coordinator = root / "coordinator.json"
     desk.ok("export", "--out", str(coordinator))
     return RealEvidence(bundle, coordinator, "", Path(), cold, root, requests, signed)
@@ -165,8 +226,9 @@ def _other_transaction(data: bytes) -> bytes:
     psbt = Psbt.from_text(data)
     tx = psbt.unsigned_tx
     first = dataclasses.replace(tx.inputs[0], sequence=0xFFFFFFFE)
-    psbt.globals.set(0x00, Transaction(tx.version, [first, *tx.inputs[1:]], tx.outputs,
-                                       tx.locktime).serialize())  # fmt: skip
+    psbt.globals.set(
+        0x00, Transaction(tx.version, [first, *tx.inputs[1:]], tx.outputs, tx.locktime).serialize()
+    )
     return psbt.serialize()
 
 
@@ -233,8 +295,16 @@ class _History:
 class SoftCold:
     """A software appliance; see the section comment."""
 
-    def __init__(self, appliance_id: str, *, network: str = "regtest", approvers: int = 3,
-                 quorum: int = 2, admins: int = 2, **limits: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        appliance_id: str,
+        *,
+        network: str = "regtest",
+        approvers: int = 3,
+        quorum: int = 2,
+        admins: int = 2,
+        **limits: int,
+    ) -> None:
         self.id, self.network, self.clock = appliance_id, network, START
         self.audit = secret(f"{appliance_id} audit")
         self.key = secret(f"{appliance_id} signing key")
@@ -264,55 +334,75 @@ class SoftCold:
     def record(self, event: str, **fields) -> Entry:
         self.clock += 1
         previous = self.entries[-1] if self.entries else None
-        record = next_record(previous, time=self.clock, appliance_id=self.id, event=event,
-                             **fields)  # fmt: skip
+        record = next_record(previous, time=self.clock, appliance_id=self.id, event=event, **fields)
         entry = seal(record, lambda digest: ecdsa.sign(self.audit, digest))
         self.entries.append(entry)
         return entry
 
     def _first_policy(self, quorum: int, limits: dict) -> Policy:
         return Policy(
-            version=1, network=self.network, appliance_id=self.id,
+            version=1,
+            network=self.network,
+            appliance_id=self.id,
             officers=tuple(Officer.from_pubkey(pubkey(k), "approver") for k in self.officer_keys),
             approval_quorum=quorum,
-            administrators=tuple(Officer.from_pubkey(pubkey(k), "administrator")
-                                 for k in self.admin_keys),
-            admin_quorum=len(self.admin_keys), address_book=(), require_address_book=False,
-            allowed_script_types=SOFT_SCRIPT_TYPES, previous_hash=None,
+            administrators=tuple(
+                Officer.from_pubkey(pubkey(k), "administrator") for k in self.admin_keys
+            ),
+            admin_quorum=len(self.admin_keys),
+            address_book=(),
+            require_address_book=False,
+            allowed_script_types=SOFT_SCRIPT_TYPES,
+            previous_hash=None,
             **{**SOFT_LIMITS, **limits},
-        )  # fmt: skip
+        )
 
     def sign_policy(self, policy: Policy, admin_keys: list[bytes] | None = None) -> SignedPolicy:
         digest = policy_signing_digest(policy)
         keys = self.admin_keys if admin_keys is None else admin_keys
-        return SignedPolicy(policy, {fingerprint_of(pubkey(k)): ecdsa.sign(k, digest)
-                                     for k in keys})  # fmt: skip
+        return SignedPolicy(
+            policy, {fingerprint_of(pubkey(k)): ecdsa.sign(k, digest) for k in keys}
+        )
 
     def _genesis(self) -> None:
         officers = [fingerprint_of(pubkey(k)) for k in self.officer_keys]
         admins = [fingerprint_of(pubkey(k)) for k in self.admin_keys]
         self.record("token_init", actors=officers[:2], details={"token": "soft"})
-        self.record("key_generated", actors=officers[:2],
-                    subjects={"public_key": self.audit_pubkey},
-                    details={"label": "coldstation-audit", "backup_model": "non-extractable"})
+        self.record(
+            "key_generated",
+            actors=officers[:2],
+            subjects={"public_key": self.audit_pubkey},
+            details={"label": "coldstation-audit", "backup_model": "non-extractable"},
+        )
         for role, fps in (("approver", officers), ("administrator", admins)):
             for fp in fps:
                 self.record("officer_enrolled", actors=[fp], details={"role": role})
         self._install(self.sign_policy(self.policy))
-        self.record("key_generated", actors=officers[:2], subjects={"public_key": self.pubkey},
-                    details={"label": "treasury", "backup_model": "non-extractable"})
+        self.record(
+            "key_generated",
+            actors=officers[:2],
+            subjects={"public_key": self.pubkey},
+            details={"label": "treasury", "backup_model": "non-extractable"},
+        )
 
     def _install(self, signed: SignedPolicy) -> Entry:
         self.policy = signed.policy
         self.policy_files[f"{signed.policy.version:04d}.cbor"] = signed.to_bytes()
-        return self.record("policy_installed", actors=list(signed.signatures),
-                           subjects={"policy": signed.policy.hash()},
-                           details={"version": signed.policy.version})  # fmt: skip
+        return self.record(
+            "policy_installed",
+            actors=list(signed.signatures),
+            subjects={"policy": signed.policy.hash()},
+            details={"version": signed.policy.version},
+        )
 
     def install(self, **changes) -> Entry:
         """The next policy version, with ``changes``, signed by the administrators."""
-        plain = {**self.policy.to_plain(), **changes, "version": self.policy.version + 1,
-                 "previous_hash": self.policy.hash()}  # fmt: skip
+        plain = {
+            **self.policy.to_plain(),
+            **changes,
+            "version": self.policy.version + 1,
+            "previous_hash": self.policy.hash(),
+        }
         return self._install(self.sign_policy(Policy.from_plain(plain)))
 
     # -- wallets ---------------------------------------------------------------------------
@@ -338,23 +428,36 @@ class SoftCold:
         else:  # a quorum of administrators signs exactly this pin, as the station asks
             details["authorised_by"] = "administrators"
             digest = canonical.digest(wallet_pin_statement(self.id, "pin", text))
-            details["admin_signatures"] = {fingerprint_of(pubkey(k)): ecdsa.sign(k, digest)
-                                           for k in self.admin_keys}  # fmt: skip
-        return self.record(event, actors=self.activating,
-                           subjects={"descriptor": hashlib.sha256(text.encode()).digest()},
-                           details=details)  # fmt: skip
+            details["admin_signatures"] = {
+                fingerprint_of(pubkey(k)): ecdsa.sign(k, digest) for k in self.admin_keys
+            }
+        return self.record(
+            event,
+            actors=self.activating,
+            subjects={"descriptor": hashlib.sha256(text.encode()).digest()},
+            details=details,
+        )
 
     # -- signing ---------------------------------------------------------------------------
 
     def review(self, psbt: Psbt):
         wallet = PinnedWallet(tuple(self.descriptors), (OurKey(self.pubkey, "treasury"),))
-        return review(psbt, wallet, self.policy, now=self.clock,
-                      seen_request_ids=self.history.seen,  # a set: no copy per ceremony
-                      signed_outpoints=self.history.outpoints,
-                      spent_today_before=self.history.paid.get(utc_day(self.clock), 0))
+        return review(
+            psbt,
+            wallet,
+            self.policy,
+            now=self.clock,
+            seen_request_ids=self.history.seen,  # a set: no copy per ceremony
+            signed_outpoints=self.history.outpoints,
+            spent_today_before=self.history.paid.get(utc_day(self.clock), 0),
+        )
 
-    def sign(self, psbt: Psbt, approvers: tuple[int, ...] = (0, 1),
-             judge: Callable[[dict, Policy], dict] | None = None) -> tuple[Psbt, Entry]:
+    def sign(
+        self,
+        psbt: Psbt,
+        approvers: tuple[int, ...] = (0, 1),
+        judge: Callable[[dict, Policy], dict] | None = None,
+    ) -> tuple[Psbt, Entry]:
         """Review, approvals, signature, record; a refusal is recorded and returned too.
 
         ``judge`` plays a station whose judgement was subverted (its wallet or key files
@@ -370,26 +473,47 @@ class SoftCold:
         digest = canonical.digest(plain)
         self.transcripts[f"{digest.hex()}.cbor"] = canonical.encode(plain)
         tx = psbt.unsigned_tx
-        inputs = {"outpoints": [str(i.prevout) for i in tx.inputs]} if self.list_outpoints \
-            else {"inputs": len(tx.inputs),
-                  "outpoints_sha256": outpoints_digest(i.prevout for i in tx.inputs).hex()}
-        details = {"txid": tx.txid_hex, **inputs, "refusals": plain.get("refusals", []),
-                   "request_id": result.request.request_id, "paid_out": paid_out,
-                   "fee": result.fee}  # fmt: skip
-        subjects = {"psbt": hashlib.sha256(tx.serialize()).digest(), "transcript": digest,
-                    "request": result.request_hash}  # fmt: skip
+        inputs = (
+            {"outpoints": [str(i.prevout) for i in tx.inputs]}
+            if self.list_outpoints
+            else {
+                "inputs": len(tx.inputs),
+                "outpoints_sha256": outpoints_digest(i.prevout for i in tx.inputs).hex(),
+            }
+        )
+        details = {
+            "txid": tx.txid_hex,
+            **inputs,
+            "refusals": plain.get("refusals", []),
+            "request_id": result.request.request_id,
+            "paid_out": paid_out,
+            "fee": result.fee,
+        }
+        subjects = {
+            "psbt": hashlib.sha256(tx.serialize()).digest(),
+            "transcript": digest,
+            "request": result.request_hash,
+        }
         self.history.seen.add(result.request.request_id)
         if plain.get("approved_for_signing") is not True:
-            return psbt, self.record("signing_decision", decision="refused", subjects=subjects,
-                                     details=details)  # fmt: skip
+            return psbt, self.record(
+                "signing_decision", decision="refused", subjects=subjects, details=details
+            )
         approval = approval_digest(result.request_hash, self.policy.hash())
-        details["approvals"] = {fingerprint_of(pubkey(self.officer_keys[i])):
-                                ecdsa.sign(self.officer_keys[i], approval) for i in approvers}
+        details["approvals"] = {
+            fingerprint_of(pubkey(self.officer_keys[i])): ecdsa.sign(self.officer_keys[i], approval)
+            for i in approvers
+        }
         details["quorum"] = self.policy.approval_quorum
         signed, count = sign_psbt(psbt, [self.key])
         details["signatures"] = count
-        entry = self.record("signing_decision", decision="approved", subjects=subjects,
-                            actors=sorted(details["approvals"]), details=details)  # fmt: skip
+        entry = self.record(
+            "signing_decision",
+            decision="approved",
+            subjects=subjects,
+            actors=sorted(details["approvals"]),
+            details=details,
+        )
         for txin in tx.inputs:
             self.history.outpoints[txin.prevout] = tx.txid
         day = utc_day(entry.record.time)
@@ -441,26 +565,48 @@ class SoftDesk:
     def import_single(self, name: str, cold: SoftCold) -> SoftWallet:
         receipt = cold.pin(cold.descriptor).to_bytes().hex()
         self.pinned[cold.id] = cold.audit_pubkey
-        member = {"appliance_id": cold.id, "key": cold.pubkey.hex(), "role": "appliance",
-                  "export_receipt": receipt, "pin_receipt": receipt}  # fmt: skip
+        member = {
+            "appliance_id": cold.id,
+            "key": cold.pubkey.hex(),
+            "role": "appliance",
+            "export_receipt": receipt,
+            "pin_receipt": receipt,
+        }
         wallet = SoftWallet(name, cold.descriptor, [member])
         self.wallets.append(wallet)
         return wallet
 
-    def multisig(self, name: str, threshold: int, colds: list[SoftCold],
-                 external: list[bytes]) -> SoftWallet:  # fmt: skip
+    def multisig(
+        self, name: str, threshold: int, colds: list[SoftCold], external: list[bytes]
+    ) -> SoftWallet:
         keys = [c.pubkey.hex() for c in colds] + [k.hex() for k in external]
-        descriptor = Descriptor.parse(f"wsh(sortedmulti({threshold},{','.join(keys)}))",
-                                      require_checksum=False)  # fmt: skip
+        descriptor = Descriptor.parse(
+            f"wsh(sortedmulti({threshold},{','.join(keys)}))", require_checksum=False
+        )
         members = []
         for cold in colds:
             self.pinned[cold.id] = cold.audit_pubkey
             export = cold.pin(cold.descriptor).to_bytes().hex()
             pin = cold.pin(descriptor, "wallet_pinned").to_bytes().hex()
-            members.append({"appliance_id": cold.id, "key": cold.pubkey.hex(),
-                            "role": "appliance", "export_receipt": export, "pin_receipt": pin})
-        members += [{"appliance_id": None, "key": k.hex(), "role": "external",
-                     "export_receipt": None, "pin_receipt": None} for k in external]
+            members.append(
+                {
+                    "appliance_id": cold.id,
+                    "key": cold.pubkey.hex(),
+                    "role": "appliance",
+                    "export_receipt": export,
+                    "pin_receipt": pin,
+                }
+            )
+        members += [
+            {
+                "appliance_id": None,
+                "key": k.hex(),
+                "role": "external",
+                "export_receipt": None,
+                "pin_receipt": None,
+            }
+            for k in external
+        ]
         wallet = SoftWallet(name, descriptor, members, threshold)
         self.wallets.append(wallet)
         return wallet
@@ -472,18 +618,36 @@ class SoftDesk:
         script = wallet.descriptor.derive(0).script_pubkey
         return Transaction(2, [TxIn(dummy)], [TxOut(value, script)])
 
-    def request(self, wallet: SoftWallet, coins: list[Transaction], payouts: list[tuple],
-                created: int, fee: int = 500, replaces: Transaction | None = None) -> Psbt:
+    def request(
+        self,
+        wallet: SoftWallet,
+        coins: list[Transaction],
+        payouts: list[tuple],
+        created: int,
+        fee: int = 500,
+        replaces: Transaction | None = None,
+    ) -> Psbt:
         """An unsigned request: every coin spent, payouts, change back to the wallet; with
         ``replaces``, a fee bump of that (signed) transaction."""
         derived = wallet.descriptor.derive(0)
-        vouts = [next(i for i, o in enumerate(c.outputs) if o.script_pubkey ==
-                      derived.script_pubkey) for c in coins]  # the coin pays receive index 0
-        change = sum(c.outputs[v].value for c, v in zip(coins, vouts, strict=True)) \
-            - sum(a for _, a in payouts) - fee  # fmt: skip
+        vouts = [
+            next(i for i, o in enumerate(c.outputs) if o.script_pubkey == derived.script_pubkey)
+            for c in coins
+        ]  # the coin pays receive index 0
+        change = (
+            sum(c.outputs[v].value for c, v in zip(coins, vouts, strict=True))
+            - sum(a for _, a in payouts)
+            - fee
+        )
         outputs = [TxOut(a, s) for s, a in payouts] + [TxOut(change, derived.script_pubkey)]
-        tx = Transaction(2, [TxIn(OutPoint(c.txid, v), sequence=SEQUENCE_RBF)
-                             for c, v in zip(coins, vouts, strict=True)], outputs)  # fmt: skip
+        tx = Transaction(
+            2,
+            [
+                TxIn(OutPoint(c.txid, v), sequence=SEQUENCE_RBF)
+                for c, v in zip(coins, vouts, strict=True)
+            ],
+            outputs,
+        )
         psbt = Psbt.from_unsigned_tx(tx)
         for inp, coin, vout in zip(psbt.inputs, coins, vouts, strict=True):
             inp.set(0x00, coin.serialize())
@@ -491,20 +655,33 @@ class SoftDesk:
             if derived.witness_script is not None:
                 inp.set(0x05, derived.witness_script)
         self._requests += 1
-        meta = RequestMetadata(request_id=hashlib.sha256(f"r{self._requests}".encode()).digest()
-                               [:16], batch_id=f"b{self._requests}", requester="ops",
-                               created=created, expiry=created + 86400, purpose="payouts",
-                               network=self.network,
-                               kind="replacement" if replaces else "payment",
-                               replaces=(replaces.txid,) if replaces else ())  # fmt: skip
+        meta = RequestMetadata(
+            request_id=hashlib.sha256(f"r{self._requests}".encode()).digest()[:16],
+            batch_id=f"b{self._requests}",
+            requester="ops",
+            created=created,
+            expiry=created + 86400,
+            purpose="payouts",
+            network=self.network,
+            kind="replacement" if replaces else "payment",
+            replaces=(replaces.txid,) if replaces else (),
+        )
         psbt = attach_request(psbt, meta)
         row = {
-            "batch": meta.batch_id, "request_id": meta.request_id.hex(), "kind": meta.kind,
-            "replaces": None, "unsigned_psbt": psbt.to_base64(),
-            "request_hash": request_hash(psbt, meta).hex(), "txid": tx.txid_hex,
-            "fee": psbt.fee(), "state": "open", "created": created, "expiry": meta.expiry,
-            "responses": [], "receipts": [],
-        }  # fmt: skip
+            "batch": meta.batch_id,
+            "request_id": meta.request_id.hex(),
+            "kind": meta.kind,
+            "replaces": None,
+            "unsigned_psbt": psbt.to_base64(),
+            "request_hash": request_hash(psbt, meta).hex(),
+            "txid": tx.txid_hex,
+            "fee": psbt.fee(),
+            "state": "open",
+            "created": created,
+            "expiry": meta.expiry,
+            "responses": [],
+            "receipts": [],
+        }
         self.requests.append(row)
         self._by_txid.setdefault(tx.txid_hex, row)
         return psbt
@@ -520,8 +697,9 @@ class SoftDesk:
         for raw in read_receipts(signed):
             entry = Entry.from_bytes(raw)
             if all(r["appliance_id"] != entry.record.appliance_id for r in row["receipts"]):
-                row["receipts"].append({"appliance_id": entry.record.appliance_id,
-                                        "entry": raw.hex()})
+                row["receipts"].append(
+                    {"appliance_id": entry.record.appliance_id, "entry": raw.hex()}
+                )
         row["state"] = "signed"
 
     def broadcast(self, signed: list[Psbt], height: int | None = None) -> Transaction:
@@ -530,24 +708,44 @@ class SoftDesk:
         tx = extract(final.psbt)
         row = self._row(signed[0])
         row["state"] = "broadcast"
-        self.broadcasts.append({
-            "request_id": row["request_id"], "txid": tx.txid_hex, "wtxid": tx.wtxid_hex,
-            "raw": tx.serialize().hex(), "state": "confirmed" if height else "sent",
-            "block_hash": "00" * 32 if height else None, "height": height, "sends": 1,
-        })  # fmt: skip
+        self.broadcasts.append(
+            {
+                "request_id": row["request_id"],
+                "txid": tx.txid_hex,
+                "wtxid": tx.wtxid_hex,
+                "raw": tx.serialize().hex(),
+                "state": "confirmed" if height else "sent",
+                "block_hash": "00" * 32 if height else None,
+                "height": height,
+                "sends": 1,
+            }
+        )
         return tx
 
     def evidence(self) -> dict:
-        wallets = [{"name": w.name, "network": self.network,
-                    "kind": "multisig" if w.threshold else "single", "threshold": w.threshold,
-                    "birth_height": w.birth_height, "descriptors": [str(w.descriptor)],
-                    "members": w.members}
-                   for w in self.wallets]  # fmt: skip
-        return {"type": "coldstation-coordinator-evidence", "version": 1,
-                "appliances": [{"appliance_id": k, "audit_key": v.hex()}
-                               for k, v in sorted(self.pinned.items())],
-                "wallets": wallets, "requests": self.requests, "broadcasts": self.broadcasts,
-                "alerts": []}  # fmt: skip
+        wallets = [
+            {
+                "name": w.name,
+                "network": self.network,
+                "kind": "multisig" if w.threshold else "single",
+                "threshold": w.threshold,
+                "birth_height": w.birth_height,
+                "descriptors": [str(w.descriptor)],
+                "members": w.members,
+            }
+            for w in self.wallets
+        ]
+        return {
+            "type": "coldstation-coordinator-evidence",
+            "version": 1,
+            "appliances": [
+                {"appliance_id": k, "audit_key": v.hex()} for k, v in sorted(self.pinned.items())
+            ],
+            "wallets": wallets,
+            "requests": self.requests,
+            "broadcasts": self.broadcasts,
+            "alerts": [],
+        }
 
     def evidence_bytes(self) -> bytes:
         return (json.dumps(self.evidence(), indent=1, sort_keys=True) + "\n").encode()
@@ -558,8 +756,14 @@ def payee(n: int) -> bytes:
     return b"\x00\x14" + secret(f"payee {n}")[:20]
 
 
-def soft_ceremony(desk: SoftDesk, wallet: SoftWallet, colds: list[SoftCold], n: int,
-                  amount: int = 50_000, broadcast: bool = True) -> tuple[Psbt, list[Psbt]]:
+def soft_ceremony(
+    desk: SoftDesk,
+    wallet: SoftWallet,
+    colds: list[SoftCold],
+    n: int,
+    amount: int = 50_000,
+    broadcast: bool = True,
+) -> tuple[Psbt, list[Psbt]]:
     """One full ceremony: coin, request, every appliance signs, the desk broadcasts."""
     coin = desk.coin(wallet, amount * 3)
     request = desk.request(wallet, [coin], [(payee(n), amount)], created=colds[0].clock)
@@ -580,10 +784,12 @@ def soft_ceremony(desk: SoftDesk, wallet: SoftWallet, colds: list[SoftCold], n: 
 def block_of(previous: bytes, txs: list[Transaction], tag: int = 0) -> Block:
     """A block holding ``txs`` after a coinbase (``tag`` makes empty blocks differ); the
     scanner checks hashes and links, not proof of work or merkle roots."""
-    coinbase = Transaction(2, [TxIn(OutPoint(bytes(32), 0xFFFFFFFF), b"\x01" + bytes([tag]))],
-                           [TxOut(0, b"\x6a")])  # fmt: skip
-    header = BlockHeader(version=4, prev_hash=previous, merkle_root=bytes(32), time=tag,
-                         bits=0x207FFFFF, nonce=0)  # fmt: skip
+    coinbase = Transaction(
+        2, [TxIn(OutPoint(bytes(32), 0xFFFFFFFF), b"\x01" + bytes([tag]))], [TxOut(0, b"\x6a")]
+    )
+    header = BlockHeader(
+        version=4, prev_hash=previous, merkle_root=bytes(32), time=tag, bits=0x207FFFFF, nonce=0
+    )
     return Block(header, [coinbase, *txs])
 
 
@@ -591,8 +797,9 @@ class FakeNode:
     """The auditor's node as ``coldstation-audit`` sees it over RPC: ``txs_at`` holds the
     transactions of each height (any other height up to ``tip`` is an empty block)."""
 
-    def __init__(self, tip: int, txs_at: dict[int, list[Transaction]],
-                 chain: str = "regtest") -> None:  # fmt: skip
+    def __init__(
+        self, tip: int, txs_at: dict[int, list[Transaction]], chain: str = "regtest"
+    ) -> None:
         self.chain, self.blocks, self.asked = chain, [], []
         previous = bytes(32)
         for height in range(tip + 1):
@@ -640,8 +847,11 @@ class CliRun:
 
     def messages(self, check: str | None = None) -> str:
         assert self.report is not None, self.err
-        return "\n".join(f"{f['where']}: {f['message']}" for f in self.report["findings"]
-                         if check is None or f["check"] == check)  # fmt: skip
+        return "\n".join(
+            f"{f['where']}: {f['message']}"
+            for f in self.report["findings"]
+            if check is None or f["check"] == check
+        )
 
 
 def run_audit(*args: str, reports: Path | None = None) -> CliRun:

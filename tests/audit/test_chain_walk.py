@@ -66,20 +66,35 @@ def world(birth_height: int = 0) -> World:
         payments.append(desk.broadcast([response], height=12))
         coins.append(coin)
     # the change of payment 0 (output 1) leaves with a witness that reveals our key
-    rogue = Transaction(2, [TxIn(OutPoint(payments[0].txid, 1), witness=[bytes(71), cold.pubkey])],
-                        [TxOut(90_000, payee(66))])  # fmt: skip
+    rogue = Transaction(
+        2,
+        [TxIn(OutPoint(payments[0].txid, 1), witness=[bytes(71), cold.pubkey])],
+        [TxOut(90_000, payee(66))],
+    )
     return World(cold, desk, wallet, coins, payments, rogue)
 
 
-def replay_with_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, w: World,
-                      *extra: str, node: FakeNode | None = None) -> tuple:  # fmt: skip
+def replay_with_chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    w: World,
+    *extra: str,
+    node: FakeNode | None = None,
+) -> tuple:
     node = node or w.node()
     monkeypatch.setattr(audit_cli, "BitcoinCoreRPC", node)
     cookie = tmp_path / ".cookie"
     cookie.write_text("__cookie__:0123abcd")
     args = write_evidence(tmp_path, [w.cold], w.desk)
-    run = run_audit(*args, "--chain", "http://127.0.0.1:18443", "--cookie", str(cookie), *extra,
-                    reports=tmp_path)  # fmt: skip
+    run = run_audit(
+        *args,
+        "--chain",
+        "http://127.0.0.1:18443",
+        "--cookie",
+        str(cookie),
+        *extra,
+        reports=tmp_path,
+    )
     return run, node
 
 
@@ -96,17 +111,21 @@ def test_default_walk_starts_at_block_0_and_finds_the_rogue_outflow(tmp_path, mo
     assert chain["start_source"] == "block 0 (default: the whole chain)"
     assert chain["first_wallet_height"] == 10
     assert [o["txid"] for o in chain["outflows"]] == [p.txid_hex for p in w.payments] + [
-        w.rogue.txid_hex]
+        w.rogue.txid_hex
+    ]
     assert [o["broadcast"] for o in chain["outflows"]][:2] == [p.txid_hex for p in w.payments]
     rogue = [f for f in run.report["findings"] if f["txid"] == w.rogue.txid_hex]
     assert len(rogue) == 1 and rogue[0]["check"] == "chain"
     assert rogue[0]["message"].startswith("outflow without an approved ceremony at height 14")
-    assert "chain walked 0..15 (block 0 (default: the whole chain)); first block paying or " \
-        "spending a wallet: 10" in run.out  # fmt: skip
+    assert (
+        "chain walked 0..15 (block 0 (default: the whole chain)); first block paying or "
+        "spending a wallet: 10" in run.out
+    )
 
 
 def test_from_height_is_the_auditors_choice_and_coins_from_before_it_are_still_seen(
-        tmp_path, monkeypatch) -> None:  # fmt: skip
+    tmp_path, monkeypatch
+) -> None:
     w = world()
     run, node = replay_with_chain(tmp_path, monkeypatch, w, "--from-height", "13")
     assert node.asked == [13, 14, 15]
@@ -129,11 +148,15 @@ def test_birth_height_above_the_tip_neither_stops_nor_moves_the_walk(tmp_path, m
     assert run.report["chain"]["start"] == 0
     chain = run.messages("chain")
     assert f"tx {w.rogue.txid_hex}: outflow without an approved ceremony at height 14" in chain
-    assert "wallet treasury claims birth height 1000000, but its output " \
-        f"{w.coins[0].txid_hex}:0 on chain is at height 10" in chain  # fmt: skip
+    assert (
+        "wallet treasury claims birth height 1000000, but its output "
+        f"{w.coins[0].txid_hex}:0 on chain is at height 10" in chain
+    )
     broadcast = run.messages("broadcast")
-    assert "wallet treasury claims birth height 1000000, but its broadcast " \
-        f"{w.payments[0].txid_hex} is at height 12" in broadcast  # fmt: skip
+    assert (
+        "wallet treasury claims birth height 1000000, but its broadcast "
+        f"{w.payments[0].txid_hex} is at height 12" in broadcast
+    )
 
 
 def test_a_birth_height_that_hides_nothing_is_not_a_finding(tmp_path, monkeypatch) -> None:
@@ -146,8 +169,10 @@ def test_a_birth_height_that_hides_nothing_is_not_a_finding(tmp_path, monkeypatc
 
 def test_birth_height_lie_is_found_from_the_evidence_alone() -> None:
     w = world(birth_height=13)  # both broadcasts are recorded at height 12
-    report = replay([parse_bundle(w.cold.id, *w.cold.bundle())],
-                    parse_coordinator("desk.json", w.desk.evidence_bytes()))  # fmt: skip
+    report = replay(
+        [parse_bundle(w.cold.id, *w.cold.bundle())],
+        parse_coordinator("desk.json", w.desk.evidence_bytes()),
+    )
     found = [f for f in report.findings if "claims birth height 13" in f.message]
     assert [f.check for f in found] == ["broadcast"]
     assert found[0].txid == w.payments[0].txid_hex
@@ -176,24 +201,32 @@ def test_from_height_needs_the_chain(tmp_path) -> None:
 
 
 def test_lost_broadcast_record_of_an_approved_ceremony_is_named_as_such(
-        tmp_path, monkeypatch) -> None:  # fmt: skip
+    tmp_path, monkeypatch
+) -> None:
     w = world()
     w.desk.broadcasts.pop(1)  # the node took it, the reply was lost: no broadcast record
     row = next(r for r in w.desk.requests if r["txid"] == w.payments[1].txid_hex)
     row["state"] = "signed"
-    approval = next(e.record.seq for e in w.cold.entries if e.record.event == "signing_decision"
-                    and e.record.details["txid"] == w.payments[1].txid_hex)  # fmt: skip
+    approval = next(
+        e.record.seq
+        for e in w.cold.entries
+        if e.record.event == "signing_decision"
+        and e.record.details["txid"] == w.payments[1].txid_hex
+    )
     run, _ = replay_with_chain(tmp_path, monkeypatch, w)
     (lost,) = [f for f in run.report["findings"] if f["txid"] == w.payments[1].txid_hex]
     assert lost["check"] == "chain" and lost["request_id"] == row["request_id"]
     message = lost["message"]
     assert "outflow without an approved ceremony" not in message
-    assert f"is the transaction approved in the journal (cold-1 seq {approval}); only the " \
-        f"coordinator's broadcast record is missing (its request {row['request_id']} is " \
-        "recorded as 'signed')" in message  # fmt: skip
+    assert (
+        f"is the transaction approved in the journal (cold-1 seq {approval}); only the "
+        f"coordinator's broadcast record is missing (its request {row['request_id']} is "
+        "recorded as 'signed')" in message
+    )
     assert "Lower severity than an unapproved outflow" in message
-    outflow = next(o for o in run.report["chain"]["outflows"]
-                   if o["txid"] == w.payments[1].txid_hex)  # fmt: skip
+    outflow = next(
+        o for o in run.report["chain"]["outflows"] if o["txid"] == w.payments[1].txid_hex
+    )
     assert outflow["broadcast"] is None and outflow["approved_by"] == [f"cold-1 seq {approval}"]
     assert "the coordinator&#x27;s broadcast record is missing" in run.html
     # the rogue outflow beside it keeps the alarming wording
@@ -212,23 +245,30 @@ def test_an_unapproved_request_on_chain_keeps_the_alarming_wording() -> None:
     node = FakeNode(3, {1: [coin], 2: [stolen]})
     for height, block in enumerate(node.blocks):
         scanner.add_block(height, block, block.hash_hex)
-    report = replay([parse_bundle(w.cold.id, *w.cold.bundle())],
-                    parse_coordinator("desk", w.desk.evidence_bytes()), scanner)  # fmt: skip
+    report = replay(
+        [parse_bundle(w.cold.id, *w.cold.bundle())],
+        parse_coordinator("desk", w.desk.evidence_bytes()),
+        scanner,
+    )
     (found,) = [f for f in report.findings if f.txid == stolen.txid_hex]
     assert found.message.startswith("outflow without an approved ceremony at height 2")
     assert "never recorded as broadcast, and no journal given approves it" in found.message
 
 
 def test_broadcast_record_holding_other_bytes_is_not_called_a_lost_record(
-        tmp_path, monkeypatch) -> None:  # fmt: skip
+    tmp_path, monkeypatch
+) -> None:
     w = world()
     record = w.desk.broadcasts[1]
     cut = Transaction.parse(bytes.fromhex(record["raw"]))
     cut.outputs[0].value -= 10_000  # someone takes a cut after signing
     record.update(raw=cut.serialize().hex(), txid=cut.txid_hex, wtxid=cut.wtxid_hex)
     run, _ = replay_with_chain(tmp_path, monkeypatch, w)
-    (chain,) = [f for f in run.report["findings"] if f["check"] == "chain"
-                and f["txid"] == w.payments[1].txid_hex]  # fmt: skip
+    (chain,) = [
+        f
+        for f in run.report["findings"]
+        if f["check"] == "chain" and f["txid"] == w.payments[1].txid_hex
+    ]
     assert f"holds another transaction ({cut.txid_hex})" in chain["message"]
     assert "Lower severity" not in chain["message"]
     assert "no ceremony approved it" in run.messages("broadcast")

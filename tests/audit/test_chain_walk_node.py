@@ -56,8 +56,9 @@ def on_chain(tmp_path: Path) -> Iterator[OnChain]:
         node.send(payment.serialize())
         node.mine(1)
         paid_at = node.height()
-        desk.broadcasts[-1].update(state="confirmed", height=paid_at,
-                                   block_hash=node.block_hash(paid_at))  # fmt: skip
+        desk.broadcasts[-1].update(
+            state="confirmed", height=paid_at, block_hash=node.block_hash(paid_at)
+        )
         node.mine(2)
         # the key signs outside any ceremony: no journal record, no coordinator record
         theft = desk.request(wallet, [payment], [(payee(66), 150_000)], created=cold.clock)
@@ -75,8 +76,9 @@ def on_chain(tmp_path: Path) -> Iterator[OnChain]:
         node.close()
 
 
-def test_default_walk_covers_the_whole_chain_whatever_the_birth_height(on_chain: OnChain,
-                                                                     tmp_path: Path) -> None:
+def test_default_walk_covers_the_whole_chain_whatever_the_birth_height(
+    on_chain: OnChain, tmp_path: Path
+) -> None:
     run = run_audit(*on_chain.args, reports=tmp_path)
     assert run.code == 1, run.err
     chain = run.report["chain"]
@@ -87,16 +89,20 @@ def test_default_walk_covers_the_whole_chain_whatever_the_birth_height(on_chain:
     assert outflows[on_chain.stolen.txid_hex]["broadcast"] is None
     text = run.messages("chain")
     assert f"outflow without an approved ceremony at height {on_chain.stolen_at}" in text
-    assert f"claims birth height 1000000, but its output {on_chain.payment.inputs[0].prevout} " \
-        f"on chain is at height {on_chain.funded_at}" in text  # fmt: skip
+    assert (
+        f"claims birth height 1000000, but its output {on_chain.payment.inputs[0].prevout} "
+        f"on chain is at height {on_chain.funded_at}" in text
+    )
 
 
-def test_from_height_after_the_funding_still_sees_the_theft(on_chain: OnChain,
-                                                           tmp_path: Path) -> None:
+def test_from_height_after_the_funding_still_sees_the_theft(
+    on_chain: OnChain, tmp_path: Path
+) -> None:
     start = on_chain.paid_at + 1  # the payment's change was created before the walk
     run = run_audit(*on_chain.args, "--from-height", str(start), reports=tmp_path)
     assert run.report["chain"]["start"] == start
     (theft,) = [f for f in run.report["findings"] if f["txid"] == on_chain.stolen.txid_hex]
-    assert f"outflow without an approved ceremony at height {on_chain.stolen_at}" \
-        in theft["message"]  # fmt: skip
+    assert (
+        f"outflow without an approved ceremony at height {on_chain.stolen_at}" in theft["message"]
+    )
     assert "created before the walk started" in theft["message"]

@@ -50,8 +50,7 @@ def calls_change(*indexes: int):
     def judge(plain: dict, policy: Policy) -> dict:
         for i in indexes:
             plain["outputs"][i]["is_change"] = True
-        plain["paid_to_others"] = sum(o["amount"] for o in plain["outputs"]
-                                      if not o["is_change"])  # fmt: skip
+        plain["paid_to_others"] = sum(o["amount"] for o in plain["outputs"] if not o["is_change"])
         decision = evaluate(policy, tr.facts(plain))
         plain["decision"] = tr.decision_plain(decision)
         plain["refusals"] = [] if decision.approved else [["limits", "over"]]
@@ -61,8 +60,16 @@ def calls_change(*indexes: int):
     return judge
 
 
-def pay(desk: SoftDesk, wallet: SoftWallet, cold: SoftCold, script: bytes, amount: int,
-        coin_value: int, judge=None, height: int | None = None):
+def pay(
+    desk: SoftDesk,
+    wallet: SoftWallet,
+    cold: SoftCold,
+    script: bytes,
+    amount: int,
+    coin_value: int,
+    judge=None,
+    height: int | None = None,
+):
     coin = desk.coin(wallet, coin_value)
     request = desk.request(wallet, [coin], [(script, amount)], created=cold.clock)
     response, entry = cold.sign(request, judge=judge)
@@ -91,12 +98,16 @@ def test_change_to_a_wallet_the_journal_never_pinned_is_a_payment() -> None:
     report = run([cold], desk)
     seq = entry.record.seq
     text = messages(report, "ceremony")
-    assert f"seq {seq}: output 0 (999000000 sat to {address(to_attacker)}) is called change " \
-        "in the transcript, but no descriptor the journal had pinned derives its script: it " \
-        "is a payment" in text  # fmt: skip
-    assert f"seq {seq}: approved, but with change re-derived from the journal-pinned " \
-        "descriptors (999000000 sat paid out, 0 sat already approved that day) the policy " \
-        "in force refuses it: per_tx_limit" in text  # fmt: skip
+    assert (
+        f"seq {seq}: output 0 (999000000 sat to {address(to_attacker)}) is called change "
+        "in the transcript, but no descriptor the journal had pinned derives its script: it "
+        "is a payment" in text
+    )
+    assert (
+        f"seq {seq}: approved, but with change re-derived from the journal-pinned "
+        "descriptors (999000000 sat paid out, 0 sat already approved that day) the policy "
+        "in force refuses it: per_tx_limit" in text
+    )
     ceremony = next(c for c in report.ceremonies if c.seq == seq)
     assert (ceremony.paid_out, ceremony.paid_out_rederived) == (0, 999_000_000)
     # the station's own evaluator agrees with its transcript: only the re-derivation speaks
@@ -114,10 +125,12 @@ def test_change_to_another_pinned_wallet_is_a_payment() -> None:
     to_attacker = attacker.derive(0).script_pubkey
     entry = pay(desk, wallet, cold, to_attacker, 50_000_000, BTC, calls_change(0))
     text = messages(run([cold], desk), "ceremony")
-    assert f"seq {entry.record.seq}: output 0 (50000000 sat to {address(to_attacker)}) is " \
-        f"called change in the transcript, but it pays pinned wallet {attacker}, which is " \
-        "neither the wallet its inputs spend from nor an internal wallet of the policy in " \
-        "force (version 1): it is a payment" in text  # fmt: skip
+    assert (
+        f"seq {entry.record.seq}: output 0 (50000000 sat to {address(to_attacker)}) is "
+        f"called change in the transcript, but it pays pinned wallet {attacker}, which is "
+        "neither the wallet its inputs spend from nor an internal wallet of the policy in "
+        "force (version 1): it is a payment" in text
+    )
     assert "per_tx_limit" in text
 
 
@@ -147,11 +160,15 @@ def test_daily_limit_is_counted_with_re_derived_change() -> None:
     honest = pay(desk, wallet, cold, payee(1), 50_000_000, BTC)
     text = messages(run([cold], desk), "ceremony")
     seq = honest.record.seq
-    assert f"seq {seq}: the evaluator was told 0 sat were already approved that day; the " \
-        "journal says 80000000" in text  # fmt: skip
-    assert f"seq {seq}: approved, but with change re-derived from the journal-pinned " \
-        "descriptors (50000000 sat paid out, 80000000 sat already approved that day) the " \
-        "policy in force refuses it: per_day_limit" in text  # fmt: skip
+    assert (
+        f"seq {seq}: the evaluator was told 0 sat were already approved that day; the "
+        "journal says 80000000" in text
+    )
+    assert (
+        f"seq {seq}: approved, but with change re-derived from the journal-pinned "
+        "descriptors (50000000 sat paid out, 80000000 sat already approved that day) the "
+        "policy in force refuses it: per_day_limit" in text
+    )
 
 
 def test_an_unpinned_wallet_does_not_count_as_pinned_by_a_deferred_receipt() -> None:
@@ -160,8 +177,10 @@ def test_an_unpinned_wallet_does_not_count_as_pinned_by_a_deferred_receipt() -> 
     cold, desk = SoftCold("cold-1"), SoftDesk()
     desk.import_single("treasury", cold)
     rogue = attacker_wallet(cold)
-    entry = cold.record("wallet_exported", details={"descriptor": str(rogue), "deferred": True,
-                                                    "audit_key": cold.audit_pubkey.hex()})
+    entry = cold.record(
+        "wallet_exported",
+        details={"descriptor": str(rogue), "deferred": True, "audit_key": cold.audit_pubkey.hex()},
+    )
     cold.descriptors.append(rogue)
     wallet = SoftWallet("rogue", rogue, [])
     coin = desk.coin(wallet, BTC)
@@ -170,10 +189,14 @@ def test_an_unpinned_wallet_does_not_count_as_pinned_by_a_deferred_receipt() -> 
     desk.respond(response)
     desk.wallets.append(wallet)
     text = messages(run([cold], desk))
-    assert f"seq {entry.record.seq}: deferred record breaks the refusal-only contract: it " \
+    assert (
+        f"seq {entry.record.seq}: deferred record breaks the refusal-only contract: it "
         "records wallet_exported/None; only refusals may wait; it carries descriptor" in text
-    assert f"seq {signed.record.seq}: input 0 spends a script that no descriptor pinned in " \
+    )
+    assert (
+        f"seq {signed.record.seq}: input 0 spends a script that no descriptor pinned in "
         f"the journal at seq {signed.record.seq} derives: the station must refuse it" in text
+    )
 
 
 def test_honest_multisig_change_back_to_the_vault_is_change() -> None:
@@ -206,11 +229,14 @@ def _signed_while(state_records: list[tuple[str, str]]) -> tuple[SoftCold, SoftD
     return cold, desk, entry.record.seq
 
 
-@pytest.mark.parametrize(("records", "state"), [
-    ([("key_suspended", "treasury")], "suspended"),
-    ([("key_archived", "treasury")], "archived"),
-    ([("key_suspended", "treasury"), ("key_archived", "treasury")], "archived"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("records", "state"),
+    [
+        ([("key_suspended", "treasury")], "suspended"),
+        ([("key_archived", "treasury")], "archived"),
+        ([("key_suspended", "treasury"), ("key_archived", "treasury")], "archived"),
+    ],
+)
 def test_signatures_by_a_key_not_active_at_that_seq_are_flagged(records, state) -> None:
     cold, desk, seq = _signed_while(records)
     report = run([cold], desk)
@@ -225,17 +251,17 @@ def test_signatures_by_a_key_not_active_at_that_seq_are_flagged(records, state) 
 
 
 def test_a_forged_reactivation_of_an_archived_key_does_not_clear_it() -> None:
-    cold, desk, seq = _signed_while([("key_archived", "treasury"),
-                                     ("key_reactivated", "treasury")])  # fmt: skip
+    cold, desk, seq = _signed_while([("key_archived", "treasury"), ("key_reactivated", "treasury")])
     report = run([cold], desk)
-    assert f"seq {seq - 1}: key_reactivated: key 'treasury' cannot go from archived to active " \
-        "(state kept as archived)" in messages(report, "journal")  # fmt: skip
+    assert (
+        f"seq {seq - 1}: key_reactivated: key 'treasury' cannot go from archived to active "
+        "(state kept as archived)" in messages(report, "journal")
+    )
     assert f"which was archived at seq {seq} (since seq {seq - 2})" in messages(report, "ceremony")
 
 
 def test_a_key_suspended_then_reactivated_signs_cleanly() -> None:
-    cold, desk, _ = _signed_while([("key_suspended", "treasury"),
-                                   ("key_reactivated", "treasury")])  # fmt: skip
+    cold, desk, _ = _signed_while([("key_suspended", "treasury"), ("key_reactivated", "treasury")])
     report = run([cold], desk)
     assert report.ok, messages(report)
 
@@ -260,17 +286,32 @@ def test_key_book_names_the_audit_key_and_unknown_keys() -> None:
     stranger = pubkey(secret("stranger"))
     assert "no key_generated or restore record" in book.signing_problem(stranger, now, 9)
     assert book.signing_problem(cold.pubkey, now, 9) is None
-    later = next_record(cold.entries[-1], time=cold.clock, appliance_id=cold.id,
-                        event="key_generated", subjects={"public_key": stranger},
-                        details={"label": "later"})  # fmt: skip
+    later = next_record(
+        cold.entries[-1],
+        time=cold.clock,
+        appliance_id=cold.id,
+        event="key_generated",
+        subjects={"public_key": stranger},
+        details={"label": "later"},
+    )
     assert book.apply(later) is None
     assert "registered only at seq" in book.signing_problem(stranger, now, 9)
-    again = next_record(cold.entries[-1], time=cold.clock, appliance_id=cold.id,
-                        event="restore", subjects={"public_key": stranger},
-                        details={"label": "later"})  # fmt: skip
+    again = next_record(
+        cold.entries[-1],
+        time=cold.clock,
+        appliance_id=cold.id,
+        event="restore",
+        subjects={"public_key": stranger},
+        details={"label": "later"},
+    )
     assert "already registered" in book.apply(again)
-    unknown = next_record(cold.entries[-1], time=cold.clock, appliance_id=cold.id,
-                          event="key_suspended", details={"label": "nobody"})  # fmt: skip
+    unknown = next_record(
+        cold.entries[-1],
+        time=cold.clock,
+        appliance_id=cold.id,
+        event="key_suspended",
+        details={"label": "nobody"},
+    )
     assert "which no key_generated or restore record registered" in book.apply(unknown)
 
 

@@ -29,8 +29,14 @@ def hostile_world(tmp_path: Path) -> list[str]:
     args = write_evidence(tmp_path, [cold], desk)
     coordinator = Path(args[-1])
     document = json.loads(coordinator.read_text())
-    document["alerts"] = [{"time": 1, "kind": "outflow\x1b[2K",
-                           "message": "\x1b]0;pwned\x07all good\r", "acknowledged": 0}]
+    document["alerts"] = [
+        {
+            "time": 1,
+            "kind": "outflow\x1b[2K",
+            "message": "\x1b]0;pwned\x07all good\r",
+            "acknowledged": 0,
+        }
+    ]
     coordinator.write_text(json.dumps(document))
     policies = tmp_path / f"bundle-{cold.id}" / "policies"
     (policies / "0001.cbor").rename(policies / "0001\x1b[2K\rOK.cbor")
@@ -73,8 +79,10 @@ def test_unusable_evidence_error_is_one_escaped_line(tmp_path: Path) -> None:
     run = run_audit(*args)
     assert run.code == 2 and run.out == ""
     assert run.err.count("\n") == 1 and not any(c in run.err for c in RAW)
-    assert "transcripts/x\\x1b[32mOK\\x1b[0m\\nline.cbor: a transcript's name must be its " \
-        "SHA-256 in hex" in run.err  # fmt: skip
+    assert (
+        "transcripts/x\\x1b[32mOK\\x1b[0m\\nline.cbor: a transcript's name must be its "
+        "SHA-256 in hex" in run.err
+    )
 
 
 def test_printable_escapes_controls_and_keeps_honest_text() -> None:

@@ -51,8 +51,9 @@ def _desk() -> tuple[list[SoftCold], SoftDesk]:
         soft_ceremony(desk, treasury, [a], n, broadcast=n != 1)
     for n in range(2):
         soft_ceremony(desk, vault, [a, b], 10 + n)
-    request = desk.request(treasury, [desk.coin(treasury, 9 * 10**9)],
-                           [(payee(40), 8 * 10**9)], created=a.clock)  # fmt: skip
+    request = desk.request(
+        treasury, [desk.coin(treasury, 9 * 10**9)], [(payee(40), 8 * 10**9)], created=a.clock
+    )
     assert a.sign(request)[1].record.decision == "refused"
     return [a, b], desk
 
@@ -63,15 +64,18 @@ DATA = DESK.evidence_bytes()
 
 
 def _psbts(row: dict) -> tuple[Psbt, list[Psbt]]:
-    return (Psbt.parse(base64.b64decode(row["unsigned_psbt"])),
-            [Psbt.parse(base64.b64decode(r)) for r in row["responses"]])  # fmt: skip
+    return (
+        Psbt.parse(base64.b64decode(row["unsigned_psbt"])),
+        [Psbt.parse(base64.b64decode(r)) for r in row["responses"]],
+    )
 
 
 # -- reference implementations: what the checks computed from the PSBTs -------------------
 
 
-def _rederive_reference(deriver: ChangeDeriver, psbt: Psbt, pinned: tuple[str, ...],
-                        internal: tuple[str, ...]) -> Rederived:  # fmt: skip
+def _rederive_reference(
+    deriver: ChangeDeriver, psbt: Psbt, pinned: tuple[str, ...], internal: tuple[str, ...]
+) -> Rederived:
     """ChangeDeriver.rederive as it read the PSBT itself."""
 
     def hinted(origins: object) -> list[int]:
@@ -85,8 +89,13 @@ def _rederive_reference(deriver: ChangeDeriver, psbt: Psbt, pinned: tuple[str, .
             utxo = psbt.input_utxo(i)
         except (IndexError, ValueError):
             utxo = None
-        found = [] if utxo is None else deriver.wallet_of(
-            utxo.script_pubkey, pinned, hinted(node.bip32_derivations.values()))
+        found = (
+            []
+            if utxo is None
+            else deriver.wallet_of(
+                utxo.script_pubkey, pinned, hinted(node.bip32_derivations.values())
+            )
+        )
         if not found:
             foreign.append(i)
         input_wallets.update(found)
@@ -115,8 +124,11 @@ def _signers_reference(psbt: Psbt, tx: Transaction) -> tuple[set[bytes], list[tu
         try:
             info = spend_info(psbt, i)
             txin = tx.inputs[i]
-            items = list(txin.witness) if info.segwit else \
-                [d or b"" for _, d in iter_ops(txin.script_sig)]  # fmt: skip
+            items = (
+                list(txin.witness)
+                if info.segwit
+                else [d or b"" for _, d in iter_ops(txin.script_sig)]
+            )
             if info.kind is not SpendKind.MULTISIG:
                 if len(items) < 2 or not info.may_sign(items[-1]):
                     keys, problem = set(), "no signature by the input's key"
@@ -128,8 +140,11 @@ def _signers_reference(psbt: Psbt, tx: Transaction) -> tuple[set[bytes], list[tu
                 has_script = info.witness_script is not None or info.redeem_script is not None
                 sigs = items[1:-1] if has_script else items[1:]
                 keys = {k for s in sigs for k in info.keys if verifies(info, k, s)}
-                problem = None if len(keys) >= info.threshold else \
-                    f"{len(keys)} valid signature(s), {info.threshold} required"  # fmt: skip
+                problem = (
+                    None
+                    if len(keys) >= info.threshold
+                    else f"{len(keys)} valid signature(s), {info.threshold} required"
+                )
         except (PsbtError, ScriptError, IndexError) as exc:
             keys, problem = set(), str(exc)
         if problem:
@@ -158,25 +173,33 @@ def test_request_facts_are_what_the_psbts_say() -> None:
         assert request.unsigned_txid == tx.txid_hex
         assert request.input_scripts == tuple(u.script_pubkey for u in psbt.input_utxos())
         assert request.spent_scripts == request.input_scripts
-        assert request.shown == ([str(i.prevout) for i in tx.inputs],
-                                 [(o.script_pubkey, o.value) for o in tx.outputs], psbt.fee())
+        assert request.shown == (
+            [str(i.prevout) for i in tx.inputs],
+            [(o.script_pubkey, o.value) for o in tx.outputs],
+            psbt.fee(),
+        )
         meta = read_request(psbt)
-        assert request.recomputed == facts.Recomputed(meta.request_id.hex(),
-                                                       request_hash(psbt, meta), None)
+        assert request.recomputed == facts.Recomputed(
+            meta.request_id.hex(), request_hash(psbt, meta), None
+        )
         for number, response in enumerate(responses):
             checked = request.responses[number]
-            assert checked.same is (response.unsigned_tx.serialize(include_witness=False)
-                                    == unsigned)  # fmt: skip
+            assert checked.same is (
+                response.unsigned_tx.serialize(include_witness=False) == unsigned
+            )
             assert checked.signers == tuple(
-                (i, tuple(sorted(n.partial_sigs))) for i, n in enumerate(response.inputs)
-                if n.partial_sigs)  # fmt: skip
+                (i, tuple(sorted(n.partial_sigs)))
+                for i, n in enumerate(response.inputs)
+                if n.partial_sigs
+            )
             cache = SighashCache(response.unsigned_tx)
             for partial in value(checked.partial):
-                info = spend_info(response, partial.index)
+                info = spend_info(response, partial.input_index)
                 assert partial.script == info.utxo.script_pubkey
-                assert partial.keys == tuple((k, info.may_sign(k))
-                                             for k in response.inputs[partial.index].partial_sigs)
-                for key, sig in response.inputs[partial.index].partial_sigs.items():
+                assert partial.keys == tuple(
+                    (k, info.may_sign(k)) for k in response.inputs[partial.input_index].partial_sigs
+                )
+                for key, sig in response.inputs[partial.input_index].partial_sigs.items():
                     assert ecdsa.verify(key, sig[:-1], info.digest(cache, sig[-1]))
     assert evidence.highest_hint == -1  # the test wallets give no derivation hints
 
@@ -202,8 +225,13 @@ def test_spend_facts_and_signature_hashes_are_spend_info_s() -> None:
         for i, spend in enumerate(facts._spends(psbt, memo)):
             info = spend_info(psbt, i)
             assert isinstance(spend, facts.SpendFacts)
-            assert (spend.kind, spend.segwit, spend.keys, spend.threshold, spend.key_hash) == \
-                (info.kind, info.segwit, info.keys, info.threshold, info.key_hash)  # fmt: skip
+            assert (spend.kind, spend.segwit, spend.keys, spend.threshold, spend.key_hash) == (
+                info.kind,
+                info.segwit,
+                info.keys,
+                info.threshold,
+                info.key_hash,
+            )
             assert spend.digest == info.digest(cache, SIGHASH_ALL)
             for hash_type in (0x01, 0x02, 0x03, 0x81, 0x83):
                 for _ in range(2):  # computed, then remembered
@@ -236,8 +264,12 @@ def _tampered_broadcasts() -> list[tuple[str, bytes]]:
             damaged[len(damaged) // 2] ^= 1
             witness[item] = bytes(damaged)
             inputs = [dataclasses.replace(tx.inputs[0], witness=witness), *tx.inputs[1:]]
-            out.append((broadcast["request_id"],
-                        Transaction(tx.version, inputs, tx.outputs, tx.locktime).serialize()))
+            out.append(
+                (
+                    broadcast["request_id"],
+                    Transaction(tx.version, inputs, tx.outputs, tx.locktime).serialize(),
+                )
+            )
     return out
 
 
@@ -252,8 +284,10 @@ def test_broadcast_signatures_are_checked_as_the_transaction_s_own(cached: bool)
         psbt, responses = _psbts(row)
         _, _, _, signing = facts.request_facts(
             ("b", request_id, "payment", None, bytes.fromhex(row["request_hash"]), "t", 0, "s"),
-            (), ReadOnlyPsbt.parse(psbt.serialize()),
-            [ReadOnlyPsbt.parse(r.serialize()) for r in responses])  # fmt: skip
+            (),
+            ReadOnlyPsbt.parse(psbt.serialize()),
+            [ReadOnlyPsbt.parse(r.serialize()) for r in responses],
+        )
         if not cached:
             signing = signing._replace(verified=frozenset())
         else:
@@ -275,10 +309,18 @@ def _outcome(evidence_or_error: object) -> object:
     if isinstance(evidence_or_error, Exception):
         return ("error", type(evidence_or_error).__name__, str(evidence_or_error))
     evidence = evidence_or_error
-    return (evidence.source, dict(evidence.appliances), evidence.wallets,
-            list(evidence.requests), list(evidence.broadcasts), evidence.alerts,
-            {k: evidence.verified[k] for k in evidence.verified}, evidence.highest_hint,
-            dict(evidence.matched), str(evidence.receipt_error))  # fmt: skip
+    return (
+        evidence.source,
+        dict(evidence.appliances),
+        evidence.wallets,
+        list(evidence.requests),
+        list(evidence.broadcasts),
+        evidence.alerts,
+        {k: evidence.verified[k] for k in evidence.verified},
+        evidence.highest_hint,
+        dict(evidence.matched),
+        str(evidence.receipt_error),
+    )
 
 
 def _streamed(data: bytes, workers: Workers | None = None) -> object:
@@ -291,8 +333,7 @@ def _streamed(data: bytes, workers: Workers | None = None) -> object:
 def _whole(data: bytes) -> object:
     """The document parsed whole, as every document was before the stream."""
     try:
-        return _outcome(evidence_module._whole("desk.json", lambda: io.BytesIO(data),
-                                               Workers(0)))  # fmt: skip
+        return _outcome(evidence_module._whole("desk.json", lambda: io.BytesIO(data), Workers(0)))
     except EvidenceError as exc:
         return _outcome(exc)
 
@@ -300,8 +341,11 @@ def _whole(data: bytes) -> object:
 def test_the_streamed_document_is_the_whole_document() -> None:
     assert _streamed(DATA) == _whole(DATA)
     # laid out otherwise (indented by two, unsorted, on one line): parsed whole, the same
-    for other in (json.dumps(DOCUMENT, indent=2, sort_keys=True), json.dumps(DOCUMENT),
-                  json.dumps(DOCUMENT, indent=1)):  # fmt: skip
+    for other in (
+        json.dumps(DOCUMENT, indent=2, sort_keys=True),
+        json.dumps(DOCUMENT),
+        json.dumps(DOCUMENT, indent=1),
+    ):
         assert _streamed(other.encode()) == _streamed(DATA)
 
 
@@ -317,22 +361,25 @@ def test_any_single_byte_change_reads_as_the_whole_document_reads(data) -> None:
     the whole-document read gives, facts or the first error."""
     pos = data.draw(st.integers(0, len(SMALL_DATA) - 1))
     value_ = data.draw(st.sampled_from(b'\n {}[],:"\\0aZ\xff') | st.integers(0, 255))
-    mutated = SMALL_DATA[:pos] + bytes([value_]) + SMALL_DATA[pos + 1:]
+    mutated = SMALL_DATA[:pos] + bytes([value_]) + SMALL_DATA[pos + 1 :]
     assert _streamed(mutated) == _whole(mutated)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: d.replace(b'"kind": "payment",', b'"kind": "payment",\n   "kind": "payment",', 1),
-    lambda d: d.replace(b'\n  },\n  {\n', b'\n  },\n\n  {\n', 1),
-    lambda d: d.replace(b'"receipts": [\n    {', b'"receipts": [\n  {', 1),
-    lambda d: d.replace(b'"fee": ', b'"fee": 1e3, "x": ', 1),
-    lambda d: d[:-1],
-    lambda d: d + b" ",
-    lambda d: d[:len(d) // 2],
-    lambda d: b"\xef\xbb\xbf" + d,
-    lambda d: d.replace(b'"state": "', b'"state": "\xff', 1),
-    lambda d: d.replace(b'"batch": "b1"', b'"batch": ' + b"[" * 300 + b"]" * 300, 1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d.replace(b'"kind": "payment",', b'"kind": "payment",\n   "kind": "payment",', 1),
+        lambda d: d.replace(b"\n  },\n  {\n", b"\n  },\n\n  {\n", 1),
+        lambda d: d.replace(b'"receipts": [\n    {', b'"receipts": [\n  {', 1),
+        lambda d: d.replace(b'"fee": ', b'"fee": 1e3, "x": ', 1),
+        lambda d: d[:-1],
+        lambda d: d + b" ",
+        lambda d: d[: len(d) // 2],
+        lambda d: b"\xef\xbb\xbf" + d,
+        lambda d: d.replace(b'"state": "', b'"state": "\xff', 1),
+        lambda d: d.replace(b'"batch": "b1"', b'"batch": ' + b"[" * 300 + b"]" * 300, 1),
+    ],
+)
 def test_odd_documents_read_as_the_whole_document_reads(edit) -> None:  # type: ignore[no-untyped-def]
     mutated = edit(DATA)
     assert mutated != DATA
@@ -392,25 +439,58 @@ def test_a_spool_gives_back_what_it_kept() -> None:
     spool.close()
 
 
-PLAIN_SHOWN = st.fixed_dictionaries({}, optional={
-    "inputs": st.one_of(st.none(), st.integers(), st.lists(st.one_of(
-        st.integers(), st.fixed_dictionaries({}, optional={"outpoint": st.sampled_from(
-            ["a:0", "b:1", 5]), "key": st.binary(max_size=2)})), max_size=3),
-        st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)),
-    "outputs": st.one_of(st.none(), st.lists(st.one_of(st.text(max_size=1),
-        st.fixed_dictionaries({}, optional={"script": st.sampled_from([b"s", b"t", "s"]),
-                                            "amount": st.sampled_from([1, 2, "1"])})),
-        max_size=3)),
-    "fee": st.sampled_from([None, 1, 2, "1"]),
-})  # fmt: skip
+PLAIN_SHOWN = st.fixed_dictionaries(
+    {},
+    optional={
+        "inputs": st.one_of(
+            st.none(),
+            st.integers(),
+            st.lists(
+                st.one_of(
+                    st.integers(),
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "outpoint": st.sampled_from(["a:0", "b:1", 5]),
+                            "key": st.binary(max_size=2),
+                        },
+                    ),
+                ),
+                max_size=3,
+            ),
+            st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+        ),
+        "outputs": st.one_of(
+            st.none(),
+            st.lists(
+                st.one_of(
+                    st.text(max_size=1),
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "script": st.sampled_from([b"s", b"t", "s"]),
+                            "amount": st.sampled_from([1, 2, "1"]),
+                        },
+                    ),
+                ),
+                max_size=3,
+            ),
+        ),
+        "fee": st.sampled_from([None, 1, 2, "1"]),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(plain=PLAIN_SHOWN, outpoints=st.sampled_from([[], ["a:0"], ["a:0", "b:1"]]),
-       outputs=st.sampled_from([[], [(b"s", 1)], [(b"s", 1), (b"t", 2)]]),
-       fee=st.sampled_from([None, 1, 2]))  # fmt: skip
-def test_what_a_ceremony_keeps_of_its_transcript_compares_as_it_did(plain, outpoints, outputs,
-                                                                     fee) -> None:  # fmt: skip
+@given(
+    plain=PLAIN_SHOWN,
+    outpoints=st.sampled_from([[], ["a:0"], ["a:0", "b:1"]]),
+    outputs=st.sampled_from([[], [(b"s", 1)], [(b"s", 1), (b"t", 2)]]),
+    fee=st.sampled_from([None, 1, 2]),
+)
+def test_what_a_ceremony_keeps_of_its_transcript_compares_as_it_did(
+    plain, outpoints, outputs, fee
+) -> None:
     from shared.audit import transcript as tr
 
     kept = tr.compare_kept(tr.shown(plain), outpoints, outputs, fee)
@@ -426,11 +506,16 @@ def test_a_failed_value_raises_its_error_where_it_is_used() -> None:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=8)
     | st.floats(allow_nan=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=4),
-    max_leaves=20)  # fmt: skip
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -449,5 +534,7 @@ def test_the_report_is_json_dumps_of_its_map() -> None:
     report = replay([parse_bundle(c.id, *c.bundle()) for c in COLDS], evidence)
     assert report.findings and report.ceremonies and report.broadcasts
     inputs = {"bundle 1": "x\u202e", "generated": "now"}
-    assert to_json(report, inputs) == json.dumps(to_plain(report, inputs), indent=1,
-                                                 sort_keys=True) + "\n"  # fmt: skip
+    assert (
+        to_json(report, inputs)
+        == json.dumps(to_plain(report, inputs), indent=1, sort_keys=True) + "\n"
+    )

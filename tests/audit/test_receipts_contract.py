@@ -43,8 +43,12 @@ def test_clean_receipts_and_a_deferred_refusal_replay_ok() -> None:
     cold, desk = SoftCold("cold-1"), SoftDesk()
     wallet = desk.import_single("treasury", cold)
     soft_ceremony(desk, wallet, [cold], 1)
-    cold.record("signing_decision", decision="refused", subjects={"psbt": bytes(32)},
-                details={"deferred": True, "refusals": [["expired", "request expired"]]})
+    cold.record(
+        "signing_decision",
+        decision="refused",
+        subjects={"psbt": bytes(32)},
+        details={"deferred": True, "refusals": [["expired", "request expired"]]},
+    )
     report = run([cold], desk)
     assert report.ok, messages(report)
 
@@ -54,15 +58,26 @@ def test_forged_deferred_approval_is_named() -> None:
     reset the daily limit."""
     cold, desk = SoftCold("cold-1"), SoftDesk()
     desk.import_single("treasury", cold)
-    forged = cold.record("signing_decision", decision="approved", subjects={"psbt": bytes(32)},
-                         details={"deferred": True, "paid_out": -5 * 10**8, "approvals": {},
-                                  "txid": "00" * 32, "outpoints": []})  # fmt: skip
+    forged = cold.record(
+        "signing_decision",
+        decision="approved",
+        subjects={"psbt": bytes(32)},
+        details={
+            "deferred": True,
+            "paid_out": -5 * 10**8,
+            "approvals": {},
+            "txid": "00" * 32,
+            "outpoints": [],
+        },
+    )
     report = run([cold], desk)
     seq = forged.record.seq
     journal = messages(report, "journal")
-    assert f"seq {seq}: deferred record breaks the refusal-only contract: it records " \
-        "signing_decision/approved; only refusals may wait; it carries paid_out, approvals" \
-        in journal  # fmt: skip
+    assert (
+        f"seq {seq}: deferred record breaks the refusal-only contract: it records "
+        "signing_decision/approved; only refusals may wait; it carries paid_out, approvals"
+        in journal
+    )
     assert f"seq {seq}: approved with a negative paid_out (-500000000 sat)" in messages(report)
 
 
@@ -73,19 +88,31 @@ def test_deferred_wallet_receipt_is_refused_on_both_sides() -> None:
     desk.import_single("treasury", cold)
     attacker = pubkey(secret("attacker"))
     text = str(Descriptor.parse(f"wpkh({attacker.hex()})", require_checksum=False))
-    forged = cold.record("wallet_exported", details={"descriptor": text, "deferred": True,
-                                                     "audit_key": cold.audit_pubkey.hex()})
+    forged = cold.record(
+        "wallet_exported",
+        details={"descriptor": text, "deferred": True, "audit_key": cold.audit_pubkey.hex()},
+    )
     raw = forged.to_bytes().hex()
-    desk.wallets[0].members.append({"appliance_id": cold.id, "key": attacker.hex(),
-                                    "role": "appliance", "export_receipt": raw,
-                                    "pin_receipt": None})  # fmt: skip
+    desk.wallets[0].members.append(
+        {
+            "appliance_id": cold.id,
+            "key": attacker.hex(),
+            "role": "appliance",
+            "export_receipt": raw,
+            "pin_receipt": None,
+        }
+    )
     report = run([cold], desk)
     seq = forged.record.seq
-    assert f"seq {seq}: deferred record breaks the refusal-only contract: it records " \
-        "wallet_exported/None; only refusals may wait; it carries descriptor" \
-        in messages(report, "journal")  # fmt: skip
-    assert f"seq {seq}: wallet treasury export receipt is no valid receipt: seq {seq} is a " \
-        "deferred record, not a receipt" in messages(report, "receipt")  # fmt: skip
+    assert (
+        f"seq {seq}: deferred record breaks the refusal-only contract: it records "
+        "wallet_exported/None; only refusals may wait; it carries descriptor"
+        in messages(report, "journal")
+    )
+    assert (
+        f"seq {seq}: wallet treasury export receipt is no valid receipt: seq {seq} is a "
+        "deferred record, not a receipt" in messages(report, "receipt")
+    )
 
 
 def test_approval_receipt_short_of_its_quorum_is_named_in_journal_and_coordinator() -> None:
@@ -100,8 +127,10 @@ def test_approval_receipt_short_of_its_quorum_is_named_in_journal_and_coordinato
     receipt = [f for f in report.findings if f.check == "receipt" and f.seq == seq]
     problem = f"seq {seq} has 1 officer(s), the quorum is 2"
     assert f"signing_decision is no valid receipt: {problem}" in receipt[0].message
-    assert any(f.request_id is not None and "receipts[0] is no valid receipt: " + problem
-               in f.message for f in receipt)  # fmt: skip
+    assert any(
+        f.request_id is not None and "receipts[0] is no valid receipt: " + problem in f.message
+        for f in receipt
+    )
 
 
 def test_approval_whose_actors_lack_approval_signatures_is_named() -> None:
@@ -111,12 +140,17 @@ def test_approval_whose_actors_lack_approval_signatures_is_named() -> None:
     entry = cold.entries.pop()
     cold.clock -= 1
     third = fingerprint_of(pubkey(cold.officer_keys[2]))
-    forged = cold.record("signing_decision", decision="approved", subjects=entry.record.subjects,
-                         actors=sorted([*entry.record.actors, third]),
-                         details=entry.record.details)  # fmt: skip
+    forged = cold.record(
+        "signing_decision",
+        decision="approved",
+        subjects=entry.record.subjects,
+        actors=sorted([*entry.record.actors, third]),
+        details=entry.record.details,
+    )
     report = run([cold], desk)
-    assert f"seq {forged.record.seq} lacks an approval signature for each officer" \
-        in messages(report, "receipt")  # fmt: skip
+    assert f"seq {forged.record.seq} lacks an approval signature for each officer" in messages(
+        report, "receipt"
+    )
 
 
 def test_wallet_receipts_without_quorum_or_with_strangers_are_named() -> None:
@@ -124,22 +158,37 @@ def test_wallet_receipts_without_quorum_or_with_strangers_are_named() -> None:
     desk.import_single("treasury", cold)
     stranger = fingerprint_of(pubkey(secret("stranger")))
     pins = []
-    for i, (actors, details) in enumerate([
-        (cold.activating, {}),  # no quorum named
-        ([cold.activating[0], stranger], {"quorum": 2}),  # one actor is nobody's officer
-        (cold.activating[:1], {"quorum": 2}),  # one officer for a quorum of two
-    ]):  # fmt: skip
-        text = str(Descriptor.parse(f"wpkh({pubkey(secret(f'w{i}')).hex()})",
-                                    require_checksum=False))  # fmt: skip
-        pins.append(cold.record("wallet_pinned", actors=actors, details={
-            "descriptor": text, "authorised_by": "administrators", **details,
-            }, subjects={"descriptor": hashlib.sha256(text.encode()).digest()}).record.seq)
+    for i, (actors, details) in enumerate(
+        [
+            (cold.activating, {}),  # no quorum named
+            ([cold.activating[0], stranger], {"quorum": 2}),  # one actor is nobody's officer
+            (cold.activating[:1], {"quorum": 2}),  # one officer for a quorum of two
+        ]
+    ):
+        text = str(
+            Descriptor.parse(f"wpkh({pubkey(secret(f'w{i}')).hex()})", require_checksum=False)
+        )
+        pins.append(
+            cold.record(
+                "wallet_pinned",
+                actors=actors,
+                details={
+                    "descriptor": text,
+                    "authorised_by": "administrators",
+                    **details,
+                },
+                subjects={"descriptor": hashlib.sha256(text.encode()).digest()},
+            ).record.seq
+        )
     text = messages(run([cold], desk), "receipt")
-    assert f"seq {pins[0]}: wallet_pinned is no valid receipt: seq {pins[0]} names no quorum" \
-        in text  # fmt: skip
+    assert (
+        f"seq {pins[0]}: wallet_pinned is no valid receipt: seq {pins[0]} names no quorum" in text
+    )
     assert f"seq {pins[1]}: wallet_pinned: actor {stranger} is not an enrolled officer" in text
-    assert f"seq {pins[2]}: wallet_pinned is no valid receipt: seq {pins[2]} has 1 officer(s), " \
-        "the quorum is 2" in text  # fmt: skip
+    assert (
+        f"seq {pins[2]}: wallet_pinned is no valid receipt: seq {pins[2]} has 1 officer(s), "
+        "the quorum is 2" in text
+    )
 
 
 def test_deferred_marker_must_be_true_and_only_on_refusals() -> None:
@@ -155,8 +204,11 @@ def test_deferred_marker_must_be_true_and_only_on_refusals() -> None:
     assert "its deferred marker is 1, not true" in deferred_problem(odd)
     lockout = record(event="pin_lockout", details={"deferred": True})
     assert "it records pin_lockout/None; only refusals may wait" in deferred_problem(lockout)
-    signed = record(event="signing_decision", decision="refused",
-                    details={"deferred": True, "signatures": 1, "descriptors": []})
+    signed = record(
+        event="signing_decision",
+        decision="refused",
+        details={"deferred": True, "signatures": 1, "descriptors": []},
+    )
     assert "it carries descriptors, signatures" in deferred_problem(signed)
 
 
@@ -167,10 +219,13 @@ def test_verify_receipt_holds_a_receipt_to_the_contract(tmp_path: Path) -> None:
     run = run_audit("verify-receipt", str(good))
     assert run.code == 0, run.out + run.err
     assert "signature verifies" in run.out and "receipt contract: met" in run.out
-    text = str(Descriptor.parse(f"wpkh({pubkey(secret('attacker')).hex()})",
-                                require_checksum=False))  # fmt: skip
-    forged = cold.record("wallet_exported", details={"descriptor": text, "deferred": True,
-                                                     "audit_key": cold.audit_pubkey.hex()})
+    text = str(
+        Descriptor.parse(f"wpkh({pubkey(secret('attacker')).hex()})", require_checksum=False)
+    )
+    forged = cold.record(
+        "wallet_exported",
+        details={"descriptor": text, "deferred": True, "audit_key": cold.audit_pubkey.hex()},
+    )
     bad = tmp_path / "forged.receipt"
     bad.write_text(forged.to_bytes().hex())
     run = run_audit("verify-receipt", str(bad))

@@ -66,8 +66,10 @@ def test_clean_single_and_multisig_evidence_replays_ok() -> None:
     assert all(len(c.approvals) == 2 and c.quorum == 2 for c in report.ceremonies)
     multisig = report.broadcasts[-1]
     assert sorted(multisig.approved_by) == ["cold-a seq 11", "cold-b seq 11"]
-    assert next(a for a in report.appliances if a.appliance_id == "cold-1").policy_versions \
-        == [1, 2]  # fmt: skip
+    assert next(a for a in report.appliances if a.appliance_id == "cold-1").policy_versions == [
+        1,
+        2,
+    ]
 
 
 def test_a_refusal_replays_as_refused(single) -> None:
@@ -86,8 +88,12 @@ def test_a_refusal_replays_as_refused(single) -> None:
 
 def test_officers_stopping_a_ceremony_show_their_reason(single) -> None:
     cold, desk = single
-    cold.record("signing_decision", decision="refused", subjects={"psbt": bytes(32)},
-                details={"refusals": [], "officers": "approval failed: wrong PIN"})
+    cold.record(
+        "signing_decision",
+        decision="refused",
+        subjects={"psbt": bytes(32)},
+        details={"refusals": [], "officers": "approval failed: wrong PIN"},
+    )
     report = run([cold], desk)
     assert report.ok, messages(report)
     assert report.ceremonies[-1].refusals == ("officers: approval failed: wrong PIN",)
@@ -104,8 +110,10 @@ def test_approval_short_of_quorum_is_named(single) -> None:
     response, entry = cold.sign(request, approvers=(0,))
     desk.respond(response)
     report = run([cold], desk)
-    assert f"seq {entry.record.seq}: 1 valid approval(s), the quorum of policy version 1 is 2" \
-        in messages(report, "ceremony")  # fmt: skip
+    assert (
+        f"seq {entry.record.seq}: 1 valid approval(s), the quorum of policy version 1 is 2"
+        in messages(report, "ceremony")
+    )
 
 
 def test_approval_by_a_revoked_officer_is_named(single) -> None:
@@ -118,13 +126,18 @@ def test_approval_by_a_revoked_officer_is_named(single) -> None:
     entry = cold.entries.pop()
     approvals = dict(entry.record.details["approvals"])
     request_hash = entry.record.subjects["request"]
-    approvals[revoked] = ecdsa.sign(cold.officer_keys[2],
-                                    approval_digest(request_hash, cold.policy.hash()))
+    approvals[revoked] = ecdsa.sign(
+        cold.officer_keys[2], approval_digest(request_hash, cold.policy.hash())
+    )
     first = sorted(approvals)[0] if sorted(approvals)[0] != revoked else sorted(approvals)[1]
     del approvals[first]
     cold.clock -= 1
-    cold.record("signing_decision", decision="approved", subjects=entry.record.subjects,
-                details={**entry.record.details, "approvals": approvals})  # fmt: skip
+    cold.record(
+        "signing_decision",
+        decision="approved",
+        subjects=entry.record.subjects,
+        details={**entry.record.details, "approvals": approvals},
+    )
     report = run([cold], desk)
     text = messages(report, "ceremony")
     assert f"approval by {revoked} does not count: revoked" in text
@@ -144,8 +157,7 @@ def test_decision_the_policy_in_force_does_not_reach_is_named(single) -> None:
     report = run([cold], desk)
     text = messages(report, "ceremony")
     seq = entry.record.seq
-    assert f"seq {seq}: policy version 1 does not reach the same decision: per_tx_limit" \
-        in text  # fmt: skip
+    assert f"seq {seq}: policy version 1 does not reach the same decision: per_tx_limit" in text
     assert f"seq {seq}: approved, but the policy in force refuses it: per_tx_limit" in text
 
 
@@ -163,8 +175,9 @@ def test_replayed_request_approved_again_is_named(single) -> None:
     cold.history.seen.clear()
     _, entry = cold.sign(request)
     report = run([cold], desk)
-    assert f"seq {entry.record.seq}: request id was already presented at seq" \
-        in messages(report, "ceremony")  # fmt: skip
+    assert f"seq {entry.record.seq}: request id was already presented at seq" in messages(
+        report, "ceremony"
+    )
 
 
 def test_double_spend_of_a_signed_coin_is_named(single) -> None:
@@ -188,8 +201,14 @@ def test_fee_bump_replacing_a_signed_transaction_is_not_a_double_spend(single) -
     signed_first, _ = cold.sign(first)
     desk.respond(signed_first)
     desk.broadcast([signed_first])
-    bump = desk.request(wallet, [coin], [(payee(40), 50_000)], created=cold.clock, fee=3000,
-                        replaces=first.unsigned_tx)  # fmt: skip
+    bump = desk.request(
+        wallet,
+        [coin],
+        [(payee(40), 50_000)],
+        created=cold.clock,
+        fee=3000,
+        replaces=first.unsigned_tx,
+    )
     signed_bump, entry = cold.sign(bump)
     assert entry.record.decision == "approved"
     desk.respond(signed_bump)
@@ -212,8 +231,10 @@ def test_hidden_signature_is_found_through_its_receipt(single) -> None:
     report = run([cold], desk)
     hidden = f"seq {entry.record.seq} is not in the appliance's journal"
     assert hidden in messages(report, "receipt")
-    assert any(f.txid == tx.txid_hex and "0 approvals of this request" in f.message
-               for f in report.findings)  # fmt: skip
+    assert any(
+        f.txid == tx.txid_hex and "0 approvals of this request" in f.message
+        for f in report.findings
+    )
 
 
 # -- the coordinator's evidence -----------------------------------------------------------
@@ -228,8 +249,7 @@ def test_bad_and_foreign_partial_signatures_are_named(single) -> None:
     row["responses"][0] = psbt.to_base64()
     stranger = pubkey(secret("stranger"))
     other = Psbt.parse(base64.b64decode(desk.requests[1]["responses"][0]))
-    other.inputs[0].set(0x02, ecdsa.sign(secret("stranger"), bytes(32)) + b"\x01",
-                        keydata=stranger)  # fmt: skip
+    other.inputs[0].set(0x02, ecdsa.sign(secret("stranger"), bytes(32)) + b"\x01", keydata=stranger)
     desk.requests[1]["responses"][0] = other.to_base64()
     report = run([cold], desk)
     text = messages(report, "response")
@@ -252,8 +272,9 @@ def test_approval_unknown_to_the_coordinator_is_named(single) -> None:
     removed = desk.requests.pop()
     desk.broadcasts = [b for b in desk.broadcasts if b["txid"] != removed["txid"]]
     report = run([cold], desk)
-    assert "approved and signed, but the request is not in the coordinator evidence" \
-        in messages(report, "ceremony")  # fmt: skip
+    assert "approved and signed, but the request is not in the coordinator evidence" in messages(
+        report, "ceremony"
+    )
 
 
 def test_unpinned_and_repinned_appliances_are_named(single) -> None:
@@ -268,19 +289,24 @@ def test_unpinned_and_repinned_appliances_are_named(single) -> None:
 
 
 def _block(previous: bytes, txs: list[Transaction]) -> Block:
-    coinbase = Transaction(2, [TxIn(OutPoint(bytes(32), 0xFFFFFFFF), b"\x01\x01")],
-                           [TxOut(0, b"\x6a")])  # fmt: skip
-    header = BlockHeader(version=4, prev_hash=previous, merkle_root=bytes(32), time=0,
-                         bits=0x207FFFFF, nonce=0)  # fmt: skip
+    coinbase = Transaction(
+        2, [TxIn(OutPoint(bytes(32), 0xFFFFFFFF), b"\x01\x01")], [TxOut(0, b"\x6a")]
+    )
+    header = BlockHeader(
+        version=4, prev_hash=previous, merkle_root=bytes(32), time=0, bits=0x207FFFFF, nonce=0
+    )
     return Block(header, [coinbase, *txs])
 
 
 def test_chain_outflows_map_to_approved_broadcasts(single) -> None:
     cold, desk = single
     broadcast = [Transaction.parse(bytes.fromhex(b["raw"])) for b in desk.broadcasts]
-    funding = [Transaction.parse(Psbt.parse(base64.b64decode(r["unsigned_psbt"]))
-                                 .inputs[0].non_witness_utxo.serialize())
-               for r in desk.requests]  # fmt: skip
+    funding = [
+        Transaction.parse(
+            Psbt.parse(base64.b64decode(r["unsigned_psbt"])).inputs[0].non_witness_utxo.serialize()
+        )
+        for r in desk.requests
+    ]
     malleated = Transaction.parse(broadcast[1].serialize())
     malleated.inputs[0].script_sig = b"\x00"  # a different txid, the same payment
     rogue = Transaction(2, [TxIn(OutPoint(funding[2].txid, 0))], [TxOut(1000, payee(66))])
@@ -291,15 +317,20 @@ def test_chain_outflows_map_to_approved_broadcasts(single) -> None:
     scanner.add_block(10, first, first.hash_hex)
     scanner.add_block(11, second, second.hash_hex)
     report = run([cold], desk, scanner)
-    assert [o.txid for o in report.chain.outflows] == [broadcast[0].txid_hex,
-                                                        malleated.txid_hex, rogue.txid_hex]
+    assert [o.txid for o in report.chain.outflows] == [
+        broadcast[0].txid_hex,
+        malleated.txid_hex,
+        rogue.txid_hex,
+    ]
     mapped = report.chain.outflows
     assert mapped[0].broadcast == broadcast[0].txid_hex and not mapped[0].malleated
     assert mapped[1].broadcast == broadcast[1].txid_hex and mapped[1].malleated
     assert mapped[2].broadcast is None
     chain = [f for f in report.findings if f.check == "chain"]
-    assert any(f.txid == rogue.txid_hex and "outflow without an approved ceremony" in f.message
-               for f in chain)  # fmt: skip
+    assert any(
+        f.txid == rogue.txid_hex and "outflow without an approved ceremony" in f.message
+        for f in chain
+    )
     assert shape(malleated) == shape(broadcast[1])
 
 
@@ -346,8 +377,10 @@ def test_coordinator_alerts_are_carried_into_the_report(single) -> None:
     cold, desk = single
     document = desk.evidence()
     document["alerts"] = [{"time": 1, "kind": "outflow", "message": "outflow without a request"}]
-    report = replay([parse_bundle(cold.id, *cold.bundle())],
-                    parse_coordinator("d", json.dumps(document).encode()))  # fmt: skip
+    report = replay(
+        [parse_bundle(cold.id, *cold.bundle())],
+        parse_coordinator("d", json.dumps(document).encode()),
+    )
     assert report.alerts == ["outflow: outflow without a request"]
     assert "outflow without a request" in to_html(report)
     assert json.loads(to_json(report))["coordinator_alerts"] == report.alerts

@@ -62,19 +62,24 @@ def chain(n: int, details: dict | None = None, start: Entry | None = None) -> li
     previous = start
     first = start.record.seq + 1 if start is not None else 0
     for i in range(first, first + n):
-        record = next_record(previous, time=1_700_000_000 + 60 * i, appliance_id=APP,
-                             event="signing_decision" if i % 2 else "activation",
-                             subjects={"request": hashlib.sha256(b"r%d" % i).digest()},
-                             decision="approved" if i % 2 else None,
-                             details=details or {"note": f"n{i}"})  # fmt: skip
+        record = next_record(
+            previous,
+            time=1_700_000_000 + 60 * i,
+            appliance_id=APP,
+            event="signing_decision" if i % 2 else "activation",
+            subjects={"request": hashlib.sha256(b"r%d" % i).digest()},
+            decision="approved" if i % 2 else None,
+            details=details or {"note": f"n{i}"},
+        )
         previous = seal(record, lambda d: ecdsa.sign(SECRET, d))
         entries.append(previous)
     return entries
 
 
 def resign(record: Record, secret: bytes = SECRET, **changes: object) -> Entry:
-    changed = Record(**{**{f.name: getattr(record, f.name)
-                           for f in dataclasses.fields(Record)}, **changes})  # fmt: skip
+    changed = Record(
+        **{**{f.name: getattr(record, f.name) for f in dataclasses.fields(Record)}, **changes}
+    )
     return seal(changed, lambda d: ecdsa.sign(secret, d))
 
 
@@ -117,22 +122,42 @@ def _tamper(entries: list[Entry], op: str, i: int, j: int) -> list[Entry]:
 
 def _streamed(entries: list[Entry], **kw: object) -> object:
     """The chain check fed one entry at a time, as the audit replay feeds it."""
-    verifier = StreamVerifier(KEY, kw.get("appliance_id"),  # type: ignore[arg-type]
-                              kw.get("start_prev_hash", GENESIS),  # type: ignore[arg-type]
-                              kw.get("start_seq", 0))  # type: ignore[arg-type]
+    verifier = StreamVerifier(
+        KEY,
+        kw.get("appliance_id"),  # type: ignore[arg-type]
+        kw.get("start_prev_hash", GENESIS),  # type: ignore[arg-type]
+        kw.get("start_seq", 0),
+    )  # type: ignore[arg-type]
     for entry in entries:
         verifier.add(entry.record, entry.verify(KEY))
-    return verifier.finish(kw.get("expected_length"),  # type: ignore[arg-type]
-                           kw.get("expected_head"))  # type: ignore[arg-type]
+    return verifier.finish(
+        kw.get("expected_length"),  # type: ignore[arg-type]
+        kw.get("expected_head"),
+    )  # type: ignore[arg-type]
 
 
-OPS = st.sampled_from(["delete", "duplicate", "swap", "alter", "foreign", "seq", "relink",
-                       "appliance", "time", "truncate", "jump"])  # fmt: skip
+OPS = st.sampled_from(
+    [
+        "delete",
+        "duplicate",
+        "swap",
+        "alter",
+        "foreign",
+        "seq",
+        "relink",
+        "appliance",
+        "time",
+        "truncate",
+        "jump",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(st.tuples(OPS, st.integers(0, 20), st.integers(0, 20)), max_size=4),
-       length=st.booleans())  # fmt: skip
+@given(
+    ops=st.lists(st.tuples(OPS, st.integers(0, 20), st.integers(0, 20)), max_size=4),
+    length=st.booleans(),
+)
 def test_the_streamed_chain_check_finds_every_tampering(ops, length) -> None:
     """Against the head the auditor holds, anything but the genuine journal is named, even
     records re-signed by the audit key itself (a cut or rewritten chain is internally
@@ -157,10 +182,12 @@ def test_streaming_chain_check_from_a_later_start_and_its_refusals() -> None:
     assert _streamed(later, **start).findings == []  # type: ignore[attr-defined]
     gap = _streamed(later[1:], **start).findings  # type: ignore[attr-defined]
     assert "record seq 8 is missing" in [f.problem for f in gap]
-    for bad, message in (({"expected_length": -1}, "outside"),
-                         ({"expected_length": True}, "integer"),
-                         ({"expected_head": b"short"}, "32 bytes"),
-                         ({"start_seq": -1}, "outside")):  # fmt: skip
+    for bad, message in (
+        ({"expected_length": -1}, "outside"),
+        ({"expected_length": True}, "integer"),
+        ({"expected_head": b"short"}, "32 bytes"),
+        ({"start_seq": -1}, "outside"),
+    ):
         with pytest.raises(JournalError, match=message):
             _streamed(BASE, **bad)
     with pytest.raises(JournalError, match="audit key"):
@@ -198,7 +225,7 @@ def _outcome_streaming(data: bytes) -> object:
 def test_any_single_byte_change_reads_as_parse_export_reads_it(data) -> None:
     pos = data.draw(st.integers(0, len(EXPORT) - 1))
     value = data.draw(st.integers(0, 255).filter(lambda v: v != EXPORT[pos]))
-    mutated = EXPORT[:pos] + bytes([value]) + EXPORT[pos + 1:]
+    mutated = EXPORT[:pos] + bytes([value]) + EXPORT[pos + 1 :]
     assert _outcome_streaming(mutated) == _outcome_whole(mutated)
 
 
@@ -217,7 +244,7 @@ def test_the_entry_parser_is_entry_from_bytes(data) -> None:
     blob = data.draw(st.sampled_from(BLOBS))
     pos = data.draw(st.integers(0, len(blob) - 1))
     value = data.draw(st.integers(0, 255).filter(lambda v: v != blob[pos]))
-    mutated = blob[:pos] + bytes([value]) + blob[pos + 1:]
+    mutated = blob[:pos] + bytes([value]) + blob[pos + 1 :]
     try:
         expected: object = Entry.from_bytes(mutated)
     except JournalError as exc:
@@ -238,18 +265,21 @@ def _entry_bytes(record_plain: dict, sig: bytes) -> bytes:
     return cbor2.dumps({"sig": sig, "record": record_plain})
 
 
-@pytest.mark.parametrize("change", [
-    lambda p: p,  # canonical order: the same bytes as the station writes
-    lambda p: dict(reversed(list(p.items()))),  # the record's keys out of order
-    lambda p: {**p, "details": dict(reversed(list(p["details"].items())))},
-    lambda p: {**p, "details": {**p["details"], "é": 1}},  # a key that is not ASCII
-    lambda p: {**p, "details": {**p["details"], "zz": {"b": 1, "a": 2}}},  # nested order
-    lambda p: {**p, "details": {**p["details"], "zz": {"a": 1, "bb": 2, "c": 3}}},
-    lambda p: {**p, "details": {**p["details"], "n": [1, {"y": b"", "x": True}]}},
-    lambda p: {**p, "details": {**p["details"], "f": 1.5}},
-    lambda p: {**p, "details": {**p["details"], "big": 2**64}},
-    lambda p: {**p, "subjects": {"zz": b"1", "a": b"2"}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: p,  # canonical order: the same bytes as the station writes
+        lambda p: dict(reversed(list(p.items()))),  # the record's keys out of order
+        lambda p: {**p, "details": dict(reversed(list(p["details"].items())))},
+        lambda p: {**p, "details": {**p["details"], "é": 1}},  # a key that is not ASCII
+        lambda p: {**p, "details": {**p["details"], "zz": {"b": 1, "a": 2}}},  # nested order
+        lambda p: {**p, "details": {**p["details"], "zz": {"a": 1, "bb": 2, "c": 3}}},
+        lambda p: {**p, "details": {**p["details"], "n": [1, {"y": b"", "x": True}]}},
+        lambda p: {**p, "details": {**p["details"], "f": 1.5}},
+        lambda p: {**p, "details": {**p["details"], "big": 2**64}},
+        lambda p: {**p, "subjects": {"zz": b"1", "a": b"2"}},
+    ],
+)
 def test_the_entry_parser_holds_any_map_order_to_canonical_form(change) -> None:  # type: ignore[no-untyped-def]
     """The fast parser proves an entry canonical by its maps' key order; whatever order
     (or key, or value) it is given, it reads the bytes as Entry.from_bytes does."""
@@ -270,8 +300,13 @@ def test_the_entry_parser_holds_any_map_order_to_canonical_form(change) -> None:
 
 
 def test_an_oversized_entry_is_refused_unread() -> None:
-    plain = {"type": "coldstation-journal", "version": 1, "appliance": APP, "audit_key": KEY,
-             "entries": [BLOBS[0], b"\x00" * (MAX_RECORD_BYTES + 1024)]}
+    plain = {
+        "type": "coldstation-journal",
+        "version": 1,
+        "appliance": APP,
+        "audit_key": KEY,
+        "entries": [BLOBS[0], b"\x00" * (MAX_RECORD_BYTES + 1024)],
+    }
     from shared import canonical
 
     data = canonical.encode(plain)
@@ -292,8 +327,13 @@ def test_worker_processes_read_what_this_process_reads(monkeypatch) -> None:
     assert [c.signed for c in here if isinstance(c, CheckedEntry)].count(False) == 1
     blobs = [e.to_bytes() for e in entries]
     blobs[23] = blobs[23][:-1]  # a damaged entry ends the read where it is
-    plain = {"type": "coldstation-journal", "version": 1, "appliance": APP, "audit_key": KEY,
-             "entries": blobs}
+    plain = {
+        "type": "coldstation-journal",
+        "version": 1,
+        "appliance": APP,
+        "audit_key": KEY,
+        "entries": blobs,
+    }
     from shared import canonical
 
     damaged = JournalExport.from_bytes(canonical.encode(plain))
@@ -348,8 +388,10 @@ def _conflict(cold: SoftCold, desk: SoftDesk, wallet: SoftWallet, *, listed: boo
 
 
 def _run(cold: SoftCold, desk: SoftDesk) -> Report:
-    return replay([parse_bundle(cold.id, *cold.bundle())],
-                  parse_coordinator("desk.json", desk.evidence_bytes()))
+    return replay(
+        [parse_bundle(cold.id, *cold.bundle())],
+        parse_coordinator("desk.json", desk.evidence_bytes()),
+    )
 
 
 @pytest.mark.parametrize("listed", [True, False], ids=["outpoints", "outpoints_sha256"])
@@ -359,8 +401,9 @@ def test_a_coin_signed_twice_is_named_in_either_record_form(listed: bool) -> Non
     soft_ceremony(desk, wallet, [cold], 0)
     seq = _conflict(cold, desk, wallet, listed=listed)
     found = [f for f in _run(cold, desk).findings if f.seq == seq]
-    assert any("was already signed in" in f.message and "does not replace it" in f.message
-               for f in found), found  # fmt: skip
+    assert any(
+        "was already signed in" in f.message and "does not replace it" in f.message for f in found
+    ), found
     record = cold.entries[seq].record
     assert ("outpoints" in record.details) is listed
     assert ("outpoints_sha256" in record.details) is not listed
@@ -371,8 +414,7 @@ def test_mixed_forms_share_one_history() -> None:
     wallet = desk.import_single("treasury", cold)
     coin = desk.coin(wallet, 300_000)
     cold.list_outpoints = True  # the coin is first signed by an older station
-    response, _ = cold.sign(desk.request(wallet, [coin], [(payee(1), 50_000)],
-                                         created=cold.clock))  # fmt: skip
+    response, _ = cold.sign(desk.request(wallet, [coin], [(payee(1), 50_000)], created=cold.clock))
     desk.respond(response)
     cold.list_outpoints = False
     request = desk.request(wallet, [coin], [(payee(2), 60_000)], created=cold.clock)
@@ -387,9 +429,13 @@ def _resigned_last(cold: SoftCold, **details: object) -> int:
     entry = cold.entries.pop()
     cold.clock -= 1
     changed = {k: v for k, v in {**entry.record.details, **details}.items() if v is not None}
-    return cold.record("signing_decision", decision=entry.record.decision,
-                       actors=entry.record.actors, subjects=entry.record.subjects,
-                       details=changed).record.seq  # fmt: skip
+    return cold.record(
+        "signing_decision",
+        decision=entry.record.decision,
+        actors=entry.record.actors,
+        subjects=entry.record.subjects,
+        details=changed,
+    ).record.seq
 
 
 def _one_approval() -> tuple[SoftCold, SoftDesk]:
@@ -400,25 +446,33 @@ def _one_approval() -> tuple[SoftCold, SoftDesk]:
 
 
 def _ceremony_messages(cold: SoftCold, desk: SoftDesk, seq: int) -> str:
-    return "\n".join(f.message for f in _run(cold, desk).findings
-                     if f.check == "ceremony" and f.seq == seq)  # fmt: skip
+    return "\n".join(
+        f.message for f in _run(cold, desk).findings if f.check == "ceremony" and f.seq == seq
+    )
 
 
 def test_a_digest_the_transcript_does_not_match_is_named() -> None:
     cold, desk = _one_approval()
     other = outpoints_digest([OutPoint(b"\x01" * 32, 0)]).hex()
     seq = _resigned_last(cold, outpoints_sha256=other)
-    assert "the transcript's inputs do not hash to the record's outpoints_sha256" in \
-        _ceremony_messages(cold, desk, seq)  # fmt: skip
+    assert (
+        "the transcript's inputs do not hash to the record's outpoints_sha256"
+        in _ceremony_messages(cold, desk, seq)
+    )
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"inputs": 2}, "the record names 2 inputs, the transcript shows 1"),
-    ({"inputs": None}, "the record names None inputs, the transcript shows 1"),
-    ({"outpoints_sha256": "zz"}, "its outpoints_sha256 is not a SHA-256 in hex"),
-    ({"outpoints": ["00" * 32 + ":7"]}, "the outpoints it lists do not hash to its "
-                                        "outpoints_sha256"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"inputs": 2}, "the record names 2 inputs, the transcript shows 1"),
+        ({"inputs": None}, "the record names None inputs, the transcript shows 1"),
+        ({"outpoints_sha256": "zz"}, "its outpoints_sha256 is not a SHA-256 in hex"),
+        (
+            {"outpoints": ["00" * 32 + ":7"]},
+            "the outpoints it lists do not hash to its outpoints_sha256",
+        ),
+    ],
+)
 def test_a_record_whose_inputs_disagree_is_named(change: dict, expected: str) -> None:
     cold, desk = _one_approval()
     seq = _resigned_last(cold, **change)
@@ -431,12 +485,16 @@ def test_inputs_named_only_in_a_missing_transcript_are_named() -> None:
     subject = cold.entries[seq].record.subjects["transcript"]
     journal, policies, transcripts = cold.bundle()
     del transcripts[f"{subject.hex()}.cbor"]
-    report = replay([parse_bundle(cold.id, journal, policies, transcripts)],
-                    parse_coordinator("desk.json", desk.evidence_bytes()))
+    report = replay(
+        [parse_bundle(cold.id, journal, policies, transcripts)],
+        parse_coordinator("desk.json", desk.evidence_bytes()),
+    )
     text = "\n".join(f.message for f in report.findings if f.seq == seq)
     assert "is missing from the bundle" in text
-    assert "its inputs are named only in its transcript (outpoints_sha256), which is " \
-        "missing or unreadable" in text  # fmt: skip
+    assert (
+        "its inputs are named only in its transcript (outpoints_sha256), which is "
+        "missing or unreadable" in text
+    )
 
 
 # -- what the replay holds ----------------------------------------------------------------
@@ -473,8 +531,10 @@ def test_an_unread_malformed_transcript_still_makes_the_bundle_unusable(single_d
     journal, policies, transcripts = cold.bundle()
     transcripts["ab" * 32 + ".cbor"] = b"\xff\xff"
     with pytest.raises(EvidenceError, match="not a CBOR transcript"):
-        replay([parse_bundle(cold.id, journal, policies, transcripts)],
-               parse_coordinator("desk.json", desk.evidence_bytes()))
+        replay(
+            [parse_bundle(cold.id, journal, policies, transcripts)],
+            parse_coordinator("desk.json", desk.evidence_bytes()),
+        )
 
 
 def test_a_damaged_entry_makes_the_bundle_unusable_naming_its_position(single_desk) -> None:
@@ -484,9 +544,10 @@ def test_a_damaged_entry_makes_the_bundle_unusable_naming_its_position(single_de
     damaged = journal.replace(blob, b"\xa3" + blob[1:])  # a map of three: not an entry
     assert damaged != journal
     with pytest.raises(EvidenceError, match=r"cold-1/journal.cbor: entry at position 5: "):
-        replay([parse_bundle(cold.id, damaged, policies, transcripts)],
-               parse_coordinator("desk.json", desk.evidence_bytes()))
-
+        replay(
+            [parse_bundle(cold.id, damaged, policies, transcripts)],
+            parse_coordinator("desk.json", desk.evidence_bytes()),
+        )
 
 
 def test_workers_give_the_same_report(monkeypatch, tmp_path) -> None:
@@ -504,12 +565,17 @@ def test_workers_give_the_same_report(monkeypatch, tmp_path) -> None:
     for n in range(10):
         if n == 6:  # officer 2 is revoked halfway: approvals by them no longer count
             revoked = fingerprint_of(pubkey(cold.officer_keys[2]))
-            cold.install(officers=[{**o.to_plain(), "active": o.fingerprint != revoked}
-                                   for o in cold.policy.officers])  # fmt: skip
+            cold.install(
+                officers=[
+                    {**o.to_plain(), "active": o.fingerprint != revoked}
+                    for o in cold.policy.officers
+                ]
+            )
         soft_ceremony(desk, wallet, [cold], n, broadcast=n % 4 != 3)
     seq = _conflict(cold, desk, wallet, listed=False)  # a coin signed twice
-    request = desk.request(wallet, [desk.coin(wallet, 150_000)], [(payee(30), 50_000)],
-                           created=cold.clock)  # fmt: skip
+    request = desk.request(
+        wallet, [desk.coin(wallet, 150_000)], [(payee(30), 50_000)], created=cold.clock
+    )
     desk.respond(cold.sign(request, approvers=(1, 2))[0])  # one approval by the revoked
     soft_ceremony(desk, wallet, [cold], 20)
     wrong = _resigned_last(cold, outpoints_sha256="00" * 32)  # a digest that does not match
@@ -541,6 +607,12 @@ def test_workers_give_the_same_report(monkeypatch, tmp_path) -> None:
         assert report(workers) == alone
         assert workers._pool is not None  # the workers did the reading
     assert used.count(True) >= len(used) - 2, used  # nearly every decision judged ahead
-    for expected in (f"seq {seq}", f"seq {wrong}", "txid field 00", "was altered",
-                     "is missing from the bundle", "does not count: revoked"):  # fmt: skip
+    for expected in (
+        f"seq {seq}",
+        f"seq {wrong}",
+        "txid field 00",
+        "was altered",
+        "is missing from the bundle",
+        "does not count: revoked",
+    ):
         assert expected in alone, expected

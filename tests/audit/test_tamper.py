@@ -43,8 +43,18 @@ def audit(copy: Copy, *extra: str, chain: bool = False) -> Run:
     out, err = io.StringIO(), io.StringIO()
     report = copy.bundle.parent / "report.json"
     html = copy.bundle.parent / "report.html"
-    args = ["replay", "--journal", str(copy.bundle), "--coordinator-export",
-            str(copy.coordinator), "--json", str(report), "--html", str(html), *extra]  # fmt: skip
+    args = [
+        "replay",
+        "--journal",
+        str(copy.bundle),
+        "--coordinator-export",
+        str(copy.coordinator),
+        "--json",
+        str(report),
+        "--html",
+        str(html),
+        *extra,
+    ]
     if chain:
         args += copy.chain
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -76,8 +86,11 @@ def save(copy: Copy, appliance: str, key: bytes, entries: list[Entry]) -> None:
 
 def approved(entries: list[Entry]) -> list[int]:
     """Positions of the approved signing decisions."""
-    return [i for i, e in enumerate(entries)
-            if (e.record.event, e.record.decision) == ("signing_decision", "approved")]
+    return [
+        i
+        for i, e in enumerate(entries)
+        if (e.record.event, e.record.decision) == ("signing_decision", "approved")
+    ]
 
 
 def with_details(entry: Entry, **changes: object) -> Entry:
@@ -94,8 +107,17 @@ def test_untouched_evidence_passes_with_the_chain(evidence: Copy) -> None:
     assert run.code == 0, run.out
     assert "OK: every check holds" in run.out and "report.html" in run.out
     summary = run.report["summary"]
-    assert summary == {**summary, "appliances": 1, "ceremonies": 3, "approved": 2, "refused": 1,
-                       "requests": 2, "broadcasts": 2, "outflows": 2, "findings": 0}
+    assert summary == {
+        **summary,
+        "appliances": 1,
+        "ceremonies": 3,
+        "approved": 2,
+        "refused": 1,
+        "requests": 2,
+        "broadcasts": 2,
+        "outflows": 2,
+        "findings": 0,
+    }
     ceremonies = run.report["ceremonies"]
     assert [c["decision"] for c in ceremonies] == ["approved", "approved", "refused"]
     assert all(len(c["approvals"]) == 2 and c["policy_version"] == 1 for c in ceremonies[:2])
@@ -123,10 +145,13 @@ def test_edited_record_is_named(evidence: Copy) -> None:
     run = audit(evidence)
     seq = entries[at].record.seq
     assert run.code == 1
-    assert any(f["seq"] == seq and "signature does not verify" in f["message"]
-               for f in run.findings("journal")), run.messages()  # fmt: skip
-    assert any(f["seq"] == seq + 1 and "chain break" in f["message"]
-               for f in run.findings("journal"))  # fmt: skip
+    assert any(
+        f["seq"] == seq and "signature does not verify" in f["message"]
+        for f in run.findings("journal")
+    ), run.messages()
+    assert any(
+        f["seq"] == seq + 1 and "chain break" in f["message"] for f in run.findings("journal")
+    )
 
 
 def test_deleted_record_is_named(evidence: Copy) -> None:
@@ -138,8 +163,10 @@ def test_deleted_record_is_named(evidence: Copy) -> None:
     assert run.code == 1
     assert any(f"record seq {seq} is missing" in f["message"] for f in run.findings("journal"))
     # its receipt, kept by the coordinator, is no longer a journal record
-    assert any(f["seq"] == seq and "not in the appliance's journal" in f["message"]
-               for f in run.findings("receipt")), run.messages()  # fmt: skip
+    assert any(
+        f["seq"] == seq and "not in the appliance's journal" in f["message"]
+        for f in run.findings("receipt")
+    ), run.messages()
 
 
 def test_reordered_records_are_named(evidence: Copy) -> None:
@@ -182,22 +209,26 @@ def test_approval_replaced_by_another_officers_is_named(evidence: Copy) -> None:
     seq = entries[at].record.seq
     assert run.code == 1
     ceremony = run.findings("ceremony")
-    assert any(f["seq"] == seq and f"approval by {one} does not count: bad signature"
-               in f["message"] for f in ceremony), run.messages()  # fmt: skip
+    assert any(
+        f["seq"] == seq and f"approval by {one} does not count: bad signature" in f["message"]
+        for f in ceremony
+    ), run.messages()
     assert any(f["seq"] == seq and "1 valid approval(s)" in f["message"] for f in ceremony)
 
 
 def test_approval_of_another_request_is_named(evidence: Copy) -> None:
     appliance, key, entries = load(evidence)
     first, second = approved(entries)
-    entries[first] = with_details(entries[first],
-                                  approvals=entries[second].record.details["approvals"])
+    entries[first] = with_details(
+        entries[first], approvals=entries[second].record.details["approvals"]
+    )
     save(evidence, appliance, key, entries)
     run = audit(evidence)
     seq = entries[first].record.seq
     assert run.code == 1
-    bad = [f for f in run.findings("ceremony") if f["seq"] == seq and "bad signature" in
-           f["message"]]  # fmt: skip
+    bad = [
+        f for f in run.findings("ceremony") if f["seq"] == seq and "bad signature" in f["message"]
+    ]
     assert len(bad) == 2, run.messages()
 
 
@@ -219,8 +250,11 @@ def test_policy_signed_by_others_is_named(evidence: Copy) -> None:
     path = evidence.bundle / "policies" / "0001.cbor"
     policy = SignedPolicy.from_bytes(path.read_bytes()).policy
     forger = secret("forger")
-    forged = {fingerprint_of(PrivateKey(forger).public_key.format()):
-              ecdsa.sign(forger, policy_signing_digest(policy))}  # fmt: skip
+    forged = {
+        fingerprint_of(PrivateKey(forger).public_key.format()): ecdsa.sign(
+            forger, policy_signing_digest(policy)
+        )
+    }
     path.write_bytes(SignedPolicy(policy, forged).to_bytes())
     run = audit(evidence)
     assert run.code == 1
@@ -230,13 +264,16 @@ def test_policy_signed_by_others_is_named(evidence: Copy) -> None:
 def test_unexplained_policy_file_is_named(evidence: Copy) -> None:
     path = evidence.bundle / "policies"
     signed = SignedPolicy.from_bytes((path / "0001.cbor").read_bytes())
-    extra = Policy.from_plain({**signed.policy.to_plain(), "version": 2,
-                               "previous_hash": signed.policy.hash()})  # fmt: skip
+    extra = Policy.from_plain(
+        {**signed.policy.to_plain(), "version": 2, "previous_hash": signed.policy.hash()}
+    )
     (path / "0002.cbor").write_bytes(SignedPolicy(extra, signed.signatures).to_bytes())
     run = audit(evidence)
     assert run.code == 1
-    assert any(f["file"] == "0002.cbor" and "not named by any" in f["message"]
-               for f in run.findings("policy"))  # fmt: skip
+    assert any(
+        f["file"] == "0002.cbor" and "not named by any" in f["message"]
+        for f in run.findings("policy")
+    )
 
 
 # -- transcripts and receipts -------------------------------------------------------------
@@ -249,8 +286,10 @@ def test_missing_transcript_is_named(evidence: Copy) -> None:
     (evidence.bundle / "transcripts" / f"{name}.cbor").unlink()
     run = audit(evidence)
     assert run.code == 1
-    assert any(f["seq"] == record.seq and f"transcript {name} is missing" in f["message"]
-               for f in run.findings("ceremony"))  # fmt: skip
+    assert any(
+        f["seq"] == record.seq and f"transcript {name} is missing" in f["message"]
+        for f in run.findings("ceremony")
+    )
 
 
 def test_altered_transcript_is_named(evidence: Copy) -> None:
@@ -264,8 +303,9 @@ def test_altered_transcript_is_named(evidence: Copy) -> None:
     path.write_bytes(cbor2.dumps(plain, canonical=True))
     run = audit(evidence)
     assert run.code == 1
-    assert any(f["seq"] == record.seq and "was altered" in f["message"]
-               for f in run.findings("ceremony"))  # fmt: skip
+    assert any(
+        f["seq"] == record.seq and "was altered" in f["message"] for f in run.findings("ceremony")
+    )
 
 
 def test_receipt_not_in_the_journal_is_named(evidence: Copy) -> None:
@@ -288,8 +328,10 @@ def test_request_hash_that_does_not_recompute_is_named(evidence: Copy) -> None:
     evidence.write_coordinator(document)
     run = audit(evidence)
     assert run.code == 1
-    assert any(f["request_id"] == request["request_id"] and "does not recompute" in f["message"]
-               for f in run.findings("request"))  # fmt: skip
+    assert any(
+        f["request_id"] == request["request_id"] and "does not recompute" in f["message"]
+        for f in run.findings("request")
+    )
 
 
 # -- broadcasts and the chain -------------------------------------------------------------
@@ -299,18 +341,29 @@ def test_broadcast_no_ceremony_approved_is_named(evidence: Copy) -> None:
     document = evidence.coordinator_json()
     first = Transaction.parse(bytes.fromhex(document["broadcasts"][0]["raw"]))
     coin = first.outputs[-1]  # the change of b1 is a wallet coin; spend it elsewhere
-    rogue = Transaction(2, [TxIn(OutPoint(first.txid, len(first.outputs) - 1),
-                                 witness=[bytes(71), bytes(33)])],
-                        [TxOut(coin.value - 1000, payee(99))])  # fmt: skip
-    document["broadcasts"].append({
-        **document["broadcasts"][0], "raw": rogue.serialize().hex(), "txid": rogue.txid_hex,
-        "wtxid": rogue.wtxid_hex, "state": "sent", "block_hash": None, "height": None,
-    })  # fmt: skip
+    rogue = Transaction(
+        2,
+        [TxIn(OutPoint(first.txid, len(first.outputs) - 1), witness=[bytes(71), bytes(33)])],
+        [TxOut(coin.value - 1000, payee(99))],
+    )
+    document["broadcasts"].append(
+        {
+            **document["broadcasts"][0],
+            "raw": rogue.serialize().hex(),
+            "txid": rogue.txid_hex,
+            "wtxid": rogue.wtxid_hex,
+            "state": "sent",
+            "block_hash": None,
+            "height": None,
+        }
+    )
     evidence.write_coordinator(document)
     run = audit(evidence)
     assert run.code == 1
-    assert any(f["txid"] == rogue.txid_hex and "no ceremony approved it" in f["message"]
-               for f in run.findings("broadcast"))  # fmt: skip
+    assert any(
+        f["txid"] == rogue.txid_hex and "no ceremony approved it" in f["message"]
+        for f in run.findings("broadcast")
+    )
 
 
 def test_signed_transaction_replaced_is_named(evidence: Copy) -> None:
@@ -322,14 +375,18 @@ def test_signed_transaction_replaced_is_named(evidence: Copy) -> None:
     evidence.write_coordinator(document)
     run = audit(evidence, chain=True)
     assert run.code == 1
-    assert any(f["txid"] == tx.txid_hex and "no ceremony approved it" in f["message"]
-               for f in run.findings("broadcast")), run.messages()  # fmt: skip
+    assert any(
+        f["txid"] == tx.txid_hex and "no ceremony approved it" in f["message"]
+        for f in run.findings("broadcast")
+    ), run.messages()
     assert "are not those of its raw bytes" in run.messages("broadcast")
     # the chain holds the approved transaction; the coordinator's record holds another
     chain = run.messages("chain")
     assert broadcast["txid"] in chain and "is the transaction approved in the journal" in chain
-    assert f"broadcast record of request {broadcast['request_id']} holds another " \
-        f"transaction ({tx.txid_hex})" in chain  # fmt: skip
+    assert (
+        f"broadcast record of request {broadcast['request_id']} holds another "
+        f"transaction ({tx.txid_hex})" in chain
+    )
 
 
 def test_outflow_without_a_ceremony_on_chain_is_named(evidence: Copy) -> None:
@@ -361,8 +418,13 @@ def test_birth_height_in_the_evidence_neither_stops_nor_moves_the_walk(evidence:
 
 
 def test_bare_journal_export_reports_what_is_missing(evidence: Copy) -> None:
-    run = cli("replay", "--journal", str(evidence.bundle / "journal.cbor"),
-              "--coordinator-export", str(evidence.coordinator))  # fmt: skip
+    run = cli(
+        "replay",
+        "--journal",
+        str(evidence.bundle / "journal.cbor"),
+        "--coordinator-export",
+        str(evidence.coordinator),
+    )
     assert run.code == 1
     assert "(version 1, hash" in run.out and "is not in the bundle" in run.out
     assert "transcript" in run.out and "is missing from the bundle" in run.out
@@ -378,12 +440,16 @@ def test_bare_journal_export_reports_what_is_missing(evidence: Copy) -> None:
         ("policies/0001.cbor", b"not cbor", "0001.cbor: not a signed policy"),
         ("transcripts/" + "ab" * 32 + ".cbor", b"\xff\xff", "not a CBOR transcript"),
         ("coordinator", b"{not json", "not JSON"),
-        ("coordinator", b'{"type": "coldstation-coordinator-evidence", "version": 1}',
-         "missing field 'appliances'"),
+        (
+            "coordinator",
+            b'{"type": "coldstation-coordinator-evidence", "version": 1}',
+            "missing field 'appliances'",
+        ),
     ],
 )
-def test_malformed_files_exit_2_with_one_line(evidence: Copy, target: str, content: bytes,
-                                              expected: str) -> None:  # fmt: skip
+def test_malformed_files_exit_2_with_one_line(
+    evidence: Copy, target: str, content: bytes, expected: str
+) -> None:
     path = evidence.coordinator if target == "coordinator" else evidence.bundle / target
     path.write_bytes(content)
     run = audit(evidence)
@@ -394,8 +460,13 @@ def test_malformed_files_exit_2_with_one_line(evidence: Copy, target: str, conte
 def test_unusable_arguments_exit_2(evidence: Copy, tmp_path: Path) -> None:
     run = audit(evidence, "--chain", "http://127.0.0.1:1")
     assert run.code == 2 and "--chain and --cookie go together" in run.err
-    run = cli("replay", "--journal", str(tmp_path / "nowhere"), "--coordinator-export",
-              str(evidence.coordinator))  # fmt: skip
+    run = cli(
+        "replay",
+        "--journal",
+        str(tmp_path / "nowhere"),
+        "--coordinator-export",
+        str(evidence.coordinator),
+    )
     assert run.code == 2 and "not an audit bundle" in run.err
     run = audit(evidence, "--journal", str(evidence.bundle))
     assert run.code == 2 and "both bundles of appliance" in run.err

@@ -83,11 +83,21 @@ def evidence(cache: Path, records: int, rebuild: bool) -> tuple[Path, Path]:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tests.bench.audit_bench", "--build-into",
-                        str(folder), "--records", str(records)], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.audit_bench",
+                "--build-into",
+                str(folder),
+                "--records",
+                str(records),
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         done.write_text(f"{time.perf_counter() - started:.1f}\n")
-        print(f"built {records} ceremonies in {done.read_text().strip()} s ({folder})",
-              flush=True)  # fmt: skip
+        print(f"built {records} ceremonies in {done.read_text().strip()} s ({folder})", flush=True)
     return folder / "bundle", folder / "coordinator.json"
 
 
@@ -106,26 +116,58 @@ def child(bundle: Path, coordinator: Path, workers: int) -> None:
 
     with tempfile.TemporaryDirectory() as out:
         started, cpu0 = time.perf_counter(), os.times()
-        code = main(["replay", "--journal", str(bundle), "--coordinator-export",
-                     str(coordinator), "--json", f"{out}/report.json", "--html",
-                     f"{out}/report.html", "--workers", str(workers)])  # fmt: skip
+        code = main(
+            [
+                "replay",
+                "--journal",
+                str(bundle),
+                "--coordinator-export",
+                str(coordinator),
+                "--json",
+                f"{out}/report.json",
+                "--html",
+                f"{out}/report.html",
+                "--workers",
+                str(workers),
+            ]
+        )
         wall, cpu1 = time.perf_counter() - started, os.times()
         findings = json.loads(Path(out, "report.json").read_text())["summary"]["findings"]
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({
-        "code": code, "findings": findings, "wall": wall,
-        "cpu_main": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
-        "cpu_workers": (cpu1.children_user - cpu0.children_user)
-        + (cpu1.children_system - cpu0.children_system),
-        "rss_main_mib": own / 1024, "rss_worker_mib": kids / 1024,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "code": code,
+                "findings": findings,
+                "wall": wall,
+                "cpu_main": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+                "cpu_workers": (cpu1.children_user - cpu0.children_user)
+                + (cpu1.children_system - cpu0.children_system),
+                "rss_main_mib": own / 1024,
+                "rss_worker_mib": kids / 1024,
+            }
+        )
+    )
 
 
 def measure(bundle: Path, coordinator: Path, workers: int) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-m", "tests.bench.audit_bench", "--child",
-                           str(bundle), str(coordinator), "--workers", str(workers)],
-                          check=True, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.audit_bench",
+            "--child",
+            str(bundle),
+            str(coordinator),
+            "--workers",
+            str(workers),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     if result["code"] != 0 or result["findings"]:
         raise SystemExit(f"the replay of {bundle} did not pass: {result}")
@@ -163,16 +205,23 @@ def stages(bundle: Path, coordinator: Path, processes: int) -> None:
         index = build_index(evidence)
         change = ChangeDeriver(index.top)
         mark("derive wallet scripts")
-        replays = {b.appliance_id: ApplianceReplay(b, evidence.appliances.get(b.appliance_id),
-                                                   evidence.verified, change,
-                                                   workers=workers).run()
-                   for b in bundles}  # fmt: skip
+        replays = {
+            b.appliance_id: ApplianceReplay(
+                b,
+                evidence.appliances.get(b.appliance_id),
+                evidence.verified,
+                change,
+                workers=workers,
+            ).run()
+            for b in bundles
+        }
         evidence.resolve_receipts()
         mark("read + replay the journal (checks 1-3)")
         CoordinatorReplay(evidence, replays, index).run()
         mark("replay the coordinator side (check 4)")
-        report = replay([read_bundle(bundle)], read_coordinator(coordinator, workers),
-                        workers=workers)  # fmt: skip
+        report = replay(
+            [read_bundle(bundle)], read_coordinator(coordinator, workers), workers=workers
+        )
         mark("(all of the above again, end to end: replay())")
     to_json(report), to_html(report)
     mark("render JSON + HTML")
@@ -184,17 +233,18 @@ def stages(bundle: Path, coordinator: Path, processes: int) -> None:
 # -- the growth table ---------------------------------------------------------------------
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "coldstation-audit-bench")
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "coldstation-audit-bench"
+    )
     parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--stages", action="store_true",
-                        help="also time the stages of the largest size, one by one")
+    parser.add_argument(
+        "--stages", action="store_true", help="also time the stages of the largest size, one by one"
+    )
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--records", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -213,37 +263,61 @@ def main() -> None:
         for n in sizes:  # interleaved: a busy spell on the shared machine hits every size
             runs[n].append(measure(*paths[n], args.workers))
             last = runs[n][-1]
-            print(f"  round {round_ + 1}: {n} ceremonies, {last['wall']:.2f} s wall, "
-                  f"{last['cpu_main'] + last['cpu_workers']:.2f} s CPU", flush=True)
-    print(f"\ncoldstation-audit replay, end to end, with the coordinator's evidence "
-          f"(--workers {args.workers}; medians of {args.repeat}, sizes interleaved)")
-    print(f"  {'ceremonies':>10s} {'records':>8s} {'wall s':>8s} {'CPU s':>8s} "
-          f"{'(main':>7s} {'workers)':>8s} {'µs/rec':>7s} {'peak RSS MiB':>12s} "
-          f"{'(worker)':>8s}")
+            print(
+                f"  round {round_ + 1}: {n} ceremonies, {last['wall']:.2f} s wall, "
+                f"{last['cpu_main'] + last['cpu_workers']:.2f} s CPU",
+                flush=True,
+            )
+    print(
+        f"\ncoldstation-audit replay, end to end, with the coordinator's evidence "
+        f"(--workers {args.workers}; medians of {args.repeat}, sizes interleaved)"
+    )
+    print(
+        f"  {'ceremonies':>10s} {'records':>8s} {'wall s':>8s} {'CPU s':>8s} "
+        f"{'(main':>7s} {'workers)':>8s} {'µs/rec':>7s} {'peak RSS MiB':>12s} "
+        f"{'(worker)':>8s}"
+    )
     walls, cpus = [], []
     for n in sizes:
-        med = {k: statistics.median(r[k] for r in runs[n])
-               for k in ("wall", "cpu_main", "cpu_workers", "rss_main_mib", "rss_worker_mib")}
+        med = {
+            k: statistics.median(r[k] for r in runs[n])
+            for k in ("wall", "cpu_main", "cpu_workers", "rss_main_mib", "rss_worker_mib")
+        }
         cpu = statistics.median(r["cpu_main"] + r["cpu_workers"] for r in runs[n])
         walls.append((records[n], med["wall"]))
         cpus.append((records[n], cpu))
-        print(f"  {n:>10d} {records[n]:>8d} {med['wall']:>8.2f} {cpu:>8.2f} "
-              f"{med['cpu_main']:>7.2f} {med['cpu_workers']:>8.2f} "
-              f"{med['wall'] / records[n] * 1e6:>7.0f} {med['rss_main_mib']:>12.0f} "
-              f"{med['rss_worker_mib']:>8.0f}")
+        print(
+            f"  {n:>10d} {records[n]:>8d} {med['wall']:>8.2f} {cpu:>8.2f} "
+            f"{med['cpu_main']:>7.2f} {med['cpu_workers']:>8.2f} "
+            f"{med['wall'] / records[n] * 1e6:>7.0f} {med['rss_main_mib']:>12.0f} "
+            f"{med['rss_worker_mib']:>8.0f}"
+        )
     if len(sizes) > 1:
         wall_exp, cpu_exp = fitted_exponent(walls), fitted_exponent(cpus)
-        print(f"  fitted exponent: wall {wall_exp:.3f}, CPU {cpu_exp:.3f} "
-              f"(target <= {TARGET_EXPONENT})")
+        print(
+            f"  fitted exponent: wall {wall_exp:.3f}, CPU {cpu_exp:.3f} "
+            f"(target <= {TARGET_EXPONENT})"
+        )
     largest = max(sizes)
-    print(f"  {largest} ceremonies: {statistics.median(r['wall'] for r in runs[largest]):.1f} s "
-          f"wall (target {TARGET_WALL:.0f} s for 100,000)")
+    print(
+        f"  {largest} ceremonies: {statistics.median(r['wall'] for r in runs[largest]):.1f} s "
+        f"wall (target {TARGET_WALL:.0f} s for 100,000)"
+    )
     if args.stages:
         print(f"\nstages of one replay of {largest} ceremonies (this process's time only):")
-        subprocess.run([sys.executable, "-c", "import sys; from tests.bench.audit_bench "
-                        "import stages; from pathlib import Path; "
-                        "stages(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))",
-                        *map(str, paths[largest]), str(args.workers)], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tests.bench.audit_bench "
+                "import stages; from pathlib import Path; "
+                "stages(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))",
+                *map(str, paths[largest]),
+                str(args.workers),
+            ],
+            check=True,
+            cwd=ROOT,
+        )
 
 
 if __name__ == "__main__":

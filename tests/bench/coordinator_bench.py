@@ -82,7 +82,6 @@ def timed(action: Callable[[], T]) -> tuple[T, Timing]:
     return result, Timing(time.perf_counter() - wall, time.thread_time() - cpu)
 
 
-
 class Chain:
     """A regtest node serving JSON-RPC, funded in steps to the bench wallet's script."""
 
@@ -127,28 +126,38 @@ def measure(chain: Chain, state: Path, appliance: SoftAppliance, csv: bytes, idl
     with opened(chain, state, appliance, birth_height=0) as (store, config):
         report, sync = timed(lambda: run_sync(store, config.rpc(), config.confirmations))
         idle = min(
-            (timed(lambda: run_sync(store, config.rpc(), config.confirmations))[1]
-             for _ in range(idle_runs)),
+            (
+                timed(lambda: run_sync(store, config.rpc(), config.confirmations))[1]
+                for _ in range(idle_runs)
+            ),
             key=lambda t: t.wall,
-        )  # fmt: skip
+        )
         chain.node.mine(1)
         block = timed(lambda: run_sync(store, config.rpc(), config.confirmations))[1]
         coins = store.one("SELECT COUNT(*) AS n FROM utxos WHERE state = 'available'")["n"]
         wallet = load_wallet(store, "treasury")
         built, batch = timed(
             lambda: build_request(
-                store, wallet, csv, label="bench", purpose="bench", requester="ops",
-                fee_rate=2000, tip=chain.node.height(), expiry_seconds=3600,
+                store,
+                wallet,
+                csv,
+                label="bench",
+                purpose="bench",
+                requester="ops",
+                fee_rate=2000,
+                tip=chain.node.height(),
+                expiry_seconds=3600,
             )
-        )  # fmt: skip
+        )
     born = chain.node.height()
     with opened(chain, state.with_name(f"{state.name}-scan"), appliance, born) as (store, config):
         scanned, scan = timed(lambda: run_sync(store, config.rpc(), config.confirmations))
     if scanned.new_coins != coins:
         raise SystemExit(f"the scan found {scanned.new_coins} coins, the walk {coins}")
     size = len(built.psbt.serialize()) / 1000
-    return Row(coins, report.blocks_walked, sync, idle, block, scan, batch,
-               len(built.psbt.inputs), size)  # fmt: skip
+    return Row(
+        coins, report.blocks_walked, sync, idle, block, scan, batch, len(built.psbt.inputs), size
+    )
 
 
 @contextmanager
@@ -195,8 +204,9 @@ def print_row(per_tx: int, row: Row) -> None:
     )
 
 
-def print_table(title: str, layouts: dict[int, list[Row]], pick: Callable[[Row], Timing],
-                target: str) -> None:  # fmt: skip
+def print_table(
+    title: str, layouts: dict[int, list[Row]], pick: Callable[[Row], Timing], target: str
+) -> None:
     print(f"\n{title} ({target})")
     print(f"  {'out/tx':>6} {'coins':>8} {'wall s':>9} {'cpu s':>9}")
     for per_tx, rows in layouts.items():
@@ -205,8 +215,10 @@ def print_table(title: str, layouts: dict[int, list[Row]], pick: Callable[[Row],
             print(f"  {per_tx:>6} {row.coins:>8} {timing.wall:>9.3f} {timing.cpu:>9.3f}")
         walls = [(r.coins, pick(r).wall) for r in rows]
         cpus = [(r.coins, pick(r).cpu) for r in rows]
-        print(f"  {per_tx:>6} fitted exponent: wall {fitted_exponent(walls):.2f}, "
-              f"cpu {fitted_exponent(cpus):.2f}")  # fmt: skip
+        print(
+            f"  {per_tx:>6} fitted exponent: wall {fitted_exponent(walls):.2f}, "
+            f"cpu {fitted_exponent(cpus):.2f}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -214,28 +226,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return sorted({int(part) for part in text.split(",") if part})
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--coins", type=sizes, default=[1_000, 10_000, 100_000],
-                        help="wallet sizes, comma-separated (default 1000,10000,100000)")
-    parser.add_argument("--per-tx", type=sizes, default=[100, 1_000],
-                        help="outputs per funding transaction (default 100,1000)")
+    parser.add_argument(
+        "--coins",
+        type=sizes,
+        default=[1_000, 10_000, 100_000],
+        help="wallet sizes, comma-separated (default 1000,10000,100000)",
+    )
+    parser.add_argument(
+        "--per-tx",
+        type=sizes,
+        default=[100, 1_000],
+        help="outputs per funding transaction (default 100,1000)",
+    )
     parser.add_argument("--payouts", type=int, default=1_000, help="payouts in the batch")
     parser.add_argument("--idle-runs", type=int, default=3, help="idle re-syncs, best kept")
-    return parser.parse_args(argv)  # fmt: skip
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     layouts: dict[int, list[Row]] = {}
-    print("per size, wall / cpu s: first sync | idle re-sync | sync of one new block | "
-          "first sync from the UTXO scan | batch create")  # fmt: skip
+    print(
+        "per size, wall / cpu s: first sync | idle re-sync | sync of one new block | "
+        "first sync from the UTXO scan | batch create"
+    )
     for per_tx in args.per_tx:
         layouts[per_tx] = run_layout(per_tx, args.coins, args.payouts, args.idle_runs)
     print_table("sync vs coins", layouts, lambda r: r.sync, "linear")
     print_table("idle re-sync vs coins", layouts, lambda r: r.idle, "<= 0.2 s at 100,000")
     print_table("sync of one new block vs coins", layouts, lambda r: r.block, "flat")
     print_table("first sync from the UTXO scan vs coins", layouts, lambda r: r.scan, "linear")
-    print_table(f"batch create ({args.payouts} payouts) vs coins", layouts, lambda r: r.batch,
-                "<= 1 s at 100,000")  # fmt: skip
+    print_table(
+        f"batch create ({args.payouts} payouts) vs coins",
+        layouts,
+        lambda r: r.batch,
+        "<= 1 s at 100,000",
+    )
 
 
 if __name__ == "__main__":

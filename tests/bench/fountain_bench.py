@@ -90,10 +90,13 @@ def nearest_rank(values: list[float], fraction: float) -> float:
 
 
 def run(trials: int, seed: int) -> None:
-    print(f"Frames shown / seqLen until the message is rebuilt ({trials} trials per row; "
-          f"fragment {FRAGMENT_LEN} B; i.i.d. frame loss)")
-    header = (f"{'seqLen':>6} {'loss':>5} {'ideal':>6}  {'decoder, stream':<30} "
-              f"{'median':>7} {'p90':>7}")
+    print(
+        f"Frames shown / seqLen until the message is rebuilt ({trials} trials per row; "
+        f"fragment {FRAGMENT_LEN} B; i.i.d. frame loss)"
+    )
+    header = (
+        f"{'seqLen':>6} {'loss':>5} {'ideal':>6}  {'decoder, stream':<30} {'median':>7} {'p90':>7}"
+    )
     print(header)
     print("-" * len(header))
     for seq_len in SEQ_LENS:
@@ -102,8 +105,10 @@ def run(trials: int, seed: int) -> None:
             for mode in MODES:
                 ratios = [r[mode.label] / seq_len for r in results]
                 ideal = f"{1 / (1 - loss):.3f}" if mode is MODES[0] else ""
-                print(f"{seq_len:>6} {loss:>5.0%} {ideal:>6}  {mode.label:<30} "
-                      f"{statistics.median(ratios):>6.3f}x {nearest_rank(ratios, 0.9):>6.3f}x")
+                print(
+                    f"{seq_len:>6} {loss:>5.0%} {ideal:>6}  {mode.label:<30} "
+                    f"{statistics.median(ratios):>6.3f}x {nearest_rank(ratios, 0.9):>6.3f}x"
+                )
         print()
 
 
@@ -114,8 +119,10 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     run(args.trials, args.seed)
-    print(f"target: best mode at seqLen 100, 10 % loss <= {TARGET}x median; "
-          f"total {time.perf_counter() - started:.1f} s")
+    print(
+        f"target: best mode at seqLen 100, 10 % loss <= {TARGET}x median; "
+        f"total {time.perf_counter() - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,6 @@ def median_seconds(action: Callable[[], object], runs: int) -> float:
     return statistics.median(timed(action)[0] for _ in range(runs))
 
 
-
 # -- 1. Coldstation alone -------------------------------------------------------------------
 
 
@@ -139,14 +138,18 @@ def bench_round_trip(runs: int = 7) -> None:
     serialize = median_seconds(parsed.serialize, runs)
     total = median_seconds(lambda: _coldstation(raw), runs)
     verdict = "OK" if total < TARGET_SECONDS else "OVER"
-    print(f"PSBT v0, {N_INPUTS} P2WSH 2-of-3 inputs (non-witness + witness UTXO, witnessScript, "
-          f"3 derivations), {N_OUTPUTS} P2WPKH outputs")  # fmt: skip
+    print(
+        f"PSBT v0, {N_INPUTS} P2WSH 2-of-3 inputs (non-witness + witness UTXO, witnessScript, "
+        f"3 derivations), {N_OUTPUTS} P2WPKH outputs"
+    )
     print(f"  size:                {len(raw):,} bytes")
     print(f"  build (not timed below, set() validates each record): {built:.2f} s")
     print(f"  parse:               {parse:.3f} s (median of {runs})")
     print(f"  serialize:           {serialize:.3f} s (median of {runs})")
-    print(f"  parse + serialize:   {total:.3f} s (median of {runs})  "
-          f"target < {TARGET_SECONDS:.1f} s  {verdict}")  # fmt: skip
+    print(
+        f"  parse + serialize:   {total:.3f} s (median of {runs})  "
+        f"target < {TARGET_SECONDS:.1f} s  {verdict}"
+    )
 
 
 # -- 2. side by side ------------------------------------------------------------------------
@@ -197,8 +200,14 @@ def load_peers() -> list[Peer]:
             text = bdkpython.Psbt(base64.b64encode(raw).decode()).serialize()
             return base64.b64decode(text)
 
-        peers.append(Peer("bdkpython (BDK)", _version("bdkpython"), bdk_round_trip,
-                          "base64 in and out (its only API)"))  # fmt: skip
+        peers.append(
+            Peer(
+                "bdkpython (BDK)",
+                _version("bdkpython"),
+                bdk_round_trip,
+                "base64 in and out (its only API)",
+            )
+        )
     except ImportError:
         peers.append(Peer("bdkpython (BDK)", "-", None, missing))
     try:
@@ -215,11 +224,13 @@ def load_peers() -> list[Peer]:
         def bitcointx_round_trip(raw: bytes) -> bytes:
             return PartiallySignedTransaction.deserialize(raw).serialize()
 
-        peers.append(Peer("python-bitcointx", _version("python-bitcointx"),
-                          bitcointx_round_trip, note))  # fmt: skip
+        peers.append(
+            Peer("python-bitcointx", _version("python-bitcointx"), bitcointx_round_trip, note)
+        )
     except ImportError as exc:
-        peers.append(Peer("python-bitcointx", _version("python-bitcointx"), None,
-                          f"cannot load: {exc}"))  # fmt: skip
+        peers.append(
+            Peer("python-bitcointx", _version("python-bitcointx"), None, f"cannot load: {exc}")
+        )
     return peers
 
 
@@ -257,24 +268,35 @@ def bench_peers(runs_small: int, runs_large: int, budget: float) -> None:
         for n in PEER_SIZES:
             if run >= runs[n]:
                 continue
-            order = peers[run % len(peers):] + peers[: run % len(peers)]  # rotate who goes first
+            order = peers[run % len(peers) :] + peers[: run % len(peers)]  # rotate who goes first
             for peer in order:
                 key = (peer.name, n)
                 if problems[key] is None and peer.round_trip is not None and spent[key] <= budget:
                     trip, raw = peer.round_trip, raws[n]
                     samples[key].append(timed(lambda trip=trip, raw=raw: trip(raw)))
                     spent[key] += samples[key][-1][1]
-    print("PSBT parse + serialize, the same bytes through each library (P2WSH 2-of-3 inputs "
-          "with full previous transaction, witness UTXO, witnessScript and 3 derivations; "
-          "P2WPKH outputs, every 4th with a derivation)")  # fmt: skip
-    print("  median ms, interleaved runs (" + ", ".join(
-        f"{n:,} in / {n:,} out: {len(raws[n]) / 1e3:,.0f} kB, {runs[n]} runs" for n in PEER_SIZES)
-        + "); ratio = CPU time / Coldstation's CPU time")  # fmt: skip
-    head = "".join(f"{f'{n:,} / {n:,}:':>16}{'CPU':>10}{'wall':>10}{'ratio':>9}"
-                   for n in PEER_SIZES)
+    print(
+        "PSBT parse + serialize, the same bytes through each library (P2WSH 2-of-3 inputs "
+        "with full previous transaction, witness UTXO, witnessScript and 3 derivations; "
+        "P2WPKH outputs, every 4th with a derivation)"
+    )
+    print(
+        "  median ms, interleaved runs ("
+        + ", ".join(
+            f"{n:,} in / {n:,} out: {len(raws[n]) / 1e3:,.0f} kB, {runs[n]} runs"
+            for n in PEER_SIZES
+        )
+        + "); ratio = CPU time / Coldstation's CPU time"
+    )
+    head = "".join(
+        f"{f'{n:,} / {n:,}:':>16}{'CPU':>10}{'wall':>10}{'ratio':>9}" for n in PEER_SIZES
+    )
     print(f"  {'library':<18}{'version':>9}{head}")
-    base = {n: statistics.median(c for _, c in samples[("Coldstation", n)]) for n in PEER_SIZES
-            if samples[("Coldstation", n)]}  # fmt: skip
+    base = {
+        n: statistics.median(c for _, c in samples[("Coldstation", n)])
+        for n in PEER_SIZES
+        if samples[("Coldstation", n)]
+    }
     for peer in peers:
         cells, notes = "", [peer.note] if peer.note and peer.round_trip else []
         for n in PEER_SIZES:
@@ -289,15 +311,18 @@ def bench_peers(runs_small: int, runs_large: int, budget: float) -> None:
                 notes.append(f"{n:,}/{n:,}: {len(got)} run(s), over the {budget:.0f} s budget")
             ratio = f"{cpu / base[n]:.2f}x" if n in base else "-"
             cells += f"{'':>16}{cpu * 1e3:>10.1f}{wall * 1e3:>10.1f}{ratio:>9}"
-        print(f"  {peer.name:<18}{peer.version:>9}{cells}" + (f"  ({'; '.join(notes)})"
-                                                              if notes else ""))  # fmt: skip
+        print(
+            f"  {peer.name:<18}{peer.version:>9}{cells}"
+            + (f"  ({'; '.join(notes)})" if notes else "")
+        )
     strictness(peers)
 
 
 def _join(maps: list[list[tuple[bytes, bytes]]]) -> bytes:
     """PSBT bytes from raw records, unchecked (to build malformed variants)."""
-    body = b"".join(b"".join(with_length(k) + with_length(v) for k, v in records) + b"\x00"
-                    for records in maps)  # fmt: skip
+    body = b"".join(
+        b"".join(with_length(k) + with_length(v) for k, v in records) + b"\x00" for records in maps
+    )
     return MAGIC + body
 
 
@@ -352,10 +377,13 @@ def strictness(peers: list[Peer]) -> None:
 
 
 def sighash_tx(n_inputs: int) -> Transaction:
-    inputs = [TxIn(OutPoint(sha256(b"prev %d" % i), i % 3), b"", SEQUENCE_RBF)
-              for i in range(n_inputs)]  # fmt: skip
-    outputs = [TxOut(50_000, p2wpkh_script(pubkey("payee"))),
-               TxOut(10_000, p2wpkh_script(pubkey("change")))]  # fmt: skip
+    inputs = [
+        TxIn(OutPoint(sha256(b"prev %d" % i), i % 3), b"", SEQUENCE_RBF) for i in range(n_inputs)
+    ]
+    outputs = [
+        TxOut(50_000, p2wpkh_script(pubkey("payee"))),
+        TxOut(10_000, p2wpkh_script(pubkey("change"))),
+    ]
     return Transaction(2, inputs, outputs, 0)
 
 
@@ -387,22 +415,27 @@ def bench_growth(runs: int) -> None:
             rows["review"][n].append(timed(lambda p=requests[n], w=wallet: review_request(p, w))[1])
         for n in sighash_sizes:
             rows["sighash"][n].append(
-                timed(lambda tx=txs[n]: sighash_all_inputs(tx, script_code))[1])
+                timed(lambda tx=txs[n]: sighash_all_inputs(tx, script_code))[1]
+            )
     labels = {
         "review": "shared.review.review, P2WPKH inputs",
         "sighash": "BIP-143 digest of every input",
     }
-    print(f"Growth in inputs, CPU ms (median of {runs} interleaved runs); k = fitted exponent "
-          "over the three sizes, k 10-100 = slope from 10x to 100x (1.0 linear, 2.0 "
-          "quadratic). The review's pinned wallet is built fresh before the clock (about "
-          "3 ms, the same at every size)")  # fmt: skip
+    print(
+        f"Growth in inputs, CPU ms (median of {runs} interleaved runs); k = fitted exponent "
+        "over the three sizes, k 10-100 = slope from 10x to 100x (1.0 linear, 2.0 "
+        "quadratic). The review's pinned wallet is built fresh before the clock (about "
+        "3 ms, the same at every size)"
+    )
     print(f"  {'':<38}{'1x':>16}{'10x':>16}{'100x':>16}{'k':>7}{'k 10-100':>10}")
     for name, by_size in rows.items():
         medians = [(n, statistics.median(v)) for n, v in by_size.items()]
         cells = "".join(f"{f'{t * 1e3:.2f} ({n:,})':>16}" for n, t in medians)
         per = medians[-1][1] / medians[-1][0] * 1e6
-        print(f"  {labels[name]:<38}{cells}{fitted_exponent(medians):>7.2f}"
-              f"{fitted_exponent(medians[1:]):>10.2f}   {per:.1f} us/input at 100x")  # fmt: skip
+        print(
+            f"  {labels[name]:<38}{cells}{fitted_exponent(medians):>7.2f}"
+            f"{fitted_exponent(medians[1:]):>10.2f}   {per:.1f} us/input at 100x"
+        )
 
 
 def main() -> None:
@@ -410,8 +443,12 @@ def main() -> None:
     parser.add_argument("--runs-small", type=int, default=31, help="runs at 100 in / 100 out")
     parser.add_argument("--runs-large", type=int, default=7, help="runs at 1,000 / 1,000")
     parser.add_argument("--runs-growth", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=10.0,
-                        help="CPU seconds per library and size; slower ones get fewer runs")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="CPU seconds per library and size; slower ones get fewer runs",
+    )
     args = parser.parse_args()
     bench_round_trip()
     print()

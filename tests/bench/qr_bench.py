@@ -24,10 +24,10 @@ import random
 import statistics
 import time
 
-from shared.qr.channel import Channel, parse_channel_spec
-from shared.qr.decoders import PyzbarDecoder, ZxingDecoder
+from shared.adapters.channel import Channel, parse_channel_spec
+from shared.adapters.decoders import PyzbarDecoder, ZxingDecoder
+from shared.adapters.receiver import QrReceiver
 from shared.qr.presets import PRESETS, Preset
-from shared.qr.receiver import QrReceiver
 from shared.ur.fountain import FountainEncoder
 from shared.ur.registry import encode_bytes
 from shared.ur.ur import UR, UREncoder
@@ -54,12 +54,14 @@ def fountain_ratios(preset: Preset, payload_len: int, loss: float, trials: int) 
 
 def decode_times(preset: Preset, samples: int = 20) -> dict[str, float]:
     """Median ms per 720p frame through the moderate channel, per decoder."""
-    encoder = UREncoder(UR("bytes", encode_bytes(os.urandom(PAYLOAD[preset.name]))),
-                        preset.max_fragment_len)  # fmt: skip
+    encoder = UREncoder(
+        UR("bytes", encode_bytes(os.urandom(PAYLOAD[preset.name]))), preset.max_fragment_len
+    )
     renderer = preset.renderer()
     channel = Channel(parse_channel_spec(MODERATE))
-    frames = [channel.transform(renderer.image(encoder.next_part().upper()), i)
-              for i in range(samples)]  # fmt: skip
+    frames = [
+        channel.transform(renderer.image(encoder.next_part().upper()), i) for i in range(samples)
+    ]
     times = {}
     for name, decoder in (("zxing-cpp", ZxingDecoder()), ("pyzbar", PyzbarDecoder())):
         spent = []
@@ -74,8 +76,9 @@ def decode_times(preset: Preset, samples: int = 20) -> dict[str, float]:
 
 def render_time(preset: Preset, samples: int = 10) -> float:
     """Median ms for the sender to render one 720p frame of this preset."""
-    encoder = UREncoder(UR("bytes", encode_bytes(os.urandom(PAYLOAD[preset.name]))),
-                        preset.max_fragment_len)  # fmt: skip
+    encoder = UREncoder(
+        UR("bytes", encode_bytes(os.urandom(PAYLOAD[preset.name]))), preset.max_fragment_len
+    )
     renderer = preset.renderer()
     spent = []
     for _ in range(samples):
@@ -89,8 +92,9 @@ def render_time(preset: Preset, samples: int = 10) -> float:
 def end_to_end(preset: Preset, loss: float, seed: int = 7) -> tuple[int, int, float]:
     """(frames shown, seqLen, receiver ms per frame) for one full run through images."""
     payload = random.Random(seed).randbytes(PAYLOAD[preset.name])
-    encoder = UREncoder(UR("bytes", encode_bytes(payload)), preset.max_fragment_len,
-                        degree_floor=True)  # fmt: skip
+    encoder = UREncoder(
+        UR("bytes", encode_bytes(payload)), preset.max_fragment_len, degree_floor=True
+    )
     renderer = preset.renderer()
     channel = Channel(parse_channel_spec(f"{MODERATE},loss={loss},seed={seed}"))
     receiver = QrReceiver(fps=preset.fps)
@@ -110,24 +114,32 @@ def end_to_end(preset: Preset, loss: float, seed: int = 7) -> tuple[int, int, fl
 def run(trials: int, presets: list[Preset]) -> None:
     for preset in presets:
         size = PAYLOAD[preset.name]
-        print(f"\n== preset {preset.name}: {preset.max_fragment_len} B/part, {preset.fps:g} fps, "
-              f"QR version {preset.qr_version()}, payload {size:,} B ==")
+        print(
+            f"\n== preset {preset.name}: {preset.max_fragment_len} B/part, {preset.fps:g} fps, "
+            f"QR version {preset.qr_version()}, payload {size:,} B =="
+        )
         times = decode_times(preset)
         render = render_time(preset)
         sender = "keeps up" if render / 1000 < 1 / preset.fps else "too slow for live display"
-        print("decode per 720p frame (moderate channel): "
-              + ", ".join(f"{k} {v:.1f} ms" for k, v in times.items())
-              + f"; sender render {render:.1f} ms ({sender} at {preset.fps:g} fps)")
-        print(f"{'loss':>5}  {'ref peel':>9}  {'ours':>7}  {'e2e frames':>10}  "
-              f"{'rx ms/frame':>11}  {'effective':>12}")
+        print(
+            "decode per 720p frame (moderate channel): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in times.items())
+            + f"; sender render {render:.1f} ms ({sender} at {preset.fps:g} fps)"
+        )
+        print(
+            f"{'loss':>5}  {'ref peel':>9}  {'ours':>7}  {'e2e frames':>10}  "
+            f"{'rx ms/frame':>11}  {'effective':>12}"
+        )
         for loss in LOSSES:
             ratios = fountain_ratios(preset, size, loss, trials)
             shown, seq_len, per_frame = end_to_end(preset, loss)
             keeps_up = per_frame / 1000 < 1 / preset.fps
             rate = size / (shown / preset.fps) / 1000
             verdict = f"{rate:7.1f} KB/s" if keeps_up else "  (too slow)"
-            print(f"{loss:>5.0%}  {ratios['reference']:>8.3f}x  {ratios['coldstation']:>6.3f}x  "
-                  f"{shown:>4} / {seq_len:<4}  {per_frame:>11.1f}  {verdict:>12}")
+            print(
+                f"{loss:>5.0%}  {ratios['reference']:>8.3f}x  {ratios['coldstation']:>6.3f}x  "
+                f"{shown:>4} / {seq_len:<4}  {per_frame:>11.1f}  {verdict:>12}"
+            )
         if preset.name == "fast":
             print(f"target: fast preset at 10 % loss >= {TARGET_KBPS:g} KB/s effective")
 

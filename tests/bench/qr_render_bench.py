@@ -34,8 +34,8 @@ import qrcode
 import segno
 from qrcode.constants import ERROR_CORRECT_L
 
-from shared.qr.channel import Channel
-from shared.qr.decoders import PyzbarDecoder, QrDecoder, ZxingDecoder
+from shared.adapters.channel import Channel
+from shared.adapters.decoders import PyzbarDecoder, QrDecoder, ZxingDecoder
 from shared.qr.frames import FrameRenderer, version_for
 from shared.qr.presets import FAST, Preset, part_text_len
 
@@ -95,8 +95,10 @@ def bench_render(reps: int) -> None:
     renderer = FAST.renderer()
     text = synthetic_parts(part_text_len(FAST.max_fragment_len), 1)[0]
     mean, _ = time_ms(lambda: renderer.image(text), reps)
-    print(f"fast preset 720p frame (version {renderer.version}, {renderer.module_size} px "
-          f"modules, {len(text)} chars): {mean:.1f} ms")
+    print(
+        f"fast preset 720p frame (version {renderer.version}, {renderer.module_size} px "
+        f"modules, {len(text)} chars): {mean:.1f} ms"
+    )
     masked = FrameRenderer(renderer.version, module_size=renderer.module_size, mask=0)
     mean, _ = time_ms(lambda: masked.image(text), reps)
     print(f"  same with mask 0: {mean:.1f} ms")
@@ -110,10 +112,14 @@ def bench_decode(frames: int) -> None:
     noisy = [channel.transform(clean[i % len(clean)], i) for i in range(frames)]
     blank = [channel.transform(np.full_like(clean[0], 255), i) for i in range(10)]
     print(f"== decode: 720p fast-preset frame (version {renderer.version}), ms per frame")
-    print(f"   channel {MODERATE} costs "
-          f"{time_ms(lambda: channel.transform(clean[0], 3), 20)[0]:.1f} ms per frame")
-    decoders: list[tuple[str, QrDecoder]] = [("zxing-cpp", ZxingDecoder()),
-                                             ("pyzbar", PyzbarDecoder())]
+    print(
+        f"   channel {MODERATE} costs "
+        f"{time_ms(lambda: channel.transform(clean[0], 3), 20)[0]:.1f} ms per frame"
+    )
+    decoders: list[tuple[str, QrDecoder]] = [
+        ("zxing-cpp", ZxingDecoder()),
+        ("pyzbar", PyzbarDecoder()),
+    ]
     for name, decoder in decoders:
         for label, images in (("clean", clean), ("moderate", noisy), ("no code", blank)):
             samples, ok = [], 0
@@ -124,12 +130,19 @@ def bench_decode(frames: int) -> None:
                 samples.append((time.perf_counter() - start) * 1000)
                 ok += found == [texts[i % len(texts)]]
             rate = "" if label == "no code" else f"  decoded {ok}/{frames}"
-            print(f"   {name:<10} {label:<9} mean {statistics.fmean(samples):5.1f}  "
-                  f"median {statistics.median(samples):5.1f}{rate}")
+            print(
+                f"   {name:<10} {label:<9} mean {statistics.fmean(samples):5.1f}  "
+                f"median {statistics.median(samples):5.1f}{rate}"
+            )
 
 
-def decode_rate(renderer: FrameRenderer, texts: list[str], spec: str, frames: int,
-                decoders: tuple[QrDecoder, QrDecoder]) -> tuple[float, float]:
+def decode_rate(
+    renderer: FrameRenderer,
+    texts: list[str],
+    spec: str,
+    frames: int,
+    decoders: tuple[QrDecoder, QrDecoder],
+) -> tuple[float, float]:
     """(zxing alone, zxing then pyzbar) fraction of frames decoded to the right text."""
     channel = Channel(spec + ",seed=3")
     first = chained = 0
@@ -150,8 +163,10 @@ def bench_presets(frames: int) -> None:
         preset = Preset("sweep", fragment, 10, ecc=ecc)
         renderer = preset.renderer()
         texts = synthetic_parts(part_text_len(fragment), 10)
-        print(f"{fragment:>4} B  ECC {ecc}  version {renderer.version:>2}  "
-              f"module {renderer.module_size:>2} px")
+        print(
+            f"{fragment:>4} B  ECC {ecc}  version {renderer.version:>2}  "
+            f"module {renderer.module_size:>2} px"
+        )
         for spec in CHANNELS:
             zxing, chain = decode_rate(renderer, texts, spec, frames, decoders)
             print(f"     {spec:<45} {zxing:6.0%} / {chain:4.0%}")

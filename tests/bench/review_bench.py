@@ -66,8 +66,9 @@ POLICY: Policy = make_policy(per_tx_limit=10**15, per_day_limit=10**15, max_fee=
 
 def fresh_wallet() -> PinnedWallet:
     """Both pinned descriptors, parsed again, with the station's keys: no derivation cached."""
-    descriptors = tuple(Descriptor.parse(str(d), require_checksum=False)
-                        for d in (WPKH_DESCRIPTOR, WSH_DESCRIPTOR))  # fmt: skip
+    descriptors = tuple(
+        Descriptor.parse(str(d), require_checksum=False) for d in (WPKH_DESCRIPTOR, WSH_DESCRIPTOR)
+    )
     keys = (OurKey(pubkey(OUR_WPKH), WPKH_LABEL), OurKey(pubkey(OUR_WSH), WSH_LABEL))
     return PinnedWallet(descriptors, keys)
 
@@ -85,8 +86,12 @@ def build_request(kind: str, n_inputs: int) -> bytes:
         ours = TxOut(COIN, derived.script_pubkey)
         other = TxOut(55_555, p2wpkh_script(pubkey(f"someone else {i % 7}")))
         vout = i % 2
-        funding = Transaction(2, [TxIn(OutPoint(secret(f"coin {i}"), 0), b"", SEQUENCE_RBF)],
-                              [ours, other] if vout == 0 else [other, ours], 0)  # fmt: skip
+        funding = Transaction(
+            2,
+            [TxIn(OutPoint(secret(f"coin {i}"), 0), b"", SEQUENCE_RBF)],
+            [ours, other] if vout == 0 else [other, ours],
+            0,
+        )
         funded.append((funding, vout, derived))
     change = descriptor.derive(0, change=kind == "wsh")
     total = COIN * n_inputs
@@ -110,18 +115,31 @@ def build_request(kind: str, n_inputs: int) -> bytes:
         out.set(0x01, change.witness_script)
     for key, origin in change.keys:
         out.set(0x02, origin.to_psbt_bytes(), keydata=key)
-    meta = RequestMetadata(request_id=secret(f"bench {kind} {n_inputs}")[:16],
-                           batch_id="bench", requester="ops", created=NOW - 60,
-                           expiry=NOW + 1800, purpose="review bench", network="regtest",
-                           references={0: secret("payee reference")})  # fmt: skip
+    meta = RequestMetadata(
+        request_id=secret(f"bench {kind} {n_inputs}")[:16],
+        batch_id="bench",
+        requester="ops",
+        created=NOW - 60,
+        expiry=NOW + 1800,
+        purpose="review bench",
+        network="regtest",
+        references={0: secret("payee reference")},
+    )
     return attach_request(psbt, meta).serialize()
 
 
 def review_request(psbt: Psbt, wallet: PinnedWallet | None = None) -> Review:
     """The station's review of ``psbt`` with an empty history, on ``wallet`` (by default a
     freshly built one, as every ceremony builds it)."""
-    return review(psbt, wallet or fresh_wallet(), POLICY, now=NOW, seen_request_ids=set(),
-                  signed_outpoints={}, spent_today_before=0)  # fmt: skip
+    return review(
+        psbt,
+        wallet or fresh_wallet(),
+        POLICY,
+        now=NOW,
+        seen_request_ids=set(),
+        signed_outpoints={},
+        spent_today_before=0,
+    )
 
 
 @dataclass
@@ -144,8 +162,11 @@ def prepare(kind: str, n_inputs: int) -> Prepared:
         raise SystemExit(f"{kind} x{n_inputs}: the review refused: {verdict.refusals}")
     to_sign = inputs_to_sign(verdict)
     cache = SighashCache(psbt.unsigned_tx)
-    signatures = [ecdsa.sign(OUR_SECRETS[key], spend_info(psbt, i).digest(cache, SIGHASH_ALL))
-                  + bytes([SIGHASH_ALL]) for i, key in to_sign]  # fmt: skip
+    signatures = [
+        ecdsa.sign(OUR_SECRETS[key], spend_info(psbt, i).digest(cache, SIGHASH_ALL))
+        + bytes([SIGHASH_ALL])
+        for i, key in to_sign
+    ]
     return Prepared(kind, n_inputs, raw, to_sign, signatures)
 
 
@@ -187,15 +208,13 @@ def time_steps(job: Prepared) -> dict[str, tuple[float, float]]:
     return out
 
 
-
 def measure(jobs: list[Prepared], runs: int) -> dict[tuple[str, int], dict[str, list[float]]]:
     """Every job ``runs`` times, interleaved (run 1 of every size, then run 2, ...)."""
     samples: dict[tuple[str, int], dict[str, list[float]]] = {
-        (j.kind, j.inputs): {f"{s} {m}": [] for s in STEPS for m in ("wall", "cpu")}
-        for j in jobs
+        (j.kind, j.inputs): {f"{s} {m}": [] for s in STEPS for m in ("wall", "cpu")} for j in jobs
     }
     for run in range(runs):
-        for job in jobs[run % len(jobs):] + jobs[: run % len(jobs)]:  # rotate the order
+        for job in jobs[run % len(jobs) :] + jobs[: run % len(jobs)]:  # rotate the order
             for step, (wall, cpu) in time_steps(job).items():
                 samples[(job.kind, job.inputs)][f"{step} wall"].append(wall)
                 samples[(job.kind, job.inputs)][f"{step} cpu"].append(cpu)
@@ -204,10 +223,11 @@ def measure(jobs: list[Prepared], runs: int) -> dict[tuple[str, int], dict[str, 
 
 def report(jobs: list[Prepared], runs: int) -> None:
     samples = measure(jobs, runs)
-    med = {key: {name: statistics.median(v) for name, v in s.items()}
-           for key, s in samples.items()}  # fmt: skip
-    print(f"Review and signing path in shared, median of {runs} interleaved runs, ms "
-          "(CPU; wall in brackets). P2WSH inputs are 2-of-3 sortedmulti with an xpub cosigner.")
+    med = {key: {name: statistics.median(v) for name, v in s.items()} for key, s in samples.items()}
+    print(
+        f"Review and signing path in shared, median of {runs} interleaved runs, ms "
+        "(CPU; wall in brackets). P2WSH inputs are 2-of-3 sortedmulti with an xpub cosigner."
+    )
     print(f"  {'request':<22}" + "".join(f"{s:>19}" for s in STEPS) + f"{'review/input':>14}")
     for job in jobs:
         m = med[(job.kind, job.inputs)]
@@ -217,8 +237,10 @@ def report(jobs: list[Prepared], runs: int) -> None:
         print(f"  {label:<22}{cells}{per:>11.0f} us")
     wpkh = [j for j in jobs if j.kind == "wpkh"]
     if len(wpkh) >= 2:
-        print(f"  fitted exponent over {', '.join(f'{j.inputs:,}' for j in wpkh)} P2WPKH inputs "
-              "(CPU; 1.0 is linear):")  # fmt: skip
+        print(
+            f"  fitted exponent over {', '.join(f'{j.inputs:,}' for j in wpkh)} P2WPKH inputs "
+            "(CPU; 1.0 is linear):"
+        )
         for step in STEPS:
             points = [(j.inputs, med[(j.kind, j.inputs)][step + " cpu"]) for j in wpkh]
             print(f"    {step:<10} k = {fitted_exponent(points):.2f}")

@@ -41,7 +41,9 @@ def _bytes(vector: dict) -> bytes:
 
 @pytest.mark.parametrize(
     "vector",
-    cases(BIP174, "invalid") + cases(BIP370, "invalid") + cases(BIP371, "invalid")
+    cases(BIP174, "invalid")
+    + cases(BIP370, "invalid")
+    + cases(BIP371, "invalid")
     + cases(BIP373, "invalid"),
 )
 def test_bip_invalid_vectors_are_refused(vector):
@@ -51,7 +53,9 @@ def test_bip_invalid_vectors_are_refused(vector):
 
 @pytest.mark.parametrize(
     "vector",
-    cases(BIP174, "valid") + cases(BIP370, "valid") + cases(BIP371, "valid")
+    cases(BIP174, "valid")
+    + cases(BIP370, "valid")
+    + cases(BIP371, "valid")
     + cases(BIP373, "valid"),
 )
 def test_bip_valid_vectors_parse_and_round_trip(vector):
@@ -149,8 +153,9 @@ def test_bip174_role_tests_signer_combiner_finalizer_extractor():
         signed, added = sign_psbt(unsigned, keys, low_r=False)  # the BIP predates grinding
         assert added == 2
         assert signed.to_base64() == _result(by_name[signer])
-    combined = combine([Psbt.from_text(_result(by_name["signer_1"])),
-                        Psbt.from_text(_result(by_name["signer_2"]))])
+    combined = combine(
+        [Psbt.from_text(_result(by_name["signer_1"])), Psbt.from_text(_result(by_name["signer_2"]))]
+    )
     assert combined.to_base64() == _result(by_name["combiner"])
     final = finalize(combined)
     assert final.complete
@@ -190,8 +195,12 @@ def test_core_invalid_with_msg(entry):
         Psbt.from_text(encoded)
     ours = str(raised.value).lower()
     # Our wording differs from Core's, but it must name the same kind of field.
-    for core_word, our_word in (("musig2", "musig2"), ("taproot", "tap"),
-                                ("locktime", "locktime"), ("psbt_global_", "psbt_global_")):
+    for core_word, our_word in (
+        ("musig2", "musig2"),
+        ("taproot", "tap"),
+        ("locktime", "locktime"),
+        ("psbt_global_", "psbt_global_"),
+    ):
         if core_word in core_message.lower():
             assert our_word in ours, f"{ours!r} does not match Core's {core_message!r}"
 

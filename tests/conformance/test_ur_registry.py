@@ -43,9 +43,13 @@ from tests.vectors import cases
 FILE = "ur/ur_registry_types.json"
 H = HARDENED
 SUBSET = {
-    ("wpkh",), ("sh", "wpkh"), ("wsh", "multi"), ("wsh", "sortedmulti"),
-    ("sh", "wsh", "multi"), ("sh", "wsh", "sortedmulti"),
-}  # fmt: skip
+    ("wpkh",),
+    ("sh", "wpkh"),
+    ("wsh", "multi"),
+    ("wsh", "sortedmulti"),
+    ("sh", "wsh", "multi"),
+    ("sh", "wsh", "sortedmulti"),
+}
 _CALL = re.compile(r"([a-z_]+)\((.*)\)", re.S)
 
 
@@ -79,8 +83,9 @@ def _check_key(got: DescriptorKey, want: DescriptorKey) -> None:
     assert got.xpub is not None
     assert (got.xpub.key, got.xpub.chain_code) == (want.xpub.key, want.xpub.chain_code)
     assert (got.xpub.depth, got.xpub.parent_fingerprint) == (
-        want.xpub.depth, want.xpub.parent_fingerprint,
-    )  # fmt: skip
+        want.xpub.depth,
+        want.xpub.parent_fingerprint,
+    )
     origin_path = want.origin.path if want.origin else []
     assert got.xpub.child_number == (origin_path[-1] if origin_path else want.xpub.child_number)
     if want.origin is None and got.origin is not None:  # vector 5: the xpub's own claim
@@ -217,8 +222,10 @@ def test_output_descriptor_multisig_example():
     tagged = bytes.fromhex(V2_MULTISIG)
     out = reg.read_output_descriptor(tagged)
     assert (out.text, out.name, out.shape) == (
-        V2_MULTISIG_TEXT, "Satoshi's Stash", ("wsh", "sortedmulti"),
-    )  # fmt: skip
+        V2_MULTISIG_TEXT,
+        "Satoshi's Stash",
+        ("wsh", "sortedmulti"),
+    )
     assert out.descriptor == Descriptor.parse(V2_MULTISIG_TEXT, require_checksum=False)
     untagged = tagged[3:]
     assert reg.decode("output-descriptor", untagged) == out.descriptor
@@ -257,18 +264,26 @@ ROUND_TRIPS = [
     (f"wpkh({_key(MASTER, [84 + H, H, H], 'h')}/0/*)", "h"),
     (f"wpkh({_key(MASTER, [84 + H, H, H])})", "'"),
     (f"sh(wpkh({_key(MASTER, [49 + H, H, H])}/0/*))", "'"),
-    (f"wsh(sortedmulti(2,{_key(MASTER, BIP48)}/<0;1>/*,{_key(OTHER, BIP48)}/<0;1>/*,"
-     f"{_key(THIRD, BIP48)}/<0;1>/*))", "'"),
+    (
+        f"wsh(sortedmulti(2,{_key(MASTER, BIP48)}/<0;1>/*,{_key(OTHER, BIP48)}/<0;1>/*,"
+        f"{_key(THIRD, BIP48)}/<0;1>/*))",
+        "'",
+    ),
     (f"wsh(multi(1,{_key(MASTER, [], origin=False)}/1/0/*,{_key(OTHER, [0])}/0/0/*))", "'"),
-    (f"wsh(multi(2,{_key(MASTER, [5, 6, 7], origin=False)}/*,{_key(OTHER, [H], origin=False)}))",
-     "'"),
-    (f"sh(wsh(sortedmulti(1,{_key(TMASTER, [48 + H, 1 + H, H, 1 + H])}/<0;1>/*,"
-     f"{_key(TMASTER, [48 + H, 1 + H, 1 + H, 1 + H])}/<0;1>/*)))", "'"),
+    (
+        f"wsh(multi(2,{_key(MASTER, [5, 6, 7], origin=False)}/*,{_key(OTHER, [H], origin=False)}))",
+        "'",
+    ),
+    (
+        f"sh(wsh(sortedmulti(1,{_key(TMASTER, [48 + H, 1 + H, H, 1 + H])}/<0;1>/*,"
+        f"{_key(TMASTER, [48 + H, 1 + H, 1 + H, 1 + H])}/<0;1>/*)))",
+        "'",
+    ),
     (f"wpkh({PUBKEY})", "'"),
     (f"wpkh([{MASTER.fingerprint.hex()}/1/2]{PUBKEY})", "'"),
     (f"wpkh([{MASTER.fingerprint.hex()}]{MASTER.neuter()}/0/*)", "'"),
     (f"wsh(multi(1,{_key(MASTER, [84 + H, H], 'h')}/7/*,{PUBKEY}))", "h"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "marker"), ROUND_TRIPS, ids=range(len(ROUND_TRIPS)))
@@ -278,10 +293,15 @@ def test_descriptor_round_trip(text, marker, ur_type):
     cbor = reg.encode(ur_type, descriptor)
     assert cbor2.dumps(cbor2.loads(cbor), canonical=True) == cbor  # deterministic encoding
     entry = reg.lookup(ur_type)
-    back = entry.decode(cbor) if marker == "'" else (
-        reg.decode_crypto_output(cbor, hardened_marker="h") if ur_type == "crypto-output"
-        else reg.decode_output_descriptor(cbor, hardened_marker="h")
-    )  # fmt: skip
+    back = (
+        entry.decode(cbor)
+        if marker == "'"
+        else (
+            reg.decode_crypto_output(cbor, hardened_marker="h")
+            if ur_type == "crypto-output"
+            else reg.decode_output_descriptor(cbor, hardened_marker="h")
+        )
+    )
     assert str(back) == str(descriptor)
     assert back.derive(3).script_pubkey == descriptor.derive(3).script_pubkey
 
@@ -322,9 +342,14 @@ def test_type_table():
     assert reg.lookup("psbt").decode is reg.lookup("crypto-psbt").decode
     tags = {name: t.tag for name, t in reg.REGISTRY.items()}
     assert tags == {
-        "bytes": None, "psbt": 40310, "crypto-psbt": 310, "output-descriptor": 40308,
-        "crypto-output": 308, "account-descriptor": 40311, "crypto-account": 311,
-    }  # fmt: skip
+        "bytes": None,
+        "psbt": 40310,
+        "crypto-psbt": 310,
+        "output-descriptor": 40308,
+        "crypto-output": 308,
+        "account-descriptor": 40311,
+        "crypto-account": 311,
+    }
     assert reg.decode("BYTES", reg.encode("bytes", b"\x00\x01")) == b"\x00\x01"
     assert reg.encode_bytes(b"\x00\x01") == b"\x42\x00\x01"
     for bad in ("eth-sign-request", "crypto-seed", "", 7):
@@ -335,16 +360,21 @@ def test_type_table():
 def test_account_descriptor_v2_and_unreadable_entries():
     wpkh = Descriptor.parse(f"wpkh({_key(MASTER, [84 + H, H, H])})", require_checksum=False)
     entry = cbor2.loads(reg.encode_output_descriptor(wpkh))
-    cosigner_key = cbor2.loads(reg.encode_output_descriptor(
-        Descriptor.parse(f"wsh(multi(1,{_key(MASTER, BIP48)}))", require_checksum=False)
-    ))[2]  # fmt: skip
+    cosigner_key = cbor2.loads(
+        reg.encode_output_descriptor(
+            Descriptor.parse(f"wsh(multi(1,{_key(MASTER, BIP48)}))", require_checksum=False)
+        )
+    )[2]
     cosigner = {1: "wsh(cosigner(@0))", 2: cosigner_key}
     body = {
         1: int.from_bytes(MASTER.fingerprint, "big"),
-        2: [cbor2.CBORTag(40308, entry), cbor2.CBORTag(40308, cosigner),
-            cbor2.CBORTag(308, entry), cbor2.CBORTag(40308, {1: "addr(@0)", 2: [
-                cbor2.CBORTag(40307, {3: b"\x00" * 20})]})],
-    }  # fmt: skip
+        2: [
+            cbor2.CBORTag(40308, entry),
+            cbor2.CBORTag(40308, cosigner),
+            cbor2.CBORTag(308, entry),
+            cbor2.CBORTag(40308, {1: "addr(@0)", 2: [cbor2.CBORTag(40307, {3: b"\x00" * 20})]}),
+        ],
+    }
     account = reg.decode("account-descriptor", cbor2.dumps(body, canonical=True))
     assert account.master_fingerprint == MASTER.fingerprint
     assert account.descriptors() == [wpkh]
@@ -356,8 +386,12 @@ def test_account_descriptor_v2_and_unreadable_entries():
 
 def test_account_master_fingerprint_fills_a_missing_source_fingerprint():
     xpub = MASTER.derive_path([84 + H, H, H]).neuter()
-    hdkey = {3: xpub.key, 4: xpub.chain_code, 6: cbor2.CBORTag(304, {1: [84, True, 0, True,
-             0, True]}), 8: int.from_bytes(xpub.parent_fingerprint, "big")}  # fmt: skip
+    hdkey = {
+        3: xpub.key,
+        4: xpub.chain_code,
+        6: cbor2.CBORTag(304, {1: [84, True, 0, True, 0, True]}),
+        8: int.from_bytes(xpub.parent_fingerprint, "big"),
+    }
     output = cbor2.CBORTag(308, cbor2.CBORTag(404, cbor2.CBORTag(303, hdkey)))
     body = {1: int.from_bytes(MASTER.fingerprint, "big"), 2: [output]}
     account = reg.decode_crypto_account(cbor2.dumps(body))
@@ -373,11 +407,12 @@ def test_account_master_fingerprint_fills_a_missing_source_fingerprint():
 
 XPUB = MASTER.derive_path([84 + H, H, H]).neuter()
 GOOD_HDKEY = {
-    3: XPUB.key, 4: XPUB.chain_code,
+    3: XPUB.key,
+    4: XPUB.chain_code,
     6: cbor2.CBORTag(304, {1: [84, True, 0, True, 0, True], 2: 0x01020304}),
     7: cbor2.CBORTag(304, {1: [0, False, [], False]}),
     8: int.from_bytes(XPUB.parent_fingerprint, "big"),
-}  # fmt: skip
+}
 
 
 def _wpkh(key: object) -> bytes:
@@ -495,7 +530,7 @@ HOSTILE_OUTPUTS = [
     (_multi({1: 1, 2: [EC] * 21}), "at most 20"),
     (_multi({1: 1, 2: [EC], 3: 0}), "unexpected key 3"),
     (_multi([1, [EC]]), "must be a map"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("cbor", "message"), HOSTILE_OUTPUTS, ids=range(len(HOSTILE_OUTPUTS)))
@@ -517,11 +552,21 @@ UNSUPPORTED_SHAPES = [
     (cbor2.dumps(cbor2.CBORTag(401, cbor2.CBORTag(404, EC))), "cannot be inside wsh"),
     (cbor2.dumps(cbor2.CBORTag(405, EC)), "combo()"),
     (cbor2.dumps(cbor2.CBORTag(410, EC)), "cosigner()"),
-    (_multi({1: 1, 2: [cbor2.CBORTag(303, {3: XPUB.key, 4: XPUB.chain_code}),
-                       cbor2.CBORTag(303, {3: TPUB.key, 4: TPUB.chain_code,
-                                           5: cbor2.CBORTag(305, {2: 1})})]}),
-     "mixes mainnet"),
-]  # fmt: skip
+    (
+        _multi(
+            {
+                1: 1,
+                2: [
+                    cbor2.CBORTag(303, {3: XPUB.key, 4: XPUB.chain_code}),
+                    cbor2.CBORTag(
+                        303, {3: TPUB.key, 4: TPUB.chain_code, 5: cbor2.CBORTag(305, {2: 1})}
+                    ),
+                ],
+            }
+        ),
+        "mixes mainnet",
+    ),
+]
 
 
 @pytest.mark.parametrize(("cbor", "reason"), UNSUPPORTED_SHAPES, ids=range(len(UNSUPPORTED_SHAPES)))
@@ -552,7 +597,7 @@ HOSTILE_V2 = [
     (_od({1: "wpkh(@0)", 2: [cbor2.CBORTag(40307, {})]}), "address keys"),
     (_od(cbor2.CBORTag(308, {1: "wpkh(@0)", 2: [EC]})), "must be a map"),
     (_od(["wpkh(@0)"]), "must be a map"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("cbor", "message"), HOSTILE_V2, ids=range(len(HOSTILE_V2)))
@@ -584,7 +629,7 @@ HOSTILE_ACCOUNTS = [
     (_account(outputs=[cbor2.CBORTag(308, cbor2.CBORTag(404, EC))] * 65), "at most 64"),
     (cbor2.dumps([1, []]), "must be a map"),
     (cbor2.dumps(cbor2.CBORTag(40311, {1: 1, 2: []})), "must be a map"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("cbor", "message"), HOSTILE_ACCOUNTS, ids=range(len(HOSTILE_ACCOUNTS)))
@@ -594,10 +639,18 @@ def test_hostile_crypto_account_is_refused(cbor, message):
 
 
 def test_account_keeps_bad_entries_with_a_reason():
-    account = reg.decode_crypto_account(_account(outputs=[
-        cbor2.CBORTag(308, cbor2.CBORTag(404, EC)), cbor2.CBORTag(404, EC), "junk",
-        cbor2.CBORTag(308, cbor2.CBORTag(404, cbor2.CBORTag(306, {3: b"\x02" + b"\xff" * 32}))),
-    ]))  # fmt: skip
+    account = reg.decode_crypto_account(
+        _account(
+            outputs=[
+                cbor2.CBORTag(308, cbor2.CBORTag(404, EC)),
+                cbor2.CBORTag(404, EC),
+                "junk",
+                cbor2.CBORTag(
+                    308, cbor2.CBORTag(404, cbor2.CBORTag(306, {3: b"\x02" + b"\xff" * 32}))
+                ),
+            ]
+        )
+    )
     good, untagged, junk, bad_point = account.outputs
     assert good.supported and account.master_fingerprint == bytes([0, 0, 0, 1])
     assert "has tag 404, expected 308" in untagged.reason
@@ -617,7 +670,7 @@ HOSTILE_PSBT = [
     (cbor2.dumps(cbor2.CBORTag(311, b"psbt\xff")), "payload must be a byte string"),
     (cbor2.dumps(cbor2.CBORTag(310, cbor2.CBORTag(310, b"psbt\xff"))), "must be a byte string"),
     (b"\x5a" + (reg.MAX_BYTES_CBOR).to_bytes(4, "big") + bytes(reg.MAX_BYTES_CBOR), "limit"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("cbor", "message"), HOSTILE_PSBT, ids=range(len(HOSTILE_PSBT)))
@@ -637,9 +690,13 @@ def test_decoders_refuse_non_bytes_and_bad_markers():
 # -- fuzzing: nothing but RegistryError escapes ------------------------------------------------
 
 DECODERS = [
-    reg.decode_bytes, reg.decode_psbt, reg.read_crypto_output, reg.read_output_descriptor,
-    reg.decode_crypto_account, reg.decode_account_descriptor,
-]  # fmt: skip
+    reg.decode_bytes,
+    reg.decode_psbt,
+    reg.read_crypto_output,
+    reg.read_output_descriptor,
+    reg.decode_crypto_account,
+    reg.decode_account_descriptor,
+]
 SEEDS = [_hd(), _ec({3: PK}), _multi({1: 1, 2: [EC]}), bytes.fromhex(V2_MULTISIG), _account()]
 
 

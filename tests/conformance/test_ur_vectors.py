@@ -240,7 +240,10 @@ def test_fountain_encoder_parts():
         assert part.description() == expected["description"]
         assert part.to_cbor().hex() == expected["cbor_hex"]
         assert (part.seq_num, part.seq_len, part.message_len, part.checksum) == (
-            expected["seq_num"], expected["seq_len"], expected["message_len"], expected["checksum"]
+            expected["seq_num"],
+            expected["seq_len"],
+            expected["message_len"],
+            expected["checksum"],
         )
         assert part.data.hex() == expected["data_hex"]
         assert sorted(part.indexes) == expected["derived_fragment_indexes"]
@@ -290,7 +293,9 @@ def test_multipart_bytes_encoder():
     assert ur.cbor.hex() == vector["message_cbor_hex"]
     assert f"{zlib.crc32(ur.cbor):08x}" == vector["message_crc32_hex"]
     encoder = UREncoder(
-        ur, vector["max_fragment_len"], vector["first_seq_num"],
+        ur,
+        vector["max_fragment_len"],
+        vector["first_seq_num"],
         min_fragment_len=vector["min_fragment_len"],
     )
     assert [encoder.next_part() for _ in vector["expected_parts"]] == vector["expected_parts"]
@@ -303,7 +308,9 @@ def test_multipart_bytes_part_fields(detail):
     part = Part.from_cbor(bytewords.decode(payload))
     assert text.split("/")[1] == f"{part.seq_num}-{part.seq_len}"
     assert (part.seq_num, part.seq_len, part.message_len, part.checksum) == (
-        detail["derived_seq_num"], detail["derived_seq_len"], detail["derived_message_len"],
+        detail["derived_seq_num"],
+        detail["derived_seq_len"],
+        detail["derived_message_len"],
         detail["derived_checksum"],
     )
     assert part.data.hex() == detail["derived_fragment_hex"]
@@ -360,7 +367,9 @@ def test_registry_multipart_crypto_psbt_stream():
         decoder.receive(text)
     assert decoder.result == UR("crypto-psbt", cbor)
     encoder = UREncoder(
-        UR("crypto-psbt", cbor), stream["max_fragment_len"], stream["first_seq_num"],
+        UR("crypto-psbt", cbor),
+        stream["max_fragment_len"],
+        stream["first_seq_num"],
         min_fragment_len=stream["min_fragment_len"],
     )
     assert [encoder.next_part() for _ in stream["parts"]] == stream["parts"]
@@ -378,7 +387,8 @@ def _parts_to_complete(vector: dict, solve: str) -> int:
     message = _roundtrip_message(vector)
     encoder = FountainEncoder(message, vector["max_fragment_len"], 10, vector["first_seq_num"])
     assert (encoder.fragment_len, encoder.seq_len) == (
-        vector["derived_fragment_len"], vector["derived_seq_len"]
+        vector["derived_fragment_len"],
+        vector["derived_seq_len"],
     )
     assert f"{encoder.checksum:08x}" == vector["derived_message_crc32_hex"]
     decoder = FountainDecoder(solve=solve)
@@ -481,8 +491,23 @@ def test_every_ur_vector_file_is_covered():
     if not folder.is_dir():
         pytest.skip(f"official vectors not found at {folder} (set COLDSTATION_VECTORS)")
     covered = {
-        BYTEWORDS, CRC32, SHA256, XOSHIRO, SAMPLER, SHUFFLE, FRAGMENT_LENGTH, PARTITION,
-        DEGREES, CHOOSER, ENCODER, PART_CBOR, SINGLE, MULTI, SEED, REGISTRY, ROUNDTRIP,
+        BYTEWORDS,
+        CRC32,
+        SHA256,
+        XOSHIRO,
+        SAMPLER,
+        SHUFFLE,
+        FRAGMENT_LENGTH,
+        PARTITION,
+        DEGREES,
+        CHOOSER,
+        ENCODER,
+        PART_CBOR,
+        SINGLE,
+        MULTI,
+        SEED,
+        REGISTRY,
+        ROUNDTRIP,
         WORDLIST,
     }
     present = {f"ur/{p.name}" for p in folder.iterdir() if p.name != "README.md"}

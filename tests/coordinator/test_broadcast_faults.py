@@ -123,9 +123,17 @@ def test_lost_reply_then_mined_sync_records_our_payment_without_alert(
     assert again.code == 0 and "already broadcast as" in again.out
     # The same payouts built again cannot take the coins: they are locked or spent.
     rebuilt = proxied.run(
-        "batch", "create", "treasury", proxied.write("again.csv", csv_for((payee(1), AMOUNT, "X"))),
-        "--label", "b2", "--purpose", "again", "--out", str(proxied.tmp / "r2"),
-    )  # fmt: skip
+        "batch",
+        "create",
+        "treasury",
+        proxied.write("again.csv", csv_for((payee(1), AMOUNT, "X"))),
+        "--label",
+        "b2",
+        "--purpose",
+        "again",
+        "--out",
+        str(proxied.tmp / "r2"),
+    )
     assert rebuilt.code == 0  # other coins may pay a new batch; this one pays nothing twice
     assert [u.value for u in paid_to(proxied.node, payee(1))] == [AMOUNT_SATS]
 
@@ -255,10 +263,16 @@ def test_a_non_final_send_is_explained_and_sync_sends_it_when_valid(desk: Desk) 
     with desk.store() as store:
         tip = desk.node.height()
         built = build_request(
-            store, load_wallet(store, "treasury"), csv_for((payee(1), AMOUNT, "INV-1")).encode(),
-            label="b1", purpose="p", requester="ops", fee_rate=2000, tip=tip + 3,
+            store,
+            load_wallet(store, "treasury"),
+            csv_for((payee(1), AMOUNT, "INV-1")).encode(),
+            label="b1",
+            purpose="p",
+            requester="ops",
+            fee_rate=2000,
+            tip=tip + 3,
             expiry_seconds=3600,
-        )  # fmt: skip
+        )
     request = desk.tmp / "b1.psbt"
     request.write_bytes(built.psbt.serialize())
     sign_and_import(desk, "b1", request, appliance)
@@ -284,9 +298,16 @@ def test_a_node_on_another_chain_is_refused_at_init_and_on_every_command(desk: D
     node = load_config(desk.state).node
     other = desk.tmp / "mainnet-desk"
     refused = desk.run(
-        "init", "--network", "mainnet", "--node-url", node.url, "--cookie", str(node.cookie),
-        "--state", str(other),  # the last --state wins: a fresh state directory
-    )  # fmt: skip
+        "init",
+        "--network",
+        "mainnet",
+        "--node-url",
+        node.url,
+        "--cookie",
+        str(node.cookie),
+        "--state",
+        str(other),  # the last --state wins: a fresh state directory
+    )
     assert refused.code == 2 and "on chain 'regtest'" in refused.err, refused.err
     assert "configured for mainnet" in refused.err and "wrote nothing" in refused.err
     assert not (other / "coordinator.toml").exists()
@@ -294,8 +315,12 @@ def test_a_node_on_another_chain_is_refused_at_init_and_on_every_command(desk: D
     signed_batch(desk)
     config = desk.state / "coordinator.toml"
     config.write_text(config.read_text().replace('network = "regtest"', 'network = "mainnet"'))
-    for args in (("sync",), ("status",), ("batch", "broadcast", "b1"), ("wallet", "reconcile",
-                                                                         "treasury")):  # fmt: skip
+    for args in (
+        ("sync",),
+        ("status",),
+        ("batch", "broadcast", "b1"),
+        ("wallet", "reconcile", "treasury"),
+    ):
         refused = desk.run(*args)
         assert refused.code == 2, (args, refused.err)
         assert "on chain 'regtest'" in refused.err and "configured for mainnet" in refused.err
@@ -317,8 +342,12 @@ def test_fallback_fee_rate_is_said_and_garbage_estimates_are_refused(proxied: Pr
     assert "warning: fee rate 2 sat/vB: the fallback rate from coordinator.toml" in fallback.err
     assert "the node has no estimate (Insufficient data or no feerate found)" in fallback.err
     assert proxied.proxy is not None
-    for garbage in ({"feerate": 50, "blocks": 6}, {"feerate": -0.0001, "blocks": 6},
-                    {"feerate": "cheap", "blocks": 6}, {"feerate": 0.000001, "blocks": 6}):
+    for garbage in (
+        {"feerate": 50, "blocks": 6},
+        {"feerate": -0.0001, "blocks": 6},
+        {"feerate": "cheap", "blocks": 6},
+        {"feerate": 0.000001, "blocks": 6},
+    ):
         proxied.proxy.fail("estimatesmartfee", "result", result=garbage)
         refused = proxied.run(*args, "--label", "b2")
         assert refused.code == 2 and "garbage" in refused.err and "--fee-rate" in refused.err

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from online_coordinator.chain.rpc import ChainUnavailable
-from online_coordinator.commands.batch import fee_choice, parse_fee_rate
+from online_coordinator.commands.batch import parse_fee_rate
 from online_coordinator.commands.common import CommandError
 from online_coordinator.config import ConfigError, load_config
+from online_coordinator.fees import fee_choice
 from online_coordinator.store import Store, StoreError
 from online_coordinator.transport import receive, ur_parts, write_qr_video
 from shared.ur.registry import encode_bytes

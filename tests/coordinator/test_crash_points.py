@@ -35,8 +35,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def crash(desk: Desk, point: str, *args: str) -> None:
     """Run the coordinator CLI in a child process that SIGKILLs itself at ``point``."""
-    command = [sys.executable, "-m", "online_coordinator.cli", *args[:2], "--state",
-               str(desk.state), *args[2:]]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "online_coordinator.cli",
+        *args[:2],
+        "--state",
+        str(desk.state),
+        *args[2:],
+    ]
     env = {**os.environ, CRASH_VARIABLE: point}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, (point, done.returncode, done.stderr)

@@ -74,8 +74,9 @@ def _mount_tmpfs(where: Path) -> bool:
     where.mkdir()
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(where)],
-        capture_output=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        check=False,
+    )
     return done.returncode == 0
 
 
@@ -112,8 +113,18 @@ def test_create_on_a_full_disk_creates_nothing(full: tuple[Desk, Disk]) -> None:
     desk, disk = full
     funded_single(desk, SoftAppliance("cold-1"))
     csv = desk.write("p.csv", csv_for((payee(1), AMOUNT, "INV-1")))
-    args = ("batch", "create", "treasury", csv, "--label", "b1", "--purpose", "p", "--out",
-            str(desk.tmp / "req"))  # fmt: skip
+    args = (
+        "batch",
+        "create",
+        "treasury",
+        csv,
+        "--label",
+        "b1",
+        "--purpose",
+        "p",
+        "--out",
+        str(desk.tmp / "req"),
+    )
     disk.fill()
     result = desk.run(*args)
     assert result.code == 5
@@ -132,8 +143,18 @@ def test_request_files_on_a_full_disk_say_the_batch_exists(full: tuple[Desk, Dis
     funded_single(desk, SoftAppliance("cold-1"))
     csv = desk.write("p.csv", csv_for((payee(1), AMOUNT, "INV-1")))
     out = disk.mount / "requests"
-    args = ("batch", "create", "treasury", csv, "--label", "b1", "--purpose", "p", "--out",
-            str(out))  # fmt: skip
+    args = (
+        "batch",
+        "create",
+        "treasury",
+        csv,
+        "--label",
+        "b1",
+        "--purpose",
+        "p",
+        "--out",
+        str(out),
+    )
     with faults.hooked("create.recorded", disk.fill):
         result = desk.run(*args)
     assert result.code == 5

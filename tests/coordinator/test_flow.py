@@ -152,6 +152,33 @@ def test_fee_bump_is_a_new_request_and_pays_once(desk: Desk) -> None:
     assert len(paid_to(desk.node, payee(1))) == 1
 
 
+def test_fee_bump_is_held_to_the_configured_cap_as_asked_and_as_paid(desk: Desk) -> None:
+    """The cap a new batch obeys holds for a bump too, including when BIP-125 (the original
+    fee plus 1 sat/vB) makes the replacement pay more than the rate asked for."""
+    config = desk.state / "coordinator.toml"
+    config.write_text(config.read_text().replace("max_fee_rate = 100000", "max_fee_rate = 5500"))
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.5", "INV-1")], "--fee-rate", "5")
+    sign_and_import(desk, "b1", request, appliance)
+    desk.ok("batch", "broadcast", "b1")
+    out = desk.tmp / "bump"
+    # 5.5 sat/vB is within the cap, but the replacement must pay 5 + 1 sat/vB at least.
+    for rate, message in (
+        ("6", "--fee-rate is over the configured cap 5.5 sat/vB"),
+        ("5.5", "over the configured cap 5.5 sat/vB"),
+    ):
+        refused = desk.run("batch", "bump", "b1", "--fee-rate", rate, "--out", str(out))
+        assert refused.code == 2 and message in refused.err, refused.err
+        assert len(refused.err.strip().splitlines()) == 1 and "Traceback" not in refused.err
+    assert not out.exists()
+    with desk.store() as store:
+        assert store.one("SELECT COUNT(*) AS n FROM requests")["n"] == 1
+        assert store.one("SELECT COUNT(*) AS n FROM events WHERE kind = 'fee_bump'")["n"] == 0
+    config.write_text(config.read_text().replace("max_fee_rate = 5500", "max_fee_rate = 6000"))
+    desk.ok("batch", "bump", "b1", "--fee-rate", "5.5", "--out", str(out))  # 6 sat/vB: allowed
+
+
 def test_signed_transaction_altered_after_signing_is_refused(desk: Desk) -> None:
     appliance = SoftAppliance("cold-1")
     funded_single(desk, appliance)

@@ -17,28 +17,58 @@ TWO_PINS = ["1111", "2222"]
 
 def test_real_appliance_signs_what_the_coordinator_built(desk: Desk) -> None:
     cold = desk.tmp / "appliance"
-    init = run(cold, "init", "--demo", "--network", "regtest",
-               pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()])  # fmt: skip
+    init = run(
+        cold,
+        "init",
+        "--demo",
+        "--network",
+        "regtest",
+        pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
+    )
     assert init.returncode == 0, init.stderr
     assert run(cold, "keygen", "treasury-1", *TWO, pins=TWO_PINS).returncode == 0
     export = desk.tmp / "export"
     done = run(cold, "export-wallet", "treasury-1", "--out", str(export), *TWO, pins=TWO_PINS)
     assert done.returncode == 0, done.stderr
 
-    out = desk.ok("wallet", "import", "treasury", "--export", str(export / "wallet.ur"),
-                  str(export / "receipt.ur"))  # fmt: skip
+    out = desk.ok(
+        "wallet",
+        "import",
+        "treasury",
+        "--export",
+        str(export / "wallet.ur"),
+        str(export / "receipt.ur"),
+    )
     fingerprint = json.loads(run(cold, "status").stdout)["audit_key_fingerprint"]
     assert f"audit key fingerprint {fingerprint}" in out  # what ops compare at the station
     address = desk.ok("wallet", "address", "treasury").split()[0]
     desk.fund(address, BTC, 2)
     desk.ok("sync")
     csv = desk.write("payouts.csv", csv_for((payee(1), "0.4", "INV-1"), (payee(2), "0.3", "INV-2")))
-    desk.ok("batch", "create", "treasury", csv, "--label", "b1", "--purpose", "payouts",
-            "--out", str(desk.tmp / "req"))  # fmt: skip
+    desk.ok(
+        "batch",
+        "create",
+        "treasury",
+        csv,
+        "--label",
+        "b1",
+        "--purpose",
+        "payouts",
+        "--out",
+        str(desk.tmp / "req"),
+    )
 
     signed = desk.tmp / "signed.psbt"
-    done = run(cold, "sign", "--in", str(desk.tmp / "req" / "b1.psbt"), *TWO,
-               "--out", str(signed), pins=TWO_PINS)  # fmt: skip
+    done = run(
+        cold,
+        "sign",
+        "--in",
+        str(desk.tmp / "req" / "b1.psbt"),
+        *TWO,
+        "--out",
+        str(signed),
+        pins=TWO_PINS,
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "change (ours)" in done.stdout
 

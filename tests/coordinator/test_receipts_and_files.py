@@ -35,8 +35,14 @@ def test_wallet_import_refuses_deferred_or_short_quorum_export_receipts(
 ) -> None:
     appliance = SoftAppliance("cold-1")
     descriptor, receipt = appliance.export(**options)
-    result = desk.run("wallet", "import", "treasury", "--export", desk.write("w.desc", descriptor),
-                      desk.write("w.receipt", receipt))  # fmt: skip
+    result = desk.run(
+        "wallet",
+        "import",
+        "treasury",
+        "--export",
+        desk.write("w.desc", descriptor),
+        desk.write("w.receipt", receipt),
+    )
     assert result.code == 2 and message in result.err and "refused" in result.err
     with desk.store() as store:
         assert store.one("SELECT COUNT(*) AS n FROM wallets")["n"] == 0
@@ -48,15 +54,20 @@ def test_confirm_pin_takes_wallet_pinned_receipts_and_refuses_bad_ones(desk: Des
     exports = []
     for appliance in (a, b):
         descriptor, receipt = appliance.export()
-        exports += ["--export", desk.write(f"{appliance.appliance_id}.desc", descriptor),
-                    desk.write(f"{appliance.appliance_id}.receipt", receipt)]  # fmt: skip
+        exports += [
+            "--export",
+            desk.write(f"{appliance.appliance_id}.desc", descriptor),
+            desk.write(f"{appliance.appliance_id}.receipt", receipt),
+        ]
     out = desk.ok("wallet", "multisig", "vault", "--threshold", "2", *exports)
     descriptor = next(line for line in out.splitlines() if line.startswith("wsh("))
-    deferred = desk.run("wallet", "confirm-pin", "vault",
-                        desk.write("a.deferred", a.pin(descriptor, deferred=True)))  # fmt: skip
+    deferred = desk.run(
+        "wallet", "confirm-pin", "vault", desk.write("a.deferred", a.pin(descriptor, deferred=True))
+    )
     assert deferred.code == 2 and "deferred record" in deferred.err
-    short = desk.run("wallet", "confirm-pin", "vault",
-                     desk.write("a.short", a.pin(descriptor, officers=1)))  # fmt: skip
+    short = desk.run(
+        "wallet", "confirm-pin", "vault", desk.write("a.short", a.pin(descriptor, officers=1))
+    )
     assert short.code == 2 and "the quorum is 2" in short.err
     pinned_b = desk.ok("wallet", "confirm-pin", "vault", desk.write("b.pin", b.pin(descriptor)))
     assert "still waiting for cold-a" in pinned_b
@@ -96,8 +107,9 @@ def test_hostile_labels_are_refused_and_nothing_is_written(desk: Desk, label: st
     funded_single(desk, SoftAppliance("cold-1"))
     out = desk.tmp / "deep" / "out"
     csv = desk.write("p.csv", csv_for((payee(1), "0.1", "INV-1")))
-    result = desk.run("batch", "create", "treasury", csv, f"--label={label}", "--purpose", "p",
-                      "--out", str(out))  # fmt: skip
+    result = desk.run(
+        "batch", "create", "treasury", csv, f"--label={label}", "--purpose", "p", "--out", str(out)
+    )
     assert result.code == 2 and "label" in result.err and "nothing was created" in result.err
     assert not out.exists() and not (desk.tmp / "escape.psbt").exists()
     assert not Path("/tmp/escape.psbt").exists()
@@ -122,8 +134,12 @@ def test_state_folder_is_700_and_its_files_600(desk: Desk) -> None:
     appliance = SoftAppliance("cold-1")
     funded_single(desk, appliance)
     state = desk.state
-    names = ["coordinator.toml", "coordinator.sqlite", "coordinator.sqlite-wal",
-             "coordinator.sqlite-shm"]  # fmt: skip
+    names = [
+        "coordinator.toml",
+        "coordinator.sqlite",
+        "coordinator.sqlite-wal",
+        "coordinator.sqlite-shm",
+    ]
     with desk.store():  # while open, the journal files exist
         assert mode(state) == 0o700
         for name in names:
@@ -140,8 +156,17 @@ def test_state_folder_is_700_and_its_files_600(desk: Desk) -> None:
 def test_init_writes_a_private_state_folder(desk: Desk) -> None:
     node = load_config(desk.state).node
     fresh = desk.tmp / "fresh"
-    desk.ok("init", "--network", "regtest", "--node-url", node.url, "--cookie", str(node.cookie),
-            "--state", str(fresh))  # fmt: skip
+    desk.ok(
+        "init",
+        "--network",
+        "regtest",
+        "--node-url",
+        node.url,
+        "--cookie",
+        str(node.cookie),
+        "--state",
+        str(fresh),
+    )
     assert mode(fresh) == 0o700
     assert mode(fresh / "coordinator.toml") == mode(fresh / "coordinator.sqlite") == 0o600
     assert json.loads(desk.run("status", "--state", str(fresh)).out)["batches"] == []

@@ -42,14 +42,29 @@ def core_vault(desk: Desk) -> tuple[SoftAppliance, SoftAppliance]:
     exports = []
     for appliance in (a, b):
         descriptor, receipt = appliance.export()
-        exports += ["--export", desk.write(f"{appliance.appliance_id}.desc", descriptor),
-                    desk.write(f"{appliance.appliance_id}.receipt", receipt)]  # fmt: skip
-    out = desk.ok("wallet", "multisig", "treasury", "--threshold", "2", *exports,
-                  "--cosigner", pubkey(CORE_KEY).hex())  # fmt: skip
+        exports += [
+            "--export",
+            desk.write(f"{appliance.appliance_id}.desc", descriptor),
+            desk.write(f"{appliance.appliance_id}.receipt", receipt),
+        ]
+    out = desk.ok(
+        "wallet",
+        "multisig",
+        "treasury",
+        "--threshold",
+        "2",
+        *exports,
+        "--cosigner",
+        pubkey(CORE_KEY).hex(),
+    )
     descriptor = next(line for line in out.splitlines() if line.startswith("wsh("))
     for appliance in (a, b):
-        desk.ok("wallet", "confirm-pin", "treasury",
-                desk.write(f"{appliance.appliance_id}.pin", appliance.pin(descriptor)))  # fmt: skip
+        desk.ok(
+            "wallet",
+            "confirm-pin",
+            "treasury",
+            desk.write(f"{appliance.appliance_id}.pin", appliance.pin(descriptor)),
+        )
     address = desk.ok("wallet", "address", "treasury").split()[0]
     desk.fund(address, BTC, 2)
     desk.ok("sync")
@@ -93,12 +108,15 @@ def _tamperings(final: Psbt) -> dict[str, bytes]:
     out = {}
     witness = list(final.inputs[0].final_script_witness or [])
     cases = {
-        "flipped": [witness[0], witness[1][:10] + bytes([witness[1][10] ^ 1]) + witness[1][11:],
-                    *witness[2:]],
+        "flipped": [
+            witness[0],
+            witness[1][:10] + bytes([witness[1][10] ^ 1]) + witness[1][11:],
+            *witness[2:],
+        ],
         "one-signature": [witness[0], witness[1], witness[-1]],
         "dummy": [b"\x01", *witness[1:]],
         "other-script": [*witness[:-1], witness[-1][:-1] + b"\xaf"],
-    }  # fmt: skip
+    }
     for name, items in cases.items():
         copy = Psbt.parse(final.serialize())
         copy.inputs[0].set(0x08, compact_size(len(items)) + b"".join(with_length(i) for i in items))

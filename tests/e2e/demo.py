@@ -498,20 +498,35 @@ def assemble_vault(demo: Demo) -> None:
     pin_vault(demo, descriptor.read_text().strip())
 
 
-def name_vault_internal(demo: Demo, name: str, descriptor: str,
-                        officers: Sequence[str]) -> None:  # fmt: skip
+def name_vault_internal(demo: Demo, name: str, descriptor: str, officers: Sequence[str]) -> None:
     """A 2-of-3 the other two keys can spend without this station is pinned only when the
     administrators' signed policy names it as the custodian's own (DESIGN 9)."""
     state = ["--state", str(demo.path(f"appliance-{name}"))]
     draft, signed = demo.path(f"policy-{name}-draft.cbor"), demo.path(f"policy-{name}.cbor")
-    demo.appliance(f"appliance {name.upper()}: policy v2 drafted, naming the vault internal",
-                   name, "policy", "draft", "--internal-wallet", descriptor, "-o", str(draft))
-    demo.step(f"appliance {name.upper()}: policy v2 signed by admin-1 + admin-2",
-              "coldstation-appliance",
-              [*state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2",
-               "-o", str(signed)], list(ADMIN_PINS.values()))  # fmt: skip
-    demo.appliance(f"appliance {name.upper()}: policy v2 installed ({' + '.join(officers)})",
-                   name, "policy", "install", str(signed), officers=officers)
+    demo.appliance(
+        f"appliance {name.upper()}: policy v2 drafted, naming the vault internal",
+        name,
+        "policy",
+        "draft",
+        "--internal-wallet",
+        descriptor,
+        "-o",
+        str(draft),
+    )
+    demo.step(
+        f"appliance {name.upper()}: policy v2 signed by admin-1 + admin-2",
+        "coldstation-appliance",
+        [*state, "policy", "sign", str(draft), "--admins", "admin-1,admin-2", "-o", str(signed)],
+        list(ADMIN_PINS.values()),
+    )
+    demo.appliance(
+        f"appliance {name.upper()}: policy v2 installed ({' + '.join(officers)})",
+        name,
+        "policy",
+        "install",
+        str(signed),
+        officers=officers,
+    )
 
 
 def pin_vault(demo: Demo, descriptor: str) -> None:

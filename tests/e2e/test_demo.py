@@ -33,8 +33,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo dir"  # a space: every path must survive quoting
     done = subprocess.run(
         [sys.executable, "-m", "tests.e2e.demo", "--dir", str(demo_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=BUDGET + 60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=BUDGET + 60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     summary = out[out.index("== Coldstation demo complete") :]

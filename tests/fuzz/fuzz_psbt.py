@@ -44,11 +44,21 @@ with atheris.instrument_imports(include=["shared"]):
 
 SECRETS = [bytes([i]) * 32 for i in (1, 2, 3, 4)]
 PUBKEYS = [PrivateKey(s).public_key.format(compressed=True) for s in SECRETS]
-VECTORS = Path(os.environ.get("COLDSTATION_VECTORS", Path(__file__).resolve().parents[3]
-                              / "shared" / "vectors"))  # fmt: skip
+VECTORS = Path(
+    os.environ.get(
+        "COLDSTATION_VECTORS", Path(__file__).resolve().parents[3] / "shared" / "vectors"
+    )
+)
 #: libFuzzer dictionary: the magic, hostile CompactSizes, a version record, separators.
-TOKENS = [MAGIC, b"\xff" * 9, b"\xff" + (2**60).to_bytes(8, "little"), b"\xfe\xff\xff\xff\xff",
-          b"\xfd\xff\xff", b"\x01\xfb\x04\x02\x00\x00\x00", b"\x00\x01"]  # fmt: skip
+TOKENS = [
+    MAGIC,
+    b"\xff" * 9,
+    b"\xff" + (2**60).to_bytes(8, "little"),
+    b"\xfe\xff\xff\xff\xff",
+    b"\xfd\xff\xff",
+    b"\x01\xfb\x04\x02\x00\x00\x00",
+    b"\x00\x01",
+]
 
 
 # -- the property ------------------------------------------------------------------------
@@ -171,11 +181,18 @@ def mutate(data: bytes, max_size: int, seed: int) -> bytes:
 
 def _built_seeds() -> list[bytes]:
     witness_script = multisig_script(2, PUBKEYS[1:4])
-    funding = Transaction(2, [TxIn(OutPoint(b"\x11" * 32, 3))],
-                          [TxOut(50_000, p2wpkh_script(PUBKEYS[0])),
-                           TxOut(80_000, p2wsh_script(witness_script))], 0)  # fmt: skip
-    spend = Transaction(2, [TxIn(OutPoint(funding.txid, 0)), TxIn(OutPoint(funding.txid, 1))],
-                        [TxOut(120_000, p2wpkh_script(PUBKEYS[3]))], 0)  # fmt: skip
+    funding = Transaction(
+        2,
+        [TxIn(OutPoint(b"\x11" * 32, 3))],
+        [TxOut(50_000, p2wpkh_script(PUBKEYS[0])), TxOut(80_000, p2wsh_script(witness_script))],
+        0,
+    )
+    spend = Transaction(
+        2,
+        [TxIn(OutPoint(funding.txid, 0)), TxIn(OutPoint(funding.txid, 1))],
+        [TxOut(120_000, p2wpkh_script(PUBKEYS[3]))],
+        0,
+    )
     psbt = Psbt.from_unsigned_tx(spend)
     origin = KeyOrigin(b"\xc0\x1d\x57\xa7", [0x80000030, 0]).to_psbt_bytes()
     psbt.inputs[0].set(0x00, funding.serialize())
@@ -185,8 +202,12 @@ def _built_seeds() -> list[bytes]:
     psbt.inputs[1].set(0x05, witness_script)
     psbt.outputs[0].set(0x02, origin, keydata=PUBKEYS[3])
     signed, _ = sign_psbt(psbt, SECRETS[:3])
-    return [psbt.serialize(), sign_psbt(psbt, SECRETS[:2])[0].serialize(), signed.serialize(),
-            finalize(signed).psbt.serialize()]  # fmt: skip
+    return [
+        psbt.serialize(),
+        sign_psbt(psbt, SECRETS[:2])[0].serialize(),
+        signed.serialize(),
+        finalize(signed).psbt.serialize(),
+    ]
 
 
 def _vector_seeds() -> list[bytes]:

@@ -33,15 +33,19 @@ TIMINGS: dict[str, float] = {}
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "image: builds and boots the cold-station OS image (root, qemu, minutes); "
-        "runs only with COLDSTATION_IMAGE_TESTS=1 (make test-image)")
+        "markers",
+        "image: builds and boots the cold-station OS image (root, qemu, minutes); "
+        "runs only with COLDSTATION_IMAGE_TESTS=1 (make test-image)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     if ENABLED:
         return
-    skip = pytest.mark.skip(reason="image test: set COLDSTATION_IMAGE_TESTS=1 (make test-image) "
-                            "to build and boot the OS image; needs root, debootstrap, qemu")
+    skip = pytest.mark.skip(
+        reason="image test: set COLDSTATION_IMAGE_TESTS=1 (make test-image) "
+        "to build and boot the OS image; needs root, debootstrap, qemu"
+    )
     for item in items:
         if item.get_closest_marker("image") is not None:
             item.add_marker(skip)
@@ -74,12 +78,14 @@ def build_image(out: Path, name: str) -> Path:
         pytest.fail("the image build needs root (debootstrap, chroot, mounts)")
     started = time.monotonic()
     env = dict(os.environ, COLDSTATION_IMAGE_OUT=str(out))
-    done = subprocess.run(["bash", str(BUILD)], env=env, capture_output=True, text=True,
-                          timeout=3 * 3600, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(BUILD)], env=env, capture_output=True, text=True, timeout=3 * 3600, check=False
+    )
     TIMINGS[name] = time.monotonic() - started
     if done.returncode != 0:
-        pytest.fail(f"image build failed ({done.returncode}):\n{done.stdout[-6000:]}\n"
-                    f"{done.stderr[-3000:]}")
+        pytest.fail(
+            f"image build failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+        )
     return out
 
 
@@ -111,6 +117,16 @@ def rootfs(image_dir, tmp_path_factory) -> Path:
     if root.exists():
         subprocess.run(["rm", "-rf", str(root)], check=True)
     root.mkdir(parents=True)
-    subprocess.run(["tar", "--zstd", "-xf", str(image_dir / "rootfs.tar.zst"), "-C", str(root),
-                    "--numeric-owner"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tar",
+            "--zstd",
+            "-xf",
+            str(image_dir / "rootfs.tar.zst"),
+            "-C",
+            str(root),
+            "--numeric-owner",
+        ],
+        check=True,
+    )
     return root

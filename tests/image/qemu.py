@@ -52,38 +52,77 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 #: systemd-boot's menu line for the serial entry, and the keys that pick it (down, Enter).
 UEFI_MENU = "Coldstation (serial console"
 UEFI_KEYS = b"\x1b[B\r"
-EVENTS = {"SYSLINUX": "SYSLINUX 6", "systemd-boot menu": UEFI_MENU, "kernel": "Linux version",
-          "systemd": "Welcome to Debian", "self-check done": "coldstation self-check: ",
-          "appliance start": STARTED, "halted": HALTED}  # fmt: skip
+EVENTS = {
+    "SYSLINUX": "SYSLINUX 6",
+    "systemd-boot menu": UEFI_MENU,
+    "kernel": "Linux version",
+    "systemd": "Welcome to Debian",
+    "self-check done": "coldstation self-check: ",
+    "appliance start": STARTED,
+    "halted": HALTED,
+}
 
 
-def qemu_command(disk: Path, state: Path | None, nics: tuple[str, ...],
-                 uefi_vars: Path | None = None) -> list[str]:  # fmt: skip
+def qemu_command(
+    disk: Path, state: Path | None, nics: tuple[str, ...], uefi_vars: Path | None = None
+) -> list[str]:
     accel = os.environ.get("COLDSTATION_QEMU_ACCEL", "tcg")
     machine = ["-machine", "pc"]
     if uefi_vars is not None:  # q35 with OVMF (UEFI), no Secure Boot
-        machine = ["-machine", "q35",
-                   "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                   "-drive", f"if=pflash,format=raw,file={uefi_vars}"]  # fmt: skip
+        machine = [
+            "-machine",
+            "q35",
+            "-drive",
+            f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,file={uefi_vars}",
+        ]
     command = [
-        "qemu-system-x86_64", *machine, "-accel", accel, "-cpu", "max",
-        "-smp", os.environ.get("COLDSTATION_QEMU_SMP", "1"), "-m", "2048",
-        "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-        "-nic", "none",
-        "-drive", f"file={disk},format=raw,if=none,id=boot,readonly=on",
-        "-device", "virtio-blk-pci,drive=boot,bootindex=0",
-    ]  # fmt: skip
+        "qemu-system-x86_64",
+        *machine,
+        "-accel",
+        accel,
+        "-cpu",
+        "max",
+        "-smp",
+        os.environ.get("COLDSTATION_QEMU_SMP", "1"),
+        "-m",
+        "2048",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-drive",
+        f"file={disk},format=raw,if=none,id=boot,readonly=on",
+        "-device",
+        "virtio-blk-pci,drive=boot,bootindex=0",
+    ]
     if state is not None:
-        command += ["-drive", f"file={state},format=raw,if=none,id=state",
-                    "-device", "virtio-blk-pci,drive=state"]  # fmt: skip
+        command += [
+            "-drive",
+            f"file={state},format=raw,if=none,id=state",
+            "-device",
+            "virtio-blk-pci,drive=state",
+        ]
     for nic in nics:
         command += NIC_DEVICES[nic]
     return command
 
 
-def boot(disk: Path, state_image: Path | None, tmp: Path, nics: tuple[str, ...] = (),
-         timeout: float | None = None, settle: float = 20.0,
-         uefi: bool = False) -> BootResult:  # fmt: skip
+def boot(
+    disk: Path,
+    state_image: Path | None,
+    tmp: Path,
+    nics: tuple[str, ...] = (),
+    timeout: float | None = None,
+    settle: float = 20.0,
+    uefi: bool = False,
+) -> BootResult:
     """Boot (BIOS and SYSLINUX, or with ``uefi`` OVMF and systemd-boot); stop at the
     appliance's home screen (plus ``settle`` seconds), at the halt, or after ``timeout``."""
     timeout = timeout or float(os.environ.get("COLDSTATION_BOOT_TIMEOUT", "1200"))
@@ -95,8 +134,12 @@ def boot(disk: Path, state_image: Path | None, tmp: Path, nics: tuple[str, ...] 
     if uefi:
         uefi_vars = tmp / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, uefi_vars)
-    process = subprocess.Popen(qemu_command(disk, state, nics, uefi_vars), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        qemu_command(disk, state, nics, uefi_vars),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     chunks: list[bytes] = []
     log = (tmp / "serial.log").open("wb")  # as it arrives, to watch a boot: tail -f
 
@@ -150,5 +193,11 @@ def boot(disk: Path, state_image: Path | None, tmp: Path, nics: tuple[str, ...] 
     seconds = (end or time.monotonic()) - started
     if reached_at is not None:
         events["home screen"] = reached_at - started
-    return BootResult(output=text, raw=raw, seconds=seconds, reached=reached_at is not None,
-                      halted=HALTED in text, events=events)  # fmt: skip
+    return BootResult(
+        output=text,
+        raw=raw,
+        seconds=seconds,
+        reached=reached_at is not None,
+        halted=HALTED in text,
+        events=events,
+    )

@@ -31,12 +31,33 @@ pytestmark = pytest.mark.image
 REPO = Path(__file__).resolve().parents[2]
 VERIFY = REPO / "image-build" / "verify.sh"
 NETWORK_PACKAGES = {
-    "ifupdown", "isc-dhcp-client", "isc-dhcp-common", "dhcpcd", "dhcpcd-base", "udhcpc",
-    "network-manager", "connman", "netplan.io", "wpasupplicant", "iw", "wireless-tools",
-    "bluez", "openssh-client", "openssh-server", "iproute2", "net-tools", "iputils-ping",
-    "systemd-resolved", "systemd-timesyncd", "ppp", "modemmanager", "curl", "wget",
-    "ca-certificates", "apt",
-}  # fmt: skip
+    "ifupdown",
+    "isc-dhcp-client",
+    "isc-dhcp-common",
+    "dhcpcd",
+    "dhcpcd-base",
+    "udhcpc",
+    "network-manager",
+    "connman",
+    "netplan.io",
+    "wpasupplicant",
+    "iw",
+    "wireless-tools",
+    "bluez",
+    "openssh-client",
+    "openssh-server",
+    "iproute2",
+    "net-tools",
+    "iputils-ping",
+    "systemd-resolved",
+    "systemd-timesyncd",
+    "ppp",
+    "modemmanager",
+    "curl",
+    "wget",
+    "ca-certificates",
+    "apt",
+}
 OFFICER_PINS = ["1111", "2222", "3333"]
 ADMIN_PINS = ["ad11", "ad22"]
 
@@ -52,8 +73,16 @@ def manifest(image_dir) -> dict:
 def test_manifest_lists_no_networking_package(manifest):
     names = {p["name"] for p in manifest["packages"]}
     assert not names & NETWORK_PACKAGES
-    assert {"linux-image-amd64", "python3", "softhsm2", "opensc", "pcscd", "libzbar0",
-            "live-boot", "systemd"} <= names  # fmt: skip
+    assert {
+        "linux-image-amd64",
+        "python3",
+        "softhsm2",
+        "opensc",
+        "pcscd",
+        "libzbar0",
+        "live-boot",
+        "systemd",
+    } <= names
     assert all(p["version"] for p in manifest["packages"])
 
 
@@ -61,26 +90,60 @@ def test_manifest_lists_no_networking_module(manifest):
     paths = [f["path"] for f in manifest["files"]]
     modules = [p for p in paths if p.startswith("/usr/lib/modules/") and ".ko" in p]
     assert len(modules) > 1000  # the kernel is there, with its other drivers
-    for fragment in ("/kernel/net/", "/kernel/drivers/net/", "/kernel/drivers/bluetooth/",
-                     "/kernel/drivers/nfc/", "/kernel/drivers/usb/gadget/"):  # fmt: skip
+    for fragment in (
+        "/kernel/net/",
+        "/kernel/drivers/net/",
+        "/kernel/drivers/bluetooth/",
+        "/kernel/drivers/nfc/",
+        "/kernel/drivers/usb/gadget/",
+    ):
         assert not [p for p in modules if fragment in p], fragment
-    for name in ("e1000", "e1000e", "virtio_net", "r8169", "igb", "iwlwifi", "ath9k",
-                 "cfg80211", "mac80211", "bluetooth", "btusb", "usbnet", "cdc_ether", "r8152",
-                 "rndis_host", "vsock", "ipv6", "af_packet"):  # fmt: skip
+    for name in (
+        "e1000",
+        "e1000e",
+        "virtio_net",
+        "r8169",
+        "igb",
+        "iwlwifi",
+        "ath9k",
+        "cfg80211",
+        "mac80211",
+        "bluetooth",
+        "btusb",
+        "usbnet",
+        "cdc_ether",
+        "r8152",
+        "rndis_host",
+        "vsock",
+        "ipv6",
+        "af_packet",
+    ):
         base = {m.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_") for m in modules}
         assert name not in base, name
     assert {"e1000", "virtio_net", "cfg80211", "bluetooth", "usbnet"} <= set(
-        manifest["removed_modules"])
-    blacklist = [f for f in manifest["files"]
-                 if f["path"] == "/etc/modprobe.d/coldstation-airgap.conf"]  # fmt: skip
+        manifest["removed_modules"]
+    )
+    blacklist = [
+        f for f in manifest["files"] if f["path"] == "/etc/modprobe.d/coldstation-airgap.conf"
+    ]
     assert blacklist and blacklist[0]["size"] > 10_000
 
 
 def test_manifest_has_no_network_configuration_or_package_manager(manifest):
     paths = {f["path"] for f in manifest["files"]}
-    for absent in ("/etc/apt", "/var/lib/apt", "/var/cache/apt", "/usr/bin/apt-get",
-                   "/etc/ssh", "/etc/network", "/etc/resolv.conf", "/sbin/dhclient",
-                   "/var/lib/dhcp", "/etc/NetworkManager", "/etc/wpa_supplicant"):  # fmt: skip
+    for absent in (
+        "/etc/apt",
+        "/var/lib/apt",
+        "/var/cache/apt",
+        "/usr/bin/apt-get",
+        "/etc/ssh",
+        "/etc/network",
+        "/etc/resolv.conf",
+        "/sbin/dhclient",
+        "/var/lib/dhcp",
+        "/etc/NetworkManager",
+        "/etc/wpa_supplicant",
+    ):
         assert absent not in paths, absent
     machine_id = [f for f in manifest["files"] if f["path"] == "/etc/machine-id"]
     assert machine_id[0]["size"] == 0
@@ -93,8 +156,9 @@ def test_manifest_pins_wheels_and_artifacts(image_dir, manifest):
     assert not {"pytest", "hypothesis", "ruff", "py-bitcoinkernel"} & set(wheels)
     for name, artifact in manifest["artifacts"].items():
         path = image_dir / artifact["file"]
-        digest = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True,
-                                check=True).stdout.split()[0]  # fmt: skip
+        digest = subprocess.run(
+            ["sha256sum", str(path)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
         assert digest == artifact["sha256"], name
     assert manifest["rootfs"]["squashfs_sha256"] == manifest["artifacts"]["squashfs"]["sha256"]
 
@@ -133,13 +197,30 @@ class Chroot:
         for point in reversed(self.mounts):
             subprocess.run(["umount", "-l", str(point)], check=False)
 
-    def run(self, *command: str, user: str | None = None, stdin: str | None = None,
-            extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:  # fmt: skip
-        env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp",
-               *extra]  # fmt: skip
+    def run(
+        self,
+        *command: str,
+        user: str | None = None,
+        stdin: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess:
+        env = [
+            "env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "LANG=C.UTF-8",
+            "HOME=/tmp",
+            *extra,
+        ]
         prefix = ["chroot"] + ([f"--userspec={user}"] if user else []) + [str(self.root)]
-        return subprocess.run([*prefix, *env, *command], input=stdin, capture_output=True,
-                              text=True, timeout=600, check=False)  # fmt: skip
+        return subprocess.run(
+            [*prefix, *env, *command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +241,12 @@ def test_appliance_help_in_the_root_filesystem(chroot):
     done = chroot.run("coldstation-appliance", "--help", user="coldstation")
     assert done.returncode == 0, done.stderr
     assert "--state" in done.stdout and "init" in done.stdout
-    done = chroot.run("/opt/coldstation/bin/python", "-c",
-                      "import cv2, pyzbar.pyzbar, zxingcpp, coincurve, pkcs11, textual; "
-                      "import appliance.tui.app; print('imports ok')")  # fmt: skip
+    done = chroot.run(
+        "/opt/coldstation/bin/python",
+        "-c",
+        "import cv2, pyzbar.pyzbar, zxingcpp, coincurve, pkcs11, textual; "
+        "import appliance.tui.app; print('imports ok')",
+    )
     assert done.returncode == 0 and "imports ok" in done.stdout, done.stderr
 
 
@@ -171,14 +255,25 @@ def test_init_ceremony_on_softhsm_in_the_root_filesystem(chroot):
     (state_root / "state").mkdir(exist_ok=True)
     os.chown(state_root / "state", 1000, 1000)
     pins = "".join(f"{p}\n" for p in OFFICER_PINS + ADMIN_PINS)
-    done = chroot.run("sh", "-c", "exec coldstation-appliance --state /var/lib/coldstation/state "
-                      "--pin-fd 3 init --demo --network regtest 3<&0", user="coldstation",
-                      stdin=pins)  # fmt: skip
+    done = chroot.run(
+        "sh",
+        "-c",
+        "exec coldstation-appliance --state /var/lib/coldstation/state "
+        "--pin-fd 3 init --demo --network regtest 3<&0",
+        user="coldstation",
+        stdin=pins,
+    )
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     assert set(info["officers"]) == {"officer-1", "officer-2", "officer-3"}
-    done = chroot.run("coldstation-appliance", "--state", "/var/lib/coldstation/state",
-                      "journal", "verify", user="coldstation")  # fmt: skip
+    done = chroot.run(
+        "coldstation-appliance",
+        "--state",
+        "/var/lib/coldstation/state",
+        "journal",
+        "verify",
+        user="coldstation",
+    )
     assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
 
 
@@ -186,7 +281,8 @@ def fake_station(base: Path, nic: bool) -> tuple[Path, Path]:
     sys_root, proc = base / "sys", base / "proc"
     (sys_root / "class/net/lo").mkdir(parents=True)
     for slot, klass in (("0000:00:00.0", "0x060000"), ("0000:00:01.1", "0x010180")) + (
-            (("0000:00:03.0", "0x020000"),) if nic else ()):  # fmt: skip
+        (("0000:00:03.0", "0x020000"),) if nic else ()
+    ):
         node = sys_root / "bus/pci/devices" / slot
         node.mkdir(parents=True)
         (node / "class").write_text(klass + "\n")
@@ -197,7 +293,8 @@ def fake_station(base: Path, nic: bool) -> tuple[Path, Path]:
     (proc / "sys/kernel/osrelease").write_text("6.1.0-test\n")
     (proc / "modules").write_text("")
     (proc / "self/mountinfo").write_text(
-        "40 1 254:16 / /var/lib/coldstation rw,nosuid,nodev,noexec shared:9 - ext4 /dev/vdb rw\n")
+        "40 1 254:16 / /var/lib/coldstation rw,nosuid,nodev,noexec shared:9 - ext4 /dev/vdb rw\n"
+    )
     return sys_root, proc
 
 
@@ -205,8 +302,13 @@ def test_selfcheck_in_the_root_filesystem(chroot):
     for nic in (False, True):
         base = chroot.root / "tmp" / f"station-{'nic' if nic else 'clean'}"
         fake_station(base, nic)
-        done = chroot.run("/usr/lib/coldstation/selfcheck", "--sys", f"/tmp/{base.name}/sys",
-                          "--proc", f"/tmp/{base.name}/proc")  # fmt: skip
+        done = chroot.run(
+            "/usr/lib/coldstation/selfcheck",
+            "--sys",
+            f"/tmp/{base.name}/sys",
+            "--proc",
+            f"/tmp/{base.name}/proc",
+        )
         if not nic:
             assert done.returncode == 0, done.stdout + done.stderr
             assert done.stdout.splitlines()[-1] == "coldstation self-check: OK"
@@ -222,9 +324,13 @@ def test_selfcheck_in_the_root_filesystem(chroot):
 
 
 def test_verify_accepts_the_image_and_rejects_a_modified_one(image_dir, tmp_path):
-    done = subprocess.run(["bash", str(VERIFY), str(image_dir / "coldstation.img"),
-                           str(image_dir / "manifest.json")], capture_output=True, text=True,
-                          timeout=1800, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(VERIFY), str(image_dir / "coldstation.img"), str(image_dir / "manifest.json")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "MATCHES" in done.stdout
     tampered = tmp_path / "tampered.squashfs"
@@ -234,8 +340,13 @@ def test_verify_accepts_the_image_and_rejects_a_modified_one(image_dir, tmp_path
         byte = handle.read(1)
         handle.seek(-1, 1)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    done = subprocess.run(["bash", str(VERIFY), str(tampered), str(image_dir / "manifest.json")],
-                          capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(
+        ["bash", str(VERIFY), str(tampered), str(image_dir / "manifest.json")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode != 0
     assert "DOES NOT MATCH" in done.stdout
 
@@ -258,20 +369,27 @@ def initialised_state(rootfs, tmp_path_factory) -> Path:
         box.bind(Path("/proc"), "/proc")
         box.bind(medium, "/var/lib/coldstation")
         pins = "".join(f"{p}\n" for p in OFFICER_PINS + ADMIN_PINS)
-        done = box.run("sh", "-c", "exec coldstation-appliance --state "
-                       "/var/lib/coldstation/state --pin-fd 3 init --demo --network regtest 3<&0",
-                       user="coldstation", stdin=pins)  # fmt: skip
+        done = box.run(
+            "sh",
+            "-c",
+            "exec coldstation-appliance --state "
+            "/var/lib/coldstation/state --pin-fd 3 init --demo --network regtest 3<&0",
+            user="coldstation",
+            stdin=pins,
+        )
         assert done.returncode == 0, done.stderr
     finally:
         box.close()
     image = base / "state.img"
-    subprocess.run(["mkfs.ext4", "-q", "-L", "COLDSTATE", "-d", str(medium), str(image), "256M"],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-L", "COLDSTATE", "-d", str(medium), str(image), "256M"], check=True
+    )
     return image
 
 
-def test_boot_reaches_the_appliance_without_a_nic(image_dir, initialised_state, tmp_path,
-                                                  image_timings):
+def test_boot_reaches_the_appliance_without_a_nic(
+    image_dir, initialised_state, tmp_path, image_timings
+):
     result = boot(image_dir / "coldstation.img", initialised_state, tmp_path, nics=())
     image_timings["boot without NIC, to the appliance's home screen"] = result.seconds
     (image_dir / "boot-no-nic.log").write_text(result.output + f"\n\nevents: {result.events}\n")
@@ -283,8 +401,9 @@ def test_boot_reaches_the_appliance_without_a_nic(image_dir, initialised_state, 
 
 
 def test_boot_halts_with_a_nic_attached(image_dir, initialised_state, tmp_path, image_timings):
-    result = boot(image_dir / "coldstation.img", initialised_state, tmp_path,
-                  nics=("e1000", "usb-net"))  # fmt: skip
+    result = boot(
+        image_dir / "coldstation.img", initialised_state, tmp_path, nics=("e1000", "usb-net")
+    )
     image_timings["boot with e1000 + USB NIC, to the halt"] = result.seconds
     (image_dir / "boot-with-nic.log").write_text(result.output + f"\n\nevents: {result.events}\n")
     assert "coldstation self-check: FAILED" in result.output, result.tail()
@@ -296,14 +415,14 @@ def test_boot_halts_with_a_nic_attached(image_dir, initialised_state, tmp_path, 
     assert "coldstation: starting the appliance" not in result.output
 
 
-def test_uefi_boot_without_the_state_medium_refuses_and_halts(image_dir, tmp_path,
-                                                              image_timings):  # fmt: skip
+def test_uefi_boot_without_the_state_medium_refuses_and_halts(image_dir, tmp_path, image_timings):
     """Through the other boot path (OVMF, systemd-boot), with no COLDSTATE disk."""
     result = boot(image_dir / "coldstation.img", None, tmp_path, uefi=True)
     image_timings["UEFI boot without the state medium, to the halt"] = result.seconds
     (image_dir / "boot-no-state.log").write_text(result.output + f"\n\nevents: {result.events}\n")
-    assert "no state medium: nothing is mounted at /var/lib/coldstation" in result.output, \
+    assert "no state medium: nothing is mounted at /var/lib/coldstation" in result.output, (
         result.tail()
+    )
     assert "coldstation self-check: FAILED" in result.output
     assert "System halted" in result.output
     assert "coldstation: starting the appliance" not in result.output

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
-SELFCHECK = (Path(__file__).resolve().parents[2] / "image-build" / "rootfs" / "usr" / "lib"
-             / "coldstation" / "selfcheck")  # fmt: skip
+SELFCHECK = (
+    Path(__file__).resolve().parents[2]
+    / "image-build"
+    / "rootfs"
+    / "usr"
+    / "lib"
+    / "coldstation"
+    / "selfcheck"
+)
 CONFIG = Path(__file__).resolve().parents[2] / "image-build" / "config" / "selfcheck.conf"
 
 
@@ -69,8 +76,15 @@ class FakeMachine:
             (node / "driver").symlink_to(target)
         (self.sys / "bus" / "pci" / "devices" / slot).symlink_to(node)
 
-    def usb(self, name: str, vendor: str, product: str, classes: list[str],
-            label: str = "Gadget", serial: str = "") -> None:
+    def usb(
+        self,
+        name: str,
+        vendor: str,
+        product: str,
+        classes: list[str],
+        label: str = "Gadget",
+        serial: str = "",
+    ) -> None:
         device = self.devices / "0000:00:04.0" / "usb1" / name
         device.mkdir(parents=True)
         for key, value in (("idVendor", vendor), ("idProduct", product), ("product", label)):
@@ -86,9 +100,27 @@ class FakeMachine:
 
     def run(self, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(SELFCHECK), "--config", str(CONFIG), "--sys", str(self.sys),
-             "--proc", str(self.proc), "--modules", str(self.modules), "--no-tokens", "--state-dir",
-             str(self.state), *extra], capture_output=True, text=True, timeout=60, check=False)
+            [
+                sys.executable,
+                str(SELFCHECK),
+                "--config",
+                str(CONFIG),
+                "--sys",
+                str(self.sys),
+                "--proc",
+                str(self.proc),
+                "--modules",
+                str(self.modules),
+                "--no-tokens",
+                "--state-dir",
+                str(self.state),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -112,18 +144,23 @@ def test_a_pci_nic_without_a_driver_is_an_unexpected_device_class(machine):
     machine.pci("0000:00:03.0", "0x020000", "0x8086", "0x100e")  # e1000, no driver bound
     done = machine.run()
     assert done.returncode == 1
-    assert ("unexpected device class: PCI 0000:00:03.0 class 0x020000 (network controller), "
-            "vendor 8086 device 100e, driver -") in done.stdout
+    assert (
+        "unexpected device class: PCI 0000:00:03.0 class 0x020000 (network controller), "
+        "vendor 8086 device 100e, driver -"
+    ) in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("=====")
     assert "coldstation self-check: FAILED" in done.stdout
 
 
-@pytest.mark.parametrize(("klass", "what"), [
-    ("0x028000", "network controller"),  # Wi-Fi cards are network controllers (0280)
-    ("0x0d1100", "wireless controller"),  # Bluetooth
-    ("0x070300", "modem"),
-    ("0x0c0010", "FireWire controller"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("klass", "what"),
+    [
+        ("0x028000", "network controller"),  # Wi-Fi cards are network controllers (0280)
+        ("0x0d1100", "wireless controller"),  # Bluetooth
+        ("0x070300", "modem"),
+        ("0x0c0010", "FireWire controller"),
+    ],
+)
 def test_every_network_capable_pci_class_halts(machine, klass, what):
     machine.pci("0000:00:05.0", klass, "0x14e4", "0x43a0")
     done = machine.run()
@@ -131,25 +168,31 @@ def test_every_network_capable_pci_class_halts(machine, klass, what):
     assert f"class {klass} ({what})" in done.stdout
 
 
-@pytest.mark.parametrize(("classes", "klass"), [
-    (["02", "0a"], "02"),  # CDC Ethernet (qemu usb-net, phones' tethering)
-    (["e0", "e0"], "e0"),  # Bluetooth dongle
-    (["ff"], "ff"),  # vendor-specific: Realtek/ASIX USB Ethernet, most Wi-Fi sticks
-    (["ef"], "ef"),  # RNDIS
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("classes", "klass"),
+    [
+        (["02", "0a"], "02"),  # CDC Ethernet (qemu usb-net, phones' tethering)
+        (["e0", "e0"], "e0"),  # Bluetooth dongle
+        (["ff"], "ff"),  # vendor-specific: Realtek/ASIX USB Ethernet, most Wi-Fi sticks
+        (["ef"], "ef"),  # RNDIS
+    ],
+)
 def test_usb_network_adapters_halt(machine, classes, klass):
     machine.usb("2-1", "0bda", "8153", classes, label="USB 10/100/1000 LAN")
     done = machine.run()
     assert done.returncode == 1
-    assert f"unexpected device class: USB 2-1:1.0 (0bda:8153 USB 10/100/1000 LAN) " \
-           f"interface class 0x{klass}" in done.stdout
+    assert (
+        f"unexpected device class: USB 2-1:1.0 (0bda:8153 USB 10/100/1000 LAN) "
+        f"interface class 0x{klass}" in done.stdout
+    )
 
 
 def test_an_allowlisted_usb_device_passes(machine, tmp_path):
     machine.usb("2-1", "1050", "0407", ["03", "0b", "ff"], label="Security key")
     config = tmp_path / "selfcheck.conf"
-    config.write_text(CONFIG.read_text().replace("usb_allow_devices =",
-                                                 "usb_allow_devices = 1050:0407"))
+    config.write_text(
+        CONFIG.read_text().replace("usb_allow_devices =", "usb_allow_devices = 1050:0407")
+    )
     done = machine.run("--config", str(config))
     assert done.returncode == 0, done.stdout
 
@@ -170,8 +213,14 @@ def test_a_removed_module_loaded_or_back_on_disk_halts(machine, monkeypatch, tmp
     (machine.proc / "modules").write_text("cfg80211 1 0 - Live 0x0\n")
     (machine.modules / "6.1.0-test-amd64" / "kernel" / "drivers" / "net").mkdir(parents=True)
     args = selfcheck.argparse.Namespace(
-        config=str(CONFIG), state_dir=str(machine.state), sys=str(machine.sys),
-        proc=str(machine.proc), modules=str(machine.modules), no_state=False, boot=False)
+        config=str(CONFIG),
+        state_dir=str(machine.state),
+        sys=str(machine.sys),
+        proc=str(machine.proc),
+        modules=str(machine.modules),
+        no_state=False,
+        boot=False,
+    )
     report = selfcheck.run(args)
     assert "kernel module cfg80211 is loaded, but the image removed it" in report.problems
     assert any("drivers/net exists" in problem for problem in report.problems)
@@ -208,7 +257,8 @@ def test_a_read_only_state_medium_refuses(machine, tmp_path):
 def test_pinned_devices_must_be_present(machine):
     machine.usb("1-1", "04e6", "5116", ["0b"], label="Smart card reader", serial="21120845")
     (machine.state / "expected-devices.txt").write_text(
-        "# the ceremony's reader and HSM\n04e6:5116 21120845\n20a0:4230\n")
+        "# the ceremony's reader and HSM\n04e6:5116 21120845\n20a0:4230\n"
+    )
     done = machine.run()
     assert done.returncode == 1
     assert "pinned device present: 04e6:5116 21120845" in done.stdout
@@ -225,8 +275,14 @@ def test_boot_mode_prepares_the_state_directory(machine, tmp_path):
     config = tmp_path / "selfcheck.conf"
     config.write_text(CONFIG.read_text().replace("state_user = coldstation", "state_user = root"))
     args = selfcheck.argparse.Namespace(
-        config=str(config), state_dir=str(machine.state), sys=str(machine.sys),
-        proc=str(machine.proc), modules=str(machine.modules), no_state=False, boot=True)
+        config=str(config),
+        state_dir=str(machine.state),
+        sys=str(machine.sys),
+        proc=str(machine.proc),
+        modules=str(machine.modules),
+        no_state=False,
+        boot=True,
+    )
     report = selfcheck.run(args)
     assert not report.problems
     assert (machine.state / "state").is_dir()
@@ -251,19 +307,31 @@ Slot 1 (0x1): SoftHSM slot ID 0x1
 
 def test_tokens_are_listed_with_firmware_and_serial():
     tokens = selfcheck.parse_token_slots("/usr/lib/softhsm/libsofthsm2.so", SLOTS)
-    assert tokens == [selfcheck.Token("/usr/lib/softhsm/libsofthsm2.so", "coldstation-signing",
-                                      "SoftHSM project", "SoftHSM v2", "2.6",
-                                      "a771ecd58c9ac7b0")]  # fmt: skip
+    assert tokens == [
+        selfcheck.Token(
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "coldstation-signing",
+            "SoftHSM project",
+            "SoftHSM v2",
+            "2.6",
+            "a771ecd58c9ac7b0",
+        )
+    ]
     assert "firmware 2.6, serial a771ecd58c9ac7b0" in tokens[0].describe()
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ("token a771ecd58c9ac7b0", None),
-    ("token a771ecd58c9ac7b0 firmware 2.6", None),
-    ("token a771ecd58c9ac7b0 firmware 2.7", "has firmware 2.6, expected 2.7"),
-    ("token 0000000000000000", "pinned token 0000000000000000 (expected-devices.txt) is not "
-                               "present"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("token a771ecd58c9ac7b0", None),
+        ("token a771ecd58c9ac7b0 firmware 2.6", None),
+        ("token a771ecd58c9ac7b0 firmware 2.7", "has firmware 2.6, expected 2.7"),
+        (
+            "token 0000000000000000",
+            "pinned token 0000000000000000 (expected-devices.txt) is not present",
+        ),
+    ],
+)
 def test_pinned_tokens_must_match_serial_and_firmware(machine, line, problem):
     (machine.state / "expected-devices.txt").write_text(line + "\n")
     settings = selfcheck.Settings(state_dir=str(machine.state))

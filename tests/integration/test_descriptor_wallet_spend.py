@@ -68,7 +68,8 @@ def test_cosigners_sign_by_key_origin_and_core_accepts_the_spend():
     partials = []
     for master in masters[1:]:  # the first cosigner is away: 2 of 3 is enough
         secrets = [
-            s for o in psbt.inputs[0].bip32_derivations.values()
+            s
+            for o in psbt.inputs[0].bip32_derivations.values()
             if (s := _secret_for(master, o)) is not None
         ]
         assert len(secrets) == 1

@@ -135,8 +135,9 @@ def test_foreign_partial_signature_is_tolerated_not_used(wallet):
     psbt, spent = _spend(wallet, ["multi"])
     signed, _ = sign_psbt(psbt, wallet.cosigners[:2])
     stranger = _pub(_secret("stranger"))
-    signed.inputs[0].set(0x02, signed.inputs[0].partial_sigs[_pub(wallet.cosigners[0])],
-                         keydata=stranger)
+    signed.inputs[0].set(
+        0x02, signed.inputs[0].partial_sigs[_pub(wallet.cosigners[0])], keydata=stranger
+    )
     combined = combine([psbt, signed])
     assert stranger in combined.inputs[0].partial_sigs
     tx = extract(finalize(combined).psbt)

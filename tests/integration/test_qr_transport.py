@@ -10,11 +10,11 @@ import random
 import pytest
 
 from online_coordinator.cli import main
+from shared.adapters.channel import Channel, parse_channel_spec
+from shared.adapters.receiver import QrReceiver
 from shared.psbt import Psbt
-from shared.qr.channel import Channel, parse_channel_spec
 from shared.qr.frames import FrameRenderer
 from shared.qr.presets import FAST, ROBUST
-from shared.qr.receiver import QrReceiver
 from shared.ur import bbqr
 from shared.ur.registry import encode_bytes
 from shared.ur.ur import UR, UREncoder
@@ -30,8 +30,26 @@ def test_payload_survives_simulator_and_video_file(tmp_path, size, preset, capsy
     payload = random.Random(size).randbytes(size)
     source, video, out = tmp_path / "in.bin", tmp_path / "v.avi", tmp_path / "out.bin"
     source.write_bytes(payload)
-    assert main(["qr", "video", str(source), "--type", "bytes", "--preset", preset,
-                 "--fountain", "coldstation", "--channel", CHANNEL, "--out", str(video)]) == 0
+    assert (
+        main(
+            [
+                "qr",
+                "video",
+                str(source),
+                "--type",
+                "bytes",
+                "--preset",
+                preset,
+                "--fountain",
+                "coldstation",
+                "--channel",
+                CHANNEL,
+                "--out",
+                str(video),
+            ]
+        )
+        == 0
+    )
     assert main(["qr", "scan", "--video", str(video), "-o", str(out)]) == 0
     assert out.read_bytes() == payload
     assert "received ur:bytes" in capsys.readouterr().err
@@ -49,8 +67,12 @@ def test_psbt_round_trip_through_video_is_validated(tmp_path):
 def test_scan_of_a_video_without_enough_parts_fails_cleanly(tmp_path, capsys):
     source, video = tmp_path / "in.bin", tmp_path / "v.avi"
     source.write_bytes(random.Random(1).randbytes(20_000))
-    assert main(["qr", "video", str(source), "--type", "bytes", "--cycles", "0.5",
-                 "--out", str(video)]) == 0
+    assert (
+        main(
+            ["qr", "video", str(source), "--type", "bytes", "--cycles", "0.5", "--out", str(video)]
+        )
+        == 0
+    )
     assert main(["qr", "scan", "--video", str(video), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "incomplete after" in err and "parts known" in err
@@ -123,8 +145,9 @@ def test_receiver_takes_a_coldcard_bbqr_psbt_stream():
 
 def test_robust_preset_decodes_through_a_weak_camera():
     payload = random.Random(9).randbytes(1_500)
-    encoder = UREncoder(UR("bytes", encode_bytes(payload)), ROBUST.max_fragment_len,
-                        degree_floor=True)
+    encoder = UREncoder(
+        UR("bytes", encode_bytes(payload)), ROBUST.max_fragment_len, degree_floor=True
+    )
     renderer = ROBUST.renderer()
     weak = Channel(parse_channel_spec("loss=0.1,blur=2.5,noise=7,tilt=12,scale=0.6,glare=0.3"))
     receiver = QrReceiver(fps=ROBUST.fps)

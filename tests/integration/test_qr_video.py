@@ -6,16 +6,17 @@ This is the path a scanner takes, with OpenCV's real ``VideoCapture`` in place o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shared.qr.camera import CameraError, FrameSource
-from shared.qr.channel import Channel
-from shared.qr.decoders import default_decoder
+from shared.adapters.camera import CameraError, FrameSource
+from shared.adapters.channel import Channel
+from shared.adapters.decoders import default_decoder
+from shared.adapters.video import VideoWriteError, write_video
 from shared.qr.frames import FrameRenderer
-from shared.qr.video import VideoWriteError, write_video
 
 CHANNEL = "loss=0.1,blur=1.0,noise=4,tilt=8,scale=0.7,glare=0.2,blend=0.1,brightness=-20,seed=3"
 FPS = 10.0
@@ -67,8 +68,9 @@ def test_gray_frames_and_gray_reading(tmp_path: Path) -> None:
         frames = list(source)
         assert source.fps == 7
     assert [f.shape for f in frames] == [(240, 320)] * 5
-    assert max(int(np.abs(f.astype(int) - i).max()) for f, i in zip(frames, images,
-                                                                     strict=True)) < 40
+    assert (
+        max(int(np.abs(f.astype(int) - i).max()) for f, i in zip(frames, images, strict=True)) < 40
+    )
     decoder = default_decoder()
     assert [decoder.decode(f) for f in frames] == [[f"UR:BYTES/{i}"] for i in range(5)]
 
@@ -139,7 +141,7 @@ class FakeCapture:
 
 
 def test_default_fps_and_unknown_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.qr.camera as camera
+    import shared.adapters.camera as camera
 
     monkeypatch.setattr(camera.cv2, "VideoCapture", FakeCapture)
     path = tmp_path / "any.avi"
@@ -150,3 +152,53 @@ def test_default_fps_and_unknown_length(tmp_path: Path, monkeypatch: pytest.Monk
         assert len(list(source)) == 1
         capture = source._capture
     assert capture.released
+
+
+class StoppingCamera(FakeCapture):
+    """A camera that delivers one frame, then nothing (unplugged mid-scan)."""
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+
+def test_a_camera_that_stops_is_the_scanners_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one scan loop raises the caller's error type: the coordinator used to let the
+    camera's OSError through, which its exit codes report as a disk failure (status 5)."""
+    import shared.adapters.camera as camera
+    from online_coordinator.exit_codes import CommandError, ExitCode
+    from online_coordinator.transport import receive
+    from shared.adapters.scan import scan_source
+
+    monkeypatch.setattr(camera.cv2, "VideoCapture", StoppingCamera)
+    monkeypatch.setattr(camera, "DEVICE_RETRY_DELAY", 0.0)
+    with pytest.raises(LookupError, match="camera 0 stopped delivering frames"):
+        scan_source(0, error=LookupError)
+    with pytest.raises(CommandError, match="camera 0 stopped") as raised:
+        receive("camera:0")
+    assert raised.value.code is ExitCode.USAGE
+
+
+def test_the_scan_loop_stops_on_timeout_and_cancel() -> None:
+    from shared.adapters.receiver import QrReceiver
+    from shared.adapters.scan import scan_frames
+
+    def blank() -> Iterator[np.ndarray]:
+        while True:  # a camera pointed at nothing, for ever
+            yield np.full((64, 64), 255, np.uint8)
+
+    receiver = QrReceiver()
+    scan_frames(receiver, blank(), live=True, timeout_s=0.0)
+    assert receiver.frames_seen == 1 and not receiver.is_complete
+    calls = iter([False, False, True])
+    receiver = QrReceiver()
+    seen: list[str] = []
+    scan_frames(
+        receiver,
+        blank(),
+        live=False,
+        cancelled=lambda: next(calls),
+        on_progress=lambda progress, _: seen.append(str(progress)),
+        progress_every_s=0.0,
+    )
+    assert receiver.frames_seen == 2
+    assert seen == ["1 frames, waiting for a code", "2 frames, waiting for a code"]

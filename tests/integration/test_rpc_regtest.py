@@ -91,7 +91,10 @@ def test_every_typed_method(served, rpc):
     coinbases = [Block.parse(rpc.raw_block(h)).transactions[0].txid_hex for h in mined]
     found = {(o.txid, o.value): o for o in rpc.scan_scripts([ANYONE])}
     assert {(o.txid, o.coinbase) for o in found.values()} == {
-        (coinbases[0], True), (coinbases[1], True), (funded, False), (batch_txid, False)
+        (coinbases[0], True),
+        (coinbases[1], True),
+        (funded, False),
+        (batch_txid, False),
     }
     paid = found[(funded, 150_000_000)]
     assert paid.script_pubkey == ANYONE and paid.height == start + 3
@@ -185,7 +188,8 @@ def test_batch_mixes_results_and_errors(rpc):
     hashes = rpc.block_hashes(list(range(5)))
     assert len(set(hashes)) == 5
     assert rpc.batch([("getblockcount", []), ("getblockhash", [0])]) == [
-        rpc.block_count(), hashes[0]
+        rpc.block_count(),
+        hashes[0],
     ]
     with pytest.raises(RpcError, match="out of range"):
         rpc.batch([("getblockcount", []), ("getblockhash", [99_999])])
@@ -194,9 +198,7 @@ def test_batch_mixes_results_and_errors(rpc):
 def _post(server: RegtestServer, body: bytes, auth: str | None = None, method: str = "POST"):
     parts = urlsplit(server.url)
     if auth is None:
-        auth = "Basic " + base64.b64encode(
-            server.cookie_path.read_bytes()
-        ).decode()
+        auth = "Basic " + base64.b64encode(server.cookie_path.read_bytes()).decode()
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
         conn.request(method, "/", body, {"Authorization": auth})
@@ -218,8 +220,15 @@ def test_bad_auth(served):
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"", b"\xff\xfe\x00", b'{"method": NaN}', b"[" * 5000, b'"just a string"',
-     b'{"id": 1, "method": "getblockcount", "method": "stop"}'],
+    [
+        b"{",
+        b"",
+        b"\xff\xfe\x00",
+        b'{"method": NaN}',
+        b"[" * 5000,
+        b'"just a string"',
+        b'{"id": 1, "method": "getblockcount", "method": "stop"}',
+    ],
 )
 def test_malformed_json_gets_parse_error(served, rpc, body):
     _, server = served
@@ -276,7 +285,9 @@ def test_cli_start_mine_fund_reorg_stop(tmp_path: Path):
     datadir = str(tmp_path / "regtest")
     usage = subprocess.run(
         [sys.executable, "-m", "online_coordinator.cli", "--help"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     assert "regtest" in usage, "register commands.regtest.register in online_coordinator/cli.py"
     started = _cli("start", "--datadir", datadir, "--port", "0")
@@ -353,7 +364,8 @@ def test_resending_answers_as_core_does(served, rpc):
     with pytest.raises(RpcError) as caught:
         rpc.send_raw_transaction(raw)
     assert (caught.value.code, caught.value.message) == (
-        -27, "Transaction outputs already in utxo set"
+        -27,
+        "Transaction outputs already in utxo set",
     )
     assert rpc.test_mempool_accept(raw).reason == "txn-already-known"
     node, _ = served
@@ -401,8 +413,11 @@ def test_walletprocesspsbt_signs_and_finalizes_like_core(served, rpc):
 
     [coin, *_] = rpc.scan_scripts([FAUCET_SCRIPT])
     prev = Transaction.parse(rpc.raw_transaction(coin.txid, rpc.block_hash(coin.height)))
-    tx = Transaction(2, [TxIn(OutPoint.from_hex(coin.txid, coin.vout), b"", SEQUENCE_RBF)],
-                     [TxOut(coin.value - 2_000, OTHER)])  # fmt: skip
+    tx = Transaction(
+        2,
+        [TxIn(OutPoint.from_hex(coin.txid, coin.vout), b"", SEQUENCE_RBF)],
+        [TxOut(coin.value - 2_000, OTHER)],
+    )
     psbt = Psbt.from_unsigned_tx(tx)
     psbt.inputs[0].set(0x00, prev.serialize())
     unsigned = base64.b64encode(psbt.serialize()).decode()
@@ -414,6 +429,12 @@ def test_walletprocesspsbt_signs_and_finalizes_like_core(served, rpc):
     assert final["complete"] is True and finalized.is_finalized and not finalized.partial_sigs
     assert rpc.send_raw_transaction(bytes.fromhex(final["hex"])) == tx.txid_hex
     assert rpc.call("importdescriptors", [{"desc": "wpkh(02" + "11" * 32 + ")"}]) == [
-        {"success": False, "error": {"code": -8, "message": "Cannot import descriptor without "
-                                     "private keys to a wallet with private keys enabled"}}
-    ]  # fmt: skip
+        {
+            "success": False,
+            "error": {
+                "code": -8,
+                "message": "Cannot import descriptor without "
+                "private keys to a wallet with private keys enabled",
+            },
+        }
+    ]

@@ -43,8 +43,13 @@ async def navigation(pilot: Any, out: Path, suffix: str) -> None:
     await save(pilot, out, f"home{suffix}")
     if suffix:
         return
-    for key, name in (("k", "keys"), ("o", "officers"), ("p", "policy"), ("j", "journal"),
-                      ("s", "scan")):  # fmt: skip
+    for key, name in (
+        ("k", "keys"),
+        ("o", "officers"),
+        ("p", "policy"),
+        ("j", "journal"),
+        ("s", "scan"),
+    ):
         await pilot.press(key)
         await save(pilot, out, name)
     await pilot.press("escape")
@@ -96,8 +101,7 @@ async def refused(pilot: Any, out: Path, suffix: str) -> None:
     await save(pilot, out, f"review-refused{suffix}")
 
 
-def shoot(app: ColdstationApp, size: tuple[int, int], shot: Shot, out: Path,
-          suffix: str) -> None:  # fmt: skip
+def shoot(app: ColdstationApp, size: tuple[int, int], shot: Shot, out: Path, suffix: str) -> None:
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
             await pilot.pause()

@@ -1,6 +1,6 @@
 """The coordinator's request QR (``online_coordinator.tui``) driven by Textual's Pilot.
 
-It is the appliance's own animated-QR screen (``shared.qr.show``), so these tests check what
+It is the appliance's own animated-QR screen (``shared.ui.show_qr``), so these tests check what
 the coordinator adds: the frames carry exactly the unsigned PSBT, the request hash words
 stand in full beside the QR at 80x24 as at 160x50, and Enter or Escape ends with 0.
 
@@ -25,8 +25,8 @@ from online_coordinator import tui
 from online_coordinator.tui import RequestQrApp, show_request
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.psbt.model import Psbt
-from shared.qr.show import ShowQrScreen
 from shared.request import RequestError, hash_words
+from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import RegistryError, decode_psbt, encode_psbt
 from shared.ur.ur import UR, URDecoder
 
@@ -39,11 +39,17 @@ _SVG_TEXT = re.compile(r'<text[^>]*clip-path="url\(#[^)]*-line-(\d+)\)"[^>]*>(.*
 def request_psbt(inputs: int = 8) -> bytes:
     """An unsigned request spending ``inputs`` coins, each with its full previous transaction
     (about 1 kB), so the QR takes several frames even at 160x50."""
-    funding = [Transaction(inputs=[TxIn(OutPoint(bytes([n]) * 32, n), b"\x51")],
-                           outputs=[TxOut(100_000 + n, PAYEE), TxOut(5_000, PAYEE)])
-               for n in range(inputs)]  # fmt: skip
-    spend = Transaction(inputs=[TxIn(OutPoint(f.txid, 0), sequence=SEQUENCE_RBF) for f in funding],
-                        outputs=[TxOut(700_000, PAYEE)])  # fmt: skip
+    funding = [
+        Transaction(
+            inputs=[TxIn(OutPoint(bytes([n]) * 32, n), b"\x51")],
+            outputs=[TxOut(100_000 + n, PAYEE), TxOut(5_000, PAYEE)],
+        )
+        for n in range(inputs)
+    ]
+    spend = Transaction(
+        inputs=[TxIn(OutPoint(f.txid, 0), sequence=SEQUENCE_RBF) for f in funding],
+        outputs=[TxOut(700_000, PAYEE)],
+    )
     psbt = Psbt.from_unsigned_tx(spend)
     for record, prev in zip(psbt.inputs, funding, strict=True):
         record.set(0x00, prev.serialize())
@@ -62,8 +68,7 @@ def screen_text(app: App[Any]) -> str:
     return "\n".join(lines[n] for n in sorted(lines))
 
 
-def run(app: RequestQrApp, size: tuple[int, int],
-        body: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+def run(app: RequestQrApp, size: tuple[int, int], body: Callable[[Any], Awaitable[None]]) -> None:
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
             await pilot.pause(0.2)

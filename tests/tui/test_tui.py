@@ -30,10 +30,11 @@ import numpy as np
 import pytest
 
 from appliance import softhsm
-from appliance.ceremonies import Appliance, CeremonyError
+from appliance.appliance import Appliance
 from appliance.hsm import Hsm, module_path
 from appliance.keystore import KeyState
 from appliance.officers import OfficerError
+from appliance.station import CeremonyError
 from appliance.tui.app import ColdstationApp
 from appliance.tui.screens.approvals import ApprovalsScreen
 from appliance.tui.screens.home import HomeScreen
@@ -43,15 +44,15 @@ from appliance.tui.screens.officers import OfficersScreen
 from appliance.tui.screens.policy import PolicyScreen
 from appliance.tui.screens.review import ReviewScreen
 from appliance.tui.screens.scan import ScanScreen
+from shared.adapters.receiver import QrReceiver
+from shared.adapters.video import write_video
 from shared.bitcoin.address import Network, address_to_script
 from shared.bitcoin.script import p2wpkh_script
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.psbt import Psbt
 from shared.qr.frames import FrameRenderer
-from shared.qr.receiver import QrReceiver
-from shared.qr.show import ShowQrScreen
-from shared.qr.video import write_video
 from shared.request import RequestMetadata, attach_request, read_receipts
+from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import decode_psbt, encode_psbt
 from shared.ur.ur import UR, UREncoder, upper
 
@@ -69,9 +70,14 @@ def cli(state: Path, *args: str, pins: list[str] = ()) -> str:
     os.write(write, "".join(f"{p}\n" for p in pins).encode())
     os.close(write)
     try:
-        done = subprocess.run([EXE, "--state", str(state), "--pin-fd", str(read), *args],
-                              pass_fds=(read,), capture_output=True, text=True, timeout=120,
-                              check=False)  # fmt: skip
+        done = subprocess.run(
+            [EXE, "--state", str(state), "--pin-fd", str(read), *args],
+            pass_fds=(read,),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     finally:
         os.close(read)
     assert done.returncode == 0, done.stderr
@@ -80,13 +86,20 @@ def cli(state: Path, *args: str, pins: list[str] = ()) -> str:
 
 def make_appliance(state: Path) -> dict[str, Any]:
     """init --demo; a treasury key exported as the wallet; a second key, suspended."""
-    info = json.loads(cli(state, "init", "--demo", "--network", "regtest",
-                          pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()]))  # fmt: skip
+    info = json.loads(
+        cli(
+            state,
+            "init",
+            "--demo",
+            "--network",
+            "regtest",
+            pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
+        )
+    )
     two = ["--officers", "officer-1,officer-2"]
     pins = [OFFICER_PINS["officer-1"], OFFICER_PINS["officer-2"]]
     cli(state, "keygen", "treasury", *two, pins=pins)
-    cli(state, "export-wallet", "treasury", "--out", str(state.parent / "export"), *two,
-        pins=pins)  # fmt: skip
+    cli(state, "export-wallet", "treasury", "--out", str(state.parent / "export"), *two, pins=pins)
     cli(state, "keygen", "ops-hot", *two, pins=pins)
     cli(state, "suspend", "ops-hot", *two, pins=pins)
     return info
@@ -203,8 +216,7 @@ def screen_text(app: ColdstationApp) -> str:
     return "\n".join(lines[n] for n in sorted(lines))
 
 
-def run(app: ColdstationApp, size: tuple[int, int],
-        body: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+def run(app: ColdstationApp, size: tuple[int, int], body: Callable[[Any], Awaitable[None]]) -> None:
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
             await pilot.pause()
@@ -254,8 +266,11 @@ def test_home_shows_the_real_appliance(appliance: Appliance, size: tuple[int, in
         assert "version 1 · 2 of 3 officers approve" in text
         assert f"{len(appliance.recorder.store)} records" in text
         assert "wpkh(" in text  # the pinned wallet
-        for label, state in (("coldstation-audit", "active"), ("treasury", "active"),
-                             ("ops-hot", "suspended")):  # fmt: skip
+        for label, state in (
+            ("coldstation-audit", "active"),
+            ("treasury", "active"),
+            ("ops-hot", "suspended"),
+        ):
             assert re.search(rf"{label}\s+{state}", text), text
         assert "TORN" not in text
         assert "Keys" in text.splitlines()[-1]  # the footer shows the navigation keys
@@ -266,8 +281,14 @@ def test_home_shows_the_real_appliance(appliance: Appliance, size: tuple[int, in
 def test_navigation_by_keys_and_palette(appliance: Appliance) -> None:
     async def body(pilot: Any) -> None:
         app = pilot.app
-        for key, screen in (("k", KeysScreen), ("o", OfficersScreen), ("p", PolicyScreen),
-                            ("j", JournalScreen), ("h", HomeScreen), ("s", ScanScreen)):
+        for key, screen in (
+            ("k", KeysScreen),
+            ("o", OfficersScreen),
+            ("p", PolicyScreen),
+            ("j", JournalScreen),
+            ("h", HomeScreen),
+            ("s", ScanScreen),
+        ):
             await pilot.press(key)
             await pilot.pause()
             assert type(app.screen) is screen, key
@@ -396,7 +417,8 @@ def test_keys_reactivate_and_suspend_with_officer_pins(appliance: Appliance) -> 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x50"])
 def test_animated_qr_decodes_and_keys_change_density_and_speed(
-        appliance: Appliance, size: tuple[int, int]) -> None:  # fmt: skip
+    appliance: Appliance, size: tuple[int, int]
+) -> None:
     from textual.widgets import Static
 
     psbt = valid_case().psbt.serialize()
@@ -453,7 +475,8 @@ def write_request_video(path: Path, psbt: bytes, fragment_len: int = 150) -> int
 
 
 def test_scan_from_video_hands_the_psbt_to_the_review(
-        made: tuple[Appliance, dict[str, Any]], tmp_path: Path) -> None:  # fmt: skip
+    made: tuple[Appliance, dict[str, Any]], tmp_path: Path
+) -> None:
     appliance, info = made
     case = valid_case()
     psbt = case.psbt.serialize()
@@ -492,8 +515,9 @@ def test_scan_of_a_missing_file_says_so_and_stays(appliance: Appliance, tmp_path
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x50"])
-def test_review_shows_what_is_signed(made: tuple[Appliance, dict[str, Any]],
-                                     size: tuple[int, int]) -> None:  # fmt: skip
+def test_review_shows_what_is_signed(
+    made: tuple[Appliance, dict[str, Any]], size: tuple[int, int]
+) -> None:
     appliance, info = made
     case = valid_case()
     review = case.review()
@@ -526,7 +550,8 @@ def test_review_shows_what_is_signed(made: tuple[Appliance, dict[str, Any]],
 
 
 def test_refused_request_says_why_and_cannot_be_approved(
-        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    made: tuple[Appliance, dict[str, Any]],
+) -> None:
     appliance, info = made
     session = StandInSession(refused_case(), info["officers"])
     app = ColdstationApp(appliance, session_factory=lambda _a: session)
@@ -555,7 +580,8 @@ def _refusal_variants() -> list[str]:
 
 @pytest.mark.parametrize("name", _refusal_variants())
 def test_each_refusal_class_is_shown_and_blocks_approval(
-        made: tuple[Appliance, dict[str, Any]], name: str) -> None:  # fmt: skip
+    made: tuple[Appliance, dict[str, Any]], name: str
+) -> None:
     """Every DESIGN 4 refusal class, from a real review of a real adversarial PSBT: the
     officers read why on the review screen, and there is no way on to the approvals."""
     from tests.adversarial.psbts import variant
@@ -581,7 +607,8 @@ def test_each_refusal_class_is_shown_and_blocks_approval(
 
 
 def test_approvals_officer_by_officer_then_sign_shows_the_qr(
-        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    made: tuple[Appliance, dict[str, Any]],
+) -> None:
     from textual.widgets import Input
 
     appliance, info = made
@@ -655,23 +682,32 @@ def test_refusing_at_review_tells_the_engine(made: tuple[Appliance, dict[str, An
 # -- the real engine, end to end ----------------------------------------------------------------
 
 
-def own_request(pubkey: bytes, requester: str, network: str = "regtest",
-                request_id: bytes | None = None) -> bytes:  # fmt: skip
+def own_request(
+    pubkey: bytes, requester: str, network: str = "regtest", request_id: bytes | None = None
+) -> bytes:
     """A request paying 0.004 BTC from a coin of ``pubkey``, change back to it."""
     ours = p2wpkh_script(pubkey)
-    funding = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")],
-                          outputs=[TxOut(1_000_000, ours)])
+    funding = Transaction(
+        inputs=[TxIn(OutPoint(os.urandom(32), 0), b"\x51")], outputs=[TxOut(1_000_000, ours)]
+    )
     payee = address_to_script("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", Network.REGTEST)
-    spend = Transaction(inputs=[TxIn(OutPoint(funding.txid, 0), sequence=SEQUENCE_RBF)],
-                        outputs=[TxOut(400_000, payee), TxOut(598_000, ours)])
+    spend = Transaction(
+        inputs=[TxIn(OutPoint(funding.txid, 0), sequence=SEQUENCE_RBF)],
+        outputs=[TxOut(400_000, payee), TxOut(598_000, ours)],
+    )
     psbt = Psbt.from_unsigned_tx(spend)
     psbt.inputs[0].set(0x00, funding.serialize())
     psbt.inputs[0].set(0x01, funding.outputs[0].serialize())
     now = int(time.time())
-    meta = RequestMetadata(request_id=request_id or os.urandom(16), batch_id="batch-tui",
-                           requester=requester,
-                           created=now - 10, expiry=now + 1800, purpose="tui payouts",
-                           network=network)  # fmt: skip
+    meta = RequestMetadata(
+        request_id=request_id or os.urandom(16),
+        batch_id="batch-tui",
+        requester=requester,
+        created=now - 10,
+        expiry=now + 1800,
+        purpose="tui payouts",
+        network=network,
+    )
     return attach_request(psbt, meta).serialize()
 
 
@@ -737,7 +773,8 @@ def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[st
 
 
 def test_a_refusal_waits_for_officers_who_write_it_from_home(
-        made: tuple[Appliance, dict[str, Any]]) -> None:  # fmt: skip
+    made: tuple[Appliance, dict[str, Any]],
+) -> None:
     appliance, _info = made
     pubkey = appliance.keystore.info("treasury").public_key_bytes
     app = ColdstationApp(appliance)
@@ -760,8 +797,11 @@ def test_a_refusal_waits_for_officers_who_write_it_from_home(
             await pilot.press("enter")
         await settle(pilot)
         assert not appliance.state.pending()
-        decisions = [e.record for e in appliance.recorder.entries()[length:]
-                     if e.record.event == "signing_decision"]
+        decisions = [
+            e.record
+            for e in appliance.recorder.entries()[length:]
+            if e.record.event == "signing_decision"
+        ]
         assert [r.decision for r in decisions] == ["refused"]
         assert "wait for the next activation" not in screen_text(app)
 

@@ -60,11 +60,15 @@ def test_capacity_table_matches_spec_and_segno():
     segno = pytest.importorskip("segno")
     for version in (1, 2, 9, 10, 20, 26, 27, 40):  # around the count-field size changes
         chars = bbqr.qr_capacity(version)
-        segno.make("A" * chars, mode="alphanumeric", error="L", version=version,
-                   boost_error=False)  # fmt: skip
+        segno.make("A" * chars, mode="alphanumeric", error="L", version=version, boost_error=False)
         with pytest.raises(segno.DataOverflowError):
-            segno.make("A" * (chars + 1), mode="alphanumeric", error="L", version=version,
-                       boost_error=False)  # fmt: skip
+            segno.make(
+                "A" * (chars + 1),
+                mode="alphanumeric",
+                error="L",
+                version=version,
+                boost_error=False,
+            )
     for bad in (0, 41, "5"):
         with pytest.raises(BBQrError):
             bbqr.qr_capacity(bad)
@@ -83,8 +87,9 @@ def test_spec_example_headers():
 def test_reference_split_rule_version_27():
     # Coinkite's test_edge27: hex at version 27 holds 1062 bytes in one QR, then two.
     for size, count in ((1062, 1), (1063, 2)):
-        series = bbqr.split_series(_random(size), "T", "H", min_version=27, max_version=27,
-                                   balance=False)  # fmt: skip
+        series = bbqr.split_series(
+            _random(size), "T", "H", min_version=27, max_version=27, balance=False
+        )
         assert (len(series.parts), series.version) == (count, 27)
         assert bbqr.join(series.parts) == ("T", _random(size))
 
@@ -248,7 +253,7 @@ HOSTILE_PARTS = [
     ("B$2P0100AB======", "other than A-Z and 2-7"),
     ("B$ZP0100", "truncated"),
     ("B$ZP0100" + base64.b32encode(b"\xff" * 10).decode(), "does not decompress"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "message"), HOSTILE_PARTS, ids=range(len(HOSTILE_PARTS)))
@@ -289,8 +294,13 @@ def test_joiner_keeps_going_after_bad_parts():
     joiner = BBQrJoiner()
     joiner.add(parts[1])
     altered = parts[1][:8] + ("1" if parts[1][8] != "1" else "2") + parts[1][9:]
-    for bad in ("B$HP0100", parts[0][:-1] + "G", bbqr.split(b"other", "P", "H")[0], altered,
-                "garbage"):  # fmt: skip
+    for bad in (
+        "B$HP0100",
+        parts[0][:-1] + "G",
+        bbqr.split(b"other", "P", "H")[0],
+        altered,
+        "garbage",
+    ):
         with pytest.raises(BBQrError):
             joiner.add(bad)
     for part in parts:

@@ -105,7 +105,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, roles, capsys, args, message)
 def test_console_script_is_installed_and_reads_stdin(roles):
     exe = Path(sys.executable).with_name("coldstation-coordinator")
     assert exe.exists(), "pip install -e . installs the console scripts beside python"
-    done = subprocess.run([exe, "psbt", "decode", "-"], input=_b64(roles["creator"]).encode(),
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        [exe, "psbt", "decode", "-"],
+        input=_b64(roles["creator"]).encode(),
+        capture_output=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["unsigned_txid"]

@@ -25,8 +25,9 @@ def _decode(monkeypatch, lines: list[str], out) -> int:
 
 def test_parts_in_any_order_with_duplicates_and_junk(tmp_path, capsys, monkeypatch):
     payload = random.Random(1).randbytes(3_000)
-    parts = _encode(tmp_path, capsys, payload, "--type", "bytes", "--max-fragment", "100",
-                    "--parts", "45")
+    parts = _encode(
+        tmp_path, capsys, payload, "--type", "bytes", "--max-fragment", "100", "--parts", "45"
+    )
     assert len(parts) == 45 and all(p.startswith("ur:bytes/") for p in parts)
     mixed = ["garbage line", parts[5], *reversed(parts), parts[5], "ur:bytes/oops"]
     random.Random(2).shuffle(mixed)

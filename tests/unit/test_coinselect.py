@@ -16,7 +16,7 @@ from online_coordinator.coinselect import (
     fee_for_weight,
     select_coins,
 )
-from shared.bitcoin.tx import MAX_MONEY
+from shared.bitcoin.amount import MAX_MONEY
 
 P2WPKH_IN = 272  # 41 bytes * 4 + 108-byte witness
 P2TR_IN = 230  # 41 bytes * 4 + 66-byte witness
@@ -183,8 +183,13 @@ _WEIGHTS = st.sampled_from([P2TR_IN, P2WPKH_IN, P2WSH_2OF3_IN, 592])
 @st.composite
 def bnb_problems(draw: st.DrawFn) -> tuple[list[Candidate], int, int, int]:
     """Pools with many equal and near-equal coins, and payments near a subset's sum."""
-    values = draw(st.lists(st.sampled_from([10_000, 20_000, 20_500, 50_000, 77_777])
-                           | st.integers(1_000, 300_000), min_size=1, max_size=14))
+    values = draw(
+        st.lists(
+            st.sampled_from([10_000, 20_000, 20_500, 50_000, 77_777]) | st.integers(1_000, 300_000),
+            min_size=1,
+            max_size=14,
+        )
+    )
     candidates = [Candidate(i, v, draw(_WEIGHTS)) for i, v in enumerate(values)]
     rate = draw(st.sampled_from([0, 1_000, 3_000, 12_000, 25_000]))
     long_term = draw(st.sampled_from([0, 5_000, 10_000]))
@@ -207,8 +212,11 @@ def test_bnb_matches_cores_algorithm(problem: tuple[list[Candidate], int, int, i
     pool.sort(key=lambda p: (-p[0], p[1], p[4]))
     target = payments + fee_for_weight(BASE, rate)
     cost_of_change = fee_for_weight(CHANGE_OUT, rate) + fee_for_weight(CHANGE_SPEND, long_term)
-    expected = core_bnb([p[:4] for p in pool], target, cost_of_change,
-                        MAX_STANDARD_TX_WEIGHT - BASE) if pool else []
+    expected = (
+        core_bnb([p[:4] for p in pool], target, cost_of_change, MAX_STANDARD_TX_WEIGHT - BASE)
+        if pool
+        else []
+    )
     try:
         selection = select(candidates, payments, fee_rate=rate, long_term_fee_rate=long_term)
     except SelectionError:
@@ -246,8 +254,9 @@ def test_fallback_folds_dust_change_into_the_fee() -> None:
     assert selection.fee == value - payments == 310
     assert selection.weight == BASE + P2WPKH_IN
     assert_balanced(selection, payments, RATE)
-    with_lower_dust_limit = select([coin("only", value)], payments, long_term_fee_rate=0,
-                                   min_change=169)
+    with_lower_dust_limit = select(
+        [coin("only", value)], payments, long_term_fee_rate=0, min_change=169
+    )
     assert with_lower_dust_limit.change == 169
 
 
@@ -322,8 +331,9 @@ def test_max_weight_is_respected() -> None:
     with pytest.raises(SelectionError) as info:
         select(candidates, payments, max_weight=BASE + 30 * P2WPKH_IN)
     assert str(info.value).startswith("the transaction would weigh ")
-    assert str(info.value).endswith(f"WU, over the {BASE + 30 * P2WPKH_IN} WU standard limit; "
-                                    "consolidate small coins first")
+    assert str(info.value).endswith(
+        f"WU, over the {BASE + 30 * P2WPKH_IN} WU standard limit; consolidate small coins first"
+    )
     heavy_enough = select(candidates, payments, max_weight=selection.weight)
     assert heavy_enough.weight <= selection.weight
 
@@ -458,7 +468,8 @@ def test_selection_invariants(problem: dict[str, object]) -> None:
     if selection.algorithm == "bnb":
         assert selection.change == 0
         cost_of_change = fee_for_weight(args["change_output_weight"], rate) + fee_for_weight(
-            args["change_spend_weight"], args["long_term_fee_rate"]  # type: ignore[arg-type]
+            args["change_spend_weight"],
+            args["long_term_fee_rate"],  # type: ignore[arg-type]
         )
         per_part_rounding = (len(chosen) + 1) * (rate * 3 // 4000 + 2)
         assert excess <= cost_of_change + per_part_rounding

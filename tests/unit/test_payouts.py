@@ -12,10 +12,10 @@ from online_coordinator.payouts import (
     CsvProblem,
     Payout,
     PayoutsError,
-    dust_threshold,
     parse_payouts,
 )
 from shared.bitcoin.address import Network, script_to_address
+from shared.bitcoin.amount import MAX_MONEY, dust_threshold
 from shared.bitcoin.script import (
     OP_RETURN,
     p2pkh_script,
@@ -23,7 +23,6 @@ from shared.bitcoin.script import (
     p2wpkh_script,
     witness_program_script,
 )
-from shared.bitcoin.tx import MAX_MONEY
 
 MAIN = Network.MAINNET
 PUBKEY = bytes.fromhex("02" + "11" * 32)
@@ -161,7 +160,8 @@ def test_amount_rules(amount: str, expected: str) -> None:
 @pytest.mark.parametrize("amount", [".5", "5.", "+1", "0x10", "١", "1.5 BTC", "½"])
 def test_amounts_that_are_not_plain_decimals(amount: str) -> None:
     assert only_problem(csv_bytes(f"{addr()},{amount},ref")) == (
-        1, f"amount {amount!r} is not a BTC amount such as 0.015 (digits, '.', up to 8 decimals)"
+        1,
+        f"amount {amount!r} is not a BTC amount such as 0.015 (digits, '.', up to 8 decimals)",
     )
 
 
@@ -177,8 +177,13 @@ def test_huge_amount_fields_are_refused_without_a_slow_search(amount: str) -> No
 
 @pytest.mark.parametrize(
     ("amount", "sats"),
-    [("0.00000294", 294), ("0.1", 10_000_000), ("00012.5", 1_250_000_000),
-     ("21000000", MAX_MONEY), ("21000000.00000000", MAX_MONEY)],
+    [
+        ("0.00000294", 294),
+        ("0.1", 10_000_000),
+        ("00012.5", 1_250_000_000),
+        ("21000000", MAX_MONEY),
+        ("21000000.00000000", MAX_MONEY),
+    ],
 )
 def test_amount_conversion_is_exact(amount: str, sats: int) -> None:
     [payout] = parse_payouts(csv_bytes(f"{addr()},{amount},r"), MAIN)
@@ -267,7 +272,9 @@ def test_reference_accepts_printable_text(reference: str) -> None:
 
 def test_duplicate_reference_names_both_lines() -> None:
     data = csv_bytes(
-        f"{addr(salt=1)},1,INV-1", f"{addr(salt=2)},1,INV-2", f"{addr(salt=3)},1,INV-1",
+        f"{addr(salt=1)},1,INV-1",
+        f"{addr(salt=2)},1,INV-2",
+        f"{addr(salt=3)},1,INV-1",
         f"{addr(salt=4)},1,INV-1",
     )
     assert problems_of(data) == [
@@ -304,7 +311,8 @@ def test_wrong_network_address_names_both_networks(
 ) -> None:
     address = addr(kind, payee)
     assert only_problem(csv_bytes(f"{address},1,r"), wallet) == (
-        1, f"address {address!r} refused: address is for {owner}, expected {wallet.label}",
+        1,
+        f"address {address!r} refused: address is for {owner}, expected {wallet.label}",
     )
 
 
@@ -337,7 +345,8 @@ def test_no_payouts(data: bytes) -> None:
 def test_total_over_max_money() -> None:
     data = csv_bytes(f"{addr()},21000000,a", f"{addr('p2sh')},0.00001,b")
     assert only_problem(data) == (
-        0, "the payouts total 21000000.00001000 BTC, more than 21,000,000 BTC"
+        0,
+        "the payouts total 21000000.00001000 BTC, more than 21,000,000 BTC",
     )
 
 
@@ -346,8 +355,10 @@ def test_too_many_payouts(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [f"{addr(salt=i)},1,r{i}" for i in range(1, 4)]
     assert len(parse_payouts(csv_bytes(*lines), MAIN)) == 3
     lines += ["not an address,-1,r1", "x,y,z"]  # past the limit: not read at all
-    assert only_problem(csv_bytes(*lines)) == (0, "the file has more than 3 payouts, the most "
-                                                  "per batch")
+    assert only_problem(csv_bytes(*lines)) == (
+        0,
+        "the file has more than 3 payouts, the most per batch",
+    )
 
 
 def test_real_payout_limit_is_enforced() -> None:
@@ -359,8 +370,10 @@ def test_real_payout_limit_is_enforced() -> None:
 def test_oversized_input_is_refused_without_reading_it() -> None:
     """Invalid UTF-8 throughout, yet the only problem is the size: nothing was decoded."""
     data = b"\xff" * (MAX_CSV_BYTES + 1)
-    assert only_problem(data) == (0, f"the file is {MAX_CSV_BYTES + 1:,} bytes, more than the "
-                                     f"{MAX_CSV_BYTES:,} limit")
+    assert only_problem(data) == (
+        0,
+        f"the file is {MAX_CSV_BYTES + 1:,} bytes, more than the {MAX_CSV_BYTES:,} limit",
+    )
 
 
 def test_invalid_utf8_names_the_line_and_other_rows_are_still_checked() -> None:
@@ -386,8 +399,11 @@ def test_utf16_file_is_named() -> None:
     [
         ("a,b", "expected 3 columns (address,amount,reference), found 2"),
         ("a,b,c,d", "expected 3 columns (address,amount,reference), found 4"),
-        ("a;1;ref", "expected 3 columns (address,amount,reference), found 1; fields must be "
-                    "separated by commas"),
+        (
+            "a;1;ref",
+            "expected 3 columns (address,amount,reference), found 1; fields must be "
+            "separated by commas",
+        ),
     ],
 )
 def test_column_count(row: str, expected: str) -> None:
@@ -401,7 +417,8 @@ def test_csv_syntax_error_names_the_record_line() -> None:
 
 def test_text_after_a_closing_quote_is_a_syntax_error() -> None:
     assert only_problem(csv_bytes(f'{addr()},1,"a"b')) == (
-        1, "CSV syntax error: ',' expected after '\"'"
+        1,
+        "CSV syntax error: ',' expected after '\"'",
     )
 
 
@@ -461,9 +478,40 @@ def test_arbitrary_bytes_only_raise_payouts_error(data: bytes, network: Network)
 
 
 _FRAGMENTS = st.sampled_from(
-    [addr(), addr("p2tr"), addr("p2pkh", Network.TESTNET), addr("p2sh"), "address", "amount",
-     "reference", ",", ",", ",", '"', '""', "\n", "\r\n", "\r", "0", "1", ".", "5", "-", "e",
-     "nan", " ", "\t", ";", "\x00", "\ufeff", "é", "\u202e", "21000000", "00000001", "9" * 30]
+    [
+        addr(),
+        addr("p2tr"),
+        addr("p2pkh", Network.TESTNET),
+        addr("p2sh"),
+        "address",
+        "amount",
+        "reference",
+        ",",
+        ",",
+        ",",
+        '"',
+        '""',
+        "\n",
+        "\r\n",
+        "\r",
+        "0",
+        "1",
+        ".",
+        "5",
+        "-",
+        "e",
+        "nan",
+        " ",
+        "\t",
+        ";",
+        "\x00",
+        "\ufeff",
+        "é",
+        "\u202e",
+        "21000000",
+        "00000001",
+        "9" * 30,
+    ]
 )
 
 
@@ -475,11 +523,19 @@ def test_csv_shaped_text_only_raises_payouts_error(parts: list[str], network: Ne
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(list(SCRIPTS)), st.integers(546, 10**12)),
-                min_size=1, max_size=8, unique_by=lambda t: t[0]))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(list(SCRIPTS)), st.integers(546, 10**12)),
+        min_size=1,
+        max_size=8,
+        unique_by=lambda t: t[0],
+    )
+)
 def test_valid_rows_round_trip(rows: list[tuple[str, int]]) -> None:
-    lines = [f"{addr(kind)},{sats // 10**8}.{sats % 10**8:08d},ref {n}"
-             for n, (kind, sats) in enumerate(rows)]
+    lines = [
+        f"{addr(kind)},{sats // 10**8}.{sats % 10**8:08d},ref {n}"
+        for n, (kind, sats) in enumerate(rows)
+    ]
     result = parse_payouts(csv_bytes("address,amount,reference", *lines), MAIN)
     assert [(p.line, p.script_pubkey, p.amount) for p in result] == [
         (n + 2, SCRIPTS[kind], sats) for n, (kind, sats) in enumerate(rows)

@@ -566,8 +566,9 @@ def test_ttl_without_created_time_measures_from_now():
 def test_a_request_dated_in_the_future_cannot_stretch_its_lifetime():
     """created ten years ahead made expiry - created small while expiry - now was huge."""
     ten_years = 10 * 366 * 86400
-    decision = evaluate(POLICY, facts(request_created=NOW + ten_years,
-                                      request_expiry=NOW + ten_years + 600))
+    decision = evaluate(
+        POLICY, facts(request_created=NOW + ten_years, request_expiry=NOW + ten_years + 600)
+    )
     assert set(names_of(decision)) == {"ttl", "created"}
 
 
@@ -591,8 +592,9 @@ def test_clock_skew_boundary_for_created(ahead, ok):
     ],
 )
 def test_timelocks_and_version_are_bounded_by_default(lock, tip, relative, version, violations):
-    decision = evaluate(POLICY, facts(locktime=lock, tip_height=tip, relative_locks=relative,
-                                      tx_version=version))
+    decision = evaluate(
+        POLICY, facts(locktime=lock, tip_height=tip, relative_locks=relative, tx_version=version)
+    )
     assert names_of(decision) == violations
 
 

@@ -74,11 +74,13 @@ def _built_unsigned() -> Psbt:
     )
     spend = Transaction(
         2,
-        [TxIn(OutPoint(funding.txid, 0), b"", 0xFFFFFFFD),
-         TxIn(OutPoint(funding.txid, 1), b"", 0xFFFFFFFD)],
+        [
+            TxIn(OutPoint(funding.txid, 0), b"", 0xFFFFFFFD),
+            TxIn(OutPoint(funding.txid, 1), b"", 0xFFFFFFFD),
+        ],
         [TxOut(100_000, p2wpkh_script(PUBKEYS[3])), TxOut(29_000, p2wpkh_script(PUBKEYS[0]))],
         840_000,
-    )  # fmt: skip
+    )
     psbt = Psbt.from_unsigned_tx(spend)
     xpub = ExtendedKey.from_seed(b"coldstation psbt fuzz seed!").neuter().serialize()
     psbt.globals.set(0x01, _origin(99), keydata=xpub)
@@ -115,8 +117,11 @@ def _vector_seeds() -> list[bytes]:
         data = load_json_or_empty(f"psbt/{name}_vectors.json") or {}
         seeds += [bytes.fromhex(v["hex"]) for v in data.get("valid", [])]
     roles = (load_json_or_empty("psbt/bip174_vectors.json") or {}).get("role_tests", {})
-    seeds += [bytes.fromhex(step["result"]["hex"]) for step in roles.values()
-              if isinstance(step, dict) and isinstance(step.get("result"), dict)]  # fmt: skip
+    seeds += [
+        bytes.fromhex(step["result"]["hex"])
+        for step in roles.values()
+        if isinstance(step, dict) and isinstance(step.get("result"), dict)
+    ]
     core = load_json_or_empty("psbt/bitcoin_core_rpc_psbt.json") or {}
     seeds += [base64.b64decode(text) for text in core.get("valid", [])]
     interop = load_json_or_empty("psbt/interop_p2wpkh_p2wsh_sortedmulti.json") or {}
@@ -126,8 +131,11 @@ def _vector_seeds() -> list[bytes]:
 
 def _vector_secrets() -> list[bytes]:
     roles = (load_json_or_empty("psbt/bip174_vectors.json") or {}).get("role_tests", {})
-    wifs = [k["wif"] for step in ("signer_1", "signer_2") for k in roles.get(step, {}).get(
-        "privkeys", [])]  # fmt: skip
+    wifs = [
+        k["wif"]
+        for step in ("signer_1", "signer_2")
+        for k in roles.get(step, {}).get("privkeys", [])
+    ]
     interop = load_json_or_empty("psbt/interop_p2wpkh_p2wsh_sortedmulti.json") or {}
     return [wif_to_private_key(w).secret for w in wifs] + [
         bytes.fromhex(k["privkey_hex"]) for k in interop.get("keys", [])
@@ -180,13 +188,19 @@ HUGE_LENGTHS = [
 def _hostile_prefix(draw: st.DrawFn, data: bytes) -> bytes:
     """A length prefix that lies: huge, off by one, or non-minimally encoded."""
     n = len(data)
-    return draw(st.sampled_from([
-        *HUGE_LENGTHS,
-        compact_size(n + 1),
-        compact_size(max(n - 1, 0)),
-        b"\xfd" + n.to_bytes(2, "little") if n < 0x10000 else b"\xfe" + n.to_bytes(4, "little"),
-        b"\xff" + n.to_bytes(8, "little"),
-    ]))  # fmt: skip
+    return draw(
+        st.sampled_from(
+            [
+                *HUGE_LENGTHS,
+                compact_size(n + 1),
+                compact_size(max(n - 1, 0)),
+                b"\xfd" + n.to_bytes(2, "little")
+                if n < 0x10000
+                else b"\xfe" + n.to_bytes(4, "little"),
+                b"\xff" + n.to_bytes(8, "little"),
+            ]
+        )
+    )
 
 
 # -- mutation strategies --------------------------------------------------------------------
@@ -239,8 +253,16 @@ def _splice_foreign(draw: st.DrawFn, data: bytearray) -> None:
     data[at : at + draw(st.integers(0, 32))] = other[start : start + draw(st.integers(1, 96))]
 
 
-BYTE_OPS = [_flip_bit, _set_byte, _insert, _delete, _truncate, _huge_compact, _repeat_slice,
-            _splice_foreign]  # fmt: skip
+BYTE_OPS = [
+    _flip_bit,
+    _set_byte,
+    _insert,
+    _delete,
+    _truncate,
+    _huge_compact,
+    _repeat_slice,
+    _splice_foreign,
+]
 
 
 @st.composite
@@ -287,8 +309,10 @@ def _new_value(draw: st.DrawFn, maps: Maps) -> None:
         fresh = bytearray(value)
         draw(st.sampled_from([_flip_bit, _set_byte, _insert, _delete, _truncate]))(draw, fresh)
         same_size = st.binary(min_size=len(value), max_size=len(value))
-        maps[at[0]][at[1]] = key, draw(st.one_of(st.just(bytes(fresh)), same_size,
-                                                 st.binary(max_size=80)))  # fmt: skip
+        maps[at[0]][at[1]] = (
+            key,
+            draw(st.one_of(st.just(bytes(fresh)), same_size, st.binary(max_size=80))),
+        )
 
 
 def _retype_key(draw: st.DrawFn, maps: Maps) -> None:
@@ -306,8 +330,15 @@ def _drop_or_copy_map(draw: st.DrawFn, maps: Maps) -> None:
         maps.insert(m, list(maps[m]))
 
 
-RECORD_OPS = [_drop_record, _duplicate_record, _move_record, _foreign_record, _new_value,
-              _retype_key, _drop_or_copy_map]  # fmt: skip
+RECORD_OPS = [
+    _drop_record,
+    _duplicate_record,
+    _move_record,
+    _foreign_record,
+    _new_value,
+    _retype_key,
+    _drop_or_copy_map,
+]
 
 
 @st.composite
@@ -439,9 +470,13 @@ def test_any_sighash_type_value_is_signed_or_refused(values):
 @settings(FUZZ, max_examples=300)
 @given(byte_mutants(), st.sampled_from(["hex", "base64", "spaced"]))
 def test_from_text_agrees_with_parse(data, form):
-    text = {"hex": data.hex(), "base64": base64.b64encode(data).decode(),
-            "spaced": " \n".join(base64.b64encode(data).decode()[i : i + 60]
-                                 for i in range(0, 4 * len(data), 60))}[form]  # fmt: skip
+    text = {
+        "hex": data.hex(),
+        "base64": base64.b64encode(data).decode(),
+        "spaced": " \n".join(
+            base64.b64encode(data).decode()[i : i + 60] for i in range(0, 4 * len(data), 60)
+        ),
+    }[form]
     try:
         expected = Psbt.parse(data).serialize()
     except PsbtError:
@@ -465,12 +500,14 @@ def test_every_truncation_is_refused(seed):
 @pytest.mark.parametrize("seed", BUILT, ids=["unsigned", "half", "signed", "final"])
 def test_every_length_prefix_rewritten_to_a_huge_value_is_refused(seed):
     maps = split_records(seed)
-    places = [(m, r, p) for m, records in enumerate(maps) for r in range(len(records))
-              for p in (0, 1)]  # fmt: skip
+    places = [
+        (m, r, p) for m, records in enumerate(maps) for r in range(len(records)) for p in (0, 1)
+    ]
     for place in places:
         for huge in HUGE_LENGTHS:
-            data = join_records(maps, lambda m, r, p, _, h=huge, at=place: h if (m, r, p) == at
-                                else None)  # fmt: skip
+            data = join_records(
+                maps, lambda m, r, p, _, h=huge, at=place: h if (m, r, p) == at else None
+            )
             with pytest.raises(PsbtError):
                 Psbt.parse(data)
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.qr.channel import (
+from shared.adapters.channel import (
     BLEND_WEIGHT,
     SURROUND_GRAY,
     Channel,
@@ -35,8 +35,9 @@ def square() -> np.ndarray:
 
 def test_parse_full_spec() -> None:
     spec = parse_channel_spec(FULL)
-    assert spec == ChannelSpec(loss=0.1, blur=1.0, noise=4, tilt=8, scale=0.7, glare=0.2,
-                               blend=0.1, brightness=-20, seed=1)
+    assert spec == ChannelSpec(
+        loss=0.1, blur=1.0, noise=4, tilt=8, scale=0.7, glare=0.2, blend=0.1, brightness=-20, seed=1
+    )
     assert parse_channel_spec(str(spec)) == spec
 
 
@@ -45,23 +46,26 @@ def test_parse_empty_and_spaced_specs() -> None:
     assert parse_channel_spec(" blur = 2 , , seed=3 ") == ChannelSpec(blur=2.0, seed=3)
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("fog=1", "fog"),
-    ("blur=abc", "blur"),
-    ("blur=", "blur"),
-    ("noise", "noise"),
-    ("loss=1.5", "loss"),
-    ("blend=-0.1", "blend"),
-    ("glare=2", "glare"),
-    ("scale=0", "scale"),
-    ("tilt=90", "tilt"),
-    ("blur=nan", "blur"),
-    ("noise=inf", "noise"),
-    ("seed=1.5", "seed"),
-    ("seed=-1", "seed"),
-    ("brightness=300", "brightness"),
-    ("blur=1,blur=2", "blur"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("fog=1", "fog"),
+        ("blur=abc", "blur"),
+        ("blur=", "blur"),
+        ("noise", "noise"),
+        ("loss=1.5", "loss"),
+        ("blend=-0.1", "blend"),
+        ("glare=2", "glare"),
+        ("scale=0", "scale"),
+        ("tilt=90", "tilt"),
+        ("blur=nan", "blur"),
+        ("noise=inf", "noise"),
+        ("seed=1.5", "seed"),
+        ("seed=-1", "seed"),
+        ("brightness=300", "brightness"),
+        ("blur=1,blur=2", "blur"),
+    ],
+)
 def test_bad_specs_name_the_key(text: str, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         parse_channel_spec(text)
@@ -191,8 +195,7 @@ def test_same_seed_same_frames_other_seed_other_frames() -> None:
     first = list(Channel(FULL).process(frames))
     second = list(Channel(FULL).process(frames))
     other = list(Channel(FULL.replace("seed=1", "seed=2")).process(frames))
-    assert [(c.index, c.blended_with) for c in first] == [
-        (c.index, c.blended_with) for c in second]
+    assert [(c.index, c.blended_with) for c in first] == [(c.index, c.blended_with) for c in second]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second, strict=True))
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=False))
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.qr.decoders import (
+from shared.adapters.decoders import (
     MAX_SIDE,
     ChainDecoder,
     PyzbarDecoder,
@@ -108,8 +108,12 @@ def test_garbage_gives_empty_list(decoder: QrDecoder, image: Any) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(dtype=st.sampled_from([np.uint8, np.int8, np.uint16, np.float32]),
-                  shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=40)))
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.int8, np.uint16, np.float32]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=40),
+    )
+)
 def test_random_arrays_never_raise(image: np.ndarray) -> None:
     for decoder in DECODERS:
         assert decoder.decode(image) == []

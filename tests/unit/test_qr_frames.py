@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import segno
 
-from shared.qr.decoders import PyzbarDecoder, ZxingDecoder
+from shared.adapters.decoders import PyzbarDecoder, ZxingDecoder
 from shared.qr.frames import (
     CANVAS_720P,
     QUIET_ZONE,
@@ -45,8 +45,9 @@ def zbar() -> PyzbarDecoder:
 # -- capacity and version -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "ecc"), [(1, "L"), (9, "M"), (10, "L"), (17, "L"),
-                                              (26, "Q"), (27, "L"), (12, "H")])
+@pytest.mark.parametrize(
+    ("version", "ecc"), [(1, "L"), (9, "M"), (10, "L"), (17, "L"), (26, "Q"), (27, "L"), (12, "H")]
+)
 def test_capacity_is_exact_for_segno(version: int, ecc: str) -> None:
     for text, alnum in (("A", True), ("a", False)):
         cap = capacity(version, ecc, alphanumeric=alnum)
@@ -155,8 +156,9 @@ def test_renderer_fills_720p_with_largest_module_size() -> None:
         FrameRenderer(version=17, canvas=None)
 
 
-def test_rendered_frames_decode_with_both_decoders(zxing: ZxingDecoder,
-                                                   zbar: PyzbarDecoder) -> None:
+def test_rendered_frames_decode_with_both_decoders(
+    zxing: ZxingDecoder, zbar: PyzbarDecoder
+) -> None:
     renderer = FAST.renderer()
     text = ur_like(3, part_text_len(FAST.max_fragment_len))
     image = renderer.image(text)
@@ -262,7 +264,8 @@ def test_part_text_len_bounds_real_ur_parts() -> None:
     message = cbor2.dumps(bytes(range(256)) * 20)
     for fragment_len in (FAST.max_fragment_len, ROBUST.max_fragment_len):
         for first in (0, 2**32 - 10):  # sequence numbers near the 32-bit limit
-            encoder = ur.UREncoder(ur.UR("crypto-output", message), fragment_len,
-                                   first_seq_num=first)
+            encoder = ur.UREncoder(
+                ur.UR("crypto-output", message), fragment_len, first_seq_num=first
+            )
             parts = [encoder.next_part().upper() for _ in range(3)]
             assert max(map(len, parts)) <= part_text_len(fragment_len)

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from shared import canonical
 from shared.bitcoin.address import script_to_address
+from shared.bitcoin.amount import MAX_MONEY
 from shared.bitcoin.bip32 import KeyOrigin
 from shared.bitcoin.descriptor import Descriptor
-from shared.bitcoin.tx import MAX_MONEY, OutPoint, Transaction, TxIn, TxOut
+from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
 from shared.journal import next_record
 from shared.psbt import Psbt, extract, finalize
 from shared.psbt.signer import sign_psbt
@@ -65,8 +66,9 @@ def with_72_byte_signatures(tx: Transaction) -> Transaction:
     """The same transaction with every signature padded to 72 bytes (the worst case)."""
     padded = Transaction(tx.version, [], tx.outputs, tx.locktime)
     for txin in tx.inputs:
-        witness = [item + bytes(72 - len(item)) if 70 <= len(item) <= 72 else item
-                   for item in txin.witness]  # fmt: skip
+        witness = [
+            item + bytes(72 - len(item)) if 70 <= len(item) <= 72 else item for item in txin.witness
+        ]
         padded.inputs.append(TxIn(txin.prevout, txin.script_sig, txin.sequence, witness))
     return padded
 
@@ -97,8 +99,7 @@ def test_valid_request_shows_the_right_numbers(kind):
     assert r.fee_rate == -(-3_000 * 1000 // r.vsize)  # sat/kvB, rounded up
     assert r.fee_rate == {"wpkh": 11_905, "wsh": 8_903}[kind]
 
-    change = (WPKH_DESCRIPTOR.derive(0) if kind == "wpkh"
-              else WSH_DESCRIPTOR.derive(3, change=True))  # fmt: skip
+    change = WPKH_DESCRIPTOR.derive(0) if kind == "wpkh" else WSH_DESCRIPTOR.derive(3, change=True)
     shown = [(o.index, o.amount, o.label, o.is_change, o.address) for o in r.outputs]
     assert shown == [
         (0, 400_000, "Exchange hot wallet", False, addr(tx.outputs[0].script_pubkey)),
@@ -187,9 +188,14 @@ def test_each_variant_differs_from_the_valid_scenario_only_as_named():
 def test_messages_name_the_index_and_the_numbers():
     messages = {
         name: " | ".join(str(x) for x in variant(name).review().refusals)
-        for name in ("change_to_foreign_address", "witness_utxo_amount_mismatch",
-                     "foreign_input", "per_tx_limit_exceeded", "expired_request")
-    }  # fmt: skip
+        for name in (
+            "change_to_foreign_address",
+            "witness_utxo_amount_mismatch",
+            "foreign_input",
+            "per_tx_limit_exceeded",
+            "expired_request",
+        )
+    }
     assert "output 2 (447000 sat to bcrt1" in messages["change_to_foreign_address"]
     assert "input 0" in messages["witness_utxo_amount_mismatch"]
     assert "500000 sat" in messages["witness_utxo_amount_mismatch"]
@@ -280,8 +286,11 @@ def test_hint_pointing_at_another_index_makes_the_input_foreign():
     inp = case.psbt.inputs[0]
     for key, origin in inp.bip32_derivations.items():
         if origin.path:
-            inp.set(0x06, KeyOrigin(origin.fingerprint, [*origin.path[:-1], 9]).to_psbt_bytes(),
-                    keydata=key)  # fmt: skip
+            inp.set(
+                0x06,
+                KeyOrigin(origin.fingerprint, [*origin.path[:-1], 9]).to_psbt_bytes(),
+                keydata=key,
+            )
     assert case.review().refusal_codes == ("foreign_input",)
 
 
@@ -342,7 +351,7 @@ def test_pinned_wallet_refuses_descriptors_without_exactly_one_of_our_keys():
 
 def test_a_mainnet_xpub_in_a_regtest_psbt_is_a_network_refusal():
     case = Scenario(kind="wsh").build()
-    (xpub, origin), = case.psbt.xpubs.items()  # fmt: skip
+    ((xpub, origin),) = case.psbt.xpubs.items()
     case.psbt.globals.delete(0x01, xpub)
     mainnet = (0x0488B21E).to_bytes(4, "big") + xpub[4:]
     case.psbt.globals.set(0x01, origin.to_psbt_bytes(), mainnet)
@@ -464,8 +473,13 @@ def test_transcript_is_canonical_and_matches_the_transaction(name):
     assert plain["refusals"] == [[x.code, x.message] for x in r.refusals]
     assert plain["approved_for_signing"] is (name == "valid")
     # The journal accepts the transcript as a record's details, even nested one level.
-    next_record(None, time=1, appliance_id="cold-01", event="signing_decision",
-                details={"transcript": plain})  # fmt: skip
+    next_record(
+        None,
+        time=1,
+        appliance_id="cold-01",
+        event="signing_decision",
+        details={"transcript": plain},
+    )
     if r.decision is not None:
         assert plain["decision"]["checks"] == dict(r.decision.checks)
     assert case.review().to_plain() == plain  # deterministic
@@ -480,8 +494,10 @@ def test_one_hundred_inputs_review_quickly(kind):
     start = time.perf_counter()
     r = case.review()
     elapsed = time.perf_counter() - start
-    print(f"\n{kind}: 100-input review in {elapsed * 1000:.1f} ms "
-          f"({len(case.psbt.serialize())} byte PSBT, {r.vsize} vB)")  # fmt: skip
+    print(
+        f"\n{kind}: 100-input review in {elapsed * 1000:.1f} ms "
+        f"({len(case.psbt.serialize())} byte PSBT, {r.vsize} vB)"
+    )
     assert r.approved_for_signing
     worst = with_72_byte_signatures(signed_final(case))
     assert r.vsize == worst.vsize()

@@ -322,9 +322,10 @@ def test_batch_results_in_request_order(canned, rpc):
 
 def test_batch_error_and_missing_reply(canned, rpc):
     def with_error(handler, request):
-        replies = [{"result": "00" * 32, "error": None, "id": request[0]["id"]},
-                   {"result": None, "error": {"code": -5, "message": "No such"},
-                    "id": request[1]["id"]}]
+        replies = [
+            {"result": "00" * 32, "error": None, "id": request[0]["id"]},
+            {"result": None, "error": {"code": -5, "message": "No such"}, "id": request[1]["id"]},
+        ]
         send(handler, 200, json.dumps(replies).encode())
 
     canned.respond = with_error
@@ -344,7 +345,10 @@ def test_scan_scripts(canned, rpc):
     script = bytes.fromhex("0014" + "11" * 20)
     canned.respond = result(
         '{"success": true, "txouts": 9, "height": 120, "bestblock": "' + "ee" * 32 + '",'
-        ' "unspents": [{"txid": "' + TXID + '", "vout": 1, "scriptPubKey": "' + script.hex()
+        ' "unspents": [{"txid": "'
+        + TXID
+        + '", "vout": 1, "scriptPubKey": "'
+        + script.hex()
         + '", "desc": "addr(x)#y", "amount": 0.00012345, "coinbase": false, "height": 110,'
         ' "blockhash": "' + "dd" * 32 + '"}], "total_amount": 0.00012345}'
     )
@@ -466,8 +470,10 @@ def test_chain_identity_is_the_name_and_the_genesis_block(canned, rpc):
 
     def identity(chain: str, genesis: str):
         def respond(handler, request):
-            replies = [{"result": {"chain": chain}, "error": None, "id": request[0]["id"]},
-                       {"result": genesis, "error": None, "id": request[1]["id"]}]
+            replies = [
+                {"result": {"chain": chain}, "error": None, "id": request[0]["id"]},
+                {"result": genesis, "error": None, "id": request[1]["id"]},
+            ]
             send(handler, 200, json.dumps(replies).encode())
 
         return respond

@@ -26,10 +26,20 @@ NESTED_TX = (
 @pytest.mark.parametrize(
     ("tx_hex", "index", "script_code", "amount", "expected"),
     [
-        (NATIVE_TX, 1, "76a9141d0f172a0ecb48aee1be1f2687d2963ae33f71a188ac", 600_000_000,
-         "c37af31116d1b27caf68aae9e3ac82f1477929014d5b917657d0eb49478cb670"),
-        (NESTED_TX, 0, "76a91479091972186c449eb1ded22b78e40d009bdf008988ac", 1_000_000_000,
-         "64f3b0f4dd2bb3aa1ce8566d220cc74dda9df97d8490cc81d89d735c92e59fb6"),
+        (
+            NATIVE_TX,
+            1,
+            "76a9141d0f172a0ecb48aee1be1f2687d2963ae33f71a188ac",
+            600_000_000,
+            "c37af31116d1b27caf68aae9e3ac82f1477929014d5b917657d0eb49478cb670",
+        ),
+        (
+            NESTED_TX,
+            0,
+            "76a91479091972186c449eb1ded22b78e40d009bdf008988ac",
+            1_000_000_000,
+            "64f3b0f4dd2bb3aa1ce8566d220cc74dda9df97d8490cc81d89d735c92e59fb6",
+        ),
     ],
 )
 def test_bip143_examples(tx_hex, index, script_code, amount, expected):

@@ -66,7 +66,7 @@ def flip_one_word(text: str) -> str:
     prefix, payload = text.rsplit("/", 1)
     middle = len(payload) // 2 & ~1
     replacement = "ae" if payload[middle : middle + 2] != "ae" else "ad"
-    return f"{prefix}/{payload[:middle]}{replacement}{payload[middle + 2:]}"
+    return f"{prefix}/{payload[:middle]}{replacement}{payload[middle + 2 :]}"
 
 
 def other_message_part(seq_num: int) -> str:
@@ -105,48 +105,89 @@ HOSTILE = [
     Hostile("truncated bytewords", "ur:bytes/6-17/aeadao", r"too short"),
     Hostile("seq not numeric", STREAM[5].replace("/6-17/", "/six-17/"), r"invalid sequence"),
     Hostile("seqLen 0 in text", STREAM[5].replace("/6-17/", "/6-0/"), r"out of range"),
-    Hostile("seqNum over 32 bits", STREAM[5].replace("/6-17/", "/4294967296-17/"),
-            r"out of range"),
+    Hostile("seqNum over 32 bits", STREAM[5].replace("/6-17/", "/4294967296-17/"), r"out of range"),
     Hostile("seq disagrees with CBOR", STREAM[5].replace("/6-17/", "/7-17/"), r"disagrees"),
     Hostile("unexpected type", encode_ur(UR("crypto-psbt", b"\x40")), r"unexpected UR type"),
-    Hostile("other type mid-stream", STREAM[5].replace("ur:bytes/", "ur:seed/"),
-            r"not that of this transfer", alone_too=False),
-    Hostile("single-part mid-stream", encode_ur(UR("bytes", b"\x41\x00")),
-            r"single-part UR while a multipart", alone_too=False),
-    Hostile("another message", other_message_part(6), r"another message.*checksum",
-            alone_too=False),
-    Hostile("inconsistent seqLen", forged(6, 18, LENGTH, CHECKSUM, -(-LENGTH // 18)),
-            r"another message.*seqLen 18, expected 17", alone_too=False),
-    Hostile("inconsistent messageLen", forged(6, SEQ_LEN, LENGTH - 3, CHECKSUM, FRAGMENT_LEN),
-            r"another message.*messageLen 1000, expected 1003", alone_too=False),
-    Hostile("repeated seqNum, other data", forged(2, SEQ_LEN, LENGTH, CHECKSUM, FRAGMENT_LEN),
-            r"seqNum 2 repeated with different data", alone_too=False),
+    Hostile(
+        "other type mid-stream",
+        STREAM[5].replace("ur:bytes/", "ur:seed/"),
+        r"not that of this transfer",
+        alone_too=False,
+    ),
+    Hostile(
+        "single-part mid-stream",
+        encode_ur(UR("bytes", b"\x41\x00")),
+        r"single-part UR while a multipart",
+        alone_too=False,
+    ),
+    Hostile(
+        "another message", other_message_part(6), r"another message.*checksum", alone_too=False
+    ),
+    Hostile(
+        "inconsistent seqLen",
+        forged(6, 18, LENGTH, CHECKSUM, -(-LENGTH // 18)),
+        r"another message.*seqLen 18, expected 17",
+        alone_too=False,
+    ),
+    Hostile(
+        "inconsistent messageLen",
+        forged(6, SEQ_LEN, LENGTH - 3, CHECKSUM, FRAGMENT_LEN),
+        r"another message.*messageLen 1000, expected 1003",
+        alone_too=False,
+    ),
+    Hostile(
+        "repeated seqNum, other data",
+        forged(2, SEQ_LEN, LENGTH, CHECKSUM, FRAGMENT_LEN),
+        r"seqNum 2 repeated with different data",
+        alone_too=False,
+    ),
     Hostile("messageLen memory bomb", forged(6, 1, 2**32 - 1, CHECKSUM, 1), r"size cap"),
     Hostile("seqLen bomb", forged(6, 1_000_000, 1_000_000, CHECKSUM, 1), r"seqLen 1000000"),
     Hostile("messageLen 0", forged(6, 1, 0, CHECKSUM, 0), r"messageLen 0 outside"),
-    Hostile("fragment too short", forged(6, SEQ_LEN, LENGTH, CHECKSUM, FRAGMENT_LEN - 1),
-            r"fragment length 58 does not match"),
+    Hostile(
+        "fragment too short",
+        forged(6, SEQ_LEN, LENGTH, CHECKSUM, FRAGMENT_LEN - 1),
+        r"fragment length 58 does not match",
+    ),
     Hostile("fragments of padding", forged(6, 8, 10, CHECKSUM, 2), r"padding"),
-    Hostile("checksum over 32 bits", forged(6, SEQ_LEN, LENGTH, 2**32, FRAGMENT_LEN),
-            r"not a 32-bit value"),
+    Hostile(
+        "checksum over 32 bits",
+        forged(6, SEQ_LEN, LENGTH, 2**32, FRAGMENT_LEN),
+        r"not a 32-bit value",
+    ),
     Hostile("CBOR map", raw_part(cbor2.dumps({"seq": 6})), r"malformed part CBOR.*array of 5"),
-    Hostile("CBOR 4 items", raw_part(cbor2.dumps([3, 17, LENGTH, CHECKSUM])),
-            r"malformed part CBOR"),
-    Hostile("CBOR negative", raw_part(cbor2.dumps([-3, 17, LENGTH, CHECKSUM, b"x"])),
-            r"seqNum is not an unsigned integer"),
-    Hostile("CBOR bool", raw_part(cbor2.dumps([True, 17, LENGTH, CHECKSUM, b"x"])),
-            r"seqNum is not an unsigned integer"),
-    Hostile("CBOR text data", raw_part(cbor2.dumps([3, 17, LENGTH, CHECKSUM, "x"])),
-            r"data is not a definite-length byte string"),
+    Hostile(
+        "CBOR 4 items", raw_part(cbor2.dumps([3, 17, LENGTH, CHECKSUM])), r"malformed part CBOR"
+    ),
+    Hostile(
+        "CBOR negative",
+        raw_part(cbor2.dumps([-3, 17, LENGTH, CHECKSUM, b"x"])),
+        r"seqNum is not an unsigned integer",
+    ),
+    Hostile(
+        "CBOR bool",
+        raw_part(cbor2.dumps([True, 17, LENGTH, CHECKSUM, b"x"])),
+        r"seqNum is not an unsigned integer",
+    ),
+    Hostile(
+        "CBOR text data",
+        raw_part(cbor2.dumps([3, 17, LENGTH, CHECKSUM, "x"])),
+        r"data is not a definite-length byte string",
+    ),
     Hostile("CBOR trailing", raw_part(ENCODER.part(3).to_cbor() + b"\x00"), r"trailing bytes"),
     Hostile("CBOR truncated", raw_part(ENCODER.part(3).to_cbor()[:-1]), r"truncated"),
-    Hostile("CBOR indefinite", raw_part(b"\x9f" + ENCODER.part(3).to_cbor()[1:] + b"\xff"),
-            r"array of 5"),
+    Hostile(
+        "CBOR indefinite",
+        raw_part(b"\x9f" + ENCODER.part(3).to_cbor()[1:] + b"\xff"),
+        r"array of 5",
+    ),
     Hostile("CBOR reserved", raw_part(b"\x85\x1c"), r"reserved additional information"),
-    Hostile("CBOR huge data", raw_part(b"\x85\x03\x11\x19\x03\xeb\x00\x5b" + b"\xff" * 8),
-            r"truncated"),
-    Hostile("single-part not CBOR", "ur:bytes/" + bytewords.encode(b"\xff\x00"),
-            r"payload is not CBOR"),
+    Hostile(
+        "CBOR huge data", raw_part(b"\x85\x03\x11\x19\x03\xeb\x00\x5b" + b"\xff" * 8), r"truncated"
+    ),
+    Hostile(
+        "single-part not CBOR", "ur:bytes/" + bytewords.encode(b"\xff\x00"), r"payload is not CBOR"
+    ),
 ]
 
 
@@ -405,8 +446,10 @@ def test_any_sufficient_subset_of_parts_yields_exactly_the_message(
 def part_shaped(draw_ints: st.SearchStrategy[int]) -> st.SearchStrategy[str]:
     """Texts that reach the part checks: valid Bytewords around plausible-looking CBOR."""
     fields = st.tuples(
-        st.one_of(st.just(6), draw_ints), st.one_of(st.just(SEQ_LEN), draw_ints),
-        st.one_of(st.just(LENGTH), draw_ints), st.one_of(st.just(CHECKSUM), draw_ints),
+        st.one_of(st.just(6), draw_ints),
+        st.one_of(st.just(SEQ_LEN), draw_ints),
+        st.one_of(st.just(LENGTH), draw_ints),
+        st.one_of(st.just(CHECKSUM), draw_ints),
         st.binary(max_size=80),
     )
     return fields.map(

@@ -5,9 +5,10 @@ still needed. When the quorum is reached, ``s`` signs and the signed PSBT is sho
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -15,26 +16,31 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Header, Input, Static
 
-from appliance.ceremonies import Appliance
+from appliance.appliance import Appliance
 from appliance.tui.engine import Ceremony, EngineError, ReviewView
-from appliance.tui.screens.common import KeysFooter, btc, run_blocking
-from shared.qr.show import ShowQrScreen
+from appliance.tui.screens.common import KeysFooter, btc_or_unknown, off_thread
+from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import encode_psbt
 from shared.ur.ur import UR
+
+if TYPE_CHECKING:  # the engine itself loads only when a ceremony starts
+    from appliance.signing import ApprovalState, SignedResult
 
 
 def summary_text(review: ReviewView) -> Text:
     paid = [o for o in review.outputs if not o.is_change]
     request = review.request.request_id if review.request else "-"
     text = Text()
-    text.append(f"Pays {btc(review.paid_out)} to {len(paid)} output(s), fee "
-                f"{btc(review.fee or 0)} · request {request[:16]}\n")  # fmt: skip
+    text.append(
+        f"Pays {btc_or_unknown(review.paid_out_sat)} to {len(paid)} output(s), fee "
+        f"{btc_or_unknown(review.fee_sat)} · request {request[:16]}\n"
+    )
     text.append("Request hash words: ", style="bold")
     text.append(str(review.hash_words), style="bold cyan")
     return text
 
 
-def tally_text(state: Any, needed: int, names: dict[str, str]) -> Text:
+def tally_text(state: ApprovalState | None, needed: int, names: dict[str, str]) -> Text:
     """The engine's ApprovalState in words; ``state`` None before anyone approved."""
     approved = tuple(state.approved) if state is not None else ()
     rejected = tuple(state.rejected) if state is not None else ()
@@ -45,12 +51,14 @@ def tally_text(state: Any, needed: int, names: dict[str, str]) -> Text:
         text.append(f"{names.get(fingerprint, 'officer')} ({fingerprint})\n")
     for fingerprint, reason in rejected:
         text.append("✗ ", style="bold red")
-        text.append(f"{names.get(fingerprint, 'officer')} ({fingerprint}) does not count: "
-                    f"{reason}\n")  # fmt: skip
+        text.append(
+            f"{names.get(fingerprint, 'officer')} ({fingerprint}) does not count: {reason}\n"
+        )
     left = max(0, needed - len(approved))
     if state is not None and state.complete:
-        text.append(f"Quorum reached: {len(approved)} of {needed}. Press s to sign.",
-                    style="bold green")  # fmt: skip
+        text.append(
+            f"Quorum reached: {len(approved)} of {needed}. Press s to sign.", style="bold green"
+        )
     else:
         text.append(f"{len(approved)} of {needed} approvals; {left} more needed.", style="bold")
     return text
@@ -67,7 +75,7 @@ class ApprovalsScreen(Screen[None]):
         self.appliance = appliance
         self.ceremony = ceremony
         self.review = review
-        self.state: Any = None
+        self.state: ApprovalState | None = None
         self.busy = False
         self.names = {**appliance.config.officer_tokens, **appliance.config.admin_tokens}
 
@@ -77,9 +85,13 @@ class ApprovalsScreen(Screen[None]):
             yield Static(summary_text(self.review), id="summary", classes="panel")
             yield Static(id="tally", classes="panel")
             with Vertical(id="form", classes="panel"):
-                yield Input(placeholder="token label", id="label",
-                            suggester=SuggestFromList(sorted(
-                                self.appliance.config.officer_tokens.values())))
+                yield Input(
+                    placeholder="token label",
+                    id="label",
+                    suggester=SuggestFromList(
+                        sorted(self.appliance.config.officer_tokens.values())
+                    ),
+                )
                 yield Input(placeholder="PIN", password=True, id="pin")
                 yield Static("", id="problem", classes="error")
         yield KeysFooter()
@@ -133,13 +145,22 @@ class ApprovalsScreen(Screen[None]):
             return
         self.busy = True
         self.problem(f"{label}: checking the token…")
-        run_blocking(self, lambda: self.ceremony.approve(label, pin), self.approved,
-                     self.rejected)  # fmt: skip
+        self.check_approval(label, pin)
+
+    @work(group="ceremony")
+    async def check_approval(self, label: str, pin: str) -> None:
+        """The officer's token signs the request hash; the engine says whether it counts."""
+        try:
+            state = await off_thread(lambda: self.ceremony.approve(label, pin))
+        except EngineError as exc:
+            self.rejected(str(exc))
+            return
+        self.approved(state)
 
     def problem(self, text: str) -> None:
         self.query_one("#problem", Static).update(text)
 
-    def approved(self, state: Any) -> None:
+    def approved(self, state: ApprovalState) -> None:
         self.busy = False
         self.state = state
         self.query_one("#label", Input).value = ""
@@ -169,7 +190,16 @@ class ApprovalsScreen(Screen[None]):
         self.busy = True
         self.refresh_bindings()
         self.notify("Signing inside the HSM…")
-        run_blocking(self, self.ceremony.sign, self.signed, self.sign_failed)
+        self.sign_request()
+
+    @work(group="ceremony")
+    async def sign_request(self) -> None:
+        try:
+            result = await off_thread(self.ceremony.sign)
+        except EngineError as exc:
+            self.sign_failed(str(exc))
+            return
+        self.signed(result)
 
     def sign_failed(self, message: str) -> None:
         """Nothing was signed; the engine may have dropped the approvals, so ask it again."""
@@ -182,7 +212,7 @@ class ApprovalsScreen(Screen[None]):
             self.state = None
         self.show_state()
 
-    def signed(self, result: Any) -> None:
+    def signed(self, result: SignedResult) -> None:
         try:
             ur = UR("crypto-psbt", encode_psbt(result.psbt_bytes))
         except ValueError as exc:

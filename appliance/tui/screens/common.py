@@ -3,6 +3,7 @@ HSM and camera work off the UI thread, and the dialog that collects officers' PI
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -15,12 +16,12 @@ from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Header, Input, Label, Static
 
-from appliance.ceremonies import Appliance
-from appliance.tui.engine import EngineError, guarded
-from shared.tui import KeysFooter  # re-exported: the screens import it from here
+from appliance.appliance import Appliance
+from appliance.tui.engine import guarded
+from shared.bitcoin.amount import COIN
+from shared.ui.widgets import KeysFooter  # re-exported: the screens import it from here
 
 T = TypeVar("T")
-SATS = 100_000_000
 
 # -- how values are written ------------------------------------------------------------------
 
@@ -28,8 +29,13 @@ SATS = 100_000_000
 def btc(sats: int) -> str:
     """Exact BTC with all eight decimals: integer arithmetic, never a float near money."""
     sign = "-" if sats < 0 else ""
-    whole, frac = divmod(abs(int(sats)), SATS)
+    whole, frac = divmod(abs(int(sats)), COIN)
     return f"{sign}{whole}.{frac:08d} BTC"
+
+
+def btc_or_unknown(sats: int | None) -> str:
+    """An amount the PSBT may not let the engine know (the request is then refused)."""
+    return "unknown" if sats is None else btc(sats)
 
 
 def when(timestamp: int | None) -> str:
@@ -94,24 +100,15 @@ def go_home(node: DOMNode) -> None:
     node.app.call_later(node.app.run_action, "go('home')")
 
 
-def run_blocking(node: DOMNode, job: Callable[[], T], done: Callable[[T], None],
-                 failed: Callable[[str], None]) -> None:  # fmt: skip
-    """Run an HSM or ceremony call in a thread worker and report back on the UI thread.
+async def off_thread(job: Callable[[], T]) -> T:
+    """Await an HSM or ceremony call run in a thread, from a ``@work`` coroutine.
 
-    PKCS#11 logins and signatures take long enough to freeze the screen; the Hsm lock
-    keeps the module single-threaded. ``failed`` gets one sentence, never an exception.
+    PKCS#11 logins and signatures take long enough to freeze the screen; the Hsm lock keeps
+    the module single-threaded. A ceremony then reads top to bottom (dialog, call, outcome)
+    with ``await self.app.push_screen_wait(...)`` and this. A failure is raised as
+    :class:`EngineError`, one sentence for the officers, never another exception.
     """
-    app = node.app
-
-    def work() -> None:
-        try:
-            result = guarded(job)
-        except EngineError as exc:
-            app.call_from_thread(failed, str(exc))
-            return
-        app.call_from_thread(done, result)
-
-    node.run_worker(work, thread=True, group="blocking", exit_on_error=False)
+    return await asyncio.to_thread(guarded, job)
 
 
 class PresentOfficers(ModalScreen[list[tuple[str, str]] | None]):
@@ -123,8 +120,9 @@ class PresentOfficers(ModalScreen[list[tuple[str, str]] | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, purpose: str, count: int, labels: Iterable[str],
-                 role: str = "Officer") -> None:  # fmt: skip
+    def __init__(
+        self, purpose: str, count: int, labels: Iterable[str], role: str = "Officer"
+    ) -> None:
         super().__init__()
         self.purpose = purpose
         self.count = count
@@ -136,8 +134,11 @@ class PresentOfficers(ModalScreen[list[tuple[str, str]] | None]):
         with Vertical(classes="dialog"):
             yield Static(self.purpose, classes="dialog-title")
             yield Label("", id="who")
-            yield Input(placeholder="token label", id="label",
-                        suggester=SuggestFromList(self.labels, case_sensitive=True))
+            yield Input(
+                placeholder="token label",
+                id="label",
+                suggester=SuggestFromList(self.labels, case_sensitive=True),
+            )
             yield Input(placeholder="PIN", password=True, id="pin")
             yield Label("", id="problem", classes="error")
             yield Static(f"tokens: {', '.join(self.labels)}", classes="hint")

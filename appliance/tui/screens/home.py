@@ -6,17 +6,23 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from appliance.appliance import Appliance
 from appliance.keystore import KeyInfo, KeyState
-from appliance.tui.engine import pinned_wallets
-from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking, when
+from appliance.tui.engine import EngineError, pinned_wallets
+from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread, when
+from shared.policy import SignedPolicy
 
-STATE_STYLE = {KeyState.ACTIVE: "bold green", KeyState.SUSPENDED: "bold yellow",
-               KeyState.ARCHIVED: "dim"}  # fmt: skip
+STATE_STYLE = {
+    KeyState.ACTIVE: "bold green",
+    KeyState.SUSPENDED: "bold yellow",
+    KeyState.ARCHIVED: "dim",
+}
 
 
 def key_state_text(info: KeyInfo) -> Text:
@@ -29,8 +35,14 @@ def fill_keys(table: DataTable, keys: list[KeyInfo]) -> None:
         table.add_columns("label", "state", "backup", "origin", "created")
     table.clear()
     for info in keys:
-        table.add_row(info.label, key_state_text(info), str(info.backup_model), info.origin,
-                      info.created[:16].replace("T", " "), key=info.label)  # fmt: skip
+        table.add_row(
+            info.label,
+            key_state_text(info),
+            str(info.backup_model),
+            info.origin,
+            info.created[:16].replace("T", " "),
+            key=info.label,
+        )
 
 
 class HomeScreen(NavScreen):
@@ -46,7 +58,9 @@ class HomeScreen(NavScreen):
         with VerticalScroll(id="home"):
             yield Static(id="torn", classes="alarm")
             yield Static(id="identity", classes="panel")
-            keys = DataTable(id="keys", classes="panel", cursor_type="row", zebra_stripes=True)
+            keys: DataTable[str | Text] = DataTable(
+                id="keys", classes="panel", cursor_type="row", zebra_stripes=True
+            )
             keys.border_title = "Keys"
             yield keys
 
@@ -63,9 +77,14 @@ class HomeScreen(NavScreen):
         alarm = self.query_one("#torn", Static)
         alarm.display = bool(appliance.problems)
         if appliance.problems:
-            alarm.update(Text("STATION STOPPED: nothing is signed until the administrators run "
-                              "`journal recover` (or the cause below is fixed).\n"
-                              + "\n".join(appliance.problems), style="bold"))  # fmt: skip
+            alarm.update(
+                Text(
+                    "STATION STOPPED: nothing is signed until the administrators run "
+                    "`journal recover` (or the cause below is fixed).\n"
+                    + "\n".join(appliance.problems),
+                    style="bold",
+                )
+            )
         self.query_one("#identity", Static).update(self._identity())
         fill_keys(self.query_one("#keys", DataTable), appliance.keystore.key_infos())
 
@@ -75,27 +94,29 @@ class HomeScreen(NavScreen):
         return super().check_action(action, parameters)
 
     def action_write_pending(self) -> None:
+        self.write_pending(self.appliance.policy().approval_quorum)
+
+    @work(group="ceremony")
+    async def write_pending(self, quorum: int) -> None:
         """Refusals decided while the token was locked, and lockout resets, wait for an
         activation to be signed into the journal; officers present to write them now."""
         appliance = self.appliance
-        quorum = appliance.policy().approval_quorum
-
-        def presented(officers: list[tuple[str, str]] | None) -> None:
-            if not officers:
-                return
-
-            def done(count: int) -> None:
-                self.notify(f"{count} pending record(s) written to the journal.")
-                self.refresh_facts()
-
-            def failed(message: str) -> None:
-                self.notify(message, title="Refused", severity="error", timeout=10)
-
-            run_blocking(self, lambda: appliance.flush_pending(officers), done, failed)
-
-        self.app.push_screen(PresentOfficers(
-            f"Write pending records: {quorum} officers present their tokens", quorum,
-            appliance.config.officer_tokens.values()), presented)  # fmt: skip
+        officers = await self.app.push_screen_wait(
+            PresentOfficers(
+                f"Write pending records: {quorum} officers present their tokens",
+                quorum,
+                appliance.config.officer_tokens.values(),
+            )
+        )
+        if not officers:
+            return
+        try:
+            count = await off_thread(lambda: appliance.flush_pending(officers))
+        except EngineError as exc:
+            self.notify(str(exc), title="Refused", severity="error", timeout=10)
+            return
+        self.notify(f"{count} pending record(s) written to the journal.")
+        self.refresh_facts()
 
     def _identity(self) -> Text:
         appliance = self.appliance
@@ -111,15 +132,21 @@ class HomeScreen(NavScreen):
             lines.append(value if isinstance(value, Text) else Text(value, style=style))
             lines.append("\n")
 
-        line("Id", f"{config.appliance_id} · {config.network}"
-                   + (" · demo tokens (SoftHSM2)" if config.demo else ""))  # fmt: skip
+        line(
+            "Id",
+            f"{config.appliance_id} · {config.network}"
+            + (" · demo tokens (SoftHSM2)" if config.demo else ""),
+        )
         if signed is None:
             line("Policy", "none installed: no ceremony can run", "bold red")
         else:
             policy = signed.policy
             active = sum(o.active for o in policy.officers)
-            line("Policy", f"version {policy.version} · {policy.approval_quorum} of {active} "
-                           f"officers approve · hash {policy.hash().hex()[:16]}")  # fmt: skip
+            line(
+                "Policy",
+                f"version {policy.version} · {policy.approval_quorum} of {active} "
+                f"officers approve · hash {policy.hash().hex()[:16]}",
+            )
         if not wallets:
             line("Wallet", "none pinned yet", "dim")
         for number, wallet in enumerate(wallets, start=1):
@@ -128,20 +155,26 @@ class HomeScreen(NavScreen):
             line("Journal", "empty")
         else:
             record = last.record
-            line("Journal", f"{length} records · head {record.hash().hex()[:16]} · "
-                            f"last {record.event} {when(record.time)}")  # fmt: skip
+            line(
+                "Journal",
+                f"{length} records · head {record.hash().hex()[:16]} · "
+                f"last {record.event} {when(record.time)}",
+            )
         pending = len(appliance.state.pending())
         if pending:
-            line("Pending", f"{pending} record(s) wait for the next activation (w writes them)",
-                 "bold yellow")  # fmt: skip
+            line(
+                "Pending",
+                f"{pending} record(s) wait for the next activation (w writes them)",
+                "bold yellow",
+            )
         lines.rstrip()
         return lines
 
 
-def policy_or_none(appliance: object) -> object:
+def policy_or_none(appliance: Appliance) -> SignedPolicy | None:
     """The policy in force, or None when there is none or its file does not verify (the
     problem itself is shown in the alarm panel)."""
     try:
-        return appliance.signed_policy()  # type: ignore[attr-defined]
+        return appliance.signed_policy()
     except Exception:  # a screen must not crash on a damaged station
         return None

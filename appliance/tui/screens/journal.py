@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Select, Static
 
-from appliance.tui.screens.common import KeysFooter, NavScreen, hex_text, run_blocking, when
+from appliance.appliance import Appliance
+from appliance.tui.engine import EngineError
+from appliance.tui.screens.common import KeysFooter, NavScreen, hex_text, off_thread, when
 from shared.journal import Entry, Record
 
 
@@ -52,10 +55,15 @@ class RecordScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         r = self.record
         body = Text()
-        for name, value in (("seq", r.seq), ("time", when(r.time)), ("event", r.event),
-                            ("decision", r.decision or "-"), ("hash", r.hash().hex()),
-                            ("prev_hash", r.prev_hash.hex()),
-                            ("actors", ", ".join(r.actors) or "-")):  # fmt: skip
+        for name, value in (
+            ("seq", r.seq),
+            ("time", when(r.time)),
+            ("event", r.event),
+            ("decision", r.decision or "-"),
+            ("hash", r.hash().hex()),
+            ("prev_hash", r.prev_hash.hex()),
+            ("actors", ", ".join(r.actors) or "-"),
+        ):
             body.append(f"{name:<10}", style="bold")
             body.append(f"{value}\n")
         body.append("subjects", style="bold")
@@ -72,12 +80,13 @@ class JournalScreen(NavScreen):
     NAME: ClassVar[str] = "journal"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "verify", "Verify"),
-        Binding("e", "focus('event')", "Event"),
-        Binding("r", "focus('request')", "Request"),
-        Binding("escape", "focus('rows')", "Rows", show=False),
+        # Screen.action_focus (Textual's own) takes a selector
+        Binding("e", "focus('#event')", "Event"),
+        Binding("r", "focus('#request')", "Request"),
+        Binding("escape", "focus('#rows')", "Rows", show=False),
     ]
 
-    def __init__(self, appliance: Any) -> None:
+    def __init__(self, appliance: Appliance) -> None:
         super().__init__(appliance)
         self.entries: list[Entry] = []
 
@@ -114,9 +123,15 @@ class JournalScreen(NavScreen):
             r = entry.record
             if matches(r, event, request):
                 ids = request_ids(r)
-                table.add_row(str(r.seq), when(r.time)[:16], r.event, r.decision or "",
-                              str(len(r.actors)), ids[0][:16] if ids else "",
-                              key=str(r.seq))  # fmt: skip
+                table.add_row(
+                    str(r.seq),
+                    when(r.time)[:16],
+                    r.event,
+                    r.decision or "",
+                    str(len(r.actors)),
+                    ids[0][:16] if ids else "",
+                    key=str(r.seq),
+                )
         shown = table.row_count
         table.border_title = f"{shown} of {len(self.entries)} records"
 
@@ -134,27 +149,27 @@ class JournalScreen(NavScreen):
         record = next(e.record for e in self.entries if e.record.seq == seq)
         self.app.push_screen(RecordScreen(record))
 
-    def action_focus(self, widget_id: str) -> None:
-        self.query_one(f"#{widget_id}").focus()
-
     def action_verify(self) -> None:
         verdict = self.query_one("#verdict", Static)
         verdict.set_classes("")
         verdict.update("verifying the chain and every signature…")
+        self.verify(verdict)
 
-        def done(problems: list[str]) -> None:
-            self.reload()
-            length = len(self.entries)
-            if problems:
-                verdict.set_classes("alarm")
-                verdict.update(f"{len(problems)} PROBLEM(S) in {length} records: "
-                               + "; ".join(problems))  # fmt: skip
-            else:
-                verdict.set_classes("good")
-                verdict.update(f"{length} records verified: chain and audit signatures OK")
-
-        def failed(message: str) -> None:
+    @work(group="verify")
+    async def verify(self, verdict: Static) -> None:
+        try:
+            problems = await off_thread(self.appliance.verify_journal)
+        except EngineError as exc:
             verdict.set_classes("alarm")
-            verdict.update(f"verification could not run: {message}")
-
-        run_blocking(self, self.appliance.verify_journal, done, failed)
+            verdict.update(f"verification could not run: {exc}")
+            return
+        self.reload()
+        length = len(self.entries)
+        if problems:
+            verdict.set_classes("alarm")
+            verdict.update(
+                f"{len(problems)} PROBLEM(S) in {length} records: " + "; ".join(problems)
+            )
+        else:
+            verdict.set_classes("good")
+            verdict.update(f"{length} records verified: chain and audit signatures OK")

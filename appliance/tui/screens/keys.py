@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from appliance.keystore import AUDIT_KEY_LABEL, KeyState
-from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking
+from appliance.tui.engine import EngineError
+from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread
 from appliance.tui.screens.home import fill_keys
 
 VERBS = {KeyState.SUSPENDED: "suspend", KeyState.ACTIVE: "reactivate"}
@@ -28,7 +30,9 @@ class KeysScreen(NavScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome()
         with Vertical(id="keys-screen"):
-            table = DataTable(id="keys", classes="panel", cursor_type="row", zebra_stripes=True)
+            table: DataTable[str | Text] = DataTable(
+                id="keys", classes="panel", cursor_type="row", zebra_stripes=True
+            )
             table.border_title = "Keys in the signing token"
             yield table
             yield Static(id="key-detail", classes="panel")
@@ -77,8 +81,10 @@ class KeysScreen(NavScreen):
         if label is None:
             return
         if label == AUDIT_KEY_LABEL:
-            self.notify("The audit key signs every journal record; it cannot be suspended.",
-                        severity="error")  # fmt: skip
+            self.notify(
+                "The audit key signs every journal record; it cannot be suspended.",
+                severity="error",
+            )
             return
         info = self.appliance.keystore.info(label)
         if info.state is target:
@@ -89,32 +95,30 @@ class KeysScreen(NavScreen):
         except Exception as exc:  # no policy: say so, do not crash
             self.notify(str(exc), severity="error")
             return
-        verb = VERBS[target]
-        dialog = PresentOfficers(f"{verb.capitalize()} key {label}: {policy.approval_quorum} "
-                                 "officers present their tokens",
-                                 policy.approval_quorum,
-                                 self.appliance.config.officer_tokens.values())  # fmt: skip
+        self.change_state(label, target, policy.approval_quorum)
 
-        def presented(officers: list[tuple[str, str]] | None) -> None:
-            if officers:
-                self._run(label, target, officers)
-
-        self.app.push_screen(dialog, presented)
-
-    def _run(self, label: str, target: KeyState, officers: list[tuple[str, str]]) -> None:
+    @work(group="ceremony")
+    async def change_state(self, label: str, target: KeyState, quorum: int) -> None:
+        """M officers present their tokens, then the ceremony runs off the UI thread."""
+        verb = VERBS[target].capitalize()
+        officers = await self.app.push_screen_wait(
+            PresentOfficers(
+                f"{verb} key {label}: {quorum} officers present their tokens",
+                quorum,
+                self.appliance.config.officer_tokens.values(),
+            )
+        )
+        if not officers:
+            return
         problem = self.query_one("#key-problem", Static)
-        problem.update(f"{VERBS[target].capitalize()} {label}: activating the signing token…")
-
-        def done(entry: object) -> None:
-            seq = getattr(getattr(entry, "record", None), "seq", "?")
-            problem.update("")
-            self.notify(f"Key {label} is now {target} (journal seq {seq}).")
+        problem.update(f"{verb} {label}: activating the signing token…")
+        try:
+            entry = await off_thread(lambda: self.appliance.set_key_state(officers, label, target))
+        except EngineError as exc:
+            problem.update(f"Refused: {exc}")
+            self.notify(str(exc), title="Refused", severity="error", timeout=10)
             self.reload()
-
-        def failed(message: str) -> None:
-            problem.update(f"Refused: {message}")
-            self.notify(message, title="Refused", severity="error", timeout=10)
-            self.reload()
-
-        run_blocking(self, lambda: self.appliance.set_key_state(officers, label, target),
-                     done, failed)  # fmt: skip
+            return
+        problem.update("")
+        self.notify(f"Key {label} is now {target} (journal seq {entry.record.seq}).")
+        self.reload()

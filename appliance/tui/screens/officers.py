@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from appliance.hsm import token_serial
-from appliance.tui.screens.common import NavScreen, PresentOfficers, run_blocking
+from appliance.tui.engine import EngineError
+from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread
 
 
 class OfficersScreen(NavScreen):
@@ -26,8 +28,9 @@ class OfficersScreen(NavScreen):
         yield from self.compose_chrome()
         with Vertical(id="officers-screen"):
             yield Static(id="quorum", classes="panel")
-            table = DataTable(id="officers", classes="panel", cursor_type="row",
-                              zebra_stripes=True)  # fmt: skip
+            table: DataTable[str | Text] = DataTable(
+                id="officers", classes="panel", cursor_type="row", zebra_stripes=True
+            )
             table.border_title = "Officers and administrators"
             yield table
 
@@ -37,9 +40,12 @@ class OfficersScreen(NavScreen):
         self.query_one("#officers", DataTable).focus()
 
     def reload(self) -> None:
+        """The table afresh, the cursor kept on its row: after a refused reset the
+        administrators retry on the token they chose, not on the first one."""
         table = self.query_one("#officers", DataTable)
         if not table.columns:
             table.add_columns("role", "token", "fingerprint", "status", "PIN tries left")
+        row = table.cursor_row
         table.clear()
         config = self.appliance.config
         try:
@@ -51,13 +57,17 @@ class OfficersScreen(NavScreen):
             f"{policy.approval_quorum} of {sum(o.active for o in policy.officers)} active "
             f"approvers sign a request · {policy.admin_quorum} of "
             f"{len(policy.administrators)} administrators sign a policy (version "
-            f"{policy.version})")  # fmt: skip
+            f"{policy.version})"
+        )
         tokens = {**config.officer_tokens, **config.admin_tokens}
         for officer in (*policy.officers, *policy.administrators):
             label = tokens.get(officer.fingerprint, "?")
             status = Text("active", "green") if officer.active else Text("revoked", "bold red")
-            table.add_row(officer.role, label, officer.fingerprint, status,
-                          self._tries_left(label), key=label)  # fmt: skip
+            table.add_row(
+                officer.role, label, officer.fingerprint, status, self._tries_left(label), key=label
+            )
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
 
     def _tries_left(self, label: str) -> Text:
         try:
@@ -72,26 +82,28 @@ class OfficersScreen(NavScreen):
         if not table.row_count:
             return
         label = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        policy = self.appliance.policy()
-        dialog = PresentOfficers(f"Reset the PIN lockout of {label}: {policy.admin_quorum} "
-                                 "administrators present their tokens", policy.admin_quorum,
-                                 self.appliance.config.admin_tokens.values(),
-                                 role="Administrator")  # fmt: skip
+        self.reset_lockout(label, self.appliance.policy().admin_quorum)
 
-        def presented(admins: list[tuple[str, str]] | None) -> None:
-            if not admins:
-                return
-
-            def done(_evidence: object) -> None:
-                self.notify(f"{label} may try its PIN again; the reset is journaled at the "
-                            "next activation.")  # fmt: skip
-                self.reload()
-
-            def failed(message: str) -> None:
-                self.notify(message, title="Refused", severity="error", timeout=10)
-                self.reload()
-
-            run_blocking(self, lambda: self.appliance.reset_lockout(admins, label), done,
-                         failed)  # fmt: skip
-
-        self.app.push_screen(dialog, presented)
+    @work(group="ceremony")
+    async def reset_lockout(self, label: str, quorum: int) -> None:
+        """The administrators present their tokens and sign the reset of ``label``'s lockout."""
+        admins = await self.app.push_screen_wait(
+            PresentOfficers(
+                f"Reset the PIN lockout of {label}: {quorum} administrators present their tokens",
+                quorum,
+                self.appliance.config.admin_tokens.values(),
+                role="Administrator",
+            )
+        )
+        if not admins:
+            return
+        try:
+            await off_thread(lambda: self.appliance.reset_lockout(admins, label))
+        except EngineError as exc:
+            self.notify(str(exc), title="Refused", severity="error", timeout=10)
+            self.reload()
+            return
+        self.notify(
+            f"{label} may try its PIN again; the reset is journaled at the next activation."
+        )
+        self.reload()

@@ -12,11 +12,12 @@ from textual.widgets import Static
 
 from appliance.tui.screens.common import NavScreen, btc, grouped
 from appliance.tui.screens.home import policy_or_none
+from shared.policy import SignedPolicy
 
 
-def policy_text(signed: object) -> Text:
-    """The policy document as labelled lines (``signed`` is a SignedPolicy)."""
-    policy = signed.policy  # type: ignore[attr-defined]
+def policy_text(signed: SignedPolicy) -> Text:
+    """The policy document as labelled lines."""
+    policy = signed.policy
     text = Text()
 
     def line(name: str, value: str) -> None:
@@ -25,26 +26,35 @@ def policy_text(signed: object) -> Text:
 
     line("Version", f"{policy.version} · {policy.network} · appliance {policy.appliance_id}")
     line("Hash", grouped(policy.hash().hex()[:32]) + " …")
-    line("Previous", "none (first policy)" if policy.previous_hash is None
-         else grouped(policy.previous_hash.hex()[:32]) + " …")  # fmt: skip
-    line("Signed by", f"{len(signed.signatures)} administrators "  # type: ignore[attr-defined]
-                      f"({policy.admin_quorum} needed)")  # fmt: skip
-    line("Approvals needed", f"{policy.approval_quorum} of "
-                             f"{sum(o.active for o in policy.officers)} active officers")
+    line(
+        "Previous",
+        "none (first policy)"
+        if policy.previous_hash is None
+        else grouped(policy.previous_hash.hex()[:32]) + " …",
+    )
+    line("Signed by", f"{len(signed.signatures)} administrators ({policy.admin_quorum} needed)")
+    line(
+        "Approvals needed",
+        f"{policy.approval_quorum} of {sum(o.active for o in policy.officers)} active officers",
+    )
     line("Per transaction", btc(policy.per_tx_limit))
     line("Per UTC day", btc(policy.per_day_limit))
     line("Fee rate ceiling", f"{policy.fee_rate_ceiling / 1000:g} sat/vB")
     line("Largest fee", btc(policy.max_fee))
     line("Request lifetime", f"at most {policy.request_ttl_max / 3600:g} h")
     line("Script types", ", ".join(str(t.value) for t in policy.allowed_script_types))
-    line("Address book", "required for every payment" if policy.require_address_book
-         else "labels only (payments elsewhere allowed)")  # fmt: skip
+    line(
+        "Address book",
+        "required for every payment"
+        if policy.require_address_book
+        else "labels only (payments elsewhere allowed)",
+    )
     text.rstrip()
     return text
 
 
-def book_text(signed: object) -> Text:
-    book = signed.policy.address_book  # type: ignore[attr-defined]
+def book_text(signed: SignedPolicy) -> Text:
+    book = signed.policy.address_book
     if not book:
         return Text("empty", style="dim")
     text = Text()

@@ -10,22 +10,24 @@ import time
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
-from appliance.ceremonies import Appliance
-from appliance.tui.engine import Ceremony, ReviewView
+from appliance.appliance import Appliance
+from appliance.tui.engine import Ceremony, EngineError, ReviewView
 from appliance.tui.screens.common import (
     AskReason,
     KeysFooter,
     btc,
+    btc_or_unknown,
     go_home,
     grouped,
     hex_text,
-    run_blocking,
+    off_thread,
     until,
     when,
 )
@@ -39,8 +41,10 @@ def verdict_text(view: ReviewView, quorum: int) -> Text:
             text.append(f"  ({code})\n", style="dim")
         text.rstrip()
         return text
-    return Text(f"Policy checks passed. Read every line below; {quorum} officers must "
-                "approve before the appliance signs.")  # fmt: skip
+    return Text(
+        f"Policy checks passed. Read every line below; {quorum} officers must "
+        "approve before the appliance signs."
+    )
 
 
 def _rows(rows: list[tuple[str, str, str]], width: int = 12) -> Text:
@@ -56,27 +60,28 @@ def request_text(view: ReviewView, now: int) -> Text:
     request = view.request
     if request is None:
         return Text("no valid request metadata in this PSBT", style="bold red")
-    return _rows([
-        ("Request id", request.request_id, ""),
-        ("Requester", request.requester, "bold"),
-        ("Purpose", request.purpose or "-", ""),
-        ("Batch", f"{request.batch_id} ({request.kind})", ""),
-        ("Network", view.network or "unknown", "bold"),
-        ("Created", when(request.created), ""),
-        ("Expires", f"{when(request.expiry)} ({until(request.expiry, now)})", ""),
-        ("Txid", view.txid or "-", "dim"),
-    ])  # fmt: skip
+    return _rows(
+        [
+            ("Request id", request.request_id, ""),
+            ("Requester", request.requester, "bold"),
+            ("Purpose", request.purpose or "-", ""),
+            ("Batch", f"{request.batch_id} ({request.kind})", ""),
+            ("Network", view.network or "unknown", "bold"),
+            ("Created", when(request.created), ""),
+            ("Expires", f"{when(request.expiry)} ({until(request.expiry, now)})", ""),
+            ("Txid", view.txid or "-", "dim"),
+        ]
+    )
 
 
 def outputs_text(view: ReviewView) -> Text:
     text = Text()
     for out in view.outputs:
         text.append(f"#{out.index:<3}", style="bold")
-        text.append(f"{btc(out.amount):>20}  ", style="bold")
+        text.append(f"{btc(out.amount_sat):>20}  ", style="bold")
         if out.is_change:
             text.append("CHANGE, back to our wallet", style="bold green")
-            text.append(f" (re-derived: {out.change_path})" if out.change_path else "",
-                        style="dim")  # fmt: skip
+            text.append(f" (re-derived: {out.change_path})" if out.change_path else "", style="dim")
         elif out.label:
             text.append(f"{out.label}", style="bold cyan")
             text.append(" (address book)", style="dim")
@@ -88,32 +93,36 @@ def outputs_text(view: ReviewView) -> Text:
     return text
 
 
-def _amount(sats: int | None) -> str:
-    return "unknown" if sats is None else btc(sats)
-
-
 def totals_text(view: ReviewView) -> Text:
-    rate = "unknown" if view.fee_rate is None else f"{view.fee_rate:.1f} sat/vB"
-    return _rows([
-        ("Paid out", btc(view.paid_out), "bold"),
-        ("Change", btc(view.total_out - view.paid_out), ""),
-        ("Total out", btc(view.total_out), ""),
-        ("Total in", _amount(view.total_in), ""),
-        ("Fee", _amount(view.fee) + ("" if view.fee is None else f" = {view.fee} sat"),
-         "bold"),
-        ("Fee rate", f"{rate} over about {view.vsize} vB", ""),
-        ("Locks", view.locks or "unknown", "bold" if "relative lock" in view.locks
-         and not view.locks.startswith("no") else ""),
-    ])  # fmt: skip
+    rate = (
+        "unknown" if view.fee_rate_sat_per_vb is None else f"{view.fee_rate_sat_per_vb:.1f} sat/vB"
+    )
+    fee = view.fee_sat
+    return _rows(
+        [
+            ("Paid out", btc_or_unknown(view.paid_out_sat), "bold"),
+            ("Change", btc_or_unknown(view.change_sat), ""),
+            ("Total out", btc_or_unknown(view.total_out_sat), ""),
+            ("Total in", btc_or_unknown(view.total_in_sat), ""),
+            ("Fee", btc_or_unknown(fee) + ("" if fee is None else f" = {fee} sat"), "bold"),
+            ("Fee rate", f"{rate} over about {view.vsize} vB", ""),
+            (
+                "Locks",
+                view.locks or "unknown",
+                "bold" if "relative lock" in view.locks and not view.locks.startswith("no") else "",
+            ),
+        ]
+    )
 
 
 def inputs_text(view: ReviewView) -> Text:
     text = Text()
     for txin in view.inputs:
         text.append(f"#{txin.index:<3}", style="bold")
-        text.append(f"{_amount(txin.amount):>20}  ")
-        text.append(f"{txin.owner}\n", style="bold" if txin.owner.startswith("ours") else
-                    "bold red")  # fmt: skip
+        text.append(f"{btc_or_unknown(txin.amount_sat):>20}  ")
+        text.append(
+            f"{txin.owner}\n", style="bold" if txin.owner.startswith("ours") else "bold red"
+        )
         text.append(f"     {txin.outpoint}\n", style="dim")
     text.rstrip()
     return text
@@ -151,14 +160,14 @@ class ReviewScreen(Screen[None]):
         refused = not review.approved_for_signing
         yield Header()
         with VerticalScroll(id="review"):
-            yield Static(verdict_text(review, quorum), id="decision",
-                         classes="alarm" if refused else "good")  # fmt: skip
+            yield Static(
+                verdict_text(review, quorum), id="decision", classes="alarm" if refused else "good"
+            )
             yield self._panel("outputs", f"Outputs ({len(review.outputs)})", outputs_text(review))
             yield self._panel("totals", "Totals and fee", totals_text(review))
-            now = review.now if review.now is not None else int(time.time())
+            now = review.judged_at if review.judged_at is not None else int(time.time())
             yield self._panel("request", "Request", request_text(review, now))
-            yield self._panel("hash", "Request hash: the officers approve this",
-                              hash_text(review))  # fmt: skip
+            yield self._panel("hash", "Request hash: the officers approve this", hash_text(review))
             yield self._panel("inputs", f"Inputs ({len(review.inputs)})", inputs_text(review))
         yield KeysFooter()
 
@@ -183,31 +192,31 @@ class ReviewScreen(Screen[None]):
         self.app.push_screen(ApprovalsScreen(self.appliance, self.ceremony, self.review))
 
     def action_refuse(self) -> None:
-        refuse(self, self.ceremony)
+        self.refuse()
 
     def action_leave(self) -> None:
         if self.review.approved_for_signing:
-            refuse(self, self.ceremony)  # leaving an approvable request is refusing it
+            self.refuse()  # leaving an approvable request is refusing it
         else:
             go_home(self)  # the engine journaled the refusal when it reviewed
 
-
-def refuse(screen: Screen, ceremony: Ceremony) -> None:
-    """Ask why, tell the engine (which journals it), and go home."""
-
-    def reason_given(reason: str | None) -> None:
+    @work(group="ceremony")
+    async def refuse(self) -> None:
+        """Ask why, tell the engine (which journals it), and go home."""
+        reason = await self.app.push_screen_wait(
+            AskReason(
+                "Refuse this request? The reason goes into the journal.",
+                "officers declined at review",
+            )
+        )
         if reason is None:
             return
-
-        def done(_result: object) -> None:
-            screen.notify("Request refused; the refusal is in the journal.")
-            go_home(screen)
-
-        def failed(message: str) -> None:
-            screen.notify(message, title="Could not record the refusal", severity="error",
-                          timeout=10)  # fmt: skip
-
-        run_blocking(screen, lambda: ceremony.refuse(reason), done, failed)
-
-    screen.app.push_screen(AskReason("Refuse this request? The reason goes into the journal.",
-                                     "officers declined at review"), reason_given)  # fmt: skip
+        try:
+            await off_thread(lambda: self.ceremony.refuse(reason))
+        except EngineError as exc:
+            self.notify(
+                str(exc), title="Could not record the refusal", severity="error", timeout=10
+            )
+            return
+        self.notify("Request refused; the refusal is in the journal.")
+        go_home(self)

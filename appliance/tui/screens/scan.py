@@ -4,7 +4,7 @@ shows parts known / parts needed and the time left, never a made-up percentage."
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import ClassVar
 
 from textual import work
@@ -16,7 +16,7 @@ from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from appliance.tui.screens.common import KeysFooter
-from shared.qr.receiver import QrReceiver, Received, ScanProgress
+from shared.adapters.receiver import QrReceiver, Received, ScanProgress
 from shared.ur.registry import decode_psbt
 
 PSBT_TYPES = ["crypto-psbt", "psbt"]
@@ -24,12 +24,13 @@ PROGRESS_EVERY = 0.1  # seconds between progress updates sent to the UI thread
 
 
 def progress_text(progress: ScanProgress, rejections: dict[str, int]) -> str:
-    lines = [str(progress),
-             f"{progress.frames_seen} frames read, {progress.frames_with_code} with a code"]
+    lines = [
+        str(progress),
+        f"{progress.frames_seen} frames read, {progress.frames_with_code} with a code",
+    ]
     if rejections:
         reason, count = max(rejections.items(), key=lambda item: item[1])
-        lines.append(f"{sum(rejections.values())} codes ignored; most often: {reason} "
-                     f"({count})")  # fmt: skip
+        lines.append(f"{sum(rejections.values())} codes ignored; most often: {reason} ({count})")
     return "\n".join(lines)
 
 
@@ -46,8 +47,10 @@ class ScanScreen(Screen[bytes | None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="scan", classes="panel"):
-            yield Static("Hold the coordinator's animated QR in front of the camera.\n"
-                         "Camera number or video file, then Enter:")  # fmt: skip
+            yield Static(
+                "Hold the coordinator's animated QR in front of the camera.\n"
+                "Camera number or video file, then Enter:"
+            )
             yield Input(value=self.source, id="source")
             yield ProgressBar(id="bar", show_eta=False, show_percentage=False)
             yield Static("", id="progress")
@@ -81,25 +84,20 @@ class ScanScreen(Screen[bytes | None]):
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def capture(self, spec: str) -> None:
         """Read frames until the transfer completes, the video ends, or Escape."""
-        from shared.qr.camera import FrameSource  # OpenCV loads on the first scan, not at start
+        from shared.adapters.camera import CameraError, parse_source  # OpenCV loads on the
+        from shared.adapters.scan import scan_source  # first scan, not at start
 
         worker = get_current_worker()
         receiver: QrReceiver | None = None
         try:
-            with FrameSource.from_spec(spec) as source:
-                receiver = QrReceiver(expected_types=PSBT_TYPES, fps=source.fps)
-                start = last = time.monotonic()
-                for frame in source:
-                    if worker.is_cancelled:
-                        return
-                    stamp = time.monotonic() - start if source.is_device else None
-                    receiver.feed(frame, stamp)
-                    if receiver.is_complete:
-                        break
-                    if time.monotonic() - last >= PROGRESS_EVERY:
-                        last = time.monotonic()
-                        self.app.call_from_thread(self.show_progress, receiver.progress(stamp),
-                                                  dict(receiver.rejections))  # fmt: skip
+            receiver = scan_source(
+                parse_source(spec),
+                error=CameraError,
+                expected_types=PSBT_TYPES,
+                on_progress=partial(self.app.call_from_thread, self.show_progress),
+                progress_every_s=PROGRESS_EVERY,
+                cancelled=lambda: worker.is_cancelled,
+            )
         except Exception as exc:  # a camera or decoder fault is shown, not fatal
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.failed, str(exc) or type(exc).__name__)
@@ -108,11 +106,14 @@ class ScanScreen(Screen[bytes | None]):
             return
         if receiver is None or receiver.result is None:
             seen = receiver.progress() if receiver else None
-            self.app.call_from_thread(self.failed, "the video ended before the transfer "
-                                      f"completed ({seen or 'no frames'})")  # fmt: skip
+            self.app.call_from_thread(
+                self.failed,
+                f"the video ended before the transfer completed ({seen or 'no frames'})",
+            )
             return
-        self.app.call_from_thread(self.show_progress, receiver.progress(),
-                                  dict(receiver.rejections))  # fmt: skip
+        self.app.call_from_thread(
+            self.show_progress, receiver.progress(), dict(receiver.rejections)
+        )
         self.app.call_from_thread(self.received, receiver.result)
 
     # -- back on the UI thread --------------------------------------------------------------
@@ -123,8 +124,10 @@ class ScanScreen(Screen[bytes | None]):
         bar = self.query_one("#bar", ProgressBar)
         if progress.fragments_total:
             bar.display = True
-            bar.update(total=progress.fragments_known + progress.estimated_parts_left,
-                       progress=progress.fragments_known)  # fmt: skip
+            bar.update(
+                total=progress.fragments_known + progress.estimated_parts_left,
+                progress=progress.fragments_known,
+            )
         self.query_one("#progress", Static).update(progress_text(progress, rejections))
 
     def failed(self, message: str) -> None:

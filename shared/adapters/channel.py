@@ -54,8 +54,12 @@ class ChannelSpec:
     def __post_init__(self) -> None:
         for name, low, high in _RANGES:
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and not isinstance(value, bool)
-                    and math.isfinite(value) and low <= value <= high):
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and low <= value <= high
+            ):
                 raise ValueError(f"channel {name}={value!r}: must be a number in [{low}, {high}]")
         if self.scale <= 0:
             raise ValueError(f"channel scale={self.scale!r}: must be > 0")
@@ -68,8 +72,13 @@ class ChannelSpec:
 
 
 _RANGES = (
-    ("loss", 0.0, 1.0), ("blur", 0.0, 50.0), ("noise", 0.0, 255.0), ("tilt", -80.0, 80.0),
-    ("scale", 0.0, 4.0), ("glare", 0.0, 1.0), ("blend", 0.0, 1.0),
+    ("loss", 0.0, 1.0),
+    ("blur", 0.0, 50.0),
+    ("noise", 0.0, 255.0),
+    ("tilt", -80.0, 80.0),
+    ("scale", 0.0, 4.0),
+    ("glare", 0.0, 1.0),
+    ("blend", 0.0, 1.0),
     ("brightness", -255.0, 255.0),
 )
 _KEYS = tuple(f.name for f in fields(ChannelSpec))
@@ -136,8 +145,11 @@ class Channel:
             if partner is not None:
                 weight = rng.uniform(*BLEND_WEIGHT)
                 shown = cv2.addWeighted(frame, 1.0 - weight, partner, weight, 0.0)
-            yield CapturedFrame(index, self._capture(shown, self._rng(index, _CAMERA)),
-                                None if partner is None else index - 1)
+            yield CapturedFrame(
+                index,
+                self._capture(shown, self._rng(index, _CAMERA)),
+                None if partner is None else index - 1,
+            )
 
     def apply(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Just the captured images of :meth:`process`."""
@@ -167,14 +179,20 @@ class Channel:
         height, width = image.shape[:2]
         key = (width, height)
         if key not in self._homographies:
-            self._homographies[key] = view_homography(width, height, self.spec.scale,
-                                                      self.spec.tilt)
+            self._homographies[key] = view_homography(
+                width, height, self.spec.scale, self.spec.tilt
+            )
         matrix = self._homographies[key]
         if matrix is None:
             return image
-        return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=(SURROUND_GRAY,) * 3)
+        return cv2.warpPerspective(
+            image,
+            matrix,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(SURROUND_GRAY,) * 3,
+        )
 
 
 def view_homography(width: int, height: int, scale: float, tilt: float) -> np.ndarray | None:
@@ -193,14 +211,17 @@ def view_homography(width: int, height: int, scale: float, tilt: float) -> np.nd
         depth = focal + dx * math.sin(theta)
         src.append((x, y))
         dst.append((cx + focal * dx * math.cos(theta) / depth, cy + focal * dy / depth))
-    return cv2.getPerspectiveTransform(np.float32(src), np.float32(dst))
+    return cv2.getPerspectiveTransform(
+        np.array(src, dtype=np.float32), np.array(dst, dtype=np.float32)
+    )
 
 
 def glare_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A soft bright ellipse (float32, peak 1.0) at a random place, orientation and size."""
     height, width = shape[:2]
-    return cv2.resize(_small_glare(height, width, rng), (width, height),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(
+        _small_glare(height, width, rng), (width, height), interpolation=cv2.INTER_LINEAR
+    )
 
 
 def _small_glare(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -238,5 +259,7 @@ def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.n
     """
     noise = np.empty(image.shape, dtype=np.int16)
     cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    cv2.randn(noise, 0.0, float(sigma))
+    # OpenCV's stub types mean and stddev as arrays; the C++ API takes a Scalar, which a
+    # float is (a 0-d array would not be the same Scalar for a colour frame).
+    cv2.randn(noise, 0.0, float(sigma))  # type: ignore[call-overload]
     return cv2.add(image, noise, dtype=cv2.CV_8U)

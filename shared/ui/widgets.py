@@ -1,7 +1,7 @@
-"""Textual pieces both programs' screens share (the appliance and the online coordinator).
+"""Textual widgets both programs' screens share (the appliance and the online coordinator).
 
-They live in ``shared/`` because neither program may import the other; only widgets with no
-knowledge of either program belong here.
+They live in ``shared/ui`` because neither program may import the other; only widgets with
+no knowledge of either program belong here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The appliance's ceremonies, headless and scriptable: each one a short, journaled story.
+"""The appliance: the station (:class:`appliance.station.Station`, opened and activated)
+with its ceremonies, each a short, journaled story. CLI and TUI open this class.
 
 Every ceremony that uses the signing token is activated by M officers
 (:meth:`appliance.station.Station.activated`). The journal is the station's only truth
@@ -15,23 +16,18 @@ effect that cannot be taken back and its completion after it:
   every remaining officer's token -> SO PIN, then user PIN changed -> ``pin_rekeyed`` and
   ``policy_installed``; the next activation finishes whichever step a crash interrupted.
 - lockout reset: the administrators' signed evidence is written before the counter is reset.
-- init: ``init_completed`` is the last record; a station without it refuses to work, and
-  ``init --start-over`` wipes a half-made demo station.
+
+Creating a station is :func:`appliance.initialise.initialise`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
-import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import softhsm
 from appliance.activation import (
     QuorumError,
     activated_pin,
@@ -49,22 +45,19 @@ from appliance.backup import (
     install_trusted_kek,
     restore_key,
 )
-from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
+from appliance.hsm import WrongPinError, token_serial
 from appliance.journal_store import JournalStore
-from appliance.keystore import AUDIT_KEY_LABEL, KEY_ID_BYTES, BackupModel, KeyState, Keystore
-from appliance.officers import enroll_administrator, enroll_officer, unlock
+from appliance.keystore import AUDIT_KEY_LABEL, KEY_ID_BYTES, BackupModel, KeyState
+from appliance.officers import unlock
 from appliance.pending import deferred_refusal, lockout_reset, reset_digest
 from appliance.recorder import Recorder
-from appliance.state import SIGNING_TOKEN, ApplianceConfig, ApplianceState, StateError
+from appliance.state import ApplianceState
 from appliance.station import Activation, CeremonyError, Presented, Station
-from appliance.token_objects import clear_initialising, initialising, mark_initialising
 from shared import canonical
 from shared.bitcoin.address import network_by_name
 from shared.bitcoin.descriptor import Descriptor
-from shared.bitcoin.script import OutputType
 from shared.journal import Entry, JournalError, parse_export, verify_journal
 from shared.policy import (
-    Officer,
     Policy,
     SignedPolicy,
     count_admin_signatures,
@@ -75,18 +68,6 @@ from shared.policy import (
 )
 from shared.station import activation_commitment
 
-__all__ = ["Appliance", "CeremonyError", "InitResult", "Presented", "initialise"]
-
-DEFAULT_LIMITS = {
-    "per_tx_limit": 10 * 100_000_000,
-    "per_day_limit": 50 * 100_000_000,
-    "fee_rate_ceiling": 200_000,  # millisat per vbyte: 200 sat/vB
-    "max_fee": 1_000_000,
-    "request_ttl_max": 7 * 24 * 3600,
-}
-DEFAULT_SCRIPT_TYPES = (OutputType.P2WPKH, OutputType.P2WSH, OutputType.P2TR,
-                        OutputType.P2SH, OutputType.P2PKH)  # fmt: skip
-MIN_PIN, MAX_PIN = 4, 255  # SoftHSM2's bounds; most tokens accept at least these
 ENTROPY_SOURCES = ["os.urandom", "signing token C_GenerateRandom"]
 
 
@@ -101,17 +82,9 @@ def so_pin_for(user_pin: str) -> str:
     return hashlib.sha256(f"coldstation-so-pin:{user_pin}".encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class InitResult:
-    appliance_id: str
-    officers: list[str]
-    administrators: list[str]
-    audit_public_key: bytes
-    policy_hash: bytes
-
-
 class Appliance(Station):
-    """A loaded appliance and its ceremonies (the front door is :class:`Station`)."""
+    """The appliance its callers open (CLI, TUI, signing engine): a loaded, activatable
+    :class:`Station` and the ceremonies that change it."""
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -122,9 +95,16 @@ class Appliance(Station):
                 return finished  # a rerun: this activation finished the crashed keygen
             if label in self.journal.keys:
                 raise CeremonyError(f"key {label!r} already exists")
-            intent = self.record("intent", actors=act.actors, details={
-                "ceremony": "keygen", "label": label, "key_id": secrets.token_hex(KEY_ID_BYTES),
-                "backup_model": BackupModel(model).value})  # fmt: skip
+            intent = self.record(
+                "intent",
+                actors=act.actors,
+                details={
+                    "ceremony": "keygen",
+                    "label": label,
+                    "key_id": secrets.token_hex(KEY_ID_BYTES),
+                    "backup_model": BackupModel(model).value,
+                },
+            )
             return self._finish_keygen(intent.record.seq, intent.record.details, act)
 
     def _finish_keygen(self, seq: int, intent: dict, act: Activation) -> Entry:
@@ -134,26 +114,37 @@ class Appliance(Station):
         info = self.keystore.adopt(label, key_id, model)
         if info is None:
             info = self.keystore.generate_key(label, model, key_id)
-        entry = self.record("key_generated", actors=act.actors,
-                            subjects={"public_key": info.public_key_bytes},
-                            details={"label": label, "backup_model": model.value,
-                                     "key_id": key_id.hex(), "intent": seq})  # fmt: skip
+        entry = self.record(
+            "key_generated",
+            actors=act.actors,
+            subjects={"public_key": info.public_key_bytes},
+            details={
+                "label": label,
+                "backup_model": model.value,
+                "key_id": key_id.hex(),
+                "intent": seq,
+            },
+        )
         act.completed[("keygen", label)] = entry
         return entry
 
     def set_key_state(self, officers: Presented, label: str, state: KeyState) -> Entry:
         if label == AUDIT_KEY_LABEL:
-            raise CeremonyError("the audit key signs the journal: it cannot be suspended or "
-                                "archived (a new appliance gets a new audit key)")
-        event = {KeyState.SUSPENDED: "key_suspended", KeyState.ACTIVE: "key_reactivated",
-                 KeyState.ARCHIVED: "key_archived"}[state]  # fmt: skip
+            raise CeremonyError(
+                "the audit key signs the journal: it cannot be suspended or "
+                "archived (a new appliance gets a new audit key)"
+            )
+        event = {
+            KeyState.SUSPENDED: "key_suspended",
+            KeyState.ACTIVE: "key_reactivated",
+            KeyState.ARCHIVED: "key_archived",
+        }[state]
         entry = self.journal.keys.get(label)
         if entry is None:
             raise CeremonyError(f"no key labelled {label!r}")
         if entry.state == state.value:
             raise CeremonyError(f"key {label!r} is already {state.value}")
-        if entry.state == "archived" or (event == "key_reactivated"
-                                         and entry.state != "suspended"):  # fmt: skip
+        if entry.state == "archived" or (event == "key_reactivated" and entry.state != "suspended"):
             raise CeremonyError(f"key {label!r} cannot go from {entry.state} to {state.value}")
         with self.activated(officers) as act:
             return self.record(event, actors=act.actors, details={"label": label})
@@ -170,15 +161,22 @@ class Appliance(Station):
             raise CeremonyError(f"key {label!r} is {entry.state}: it does not receive funds")
         descriptor = Descriptor.parse(f"wpkh({entry.public_key.hex()})", require_checksum=False)
         with self.activated(officers) as act:
-            receipt = self.record("wallet_exported", actors=act.actors,
-                                  subjects={"descriptor": _digest_text(str(descriptor))},
-                                  details={"label": label, "descriptor": str(descriptor),
-                                           "audit_key": self._audit_hex(),
-                                           "quorum": self.policy().approval_quorum})
+            receipt = self.record(
+                "wallet_exported",
+                actors=act.actors,
+                subjects={"descriptor": _digest_text(str(descriptor))},
+                details={
+                    "label": label,
+                    "descriptor": str(descriptor),
+                    "audit_key": self._audit_hex(),
+                    "quorum": self.policy().approval_quorum,
+                },
+            )
         return descriptor, receipt
 
-    def pin_wallet(self, officers: Presented, descriptor: Descriptor,
-                   admins: Presented = ()) -> Entry:  # fmt: skip
+    def pin_wallet(
+        self, officers: Presented, descriptor: Descriptor, admins: Presented = ()
+    ) -> Entry:
         """Pin a wallet (a multisig with cosigners' keys) this station signs for.
 
         Authorised by the policy in force (it names the descriptor as internal) or by the
@@ -194,20 +192,24 @@ class Appliance(Station):
         internal = self._check_pinnable(descriptor, policy)
         signatures: dict[str, bytes] = {}
         if not internal:
-            signatures = self._admin_quorum(admins, policy, wallet_pin_statement(
-                self.config.appliance_id, "pin", text))  # fmt: skip
+            signatures = self._admin_quorum(
+                admins, policy, wallet_pin_statement(self.config.appliance_id, "pin", text)
+            )
         with self.activated(officers) as act:
             return self.record(
-                "wallet_pinned", actors=act.actors,
+                "wallet_pinned",
+                actors=act.actors,
                 subjects={"descriptor": _digest_text(text)},
-                details={"descriptor": text, "audit_key": self._audit_hex(),
-                         "quorum": policy.approval_quorum,
-                         "authorised_by": "policy" if internal else "administrators",
-                         **({"admin_signatures": signatures} if signatures else {})},
-            )  # fmt: skip
+                details={
+                    "descriptor": text,
+                    "audit_key": self._audit_hex(),
+                    "quorum": policy.approval_quorum,
+                    "authorised_by": "policy" if internal else "administrators",
+                    **({"admin_signatures": signatures} if signatures else {}),
+                },
+            )
 
-    def unpin_wallet(self, officers: Presented, descriptor: Descriptor,
-                     admins: Presented) -> Entry:  # fmt: skip
+    def unpin_wallet(self, officers: Presented, descriptor: Descriptor, admins: Presented) -> Entry:
         """The administrators' quorum takes a wallet off the station (it no longer signs for
         it, and outputs to it are payments)."""
         self.require_usable()
@@ -215,11 +217,15 @@ class Appliance(Station):
         if text not in self.journal.wallets:
             raise CeremonyError(f"{text} is not pinned")
         policy = self.policy()
-        signatures = self._admin_quorum(admins, policy, wallet_pin_statement(
-            self.config.appliance_id, "unpin", text))  # fmt: skip
+        signatures = self._admin_quorum(
+            admins, policy, wallet_pin_statement(self.config.appliance_id, "unpin", text)
+        )
         with self.activated(officers) as act:
-            return self.record("wallet_unpinned", actors=act.actors,
-                               details={"descriptor": text, "admin_signatures": signatures})
+            return self.record(
+                "wallet_unpinned",
+                actors=act.actors,
+                details={"descriptor": text, "admin_signatures": signatures},
+            )
 
     def _check_pinnable(self, descriptor: Descriptor, policy: Policy) -> bool:
         """The structural rules; returns True when the policy names it as internal."""
@@ -232,8 +238,10 @@ class Appliance(Station):
         if not ours:
             raise CeremonyError("none of the descriptor's keys is held by this station")
         if len(ours) > 1:
-            raise CeremonyError("the descriptor holds two of this station's keys: one station "
-                                "may hold only one key of a wallet")  # fmt: skip
+            raise CeremonyError(
+                "the descriptor holds two of this station's keys: one station "
+                "may hold only one key of a wallet"
+            )
         if ours[0].state != "active":
             raise CeremonyError(f"the station's key {ours[0].label!r} is {ours[0].state}")
         kind = network_by_name(policy.network).kind
@@ -263,16 +271,16 @@ class Appliance(Station):
                 signatures[admin.fingerprint] = admin.approve(digest)
         return signatures
 
-    def _admin_quorum(self, admins: Presented, policy: Policy, statement: dict
-                      ) -> dict[str, bytes]:  # fmt: skip
+    def _admin_quorum(self, admins: Presented, policy: Policy, statement: dict) -> dict[str, bytes]:
         if not admins:
             raise CeremonyError(f"this needs {policy.admin_quorum} administrators (--admins)")
         signatures = self.admin_signatures(admins, canonical.digest(statement))
         tally = count_admin_signatures(policy, canonical.digest(statement), signatures)
         if not tally.met:
             refused = "; ".join(f"{fp}: {why}" for fp, why in tally.rejected) or "none"
-            raise CeremonyError(f"needs {policy.admin_quorum} administrators; valid: "
-                                f"{len(tally.valid)} ({refused})")  # fmt: skip
+            raise CeremonyError(
+                f"needs {policy.admin_quorum} administrators; valid: {len(tally.valid)} ({refused})"
+            )
         return {fp: signatures[fp] for fp in tally.valid}
 
     def sign_policy(self, admins: Presented, policy: Policy) -> SignedPolicy:
@@ -292,13 +300,16 @@ class Appliance(Station):
         self.require_usable()
         policy = self.policy()
         serial = token_serial(self.hsm.token(label=officer_label))
-        statement = lockout_reset(self.config.appliance_id, officer_label, serial, self.now(),
-                                  secrets.token_hex(8))  # fmt: skip
+        statement = lockout_reset(
+            self.config.appliance_id, officer_label, serial, self.now(), secrets.token_hex(8)
+        )
         signatures = self.admin_signatures(admins, reset_digest(statement))
         tally = count_admin_signatures(policy, reset_digest(statement), signatures)
         if not tally.met:
-            raise CeremonyError(f"lockout reset needs {policy.admin_quorum} administrators; "
-                                f"valid: {len(tally.valid)} {list(tally.rejected)}")  # fmt: skip
+            raise CeremonyError(
+                f"lockout reset needs {policy.admin_quorum} administrators; "
+                f"valid: {len(tally.valid)} {list(tally.rejected)}"
+            )
         path = self.state.store_pending({**statement, "signatures": signatures})
         self.guard.reset(serial)
         return path
@@ -312,8 +323,10 @@ class Appliance(Station):
         current = self.policy()
         ref = self.journal.policy
         if ref is not None and ref.hash == signed.policy.hash():
-            raise CeremonyError(f"policy version {signed.policy.version} is already installed "
-                                f"(journal seq {ref.seq})")  # fmt: skip
+            raise CeremonyError(
+                f"policy version {signed.policy.version} is already installed "
+                f"(journal seq {ref.seq})"
+            )
         tally = verify_signed_policy(signed, current)
         self.state.store_policy(signed)  # a cache the record below names by hash
         if _needs_rekey(current, signed.policy):
@@ -333,19 +346,28 @@ class Appliance(Station):
             return Entry.from_bytes(raw)
         return None
 
-    def _record_install(self, act: Activation, signed: SignedPolicy, admins: Sequence[str],
-                        intent: int | None) -> Entry:  # fmt: skip
+    def _record_install(
+        self, act: Activation, signed: SignedPolicy, admins: Sequence[str], intent: int | None
+    ) -> Entry:
         current = self.policy()
         active = {o.fingerprint for o in current.officers if o.active}
         actors = tuple(dict.fromkeys(act.actors + tuple(admins)))
-        entry = self.record("policy_installed", actors=actors,
-                            subjects={"policy": signed.policy.hash()},
-                            details={"version": signed.policy.version,
-                                     **({"intent": intent} if intent is not None else {})})
+        entry = self.record(
+            "policy_installed",
+            actors=actors,
+            subjects={"policy": signed.policy.hash()},
+            details={
+                "version": signed.policy.version,
+                **({"intent": intent} if intent is not None else {}),
+            },
+        )
         for officer in signed.policy.officers:
             if officer.fingerprint in active and not officer.active:
-                entry = self.record("officer_revoked", actors=[officer.fingerprint],
-                                    details={"policy_version": signed.policy.version})
+                entry = self.record(
+                    "officer_revoked",
+                    actors=[officer.fingerprint],
+                    details={"policy_version": signed.policy.version},
+                )
         return entry
 
     def _refuse_missing_holders(self, officers: Presented, policy: Policy) -> None:
@@ -353,34 +375,48 @@ class Appliance(Station):
         journal enrolled them; the tokens themselves are checked when unlocked)."""
         by_label = {e.token: fp for fp, e in self.journal.enrolled.items()}
         presented = {by_label.get(label) for label, _ in officers}
-        missing = [o.fingerprint for o in policy.officers
-                   if o.active and o.fingerprint not in presented]  # fmt: skip
+        missing = [
+            o.fingerprint for o in policy.officers if o.active and o.fingerprint not in presented
+        ]
         if missing:
             names = {fp: e.token for fp, e in self.journal.enrolled.items()}
             shown = ", ".join(f"{names.get(fp, '?')} ({fp})" for fp in missing)
-            raise CeremonyError("a re-key gives every remaining officer a new share: present "
-                                f"them all (missing {shown})")  # fmt: skip
+            raise CeremonyError(
+                "a re-key gives every remaining officer a new share: present "
+                f"them all (missing {shown})"
+            )
 
-    def _rekey(self, act: Activation, officers: Presented, signed: SignedPolicy,
-               admins: Sequence[str]) -> Entry:  # fmt: skip
+    def _rekey(
+        self, act: Activation, officers: Presented, signed: SignedPolicy, admins: Sequence[str]
+    ) -> Entry:
         """A fresh activation secret, shared among every remaining officer (see module)."""
         policy = signed.policy
         holders = [o.fingerprint for o in policy.officers if o.active]
         present = {offer.fingerprint: offer.token_label for offer in act.offers}
         missing = [fp for fp in holders if fp not in present]
         if missing:
-            raise CeremonyError("a re-key gives every remaining officer a new share: present "
-                                f"them all (missing {', '.join(missing)})")  # fmt: skip
+            raise CeremonyError(
+                "a re-key gives every remaining officer a new share: present "
+                f"them all (missing {', '.join(missing)})"
+            )
         token = self.hsm.token(label=self.config.signing_token)
         secret = bytearray(new_activation_secret(16, self.hsm.generate_random(token, 32)))
         try:
             shares = split_activation_secret(secret, policy.approval_quorum, len(holders))
-            intent = self.record("intent", actors=act.actors, details={
-                "ceremony": "rekey", "policy": policy.hash(), "version": policy.version,
-                "share_identifier": share_identifier(shares),
-                "share_commitment": activation_commitment(secret),
-                "share_threshold": policy.approval_quorum, "holders": holders,
-                "admins": list(admins)})  # fmt: skip
+            intent = self.record(
+                "intent",
+                actors=act.actors,
+                details={
+                    "ceremony": "rekey",
+                    "policy": policy.hash(),
+                    "version": policy.version,
+                    "share_identifier": share_identifier(shares),
+                    "share_commitment": activation_commitment(secret),
+                    "share_threshold": policy.approval_quorum,
+                    "holders": holders,
+                    "admins": list(admins),
+                },
+            )
             pins = dict(officers)
             for fingerprint, share in zip(holders, shares, strict=True):
                 label = present[fingerprint]
@@ -403,8 +439,7 @@ class Appliance(Station):
             self.hsm.so_set_pins(token, so_pin_for(new_pin), so_pin_for(new_pin), None)
         try:
             self.keystore.unlock(old_pin)
-            self.hsm.set_user_pin(self.hsm.token(label=self.config.signing_token), old_pin,
-                                  new_pin)  # fmt: skip
+            self.hsm.set_user_pin(self.hsm.token(label=self.config.signing_token), old_pin, new_pin)
         except WrongPinError:
             self.keystore.unlock(new_pin)
 
@@ -412,11 +447,18 @@ class Appliance(Station):
         """Journal the switch (once), then the policy install that closes the intent."""
         shares = self.journal.shares
         if shares is None or shares.commitment != intent["share_commitment"]:
-            self.record("pin_rekeyed", actors=act.actors, details={
-                "rekey_intent": seq, "share_identifier": intent["share_identifier"],
-                "share_commitment": intent["share_commitment"],
-                "share_threshold": intent["share_threshold"], "holders": intent["holders"],
-                "entropy": ENTROPY_SOURCES})  # fmt: skip
+            self.record(
+                "pin_rekeyed",
+                actors=act.actors,
+                details={
+                    "rekey_intent": seq,
+                    "share_identifier": intent["share_identifier"],
+                    "share_commitment": intent["share_commitment"],
+                    "share_threshold": intent["share_threshold"],
+                    "holders": intent["holders"],
+                    "entropy": ENTROPY_SOURCES,
+                },
+            )
         ref = self.journal.policy
         version = int(intent["version"])
         if ref is not None and ref.version >= version:
@@ -433,8 +475,10 @@ class Appliance(Station):
             self._finish_rekey(seq, intent, act)
             return
         try:
-            new = activated_pin(contributions(act.offers, int(intent["share_identifier"])),
-                                int(intent["share_threshold"]))  # fmt: skip
+            new = activated_pin(
+                contributions(act.offers, int(intent["share_identifier"])),
+                int(intent["share_threshold"]),
+            )
         except QuorumError:
             new = None  # not enough new shares among the officers here: decide below
         if new is not None:
@@ -447,12 +491,19 @@ class Appliance(Station):
             self._finish_rekey(seq, intent, act)
             return
         if self._so_unchanged(act):
-            self.record("intent_abandoned", actors=act.actors, details={
-                "intent": seq, "reason": "re-key interrupted before any PIN changed; "
-                "install the policy again"})  # fmt: skip
+            self.record(
+                "intent_abandoned",
+                actors=act.actors,
+                details={
+                    "intent": seq,
+                    "reason": "re-key interrupted before any PIN changed; install the policy again",
+                },
+            )
         else:
-            self.notes.append(f"a re-key (journal seq {seq}) changed the SO PIN but not yet "
-                              "the user PIN: present officers holding the new shares")
+            self.notes.append(
+                f"a re-key (journal seq {seq}) changed the SO PIN but not yet "
+                "the user PIN: present officers holding the new shares"
+            )
 
     def _so_unchanged(self, act: Activation) -> bool:
         old_pin = act.pin.reveal()
@@ -476,12 +527,15 @@ class Appliance(Station):
         if it were whole (restore it from a copy instead)."""
         problems = self.recorder.verify()
         if problems:
-            raise CeremonyError(f"the journal does not verify ({problems[0]}): restore it "
-                                "from the last export (`journal restore FILE`), then run "
-                                "`journal recover`")  # fmt: skip
+            raise CeremonyError(
+                f"the journal does not verify ({problems[0]}): restore it "
+                "from the last export (`journal restore FILE`), then run "
+                "`journal recover`"
+            )
         with self.activated(officers) as act:
-            return self.record("journal_export", actors=act.actors,
-                               details={"length": self.journal.length + 1})
+            return self.record(
+                "journal_export", actors=act.actors, details={"length": self.journal.length + 1}
+            )
 
     def defer_refusal(self, subjects: dict[str, bytes], details: dict) -> Path:
         """Keep a refusal for the next activation (the audit key is in the locked token).
@@ -516,16 +570,22 @@ class Appliance(Station):
         bad_inside = recorder.first_bad is not None and recorder.first_bad < last
         damaged_inside = torn_inside or bad_inside
         if damaged_inside:
-            raise CeremonyError("the journal is damaged before its end (good records follow "
-                                "the damage): restore journal.log from a copy (an export "
-                                "holds every record up to it: `journal restore FILE`), then "
-                                "run `journal recover` for whatever the copy lacks")
+            raise CeremonyError(
+                "the journal is damaged before its end (good records follow "
+                "the damage): restore journal.log from a copy (an export "
+                "holds every record up to it: `journal restore FILE`), then "
+                "run `journal recover` for whatever the copy lacks"
+            )
         if recorder.transcript_missing is not None:
-            raise CeremonyError("a transcript the journal needs is missing (see the problem "
-                                "above): restore it from the export bundle; nothing to cut")
+            raise CeremonyError(
+                "a transcript the journal needs is missing (see the problem "
+                "above): restore it from the export bundle; nothing to cut"
+            )
         if self.journal.policy is None:
-            raise CeremonyError("the journal names no policy (no officers to activate): "
-                                "restore it from an export first (`journal restore FILE`)")
+            raise CeremonyError(
+                "the journal names no policy (no officers to activate): "
+                "restore it from an export first (`journal restore FILE`)"
+            )
         cut = recorder.first_bad if recorder.first_bad is not None else len(recorder.store)
         policy = self.policy()
         with self.activated(officers, recovering=True) as act:
@@ -534,22 +594,34 @@ class Appliance(Station):
                 claims.append(recorder.checkpoint_claims)
             lost_through = max(claims, default=None)
             if cut >= len(recorder.store) and report.damage is None and lost_through is None:
-                raise CeremonyError("nothing to recover: the journal verifies and contains "
-                                    "every anchor presented")
-            statement = recovery_statement(self.config.appliance_id, self.journal.seq,
-                                           self.journal.head, cut, lost_through,
-                                           [p[:300] for p in self.problems][:8])  # fmt: skip
+                raise CeremonyError(
+                    "nothing to recover: the journal verifies and contains every anchor presented"
+                )
+            statement = recovery_statement(
+                self.config.appliance_id,
+                self.journal.seq,
+                self.journal.head,
+                cut,
+                lost_through,
+                [p[:300] for p in self.problems][:8],
+            )
             signatures = self._admin_quorum(admins, policy, statement)
             quarantine = recorder.store.cut_tail(cut)
             recorder.problems.clear()
-            details = {"kept_through": self.journal.seq, "cut_from": cut,
-                       "quarantine": quarantine.name if quarantine else "",
-                       "quarantine_sha256": _file_digest(quarantine),
-                       "problems": statement["problems"], "admin_signatures": signatures,
-                       **({"lost_through": lost_through} if lost_through is not None else {})}
-            entry = self.record("journal_recovered",
-                                actors=tuple(dict.fromkeys(act.actors + tuple(signatures))),
-                                details=details)  # fmt: skip
+            details = {
+                "kept_through": self.journal.seq,
+                "cut_from": cut,
+                "quarantine": quarantine.name if quarantine else "",
+                "quarantine_sha256": _file_digest(quarantine),
+                "problems": statement["problems"],
+                "admin_signatures": signatures,
+                **({"lost_through": lost_through} if lost_through is not None else {}),
+            }
+            entry = self.record(
+                "journal_recovered",
+                actors=tuple(dict.fromkeys(act.actors + tuple(signatures))),
+                details=details,
+            )
             self.recorder.checkpoint(force=True)  # the old checkpoint may lie past the cut
             self._identity_problems(self.keystore.token_audit_key())
             return entry
@@ -569,8 +641,9 @@ class Appliance(Station):
             raise CeremonyError(f"not a journal export: {exc}") from exc
         token_key = self.keystore.token_audit_key()
         if token_key is None or audit_key != token_key:
-            raise CeremonyError("the export was signed by another audit key than this "
-                                "station's signing token holds")  # fmt: skip
+            raise CeremonyError(
+                "the export was signed by another audit key than this station's signing token holds"
+            )
         if appliance_id != self.config.appliance_id:
             raise CeremonyError(f"the export is of appliance {appliance_id!r}")
         report = verify_journal(entries, token_key, appliance_id=appliance_id)
@@ -578,40 +651,62 @@ class Appliance(Station):
             raise CeremonyError(f"the export does not verify: {report.findings[0]}")
         kept = self.journal.length
         if kept > len(entries) or (kept and entries[kept - 1].record.hash() != self.journal.head):
-            raise CeremonyError(f"the export does not contain the {kept} record(s) the journal "
-                                "still verifies: it is not this journal's copy")  # fmt: skip
+            raise CeremonyError(
+                f"the export does not contain the {kept} record(s) the journal "
+                "still verifies: it is not this journal's copy"
+            )
         self.recorder.store.close()
         _replace_journal(self.state, [e.to_bytes() for e in entries])
-        self.recorder = Recorder.open(self.state.journal_path, self.state.checkpoint_path,
-                                      self.keystore, self.config.appliance_id, token_key)
+        self.recorder = Recorder.open(
+            self.state.journal_path,
+            self.state.checkpoint_path,
+            self.keystore,
+            self.config.appliance_id,
+            token_key,
+        )
         self._identity_problems(token_key)
         self._refresh()
         return self.journal.length
 
     # -- backup -----------------------------------------------------------------------------
 
-    def backup_key(self, officers: Presented, label: str, kek_shares: Sequence[str]
-                   ) -> tuple[bytes, Entry]:  # fmt: skip
+    def backup_key(
+        self, officers: Presented, label: str, kek_shares: Sequence[str]
+    ) -> tuple[bytes, Entry]:
         """The key wrapped under the trusted KEK, which exists in the token only meanwhile."""
         info = self.keystore.info(label)
         if info.backup_model is BackupModel.NON_EXTRACTABLE:
             raise CeremonyError(f"key {label!r} is non-extractable: it has no backup")
         with self.activated(officers) as act:
-            intent = self.record("intent", actors=act.actors,
-                                 details={"ceremony": "backup", "label": label})
+            intent = self.record(
+                "intent", actors=act.actors, details={"ceremony": "backup", "label": label}
+            )
             with self._kek(act, kek_shares) as check:
                 blob = export_key(self.keystore, label)
             entry = self.record(
-                "backup", actors=act.actors,
-                subjects={"public_key": info.public_key_bytes,
-                          "blob": hashlib.sha256(blob).digest()},
-                details={"step": "key_exported", "label": label, "kek_check": check,
-                         "intent": intent.record.seq},
-            )  # fmt: skip
+                "backup",
+                actors=act.actors,
+                subjects={
+                    "public_key": info.public_key_bytes,
+                    "blob": hashlib.sha256(blob).digest(),
+                },
+                details={
+                    "step": "key_exported",
+                    "label": label,
+                    "kek_check": check,
+                    "intent": intent.record.seq,
+                },
+            )
         return blob, entry
 
-    def restore(self, officers: Presented, blob: bytes, label: str, public_key: bytes,
-                kek_shares: Sequence[str]) -> Entry:  # fmt: skip
+    def restore(
+        self,
+        officers: Presented,
+        blob: bytes,
+        label: str,
+        public_key: bytes,
+        kek_shares: Sequence[str],
+    ) -> Entry:
         """Unwrap a cloned key; it must sign for the original public key, or it is refused."""
         if label in self.journal.keys or self.journal.key_by_public(public_key) is not None:
             raise CeremonyError(f"key {label!r} or its public key is already registered")
@@ -619,20 +714,42 @@ class Appliance(Station):
             finished = act.completed.get(("restore", label))
             if finished is not None:
                 return finished  # a rerun: this activation finished the crashed restore
-            intent = self.record("intent", actors=act.actors, details={
-                "ceremony": "restore", "label": label, "key_id": secrets.token_hex(KEY_ID_BYTES),
-                "public_key": public_key.hex(), "blob": hashlib.sha256(blob).hexdigest(),
-                "backup_model": BackupModel.WRAP_WITH_TRUSTED.value})  # fmt: skip
+            intent = self.record(
+                "intent",
+                actors=act.actors,
+                details={
+                    "ceremony": "restore",
+                    "label": label,
+                    "key_id": secrets.token_hex(KEY_ID_BYTES),
+                    "public_key": public_key.hex(),
+                    "blob": hashlib.sha256(blob).hexdigest(),
+                    "backup_model": BackupModel.WRAP_WITH_TRUSTED.value,
+                },
+            )
             key_id = bytes.fromhex(intent.record.details["key_id"])
             with self._kek(act, kek_shares):
-                info = restore_key(self.keystore, blob, label, public_key,
-                                   BackupModel.WRAP_WITH_TRUSTED, key_id=key_id)  # fmt: skip
-            return self.record("restore", actors=act.actors,
-                               subjects={"public_key": info.public_key_bytes,
-                                         "blob": hashlib.sha256(blob).digest()},
-                               details={"label": label, "key_id": key_id.hex(),
-                                        "backup_model": info.backup_model.value,
-                                        "intent": intent.record.seq})  # fmt: skip
+                info = restore_key(
+                    self.keystore,
+                    blob,
+                    label,
+                    public_key,
+                    BackupModel.WRAP_WITH_TRUSTED,
+                    key_id=key_id,
+                )
+            return self.record(
+                "restore",
+                actors=act.actors,
+                subjects={
+                    "public_key": info.public_key_bytes,
+                    "blob": hashlib.sha256(blob).digest(),
+                },
+                details={
+                    "label": label,
+                    "key_id": key_id.hex(),
+                    "backup_model": info.backup_model.value,
+                    "intent": intent.record.seq,
+                },
+            )
 
     def _kek(self, act: Activation, kek_shares: Sequence[str]) -> _KekInstalled:
         return _KekInstalled(self, act, kek_shares)
@@ -640,25 +757,48 @@ class Appliance(Station):
     def _resume_restore(self, seq: int, intent: dict, act: Activation) -> None:
         label, key_id = intent["label"], bytes.fromhex(intent["key_id"])
         public_key = bytes.fromhex(intent["public_key"])
-        info = finish_restore(self.keystore, label, key_id, public_key,
-                              BackupModel(intent["backup_model"]))  # fmt: skip
+        info = finish_restore(
+            self.keystore, label, key_id, public_key, BackupModel(intent["backup_model"])
+        )
         if info is None:
-            self.record("intent_abandoned", actors=act.actors, details={
-                "intent": seq, "reason": "restore interrupted before the key was unwrapped; "
-                "run it again"})  # fmt: skip
+            self.record(
+                "intent_abandoned",
+                actors=act.actors,
+                details={
+                    "intent": seq,
+                    "reason": "restore interrupted before the key was unwrapped; run it again",
+                },
+            )
             return
         act.completed[("restore", label)] = self.record(
-            "restore", actors=act.actors, subjects={"public_key": public_key},
-            details={"label": label, "key_id": key_id.hex(),
-                     "backup_model": intent["backup_model"], "intent": seq})  # fmt: skip
+            "restore",
+            actors=act.actors,
+            subjects={"public_key": public_key},
+            details={
+                "label": label,
+                "key_id": key_id.hex(),
+                "backup_model": intent["backup_model"],
+                "intent": seq,
+            },
+        )
 
     def _resume_backup(self, seq: int, intent: dict, act: Activation) -> None:
-        self.record("intent_abandoned", actors=act.actors, details={
-            "intent": seq, "reason": "backup interrupted; its KEK was destroyed; run it again"})
+        self.record(
+            "intent_abandoned",
+            actors=act.actors,
+            details={
+                "intent": seq,
+                "reason": "backup interrupted; its KEK was destroyed; run it again",
+            },
+        )
 
     def _resumers(self) -> dict:
-        return {"keygen": self._finish_keygen, "restore": self._resume_restore,
-                "backup": self._resume_backup, "rekey": self._resume_rekey}
+        return {
+            "keygen": self._finish_keygen,
+            "restore": self._resume_restore,
+            "backup": self._resume_backup,
+            "rekey": self._resume_rekey,
+        }
 
 
 class _KekInstalled:
@@ -674,8 +814,9 @@ class _KekInstalled:
         with combined_kek(self.shares) as kek:
             app.keystore.lock()
             try:
-                check = install_trusted_kek(app.hsm, app.config.signing_token,
-                                            so_pin_for(user_pin), user_pin, kek)  # fmt: skip
+                check = install_trusted_kek(
+                    app.hsm, app.config.signing_token, so_pin_for(user_pin), user_pin, kek
+                )
             except BaseException:
                 destroy_kek(app.hsm, app.config.signing_token)
                 raise
@@ -700,8 +841,9 @@ def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> None:
     if path.exists():
         os.replace(path, path.with_name(f"{path.name}.replaced-{n}"))
     if state.checkpoint_path.exists():
-        os.replace(state.checkpoint_path,
-                   state.checkpoint_path.with_name(f"checkpoint.cbor.replaced-{n}"))
+        os.replace(
+            state.checkpoint_path, state.checkpoint_path.with_name(f"checkpoint.cbor.replaced-{n}")
+        )
     os.replace(fresh, path)
 
 
@@ -718,182 +860,3 @@ def _digest_text(text: str) -> bytes:
 
 def _file_digest(path: Path | None) -> str:
     return "" if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# -- initialisation ------------------------------------------------------------------------
-
-
-def initialise(
-    root: Path,
-    network: str,
-    officers: Presented,
-    admins: Presented,
-    quorum: int,
-    admin_quorum: int,
-    demo: bool = True,
-    start_over: bool = False,
-) -> InitResult:
-    """Create the appliance: tokens (demo), officers and their shares, administrators, the
-    audit key, and the first policy signed by the administrators; all journaled, and
-    ``init_completed`` last (a station without it refuses to work)."""
-    if not demo:
-        raise CeremonyError("only demo mode provisions tokens; initialise real tokens "
-                            "with the vendor's tools")  # fmt: skip
-    if not 1 <= quorum <= len(officers):
-        raise CeremonyError(f"quorum {quorum} needs between 1 and {len(officers)} officers")
-    if not 1 <= admin_quorum <= len(admins):
-        raise CeremonyError(f"admin quorum {admin_quorum} needs between 1 and {len(admins)} "
-                            "administrators")  # fmt: skip
-    for label, pin in [*officers, *admins]:
-        if not MIN_PIN <= len(pin) <= MAX_PIN:
-            raise CeremonyError(f"the PIN for {label} must be {MIN_PIN} to {MAX_PIN} "
-                                "characters")  # fmt: skip
-    state = ApplianceState(root)
-    _clear_half_made(state, start_over)
-    config = ApplianceConfig(appliance_id=f"cs-{secrets.token_hex(6)}", network=network,
-                             demo=demo)  # fmt: skip
-    state.create(config)
-    softhsm.configure(state.root)
-    hsm = Hsm()
-    hsm.rescan()
-    secret, shares = _provision_signing_token(hsm, config, quorum, len(officers))
-    try:
-        for label, pin in [*officers, *admins]:
-            hsm.init_token(label, secrets.token_hex(16), pin)
-        cards = [enroll_officer(hsm, label, pin, share)
-                 for (label, pin), share in zip(officers, shares, strict=True)]  # fmt: skip
-        admin_cards = [enroll_administrator(hsm, label, pin) for label, pin in admins]
-        config.officer_tokens = {c.fingerprint: c.token_label for c in cards}
-        config.admin_tokens = {c.fingerprint: c.token_label for c in admin_cards}
-        state.save(config)
-        return _first_records(root, hsm, config, secret, shares, cards, admin_cards, admins,
-                              quorum, admin_quorum)  # fmt: skip
-    finally:
-        secret[:] = bytes(len(secret))
-
-
-def _clear_half_made(state: ApplianceState, start_over: bool) -> None:
-    """An existing station is never overwritten; a half-made demo one may be wiped, and
-    only while its signing token still carries the init-in-progress marker."""
-    if not state.exists() and not (state.root.exists() and any(state.root.iterdir())):
-        return
-    complete, why = _completed(state)
-    if complete:
-        raise StateError(f"{state.root} already holds an appliance: init never overwrites one")
-    if not start_over:
-        raise StateError(f"{state.root} holds a half-made station ({why}): run init again with "
-                         "--start-over to wipe it (demo tokens live inside it), or choose "
-                         "another --state")  # fmt: skip
-    if _signing_token_finished(state):
-        raise StateError(f"{state.root}: its signing token finished initialising (no "
-                         "init-in-progress marker), so the journal was emptied or cut after "
-                         f"the fact ({why}): restore it (`journal restore FILE`) and run "
-                         "`journal recover`; a finished station is never wiped")  # fmt: skip
-    shutil.rmtree(state.root)
-
-
-def _signing_token_finished(state: ApplianceState) -> bool:
-    """True when the state directory's signing token exists and no longer carries the
-    init-in-progress marker: its initialisation completed once."""
-    label = SIGNING_TOKEN
-    with contextlib.suppress(StateError):
-        label = state.load().signing_token
-    softhsm.configure(state.root)
-    hsm = Hsm()
-    hsm.rescan()
-    try:
-        token = hsm.token(label=label)
-        has_audit_key = Keystore(hsm, label).token_audit_key() is not None
-    except HsmError:
-        return False
-    # the marker comes before the audit key, so a token with an audit key and no marker
-    # finished; one that holds neither died before it had anything to lose
-    return has_audit_key and not initialising(hsm, token)
-
-
-def _completed(state: ApplianceState) -> tuple[bool, str]:
-    try:
-        config = state.load()
-    except StateError as exc:
-        return False, str(exc)
-    if not config.demo:
-        raise StateError(f"{state.root} holds a station with real tokens: not touched")
-    try:
-        with Appliance(state.root) as appliance:
-            if appliance.journal.init_complete:
-                return True, ""
-            return False, f"journal has {appliance.journal.length} record(s), no init_completed"
-    except (StateError, HsmError, OSError, ValueError) as exc:
-        return False, str(exc)
-
-
-def _provision_signing_token(hsm: Hsm, config: ApplianceConfig, quorum: int, count: int
-                             ) -> tuple[bytearray, list[str]]:  # fmt: skip
-    """The signing token, with a PIN from a secret that mixes the OS's and the token's RNG:
-    initialised with a throw-away SO PIN, then its own PINs set through the API."""
-    throwaway = secrets.token_hex(16)
-    token = hsm.init_token(config.signing_token, throwaway, None)
-    mark_initialising(hsm, token, config.appliance_id)
-    secret = bytearray(new_activation_secret(16, hsm.generate_random(token, 32)))
-    pin = activation_pin(secret)
-    hsm.so_set_pins(token, throwaway, so_pin_for(pin), pin)
-    return secret, split_activation_secret(secret, quorum, count)
-
-
-def _first_policy(config: ApplianceConfig, cards: list, admin_cards: list, quorum: int,
-                  admin_quorum: int) -> Policy:  # fmt: skip
-    return Policy(
-        version=1, network=config.network, appliance_id=config.appliance_id,
-        officers=tuple(Officer.from_pubkey(c.approval_public_key, "approver") for c in cards),
-        approval_quorum=quorum,
-        administrators=tuple(Officer.from_pubkey(c.approval_public_key, "administrator")
-                             for c in admin_cards),
-        admin_quorum=admin_quorum, address_book=(), require_address_book=False,
-        allowed_script_types=DEFAULT_SCRIPT_TYPES, previous_hash=None, **DEFAULT_LIMITS,
-    )  # fmt: skip
-
-
-def _first_records(root: Path, hsm: Hsm, config: ApplianceConfig, secret: bytearray,
-                   shares: list[str], cards: list, admin_cards: list, admins: Presented,
-                   quorum: int, admin_quorum: int) -> InitResult:  # fmt: skip
-    """The first policy, the audit key and the genesis records, ``init_completed`` last."""
-    appliance = Appliance(root, hsm)
-    try:
-        policy = _first_policy(config, cards, admin_cards, quorum, admin_quorum)
-        signed = appliance.sign_policy(admins, policy)
-        genesis = [Officer.from_pubkey(c.approval_public_key, "administrator")
-                   for c in admin_cards]  # fmt: skip
-        verify_signed_policy(signed, None, genesis)
-        appliance.state.store_policy(signed)
-        appliance.recorder.problems.clear()  # "never initialised": this is the initialisation
-        appliance.keystore.unlock(activation_pin(secret))
-        audit = appliance.keystore.create_audit_key(secrets.token_bytes(KEY_ID_BYTES))
-        actors = tuple(c.fingerprint for c in cards[:quorum])
-        record = appliance.record
-        # the audit key's own record first: the registry is re-read from the journal after
-        # every record, and every record is signed by this key
-        record("key_generated", actors=actors, subjects={"public_key": audit.public_key_bytes},
-               details={"label": audit.label, "backup_model": audit.backup_model.value,
-                        "key_id": audit.key_id})  # fmt: skip
-        record("token_init", actors=actors,
-               details={"token": config.signing_token, "module": hsm.path})
-        for card in cards:
-            record("officer_enrolled", actors=[card.fingerprint],
-                   details={"role": "approver", "token": card.token_label})
-        for card in admin_cards:
-            record("officer_enrolled", actors=[card.fingerprint],
-                   details={"role": "administrator", "token": card.token_label})
-        record("policy_installed", actors=actors + tuple(signed.signatures),
-               subjects={"policy": signed.policy.hash()}, details={"version": 1})
-        record("init_completed", actors=actors, details={
-            "share_identifier": share_identifier(shares),
-            "share_commitment": activation_commitment(secret), "share_threshold": quorum,
-            "holders": [c.fingerprint for c in cards], "entropy": ENTROPY_SOURCES,
-            "started": int(time.time())})  # fmt: skip
-        appliance.recorder.checkpoint(force=True)
-        clear_initialising(hsm, hsm.token(label=config.signing_token))
-    finally:
-        appliance.close()
-    return InitResult(config.appliance_id, [c.fingerprint for c in cards],
-                      [c.fingerprint for c in admin_cards], audit.public_key_bytes,
-                      signed.policy.hash())  # fmt: skip

@@ -80,24 +80,31 @@ class ZxingDecoder:
     binarizer stays zxing's LocalAverage, which copes with glare gradients.
     """
 
-    def __init__(self, *, try_rotate: bool = True, try_downscale: bool = True,
-                 try_invert: bool = False) -> None:
+    def __init__(
+        self, *, try_rotate: bool = True, try_downscale: bool = True, try_invert: bool = False
+    ) -> None:
         import zxingcpp
 
         self._zxing = zxingcpp
-        self._options = {
-            "formats": zxingcpp.BarcodeFormat.QRCode,
-            "try_rotate": try_rotate,
-            "try_downscale": try_downscale,
-            "try_invert": try_invert,
-        }
+        self._try_rotate = try_rotate
+        self._try_downscale = try_downscale
+        self._try_invert = try_invert
 
     def decode(self, image: Any) -> list[str]:
         gray = to_gray(image)
         if gray is None:
             return []
         try:
-            found = self._zxing.read_barcodes(gray, **self._options)
+            # built per call, not kept on the decoder: one held until interpreter exit is
+            # reported by nanobind as a leaked object
+            qr_only = self._zxing.BarcodeFormats(self._zxing.BarcodeFormat.QRCode)
+            found = self._zxing.read_barcodes(
+                gray,
+                formats=qr_only,
+                try_rotate=self._try_rotate,
+                try_downscale=self._try_downscale,
+                try_invert=self._try_invert,
+            )
         except Exception:  # a native decoder must never take the scan loop down
             return []
         return _unique([code.text for code in found if code.valid and code.text])

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shared.qr.decoders import QrDecoder, default_decoder
+from shared.adapters.decoders import QrDecoder, default_decoder
 from shared.ur import registry
 from shared.ur.bbqr import BBQrError, BBQrJoiner, is_bbqr
 from shared.ur.ur import ReceiveState, URDecoder
@@ -37,17 +37,21 @@ class ScanProgress:
     fragments_known: int
     fragments_total: int  # 0 until the first part names the message size
     estimated_parts_left: int
-    seconds_elapsed: float
     estimated_seconds_left: float | None
     rejected: int
 
     def __str__(self) -> str:
         if not self.fragments_total:
             return f"{self.frames_seen} frames, waiting for a code"
-        eta = "" if self.estimated_seconds_left is None else (
-            f", about {self.estimated_seconds_left:.0f} s left")
-        return (f"{self.fragments_known}/{self.fragments_total} parts known, "
-                f"about {self.estimated_parts_left} more needed{eta}")  # fmt: skip
+        eta = (
+            ""
+            if self.estimated_seconds_left is None
+            else (f", about {self.estimated_seconds_left:.0f} s left")
+        )
+        return (
+            f"{self.fragments_known}/{self.fragments_total} parts known, "
+            f"about {self.estimated_parts_left} more needed{eta}"
+        )
 
 
 class QrReceiver:
@@ -92,8 +96,10 @@ class QrReceiver:
         now = self._frames / self._fps if now is None else now
         protocol = "bbqr" if is_bbqr(text) else "ur"
         if self._protocol not in (None, protocol):
-            self.rejections[f"a {self._protocol.upper()} transfer is in progress; "
-                            f"{protocol.upper()} text ignored"] += 1
+            self.rejections[
+                f"a {self._protocol.upper()} transfer is in progress; "
+                f"{protocol.upper()} text ignored"
+            ] += 1
             return
         if protocol == "bbqr":
             self._feed_bbqr(text, now)
@@ -146,9 +152,15 @@ class QrReceiver:
     def progress(self, now: float | None = None) -> ScanProgress:
         now = self._frames / self._fps if now is None else now
         known, total, left = self._counts()
-        elapsed = 0.0 if self._first_new_at is None else now - self._first_new_at
-        return ScanProgress(self._frames, self._frames_with_code, known, total, left, elapsed,
-                            self._eta(left), sum(self.rejections.values()))  # fmt: skip
+        return ScanProgress(
+            self._frames,
+            self._frames_with_code,
+            known,
+            total,
+            left,
+            self._eta(left),
+            sum(self.rejections.values()),
+        )
 
     def _counts(self) -> tuple[int, int, int]:
         if self._bbqr.total is not None and not self._ur.progress.seq_len:

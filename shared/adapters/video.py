@@ -1,9 +1,9 @@
-"""Write frames to a video file with OpenCV ``VideoWriter``.
+"""Write frames, or a UR as an animated QR, to a video file with OpenCV ``VideoWriter``.
 
-This module and :mod:`shared.qr.camera` are the only I/O in ``shared/`` (see there for
-why): tests and benchmarks record simulated screen-to-camera captures as video and play
-them back through the real ``VideoCapture`` path, and an operator can record what a
-scanner saw to replay a failed scan.
+An adapter (:mod:`shared.adapters`): tests and benchmarks record simulated screen-to-camera
+captures as video and play them back through the real ``VideoCapture`` path, the
+coordinator writes a request as the video a screen would show, and an operator can record
+what a scanner saw to replay a failed scan.
 
 Codec: Motion-JPEG in an ``.avi`` container, written by OpenCV's own MJPEG backend
 (``CAP_OPENCV_MJPEG``, always built in) and read back through FFmpeg by ``VideoCapture``.
@@ -20,9 +20,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from shared.adapters.channel import Channel
+    from shared.qr.presets import Preset
+    from shared.ur.ur import UREncoder
 
 DEFAULT_FOURCC = "MJPG"
 DEFAULT_QUALITY = 95
@@ -33,8 +39,14 @@ class VideoWriteError(OSError):
     """The video writer cannot open the file or codec, or a frame does not fit the video."""
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: float, *,
-                fourcc: str = DEFAULT_FOURCC, quality: int = DEFAULT_QUALITY) -> int:
+def write_video(
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike[str],
+    fps: float,
+    *,
+    fourcc: str = DEFAULT_FOURCC,
+    quality: int = DEFAULT_QUALITY,
+) -> int:
     """Write ``frames`` (all the same size, ``uint8`` gray or BGR) and return how many.
 
     The writer opens on the first frame, whose size sets the video's; an empty iterable
@@ -45,7 +57,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
     if len(fourcc) != 4:
         raise VideoWriteError(f"fourcc must be 4 characters, got {fourcc!r}")
     writer: cv2.VideoWriter | None = None
-    size: tuple[int, int] | None = None
+    size = (0, 0)  # the first frame's, set when it opens the writer
     count = 0
     try:
         for frame in frames:
@@ -54,8 +66,10 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
                 size = (bgr.shape[1], bgr.shape[0])
                 writer = _open(Path(path), fourcc, fps, size, quality)
             elif (bgr.shape[1], bgr.shape[0]) != size:
-                raise VideoWriteError(f"frame {count} is {bgr.shape[1]}x{bgr.shape[0]}, "
-                                      f"the video is {size[0]}x{size[1]}")
+                raise VideoWriteError(
+                    f"frame {count} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                    f"the video is {size[0]}x{size[1]}"
+                )
             writer.write(bgr)
             count += 1
     finally:
@@ -64,18 +78,48 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
     return count
 
 
-def _open(path: Path, fourcc: str, fps: float, size: tuple[int, int],
-          quality: int) -> cv2.VideoWriter:
+def write_ur_video(
+    encoder: UREncoder,
+    preset: Preset,
+    path: str | os.PathLike[str],
+    *,
+    cycles: float,
+    error: type[Exception],
+    channel: Channel | None = None,
+) -> int:
+    """``encoder``'s parts as the animated QR a screen shows with ``preset``, ``cycles``
+    times seqLen frames (optionally through a simulated ``channel``); frames written.
+
+    The one writer of a payload's QR video, for every command that writes one; a failure
+    raises ``error`` (the caller's one-line error type) naming the path.
+    """
+    renderer = preset.renderer()
+    frames: Iterable[np.ndarray] = (
+        renderer.image(part.upper()) for part in encoder.cycle_parts(cycles)
+    )
+    if channel is not None:
+        frames = channel.apply(frames)
+    try:
+        return write_video(frames, path, preset.fps)
+    except OSError as exc:  # VideoWriteError included
+        raise error(f"{os.fspath(path)}: {exc}") from exc
+
+
+def _open(
+    path: Path, fourcc: str, fps: float, size: tuple[int, int], quality: int
+) -> cv2.VideoWriter:
     if not path.parent.is_dir():
-        raise VideoWriteError(f"cannot write video {str(path)!r}: "
-                              f"no directory {str(path.parent)!r}")
+        raise VideoWriteError(
+            f"cannot write video {str(path)!r}: no directory {str(path.parent)!r}"
+        )
     builtin = fourcc.upper() == "MJPG" and path.suffix.lower() == ".avi"
     api = cv2.CAP_OPENCV_MJPEG if builtin else cv2.CAP_ANY
-    writer = cv2.VideoWriter(str(path), api, cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
+    writer = cv2.VideoWriter(str(path), api, cv2.VideoWriter.fourcc(*fourcc), float(fps), size)
     if not writer.isOpened():
         writer.release()
-        raise VideoWriteError(f"cannot open video writer for {str(path)!r} with codec "
-                              f"{fourcc} at {size[0]}x{size[1]}")
+        raise VideoWriteError(
+            f"cannot open video writer for {str(path)!r} with codec {fourcc} at {size[0]}x{size[1]}"
+        )
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, float(quality))
     return writer
 

@@ -1,10 +1,7 @@
 """Camera and video-file frame source over OpenCV ``VideoCapture``.
 
-This module and :mod:`shared.qr.video` are the only I/O in ``shared/``: the rule for
-``shared`` is pure formats and rules, but both programs scan QR codes (the coordinator
-the appliance's answers, the appliance the coordinator's requests), and the tests drive
-the very same path with generated videos (DESIGN 7). One adapter used by both sides and
-by the tests beats two copies that drift apart.
+An adapter (:mod:`shared.adapters`): both programs scan QR codes, and the tests drive the
+very same path with generated videos (DESIGN 7).
 
 A device index opens a camera; a path opens a video file, read as fast as it decodes.
 Reads block in OpenCV until a frame arrives, so iterating never spins.
@@ -16,10 +13,11 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
+
+from shared.closing import Closing
 
 DEFAULT_FPS = 30.0
 """Reported when the capture does not know its frame rate (many webcams, some files)."""
@@ -35,7 +33,12 @@ class CameraError(OSError):
 Source = int | str | os.PathLike[str]
 
 
-class FrameSource:
+def parse_source(spec: str) -> Source:
+    """What an operator typed: ``"0"`` (all digits) is a camera index, anything else a path."""
+    return int(spec) if spec.strip().isdigit() else spec
+
+
+class FrameSource(Closing):
     """Frames (BGR ``uint8`` arrays, or grayscale with ``gray=True``) from a camera or file.
 
     Use as a context manager, or call :meth:`close`; iteration ends at the end of a
@@ -43,26 +46,33 @@ class FrameSource:
     ``width``/``height`` request a camera resolution (ignored for files).
     """
 
-    def __init__(self, source: Source, *, default_fps: float = DEFAULT_FPS, gray: bool = False,
-                 width: int | None = None, height: int | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        default_fps: float = DEFAULT_FPS,
+        gray: bool = False,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> None:
         self.source = source
         self.is_device = isinstance(source, int) and not isinstance(source, bool)
         self.gray = gray
-        self._capture: cv2.VideoCapture | None = self._open(source)
+        capture = self._open(source)
+        self._capture: cv2.VideoCapture | None = capture
         if self.is_device:
-            self._request_size(width, height)
-        fps = self._capture.get(cv2.CAP_PROP_FPS)
+            _request_size(capture, width, height)
+        fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else default_fps
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: object) -> FrameSource:
         """``"0"`` (all digits) is a camera index, anything else a file path."""
-        source: Source = int(spec) if spec.strip().isdigit() else spec
-        return cls(source, **kwargs)  # type: ignore[arg-type]
+        return cls(parse_source(spec), **kwargs)  # type: ignore[arg-type]
 
     def _open(self, source: Source) -> cv2.VideoCapture:
-        if self.is_device:
-            capture = cv2.VideoCapture(int(source))  # type: ignore[arg-type]
+        if self.is_device and isinstance(source, int):  # is_device: an int, not a bool
+            capture = cv2.VideoCapture(source)
             what = f"camera {source}"
         elif isinstance(source, str | os.PathLike):
             path = Path(source)
@@ -76,12 +86,6 @@ class FrameSource:
             capture.release()
             raise CameraError(f"cannot open {what} (OpenCV VideoCapture refused it)")
         return capture
-
-    def _request_size(self, width: int | None, height: int | None) -> None:
-        if width:
-            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-        if height:
-            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
 
     @property
     def frame_count(self) -> int | None:
@@ -124,14 +128,15 @@ class FrameSource:
             self._capture.release()
             self._capture = None
 
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def __del__(self) -> None:
         capture = getattr(self, "_capture", None)
         if capture is not None:
             capture.release()
+
+
+def _request_size(capture: cv2.VideoCapture, width: int | None, height: int | None) -> None:
+    """Ask a camera for a resolution; it may pick the nearest it supports, or ignore it."""
+    if width:
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    if height:
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)

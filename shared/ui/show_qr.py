@@ -2,7 +2,7 @@
 
 The one animated-QR screen of both programs: the appliance shows the signed PSBT to the
 coordinator, the coordinator shows the unsigned signing request to the appliance. It lives
-in ``shared/`` because neither program may import the other, and brings its own CSS
+in ``shared/ui`` because neither program may import the other, and brings its own CSS
 (:attr:`ShowQrScreen.DEFAULT_CSS`) so it looks the same in either app.
 
 Black glyphs on a white field (:data:`HALF_BLOCK_STYLE`), one QR version for the whole
@@ -10,6 +10,7 @@ stream so the camera keeps its focus (DESIGN 7), fountain parts after the first 
 UR encoder's own behaviour). Density (bytes per frame) and speed (frames per second) are
 changed live with keys: the officer sees whether the coordinator's camera keeps up. The
 first density is the largest that fits the window, so 80x24 works and a big screen is used.
+The frames themselves come from :class:`shared.qr.stream.QrStream` (pure, no terminal).
 """
 
 from __future__ import annotations
@@ -24,65 +25,14 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from shared.qr.frames import (
-    HALF_BLOCK_STYLE,
-    QUIET_ZONE,
-    FrameError,
-    FrameRenderer,
-    symbol_size,
-    version_for,
-)
-from shared.tui import KeysFooter
-from shared.ur.ur import UR, UREncoder, upper
+from shared.qr.frames import HALF_BLOCK_STYLE
+from shared.qr.stream import QrStream
+from shared.ui.widgets import KeysFooter
+from shared.ur.ur import UR
 
 FRAGMENT_STEPS = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800)
 FPS_STEPS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
 DEFAULT_FPS = 5.0
-SEQ_MARGIN = 6
-"""Characters kept free for the part number to grow (up to 10**7 frames) at one version."""
-
-
-class QrStream:
-    """One UR as an endless series of half-block frames at a single QR version."""
-
-    def __init__(self, ur: UR, fragment_len: int) -> None:
-        self.fragment_len = fragment_len
-        self.encoder = UREncoder(ur, fragment_len)
-        self._first: str | None = upper(self.encoder.next_part())
-        margin = 0 if self.encoder.is_single_part else SEQ_MARGIN
-        self.renderer = self._renderer(len(self._first) + margin)
-        self.shown = 0
-
-    @staticmethod
-    def _renderer(length: int) -> FrameRenderer:
-        return FrameRenderer(version_for(length), canvas=None, module_size=1)
-
-    @property
-    def version(self) -> int:
-        return self.renderer.version
-
-    @property
-    def parts(self) -> int:
-        return self.encoder.seq_len
-
-    @property
-    def modules(self) -> int:
-        """Modules per side including the quiet zone: columns, and twice the rows."""
-        return symbol_size(self.version) + 2 * QUIET_ZONE
-
-    def fits(self, width: int, height: int) -> bool:
-        return self.modules <= width and (self.modules + 1) // 2 <= height
-
-    def next_frame(self) -> tuple[str, str]:
-        """(part text, half-block rendering) of the next frame."""
-        text, self._first = self._first or upper(self.encoder.next_part()), None
-        try:
-            art = self.renderer.text(text)
-        except FrameError:  # the part number outgrew the margin: one version up, once
-            self.renderer = self._renderer(len(text) + SEQ_MARGIN)
-            art = self.renderer.text(text)
-        self.shown += 1
-        return text, art
 
 
 def _step(steps: tuple, current: float, direction: int) -> float:
@@ -179,16 +129,19 @@ class ShowQrScreen(Screen[None]):
 
     def advance(self) -> None:
         self.part_text, self.frame_text = self.stream.next_frame()
-        self.query_one("#qr", Static).update(Text(self.frame_text, style=HALF_BLOCK_STYLE,
-                                                  no_wrap=True))  # fmt: skip
+        self.query_one("#qr", Static).update(
+            Text(self.frame_text, style=HALF_BLOCK_STYLE, no_wrap=True)
+        )
         self.query_one("#qr-status", Static).update(self.status())
 
     def status(self) -> Text:
         s = self.stream
         seq = self.part_text.split("/")[1].split("-")[0] if s.parts > 1 else "1"
         text = Text(f"{self.title_text} ", style="bold")
-        text.append(f"· part {seq} · message in {s.parts} part(s) · {s.fragment_len} B/frame"
-                    f" · {self.fps:g} fps · QR v{s.version}")  # fmt: skip
+        text.append(
+            f"· part {seq} · message in {s.parts} part(s) · {s.fragment_len} B/frame"
+            f" · {self.fps:g} fps · QR v{s.version}"
+        )
         if self.paused:
             text.append(" · PAUSED", style="bold yellow")
         if not s.fits(*self.available()):

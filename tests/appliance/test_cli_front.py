@@ -1,0 +1,115 @@
+"""The appliance program's front: ``--state`` on either side of the ceremony, every failure
+mapped to its exit status and line in one place, and policy drafting as a rule of its own
+(``appliance.policy_draft``), not a command handler's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import DEFAULT_STATE, build_parser, main
+from appliance.exit_codes import ExitCode, failure
+from appliance.policy_draft import PolicyChanges, draft_next
+from appliance.station import CeremonyError
+from shared.bitcoin.address import Network, script_to_address
+from shared.bitcoin.descriptor import DescriptorError
+from shared.policy import PolicyError
+from tests.unit.test_policy import APPROVERS, STRANGER_SCRIPT, fp, make_policy
+
+NEW_PAYEE = script_to_address(STRANGER_SCRIPT, Network.REGTEST)
+
+# -- --state ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--state", "here", "status"],
+        ["status", "--state", "here"],
+        ["--state", "elsewhere", "status", "--state", "here"],  # the last one wins
+        ["policy", "show", "--state", "here"],
+        ["journal", "verify", "--state", "here"],
+        ["keygen", "k", "--officers", "a,b", "--state", "here"],
+    ],
+)
+def test_state_goes_before_or_after_the_ceremony(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).state == Path("here")
+
+
+def test_state_has_its_default_when_not_given() -> None:
+    assert build_parser().parse_args(["status"]).state == DEFAULT_STATE
+    assert build_parser().parse_args([]).state == DEFAULT_STATE
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_the_state_directory_given_is_the_one_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture, after: bool
+) -> None:
+    missing = tmp_path / "no-station"
+    argv = ["status", "--state", str(missing)] if after else ["--state", str(missing), "status"]
+    assert main(argv) == ExitCode.REFUSED
+    assert (
+        capsys.readouterr().err == f"refused: {missing} holds no appliance: run "
+        "`coldstation-appliance init`\n"
+    )
+
+
+# -- exit statuses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "line"),
+    [
+        (CeremonyError("no quorum"), ExitCode.REFUSED, "refused: no quorum"),
+        (PolicyError("bad draft"), ExitCode.REFUSED, "refused: bad draft"),  # a ValueError too
+        (DescriptorError("bad checksum"), ExitCode.REFUSED, "refused: bad checksum"),
+        (ValueError("invalid literal"), ExitCode.USAGE, "error: invalid literal"),
+        (FileNotFoundError("no such file"), ExitCode.USAGE, "error: no such file"),
+    ],
+)
+def test_failures_map_to_one_status_and_line(exc: Exception, code: ExitCode, line: str) -> None:
+    assert failure(exc) == (code, line)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert failure(KeyError("bug")) is None
+
+    def broken(_args: object) -> int:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("appliance.cli.status_command", broken)  # main builds its parser
+    with pytest.raises(KeyError, match="a bug"):
+        main(["status"])
+
+
+# -- policy drafting ----------------------------------------------------------------------------
+
+
+def test_a_draft_is_the_next_version_chained_to_the_current_one() -> None:
+    current = make_policy()
+    draft = draft_next(
+        current,
+        PolicyChanges(
+            settings=[("per_tx_limit", "5000"), ("allow_timelocks", "True")],
+            addresses=[(NEW_PAYEE, "New payee")],
+            revoked=[fp(APPROVERS[2])],
+        ),
+    )
+    assert (draft.version, draft.previous_hash) == (current.version + 1, current.hash())
+    assert draft.per_tx_limit == 5000 and draft.allow_timelocks is True
+    assert draft.address_book[-1] == (NEW_PAYEE, "New payee")
+    assert len(draft.address_book) == len(current.address_book) + 1
+    revoked = draft.officer(fp(APPROVERS[2]))
+    assert revoked is not None and not revoked.active
+    assert draft_next(current, PolicyChanges()).version == current.version + 1
+
+
+def test_a_draft_refuses_what_it_may_not_change() -> None:
+    current = make_policy()
+    with pytest.raises(CeremonyError, match="network: not a field a draft may change"):
+        draft_next(current, PolicyChanges(settings=[("network", "mainnet")]))
+    with pytest.raises(CeremonyError, match="no such officer"):
+        draft_next(current, PolicyChanges(revoked=["0" * 16]))
+    with pytest.raises(ValueError, match="invalid literal"):
+        draft_next(current, PolicyChanges(settings=[("max_fee", "lots")]))
