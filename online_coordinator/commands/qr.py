@@ -16,7 +16,7 @@ from online_coordinator.commands.common import CommandError, read_limited, write
 from online_coordinator.commands.ur import make_encoder
 from online_coordinator.transport import print_progress
 from shared.qr.presets import PRESETS, Preset, preset_by_name
-from shared.ur.payload import PayloadError, cbor_to_file
+from shared.ur.payload import cbor_to_file
 from shared.ur.registry import REGISTRY
 
 if TYPE_CHECKING:  # OpenCV loads only when a video is written or scanned
@@ -111,9 +111,6 @@ def scan_command(args: argparse.Namespace) -> int:
     result = receiver.result
     if result is None:
         raise CommandError(incomplete_message(receiver))
-    try:
-        write_output(cbor_to_file(result.ur_type, result.cbor), args.out)
-    except PayloadError as exc:
-        raise CommandError(str(exc)) from exc
+    write_output(cbor_to_file(result.ur_type, result.cbor), args.out)  # PayloadError: exit 2
     print(f"received ur:{result.ur_type} in {receiver.frames_seen} frames", file=sys.stderr)
     return 0
