@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := softhsm2 libzbar0 faketime
+# softhsm2: the embedded token; the TPM stack (tests/tpm_stack.py): a second real PKCS#11
+# module (tpm2-pkcs11 over the swtpm emulator) for officer tokens
+APT_PACKAGES := softhsm2 libzbar0 faketime libtpm2-pkcs11-1 swtpm swtpm-tools tpm2-abrmd \
+	tpm2-tools libtss2-tcti-tabrmd0 dbus
 export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
 .PHONY: test demo lint bench fuzz system-deps venv clean image image-deps test-image

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import shamir_mnemonic
 from shamir_mnemonic import MnemonicError, Share
 
-from appliance.hsm import Hsm
 from appliance.officers import OfficerError, PinGuard, UnlockedOfficer, share_error_text, unlock
-from shared.bitcoin import ecdsa
+from appliance.tokens import TokenDirectory
+from shared import approval_keys
 from shared.closing import Closing
 
 SECRET_SIZES = (16, 32)
@@ -185,7 +185,7 @@ def contributions(offers: Sequence[Offer], identifier: int | None) -> list[Contr
 
 
 def activate(
-    hsm: Hsm,
+    tokens: TokenDirectory,
     guard: PinGuard,
     officers: Sequence[tuple[str, str]],
     registry: Mapping[str, bool],
@@ -201,12 +201,12 @@ def activate(
     failure stops the activation and names the officer. Officer tokens are locked again
     before this returns or raises.
     """
-    offers = collect_offers(hsm, guard, officers, registry)
+    offers = collect_offers(tokens, guard, officers, registry)
     return activated_pin(contributions(offers, identifier), threshold)
 
 
 def collect_offers(
-    hsm: Hsm,
+    tokens: TokenDirectory,
     guard: PinGuard,
     officers: Sequence[tuple[str, str]],
     registry: Mapping[str, bool],
@@ -222,7 +222,7 @@ def collect_offers(
     _refuse_duplicate_labels(officers)
     offers: list[Offer] = []
     for token_label, pin in officers:
-        with unlock(hsm, guard, token_label, pin) as officer:
+        with unlock(tokens, guard, token_label, pin) as officer:
             offer = make_offer(officer, registry)
             if on_unlock is not None:
                 on_unlock(officer)
@@ -283,7 +283,7 @@ def _prove_key(officer: UnlockedOfficer, who: str) -> None:
         signature = officer.approve(challenge)
     except OfficerError as exc:
         raise QuorumError(f"{who} cannot sign with its approval key") from exc
-    if not ecdsa.verify(officer.public_key, signature, challenge):
+    if not approval_keys.verify(officer.algorithm, officer.public_key, signature, challenge):
         raise QuorumError(f"{who} failed the approval-key challenge")
 
 

@@ -22,6 +22,7 @@ Creating a station is :func:`appliance.initialise.initialise`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -38,18 +39,21 @@ from appliance.activation import (
     split_activation_secret,
 )
 from appliance.backup import (
+    BackupError,
     combined_kek,
     destroy_kek,
     export_key,
     finish_restore,
     install_trusted_kek,
+    prove_backup,
     restore_key,
 )
-from appliance.hsm import WrongPinError, token_serial
+from appliance.hsm import HsmError, WrongPinError
 from appliance.journal_store import JournalStore
-from appliance.keystore import AUDIT_KEY_LABEL, KEY_ID_BYTES, BackupModel, KeyState
+from appliance.keystore import AUDIT_KEY_LABEL, KEY_ID_BYTES, BackupModel, KeyState, Keystore
 from appliance.officers import unlock
 from appliance.pending import deferred_refusal, lockout_reset, reset_digest
+from appliance.profiles import ProfileError, profile_for
 from appliance.recorder import Recorder
 from appliance.state import ApplianceState
 from appliance.station import Activation, CeremonyError, Presented, Station
@@ -66,7 +70,12 @@ from shared.policy import (
     verify_signed_policy,
     wallet_pin_statement,
 )
-from shared.station import activation_commitment
+from shared.station import (
+    MAX_CUSTODIANS,
+    MAX_REGISTER_TEXT,
+    BackupEntry,
+    activation_commitment,
+)
 
 ENTROPY_SOURCES = ["os.urandom", "signing token C_GenerateRandom"]
 
@@ -267,7 +276,7 @@ class Appliance(Station):
         """Each administrator unlocks their own token and signs ``digest``."""
         signatures = {}
         for label, pin in admins:
-            with unlock(self.hsm, self.guard, label, pin) as admin:
+            with unlock(self.tokens(), self.guard, label, pin) as admin:
                 signatures[admin.fingerprint] = admin.approve(digest)
         return signatures
 
@@ -299,7 +308,7 @@ class Appliance(Station):
         """
         self.require_usable()
         policy = self.policy()
-        serial = token_serial(self.hsm.token(label=officer_label))
+        serial = self.tokens().find(officer_label).counter_key
         statement = lockout_reset(
             self.config.appliance_id, officer_label, serial, self.now(), secrets.token_hex(8)
         )
@@ -420,7 +429,7 @@ class Appliance(Station):
             pins = dict(officers)
             for fingerprint, share in zip(holders, shares, strict=True):
                 label = present[fingerprint]
-                with unlock(self.hsm, self.guard, label, pins[label]) as officer:
+                with unlock(self.tokens(), self.guard, label, pins[label]) as officer:
                     officer.add_share(share)
             self._switch_pins(act, activation_pin(secret))
         finally:
@@ -677,6 +686,7 @@ class Appliance(Station):
         info = self.keystore.info(label)
         if info.backup_model is BackupModel.NON_EXTRACTABLE:
             raise CeremonyError(f"key {label!r} is non-extractable: it has no backup")
+        self._require_signing("wrap_unwrap", "a backup")
         with self.activated(officers) as act:
             intent = self.record(
                 "intent", actors=act.actors, details={"ceremony": "backup", "label": label}
@@ -710,6 +720,7 @@ class Appliance(Station):
         """Unwrap a cloned key; it must sign for the original public key, or it is refused."""
         if label in self.journal.keys or self.journal.key_by_public(public_key) is not None:
             raise CeremonyError(f"key {label!r} or its public key is already registered")
+        self._require_signing("wrap_unwrap", "a restore")
         with self.activated(officers) as act:
             finished = act.completed.get(("restore", label))
             if finished is not None:
@@ -750,6 +761,130 @@ class Appliance(Station):
                     "intent": intent.record.seq,
                 },
             )
+
+    def _require_signing(self, capability: str, needed_for: str) -> None:
+        """CeremonyError naming the module when the signing HSM's profile lacks ``capability``."""
+        try:
+            profile_for(self.hsm.path).require(capability, self.hsm.path, needed_for)
+        except ProfileError as exc:
+            raise CeremonyError(str(exc)) from None
+
+    # -- the backup register (REQUIREMENTS 24) --------------------------------------------
+
+    def store_backup(
+        self,
+        officers: Presented,
+        blob_digest: bytes,
+        bag: str,
+        location: str,
+        custodians: list[str],
+    ) -> Entry:
+        """Record where a blob is kept: its tamper-evident bag's serial, the location, its
+        custodians. Recording it again (a new bag, a move) supersedes the entry; the
+        journal keeps every version."""
+        self._registered_backup(blob_digest)
+        texts = [("bag serial", bag), ("location", location)] + [
+            ("custodian", c) for c in custodians
+        ]
+        for name, text in texts:
+            if not text.strip() or len(text) > MAX_REGISTER_TEXT or not text.isprintable():
+                raise CeremonyError(f"{name} must be 1 to {MAX_REGISTER_TEXT} printable characters")
+        if not 1 <= len(custodians) <= MAX_CUSTODIANS:
+            raise CeremonyError(f"name 1 to {MAX_CUSTODIANS} custodians")
+        with self.activated(officers) as act:
+            return self.record(
+                "backup_stored",
+                actors=act.actors,
+                details={
+                    "blob": blob_digest.hex(),
+                    "bag": bag,
+                    "location": location,
+                    "custodians": list(custodians),
+                },
+            )
+
+    def test_restore(
+        self,
+        officers: Presented,
+        blob: bytes,
+        token_label: str,
+        token_pins: tuple[str, str],
+        kek_shares: Sequence[str],
+    ) -> Entry:
+        """Prove a blob restores under its original public key on a spare token, then
+        destroy it there (appliance.backup.prove_backup): never registered, never usable
+        for signing. The intent is journaled before the spare token is touched, the result
+        (ok, or failed and why) after; the KEK leaves the spare token however it ends."""
+        entry = self.check_test_restore(blob, token_label)
+        digest = entry.blob
+        so_pin, user_pin = token_pins
+        # the custodians' shares are checked first: a typo is no failed test restore
+        with combined_kek(kek_shares) as kek, self.activated(officers) as act:
+            intent = self.record(
+                "intent",
+                actors=act.actors,
+                details={"ceremony": "backup_test", "blob": digest.hex(), "token": token_label},
+            )
+            result: dict[str, str] = {"result": "ok"}
+            try:
+                install_trusted_kek(self.hsm, token_label, so_pin, user_pin, kek)
+                spare = Keystore(self.hsm, token_label)
+                spare.unlock(user_pin)
+                try:
+                    prove_backup(spare, blob, entry.public_key)
+                finally:
+                    spare.lock()
+            except BackupError as exc:
+                result = {"result": "failed", "reason": str(exc)[:MAX_REGISTER_TEXT]}
+            finally:
+                destroy_kek(self.hsm, token_label)
+            return self.record(
+                "backup_tested",
+                actors=act.actors,
+                details={
+                    "blob": digest.hex(),
+                    "token": token_label,
+                    **result,
+                    "intent": intent.record.seq,
+                },
+            )
+
+    def check_test_restore(self, blob: bytes, token_label: str) -> BackupEntry:
+        """What refuses a test restore before anyone types a PIN: a blob not in the
+        register, the signing token as the spare, a module that cannot unwrap."""
+        entry = self._registered_backup(hashlib.sha256(blob).digest())
+        if token_label == self.config.signing_token:
+            raise CeremonyError("a test restore runs on a spare token, never the signing token")
+        if token_label in {e.token for e in self.journal.enrolled.values()}:
+            raise CeremonyError(
+                f"{token_label!r} is an officer's or administrator's token: a test restore "
+                "runs on a spare token made for it"
+            )
+        self._require_signing("wrap_unwrap", "a test restore")
+        return entry
+
+    def _registered_backup(self, digest: bytes) -> BackupEntry:
+        entry = self.journal.backups.get(digest)
+        if entry is None:
+            raise CeremonyError(
+                f"blob {digest.hex()[:16]}... is not in the backup register: no backup "
+                "record exported it"
+            )
+        return entry
+
+    def _resume_backup_test(self, seq: int, intent: dict, act: Activation) -> None:
+        token = str(intent.get("token", ""))
+        with contextlib.suppress(HsmError):
+            destroy_kek(self.hsm, token)  # a public object: no PIN needed
+        self.record(
+            "intent_abandoned",
+            actors=act.actors,
+            details={
+                "intent": seq,
+                "reason": f"test restore interrupted; its KEK was destroyed on {token!r}; "
+                "run it again (the next test clears any key it left)",
+            },
+        )
 
     def _kek(self, act: Activation, kek_shares: Sequence[str]) -> _KekInstalled:
         return _KekInstalled(self, act, kek_shares)
@@ -797,6 +932,7 @@ class Appliance(Station):
             "keygen": self._finish_keygen,
             "restore": self._resume_restore,
             "backup": self._resume_backup,
+            "backup_test": self._resume_backup_test,
             "rekey": self._resume_rekey,
         }
 

@@ -418,6 +418,49 @@ def restore_key(
         return keystore.restored_key(label, key_id, original, model)
 
 
+TEST_RESTORE_LABEL = "coldstation-test-restore"
+
+
+def prove_backup(
+    keystore: Keystore, blob: bytes, public_key: bytes, kek_label: str = KEK_LABEL
+) -> None:
+    """A test restore (REQUIREMENTS 24): unwrap ``blob`` on the keystore's token (a spare
+    one, never the signing token), prove the key signs for the original ``public_key``,
+    and destroy it. Nothing is registered and no public object is made, so the key is never
+    usable for signing; BackupError when it does not prove.
+
+    The key lives under one fixed label only while it is proven; one a crash left behind
+    is destroyed before the next test on that token, and the destruction is checked.
+    """
+    original = _compressed(public_key, TEST_RESTORE_LABEL)
+    token = keystore.token_label
+    with keystore.hsm.lock, _as_backup_error():
+        session = keystore.session()
+        _destroy_test_keys(session, token)
+        kek = _find_kek(session, kek_label, token)
+        private = _unwrap(
+            kek,
+            bytes(blob),
+            TEST_RESTORE_LABEL,
+            os.urandom(KEY_ID_BYTES),
+            BackupModel.WRAP_WITH_TRUSTED,
+            token,
+        )
+        _prove_or_destroy(private, original, TEST_RESTORE_LABEL, token)
+        _destroy_test_keys(session, token)
+
+
+def _destroy_test_keys(session: pkcs11.Session, token_label: str) -> None:
+    try:
+        for obj in list(session.get_objects({Attribute.LABEL: TEST_RESTORE_LABEL})):
+            obj.destroy()
+        left = list(session.get_objects({Attribute.LABEL: TEST_RESTORE_LABEL}))
+    except PKCS11Error as exc:
+        raise BackupError(f"cannot clear test-restore keys on {token_label!r}: {exc!r}") from exc
+    if left:
+        raise BackupError(f"a test-restore key on {token_label!r} could not be destroyed")
+
+
 def finish_restore(
     keystore: Keystore, label: str, key_id: bytes, public_key: bytes, backup_model: BackupModel
 ) -> KeyInfo | None:

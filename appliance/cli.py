@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import sys
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from appliance.appliance import Appliance
 from appliance.backup import new_kek_shares
-from appliance.exit_codes import REFUSALS, failure
-from appliance.initialise import initialise
+from appliance.exit_codes import REFUSALS, ExitCode, failure
+from appliance.initialise import EnrolmentPlan, enrol, initialise
 from appliance.keystore import BackupModel, KeyState
 from appliance.pins import PinSource
 from appliance.policy_draft import PolicyChanges, draft_next
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--admins", type=int, default=2)
     init.add_argument("--admin-quorum", type=int, default=2)
     init.add_argument("--demo", action="store_true", help="provision SoftHSM2 tokens")
+    init.add_argument(
+        "--plan",
+        type=Path,
+        help="enrol the custodian's own tokens: a TOML file naming each token's PKCS#11 "
+        "module and label or serial (docs/hardware.md); PINs are asked for",
+    )
     init.add_argument(
         "--start-over",
         action="store_true",
@@ -203,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="KEK shares the custodians enter (read like PINs; default 2)",
     )
     restore.set_defaults(handler=restore_command)
+    store = with_officers(
+        _command(sub, "backup-store", help="record where a backup blob is kept, and by whom")
+    )
+    store.add_argument("blob", type=Path, help="the blob file (its SHA-256 names it)")
+    store.add_argument("--bag", required=True, help="the tamper-evident bag's serial")
+    store.add_argument("--location", required=True, help="where the bag is kept")
+    store.add_argument(
+        "--custodian", action="append", required=True, help="a custodian (repeat for each)"
+    )
+    store.set_defaults(handler=backup_store_command)
+    test = with_officers(
+        _command(
+            sub, "backup-test", help="prove a blob restores, on a spare token, then destroy it"
+        )
+    )
+    test.add_argument("blob", type=Path)
+    test.add_argument("--token", required=True, help="the spare token's label (never signing)")
+    test.add_argument(
+        "--kek-shares",
+        type=int,
+        default=2,
+        metavar="N",
+        help="KEK shares the custodians enter (read like PINs; default 2)",
+    )
+    test.set_defaults(handler=backup_test_command)
+    register = _command(sub, "backups", help="the backup register, overdue tests marked")
+    register.set_defaults(handler=backups_command)
 
     sign = _command(sub, "sign", help="the signing ceremony, headless")
     source = sign.add_mutually_exclusive_group(required=True)
@@ -301,27 +335,38 @@ def _done(entry_seq: int, what: str) -> int:
 
 
 def init_command(args: argparse.Namespace) -> int:
-    officers = [f"officer-{i}" for i in range(1, args.officers + 1)]
-    admins = [f"admin-{i}" for i in range(1, args.admins + 1)]
     pins = PinSource(args.pin_fd)
-    presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
-    admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
-    result = initialise(
-        args.state,
-        args.network,
-        presented,
-        admin_pins,
-        args.quorum,
-        args.admin_quorum,
-        demo=args.demo,
-        start_over=args.start_over,
-    )
+    if args.plan is not None:
+        if args.demo:
+            raise CeremonyError("--plan enrols real tokens; --demo makes SoftHSM2 ones: not both")
+        plan = EnrolmentPlan.from_file(args.plan)
+        notes: list[str] = []
+        result = enrol(args.state, plan, pins.pin, notes)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        officers = [f"officer-{i}" for i in range(1, args.officers + 1)]
+        admins = [f"admin-{i}" for i in range(1, args.admins + 1)]
+        presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
+        admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
+        result = initialise(
+            args.state,
+            args.network,
+            presented,
+            admin_pins,
+            args.quorum,
+            args.admin_quorum,
+            demo=args.demo,
+            start_over=args.start_over,
+        )
     print(
         json.dumps(
             {
                 "appliance_id": result.appliance_id,
-                "officers": dict(zip(officers, result.officers, strict=True)),
-                "administrators": dict(zip(admins, result.administrators, strict=True)),
+                "officers": dict(zip(result.officer_labels, result.officers, strict=True)),
+                "administrators": dict(
+                    zip(result.administrator_labels, result.administrators, strict=True)
+                ),
                 "audit_public_key": result.audit_public_key.hex(),
                 "policy_hash": result.policy_hash.hex(),
             },
@@ -513,6 +558,38 @@ def restore_command(args: argparse.Namespace) -> int:
         return _done(entry.record.seq, f"key {args.label} restored and proven")
 
 
+def backup_store_command(args: argparse.Namespace) -> int:
+    digest = hashlib.sha256(args.blob.read_bytes()).digest()
+    with _appliance(args) as appliance:
+        officers = _present(args, _labels(args.officers))
+        entry = appliance.store_backup(officers, digest, args.bag, args.location, args.custodian)
+        return _done(entry.record.seq, f"blob {digest.hex()[:16]} recorded in bag {args.bag}")
+
+
+def backup_test_command(args: argparse.Namespace) -> int:
+    """Officers, then the spare token's SO PIN and user PIN, then the KEK shares."""
+    blob = args.blob.read_bytes()
+    with _appliance(args) as appliance:
+        appliance.check_test_restore(blob, args.token)
+        officers = _present(args, _labels(args.officers))
+        pins = PinSource(args.pin_fd)
+        token_pins = (pins.pin(f"{args.token} (SO)"), pins.pin(f"{args.token} (user)"))
+        entry = appliance.test_restore(officers, blob, args.token, token_pins, _kek_shares(args))
+    details = entry.record.details
+    if details["result"] != "ok":
+        print(f"test restore FAILED: {details['reason']} (journal seq {entry.record.seq})")
+        return ExitCode.REFUSED
+    return _done(entry.record.seq, f"blob restored and proven on {args.token}, then destroyed")
+
+
+def backups_command(args: argparse.Namespace) -> int:
+    """Read-only: the register as the journal records it."""
+    with _appliance(args) as appliance:
+        register = appliance.journal.backup_register(int(time.time()))
+    print(json.dumps(register, indent=2))
+    return 0
+
+
 def _scan_psbt(args: argparse.Namespace) -> bytes:
     from shared.adapters.scan import scan_source  # OpenCV loads only to scan
 
@@ -664,6 +741,16 @@ def status_command(args: argparse.Namespace) -> int:
             "station_clock": int(time.time()),
             "pending": len(appliance.state.pending()),
             "open_intents": {str(k): v.get("ceremony") for k, v in journal.intents.items()},
+            "backups_overdue": [e.blob.hex() for e in journal.overdue_backups(int(time.time()))],
+            "enrolled_tokens": {
+                e.token: {
+                    "role": e.role,
+                    "fingerprint": fp,
+                    "algorithm": e.algorithm,
+                    **(e.identity or {}),
+                }
+                for fp, e in journal.enrolled.items()
+            },
         }
     print(json.dumps(report, indent=2, default=lambda b: b.hex()))
     return 0 if not report["problems"] else 1

@@ -17,6 +17,7 @@ from appliance.journal_store import JournalStoreError
 from appliance.keystore import KeystoreError
 from appliance.officers import OfficerError
 from appliance.pins import PinSourceError
+from appliance.profiles import ProfileError
 from appliance.recorder import ClockError
 from appliance.signing import SigningError
 from appliance.state import StateError
@@ -53,6 +54,7 @@ REFUSALS: tuple[type[Exception], ...] = (
     PayloadError,
     AnchorError,
     ClockError,
+    ProfileError,
 )
 #: Input the command could not use (a missing file, a number that is not one).
 BAD_INPUT: tuple[type[Exception], ...] = (OSError, ValueError)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pkcs11
-from pkcs11.exceptions import PinIncorrect, PinLenRange, PKCS11Error
+from pkcs11.exceptions import PinIncorrect, PinLenRange, PinLocked, PKCS11Error
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 MODULE_ENV = "COLDSTATION_PKCS11_MODULE"
@@ -32,6 +32,10 @@ class HsmError(RuntimeError):
 
 class WrongPinError(HsmError):
     """The token refused the PIN (the appliance counts these; SoftHSM2 does not)."""
+
+
+class PinLockedError(HsmError):
+    """The token itself locked the PIN (CKR_PIN_LOCKED): only its SO can unblock it."""
 
 
 def module_path() -> str:
@@ -94,6 +98,8 @@ class Hsm:
                 session = token.open(user_pin=pin, rw=True)
             except (PinIncorrect, PinLenRange) as exc:
                 raise WrongPinError(f"token {token.label!r} refused the PIN") from exc
+            except PinLocked as exc:
+                raise PinLockedError(f"token {token.label!r} has locked its user PIN") from exc
             except PKCS11Error as exc:
                 raise HsmError(f"cannot log in to token {token.label!r}: {exc!r}") from exc
             self._sessions[key] = session
@@ -211,8 +217,17 @@ class Hsm:
 
 def token_serial(token: pkcs11.Token) -> str:
     """The token's serial as text (python-pkcs11 returns padded bytes)."""
-    serial = token.serial
-    return serial.decode().strip() if isinstance(serial, bytes) else str(serial).strip()
+    return token_text(token.serial)
+
+
+def token_text(value: object, max_len: int = 64) -> str:
+    """A C_GetTokenInfo field as printable text: undecodable bytes and control characters
+    (a NUL among them) become "?", padding is stripped, and an empty field reads "-". A
+    token chooses these bytes, so nothing it says can break a message, a journal record or
+    the PIN counters' keys."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = "".join(c if c.isprintable() else "?" for c in text.strip(" \0"))
+    return text[:max_len] or "-"
 
 
 _CKR_OK = 0

@@ -553,9 +553,7 @@ def compress_ec_point(ec_point: bytes) -> bytes:
     all of these are read.
     coincurve checks the point is on the curve.
     """
-    point = bytes(ec_point)
-    if len(point) not in (33, 65) and point[:1] == b"\x04":
-        point = _der_octet_string(point)
+    point = ec_point_bytes(ec_point)
     uncompressed = len(point) == 65 and point[0] == 0x04
     compressed = len(point) == 33 and point[0] in (2, 3)
     if not (uncompressed or compressed):
@@ -564,6 +562,15 @@ def compress_ec_point(ec_point: bytes) -> bytes:
         return CurvePublicKey(point).format(compressed=True)
     except ValueError as exc:
         raise KeystoreError("CKA_EC_POINT is not on secp256k1") from exc
+
+
+def ec_point_bytes(ec_point: bytes) -> bytes:
+    """The bare point of a CKA_EC_POINT: PKCS#11 says DER OCTET STRING, a few modules give
+    the point itself (compressed or not); both are read, on any curve."""
+    point = bytes(ec_point)
+    if len(point) not in (33, 65) and point[:1] == b"\x04":
+        point = _der_octet_string(point)
+    return point
 
 
 def ec_point_der(public_key: bytes) -> bytes:

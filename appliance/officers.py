@@ -4,16 +4,20 @@ ISO/TR 23576 9.3.7 wants a key used only when a quorum of officers is present, a
 wants each approval tied to an individual. So every officer has a token of their own (a
 smartcard in production, a SoftHSM2 token in demo and tests) holding:
 
-- an approval key pair (secp256k1) generated inside the token, sensitive and
-  non-extractable, with which the officer signs request hashes;
+- an approval key pair generated inside the token, sensitive and non-extractable, with
+  which the officer signs request hashes: secp256k1, or P-256 on the tokens that do only
+  NIST curves (YubiKey PIV, TPMs, most smartcards); the curve is read back from the key
+  (``CKA_EC_PARAMS``) and recorded in the signed policy (shared.approval_keys);
 - their SLIP-39 share of the signing token's activation PIN, as a private token data
   object that only a logged-in session can read.
 
 Officers are named by the fingerprint of their approval public key (DESIGN 8), never by
-name. SoftHSM2 has no PIN retry limit (and smartcards differ), so the appliance keeps its
-own per-token failure counters (:class:`PinGuard`), in the signing token rather than on the
-state medium (appliance.token_objects), and refuses to even try a PIN on a token that has
-used up its attempts.
+name. Each token is found in the module it was enrolled from and must present the
+identity journaled then (appliance.tokens). SoftHSM2 has no PIN retry limit (and tokens
+differ), so the appliance keeps its own per-token failure counters (:class:`PinGuard`), in
+the signing token rather than on the state medium (appliance.token_objects), and refuses to
+even try a PIN on a token that has used up its attempts; a token that reports its own
+lockout (``CKF_USER_PIN_LOCKED``, read fresh before every attempt) is refused as well.
 
 A token may hold shares of two activation secrets for a while: a re-key (an officer was
 revoked) writes the new share before the signing token's PIN changes, and the old one is
@@ -24,19 +28,24 @@ identifier, which the journal records for the share set in use.
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass, TokenFlag
+from pkcs11.constants import DEFAULT
+from pkcs11.exceptions import PKCS11Error
 from pkcs11.types import SignMixin
-from pkcs11.util.ec import encode_named_curve_parameters
 from shamir_mnemonic import MnemonicError, Share
 
-from appliance.hsm import Hsm, HsmError, WrongPinError, token_serial
-from appliance.keystore import compress_ec_point
+from appliance.hsm import Hsm, HsmError, PinLockedError, WrongPinError
+from appliance.keystore import ec_point_bytes
+from appliance.profiles import LOGIN_ERROR, ModuleProfile
 from appliance.token_objects import Anchor, read_anchor, read_counters, write_anchor, write_counters
-from shared.bitcoin import ecdsa
+from appliance.tokens import FoundToken, TokenDirectory, TokenIdentity
+from shared import approval_keys
 from shared.closing import Closing
 from shared.policy import fingerprint_of
 
@@ -44,6 +53,8 @@ APPROVAL_KEY_LABEL = "coldstation-approval"
 SHARE_LABEL = "coldstation-pin-share"
 APPLICATION = "coldstation"
 DEFAULT_MAX_FAILURES = 3
+#: the PIN counters' key prefix for a token's lifetime failures (a NUL: no serial has one)
+_TOTAL = "total\x00"
 
 
 class OfficerError(RuntimeError):
@@ -58,7 +69,7 @@ def approval_fingerprint(public_key: bytes) -> str:
     """Officer id, as the policy's officer registry defines it (shared.policy.fingerprint_of),
     so a journal record's actors and the policy's officers compare as plain strings."""
     if len(public_key) != 33 or public_key[0] not in (2, 3):
-        raise OfficerError("approval public key must be 33-byte compressed secp256k1")
+        raise OfficerError("approval public key must be a 33-byte compressed point")
     return fingerprint_of(public_key)
 
 
@@ -70,48 +81,59 @@ class OfficerCard:
     token_serial: str
     approval_public_key: bytes
     fingerprint: str
+    algorithm: str = approval_keys.SECP256K1
+    identity: TokenIdentity | None = None
 
 
 # --- enrolment --------------------------------------------------------------------------
 
 
-def enroll_officer(hsm: Hsm, token_label: str, pin: str, share_mnemonic: str) -> OfficerCard:
+def enroll_officer(
+    found: FoundToken, pin: str, share_mnemonic: str, algorithm: str | None = None
+) -> OfficerCard:
     """Generate the approval key inside the officer token and store the officer's share.
 
     Refuses a token that already holds an approval key or a share, so re-running a
     ceremony step never silently replaces an officer's identity. The share is checked to be
     a well-formed SLIP-39 mnemonic first, so a typo is caught while the officer is present.
+    ``algorithm`` is the approval key's curve (None: the module's preferred one).
     """
-    _check_share_text(share_mnemonic, token_label)
-    return _enroll(hsm, token_label, pin, share_mnemonic)
+    _check_share_text(share_mnemonic, found.label)
+    return _enroll(found, pin, share_mnemonic, algorithm)
 
 
-def enroll_administrator(hsm: Hsm, token_label: str, pin: str) -> OfficerCard:
+def enroll_administrator(found: FoundToken, pin: str, algorithm: str | None = None) -> OfficerCard:
     """An administrator's token: an approval key for signing policies, and no PIN share.
 
     Administrators sign policy documents; they hold no share of the activation PIN, so an
     administrator alone can neither activate the signing token nor approve a request.
     """
-    return _enroll(hsm, token_label, pin, None)
+    return _enroll(found, pin, None, algorithm)
 
 
-def _enroll(hsm: Hsm, token_label: str, pin: str, share_mnemonic: str | None) -> OfficerCard:
-    token = hsm.token(label=token_label)
+def _enroll(
+    found: FoundToken, pin: str, share_mnemonic: str | None, algorithm: str | None
+) -> OfficerCard:
+    hsm, token, label = found.hsm, found.token, found.label
+    curve = found.profile.approval_curve(hsm.path, algorithm)
+    identity = found.check_identity()
     if hsm.is_logged_in(token):
         hsm.logout(token)
     session = hsm.login(token, pin)
     try:
-        hsm.call(_refuse_if_enrolled, session, token_label)
-        public_key = hsm.call(_generate_approval_key, session)
+        hsm.call(_refuse_if_enrolled, session, label)
+        public_key = hsm.call(_generate_approval_key, session, curve, found.profile)
         if share_mnemonic is not None:
             hsm.call(_store_share, session, share_mnemonic)
     finally:
         hsm.logout(token)
     return OfficerCard(
-        token_label=token_label,
-        token_serial=token_serial(token),
+        token_label=label,
+        token_serial=found.counter_key,
         approval_public_key=public_key,
         fingerprint=approval_fingerprint(public_key),
+        algorithm=curve,
+        identity=identity,
     )
 
 
@@ -142,32 +164,64 @@ def _refuse_if_enrolled(session: pkcs11.Session, token_label: str) -> None:
         raise OfficerError(f"officer token {token_label!r} is already enrolled")
 
 
-def _generate_approval_key(session: pkcs11.Session) -> bytes:
-    """secp256k1 pair generated on the token; the private half never leaves it."""
+def _generate_approval_key(
+    session: pkcs11.Session, algorithm: str, profile: ModuleProfile
+) -> bytes:
+    """A pair on ``algorithm``'s curve generated on the token; the private half never
+    leaves it. Attributes the module refuses (its profile) are left to its defaults; the
+    ones that keep the key in the token (SENSITIVE, EXTRACTABLE false) are never dropped,
+    and are read back: a module that ignored them is refused."""
     params = session.create_domain_parameters(
-        KeyType.EC,
-        {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256k1")},
-        local=True,
+        KeyType.EC, {Attribute.EC_PARAMS: approval_keys.EC_PARAMS[algorithm]}, local=True
     )
-    public, _private = params.generate_keypair(
+    private_template: dict[Attribute, Any] = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.MODIFIABLE: False,
+        Attribute.COPYABLE: False,
+        Attribute.SIGN: True,
+        Attribute.DERIVE: False,
+        Attribute.DECRYPT: False,
+        Attribute.UNWRAP: False,
+    }
+    public_template: dict[Attribute, Any] = {Attribute.TOKEN: True, Attribute.PRIVATE: False}
+    for refused in profile.refused_attributes - _KEEPS_KEY_INSIDE:
+        # python-pkcs11 leaves DEFAULT out, also where its own capability template set it
+        private_template[refused] = public_template[refused] = DEFAULT
+    public, private = params.generate_keypair(
         store=True,
         label=APPROVAL_KEY_LABEL,
         capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-        public_template={Attribute.TOKEN: True, Attribute.PRIVATE: False},
-        private_template={
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-            Attribute.MODIFIABLE: False,
-            Attribute.COPYABLE: False,
-            Attribute.SIGN: True,
-            Attribute.DERIVE: False,
-            Attribute.DECRYPT: False,
-            Attribute.UNWRAP: False,
-        },
+        public_template=public_template,
+        private_template=private_template,
     )
-    return compress_ec_point(public[Attribute.EC_POINT])
+    try:
+        if not private[Attribute.SENSITIVE] or private[Attribute.EXTRACTABLE]:
+            raise OfficerError("the token made an approval key that is extractable: refused")
+        public_key = approval_keys.compress(algorithm, ec_point_bytes(public[Attribute.EC_POINT]))
+        _prove_new_key(private, algorithm, public_key)
+    except (OfficerError, approval_keys.ApprovalKeyError, HsmError, PKCS11Error) as exc:
+        private.destroy()
+        public.destroy()  # nothing half-made stays: the token can be enrolled again
+        raise OfficerError(f"the token's new {algorithm} approval key is unusable: {exc}") from exc
+    return public_key
+
+
+def _prove_new_key(private: pkcs11.Object, algorithm: str, public_key: bytes) -> None:
+    """The new key must sign a fresh challenge that verifies under the public key it came
+    with: a module that only pretends to support the curve fails here, at enrolment."""
+    challenge = secrets.token_bytes(32)
+    if not isinstance(private, SignMixin):
+        raise OfficerError("the new private key cannot sign")
+    raw = private.sign(challenge, mechanism=Mechanism.ECDSA)
+    der = approval_keys.der_from_raw(algorithm, raw)
+    if not approval_keys.verify(algorithm, public_key, der, challenge):
+        raise OfficerError("its signature does not verify under its public key")
+
+
+_KEEPS_KEY_INSIDE = frozenset({Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.TOKEN})
 
 
 def _store_share(session: pkcs11.Session, share_mnemonic: str) -> None:
@@ -213,9 +267,16 @@ class PinGuard:
         self._lock = threading.Lock()
 
     def counts(self) -> dict[str, int]:
-        """Every token with failures, by serial."""
+        """Every token with consecutive failures, by serial."""
         with self._lock:
-            return self._load()
+            return {k: v for k, v in self._load().items() if not k.startswith(_TOTAL)}
+
+    def totals(self) -> dict[str, int]:
+        """Every failed attempt ever counted, by serial: never reset, so failures that an
+        administrators' reset cleared before the next activation still reach the journal."""
+        with self._lock:
+            loaded = self._load()
+        return {k[len(_TOTAL) :]: v for k, v in loaded.items() if k.startswith(_TOTAL)}
 
     def failures(self, serial: str) -> int:
         with self._lock:
@@ -238,11 +299,32 @@ class PinGuard:
             counts = self._load()
             self._check(counts, serial, token_label)
             counts[serial] = counts.get(serial, 0) + 1
+            counts[_TOTAL + serial] = counts.get(_TOTAL + serial, 0) + 1
             self._save(counts)
 
     def success(self, serial: str) -> None:
-        """The PIN was right: the consecutive-failure count starts again."""
-        self._clear(serial)
+        """The PIN was right: the attempt was no failure, and the consecutive count starts
+        again."""
+        with self._lock:
+            counts = self._load()
+            total = counts.get(_TOTAL + serial, 0)
+            changed = counts.pop(serial, None) is not None
+            if total > 1 and changed:
+                counts[_TOTAL + serial] = total - 1  # begin_attempt counted this one
+            elif changed:
+                counts.pop(_TOTAL + serial, None)
+            if changed:
+                self._save(counts)
+
+    def lock_out(self, serial: str) -> None:
+        """The token itself locked its PIN (CKR_PIN_LOCKED): the station counts it locked out
+        too, so the lockout is journaled at the next activation and no further attempt is
+        made until administrators reset it (the token's SO unblocks the token itself)."""
+        with self._lock:
+            counts = self._load()
+            if counts.get(serial, 0) < self.max_failures:
+                counts[serial] = self.max_failures
+                self._save(counts)
 
     def reset(self, serial: str) -> None:
         """Administrator ceremony: give a locked-out token its attempts back."""
@@ -288,24 +370,38 @@ def _count(value: object) -> int:
 # --- unlocking and using an officer token ---------------------------------------------
 
 
-def unlock(hsm: Hsm, guard: PinGuard, token_label: str, pin: str) -> UnlockedOfficer:
+def unlock(tokens: TokenDirectory, guard: PinGuard, token_label: str, pin: str) -> UnlockedOfficer:
     """Log in to an officer token with its PIN, counting the attempt in ``guard``.
 
-    A token that is already logged in is logged out first, so the PIN is always checked
-    by the token (Hsm.login would otherwise hand back the open session unchecked).
+    The token is found in the module it was enrolled from and must present the identity
+    journaled then; a token that reports its own lockout is refused before its PIN is
+    tried. A token that is already logged in is logged out first, so the PIN is always
+    checked by the token (Hsm.login would otherwise hand back the open session unchecked).
     """
-    token = hsm.token(label=token_label)
-    serial = token_serial(token)
+    try:
+        found = tokens.find(token_label)
+        found.check_identity()
+    except HsmError as exc:
+        raise OfficerError(str(exc)) from exc
+    hsm, token = found.hsm, found.token
+    serial = found.counter_key
+    _refuse_if_token_locked(found, token_label, serial)
     guard.begin_attempt(serial, token_label)
     if hsm.is_logged_in(token):
         hsm.logout(token)
     try:
         hsm.login(token, pin)
+    except PinLockedError as exc:
+        guard.lock_out(serial)
+        raise LockedOutError(
+            f"officer token {token_label!r} (serial {serial}) has locked its user PIN: only "
+            "its security officer can unblock it, with the vendor's tools"
+        ) from exc
     except WrongPinError as exc:
         left = guard.remaining(serial)
         raise OfficerError(
             f"officer token {token_label!r} (serial {serial}) refused the PIN; "
-            f"{left} attempt(s) left before lockout"
+            f"{left} attempt(s) left before lockout{_token_says(found)}"
         ) from exc
     try:
         guard.success(serial)
@@ -313,6 +409,45 @@ def unlock(hsm: Hsm, guard: PinGuard, token_label: str, pin: str) -> UnlockedOff
         hsm.logout(token)
         raise
     return UnlockedOfficer(hsm, token, token_label, serial)
+
+
+def token_lockout(found: FoundToken) -> str | None:
+    """What the token itself reports about its user PIN now: "locked", "final try",
+    "count low", or None (nothing, or a module that reports nothing)."""
+    try:
+        flags = found.fresh_flags()
+    except HsmError:
+        return None
+    if flags & TokenFlag.USER_PIN_LOCKED:
+        return "locked"
+    if flags & TokenFlag.USER_PIN_FINAL_TRY:
+        return "final try"
+    if flags & TokenFlag.USER_PIN_COUNT_LOW:
+        return "count low"
+    return None
+
+
+def _refuse_if_token_locked(found: FoundToken, token_label: str, serial: str) -> None:
+    if token_lockout(found) == "locked":
+        raise LockedOutError(
+            f"officer token {token_label!r} (serial {serial}) reports its user PIN locked "
+            "(CKF_USER_PIN_LOCKED): only its security officer can unblock it, with the "
+            "vendor's tools; then an administrator resets the station's counter"
+        )
+
+
+def _token_says(found: FoundToken) -> str:
+    said = token_lockout(found)
+    if said is None:
+        if found.profile.lockout == LOGIN_ERROR:
+            return (
+                f"; {found.profile.name} also locks the PIN itself after a few failures, "
+                "for every token of the device"
+            )
+        return ""
+    if said == "locked":
+        return "; the token now reports its PIN locked"
+    return f"; the token reports its PIN retry {said}"
 
 
 class UnlockedOfficer(Closing):
@@ -325,6 +460,7 @@ class UnlockedOfficer(Closing):
         self.token_serial = serial
         self._locked = False
         self._public_key: bytes | None = None
+        self._algorithm: str | None = None
 
     def close(self) -> None:
         """Ends the use (``with`` calls it): :meth:`lock`."""
@@ -338,12 +474,32 @@ class UnlockedOfficer(Closing):
     def public_key(self) -> bytes:
         """The compressed approval public key stored on the token."""
         if self._public_key is None:
-            session = self._session()
-            point = self._hsm.call(
-                _one_object, session, ObjectClass.PUBLIC_KEY, APPROVAL_KEY_LABEL, self.name
-            )[Attribute.EC_POINT]
-            self._public_key = compress_ec_point(point)
+            self._read_public_key()
+        assert self._public_key is not None
         return self._public_key
+
+    @property
+    def algorithm(self) -> str:
+        """The approval key's curve, read from the key itself (``CKA_EC_PARAMS``)."""
+        if self._algorithm is None:
+            self._read_public_key()
+        assert self._algorithm is not None
+        return self._algorithm
+
+    def _read_public_key(self) -> None:
+        session = self._session()
+
+        def read() -> tuple[bytes, bytes]:
+            key = _one_object(session, ObjectClass.PUBLIC_KEY, APPROVAL_KEY_LABEL, self.name)
+            return bytes(key[Attribute.EC_PARAMS]), bytes(key[Attribute.EC_POINT])
+
+        params, point = self._hsm.call(read)
+        try:
+            algorithm = approval_keys.algorithm_of_params(params)
+            public_key = approval_keys.compress(algorithm, ec_point_bytes(point))
+        except (approval_keys.ApprovalKeyError, HsmError) as exc:
+            raise OfficerError(f"{self.name}: approval key is unusable: {exc}") from exc
+        self._algorithm, self._public_key = algorithm, public_key
 
     @property
     def fingerprint(self) -> str:
@@ -432,8 +588,11 @@ class UnlockedOfficer(Closing):
                 raise OfficerError(f"{self.name}: approval key cannot sign (CKA_SIGN is false)")
             return key.sign(bytes(digest), mechanism=Mechanism.ECDSA)
 
-        der = ecdsa.der_from_raw(self._hsm.call(sign))
-        if not ecdsa.verify(self.public_key, der, bytes(digest)):
+        try:
+            der = approval_keys.der_from_raw(self.algorithm, self._hsm.call(sign))
+        except approval_keys.ApprovalKeyError as exc:
+            raise OfficerError(f"{self.name}: the token's signature is malformed: {exc}") from exc
+        if not approval_keys.verify(self.algorithm, self.public_key, der, bytes(digest)):
             raise OfficerError(f"{self.name}: approval signature does not verify")
         return der
 

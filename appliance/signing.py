@@ -163,7 +163,7 @@ class SigningSession:
         registry = {o.fingerprint: o.active for o in policy.officers}
         _, request_hash = approved_request(current)
         digest = approval_digest(request_hash, policy.hash())
-        with unlock(self.appliance.hsm, self.appliance.guard, officer_label, pin) as officer:
+        with unlock(self.appliance.tokens(), self.appliance.guard, officer_label, pin) as officer:
             try:
                 offer = make_offer(officer, registry)
                 self.appliance.check_officer_anchor(officer)

@@ -45,6 +45,9 @@ class ApplianceConfig:
     officer_tokens: dict[str, str] = field(default_factory=dict)  # fingerprint -> label
     admin_tokens: dict[str, str] = field(default_factory=dict)
     demo: bool = False
+    #: the signing HSM's PKCS#11 module ("" : $COLDSTATION_PKCS11_MODULE or SoftHSM2); the
+    #: journal's token_init record names the one it was initialised with, and wins
+    signing_module: str = ""
 
 
 class ApplianceState:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from appliance import softhsm
 from appliance.activation import (
@@ -38,11 +39,18 @@ from appliance.activation import (
 from appliance.backup import destroy_kek
 from appliance.hsm import Hsm, HsmError, WrongPinError
 from appliance.keystore import AUDIT_KEY_LABEL, KeyInfo, Keystore
-from appliance.officers import PinGuard, UnlockedOfficer
+from appliance.officers import PinGuard, UnlockedOfficer, token_lockout
 from appliance.pending import PendingError, read_pending
 from appliance.recorder import Recorder
 from appliance.state import ApplianceState, StateError
-from appliance.token_objects import Anchor, AnchorError, check_anchor, read_anchor
+from appliance.token_objects import (
+    Anchor,
+    AnchorError,
+    check_anchor,
+    initialising,
+    read_anchor,
+)
+from appliance.tokens import Modules, TokenDirectory, TokenIdentity
 from shared.bitcoin.descriptor import Descriptor
 from shared.closing import Closing
 from shared.journal import Entry
@@ -81,14 +89,15 @@ class Activation:
 class Station(Closing):
     """A loaded station: state directory, HSM, keystore, PIN counters, verified journal."""
 
-    def __init__(self, root: Path, hsm: Hsm | None = None) -> None:
+    def __init__(self, root: Path, hsm: Hsm | None = None, modules: Modules | None = None) -> None:
         self.state = ApplianceState(root)
         self.config = self.state.load()
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
         if self.config.demo and hsm is None:
             softhsm.configure(self.state.root)
-        self.hsm = hsm or Hsm()
+        self.hsm = hsm or Hsm(self.config.signing_module or None)
+        self.modules = modules or Modules(self.hsm)
         try:
             self.keystore = Keystore(self.hsm, self.config.signing_token)
         except HsmError as exc:
@@ -149,7 +158,7 @@ class Station(Closing):
         state, problems = self.journal, self.recorder.problems
         problems.extend(self.state.symlink_problems())
         if state.seq < 0 and not problems:
-            if audit_key is not None:
+            if audit_key is not None and not self._init_interrupted():
                 problems.append(
                     f"{self.state.journal_path} is empty, but the signing token "
                     "holds this station's audit key: the journal was removed; "
@@ -159,8 +168,7 @@ class Station(Closing):
             else:
                 problems.append(
                     f"the station in {self.state.root} was never initialised (its "
-                    "journal is empty): run `coldstation-appliance init --demo "
-                    "--start-over` to wipe it and start again"
+                    f"journal is empty): {self._start_again()}"
                 )
             return
         if state.audit_key is not None and audit_key != state.audit_key:
@@ -174,6 +182,9 @@ class Station(Closing):
                 f"{self.config.appliance_id!r}; the journal is appliance "
                 f"{state.appliance_id!r}"
             )
+        wrong_module = self._wrong_module()
+        if wrong_module is not None:
+            problems.append(wrong_module)
         if state.signing_token not in (None, self.config.signing_token):
             problems.append(
                 f"{self.state.config_path} names signing token "
@@ -188,10 +199,39 @@ class Station(Closing):
         if not self.recorder.problems and not state.init_complete:
             problems.append(
                 f"the station in {self.state.root} was never completely "
-                "initialised (the journal has no init_completed record): run "
-                "`coldstation-appliance init --demo --start-over` to wipe it and "
-                "start again"
+                f"initialised (the journal has no init_completed record): {self._start_again()}"
             )
+
+    def _start_again(self) -> str:
+        """How a half-made station is started again: a demo one is wiped by init; real
+        tokens are never wiped by the station."""
+        if self.config.demo:
+            return "run `coldstation-appliance init --demo --start-over` to wipe it and start again"
+        return (
+            "re-initialise its signing token with the vendor's tools, then run "
+            "`init --plan` into an empty state directory (docs/hardware.md)"
+        )
+
+    def _wrong_module(self) -> str | None:
+        """Why the loaded module is not the one the journal initialised the signing token
+        through, or None: the activation PIN goes only to that library."""
+        journaled = self.journal.signing_module
+        if journaled is None or journaled == self.hsm.path:
+            return None
+        return (
+            f"the station would load PKCS#11 module {self.hsm.path} for its signing token; "
+            f"the journal initialised it through {journaled} ({self.state.config_path} or "
+            "the environment changed): no PIN is sent to another library"
+        )
+
+    def _init_interrupted(self) -> bool:
+        """True while the signing token still carries init's in-progress marker: an empty
+        journal beside an audit key is then an init that died between the two, not a
+        journal someone removed."""
+        try:
+            return initialising(self.hsm, self.hsm.token(label=self.config.signing_token))
+        except HsmError:
+            return False
 
     def _refresh(self) -> None:
         """Hand the keystore the key registry the journal records."""
@@ -199,6 +239,9 @@ class Station(Closing):
 
     def close(self) -> None:
         self.keystore.lock()
+        for hsm in self.modules.loaded():
+            if hsm is not self.hsm:
+                hsm.logout_all()
         self.recorder.store.close()
 
     # -- what the station decides from ------------------------------------------------------
@@ -239,6 +282,20 @@ class Station(Closing):
         )
         return PinnedWallet(descriptors, keys)
 
+    def tokens(self) -> TokenDirectory:
+        """Officer and administrator tokens, each in the module it was enrolled from and
+        pinned to the identity journaled then (appliance.tokens)."""
+        enrolled = {
+            label: TokenIdentity.from_plain(identity)
+            for label, identity in self.journal.enrolled_identities().items()
+        }
+        known = (
+            frozenset(e.token for e in self.journal.enrolled.values())
+            if self.journal.init_complete
+            else None
+        )
+        return TokenDirectory(self.modules, enrolled, self.hsm.path, known)
+
     def registry(self) -> dict[str, bool]:
         return {o.fingerprint: o.active for o in self.policy().officers}
 
@@ -249,12 +306,15 @@ class Station(Closing):
         """M officers open the signing token for the length of the block (module docstring)."""
         if not recovering:
             self.require_usable()
+        wrong_module = self._wrong_module()
+        if wrong_module is not None:  # not even to recover
+            raise StateError(wrong_module)
         self.recorder.require_clock()
         policy = self.policy()
         registry = {o.fingerprint: o.active for o in policy.officers}
         ahead: list[tuple[str, Anchor]] = []
         offers = collect_offers(
-            self.hsm,
+            self.tokens(),
             self.guard,
             officers,
             registry,
@@ -286,6 +346,7 @@ class Station(Closing):
                     subjects={"policy": policy.hash()},
                     details={"share_set": self._share_set_id()},
                 )
+                self._journal_pin_status(activation.actors)
                 self._flush_pending(activation.actors)
                 self._resume_intents(activation)
             yield activation
@@ -419,6 +480,46 @@ class Station(Closing):
             path.unlink()
             written += 1
         return written
+
+    def pin_status(self) -> dict[str, list[Any]]:
+        """Token key -> [failed PIN attempts the station ever counted, what the token
+        itself reports], for every token with something to report. The counts come from
+        the signing token (never reset, so a lockout that administrators reset before the
+        next activation is still journaled); the reports from each enrolled token that is
+        present, read fresh. A token not read now (absent, its module not installed) keeps
+        the report last journaled: absence is not recovery."""
+        journaled = self.journal.pin_status
+        reports = {key: status[1] for key, status in journaled.items()}
+        tokens = self.tokens()
+        for label in sorted(tokens.enrolled):
+            try:
+                found = tokens.find(label)
+            except HsmError:
+                continue
+            reports[found.counter_key] = token_lockout(found) or "none"
+        totals = self.guard.totals()
+        current = {
+            key: [totals.get(key, 0), reports.get(key, "none")] for key in {*totals, *reports}
+        }
+        return {key: status for key, status in current.items() if status != [0, "none"]}
+
+    def _journal_pin_status(self, actors: tuple[str, ...]) -> None:
+        """PIN failures and token lockouts since the last activation reach the journal: the
+        station's own counts and what each token reports, for the tokens where either
+        changed since the last ``pin_status`` record (a cleared one as 0 and "none")."""
+        journaled, current = self.journal.pin_status, self.pin_status()
+        changed = [
+            {"serial": key, "failures": status[0], "token": status[1]}
+            for key, status in sorted(current.items())
+            if journaled.get(key) != status
+        ]
+        changed += [
+            {"serial": key, "failures": 0, "token": "none"}
+            for key in sorted(journaled)
+            if key not in current
+        ]
+        if changed:
+            self.recorder.record("pin_status", actors=actors, details={"tokens": changed[:256]})
 
     def _resume_intents(self, activation: Activation) -> None:
         """Complete (or close) every ceremony a crash interrupted after its intent."""

@@ -32,8 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import canonical
-from shared.bitcoin import ecdsa
+from shared import approval_keys, canonical
 from shared.bitcoin.address import AddressError, address_to_script, network_by_name
 from shared.bitcoin.address import script_to_address as _script_to_address
 from shared.bitcoin.amount import MAX_MONEY
@@ -65,6 +64,9 @@ MAX_PAYMENTS = 10_000
 DAY = 86400
 
 _OFFICER_KEYS = frozenset({"fingerprint", "pubkey", "role", "active"})
+#: ``algorithm`` is written only for P-256 keys: a secp256k1 officer's entry stays as
+#: format-2 policies wrote it, so every policy signed before P-256 keeps its hash
+_OFFICER_OPTIONAL = frozenset({"algorithm"})
 _POLICY_KEYS = frozenset(
     {
         "type",
@@ -115,6 +117,8 @@ def utc_day(time: int) -> int:
 class Officer:
     """An enrolled key: approvers approve requests, administrators sign policies.
 
+    ``algorithm`` is the approval key's curve (``shared.approval_keys``): officer tokens
+    that do only P-256 (YubiKey PIV, TPMs, most smartcards) enrol with ``"p256"``.
     Revoked officers stay listed with ``active=False`` so older records still replay.
     """
 
@@ -122,12 +126,19 @@ class Officer:
     pubkey: bytes
     role: str
     active: bool = True
+    algorithm: str = approval_keys.SECP256K1
 
     def __post_init__(self) -> None:
+        try:
+            approval_keys.check_algorithm(self.algorithm)
+        except approval_keys.ApprovalKeyError as exc:
+            raise PolicyError(f"officer {self.fingerprint!r}: {exc}") from None
         if not isinstance(self.pubkey, bytes) or len(self.pubkey) != 33:
             raise PolicyError("officer public key must be 33 bytes (compressed)")
-        if not ecdsa.is_valid_pubkey(self.pubkey):
-            raise PolicyError(f"officer {self.fingerprint!r}: public key is not on the curve")
+        if not approval_keys.is_valid_public_key(self.algorithm, self.pubkey):
+            raise PolicyError(
+                f"officer {self.fingerprint!r}: public key is not on the {self.algorithm} curve"
+            )
         if not is_fingerprint(self.fingerprint):
             raise PolicyError(f"officer fingerprint {self.fingerprint!r} is not 16 hex digits")
         if self.fingerprint != fingerprint_of(self.pubkey):
@@ -137,21 +148,38 @@ class Officer:
         _check.boolean(self.active, f"officer {self.fingerprint} active")
 
     @classmethod
-    def from_pubkey(cls, pubkey: bytes, role: str, active: bool = True) -> Officer:
-        return cls(fingerprint_of(pubkey), pubkey, role, active)
+    def from_pubkey(
+        cls,
+        pubkey: bytes,
+        role: str,
+        active: bool = True,
+        algorithm: str = approval_keys.SECP256K1,
+    ) -> Officer:
+        return cls(fingerprint_of(pubkey), pubkey, role, active, algorithm)
+
+    def verify(self, signature: object, digest: bytes) -> bool:
+        """True when ``signature`` is this officer's (one valid encoding, low S)."""
+        return approval_keys.verify(self.algorithm, self.pubkey, signature, digest)
 
     def to_plain(self) -> dict[str, Any]:
-        return {
+        plain: dict[str, Any] = {
             "fingerprint": self.fingerprint,
             "pubkey": self.pubkey,
             "role": self.role,
             "active": self.active,
         }
+        if self.algorithm != approval_keys.SECP256K1:
+            plain["algorithm"] = self.algorithm
+        return plain
 
     @classmethod
     def from_plain(cls, plain: object) -> Officer:
-        data = _check.exact_keys(plain, "officer", _OFFICER_KEYS)
-        return cls(data["fingerprint"], data["pubkey"], data["role"], data["active"])
+        data = _check.exact_keys(plain, "officer", _OFFICER_KEYS, _OFFICER_OPTIONAL)
+        algorithm = data.get("algorithm", approval_keys.SECP256K1)
+        if "algorithm" in data and algorithm == approval_keys.SECP256K1:
+            # one encoding per policy: the default is never spelled out
+            raise PolicyError("officer entry names algorithm 'secp256k1': omit it (the default)")
+        return cls(data["fingerprint"], data["pubkey"], data["role"], data["active"], algorithm)
 
 
 def _check_officers(officers: object, role: str, name: str) -> tuple[Officer, ...]:
@@ -521,7 +549,7 @@ def _reject_reason(
         return "revoked"
     if requester is not None and fp == requester:
         return "requester approving own request"
-    if not isinstance(sig, bytes) or not ecdsa.verify(officer.pubkey, sig, digest):
+    if not isinstance(sig, bytes) or not officer.verify(sig, digest):
         return "bad signature"
     return None
 
@@ -571,8 +599,8 @@ def _check_first(policy: Policy, genesis_admins: list[Officer] | None) -> None:
         )
     if genesis_admins is None:
         return
-    pinned = {(o.fingerprint, o.pubkey) for o in genesis_admins}
-    listed = {(o.fingerprint, o.pubkey) for o in policy.administrators}
+    pinned = {(o.fingerprint, o.pubkey, o.algorithm) for o in genesis_admins}
+    listed = {(o.fingerprint, o.pubkey, o.algorithm) for o in policy.administrators}
     if pinned != listed:
         raise PolicyError(
             "first policy's administrators differ from those enrolled at initialisation"

@@ -26,13 +26,14 @@ from typing import Any
 import cbor2
 
 from shared import canonical
+from shared.approval_keys import ALGORITHMS, SECP256K1
 from shared.bitcoin.tx import OutPoint
 from shared.checks import FieldChecks
 from shared.journal import GENESIS, MAX_DETAIL_TEXT, Record, outpoints_digest
 from shared.sortedblob import BlobError, FixedMap, FixedSet
 
 STATE_TYPE = "coldstation-station-state"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 KEY_STATES = ("active", "suspended", "archived")
 BACKUP_MODELS = ("non-extractable", "wrap-with-trusted")
 AUDIT_KEY_LABEL = "coldstation-audit"
@@ -107,14 +108,70 @@ class PolicyRef(_Plain):
     seq: int
 
 
+#: days a backup blob may go without a successful test restore (REQUIREMENTS 24; counted
+#: from its export when it was never tested): after that the home screen and ``status``
+#: show it overdue
+BACKUP_TEST_INTERVAL_DAYS = 90
+MAX_CUSTODIANS = 16
+MAX_REGISTER_TEXT = 200
+
+
+@dataclass(frozen=True)
+class BackupEntry(_Plain):
+    """A backup blob in the register: exported (``backup``), kept somewhere by someone
+    (``backup_stored``: a tamper-evident bag's serial, a location, custodians), and last
+    test-restored (``backup_tested``). Every change is a journal record, so the register's
+    history (a bag serial that changed, a failed test) is the journal's."""
+
+    blob: bytes  # SHA-256 of the blob
+    label: str
+    public_key: bytes
+    exported: int  # time of the backup record
+    bag: str = ""
+    location: str = ""
+    custodians: tuple[str, ...] = ()
+    stored_seq: int = -1
+    tested: int = 0  # time of the last successful test restore; 0: never
+    last_result: str = ""  # "ok" or "failed: reason" of the last test
+    last_test_seq: int = -1
+
+    def due(self) -> int:
+        """When the next test restore is due (unix seconds)."""
+        return max(self.exported, self.tested) + BACKUP_TEST_INTERVAL_DAYS * 86400
+
+    def to_plain(self) -> dict[str, Any]:
+        plain = super().to_plain()
+        plain["custodians"] = list(self.custodians)
+        return plain
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> BackupEntry:
+        return cls(**{**plain, "custodians": tuple(plain["custodians"])})
+
+
+#: a ``pin_status`` record's entry per token, and what a token may report of its user PIN
+PIN_STATUS_FIELDS = ("serial", "failures", "token")
+TOKEN_PIN_REPORTS = ("none", "count low", "final try", "locked")
+
+#: the token identity an enrolment record carries (appliance.tokens.TokenIdentity's fields)
+IDENTITY_FIELDS = ("module", "label", "serial", "manufacturer", "model", "firmware", "hardware")
+
+
 @dataclass(frozen=True)
 class Enrolment(_Plain):
-    """An officer or administrator token enrolled in a journaled ceremony."""
+    """An officer or administrator token enrolled in a journaled ceremony.
+
+    ``identity`` is what the token presented at enrolment (module path, label, serial,
+    manufacturer, model, firmware, hardware): a later token that presents anything else
+    is refused. Records written before identities were pinned have none.
+    """
 
     fingerprint: str
     role: str
     token: str
     seq: int
+    identity: dict[str, str] | None = None
+    algorithm: str = "secp256k1"
 
 
 @dataclass(frozen=True)
@@ -177,6 +234,8 @@ class StationState:
     head: bytes = GENESIS
     last_time: int = 0
     signing_token: str | None = None
+    #: the PKCS#11 module the signing token was initialised through (``token_init``)
+    signing_module: str | None = None
     keys: dict[str, KeyEntry] = field(default_factory=dict)
     wallets: dict[str, WalletPin] = field(default_factory=dict)
     policies: list[PolicyRef] = field(default_factory=list)
@@ -188,6 +247,11 @@ class StationState:
     recoveries: list[tuple[int, int, int]] = field(default_factory=list)
     history: History = field(default_factory=History)
     consumed_pending: FixedSet = field(default_factory=lambda: FixedSet(32))
+    #: token serial -> [station failures, what the token reports], as last journaled
+    #: (``pin_status`` records): only tokens with something to report are kept
+    pin_status: dict[str, list[Any]] = field(default_factory=dict)
+    #: the backup register, by blob SHA-256 (:class:`BackupEntry`)
+    backups: dict[bytes, BackupEntry] = field(default_factory=dict)
     #: every record's hash, in seq order (32 bytes each): anchors kept in tokens are checked
     #: against it without reading the journal back
     hashes: bytearray = field(default_factory=bytearray)
@@ -266,6 +330,8 @@ class StationState:
 
     def _token_init(self, record: Record) -> None:
         self.signing_token = _text(record.details["token"], "token")
+        module = record.details.get("module")
+        self.signing_module = None if module is None else _text(module, "module")
 
     def _key_added(self, record: Record) -> None:
         details = record.details
@@ -295,10 +361,21 @@ class StationState:
         self.keys[label] = replace(entry, state=target)
 
     def _enrolled(self, record: Record) -> None:
-        role = _text(record.details["role"], "role")
-        token = _text(record.details["token"], "token")
+        details = record.details
+        role = _text(details["role"], "role")
+        token = _text(details["token"], "token")
+        identity = _identity(details["identity"]) if "identity" in details else None
+        if identity is not None and identity["label"] != token:
+            raise StationError(f"enrols token {token!r} with the identity of {identity['label']!r}")
+        algorithm = _check.choice(details.get("algorithm", SECP256K1), "algorithm", ALGORITHMS)
         for fingerprint in record.actors:
-            self.enrolled[fingerprint] = Enrolment(fingerprint, role, token, record.seq)
+            self.enrolled[fingerprint] = Enrolment(
+                fingerprint, role, token, record.seq, identity, algorithm
+            )
+
+    def enrolled_identities(self) -> dict[str, dict[str, str]]:
+        """Token label -> identity journaled at enrolment, for tokens enrolled with one."""
+        return {e.token: e.identity for e in self.enrolled.values() if e.identity is not None}
 
     def _policy_installed(self, record: Record) -> None:
         digest = _check.fixed_bytes(record.subjects["policy"], "policy hash", 32)
@@ -365,6 +442,79 @@ class StationState:
         if pending is not None:
             self.consumed_pending.add(_check.fixed_bytes(pending, "pending file hash", 32))
 
+    def _pin_status(self, record: Record) -> None:
+        tokens = _check.items(record.details["tokens"], "tokens", 256)
+        for item in tokens:
+            plain = _check.exact_keys(item, "token PIN status", frozenset(PIN_STATUS_FIELDS))
+            serial = _text(plain["serial"], "serial")
+            failures = _int(plain["failures"], "failures")
+            report = _check.choice(plain["token"], "token report", TOKEN_PIN_REPORTS)
+            if failures == 0 and report == "none":
+                self.pin_status.pop(serial, None)
+            else:
+                self.pin_status[serial] = [failures, report]
+
+    def _backup(self, record: Record) -> None:
+        blob = _check.fixed_bytes(record.subjects["blob"], "blob digest", 32)
+        public_key = _check.fixed_bytes(record.subjects["public_key"], "public key", 33)
+        label = _text(record.details["label"], "label")
+        if blob not in self.backups:  # the same key under the same KEK wraps to the same blob
+            self.backups[blob] = BackupEntry(blob, label, public_key, record.time)
+
+    def _backup_stored(self, record: Record) -> None:
+        entry = self._registered(record)
+        custodians = _check.items(record.details["custodians"], "custodians", MAX_CUSTODIANS)
+        if not custodians:
+            raise StationError("a stored backup needs at least one custodian")
+        self.backups[entry.blob] = replace(
+            entry,
+            bag=_check.text(record.details["bag"], "bag serial", MAX_REGISTER_TEXT),
+            location=_check.text(record.details["location"], "location", MAX_REGISTER_TEXT),
+            custodians=tuple(_check.text(c, "custodian", MAX_REGISTER_TEXT) for c in custodians),
+            stored_seq=record.seq,
+        )
+
+    def _backup_tested(self, record: Record) -> None:
+        entry = self._registered(record)
+        result = _text(record.details["result"], "result")
+        if result == "ok":
+            entry = replace(entry, tested=record.time, last_result="ok")
+        elif result == "failed":
+            reason = _text(record.details["reason"], "reason")
+            entry = replace(entry, last_result=f"failed: {reason}")
+        else:
+            raise StationError(f"unknown test-restore result {result!r}")
+        self.backups[entry.blob] = replace(entry, last_test_seq=record.seq)
+
+    def _registered(self, record: Record) -> BackupEntry:
+        blob = bytes.fromhex(_text(record.details["blob"], "blob"))
+        entry = self.backups.get(blob)
+        if entry is None:
+            raise StationError(f"names blob {blob.hex()[:16]}..., which no backup exported")
+        return entry
+
+    def backup_register(self, now: int) -> list[dict[str, Any]]:
+        """The register for people: each blob, where it is, and whether its test is due."""
+        return [
+            {
+                "blob": e.blob.hex(),
+                "label": e.label,
+                "public_key": e.public_key.hex(),
+                "bag": e.bag or None,
+                "location": e.location or None,
+                "custodians": list(e.custodians),
+                "last_test": e.last_result or "never",
+                "journal_seqs": {"stored": e.stored_seq, "last_test": e.last_test_seq},
+                "test_due": e.due(),
+                "overdue": e.due() <= now,
+            }
+            for e in self.backups.values()
+        ]
+
+    def overdue_backups(self, now: int) -> list[BackupEntry]:
+        """Blobs whose test restore is due (never tested counts from the export)."""
+        return [e for e in self.backups.values() if e.due() <= now]
+
     def _intent(self, record: Record) -> None:
         _text(record.details["ceremony"], "ceremony")
         self.intents[record.seq] = dict(record.details)
@@ -410,6 +560,7 @@ class StationState:
                 "head": self.head,
                 "last_time": self.last_time,
                 "signing_token": self.signing_token,
+                "signing_module": self.signing_module,
                 "keys": [k.to_plain() for k in self.keys.values()],
                 "wallets": [w.to_plain() for w in self.wallets.values()],
                 "policies": [p.to_plain() for p in self.policies],
@@ -424,6 +575,8 @@ class StationState:
                 "paid_by_day": [[day, total] for day, total in sorted(history.paid_by_day.items())],
                 "approvals": history.approvals.to_blob(),
                 "consumed_pending": self.consumed_pending.to_blob(),
+                "pin_status": [[serial, *status] for serial, status in self.pin_status.items()],
+                "backups": [b.to_plain() for b in self.backups.values()],
                 "hashes": bytes(self.hashes),
             }
         )
@@ -454,6 +607,7 @@ class StationState:
                 head=plain["head"],
                 last_time=plain["last_time"],
                 signing_token=plain["signing_token"],
+                signing_module=plain["signing_module"],
                 keys={k["label"]: KeyEntry.from_plain(k) for k in plain["keys"]},
                 wallets={w["descriptor"]: WalletPin(**w) for w in plain["wallets"]},
                 policies=[PolicyRef(**p) for p in plain["policies"]],
@@ -464,6 +618,8 @@ class StationState:
                 recoveries=[(int(a), int(b), int(c)) for a, b, c in plain["recoveries"]],
                 history=history,
                 consumed_pending=FixedSet(32, plain["consumed_pending"], what="pending"),
+                pin_status={str(s): [int(n), str(t)] for s, n, t in plain["pin_status"]},
+                backups={b["blob"]: BackupEntry.from_plain(b) for b in plain["backups"]},
                 hashes=bytearray(plain["hashes"]),
             )
         except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -492,6 +648,12 @@ def _text(value: object, name: str) -> str:
     return _check.text(value, name, MAX_DETAIL_TEXT, printable=False)
 
 
+def _identity(value: object) -> dict[str, str]:
+    """A token identity from an enrolment record: exactly its fields, each text."""
+    plain = _check.exact_keys(value, "token identity", frozenset(IDENTITY_FIELDS))
+    return {name: _text(plain[name], f"identity {name}") for name in IDENTITY_FIELDS}
+
+
 def _int(value: object, name: str) -> int:
     """A count or a seq from a record's details: the journal keeps no larger integer."""
     return _check.integer(value, name, 0, _MAX_DETAIL_INT)
@@ -511,6 +673,10 @@ _HANDLERS = {
     "wallet_unpinned": StationState._wallet_unpinned,
     "signing_decision": StationState._signing,
     "pin_lockout": StationState._pin_lockout,
+    "pin_status": StationState._pin_status,
+    "backup": StationState._backup,
+    "backup_stored": StationState._backup_stored,
+    "backup_tested": StationState._backup_tested,
     "intent": StationState._intent,
     "intent_abandoned": StationState._intent_abandoned,
     "pin_rekeyed": StationState._share_set,

@@ -12,3 +12,8 @@ _.appliance_state  # tests/audit RealEvidence: where the run's station lives, fo
 _.halted  # tests/image BootResult: whether the guest halted, shown in a failure's repr
 _.prop  # the fake capture's get(prop): OpenCV's own parameter name
 _.authorised_by  # station.WalletPin: journaled, and serialised by to_plain through fields()
+_.signing_keys  # profiles.ModuleProfile: read by name through require("signing_keys", ...)
+_.wrap_unwrap  # profiles.ModuleProfile: read by name through require("wrap_unwrap", ...)
+_.raw_signatures  # profiles.ModuleProfile: a module's documented quirk (docs/hardware.md);
+# every profiled module returns raw r||s, and approve() refuses anything else by its length
+_.session_objects  # profiles.ModuleProfile: documented capability; no ceremony needs it yet

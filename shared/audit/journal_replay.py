@@ -93,6 +93,7 @@ from shared.policy import (
     verify_signed_policy,
     wallet_pin_statement,
 )
+from shared.station import PIN_STATUS_FIELDS, TOKEN_PIN_REPORTS
 
 
 @dataclass
@@ -381,6 +382,8 @@ class ApplianceReplay:
         self._policy: Policy | None = None
         self._policy_lost = False
         self._enrolled: dict[str, str] = {}
+        self._algorithms: dict[str, str] = {}  # fingerprint -> approval key curve enrolled
+        self._blobs: set[str] = set()  # SHA-256 (hex) of every blob a backup exported
         self._revoked: set[str] = set()
         self._pins = PinnedWallets()
         self.keys = KeyBook(bundle.audit_key)
@@ -709,6 +712,16 @@ class ApplianceReplay:
                     seq=record.seq,
                     file=found.name,
                 )
+            for officer in listed:
+                curve = self._algorithms.get(officer.fingerprint, officer.algorithm)
+                if curve != officer.algorithm:
+                    self.add(
+                        "policy",
+                        f"the first policy lists {officer.fingerprint} with a {officer.algorithm} "
+                        f"key; it was enrolled with a {curve} key",
+                        seq=record.seq,
+                        file=found.name,
+                    )
 
     def _unnamed_policies(self) -> None:
         for found in self.bundle.policies:
@@ -729,8 +742,47 @@ class ApplianceReplay:
 
     def _officer_enrolled(self, record: Record) -> None:
         role = record.details.get("role")
+        algorithm = record.details.get("algorithm", "secp256k1")
         for fp in record.actors:
             self._enrolled[fp] = str(role)
+            self._algorithms[fp] = str(algorithm)
+
+    def _backup(self, record: Record) -> None:
+        blob = record.subjects.get("blob")
+        if isinstance(blob, bytes):
+            self._blobs.add(blob.hex())
+
+    def _backup_register(self, record: Record) -> None:
+        """The register may only speak of blobs a journaled backup exported, and a test
+        restore ends ok or failed."""
+        blob = record.details.get("blob")
+        result = record.details.get("result", "ok")
+        if record.event == "backup_tested" and result not in ("ok", "failed"):
+            self.add("journal", f"backup_tested has result {_short(result)}", seq=record.seq)
+        if blob not in self._blobs:
+            self.add(
+                "journal",
+                f"{record.event} names blob {_short(blob)}, which no backup record exported",
+                seq=record.seq,
+            )
+
+    def _pin_status(self, record: Record) -> None:
+        """PIN failures and token lockouts the station journaled: well formed, or a finding."""
+        tokens = record.details.get("tokens")
+        entries = tokens if isinstance(tokens, list) else [None]
+        for item in entries:
+            ok = (
+                isinstance(item, dict)
+                and set(item) == set(PIN_STATUS_FIELDS)
+                and isinstance(item["serial"], str)
+                and item["serial"] != ""
+                and isinstance(item["failures"], int)
+                and not isinstance(item["failures"], bool)
+                and item["failures"] >= 0
+                and item["token"] in TOKEN_PIN_REPORTS
+            )
+            if not ok:
+                self.add("journal", f"pin_status entry {_short(item)} is malformed", seq=record.seq)
 
     def _officer_revoked(self, record: Record) -> None:
         self._revoked.update(record.actors)
@@ -1281,6 +1333,10 @@ _HANDLERS: dict[str, Callable[[ApplianceReplay, Record], None]] = {
     "activation": ApplianceReplay._activation,
     "officer_enrolled": ApplianceReplay._officer_enrolled,
     "officer_revoked": ApplianceReplay._officer_revoked,
+    "pin_status": ApplianceReplay._pin_status,
+    "backup": ApplianceReplay._backup,
+    "backup_stored": ApplianceReplay._backup_register,
+    "backup_tested": ApplianceReplay._backup_register,
     "wallet_exported": ApplianceReplay._wallet_exported,
     "wallet_pinned": ApplianceReplay._wallet_pinned,
     "wallet_unpinned": ApplianceReplay._wallet_unpinned,

@@ -28,6 +28,7 @@ from appliance.officers import (
     PinGuard,
     enroll_officer,
 )
+from appliance.tokens import single_module
 
 SO_PIN = "so-pin-test-1234"
 THRESHOLD, COUNT = 3, 5
@@ -124,7 +125,7 @@ def _make_token(hsm: Hsm, prefix: str) -> tuple[str, str]:
 
 def _enrolled(hsm: Hsm, share: str) -> Officer:
     label, pin = _make_token(hsm, "officer")
-    return Officer(label, pin, enroll_officer(hsm, label, pin, share))
+    return Officer(label, pin, enroll_officer(single_module(hsm).find(label), pin, share))
 
 
 def _swap_public_key(hsm: Hsm, victim: Officer, impostor: Officer) -> None:
@@ -185,7 +186,9 @@ def _all_locked(ceremony: Ceremony) -> bool:
 
 def test_quorum_rebuilds_the_pin_that_opens_the_signing_token(ceremony, guard):
     hsm = ceremony.hsm
-    with activate(hsm, guard, ceremony.present(0, 2, 4), ceremony.registry(), THRESHOLD) as pin:
+    with activate(
+        single_module(hsm), guard, ceremony.present(0, 2, 4), ceremony.registry(), THRESHOLD
+    ) as pin:
         assert pin.reveal() == activation_pin(ceremony.secret)
         assert pin.officers == tuple(ceremony.officers[i].card.fingerprint for i in (0, 2, 4))
         signing = hsm.token(label=ceremony.signing_label)
@@ -207,7 +210,11 @@ def test_every_quorum_and_larger_sets_activate(ceremony, guard):
     sets = [*itertools.combinations(range(COUNT), THRESHOLD), (0, 1, 2, 3), tuple(range(COUNT))]
     for subset in sets:
         with activate(
-            ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(), THRESHOLD
+            single_module(ceremony.hsm),
+            guard,
+            ceremony.present(*subset),
+            ceremony.registry(),
+            THRESHOLD,
         ) as pin:
             assert pin.reveal() == expected, subset
     assert _all_locked(ceremony)
@@ -222,13 +229,21 @@ def test_the_wrong_pin_does_not_open_the_signing_token(ceremony):
 def test_m_minus_one_officers_never_activate(ceremony, guard):
     for subset in itertools.combinations(range(COUNT), THRESHOLD - 1):
         with pytest.raises(QuorumError, match=f"{THRESHOLD - 1} officer\\(s\\) presented"):
-            activate(ceremony.hsm, guard, ceremony.present(*subset), ceremony.registry(), THRESHOLD)
+            activate(
+                single_module(ceremony.hsm),
+                guard,
+                ceremony.present(*subset),
+                ceremony.registry(),
+                THRESHOLD,
+            )
     assert _all_locked(ceremony)
 
 
 def test_policy_quorum_above_the_share_threshold_is_enforced(ceremony, guard):
     with pytest.raises(QuorumError, match="3 officer\\(s\\) presented, 4 needed"):
-        activate(ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), 4)
+        activate(
+            single_module(ceremony.hsm), guard, ceremony.present(0, 1, 2), ceremony.registry(), 4
+        )
 
 
 @pytest.mark.parametrize("others", [(1, 2), (1, 2, 3), (1, 2, 3, 4)])
@@ -237,11 +252,15 @@ def test_a_revoked_officer_never_activates(ceremony, guard, others):
     registry = ceremony.registry(o0=False)
     revoked = ceremony.officers[0].card.fingerprint
     with pytest.raises(QuorumError, match=f"officer {revoked} .* is revoked"):
-        activate(ceremony.hsm, guard, ceremony.present(*others, 0), registry, THRESHOLD)
+        activate(
+            single_module(ceremony.hsm), guard, ceremony.present(*others, 0), registry, THRESHOLD
+        )
     assert _all_locked(ceremony)
     # Without the revoked officer, a full quorum of the others still works.
     if len(others) >= THRESHOLD:
-        with activate(ceremony.hsm, guard, ceremony.present(*others), registry, THRESHOLD):
+        with activate(
+            single_module(ceremony.hsm), guard, ceremony.present(*others), registry, THRESHOLD
+        ):
             pass
 
 
@@ -249,7 +268,7 @@ def test_an_unregistered_officer_never_activates(ceremony, guard):
     registry = ceremony.registry()
     del registry[ceremony.officers[3].card.fingerprint]
     with pytest.raises(QuorumError, match="not in the installed policy"):
-        activate(ceremony.hsm, guard, ceremony.present(0, 1, 3), registry, THRESHOLD)
+        activate(single_module(ceremony.hsm), guard, ceremony.present(0, 1, 3), registry, THRESHOLD)
     assert _all_locked(ceremony)
 
 
@@ -257,14 +276,14 @@ def test_shares_of_different_secrets_fail_clearly(ceremony, guard):
     stranger = ceremony.strangers[0]
     presented = [*ceremony.present(0, 1), (stranger.label, stranger.pin)]
     with pytest.raises(QuorumError, match="different activation secrets"):
-        activate(ceremony.hsm, guard, presented, ceremony.registry(), THRESHOLD)
+        activate(single_module(ceremony.hsm), guard, presented, ceremony.registry(), THRESHOLD)
     assert _all_locked(ceremony)
 
 
 def test_the_same_officer_twice_is_one_officer(ceremony, guard):
     presented = ceremony.present(0, 1, 1)
     with pytest.raises(QuorumError, match="presented twice"):
-        activate(ceremony.hsm, guard, presented, ceremony.registry(), THRESHOLD)
+        activate(single_module(ceremony.hsm), guard, presented, ceremony.registry(), THRESHOLD)
 
 
 def test_a_token_showing_someone_elses_public_key_is_refused(ceremony, guard):
@@ -272,7 +291,7 @@ def test_a_token_showing_someone_elses_public_key_is_refused(ceremony, guard):
     impostor = ceremony.impostor
     presented = [(impostor.label, impostor.pin), *ceremony.present(1, 2)]
     with pytest.raises(QuorumError, match="cannot sign with its approval key"):
-        activate(ceremony.hsm, guard, presented, ceremony.registry(), THRESHOLD)
+        activate(single_module(ceremony.hsm), guard, presented, ceremony.registry(), THRESHOLD)
     assert _all_locked(ceremony)
 
 
@@ -281,20 +300,36 @@ def test_a_wrong_officer_pin_is_counted_and_aborts(ceremony, guard):
     presented = [*ceremony.present(0), (officer.label, "wrong-pin"), *ceremony.present(2)]
     for _ in range(3):
         with pytest.raises(OfficerError, match=f"{officer.label!r}.*refused the PIN"):
-            activate(ceremony.hsm, guard, presented, ceremony.registry(), THRESHOLD)
+            activate(single_module(ceremony.hsm), guard, presented, ceremony.registry(), THRESHOLD)
         assert _all_locked(ceremony)
     assert guard.failures(officer.card.token_serial) == 3
     with pytest.raises(LockedOutError):
-        activate(ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), THRESHOLD)
+        activate(
+            single_module(ceremony.hsm),
+            guard,
+            ceremony.present(0, 1, 2),
+            ceremony.registry(),
+            THRESHOLD,
+        )
     guard.reset(officer.card.token_serial)
     with activate(
-        ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), THRESHOLD
+        single_module(ceremony.hsm),
+        guard,
+        ceremony.present(0, 1, 2),
+        ceremony.registry(),
+        THRESHOLD,
     ) as pin:
         assert pin.reveal() == activation_pin(ceremony.secret)
 
 
 def test_the_pin_object_is_zeroed_after_the_context(ceremony, guard):
-    pin = activate(ceremony.hsm, guard, ceremony.present(2, 3, 4), ceremony.registry(), THRESHOLD)
+    pin = activate(
+        single_module(ceremony.hsm),
+        guard,
+        ceremony.present(2, 3, 4),
+        ceremony.registry(),
+        THRESHOLD,
+    )
     buffer = pin._buffer
     with pin:
         assert bytes(buffer).decode() == activation_pin(ceremony.secret)
@@ -306,9 +341,11 @@ def test_the_pin_object_is_zeroed_after_the_context(ceremony, guard):
 
 def test_no_officers_or_bad_threshold(ceremony, guard):
     with pytest.raises(QuorumError, match="no officers"):
-        activate(ceremony.hsm, guard, [], ceremony.registry(), THRESHOLD)
+        activate(single_module(ceremony.hsm), guard, [], ceremony.registry(), THRESHOLD)
     with pytest.raises(QuorumError, match="at least 1"):
-        activate(ceremony.hsm, guard, ceremony.present(0, 1, 2), ceremony.registry(), 0)
+        activate(
+            single_module(ceremony.hsm), guard, ceremony.present(0, 1, 2), ceremony.registry(), 0
+        )
 
 
 def test_combine_errors_never_quote_share_words():

@@ -90,6 +90,41 @@ def events(state: Path) -> list:
     return [Entry.from_bytes(raw).record for raw in read_payloads(path)]
 
 
+SPARE = ("spare-token", "spare-so-9876", "spare-user-5432")  # label, SO PIN, user PIN
+
+
+def token_script(state: Path, code: str) -> str:
+    """Run ``code`` against the station's SoftHSM2 store in a fresh process (``hsm``)."""
+    prelude = (
+        "import sys\nfrom pathlib import Path\nfrom appliance import softhsm\n"
+        "from appliance.hsm import Hsm\nsofthsm.configure(Path(sys.argv[1]))\nhsm = Hsm()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + code, str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def spare_objects(state: Path) -> list[str]:
+    """Every object on the spare token, as (class, label), seen with its user PIN."""
+    label, _, user = SPARE
+    return json.loads(
+        token_script(
+            state,
+            "import json\nfrom pkcs11 import Attribute\n"
+            f"t = hsm.token(label={label!r})\n"
+            f"with t.open(user_pin={user!r}) as s:\n"
+            "    print(json.dumps(sorted(f'{o[Attribute.CLASS]}:{o[Attribute.LABEL]}' "
+            "for o in s.get_objects())))",
+        )
+    )
+
+
 def kek_left(state: Path) -> bool:
     """Is a backup KEK in the signing token? Asked without a PIN, in a fresh process."""
     code = (
@@ -199,6 +234,7 @@ def bases(tmp_path_factory) -> dict:
     )
     for attempt in range(3):  # officer-3 locked out on B, for the lockout reset
         run(b, "keygen", "x", "--officers", "officer-1,officer-3", pins=["1111", f"bad{attempt}"])
+    token_script(a, f"hsm.init_token({SPARE[0]!r}, {SPARE[1]!r}, {SPARE[2]!r})")
     req = root / "request.psbt"
     data, spent = request(bytes.fromhex(keys["k1"]))
     req.write_bytes(data)
@@ -290,6 +326,20 @@ def _reset_done(state: Path, _: dict) -> None:
     assert 1 <= _count(state, "pin_lockout") <= 2  # one per reset the admins signed
 
 
+def _backup_test_done(state: Path, ctx: dict) -> None:
+    """A crash after the result was journaled makes the rerun test again: one or two."""
+    results = [r.details["result"] for r in events(state) if r.event == "backup_tested"]
+    assert 1 <= len(results) <= 2 and set(results) == {"ok"}, results
+
+
+def _backup_test_works(state: Path, ctx: dict) -> None:
+    """Nothing is left on the spare token: no KEK, no restored key (the rerun cleared
+    whatever the crash left), and the key registry never heard of it."""
+    assert spare_objects(state) == []
+    keys = [k["label"] for k in json.loads(run(state, "status").stdout)["keys"]]
+    assert sorted(keys) == ["coldstation-audit", "k1", "w"]
+
+
 def _pin_done(state: Path, ctx: dict) -> None:
     records = [r for r in events(state) if r.event == "wallet_pinned"]
     assert len(records) == 1 and records[0].details["authorised_by"] == "administrators"
@@ -369,6 +419,12 @@ CEREMONIES: dict[str, Ceremony] = {
         _restore_works,
         on="b",
         kek=True,
+    ),
+    "backup-test": Ceremony(
+        lambda c: ["backup-test", str(c["blob"]), "--token", SPARE[0], *TWO],
+        lambda c: [*TWO_PINS, SPARE[1], SPARE[2], *c["shares"][1:]],
+        _backup_test_done,
+        _backup_test_works,
     ),
     "policy-install-rekey": Ceremony(
         lambda c: ["policy", "install", str(c["signed"]), *TWO],

@@ -14,6 +14,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from appliance.hsm import token_serial
 from appliance.officers import (
     APPROVAL_KEY_LABEL,
     SHARE_LABEL,
@@ -22,10 +23,10 @@ from appliance.officers import (
     PinGuard,
     approval_fingerprint,
     enroll_officer,
-    token_serial,
     unlock,
 )
 from appliance.token_objects import COUNTERS_LABEL as COUNTERS
+from appliance.tokens import single_module
 from shared.bitcoin import ecdsa
 
 
@@ -53,7 +54,7 @@ def enrolled(hsm, new_token, shares):
     def make():
         label, pin = new_token()
         share = shares[next(used)]
-        return label, pin, enroll_officer(hsm, label, pin, share), share
+        return label, pin, enroll_officer(single_module(hsm).find(label), pin, share), share
 
     return make
 
@@ -142,7 +143,7 @@ def test_approval_key_is_non_extractable_and_share_private(hsm, enrolled):
 def test_enrolment_refuses_an_enrolled_token(hsm, enrolled, shares):
     label, pin, _card, _share = enrolled()
     with pytest.raises(OfficerError, match=f"{label!r} is already enrolled"):
-        enroll_officer(hsm, label, pin, shares[-1])
+        enroll_officer(single_module(hsm).find(label), pin, shares[-1])
     assert not hsm.is_logged_in(hsm.token(label=label))
 
 
@@ -151,7 +152,7 @@ def test_enrolment_refuses_a_bad_share_before_touching_the_token(hsm, new_token,
     words = shares[0].split()
     words[3] = "academic" if words[3] != "academic" else "acid"  # checksum now fails
     with pytest.raises(OfficerError, match=f"{label!r} is not a valid SLIP-39"):
-        enroll_officer(hsm, label, pin, " ".join(words))
+        enroll_officer(single_module(hsm).find(label), pin, " ".join(words))
     token = hsm.token(label=label)
     session = hsm.login(token, pin)
     try:
@@ -166,7 +167,7 @@ def test_enrolment_refuses_a_bad_share_before_touching_the_token(hsm, new_token,
 
 def test_approve_signatures_verify_under_the_enrolled_key(hsm, guard, enrolled):
     label, pin, card, _share = enrolled()
-    with unlock(hsm, guard, label, pin) as officer:
+    with unlock(single_module(hsm), guard, label, pin) as officer:
         assert officer.public_key == card.approval_public_key
         assert officer.fingerprint == card.fingerprint
         for _ in range(24):  # the token returns high S about half the time
@@ -183,7 +184,7 @@ def test_approve_signatures_verify_under_the_enrolled_key(hsm, guard, enrolled):
 def test_approve_refuses_anything_but_32_bytes(hsm, guard, enrolled, digest):
     label, pin, _card, _share = enrolled()
     with (
-        unlock(hsm, guard, label, pin) as officer,
+        unlock(single_module(hsm), guard, label, pin) as officer,
         pytest.raises(OfficerError, match="32 bytes"),
     ):
         officer.approve(digest)
@@ -213,7 +214,7 @@ def test_approve_refuses_by_name_an_approval_key_the_token_will_not_sign_with(hs
     finally:
         hsm.logout(token)
     with (
-        unlock(hsm, guard, label, pin) as officer,
+        unlock(single_module(hsm), guard, label, pin) as officer,
         pytest.raises(OfficerError, match=f"'{label}'.*: approval key cannot sign"),
     ):
         officer.approve(bytes(32))
@@ -221,7 +222,7 @@ def test_approve_refuses_by_name_an_approval_key_the_token_will_not_sign_with(hs
 
 def test_read_share_and_lock(hsm, guard, enrolled):
     label, pin, _card, share = enrolled()
-    officer = unlock(hsm, guard, label, pin)
+    officer = unlock(single_module(hsm), guard, label, pin)
     assert officer.read_share() == share
     officer.lock()
     assert not hsm.is_logged_in(hsm.token(label=label))
@@ -234,9 +235,9 @@ def test_read_share_and_lock(hsm, guard, enrolled):
 
 def test_unlock_checks_the_pin_even_if_the_token_is_logged_in(hsm, guard, enrolled):
     label, pin, _card, _share = enrolled()
-    unlock(hsm, guard, label, pin)  # left unlocked on purpose
+    unlock(single_module(hsm), guard, label, pin)  # left unlocked on purpose
     with pytest.raises(OfficerError, match="refused the PIN"):
-        unlock(hsm, guard, label, pin + "x")
+        unlock(single_module(hsm), guard, label, pin + "x")
     assert guard.failures(token_serial(hsm.token(label=label))) == 1
 
 
@@ -248,7 +249,7 @@ def test_wrong_pins_lock_the_token_out_until_reset(hsm, guard, enrolled, monkeyp
     serial = token_serial(hsm.token(label=label))
     for left in (2, 1, 0):
         with pytest.raises(OfficerError, match=f"{left} attempt") as caught:
-            unlock(hsm, guard, label, "wrong-" + secrets.token_hex(3))
+            unlock(single_module(hsm), guard, label, "wrong-" + secrets.token_hex(3))
         assert not isinstance(caught.value, LockedOutError)
         assert pin not in str(caught.value)
     assert guard.is_locked_out(serial)
@@ -257,13 +258,13 @@ def test_wrong_pins_lock_the_token_out_until_reset(hsm, guard, enrolled, monkeyp
     real_login = hsm.login
     monkeypatch.setattr(hsm, "login", lambda *a: logins.append(a) or real_login(*a))
     with pytest.raises(LockedOutError, match=f"{label!r}.*locked out"):
-        unlock(hsm, guard, label, pin)  # the right PIN is refused as well ...
+        unlock(single_module(hsm), guard, label, pin)  # the right PIN is refused as well ...
     assert logins == [], "... without even being tried on the token"
     again = PinGuard(hsm, guard.signing_token, guard.appliance_id)
     assert again.is_locked_out(serial), "lockout survives a restart"
 
     guard.reset(serial)  # administrator ceremony
-    with unlock(hsm, guard, label, pin) as officer:
+    with unlock(single_module(hsm), guard, label, pin) as officer:
         assert officer.read_share()
     assert guard.failures(serial) == 0
 
@@ -273,13 +274,13 @@ def test_success_resets_the_consecutive_count(hsm, guard, enrolled):
     serial = token_serial(hsm.token(label=label))
     for _ in range(2):
         with pytest.raises(OfficerError):
-            unlock(hsm, guard, label, "wrong")
+            unlock(single_module(hsm), guard, label, "wrong")
     assert guard.failures(serial) == 2
-    unlock(hsm, guard, label, pin).lock()
+    unlock(single_module(hsm), guard, label, pin).lock()
     assert guard.failures(serial) == 0
     for _ in range(2):
         with pytest.raises(OfficerError):
-            unlock(hsm, guard, label, "wrong")
+            unlock(single_module(hsm), guard, label, "wrong")
     assert not guard.is_locked_out(serial)
 
 
@@ -288,10 +289,10 @@ def test_lockout_is_per_token(hsm, guard, enrolled):
     b_label, b_pin, _b, _ = enrolled()
     for _ in range(3):
         with pytest.raises(OfficerError):
-            unlock(hsm, guard, a_label, "wrong")
+            unlock(single_module(hsm), guard, a_label, "wrong")
     with pytest.raises(LockedOutError):
-        unlock(hsm, guard, a_label, "wrong")
-    unlock(hsm, guard, b_label, b_pin).lock()
+        unlock(single_module(hsm), guard, a_label, "wrong")
+    unlock(single_module(hsm), guard, b_label, b_pin).lock()
 
 
 # --- PinGuard on its own -------------------------------------------------------------
@@ -371,7 +372,7 @@ def test_share_errors_never_quote_share_words(hsm, new_token, shares):
     words = shares[1].split()
     words[5] = "zzsecretword"
     with pytest.raises(OfficerError) as caught:
-        enroll_officer(hsm, label, pin, " ".join(words))
+        enroll_officer(single_module(hsm).find(label), pin, " ".join(words))
     text = str(caught.value)
     assert "zzsecretword" not in text and not any(w in text.split() for w in words[:4])
     assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -228,7 +228,7 @@ def test_officer_entries_are_checked():
         Officer.from_plain(bad_fp)
     with pytest.raises(PolicyError, match="33 bytes"):
         Officer.from_plain(dict(good, pubkey=pub("ann")[:32]))
-    with pytest.raises(PolicyError, match="not on the curve"):
+    with pytest.raises(PolicyError, match="not on the secp256k1 curve"):
         Officer.from_plain(dict(good, pubkey=b"\x02" + b"\x00" * 32))
     with pytest.raises(PolicyError, match="unknown role"):
         Officer.from_plain(dict(good, role="king"))

@@ -3,6 +3,7 @@ journal is intact, read from the live state each time the screen comes back."""
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -159,6 +160,15 @@ class HomeScreen(NavScreen):
                 "Journal",
                 f"{length} records · head {record.hash().hex()[:16]} · "
                 f"last {record.event} {when(record.time)}",
+            )
+        overdue = appliance.journal.overdue_backups(int(time.time()))
+        if overdue:
+            names = ", ".join(f"{e.label} ({e.blob.hex()[:8]})" for e in overdue[:3])
+            more = f" and {len(overdue) - 3} more" if len(overdue) > 3 else ""
+            line(
+                "Backups",
+                f"test restore overdue: {names}{more} (backup-test)",
+                "bold yellow",
             )
         pending = len(appliance.state.pending())
         if pending:

@@ -1,6 +1,8 @@
 """Officers: who may approve and who administers, as the installed policy names them, with
-the appliance's own PIN attempt counters (SoftHSM2 has none); administrators reset a
-locked-out token here (the ``reset-lockout`` ceremony)."""
+each approval key's curve, the identity each token was enrolled with (manufacturer, model,
+serial, firmware: a token presenting another is refused), the appliance's own PIN attempt
+counters and what the token itself reports; administrators reset a locked-out token here
+(the ``reset-lockout`` ceremony)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from appliance.hsm import token_serial
+from appliance.officers import token_lockout
 from appliance.tui.engine import EngineError
 from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread
 
@@ -44,7 +46,9 @@ class OfficersScreen(NavScreen):
         administrators retry on the token they chose, not on the first one."""
         table = self.query_one("#officers", DataTable)
         if not table.columns:
-            table.add_columns("role", "token", "fingerprint", "status", "PIN tries left")
+            table.add_columns(
+                "role", "token", "fingerprint", "key", "status", "PIN tries left", "enrolled token"
+            )
         row = table.cursor_row
         table.clear()
         config = self.appliance.config
@@ -60,22 +64,41 @@ class OfficersScreen(NavScreen):
             f"{policy.version})"
         )
         tokens = {**config.officer_tokens, **config.admin_tokens}
+        enrolled = self.appliance.journal.enrolled
         for officer in (*policy.officers, *policy.administrators):
             label = tokens.get(officer.fingerprint, "?")
             status = Text("active", "green") if officer.active else Text("revoked", "bold red")
+            enrolment = enrolled.get(officer.fingerprint)
+            identity = enrolment.identity if enrolment is not None else None
+            shown = (
+                f"{identity['manufacturer']} {identity['model']} #{identity['serial']} "
+                f"fw {identity['firmware']}"
+                if identity
+                else "not recorded"
+            )
             table.add_row(
-                officer.role, label, officer.fingerprint, status, self._tries_left(label), key=label
+                officer.role,
+                label,
+                officer.fingerprint,
+                officer.algorithm,
+                status,
+                self._tries_left(label),
+                shown,
+                key=label,
             )
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
 
     def _tries_left(self, label: str) -> Text:
+        """The station's count of attempts left, and the token's own report where it has one."""
         try:
-            serial = token_serial(self.appliance.hsm.token(label=label))
-        except Exception:  # an absent token is shown, not fatal
+            found = self.appliance.tokens().find(label)
+        except Exception:  # an absent token (or one not enrolled as presented) is shown
             return Text("token absent", "dim")
-        left = self.appliance.guard.remaining(serial)
-        return Text(str(left), "bold red" if left == 0 else "")
+        left = self.appliance.guard.remaining(found.counter_key)
+        said = token_lockout(found)
+        text = f"{left} (token: {said})" if said else str(left)
+        return Text(text, "bold red" if left == 0 or said == "locked" else "")
 
     def action_reset_lockout(self) -> None:
         table = self.query_one("#officers", DataTable)
