@@ -183,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     jrestore.add_argument("export", type=Path, help="a `journal export` file (CBOR)")
     jrestore.set_defaults(handler=journal_restore_command)
 
+    def with_kek_shares(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--kek-shares",
+            type=int,
+            default=2,
+            metavar="N",
+            help="KEK shares the custodians enter (read like PINs; default 2)",
+        )
+        return p
+
     kek = _command(sub, "kek", help="backup KEK: new custodian shares")
     kek.add_argument("action", choices=["new-shares"])
     kek.add_argument("--shares", default="2,3", help="threshold,count (default 2,3)")
@@ -190,25 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     backup = with_officers(_command(sub, "backup", help="wrap a key under the trusted KEK"))
     backup.add_argument("label")
     backup.add_argument("--out", type=Path, required=True, help="backup blob file")
-    backup.add_argument(
-        "--kek-shares",
-        type=int,
-        default=2,
-        metavar="N",
-        help="KEK shares the custodians enter (read like PINs; default 2)",
-    )
+    with_kek_shares(backup)
     backup.set_defaults(handler=backup_command)
     restore = with_officers(_command(sub, "restore", help="unwrap a backup onto this token"))
     restore.add_argument("blob", type=Path)
     restore.add_argument("--label", required=True)
     restore.add_argument("--public-key", required=True, help="the original key, hex")
-    restore.add_argument(
-        "--kek-shares",
-        type=int,
-        default=2,
-        metavar="N",
-        help="KEK shares the custodians enter (read like PINs; default 2)",
-    )
+    with_kek_shares(restore)
     restore.set_defaults(handler=restore_command)
     store = with_officers(
         _command(sub, "backup-store", help="record where a backup blob is kept, and by whom")
@@ -227,13 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("blob", type=Path)
     test.add_argument("--token", required=True, help="the spare token's label (never signing)")
-    test.add_argument(
-        "--kek-shares",
-        type=int,
-        default=2,
-        metavar="N",
-        help="KEK shares the custodians enter (read like PINs; default 2)",
-    )
+    with_kek_shares(test)
     test.set_defaults(handler=backup_test_command)
     register = _command(sub, "backups", help="the backup register, overdue tests marked")
     register.set_defaults(handler=backups_command)

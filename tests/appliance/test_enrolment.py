@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from appliance.station import CeremonyError
 from appliance.tokens import TokenDirectory, TokenIdentity, TokenIdentityError
 from shared.approval_keys import P256, SECP256K1
 from tests.appliance.conftest import TokenSpec
+from tests.appliance.test_ceremonies_cli import run
 
 EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
 
@@ -198,29 +198,9 @@ def test_no_pin_on_any_command_line_or_environment_during_enrolment(
     order = ("signing", "o1", "o2", "o3", "a1")
     pins = [custodian_tokens["signing"].so_pin] + [custodian_tokens[k].user_pin for k in order[1:]]
     secrets_seen = _watch_processes(pins)
-    read, write = os.pipe()
-    os.write(write, "".join(f"{p}\n" for p in pins).encode())
-    os.close(write)
     try:
-        done = subprocess.run(
-            [
-                EXE,
-                "--state",
-                str(tmp_path / "st"),
-                "--pin-fd",
-                str(read),
-                "init",
-                "--plan",
-                str(plan),
-            ],
-            pass_fds=(read,),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        done = run(tmp_path / "st", "init", "--plan", str(plan), pins=pins)
     finally:
-        os.close(read)
         scanned = secrets_seen.stop()
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
