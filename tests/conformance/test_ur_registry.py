@@ -36,6 +36,7 @@ from shared.bitcoin.address import Network
 from shared.bitcoin.bip32 import HARDENED, ExtendedKey, KeyOrigin
 from shared.bitcoin.descriptor import Descriptor, DescriptorKey, ScriptType, parse_key
 from shared.psbt import Psbt
+from shared.ur import payload
 from shared.ur import registry as reg
 from shared.ur.registry import RegistryError
 from tests.vectors import cases
@@ -349,6 +350,8 @@ def test_type_table():
         "crypto-output": 308,
         "account-descriptor": 40311,
         "crypto-account": 311,
+        "hdkey": 40303,
+        "crypto-hdkey": 303,
     }
     assert reg.decode("BYTES", reg.encode("bytes", b"\x00\x01")) == b"\x00\x01"
     assert reg.encode_bytes(b"\x00\x01") == b"\x42\x00\x01"
@@ -653,8 +656,9 @@ def test_account_keeps_bad_entries_with_a_reason():
     )
     good, untagged, junk, bad_point = account.outputs
     assert good.supported and account.master_fingerprint == bytes([0, 0, 0, 1])
-    assert "has tag 404, expected 308" in untagged.reason
-    assert "must be tagged 308" in junk.reason
+    # an entry without its 308 tag is read like the tagged one (SeedSigner, Keystone SDK)
+    assert untagged.supported and untagged.descriptor == good.descriptor
+    assert "expected a script expression tag (400-410), got str" in junk.reason
     assert "not a valid point" in bad_point.reason
 
 
@@ -721,3 +725,38 @@ def test_fuzz_mutated_valid_cbor(seed, data):
         raw[pos] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(1, len(raw)))
     _survives(bytes(raw[:cut]))
+
+
+def test_account_entries_without_the_crypto_output_tag_are_read():
+    """SeedSigner and the Keystone SDK write crypto-account entries as the script expression
+    itself, without the 308 tag: read the same as the tagged form (issue 17)."""
+    wpkh = Descriptor.parse(f"wpkh({_key(MASTER, [84 + H, H, H])})", require_checksum=False)
+    multisig = Descriptor.parse(f"wsh(multi(1,{_key(MASTER, BIP48)}))", require_checksum=False)
+    entries = [cbor2.loads(reg.encode_crypto_output(d)) for d in (wpkh, multisig)]
+    body = {1: int.from_bytes(MASTER.fingerprint, "big"), 2: entries}
+    untagged = reg.decode("crypto-account", cbor2.dumps(body, canonical=True))
+    body[2] = [cbor2.CBORTag(308, e) for e in entries]
+    tagged = reg.decode("crypto-account", cbor2.dumps(body, canonical=True))
+    assert untagged == tagged
+    assert untagged.descriptors() == [wpkh, multisig]
+    # a v2 account still needs its 40308 tags: an untagged entry there is named, not read
+    body[2] = entries[:1]
+    (unread,) = reg.decode("account-descriptor", cbor2.dumps(body, canonical=True)).outputs
+    assert "has tag 404, expected 40308" in unread.reason
+
+
+def test_a_single_hdkey_ur_reads_as_a_cosigner_key_expression():
+    multisig = Descriptor.parse(f"wsh(multi(1,{_key(MASTER, BIP48)}))", require_checksum=False)
+    hdkey = cbor2.loads(reg.encode_crypto_output(multisig)).value.value[2][0]
+    assert hdkey.tag == 303
+    key = reg.decode("crypto-hdkey", cbor2.dumps(hdkey.value, canonical=True))
+    assert key == multisig.keys[0]
+    text = payload.cbor_to_file("crypto-hdkey", cbor2.dumps(hdkey.value)).decode().strip()
+    assert text == str(multisig.keys[0])
+    assert reg.decode("hdkey", cbor2.dumps(hdkey, canonical=True)) == key  # tagged, v2 name
+    private = dict(hdkey.value)
+    private[2] = True
+    with pytest.raises(RegistryError, match="private keys are not accepted"):
+        reg.decode("crypto-hdkey", cbor2.dumps(private))
+    with pytest.raises(RegistryError, match=r"no encoder|not supported|read only|cannot"):
+        reg.encode("crypto-hdkey", key)
