@@ -306,3 +306,51 @@ def test_reconciliation_is_clean_on_seeded_data_and_flags_discrepancies(desk: De
     report = json.loads(result.out)
     assert result.code == 1 and report["orphan_addresses"] == [payee(7)]
     assert len(report["unknown_outputs"]) == 1
+
+
+def test_a_cosigner_response_with_only_partial_signatures_is_accepted(desk: Desk) -> None:
+    """Another wallet's response may carry nothing but its partial signatures: no UTXOs,
+    scripts or Coldstation fields (issue 17). The request the coordinator built supplies
+    the rest; the signatures are still checked against it."""
+    a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
+    external_secret = secret("hardware wallet key")
+    exports = []
+    for appliance in (a, b):
+        descriptor, receipt = appliance.export()
+        exports += [
+            "--export",
+            desk.write(f"{appliance.appliance_id}.desc", descriptor),
+            desk.write(f"{appliance.appliance_id}.receipt", receipt),
+        ]
+    out = desk.ok(
+        "wallet",
+        "multisig",
+        "treasury",
+        "--threshold",
+        "2",
+        *exports,
+        "--cosigner",
+        pubkey(external_secret).hex(),
+    )
+    descriptor = next(line for line in out.splitlines() if line.startswith("wsh("))
+    for appliance in (a, b):
+        pin = desk.write(f"{appliance.appliance_id}.pin", appliance.pin(descriptor))
+        desk.ok("wallet", "confirm-pin", "treasury", pin)
+    desk.fund(desk.ok("wallet", "address", "treasury").split()[0], BTC, 1)
+    desk.ok("sync")
+    request = create(desk, "x1", [(payee(3), "0.2", "INV-9")])
+    signed, added = sign_psbt(Psbt.parse(request.read_bytes()), [external_secret])
+    assert added == len(signed.inputs)
+    stripped = Psbt.from_unsigned_tx(signed.unsigned_tx)
+    for mine, theirs in zip(stripped.inputs, signed.inputs, strict=True):
+        for key, sig in theirs.partial_sigs.items():
+            mine.set(0x02, sig, key)
+    bad = Psbt.parse(stripped.serialize())
+    key, sig = next(iter(bad.inputs[0].partial_sigs.items()))
+    bad.inputs[0].set(0x02, sig[:-2] + bytes([sig[-2] ^ 1, sig[-1]]), key)
+    refused = desk.run("batch", "import", "x1", desk.write("x1.bad.psbt", bad.serialize()))
+    assert refused.code == 2 and "does not verify" in refused.err, refused.err
+    desk.ok("batch", "import", "x1", desk.write("x1.ext.psbt", stripped.serialize()))
+    assert status(desk, "x1")["state"] == "awaiting_signatures"
+    sign_and_import(desk, "x1", request, a)
+    desk.ok("batch", "broadcast", "x1")
