@@ -273,6 +273,11 @@ def enrol(
     officers = [(_locate(modules, c), c.algorithm) for c in plan.officers]
     admins = [(_locate(modules, c), c.algorithm) for c in plan.administrators]
     _refuse_duplicate_tokens([signing] + [f for f, _ in officers + admins])
+    for found, algorithm in officers + admins:  # before any token changes
+        try:
+            found.profile.approval_curve(found.hsm.path, algorithm)
+        except ProfileError as exc:
+            raise CeremonyError(f"token {found.label!r}: {exc}") from None
     for found in [signing] + [f for f, _ in officers + admins]:
         if not found.profile.tested_here:
             notes.append(

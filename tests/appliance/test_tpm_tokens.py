@@ -270,3 +270,27 @@ def test_a_tpm_token_presenting_another_identity_is_refused(station, hsm, tpm_hs
             with pytest.raises(OfficerError, match="not the token enrolled"):
                 unlock(directory, appliance.guard, tpm_a.label, tpm_a.user_pin)
             assert appliance.guard.totals() == before  # no PIN attempt was made
+
+
+def test_a_curve_the_module_lacks_is_refused_before_any_token_changes(hsm, tpm_hsm, tmp_path):
+    """secp256k1 asked of a TPM officer: refused before a PIN is asked or the signing
+    token is touched, so the plan can be fixed and run again on the same tokens."""
+    from appliance.initialise import EnrolmentPlan, enrol
+    from appliance.station import CeremonyError
+
+    signing, soft, admin = (new_token_spec(n) for n in ("signing", "soft-officer", "admin"))
+    for spec in (signing, soft, admin):
+        hsm.init_token(spec.label, spec.so_pin, spec.user_pin)
+    hsm.rescan()
+    (tpm_officer,) = make_tpm_tokens(tpm_hsm, "tpm-k1")
+    text = plan_text(signing.label, [soft.label, tpm_officer.label], [admin.label])
+    text = text.replace(
+        f'module = "{hsm.path}"\nlabel = "{tpm_officer.label}"',
+        f'module = "{TPM_MODULE}"\nlabel = "{tpm_officer.label}"\nalgorithm = "secp256k1"',
+    )
+    asked: list[str] = []
+    with pytest.raises(CeremonyError, match="cannot generate secp256k1"):
+        enrol(tmp_path / "st", EnrolmentPlan.from_toml(text), lambda p: asked.append(p) or "x")
+    assert asked == [] and not (tmp_path / "st").exists()
+    with hsm.token(label=signing.label).open(user_pin=signing.user_pin):
+        pass  # the vendor's PINs still open the signing token
