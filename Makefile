@@ -6,13 +6,16 @@ PY     := $(VENV)/bin/python
 # module (tpm2-pkcs11 over the swtpm emulator) for officer tokens
 APT_PACKAGES := softhsm2 libzbar0 faketime libtpm2-pkcs11-1 swtpm swtpm-tools tpm2-abrmd \
 	tpm2-tools libtss2-tcti-tabrmd0 dbus
+# tests/interop: the UR, UR-registry and BBQr libraries other wallets embed, run by node.
+# Debian's nodejs and npm, unless a node with its own npm (e.g. NodeSource's) is there.
+INTEROP := tests/interop
 export COLDSTATION_VECTORS ?= $(abspath ../shared/vectors)
 
 .PHONY: test demo lint bench fuzz system-deps venv clean image image-deps test-image
 
 # The house rules first (each in seconds), then the suite: lint and format, layering contracts,
 # types (strict on shared/'s pure core) and dead code, all configured in pyproject.toml.
-test: venv
+test: venv $(INTEROP)/node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
@@ -66,8 +69,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: system-deps $(VENV)/.installed
 
+# Pinned by package-lock.json, from the npm registry.
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package-lock.json
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis $(INTEROP)/node_modules
 
 # The cold-station OS image (issue 8, docs/image.md): needs root, debootstrap and, for the
 # tests, qemu. Not part of `make test` or CI's default run (about 15 minutes as root).

@@ -61,6 +61,7 @@ from shared import canonical
 from shared.bitcoin.address import network_by_name
 from shared.bitcoin.descriptor import Descriptor
 from shared.journal import Entry, JournalError, parse_export, verify_journal
+from shared.key_models import BIP32_SEED, HSM_KEY, KeyModelError, check_key_model
 from shared.policy import (
     Policy,
     SignedPolicy,
@@ -70,6 +71,7 @@ from shared.policy import (
     verify_signed_policy,
     wallet_pin_statement,
 )
+from shared.review import OurKey
 from shared.station import (
     MAX_CUSTODIANS,
     MAX_REGISTER_TEXT,
@@ -97,7 +99,23 @@ class Appliance(Station):
 
     # -- keys -------------------------------------------------------------------------------
 
-    def keygen(self, officers: Presented, label: str, model: BackupModel) -> Entry:
+    def keygen(
+        self,
+        officers: Presented,
+        label: str,
+        model: BackupModel,
+        key_model: str = HSM_KEY,
+    ) -> Entry:
+        """A new signing key (shared.key_models): an hsm-key pair, or a bip32 seed whose
+        account the journal records. A bip32 seed has no HSM-to-HSM backup (its object
+        cannot be unwrapped under the backup KEK's template), so only the non-extractable
+        backup model is accepted for it."""
+        key_model = _key_model(key_model)
+        if key_model == BIP32_SEED and BackupModel(model) is not BackupModel.NON_EXTRACTABLE:
+            raise CeremonyError(
+                "a bip32-seed key cannot be backed up by HSM cloning: use "
+                "--model non-extractable (docs/design.md, key models)"
+            )
         with self.activated(officers) as act:
             finished = act.completed.get(("keygen", label))
             if finished is not None:
@@ -112,17 +130,27 @@ class Appliance(Station):
                     "label": label,
                     "key_id": secrets.token_hex(KEY_ID_BYTES),
                     "backup_model": BackupModel(model).value,
+                    **({"key_model": key_model} if key_model != HSM_KEY else {}),
                 },
             )
             return self._finish_keygen(intent.record.seq, intent.record.details, act)
 
     def _finish_keygen(self, seq: int, intent: dict, act: Activation) -> Entry:
-        """Adopt the pair a crash left under the intent's key id, or generate it now."""
+        """Adopt the key a crash left under the intent's key id, or generate it now."""
         label, model = intent["label"], BackupModel(intent["backup_model"])
+        key_model = _key_model(intent.get("key_model", HSM_KEY))
         key_id = bytes.fromhex(intent["key_id"])
-        info = self.keystore.adopt(label, key_id, model)
-        if info is None:
-            info = self.keystore.generate_key(label, model, key_id)
+        if key_model == BIP32_SEED:
+            network = self.network
+            info = self.keystore.adopt_seed(label, key_id, network)
+            if info is None:
+                info = self.keystore.generate_seed(label, key_id, network)
+            account = {"key_model": key_model, "xpub": info.xpub, "key_origin": info.key_origin}
+        else:
+            info = self.keystore.adopt(label, key_id, model)
+            if info is None:
+                info = self.keystore.generate_key(label, model, key_id)
+            account = {}
         entry = self.record(
             "key_generated",
             actors=act.actors,
@@ -132,6 +160,7 @@ class Appliance(Station):
                 "backup_model": model.value,
                 "key_id": key_id.hex(),
                 "intent": seq,
+                **account,
             },
         )
         act.completed[("keygen", label)] = entry
@@ -168,7 +197,12 @@ class Appliance(Station):
             raise CeremonyError(f"no signing key labelled {label!r}")
         if entry.state != "active":
             raise CeremonyError(f"key {label!r} is {entry.state}: it does not receive funds")
-        descriptor = Descriptor.parse(f"wpkh({entry.public_key.hex()})", require_checksum=False)
+        account = entry.account()
+        descriptor = (
+            account.descriptor()
+            if account is not None
+            else Descriptor.parse(f"wpkh({entry.public_key.hex()})", require_checksum=False)
+        )
         with self.activated(officers) as act:
             receipt = self.record(
                 "wallet_exported",
@@ -238,12 +272,16 @@ class Appliance(Station):
 
     def _check_pinnable(self, descriptor: Descriptor, policy: Policy) -> bool:
         """The structural rules; returns True when the policy names it as internal."""
-        station = {e.public_key: e for e in self.journal.keys.values()}
-        keys = [pubkey for pubkey, _ in descriptor.derive(0).keys]
+        keys = descriptor.keys
         audit = self.journal.audit_key
-        if audit is not None and audit in keys:
+        if audit is not None and any(k.pubkey == audit for k in keys):
             raise CeremonyError("the descriptor holds the station's audit key: refused")
-        ours = [station[k] for k in keys if k in station]
+        ours = [
+            entry
+            for entry in self.journal.keys.values()
+            for described in keys
+            if OurKey(entry.public_key, entry.label, entry.state, entry.account()).holds(described)
+        ]
         if not ours:
             raise CeremonyError("none of the descriptor's keys is held by this station")
         if len(ours) > 1:
@@ -988,6 +1026,13 @@ def _needs_rekey(current: Policy, new: Policy) -> bool:
     active = {o.fingerprint for o in current.officers if o.active}
     remaining = {o.fingerprint for o in new.officers if o.active}
     return remaining != active or new.approval_quorum != current.approval_quorum
+
+
+def _key_model(name: object) -> str:
+    try:
+        return check_key_model(name)
+    except KeyModelError as exc:
+        raise CeremonyError(str(exc)) from None
 
 
 def _digest_text(text: str) -> bytes:

@@ -34,11 +34,13 @@ from appliance.state import ApplianceState
 from appliance.station import CeremonyError
 from shared.bitcoin.descriptor import Descriptor
 from shared.journal import audit_key_fingerprint, export_journal
+from shared.key_models import HSM_KEY, KEY_MODELS
 from shared.policy import Policy, SignedPolicy
 from shared.review import Review, review_locks_text
 from shared.ur.payload import cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
+from shared.wallet_formats import interop_files
 
 DEFAULT_STATE = Path("coldstation-appliance-state")
 
@@ -100,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backup-model",
         choices=[m.value for m in BackupModel],
         default=BackupModel.NON_EXTRACTABLE.value,
+    )
+    keygen.add_argument(
+        "--key-model",
+        choices=KEY_MODELS,
+        default=HSM_KEY,
+        help="hsm-key: one key that never leaves the HSM, one address; bip32-seed: a seed "
+        "the HSM generates and keeps, unlimited addresses from its account xpub, read into "
+        "the station's memory while a ceremony signs (docs/design.md, key models)",
     )
     keygen.set_defaults(handler=keygen_command)
 
@@ -371,8 +381,15 @@ def init_command(args: argparse.Namespace) -> int:
 def keygen_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
         entry = appliance.keygen(
-            _present(args, _labels(args.officers)), args.label, BackupModel(args.backup_model)
+            _present(args, _labels(args.officers)),
+            args.label,
+            BackupModel(args.backup_model),
+            args.key_model,
         )
+        xpub = entry.record.details.get("xpub")
+        if xpub:
+            print(f"account [{entry.record.details['key_origin']}]{xpub}")
+        print(f"public key {entry.record.subjects['public_key'].hex()}")
         return _done(entry.record.seq, f"generated key {args.label}")
 
 
@@ -384,6 +401,8 @@ def export_wallet_command(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wallet.descriptor").write_text(f"{descriptor}\n")
     _write_ur(args.out / "wallet.ur", UR("crypto-output", encode_crypto_output(descriptor)))
+    for name, text in interop_files(descriptor, args.label).items():
+        (args.out / name).write_text(text)
     _write_receipt(args.out, receipt.to_bytes())
     print(descriptor)
     return _done(receipt.record.seq, f"wallet exported to {args.out}")

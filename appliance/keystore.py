@@ -31,21 +31,34 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, cast
 
 import pkcs11
+from coincurve import PrivateKey as CurvePrivateKey
 from coincurve import PublicKey as CurvePublicKey
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
-from pkcs11.types import SignMixin
+from pkcs11.types import SignMixin, WrapMixin
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from appliance.hsm import Hsm, HsmError
+from shared.bitcoin.address import Network
+from shared.bitcoin.bip32 import ExtendedKey, format_path
 from shared.bitcoin.ecdsa import der_from_raw
+from shared.key_models import (
+    BIP32_SEED,
+    HSM_KEY,
+    SEED_BYTES,
+    Account,
+    account_from_seed,
+    child_private_key,
+)
 from shared.station import KeyEntry
 
 AUDIT_KEY_LABEL = "coldstation-audit"
@@ -91,6 +104,10 @@ class KeyInfo:
     state: KeyState
     created: str
     origin: str = "generated"
+    key_model: str = HSM_KEY
+    #: A bip32-seed key's account (``public_key`` is the account's key); "" otherwise.
+    xpub: str = ""
+    key_origin: str = ""
 
     @property
     def public_key_bytes(self) -> bytes:
@@ -116,6 +133,9 @@ class KeyInfo:
             state=KeyState(entry.state),
             created=datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="seconds"),
             origin=entry.origin,
+            key_model=entry.key_model,
+            xpub=entry.xpub,
+            key_origin=entry.key_origin,
         )
 
 
@@ -129,6 +149,9 @@ class Keystore:
         self._keys: dict[str, KeyInfo] = {}
         # label -> (login session the handle belongs to, private key object)
         self._handles: dict[str, tuple[pkcs11.Session, SigningKey]] = {}
+        # label -> a bip32-seed key's account private key, read once per login (see
+        # shared.key_models: this is the model's exposure), dropped at lock and unlock
+        self._accounts: dict[str, ExtendedKey] = {}
 
     def set_registry(self, infos: Iterable[KeyInfo]) -> None:
         """The keys as the journal records them (the station calls this after each record)."""
@@ -145,6 +168,7 @@ class Keystore:
         """
         with self.hsm.lock:
             self._handles.clear()
+            self._accounts.clear()
             if self.hsm.is_logged_in(self._token):
                 self.hsm.logout(self._token)
             self._token = self.hsm.token(label=self.token_label)  # slots move on rescan
@@ -154,6 +178,7 @@ class Keystore:
         """Log out; cached key handles die with the session."""
         with self.hsm.lock:
             self._handles.clear()
+            self._accounts.clear()
             self.hsm.logout(self._token)
 
     @property
@@ -225,14 +250,69 @@ class Keystore:
             self._handles[label] = (session, self._signer(private, label))
             return info
 
-    def key_objects(self, key_id: bytes) -> tuple[pkcs11.Object | None, pkcs11.Object | None]:
-        """(public, private) objects with CKA_ID ``key_id``; None where absent."""
+    def generate_seed(self, label: str, key_id: bytes, network: Network) -> KeyInfo:
+        """Generate a bip32 seed inside the token (``shared.key_models``); the caller
+        journals it. Like :meth:`generate_key`, ``key_id`` is the journaled intent's, so a
+        rerun after a crash adopts the seed (:meth:`adopt`)."""
+        _check_label(label)
         with self.hsm.lock:
+            self.refuse_label_taken(label)
             session = self.session()
+            self._refuse_orphan(session, label, key_id)
             try:
-                found = list(session.get_objects({Attribute.ID: key_id}))
+                seed = _generate_seed(session, label, key_id)
+            except PKCS11Error as exc:
+                raise KeystoreError(
+                    f"token {self.token_label!r} could not generate seed {label!r}: "
+                    f"{type(exc).__name__}"
+                ) from exc
+            return self._register_seed(label, key_id, seed, network)
+
+    def _register_seed(
+        self, label: str, key_id: bytes, seed: pkcs11.Object, network: Network
+    ) -> KeyInfo:
+        """Read the seed out once, keep its account (private half for this login)."""
+        private, account = self._account_of(seed, label, network)
+        info = KeyInfo(
+            label=label,
+            key_id=key_id.hex(),
+            public_key=account.public_key.hex(),
+            backup_model=BackupModel.NON_EXTRACTABLE,
+            state=KeyState.ACTIVE,
+            created=_now(),
+            key_model=BIP32_SEED,
+            xpub=str(account.xpub),
+            key_origin=account.origin.format("h"),
+        )
+        self._keys[label] = info
+        self._accounts[label] = private
+        return info
+
+    def _account_of(
+        self, seed: pkcs11.Object, label: str, network: Network
+    ) -> tuple[ExtendedKey, Account]:
+        """The account of a seed object, after checking it is one the token generated and
+        keeps sensitive; caller holds ``hsm.lock``."""
+        problem = _seed_problem(seed)
+        if problem is not None:
+            raise KeystoreError(f"seed {label!r} on token {self.token_label!r}: {problem}")
+        value = _read_secret(self.session(), seed, label, self.token_label)
+        try:
+            return account_from_seed(value, network)
+        finally:
+            wipe(value)
+
+    def _objects_with_id(self, key_id: bytes) -> list[pkcs11.Object]:
+        """Every token object with CKA_ID ``key_id`` (what a crashed keygen may have left)."""
+        with self.hsm.lock:
+            try:
+                return list(self.session().get_objects({Attribute.ID: key_id}))
             except PKCS11Error as exc:
                 raise KeystoreError(f"cannot search token {self.token_label!r}: {exc!r}") from exc
+
+    def key_objects(self, key_id: bytes) -> tuple[pkcs11.Object | None, pkcs11.Object | None]:
+        """(public, private) objects with CKA_ID ``key_id``; None where absent."""
+        found = self._objects_with_id(key_id)
         public = [o for o in found if o.object_class == ObjectClass.PUBLIC_KEY]
         private = [o for o in found if o.object_class == ObjectClass.PRIVATE_KEY]
         if len(public) > 1 or len(private) > 1 or len(found) != len(public) + len(private):
@@ -240,6 +320,21 @@ class Keystore:
                 f"token {self.token_label!r} holds unexpected objects with key id {key_id.hex()}"
             )
         return (public[0] if public else None), (private[0] if private else None)
+
+    def adopt_seed(self, label: str, key_id: bytes, network: Network) -> KeyInfo | None:
+        """The seed a crashed bip32 keygen left under ``key_id``, checked like a new one;
+        None when the token holds none."""
+        with self.hsm.lock:
+            found = self._objects_with_id(key_id)
+            if not found:
+                return None
+            if len(found) != 1 or found[0].object_class != ObjectClass.SECRET_KEY:
+                raise KeystoreError(
+                    f"token {self.token_label!r} holds unexpected objects with key id "
+                    f"{key_id.hex()}: decommission them by hand"
+                )
+            self.refuse_label_taken(label)
+            return self._register_seed(label, key_id, found[0], network)
 
     def adopt(self, label: str, key_id: bytes, backup_model: BackupModel) -> KeyInfo | None:
         """The pair a crashed keygen left in the token under ``key_id``, checked like a new
@@ -333,11 +428,21 @@ class Keystore:
 
     # --- signing -------------------------------------------------------------------------
 
-    def sign_digest(self, label: str, digest: bytes) -> bytes:
-        """Low-S DER ECDSA signature over a 32-byte digest, made inside the token.
+    def sign_digest(
+        self,
+        label: str,
+        digest: bytes,
+        path: Sequence[int] = (),
+        network: Network | None = None,
+        expected_key: bytes | None = None,
+    ) -> bytes:
+        """Low-S DER ECDSA signature over a 32-byte digest.
 
-        The token signs whatever bytes it gets (CKM_ECDSA does not hash), so anything but
-        exactly 32 bytes is refused here; so is any key that is not ACTIVE.
+        An hsm-key signs inside the token (CKM_ECDSA does not hash, so anything but exactly
+        32 bytes is refused here). A bip32-seed key signs with the child at ``path`` under
+        its account, derived in the station from the seed the token holds; ``network`` and
+        the child's ``expected_key`` are then required and checked. Any key that is not
+        ACTIVE is refused.
         """
         if len(digest) != 32:
             raise KeystoreError(f"key {label!r}: digest must be 32 bytes, got {len(digest)}")
@@ -345,6 +450,11 @@ class Keystore:
             info = self._keys.get(label)
             if info is None or info.state is not KeyState.ACTIVE:
                 self._refuse_signing(label, info)
+            assert info is not None
+            if info.key_model == BIP32_SEED:
+                return self._sign_child(info, digest, path, network, expected_key)
+            if path:
+                raise KeystoreError(f"key {label!r} is a single HSM key: it has no child {path}")
             key = self.private_key_object(label)
             try:
                 raw = key.sign(bytes(digest), mechanism=Mechanism.ECDSA)
@@ -354,6 +464,48 @@ class Keystore:
                     f"{type(exc).__name__}"
                 ) from exc
         return der_from_raw(raw)
+
+    def _sign_child(
+        self,
+        info: KeyInfo,
+        digest: bytes,
+        path: Sequence[int],
+        network: Network | None,
+        expected_key: bytes | None,
+    ) -> bytes:
+        """A bip32-seed key's child signs; caller holds ``hsm.lock``."""
+        if network is None or expected_key is None:
+            raise KeystoreError(f"key {info.label!r} is a bip32 seed: name the child to sign")
+        child = child_private_key(self._account_private(info, network), path)
+        if child.public_key != expected_key:
+            raise KeystoreError(
+                f"key {info.label!r}: the child at {format_path(path)} is not the key "
+                "the request names"
+            )
+        return CurvePrivateKey(child.key).sign(bytes(digest), hasher=None)
+
+    def _account_private(self, info: KeyInfo, network: Network) -> ExtendedKey:
+        """The account private key of a seed, read once per login and checked against the
+        journal's account."""
+        cached = self._accounts.get(info.label)
+        if cached is not None:
+            return cached
+        session = self.session()
+        try:
+            seed = session.get_key(object_class=ObjectClass.SECRET_KEY, id=info.key_id_bytes)
+        except PKCS11Error as exc:
+            raise KeystoreError(
+                f"seed {info.label!r} (id {info.key_id}) is missing from token "
+                f"{self.token_label!r}: {type(exc).__name__}"
+            ) from exc
+        private, account = self._account_of(seed, info.label, network)
+        if str(account.xpub) != info.xpub or account.origin.format("h") != info.key_origin:
+            raise KeystoreError(
+                f"seed {info.label!r} on token {self.token_label!r} does not give the "
+                "account the journal registers"
+            )
+        self._accounts[info.label] = private
+        return private
 
     def _refuse_signing(self, label: str, info: KeyInfo | None) -> None:
         if info is None:
@@ -402,6 +554,8 @@ class Keystore:
         """
         with self.hsm.lock:
             info = self.info(label)
+            if info.key_model == BIP32_SEED:
+                return self._verify_seed_attributes(info)
             key = self.private_key_object(label)
             try:
                 values = key.get_attributes(list(_CHECKED_ATTRIBUTES))
@@ -415,6 +569,20 @@ class Keystore:
         if problem:
             raise KeystoreError(f"key {label!r} on token {self.token_label!r}: {problem}")
         return found
+
+    def _verify_seed_attributes(self, info: KeyInfo) -> dict[str, bool]:
+        """A seed's object: generated in the token, always sensitive, private, kept."""
+        try:
+            seed = self.session().get_key(object_class=ObjectClass.SECRET_KEY, id=info.key_id_bytes)
+        except PKCS11Error as exc:
+            raise KeystoreError(
+                f"seed {info.label!r} is missing from token {self.token_label!r}: "
+                f"{type(exc).__name__}"
+            ) from exc
+        problem = _seed_problem(seed)
+        if problem is not None:
+            raise KeystoreError(f"seed {info.label!r} on token {self.token_label!r}: {problem}")
+        return {attr.name.lower(): True for attr in _SEED_ATTRIBUTES[:-1]}
 
     # --- audit key -----------------------------------------------------------------------
 
@@ -589,6 +757,104 @@ def _der_octet_string(data: bytes) -> bytes:
     if start + length != len(data):
         raise KeystoreError("CKA_EC_POINT has a bad DER length")
     return data[start:]
+
+
+def _generate_seed(session: pkcs11.Session, label: str, key_id: bytes) -> pkcs11.SecretKey:
+    """The token generates a bip32 seed as a token object (one irreversible effect)."""
+    return session.generate_key(
+        KeyType.GENERIC_SECRET,
+        SEED_BYTES * 8,
+        id=key_id,
+        label=label,
+        store=True,
+        mechanism=Mechanism.GENERIC_SECRET_KEY_GEN,
+        template=seed_template(),
+    )
+
+
+def seed_template() -> dict[Attribute, Any]:
+    """A bip32 seed: a private, sensitive generic secret the token keeps; extractable only
+    so the station can read it out wrapped (:func:`_read_secret`), usable for nothing else.
+    CKA_MODIFIABLE last, as in :func:`private_key_template`."""
+    template: dict[Attribute, Any] = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: True,
+        Attribute.SIGN: False,
+        Attribute.VERIFY: False,
+        Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False,
+        Attribute.WRAP: False,
+        Attribute.UNWRAP: False,
+        Attribute.DERIVE: False,
+        Attribute.COPYABLE: False,
+    }
+    template[Attribute.MODIFIABLE] = False
+    return template
+
+
+_SEED_ATTRIBUTES = (
+    Attribute.TOKEN,
+    Attribute.PRIVATE,
+    Attribute.SENSITIVE,
+    Attribute.LOCAL,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.VALUE_LEN,
+)
+
+
+def _seed_problem(seed: pkcs11.Object) -> str | None:
+    """Why a secret object is not a seed this station generated, or None."""
+    try:
+        values = seed.get_attributes(list(_SEED_ATTRIBUTES))
+    except PKCS11Error as exc:
+        return f"its attributes cannot be read ({type(exc).__name__})"
+    for attr in _SEED_ATTRIBUTES[:-1]:
+        if not values[attr]:
+            return f"CKA_{attr.name} is false"
+    if values[Attribute.VALUE_LEN] != SEED_BYTES:
+        return f"it is {values[Attribute.VALUE_LEN]} bytes, not {SEED_BYTES}"
+    return None
+
+
+def _read_secret(
+    session: pkcs11.Session, secret: pkcs11.Object, label: str, token_label: str
+) -> bytearray:
+    """A sensitive secret's value, wrapped by the token under a one-time AES session key
+    (``CKM_AES_KEY_WRAP_PAD``, RFC 5649) and unwrapped here; the caller wipes it."""
+    one_time = bytearray(os.urandom(32))
+    wrapping = None
+    try:
+        wrapping = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.VALUE: bytes(one_time),
+                Attribute.TOKEN: False,
+                Attribute.WRAP: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+            }
+        )
+        blob = cast(WrapMixin, wrapping).wrap_key(
+            cast(pkcs11.Key, secret), mechanism=Mechanism.AES_KEY_WRAP_PAD
+        )
+        return bytearray(aes_key_unwrap_with_padding(bytes(one_time), bytes(blob)))
+    except (PKCS11Error, InvalidUnwrap, AttributeError) as exc:
+        raise KeystoreError(
+            f"seed {label!r} on token {token_label!r} cannot be read: {type(exc).__name__}"
+        ) from exc
+    finally:
+        wipe(one_time)
+        if wrapping is not None:
+            with suppress(PKCS11Error):
+                wrapping.destroy()
+
+
+def wipe(buffer: bytearray) -> None:
+    """Overwrite a secret we hold in a mutable buffer (best effort in CPython)."""
+    buffer[:] = bytes(len(buffer))
 
 
 def _check_label(label: str) -> None:

@@ -51,6 +51,7 @@ from appliance.token_objects import (
     read_anchor,
 )
 from appliance.tokens import Modules, TokenDirectory, TokenIdentity
+from shared.bitcoin.address import Network, network_by_name
 from shared.bitcoin.descriptor import Descriptor
 from shared.closing import Closing
 from shared.journal import Entry
@@ -269,6 +270,12 @@ class Station(Closing):
     def policy(self) -> Policy:
         return self.signed_policy().policy
 
+    @property
+    def network(self) -> Network:
+        """The chain the policy in force (signed by the administrators) names; never the
+        network in appliance.json, which nobody signed."""
+        return network_by_name(self.policy().network)
+
     def pinned_descriptors(self) -> list[str]:
         return list(self.journal.wallets)
 
@@ -276,7 +283,7 @@ class Station(Closing):
         """The pinned descriptors with this HSM's keys (audit key excluded) and their states."""
         descriptors = tuple(Descriptor.parse(text) for text in self.journal.wallets)
         keys = tuple(
-            OurKey(e.public_key, e.label, e.state)
+            OurKey(e.public_key, e.label, e.state, e.account())
             for e in self.journal.keys.values()
             if e.label != AUDIT_KEY_LABEL
         )

@@ -41,6 +41,7 @@ from online_coordinator.sync import (
     walk_chain,
 )
 from online_coordinator.wallet import pinned_audit_key
+from shared.bitcoin.descriptor import parse_key
 from shared.bitcoin.sighash import SighashCache
 from shared.bitcoin.tx import Transaction
 from shared.journal import Entry, receipt_problem
@@ -176,15 +177,23 @@ def _check_receipts(
     return approved
 
 
-def _appliance_keys(store: Store, wallet_id: int) -> dict[bytes, str]:
-    """Public key of each appliance member -> its appliance id (raw keys only)."""
+def _appliance_keys(store: Store, wallet_id: int, request: Psbt) -> dict[bytes, str]:
+    """Public key -> appliance id, for every key an appliance member signs the request's
+    inputs with: its plain key, or (a bip32-seed key's account xpub) each child the inputs'
+    derivation hints name, re-derived from the xpub so a hint cannot claim a key."""
     keys = {}
     for row in store.all(
         "SELECT appliance_id, key FROM wallet_members WHERE wallet_id = ? AND role = 'appliance'",
         wallet_id,
     ):
-        text = row["key"].split("]")[-1]
-        keys[bytes.fromhex(text)] = row["appliance_id"]
+        member = parse_key(row["key"])
+        if member.pubkey is not None:
+            keys[member.pubkey] = row["appliance_id"]
+            continue
+        for inp in request.inputs:
+            for pubkey, origin in inp.bip32_derivations.items():
+                if member.child_at(origin) == pubkey:
+                    keys[pubkey] = row["appliance_id"]
     return keys
 
 
@@ -206,7 +215,7 @@ def import_response(store: Store, batch_id: int, data: bytes, source: str) -> Im
         r["appliance_id"]
         for r in store.all("SELECT appliance_id FROM receipts WHERE request_id = ?", request["id"])
     }
-    keys = _appliance_keys(store, batch["wallet_id"])
+    keys = _appliance_keys(store, batch["wallet_id"], Psbt.parse(bytes(request["unsigned_psbt"])))
     missing = {keys[k] for k in signers if k in keys} - {n for n, _ in receipts} - earlier
     if missing:
         raise FinishError(

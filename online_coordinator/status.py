@@ -18,6 +18,7 @@ from online_coordinator.chain.rpc import ChainUnavailable
 from online_coordinator.config import Config
 from online_coordinator.store import Store, outcome
 from online_coordinator.sync import NodeView, SyncReport, batch_status, observe, sync_with
+from online_coordinator.wallet import address_warnings
 
 
 class AlertError(ValueError):
@@ -64,6 +65,7 @@ def coordinator_status(
         "last_sync": json.loads(last) if last else None,
         "batches": [b for b in batches if label is None or b["label"] == label],
         "alerts": open_alerts(store),
+        "address_warnings": address_warnings(store),
     }
     return Status(document, report, view is not None)
 

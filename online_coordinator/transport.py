@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from online_coordinator.exit_codes import CommandError
-from shared.psbt import MAX_PSBT_SIZE
+from shared.psbt import MAX_PSBT_SIZE, Psbt, PsbtError
+from shared.ur.bbqr import FILE_TYPE_FOR_UR, BBQrError, BBQrSeries, split_series
 from shared.ur.payload import PayloadError, cbor_to_file
 from shared.ur.ur import UR, URDecoder, UREncoder
 
@@ -121,6 +122,41 @@ def ur_parts(
 ) -> list[str]:
     """UR parts for a text file: one full cycle of fragments (decodable without loss)."""
     return UREncoder(UR(ur_type, cbor), max_fragment).cycle_parts(cycles)
+
+
+def bbqr_series(ur_type: str, data: bytes, version: int) -> BBQrSeries:
+    """A payload file as BBQr parts that each fit a QR of ``version`` (zlib-compressed
+    base32, COLDCARD's default); a PSBT given as base64 text is sent as its bytes."""
+    file_type = FILE_TYPE_FOR_UR.get(ur_type)
+    if file_type is None:
+        raise CommandError(f"BBQr carries PSBTs, receipts and descriptors, not ur:{ur_type}")
+    if file_type == "P":
+        try:
+            data = Psbt.from_text(data).serialize()
+        except PsbtError as exc:
+            raise CommandError(f"not a PSBT: {exc}") from exc
+    try:
+        return split_series(data, file_type, min_version=version, max_version=version)
+    except BBQrError as exc:
+        raise CommandError(f"BBQr: {exc}") from exc
+
+
+def write_bbqr(
+    ur_type: str, data: bytes, text_path: Path, video_path: Path | None, preset: str = "fast"
+) -> list[Path]:
+    """A payload as BBQr parts, one per line in ``text_path``, and as a video (shown three
+    times over) when ``video_path`` is given: for a COLDCARD Q cosigner."""
+    from shared.qr.presets import preset_by_name
+
+    chosen = preset_by_name(preset)
+    series = bbqr_series(ur_type, data, chosen.qr_version())
+    text_path.write_text("\n".join(series.parts) + "\n")
+    if video_path is None:
+        return [text_path]
+    from shared.adapters.video import write_bbqr_video
+
+    write_bbqr_video(series.parts, chosen, video_path, cycles=3, error=CommandError)
+    return [text_path, video_path]
 
 
 def write_qr_video(

@@ -14,9 +14,11 @@ key for the same appliance id is refused.
 Key pool. The HSM has no BIP-32, so an appliance key is a plain public key and
 ``wpkh(<key>)`` has exactly one address. A wallet may therefore hold several descriptors
 (several exported keys, each pinned on the appliance): receive and change addresses are
-taken from the pool in order, and only when the pool is exhausted does a fixed-key wallet
-reuse its last address (and says so). Multisig wallets with an xpub cosigner are ranged and
-get fresh addresses from the descriptor itself.
+taken from the pool in order, and an address is never handed out twice: when the pool is
+exhausted, ``wallet address`` and ``batch create`` (for change) fail and say what to do,
+and ``status`` warns below :data:`LOW_WATERMARK` fresh addresses first. A bip32-seed key
+(``shared.key_models``) exports a ranged descriptor, as do multisig wallets with an xpub
+cosigner: they get fresh receive and change addresses from the descriptor itself.
 
 Multisig. ``wsh(sortedmulti(M, ...))`` is assembled from N appliance exports and any
 standard descriptor keys (``[fingerprint/path]xpub/<0;1>/*``) of third-party signers. The
@@ -33,13 +35,16 @@ from typing import TYPE_CHECKING, Any
 from online_coordinator.store import Store, now
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name
-from shared.bitcoin.descriptor import Descriptor, DescriptorError, parse_key
+from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import Entry, JournalError, Record, audit_key_fingerprint, receipt_problem
+from shared.wallet_formats import WalletFormatError, cosigner_key
 
 if TYPE_CHECKING:
     from online_coordinator.chain.rpc import BitcoinCoreRPC
 
 GAP_LIMIT = 20
+#: ``status`` warns when a fixed-key wallet has fewer fresh addresses than this left.
+LOW_WATERMARK = 3
 MAX_POOL = 1000
 #: A pin is confirmed by a ``wallet_pinned`` receipt (``pin-wallet``), or by the export
 #: receipt of the wallet itself (a single-key wallet is pinned by its export).
@@ -82,8 +87,10 @@ def read_export(descriptor: Descriptor, receipt: bytes) -> ApplianceExport:
         raise WalletError(f"the receipt records {record.event!r}, not a wallet export")
     _usable_receipt(record)
     named = record.details.get("descriptor")
-    if named != str(descriptor):
+    vouched = _vouched_descriptor(named)
+    if vouched is None or vouched != descriptor:
         raise WalletError(f"the receipt is for descriptor {named!r}, not {descriptor}")
+    descriptor = vouched  # the station's own text (' or h): pins are compared as text
     audit_key = _audit_key(record.details.get("audit_key"))
     if not entry.verify(audit_key):
         raise WalletError(
@@ -91,6 +98,17 @@ def read_export(descriptor: Descriptor, receipt: bytes) -> ApplianceExport:
             f"{record.appliance_id!r}'s audit key"
         )
     return ApplianceExport(record.appliance_id, audit_key, descriptor, receipt)
+
+
+def _vouched_descriptor(named: object) -> Descriptor | None:
+    """The descriptor a receipt names; the same wallet whichever hardened marker (``'`` or
+    ``h``) its transport printed, so it is compared parsed, not as text."""
+    if not isinstance(named, str):
+        return None
+    try:
+        return Descriptor.parse(named)
+    except DescriptorError:
+        return None
 
 
 def _usable_receipt(record: Record) -> None:
@@ -258,6 +276,55 @@ def import_single(
     return wallet
 
 
+def add_keys(store: Store, wallet: Wallet, exports: list[ApplianceExport]) -> Wallet:
+    """More exported keys for a single-signature wallet's pool (its fresh addresses ran
+    low): each from the wallet's own appliance, each receipt verified and pinned as at
+    import; addresses already handed out are untouched."""
+    if wallet.kind != "single":
+        raise WalletError(
+            f"wallet {wallet.name} is a {wallet.kind} wallet: only a "
+            "single-signature wallet takes more keys"
+        )
+    if not exports:
+        raise WalletError("give at least one appliance export")
+    members = store.all(
+        "SELECT DISTINCT appliance_id FROM wallet_members WHERE wallet_id = ?", wallet.id
+    )
+    owners = {r["appliance_id"] for r in members} | {e.appliance_id for e in exports}
+    if len(owners) != 1:
+        raise WalletError("a single-signature wallet's keys must all come from one appliance")
+    known = {str(d) for _, d in wallet.descriptors}
+    total = len(known) + len(exports)
+    if total > MAX_POOL:
+        raise WalletError(f"a wallet holds 1..{MAX_POOL} descriptors ({total} asked)")
+    with store.write():
+        for position, export in enumerate(exports, start=len(wallet.descriptors)):
+            text = str(export.descriptor)
+            if text in known:
+                raise WalletError(f"{text} is already in wallet {wallet.name}")
+            known.add(text)
+            pin_appliance(store, export)
+            store.db.execute(
+                "INSERT INTO descriptors (wallet_id, position, descriptor) VALUES (?, ?, ?)",
+                (wallet.id, position, text),
+            )
+            store.db.execute(
+                "INSERT INTO wallet_members (wallet_id, appliance_id, key, role, export_receipt,"
+                " pin_receipt) VALUES (?, ?, ?, 'appliance', ?, ?)",
+                (
+                    wallet.id,
+                    export.appliance_id,
+                    str(export.descriptor.keys[0]),
+                    export.receipt,
+                    export.receipt,
+                ),
+            )
+        store.event("wallet_keys_added", f"wallet {wallet.name}: {len(exports)} key(s) added")
+        grown = load_wallet(store, wallet.name)
+        extend_inventory(store, grown)
+    return grown
+
+
 def multisig_descriptor(
     threshold: int, exports: list[ApplianceExport], external_keys: list[str]
 ) -> Descriptor:
@@ -270,17 +337,21 @@ def multisig_descriptor(
                 "not a finished wallet, to build a multisig"
             )
         keys.append(str(export.descriptor.keys[0]))
-    for text in external_keys:
-        try:
-            keys.append(str(parse_key(text.strip())))
-        except DescriptorError as exc:
-            raise WalletError(f"cosigner key {text!r}: {exc}") from exc
+    keys += [_cosigner(text) for text in external_keys]
     try:
         return Descriptor.parse(
             f"wsh(sortedmulti({threshold},{','.join(keys)}))", require_checksum=False
         )
     except DescriptorError as exc:
         raise WalletError(f"cannot build the multisig: {exc}") from exc
+
+
+def _cosigner(text: str) -> str:
+    """A cosigner key expression from whatever the cosigner's wallet exported."""
+    try:
+        return cosigner_key(text)
+    except WalletFormatError as exc:
+        raise WalletError(f"cosigner key {text.strip()[:80]!r}: {exc}") from exc
 
 
 def create_multisig(
@@ -300,6 +371,7 @@ def create_multisig(
         )
     if not exports:
         raise WalletError("a Coldstation multisig needs at least one appliance export")
+    external_keys = [_cosigner(text) for text in external_keys]
     descriptor = multisig_descriptor(threshold, exports, external_keys)
     with store.write():
         for export in exports:
@@ -433,7 +505,6 @@ class AddressSlot:
     index: int
     script: bytes
     address: str
-    reused: bool = False
 
 
 def next_address(store: Store, wallet: Wallet, *, change: bool, note: str) -> AddressSlot:
@@ -449,22 +520,43 @@ def next_address(store: Store, wallet: Wallet, *, change: bool, note: str) -> Ad
             (wallet.id, change),
         ).fetchall()
         fitting = [r for r in rows if _fits(wallet, r, change)]
-        if fitting:
-            row = fitting[0]
-            db.execute(
-                "UPDATE addresses SET state = 'issued', note = ? WHERE id = ?", (note, row["id"])
+        if not fitting:
+            kind = "change" if change else "receive"
+            raise WalletError(
+                f"wallet {wallet.name} has no fresh {kind} address left: every key in its "
+                "pool has been handed out, and an address is never handed out twice. Export "
+                "another key from the station and add it (wallet add-keys), or move to a "
+                "bip32-seed key, whose addresses do not run out"
             )
-            return _slot(row)
-        row = db.execute(
-            "SELECT * FROM addresses WHERE wallet_id = ? ORDER BY id DESC LIMIT 1", (wallet.id,)
-        ).fetchone()
-        store.event(
-            "address_reuse",
-            f"wallet {wallet.name}: no fresh address left in the key "
-            f"pool, reusing {row['address']}; export more keys",
-            severity="warning",
+        row = fitting[0]
+        db.execute(
+            "UPDATE addresses SET state = 'issued', note = ? WHERE id = ?", (note, row["id"])
         )
-        return _slot(row, reused=True)
+        return _slot(row)
+
+
+def address_warnings(store: Store) -> list[dict[str, Any]]:
+    """Fixed-key wallets running out of fresh addresses (ranged ones never do): each with
+    how many are left, for ``status`` and ``wallet address``."""
+    warnings = []
+    for row in store.all("SELECT id, name FROM wallets ORDER BY id"):
+        wallet = load_wallet(store, row["name"])
+        if any(d.is_ranged for _, d in wallet.descriptors):
+            continue
+        fresh = store.row(
+            "SELECT COUNT(*) AS n FROM addresses WHERE wallet_id = ? AND state = 'fresh'",
+            wallet.id,
+        )["n"]
+        if fresh < LOW_WATERMARK:
+            warnings.append(
+                {
+                    "wallet": wallet.name,
+                    "fresh_addresses": fresh,
+                    "message": f"wallet {wallet.name} has {fresh} fresh address(es) left: "
+                    "export another key from the station and add it (wallet add-keys)",
+                }
+            )
+    return warnings
 
 
 def _fits(wallet: Wallet, row: sqlite3.Row, change: bool) -> bool:
@@ -475,7 +567,7 @@ def _fits(wallet: Wallet, row: sqlite3.Row, change: bool) -> bool:
     return bool(row["change"]) == change
 
 
-def _slot(row: sqlite3.Row, reused: bool = False) -> AddressSlot:
+def _slot(row: sqlite3.Row) -> AddressSlot:
     return AddressSlot(
         row["id"],
         row["descriptor_id"],
@@ -483,7 +575,6 @@ def _slot(row: sqlite3.Row, reused: bool = False) -> AddressSlot:
         row["idx"],
         bytes(row["script"]),
         row["address"],
-        reused,
     )
 
 

@@ -31,8 +31,8 @@ from shared import canonical
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name, script_to_address
 from shared.bitcoin.amount import MAX_MONEY
-from shared.bitcoin.bip32 import HARDENED, KeyOrigin
-from shared.bitcoin.descriptor import DerivedOutput, Descriptor
+from shared.bitcoin.bip32 import HARDENED, KeyOrigin, format_path
+from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorKey
 from shared.bitcoin.script import classify, parse_multisig
 from shared.bitcoin.sighash import SIGHASH_ALL, SighashCache
 from shared.bitcoin.size import (
@@ -50,6 +50,7 @@ from shared.bitcoin.tx import (
     TxOut,
 )
 from shared.checks import FieldChecks
+from shared.key_models import Account, child_steps
 from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
 from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
 from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
@@ -105,11 +106,16 @@ _check = FieldChecks(ReviewError)
 
 @dataclass(frozen=True)
 class OurKey:
-    """A key the appliance's HSM holds; only ``active`` keys may sign or receive change."""
+    """A key the appliance's HSM holds; only ``active`` keys may sign or receive change.
+
+    ``account`` is set for a bip32-seed key (shared.key_models): ``pubkey`` is then the
+    account's key, and a descriptor holds it as that extended key, never as a plain key.
+    """
 
     pubkey: bytes
     label: str
     state: str = "active"
+    account: Account | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pubkey, bytes) or len(self.pubkey) != 33:
@@ -120,6 +126,24 @@ class OurKey:
             raise ReviewError("an HSM key needs a label")
         if self.state not in KEY_STATES:
             raise ReviewError(f"key state {self.state!r} is not one of {', '.join(KEY_STATES)}")
+        if self.account is not None and self.account.public_key != self.pubkey:
+            raise ReviewError(f"HSM key {self.label!r}: its account is another key")
+
+    def holds(self, key: DescriptorKey) -> bool:
+        """True when a descriptor's key expression is this key: the plain public key of an
+        hsm-key, or the account extended key of a bip32-seed key."""
+        if self.account is not None:
+            return self.account.holds(key)
+        return key.xpub is None and key.pubkey == self.pubkey
+
+
+@dataclass(frozen=True)
+class ChildKey:
+    """The key that signs for one script: our key's child at ``path`` (empty for an
+    hsm-key, whose own key signs)."""
+
+    pubkey: bytes
+    path: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,7 @@ class WalletMatch:
     change: bool
     derived: DerivedOutput
     our_key: OurKey
+    signer: ChildKey
 
     def describe(self) -> str:
         branch = "change" if self.change else "receive"
@@ -150,7 +175,7 @@ class PinnedWallet:
     descriptors: tuple[Descriptor, ...]
     keys: tuple[OurKey, ...]
     _by_pubkey: dict[bytes, OurKey] = field(init=False, repr=False, compare=False)
-    _own: tuple[OurKey, ...] = field(init=False, repr=False, compare=False)
+    _own: tuple[tuple[OurKey, int], ...] = field(init=False, repr=False, compare=False)
     _fixed: dict[bytes, WalletMatch] = field(init=False, repr=False, compare=False)
     _fingerprints: frozenset[bytes] = field(init=False, repr=False, compare=False)
     _cache: dict[tuple[int, int, bool], DerivedOutput] = field(
@@ -174,8 +199,14 @@ class PinnedWallet:
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
-    def _own_key(self, position: int, descriptor: Descriptor) -> OurKey:
-        ours = [self._by_pubkey[k.pubkey] for k in descriptor.keys if k.pubkey in self._by_pubkey]
+    def _own_key(self, position: int, descriptor: Descriptor) -> tuple[OurKey, int]:
+        """(our key, its place among the descriptor's keys)."""
+        ours = [
+            (key, place)
+            for place, described in enumerate(descriptor.keys)
+            for key in self.keys
+            if key.holds(described)
+        ]
         if len(ours) != 1:
             raise ReviewError(
                 f"pinned descriptor {position} holds {len(ours)} of this appliance's keys; "
@@ -213,9 +244,13 @@ class PinnedWallet:
 
     def _make_match(self, position: int, index: int, change: bool) -> WalletMatch:
         derived = self._derive(position, index, change)
-        return WalletMatch(
-            self.descriptors[position], position, index, change, derived, self._own[position]
-        )
+        descriptor = self.descriptors[position]
+        our_key, place = self._own[position]
+        branch = 1 if change and descriptor.branch_count >= 2 else 0
+        described = descriptor.keys[place]
+        child = described.derive(index, branch)[0]
+        signer = ChildKey(child, child_steps(described, index, branch))
+        return WalletMatch(descriptor, position, index, change, derived, our_key, signer)
 
     def match(
         self, script_pubkey: bytes, hints: Mapping[bytes, KeyOrigin] | None = None
@@ -240,7 +275,8 @@ class PinnedWallet:
 
     def claims_ours(self, hints: Mapping[bytes, KeyOrigin], scripts: Iterable[bytes]) -> bool:
         """True when PSBT data says a script is this wallet's: our keys or fingerprints in
-        the derivation hints, or one of our keys inside a given witness/redeem script."""
+        the derivation hints, or one of our keys inside a given witness/redeem script (a
+        bip32 child inside a script is caught by its hint's fingerprint)."""
         for pubkey, origin in hints.items():
             if pubkey in self._by_pubkey or origin.fingerprint in self._fingerprints:
                 return True
@@ -323,6 +359,12 @@ class InputView:
     def key(self) -> OurKey | None:
         return self.wallet.our_key if self.wallet else None
 
+    def _key_path(self) -> str | None:
+        """Where a bip32 key's signing child sits under its account (``m/0/5``)."""
+        if self.wallet is None or not self.wallet.signer.path:
+            return None
+        return format_path(self.wallet.signer.path)
+
     def to_plain(self) -> dict[str, Any]:
         key = self.key
         return {
@@ -333,6 +375,7 @@ class InputView:
             "owner": self.owner,
             "key_label": key.label if key else None,
             "key": key.pubkey if key else None,
+            "key_path": self._key_path(),
             "wallet": self.wallet.describe() if self.wallet else None,
             "sighash_type": self.sighash_type,
             "signed_by": ",".join(k.hex() for k in self.signed_by),
@@ -505,7 +548,8 @@ def has_relative_lock(tx_version: int | None, sequence: int) -> bool:
 
 
 def inputs_to_sign(review_: Review) -> list[tuple[int, bytes]]:
-    """(input index, our public key) for every input the appliance signs.
+    """(input index, the public key that signs it: our hsm-key, or our bip32 key's child)
+    for every input the appliance signs.
 
     Raises ReviewError unless the review approved the request: the signer must never sign
     on a review that refused (approval quorum is checked separately, on the request hash).
@@ -513,7 +557,7 @@ def inputs_to_sign(review_: Review) -> list[tuple[int, bytes]]:
     if not review_.approved_for_signing:
         reasons = "; ".join(str(r) for r in review_.refusals) or "the policy did not approve"
         raise ReviewError(f"signing refused: {reasons}")
-    return [(i.index, i.wallet.our_key.pubkey) for i in review_.inputs if i.wallet is not None]
+    return [(i.index, i.wallet.signer.pubkey) for i in review_.inputs if i.wallet is not None]
 
 
 # -- the reviewer -------------------------------------------------------------------------

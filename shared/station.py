@@ -30,10 +30,17 @@ from shared.approval_keys import ALGORITHMS, SECP256K1
 from shared.bitcoin.tx import OutPoint
 from shared.checks import FieldChecks
 from shared.journal import GENESIS, MAX_DETAIL_TEXT, Record, outpoints_digest
+from shared.key_models import (
+    BIP32_SEED,
+    HSM_KEY,
+    Account,
+    KeyModelError,
+    check_key_model,
+)
 from shared.sortedblob import BlobError, FixedMap, FixedSet
 
 STATE_TYPE = "coldstation-station-state"
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 KEY_STATES = ("active", "suspended", "archived")
 BACKUP_MODELS = ("non-extractable", "wrap-with-trusted")
 AUDIT_KEY_LABEL = "coldstation-audit"
@@ -50,6 +57,28 @@ COMMITMENT_TYPE = b"coldstation-activation-commitment"
 
 class StationError(ValueError):
     """A journal record the station state cannot follow; the message names its seq."""
+
+
+def _key_model(record: Record, public_key: bytes) -> tuple[str, str, str]:
+    """(key model, account xpub, account origin) of a registering record; a bip32-seed
+    key's account must be the registered public key, and only generation makes one."""
+    details = record.details
+    try:
+        key_model = check_key_model(details.get("key_model", HSM_KEY))
+    except KeyModelError as exc:
+        raise StationError(str(exc)) from None
+    if key_model == HSM_KEY:
+        return key_model, "", ""
+    if record.event != "key_generated":
+        raise StationError(f"a {key_model} key cannot be registered by {record.event}")
+    xpub, origin = _text(details["xpub"], "xpub"), _text(details["key_origin"], "key_origin")
+    try:
+        account = Account.parse(xpub, origin)
+    except KeyModelError as exc:
+        raise StationError(str(exc)) from None
+    if account.public_key != public_key:
+        raise StationError("the bip32 account's key is not the registered public key")
+    return key_model, xpub, origin
 
 
 _check = FieldChecks(StationError)
@@ -84,10 +113,21 @@ class KeyEntry(_Plain):
     origin: str
     seq: int
     time: int
+    #: ``shared.key_models``: ``hsm-key`` (this pair signs) or ``bip32-seed`` (a seed in
+    #: the token; ``public_key`` is then its account's key, ``xpub``/``key_origin`` say it).
+    key_model: str = HSM_KEY
+    xpub: str = ""
+    key_origin: str = ""
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> KeyEntry:
         return cls(**plain)
+
+    def account(self) -> Account | None:
+        """The bip32 account of a ``bip32-seed`` key; None for an ``hsm-key``."""
+        if self.key_model != BIP32_SEED:
+            return None
+        return Account.parse(self.xpub, self.key_origin)
 
 
 @dataclass(frozen=True)
@@ -346,8 +386,19 @@ class StationState:
             raise StationError(f"unknown backup model {model!r}")
         key_id = bytes.fromhex(_text(details["key_id"], "key_id"))
         origin = "restored" if record.event == "restore" else "generated"
+        key_model, xpub, key_origin = _key_model(record, public_key)
         self.keys[label] = KeyEntry(
-            label, public_key, key_id, model, "active", origin, record.seq, record.time
+            label,
+            public_key,
+            key_id,
+            model,
+            "active",
+            origin,
+            record.seq,
+            record.time,
+            key_model,
+            xpub,
+            key_origin,
         )
 
     def _key_state(self, record: Record) -> None:

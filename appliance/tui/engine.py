@@ -244,6 +244,8 @@ def _input(txin: InputView) -> InputLine:
     key = txin.key
     if key is not None:
         owner += f": key {key.label}"
+        if key.account is not None:
+            owner += " (bip32 seed: signed by its child, key in station memory)"
         if key.state != "active":
             owner += f" ({key.state})"
     if txin.wallet is not None:

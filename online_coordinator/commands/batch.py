@@ -39,10 +39,15 @@ from online_coordinator.payouts import MAX_CSV_BYTES
 from online_coordinator.status import acknowledge_alert, coordinator_status
 from online_coordinator.store import outcome, storage_error
 from online_coordinator.sync import SyncReport, sync_with
-from online_coordinator.transport import receive, ur_parts, write_qr_video
+from online_coordinator.transport import receive, ur_parts, write_bbqr, write_qr_video
 from shared.psbt.model import Psbt
 from shared.request import hash_words
 from shared.ur.registry import encode_psbt
+
+BBQR_HELP = (
+    "also write the request as BBQr parts (.bbqr.txt; with --video, .bbqr.avi): a COLDCARD Q "
+    "reads QR and BBQr, not UR"
+)
 
 
 def register(commands: Any) -> None:
@@ -63,12 +68,14 @@ def register(commands: Any) -> None:
     )
     create.add_argument("--out", type=Path, default=Path("."), help="where request files go")
     create.add_argument("--video", action="store_true", help="also write an animated-QR video")
+    create.add_argument("--bbqr", action="store_true", help=BBQR_HELP)
     create.set_defaults(handler=create_command)
 
     export = add_state(sub.add_parser("export", help="write a batch's open request again"))
     export.add_argument("label")
     export.add_argument("--out", type=Path, default=Path("."))
     export.add_argument("--video", action="store_true")
+    export.add_argument("--bbqr", action="store_true", help=BBQR_HELP)
     export.set_defaults(handler=export_command)
 
     show = add_state(sub.add_parser("show", help="show the open request as animated QR (TUI)"))
@@ -84,6 +91,7 @@ def register(commands: Any) -> None:
     reshow.add_argument("label")
     reshow.add_argument("--out", type=Path, default=Path("."))
     reshow.add_argument("--video", action="store_true")
+    reshow.add_argument("--bbqr", action="store_true", help=BBQR_HELP)
     reshow.set_defaults(handler=reshow_command)
 
     imp = add_state(sub.add_parser("import", help="import signed responses"))
@@ -140,10 +148,17 @@ def parse_fee_rate(text: str) -> int:
 
 
 def write_request(
-    psbt: Psbt, label: str, out: Path, video: bool, *, done: str = "nothing else changed"
+    psbt: Psbt,
+    label: str,
+    out: Path,
+    video: bool,
+    *,
+    bbqr: bool = False,
+    done: str = "nothing else changed",
 ) -> list[Path]:
-    """The request as a PSBT file, UR text parts and optionally an animated-QR video, in
-    ``out`` and nowhere else (:func:`online_coordinator.batch.output_path`)."""
+    """The request as a PSBT file, UR text parts and optionally an animated-QR video (and,
+    with ``bbqr``, BBQr parts and video for a COLDCARD Q), in ``out`` and nowhere else
+    (:func:`online_coordinator.batch.output_path`)."""
     written = [output_path(out, label, ".psbt"), output_path(out, label, ".ur.txt")]
     if video:
         written.append(output_path(out, label, ".avi"))
@@ -153,10 +168,17 @@ def write_request(
             out.mkdir(parents=True, exist_ok=True)
             written[0].write_bytes(psbt.serialize())
             written[1].write_text("\n".join(ur_parts("crypto-psbt", cbor)) + "\n")
+            if bbqr:
+                written += write_bbqr(
+                    "crypto-psbt",
+                    psbt.serialize(),
+                    output_path(out, label, ".bbqr.txt"),
+                    output_path(out, label, ".bbqr.avi") if video else None,
+                )
         except OSError as exc:
             raise storage_error(exc.filename or out, exc) from exc
         if video:
-            write_qr_video("crypto-psbt", cbor, written[-1])
+            write_qr_video("crypto-psbt", cbor, written[2])
     return written
 
 
@@ -169,8 +191,7 @@ def _report(built: BuiltRequest, fee: FeeChoice | None, files: list[Path]) -> No
     if fee is not None:
         print(f"  fee rate: {fee.note}")
     if built.change is not None:
-        reuse = " (REUSED: key pool exhausted)" if built.change.reused else ""
-        print(f"  change {built.selection.change} sat to {built.change.address}{reuse}")
+        print(f"  change {built.selection.change} sat to {built.change.address}")
     print(f"  request hash {built.request_hash.hex()}")
     print(f"  read aloud: {hash_words(built.request_hash)}")
     for path in files:
@@ -202,6 +223,7 @@ def create_command(args: argparse.Namespace) -> int:
             built.label,
             args.out,
             args.video,
+            bbqr=args.bbqr,
             done=f"batch {built.label} IS created and recorded, but its request files were not "
             f"all written: free space and run `batch export {built.label} --out {args.out}`",
         )
@@ -212,7 +234,7 @@ def create_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         request = open_request(store, args.label)
-        for path in write_request(request.psbt, args.label, args.out, args.video):
+        for path in write_request(request.psbt, args.label, args.out, args.video, bbqr=args.bbqr):
             print(f"wrote {path}")
     return 0
 
@@ -229,7 +251,7 @@ def reshow_command(args: argparse.Namespace) -> int:
     """The same request again, and what the officers look for in the station's journal."""
     with opened(args) as (_, store):
         asked = reshow_request(store, args.label)
-        files = write_request(asked.psbt, args.label, args.out, args.video)
+        files = write_request(asked.psbt, args.label, args.out, args.video, bbqr=args.bbqr)
     print(f"batch {asked.label}: ask the station again for request {asked.request_id}")
     print(f"  txid {asked.txid}")
     print(f"  request hash {asked.request_hash.hex()}")

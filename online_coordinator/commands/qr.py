@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from online_coordinator.commands.common import CommandError, read_limited, write_output
 from online_coordinator.commands.ur import FOUNTAIN_HELP, make_encoder
-from online_coordinator.transport import print_progress
+from online_coordinator.transport import bbqr_series, print_progress
 from shared.qr.presets import PRESETS, Preset, preset_by_name
 from shared.ur.payload import cbor_to_file
 from shared.ur.registry import REGISTRY
@@ -44,6 +44,12 @@ def register(commands: Any) -> None:
         "--fountain", choices=["standard", "coldstation"], default="standard", help=FOUNTAIN_HELP
     )
     video.add_argument("--channel", help="simulate a camera, e.g. loss=0.1,blur=1.0,noise=4")
+    video.add_argument(
+        "--bbqr",
+        action="store_true",
+        help="BBQr parts instead of UR (COLDCARD Q); zlib-compressed, cut to the preset's "
+        "QR version; --type names the payload (crypto-psbt, bytes, crypto-output)",
+    )
     video.set_defaults(handler=video_command)
 
     scan = sub.add_parser("scan", help="decode an animated QR from a video or camera")
@@ -81,10 +87,21 @@ def _channel(spec: str | None) -> Channel | None:
 
 
 def video_command(args: argparse.Namespace) -> int:
-    from shared.adapters.video import write_ur_video
+    from shared.adapters.video import write_bbqr_video, write_ur_video
 
     preset = _preset(args)
     channel = _channel(args.channel)
+    if args.bbqr:
+        series = bbqr_series(args.type, read_limited(args.file), preset.qr_version())
+        written = write_bbqr_video(
+            series.parts, preset, args.out, cycles=args.cycles, channel=channel, error=CommandError
+        )
+        print(
+            f"{args.out}: {written} frames, BBQr {len(series.parts)} part(s), version "
+            f"{preset.qr_version()}, {preset.fps:g} fps",
+            file=sys.stderr,
+        )
+        return 0
     encoder = make_encoder(
         args.type, read_limited(args.file), preset.max_fragment_len, args.fountain
     )

@@ -13,6 +13,8 @@ from online_coordinator.config import Config, init_state
 from online_coordinator.transport import receive
 from online_coordinator.wallet import (
     ApplianceExport,
+    add_keys,
+    address_warnings,
     confirm_pin,
     create_multisig,
     import_single,
@@ -24,6 +26,7 @@ from online_coordinator.wallet import (
     unpinned_members,
     wallet_summary,
 )
+from shared.wallet_formats import wallet_files
 
 
 def register(commands: Any) -> None:
@@ -56,6 +59,27 @@ def register(commands: Any) -> None:
     imp.add_argument("--birth-height", type=int, help="first block to watch (default: tip)")
     imp.set_defaults(handler=import_command)
 
+    export = add_state(
+        sub.add_parser(
+            "export", help="the wallet for Bitcoin Core, Sparrow, COLDCARD and Keystone (files)"
+        )
+    )
+    export.add_argument("name")
+    export.add_argument("--out", type=Path, required=True, help="folder to write the files to")
+    export.set_defaults(handler=export_command)
+
+    more = add_state(sub.add_parser("add-keys", help="more exported keys for a wallet's pool"))
+    more.add_argument("name")
+    more.add_argument(
+        "--export",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("DESCRIPTOR", "RECEIPT"),
+        help="descriptor source and receipt source of one more key; repeat for several",
+    )
+    more.set_defaults(handler=add_keys_command)
+
     multi = add_state(sub.add_parser("multisig", help="assemble an M-of-N wallet"))
     multi.add_argument("name")
     multi.add_argument("--threshold", type=int, required=True)
@@ -71,7 +95,9 @@ def register(commands: Any) -> None:
         "--cosigner",
         action="append",
         default=[],
-        help="a third-party key, e.g. [fp/48h/1h/0h/2h]tpub.../<0;1>/*",
+        help="a third-party key, e.g. [fp/48h/1h/0h/2h]tpub.../<0;1>/*, or a file its wallet "
+        "exported: COLDCARD's xpub JSON, a single-key descriptor (Sparrow), ur:crypto-hdkey "
+        "or ur:crypto-account text; Zpub/Vpub keys are read as standard",
     )
     multi.add_argument("--out", type=Path, help="write the descriptor to pin on each appliance")
     multi.add_argument("--birth-height", type=int)
@@ -114,6 +140,17 @@ def _export(descriptor_source: str, receipt_source: str) -> ApplianceExport:
     return read_export(descriptor, receive(receipt_source).data)
 
 
+def _cosigner_text(value: str) -> str:
+    """A ``--cosigner`` given as a key expression, or as a source another wallet wrote: a
+    file (COLDCARD's xpub JSON, Sparrow's descriptor, UR text), a video or camera:N."""
+    if value.startswith("camera:") or Path(value).is_file():
+        try:
+            return receive(value).data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError(f"{value}: a cosigner export must be text") from None
+    return value
+
+
 def _birth(config: Config, given: int | None) -> int:
     """The first block to watch: given, or the node's tip (node errors go up: exit 4)."""
     if given is not None:
@@ -142,6 +179,15 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_keys_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        exports = [_export(d, r) for d, r in args.export]
+        wallet = add_keys(store, load_wallet(store, args.name), exports)
+        _announce(exports)
+        print(f"wallet {wallet.name}: {len(wallet.descriptors)} descriptor(s) in its pool")
+    return 0
+
+
 def multisig_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
         exports = [_export(d, r) for d, r in args.export]
@@ -151,7 +197,7 @@ def multisig_command(args: argparse.Namespace) -> int:
             config.network,
             args.threshold,
             exports,
-            args.cosigner,
+            [_cosigner_text(c) for c in args.cosigner],
             _birth(config, args.birth_height),
         )
         _announce(exports)
@@ -180,10 +226,30 @@ def address_command(args: argparse.Namespace) -> int:
         wallet = load_wallet(store, args.name)
         slot = next_address(store, wallet, change=False, note=args.note)
         print(slot.address)
-        if slot.reused:
-            print(
-                "warning: the key pool is exhausted; this address was used before", file=sys.stderr
-            )
+        for warning in address_warnings(store):
+            if warning["wallet"] == wallet.name:
+                print(f"warning: {warning['message']}", file=sys.stderr)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        wallet = load_wallet(store, args.name)
+        files = wallet_files([d for _, d in wallet.descriptors], wallet.name)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.out / name).write_text(text)
+    except OSError as exc:
+        raise CommandError(f"{args.out}: {exc.strerror or exc}") from exc
+    for name in files:
+        print(f"wrote {args.out / name}")
+    if wallet.kind == "multisig" and "coldcard-multisig.txt" not in files:
+        print(
+            "no COLDCARD setup file: COLDCARD registers a multisig only when every key is an "
+            "xpub with its origin (hsm-keys are plain keys; bip32-seed keys are xpubs)",
+            file=sys.stderr,
+        )
     return 0
 
 

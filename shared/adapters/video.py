@@ -17,8 +17,9 @@ grayscale frames are converted.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,15 +94,39 @@ def write_ur_video(
     The one writer of a payload's QR video, for every command that writes one; a failure
     raises ``error`` (the caller's one-line error type) naming the path.
     """
+    texts = (part.upper() for part in encoder.cycle_parts(cycles))
+    return _write_texts(texts, preset, path, error, channel)
+
+
+def write_bbqr_video(
+    parts: Sequence[str],
+    preset: Preset,
+    path: str | os.PathLike[str],
+    *,
+    cycles: float,
+    error: type[Exception],
+    channel: Channel | None = None,
+) -> int:
+    """BBQr ``parts`` (shared.ur.bbqr: cut to fit ``preset``'s QR version) as the animated
+    QR a COLDCARD Q reads, shown ``cycles`` times over (at least once); frames written."""
+    texts = (part for _ in range(max(1, math.ceil(cycles))) for part in parts)
+    return _write_texts(texts, preset, path, error, channel)
+
+
+def _write_texts(
+    texts: Iterable[str],
+    preset: Preset,
+    path: str | os.PathLike[str],
+    error: type[Exception],
+    channel: Channel | None,
+) -> int:
     renderer = preset.renderer()
-    frames: Iterable[np.ndarray] = (
-        renderer.image(part.upper()) for part in encoder.cycle_parts(cycles)
-    )
+    frames: Iterable[np.ndarray] = (renderer.image(text) for text in texts)
     if channel is not None:
         frames = channel.apply(frames)
     try:
         return write_video(frames, path, preset.fps)
-    except OSError as exc:  # VideoWriteError included
+    except (OSError, ValueError) as exc:  # VideoWriteError, or a text the version cannot hold
         raise error(f"{os.fspath(path)}: {exc}") from exc
 
 

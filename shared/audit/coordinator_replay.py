@@ -491,7 +491,8 @@ class CoordinatorReplay:
         ours = replay.keys.registered(pubkey) or self.index.appliance_keys.get(pubkey) == replay.id
         if not ours:
             return None
-        return replay.keys.signing_problem(pubkey, ceremony.keys, ceremony.seq)
+        account = self.index.accounts.get(pubkey, pubkey)  # a bip32 child stands for its account
+        return replay.keys.signing_problem(account, ceremony.keys, ceremony.seq)
 
     def _station_key(
         self,

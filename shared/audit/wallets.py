@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
-from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError
+from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError, parse_key
 
 GAP = 100
 #: A hint naming a huge index must not make the replay derive for hours.
@@ -33,6 +33,9 @@ class WalletIndex:
 
     scripts: dict[bytes, WalletScript] = field(default_factory=dict)
     appliance_keys: dict[bytes, str] = field(default_factory=dict)
+    #: child public key -> the account key a station registered (bip32-seed keys: the
+    #: journal registers the account, the chain sees its children)
+    accounts: dict[bytes, bytes] = field(default_factory=dict)
     external_keys: set[bytes] = field(default_factory=set)
     highest_index: int = -1
     capped: bool = False
@@ -63,10 +66,40 @@ def _add_wallet(index: WalletIndex, wallet: WalletEvidence, top: int) -> None:
             index.appliance_keys[key] = member.appliance_id
         elif key is not None:
             index.external_keys.add(key)
+        elif member.role == "appliance" and member.appliance_id:
+            _add_account(index, wallet, member.key, member.appliance_id, top)
     for descriptor in wallet.descriptors:
         for derived in _derive_all(descriptor, top):
             keys = frozenset(pk for pk, _ in derived.keys)
             index.scripts.setdefault(derived.script_pubkey, WalletScript(wallet.name, keys))
+
+
+def _add_account(
+    index: WalletIndex, wallet: WalletEvidence, text: str, appliance_id: str, top: int
+) -> None:
+    """An appliance member holding an account xpub (a bip32-seed key): each child the
+    wallet's descriptors derive from it is that appliance's, standing for its account."""
+    try:
+        member = parse_key(text)
+    except DescriptorError:
+        return
+    if member.xpub is None:
+        return
+    account = member.xpub.public_key
+    index.appliance_keys[account] = appliance_id
+    for descriptor in wallet.descriptors:
+        for key in descriptor.keys:
+            if key.xpub is None or key.xpub.serialize() != member.xpub.serialize():
+                continue
+            indexes = range(top + 1) if key.wildcard else range(1)
+            for branch in range(key.branch_count):
+                for i in indexes:
+                    try:
+                        child = key.derive(i, branch)[0]
+                    except ValueError:  # an index with no valid child (BIP-32 skips it)
+                        continue
+                    index.appliance_keys[child] = appliance_id
+                    index.accounts[child] = account
 
 
 def _derive_all(descriptor: Descriptor, top: int) -> list[DerivedOutput]:

@@ -69,6 +69,12 @@ _SLIP132_VERSIONS = {
     0x02575048: "Vprv",
 }
 _ALL_VERSIONS = {**_PUBLIC_VERSIONS, **_PRIVATE_VERSIONS}
+#: The public SLIP-132 versions and the network whose standard version replaces them.
+_SLIP132_PUBLIC = {
+    version: Network.MAINNET if name[0] in "yzYZ" else Network.TESTNET
+    for version, name in _SLIP132_VERSIONS.items()
+    if name.endswith("pub")
+}
 _PATH_ELEMENT = re.compile(r"([0-9]+)(['hH]?)")
 
 
@@ -229,6 +235,27 @@ class ExtendedKey:
 
     def derive_path(self, path: str | Sequence[int]) -> ExtendedKey:
         return derive_path(self, path)
+
+
+def parse_public_key_any(text: str) -> ExtendedKey:
+    """An extended public key written as xpub/tpub or in a SLIP-132 form (ypub, zpub, Zpub,
+    upub, vpub, Vpub...), returned as the standard key. COLDCARD and Sparrow export
+    SLIP-132; its version only names a script type, which a descriptor states itself.
+    Private keys are refused."""
+    text = text.strip()
+    if len(text) > _MAX_TEXT:
+        raise BIP32Error(f"extended key text too long ({len(text)} characters)")
+    try:
+        raw = bytearray(b58check_decode(text))
+    except AddressError as exc:
+        raise BIP32Error(f"extended key does not decode: {exc}") from None
+    network = _SLIP132_PUBLIC.get(int.from_bytes(raw[:4], "big"))
+    if network is not None:
+        raw[:4] = network.xpub_version.to_bytes(4, "big")
+    key = ExtendedKey.from_bytes(bytes(raw))
+    if key.is_private:
+        raise BIP32Error("an extended private key is not accepted here")
+    return key
 
 
 def _check_key_data(version: int, key_data: bytes) -> bytes:

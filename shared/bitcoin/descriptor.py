@@ -48,6 +48,8 @@ CHECKSUM_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GENERATOR = (0xF5DEE51989, 0xA9FDCA3312, 0x1BAB10E32D, 0x3706B1677A, 0x644D626FFD)
 _INPUT_INDEX = {c: i for i, c in enumerate(INPUT_CHARSET)}
 _HEX = re.compile(r"[0-9a-fA-F]+")
+#: Unhardened steps a hint may name below an xpub (``<0;1>/*`` needs two).
+_MAX_CHILD_STEPS = 4
 _OTHER_FUNCTIONS = frozenset(
     {"pk", "pkh", "combo", "tr", "rawtr", "addr", "raw", "multi_a", "sortedmulti_a"}
 )
@@ -179,6 +181,23 @@ class DescriptorKey:
             steps.append(index)
         origin = self.origin or KeyOrigin(self.xpub.fingerprint, [])
         return key.public_key, origin.extend(steps)
+
+    def child_at(self, origin: KeyOrigin) -> bytes | None:
+        """The public key this xpub derives at the full key ``origin`` (a PSBT hint), or
+        None when the origin is not below it; re-derived, so a hint cannot claim a key."""
+        if self.xpub is None:
+            return None
+        own = self.origin or KeyOrigin(self.xpub.fingerprint, [])
+        depth = len(own.path)
+        if origin.fingerprint != own.fingerprint or list(origin.path[:depth]) != list(own.path):
+            return None
+        steps = list(origin.path[depth:])
+        if len(steps) > _MAX_CHILD_STEPS or any(s >= HARDENED for s in steps):
+            return None
+        try:
+            return derive_path(self.xpub, steps).public_key
+        except BIP32Error:
+            return None
 
     def select_branch(self, branch: int) -> DescriptorKey:
         """This key with its multipath element replaced by alternative ``branch``."""

@@ -109,6 +109,17 @@ _BASE32 = re.compile(r"[A-Z2-7]*")
 _BASE32_TAILS = {0, 2, 4, 5, 7}  # characters in a final group that end on a byte boundary
 
 
+#: The BBQr file type of each UR type Coldstation writes as BBQr too (a COLDCARD Q reads
+#: only QR and BBQr): PSBTs as ``P``, journal receipts as binary ``B``, descriptors as text.
+FILE_TYPE_FOR_UR = {
+    "crypto-psbt": "P",
+    "psbt": "P",
+    "bytes": "B",
+    "crypto-output": "U",
+    "output-descriptor": "U",
+}
+
+
 class BBQrError(ValueError):
     """A BBQr part or series that is malformed, inconsistent, or too large."""
 

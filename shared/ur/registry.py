@@ -55,7 +55,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cbor2
@@ -764,7 +764,7 @@ def decode_output_descriptor(cbor: bytes, *, hardened_marker: str = "'") -> Desc
     return _require_supported(read_output_descriptor(cbor, hardened_marker=hardened_marker))
 
 
-# -- accounts (read only) ---------------------------------------------------------------------
+# -- accounts ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -815,6 +815,41 @@ def _read_account(cbor: bytes, v2: bool, marker: str) -> Account:
         raise RegistryError(f"{what}: no output descriptors")
     outputs = tuple(_read_entry(item, v2, marker, fingerprint) for item in items)
     return Account(fingerprint, outputs)
+
+
+def encode_crypto_account(master_fingerprint: bytes, descriptors: Sequence[Descriptor]) -> bytes:
+    """BCR-2020-015 ``crypto-account`` CBOR: a master fingerprint and account descriptors.
+
+    Each entry is written as its script expression (``#6.404(#6.303(...))``) without the
+    crypto-output (308) tag, as SeedSigner and the Keystone SDK write and read it; Sparrow
+    and this module read either form. Keys are account xpubs with their origin (the
+    receiving wallet appends the ``/0/*`` and ``/1/*`` children itself), so children are
+    dropped here.
+    """
+    if len(master_fingerprint) != 4:
+        raise RegistryError("a master fingerprint is 4 bytes")
+    if not descriptors:
+        raise RegistryError("crypto-account: no output descriptors")
+    entries = []
+    for descriptor in descriptors:
+        descriptor = _check_descriptor(descriptor)
+        bare = replace(descriptor, keys=tuple(_account_key(k) for k in descriptor.keys))
+        entries.append(_write_v1_script(bare))
+    return _dumps({1: int.from_bytes(master_fingerprint, "big"), 2: entries})
+
+
+def _account_key(key: DescriptorKey) -> DescriptorKey:
+    if key.xpub is None:
+        raise RegistryError("a crypto-account entry holds extended keys only")
+    return replace(key, steps=(), wildcard=False)
+
+
+def encode_crypto_hdkey(key: DescriptorKey) -> bytes:
+    """BCR-2020-007 ``crypto-hdkey`` CBOR for one account xpub with its origin (children
+    dropped): the single-key export COLDCARD, Keystone and Sparrow read for a cosigner."""
+    if not isinstance(key, DescriptorKey) or key.xpub is None:
+        raise RegistryError("crypto-hdkey: an extended public key is needed")
+    return _dumps(_write_key(_account_key(key), v2=False).value)
 
 
 def decode_crypto_account(cbor: bytes, *, hardened_marker: str = "'") -> Account:
@@ -880,7 +915,9 @@ REGISTRY: dict[str, RegistryType] = {
             "account-descriptor", 40311, decode_account_descriptor, None, "crypto-account"
         ),
         RegistryType("hdkey", 40303, decode_crypto_hdkey, None, "crypto-hdkey"),
-        RegistryType("crypto-hdkey", 303, decode_crypto_hdkey, None, "hdkey", deprecated=True),
+        RegistryType(
+            "crypto-hdkey", 303, decode_crypto_hdkey, encode_crypto_hdkey, "hdkey", deprecated=True
+        ),
         RegistryType(
             "crypto-account",
             311,

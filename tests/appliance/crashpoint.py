@@ -28,6 +28,7 @@ EFFECTS = [
     ("appliance.journal_store", "JournalStore.cut_tail"),
     ("appliance.token_objects", "write_data"),
     ("appliance.keystore", "_generate_pair"),
+    ("appliance.keystore", "_generate_seed"),
     ("appliance.backup", "_create_kek_as_so"),
     ("appliance.backup", "destroy_kek"),
     ("appliance.backup", "_unwrap"),

@@ -281,6 +281,23 @@ def _keygen_works(state: Path, _: dict) -> None:
     assert run(state, "export-wallet", "k9", "--out", str(out), *TWO, pins=TWO_PINS).returncode == 0
 
 
+def _seed_done(state: Path, _: dict) -> None:
+    records = [r for r in events(state) if r.event == "key_generated"]
+    seeds = [r for r in records if r.details.get("label") == "s9"]
+    assert len(seeds) == 1 and seeds[0].details["key_model"] == "bip32-seed"
+
+
+def _seed_works(state: Path, _: dict) -> None:
+    """The rerun adopted the seed the crash left (or made it once): the export names the
+    journaled account, and the key signs (tests/appliance/test_bip32_keys.py)."""
+    record = next(
+        r for r in events(state) if r.event == "key_generated" and r.details.get("label") == "s9"
+    )
+    out = state.parent / "s9-export"
+    assert run(state, "export-wallet", "s9", "--out", str(out), *TWO, pins=TWO_PINS).returncode == 0
+    assert record.details["xpub"] in (out / "wallet.descriptor").read_text()
+
+
 def _backup_done(state: Path, ctx: dict) -> None:
     """The base's own backup and this one; a crash after the record but before the blob
     reached the file makes the rerun wrap (and journal) again: the same blob, since AES key
@@ -386,6 +403,12 @@ def _suspend_works(state: Path, _: dict) -> None:
 CEREMONIES: dict[str, Ceremony] = {
     "keygen": Ceremony(
         lambda c: ["keygen", "k9", *TWO], lambda c: TWO_PINS, _keygen_done, _keygen_works
+    ),
+    "keygen-bip32": Ceremony(
+        lambda c: ["keygen", "s9", "--key-model", "bip32-seed", *TWO],
+        lambda c: TWO_PINS,
+        _seed_done,
+        _seed_works,
     ),
     "backup": Ceremony(
         lambda c: [

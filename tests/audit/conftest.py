@@ -157,7 +157,12 @@ def _build(root: Path, desk) -> RealEvidence:
         ),
         "init",
     )
-    _ok(run(cold, "keygen", "treasury-1", *TWO, pins=TWO_PINS), "keygen")
+    # a bip32-seed key: two batches need two fresh change addresses (never one reused), and
+    # the replay then checks children of the account the journal registers
+    _ok(
+        run(cold, "keygen", "treasury-1", "--key-model", "bip32-seed", *TWO, pins=TWO_PINS),
+        "keygen",
+    )
     export = root / "export"
     _ok(
         run(cold, "export-wallet", "treasury-1", "--out", str(export), *TWO, pins=TWO_PINS),

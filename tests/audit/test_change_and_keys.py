@@ -331,3 +331,37 @@ def test_request_psbt_is_what_binds_the_re_derivation() -> None:
     report = run([cold], desk)
     assert "could not have their change re-derived" in " ".join(report.notes)
     assert report.ceremonies[0].paid_out_rederived is None
+
+
+# -- bip32-seed keys: the chain sees children, the journal registers the account ------------
+
+
+def test_an_appliance_account_xpub_maps_each_child_to_its_appliance_and_account():
+    """A bip32-seed key's wallet is signed by children of the account the journal
+    registers: the index must attribute each child (receive and change) to the appliance
+    and stand it for the account, so key-state checks apply; an outsider's xpub is not
+    attributed."""
+    from types import SimpleNamespace
+
+    from shared.audit.evidence import Member, WalletEvidence
+    from shared.audit.wallets import build_index
+    from shared.bitcoin.address import Network
+    from shared.key_models import account_from_seed
+
+    _, account = account_from_seed(bytes(range(32)), Network.REGTEST)
+    _, other = account_from_seed(bytes(range(1, 33)), Network.REGTEST)
+    ours, theirs = account.descriptor(), other.descriptor()
+    member = Member("cs-1", str(ours.keys[0]), "appliance", None, None)
+    outsider = Member(None, str(theirs.keys[0]), "external", None, None)
+    wallets = [
+        WalletEvidence("t", "regtest", "single", None, 0, (ours,), (member,)),
+        WalletEvidence("x", "regtest", "single", None, 0, (theirs,), (outsider,)),
+    ]
+    index = build_index(SimpleNamespace(highest_hint=7, wallets=wallets))
+    for change in (False, True):
+        child = ours.derive(7, change).keys[0][0]
+        assert index.appliance_keys[child] == "cs-1"
+        assert index.accounts[child] == account.public_key
+    assert index.appliance_keys[account.public_key] == "cs-1"
+    stranger = theirs.derive(7).keys[0][0]
+    assert stranger not in index.appliance_keys and stranger not in index.accounts

@@ -758,5 +758,25 @@ def test_a_single_hdkey_ur_reads_as_a_cosigner_key_expression():
     private[2] = True
     with pytest.raises(RegistryError, match="private keys are not accepted"):
         reg.decode("crypto-hdkey", cbor2.dumps(private))
-    with pytest.raises(RegistryError, match=r"no encoder|not supported|read only|cannot"):
-        reg.encode("crypto-hdkey", key)
+    assert reg.decode("crypto-hdkey", reg.encode("crypto-hdkey", key)) == key  # written too
+    with pytest.raises(RegistryError, match="extended public key is needed"):
+        reg.encode("crypto-hdkey", parse_key(PUBKEY))
+
+
+def test_a_crypto_account_written_here_is_read_back_in_both_entry_forms():
+    """Entries are written without the 308 tag (SeedSigner, Keystone SDK); the reader takes
+    them, and the account xpub keeps its origin; children are left to the reader."""
+    ranged = Descriptor.parse(
+        f"wpkh({_key(MASTER, [84 + H, H, H])}/<0;1>/*)", require_checksum=False
+    )
+    cbor = reg.encode_crypto_account(ranged.keys[0].origin.fingerprint, [ranged])
+    entry = cbor2.loads(cbor)[2][0]
+    assert entry.tag == 404 and entry.value.tag == 303  # wpkh(hdkey), no 308 wrapper
+    account = reg.decode("crypto-account", cbor)
+    read = account.descriptors()[0]
+    assert read.keys[0].xpub == ranged.keys[0].xpub and read.keys[0].origin == ranged.keys[0].origin
+    assert not read.is_ranged
+    with pytest.raises(RegistryError, match="extended keys only"):
+        reg.encode_crypto_account(
+            b"\0" * 4, [Descriptor.parse(f"wpkh({PUBKEY})", require_checksum=False)]
+        )

@@ -68,15 +68,16 @@ class Desk:
         self.node.mine(1)
 
     def import_soft(self, name: str, appliance: SoftAppliance) -> None:
-        descriptor, receipt = appliance.export()
-        self.ok(
-            "wallet",
-            "import",
-            name,
-            "--export",
-            self.write(f"{name}.desc", descriptor),
-            self.write(f"{name}.receipt", receipt),
-        )
+        """Every key of the appliance's pool, as one single-signature wallet."""
+        exports: list[str] = []
+        for position in range(appliance.pool_size):
+            descriptor, receipt = appliance.export(position=position)
+            exports += [
+                "--export",
+                self.write(f"{name}-{position}.desc", descriptor),
+                self.write(f"{name}-{position}.receipt", receipt),
+            ]
+        self.ok("wallet", "import", name, *exports)
 
 
 @dataclass

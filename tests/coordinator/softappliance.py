@@ -22,6 +22,8 @@ import time
 from coincurve import PrivateKey
 
 from shared.bitcoin import ecdsa
+from shared.bitcoin.address import Network
+from shared.bitcoin.bip32 import ExtendedKey, KeyOrigin, parse_path
 from shared.bitcoin.descriptor import Descriptor
 from shared.journal import Entry, next_record, seal
 from shared.psbt.model import Psbt
@@ -34,6 +36,10 @@ from shared.request import (
     request_hash,
 )
 
+ACCOUNT_PATH = "m/84h/1h/0h"
+#: children per branch a bip32 soft appliance signs with (tests stay far below)
+CHILDREN = 40
+
 
 def secret(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
@@ -44,12 +50,33 @@ def pubkey(sk: bytes) -> bytes:
 
 
 class SoftAppliance:
+    """``pool`` signing keys (the first is :attr:`key`): a fixed-key wallet hands out each
+    address once, so a test that makes several batches needs a pool of them."""
+
     def __init__(
-        self, appliance_id: str, seed: str | None = None, officers: int = 3, quorum: int = 2
+        self,
+        appliance_id: str,
+        seed: str | None = None,
+        officers: int = 3,
+        quorum: int = 2,
+        pool: int = 12,
+        bip32: bool = False,
     ) -> None:
         self.appliance_id = appliance_id
         seed = seed or appliance_id
         self.key = secret(f"{seed} signing key")
+        self.keys = [self.key] + [secret(f"{seed} signing key {n}") for n in range(1, pool)]
+        #: a bip32-seed key instead: one ranged export, children sign
+        self.account: ExtendedKey | None = None
+        if bip32:
+            master = ExtendedKey.from_seed(self.key, Network.TESTNET)
+            self.account = master.derive_path(ACCOUNT_PATH)
+            self.origin = KeyOrigin(master.fingerprint, parse_path(ACCOUNT_PATH))
+            self.keys = [
+                self.account.derive_path([branch, index]).key
+                for branch in (0, 1)
+                for index in range(CHILDREN)
+            ]
         self.audit = secret(f"{seed} audit key")
         self.officer_keys = [secret(f"{seed} officer {n}") for n in range(officers)]
         self.quorum = quorum
@@ -62,7 +89,20 @@ class SoftAppliance:
 
     @property
     def descriptor(self) -> Descriptor:
-        return Descriptor.parse(f"wpkh({pubkey(self.key).hex()})", require_checksum=False)
+        return self.descriptor_of(0)
+
+    @property
+    def pool_size(self) -> int:
+        """How many descriptors it exports: one per key, or the one ranged account."""
+        return 1 if self.account is not None else len(self.keys)
+
+    def descriptor_of(self, position: int) -> Descriptor:
+        if self.account is not None:
+            xpub = self.account.neuter()
+            text = f"wpkh([{self.origin.format('h')}]{xpub}/<0;1>/*)"
+            return Descriptor.parse(text, require_checksum=False)
+        key = pubkey(self.keys[position])
+        return Descriptor.parse(f"wpkh({key.hex()})", require_checksum=False)
 
     @staticmethod
     def fingerprint(officer_key: bytes) -> str:
@@ -101,10 +141,13 @@ class SoftAppliance:
             details=details,
         ).to_bytes()
 
-    def export(self, *, officers: int | None = None, deferred: bool = False) -> tuple[str, bytes]:
+    def export(
+        self, *, officers: int | None = None, deferred: bool = False, position: int = 0
+    ) -> tuple[str, bytes]:
         """(descriptor text, receipt bytes), as `export-wallet` writes them."""
-        receipt = self._wallet_record("wallet_exported", self.descriptor, officers, deferred)
-        return str(self.descriptor), receipt
+        descriptor = self.descriptor_of(position)
+        receipt = self._wallet_record("wallet_exported", descriptor, officers, deferred)
+        return str(descriptor), receipt
 
     def pin(
         self, descriptor_text: str, *, officers: int | None = None, deferred: bool = False
@@ -124,7 +167,7 @@ class SoftAppliance:
         """Sign our inputs and attach the approval receipt for the request hash."""
         psbt = Psbt.parse(psbt_bytes)
         digest = request_hash(psbt, read_request(psbt))
-        signed, _ = sign_psbt(psbt, [self.key])
+        signed, _ = sign_psbt(psbt, self.keys)
         officers = self.officers(approvers)
         details: dict[str, object] = {"txid": psbt.unsigned_tx.txid_hex, "quorum": self.quorum}
         if decision == "approved":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from online_coordinator.regtest.node import RegtestNode
 from shared.bitcoin.address import Network, address_to_script, script_to_address
+from shared.bitcoin.bip32 import ExtendedKey, KeyOrigin, parse_path
 from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
 from shared.psbt.model import Psbt
 from shared.psbt.roles import extract, finalize
@@ -255,8 +256,13 @@ def test_coin_received_and_stolen_between_two_syncs_raises_an_alert(desk: Desk) 
 
 
 def test_two_of_three_multisig_with_an_external_cosigner(desk: Desk) -> None:
+    """The hardware wallet's xpub makes the wallet ranged: change goes to a fresh address
+    (a multisig of three fixed keys has one address, and an address is never reused)."""
     a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
-    external = pubkey(secret("hardware wallet key")).hex()
+    master = ExtendedKey.from_seed(secret("hardware wallet seed"), Network.TESTNET)
+    path = "m/48h/1h/0h/2h"
+    origin = KeyOrigin(master.fingerprint, parse_path(path)).format("h")
+    external = f"[{origin}]{master.derive_path(path).neuter()}/<0;1>/*"
     exports = []
     for appliance in (a, b):
         descriptor, receipt = appliance.export()
@@ -311,8 +317,9 @@ def test_reconciliation_is_clean_on_seeded_data_and_flags_discrepancies(desk: De
 def test_a_cosigner_response_with_only_partial_signatures_is_accepted(desk: Desk) -> None:
     """Another wallet's response may carry nothing but its partial signatures: no UTXOs,
     scripts or Coldstation fields (issue 17). The request the coordinator built supplies
-    the rest; the signatures are still checked against it."""
-    a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
+    the rest; the signatures are still checked against it. (bip32 appliance keys: the
+    wallet is ranged, so change has a fresh address.)"""
+    a, b = SoftAppliance("cold-a", bip32=True), SoftAppliance("cold-b", bip32=True)
     external_secret = secret("hardware wallet key")
     exports = []
     for appliance in (a, b):

@@ -26,7 +26,8 @@ def test_real_appliance_signs_what_the_coordinator_built(desk: Desk) -> None:
         pins=[*OFFICER_PINS.values(), *ADMIN_PINS.values()],
     )
     assert init.returncode == 0, init.stderr
-    assert run(cold, "keygen", "treasury-1", *TWO, pins=TWO_PINS).returncode == 0
+    keygen = run(cold, "keygen", "treasury-1", "--key-model", "bip32-seed", *TWO, pins=TWO_PINS)
+    assert keygen.returncode == 0, keygen.stderr
     export = desk.tmp / "export"
     done = run(cold, "export-wallet", "treasury-1", "--out", str(export), *TWO, pins=TWO_PINS)
     assert done.returncode == 0, done.stderr

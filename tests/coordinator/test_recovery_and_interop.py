@@ -32,13 +32,14 @@ CORE_KEY = secret("bitcoin core cosigner")
 
 
 def core_vault(desk: Desk) -> tuple[SoftAppliance, SoftAppliance]:
-    """2-of-3: appliances A and B, and a key held by the node's wallet (Core)."""
+    """2-of-3: appliances A and B (bip32 keys: the vault is ranged, change has a fresh
+    address), and a key held by the node's wallet (Core)."""
     rpc = load_config(desk.state).rpc()
     wif = private_key_to_wif(CORE_KEY, Network.REGTEST)
     assert rpc.call("importdescriptors", [{"desc": f"wpkh({wif})", "timestamp": "now"}]) == [
         {"success": True}
     ]
-    a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
+    a, b = SoftAppliance("cold-a", bip32=True), SoftAppliance("cold-b", bip32=True)
     exports = []
     for appliance in (a, b):
         descriptor, receipt = appliance.export()
@@ -128,7 +129,7 @@ def test_an_appliance_signature_inside_a_final_witness_needs_its_receipt(desk: D
     """Core finalizes over A's signature; if A's receipt was stripped, the import refuses."""
     a, _ = core_vault(desk)
     request = create(desk, "m1", [(payee(1), AMOUNT, "INV-1")])
-    signed_a, _ = sign_psbt(Psbt.parse(request.read_bytes()), [a.key])  # no receipt
+    signed_a, _ = sign_psbt(Psbt.parse(request.read_bytes()), a.keys)  # no receipt
     reply = core_process(desk, signed_a.serialize())
     result = desk.run("batch", "import", "m1", desk.write("core.psbt", reply["psbt"]))
     assert result.code == 2

@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.bitcoin.address import Network
+from shared.bitcoin.bip32 import ExtendedKey, KeyOrigin, parse_path
+
 HERE = Path(__file__).resolve().parent
 PAYOUTS_CSV = HERE / "demo-payouts.csv"
 BIN = Path(sys.executable).parent  # the venv's console scripts sit next to its python
@@ -43,9 +46,17 @@ CHANNEL = "loss=0.1,blur=1.0,noise=4"
 """The simulated screen-to-camera path: 10 % of frames lost, optical blur, sensor noise."""
 VIDEO_OPTIONS = ("--preset", "fast", "--max-fragment", "200", "--cycles", "3")
 """200-byte parts so a PSBT really animates; three cycles leave slack for the lost frames."""
-THIRD_PARTY_KEY = "0302539b0ebdd42810ada9fe03dca2a480acab8d10cafd0eacdba87bf2d06a41da"
-"""The vault's third cosigner, standing for a third-party hardware wallet kept offline: the
-public key of ``sha256("coldstation demo: third-party hardware wallet (offline)")``."""
+_THIRD_PARTY = ExtendedKey.from_seed(
+    hashlib.sha256(b"coldstation demo: third-party hardware wallet (offline)").digest(),
+    Network.TESTNET,
+)
+THIRD_PARTY_KEY = (
+    f"[{KeyOrigin(_THIRD_PARTY.fingerprint, parse_path('m/48h/1h/0h/2h')).format('h')}]"
+    f"{_THIRD_PARTY.derive_path('m/48h/1h/0h/2h').neuter()}/<0;1>/*"
+)
+"""The vault's third cosigner, standing for a third-party hardware wallet kept offline (its
+BIP-48 account xpub, from the seed ``sha256("coldstation demo: third-party hardware wallet
+(offline)")``). Its ranged key gives the vault fresh receive and change addresses."""
 MARKER = ".coldstation-demo"
 """Written into the demo directory, so a rerun only ever wipes a directory the demo made."""
 STEP_TIMEOUT = 180
@@ -277,13 +288,20 @@ def check_fingerprints(demo: Demo, imported: str, names: Sequence[str]) -> None:
         demo.say(f"  {line.split(' (compare')[0]} = appliance {name.upper()}'s status: match")
 
 
-def key_and_export(demo: Demo, name: str, key: str, officers: Sequence[str]) -> Path:
+def key_and_export(
+    demo: Demo, name: str, key: str, officers: Sequence[str], key_model: str = "hsm-key"
+) -> Path:
     out = demo.path(f"export-{key}")
+    what = (
+        "seed (bip32) generated in the HSM" if key_model == "bip32-seed" else "generated in the HSM"
+    )
     demo.appliance(
-        f"appliance {name.upper()}: key {key} generated in the HSM ({' + '.join(officers)})",
+        f"appliance {name.upper()}: key {key} {what} ({' + '.join(officers)})",
         name,
         "keygen",
         key,
+        "--key-model",
+        key_model,
         officers=officers,
     )
     demo.appliance(
@@ -436,9 +454,9 @@ def finish(demo: Demo, payment: Payment, signed: Sequence[Path]) -> None:
 
 def scenario_single(demo: Demo) -> None:
     quorum = ("officer-1", "officer-2")
-    with demo.phase("1a. key ceremony on appliance A (single key, 2-of-3 officers)"):
+    with demo.phase("1a. key ceremony on appliance A (bip32 seed in the HSM, 2-of-3 officers)"):
         init_appliance(demo, "a")
-        export = key_and_export(demo, "a", "treasury-1", quorum)
+        export = key_and_export(demo, "a", "treasury-1", quorum, key_model="bip32-seed")
     with demo.phase("1b. wallet across the air gap, node, funding"):
         desc, receipt = cross_export(demo, export, "appliance A → air gap")
         start_node(demo)
@@ -492,7 +510,7 @@ def assemble_vault(demo: Demo) -> None:
     )
     check_fingerprints(demo, out, ["a", "b"])
     demo.say(
-        f"  third cosigner {THIRD_PARTY_KEY[:16]}…: a third-party hardware wallet, "
+        f"  third cosigner {THIRD_PARTY_KEY.split(']')[0]}]…: a third-party hardware wallet, "
         "offline for the whole demo (2 of 3 suffice)"
     )
     pin_vault(demo, descriptor.read_text().strip())

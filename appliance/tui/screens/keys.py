@@ -69,7 +69,15 @@ class KeysScreen(NavScreen):
         info = self.appliance.keystore.info(label)
         text = Text()
         text.append(f"{info.label}", style="bold")
-        text.append(f" · {info.state} · {info.backup_model} · {info.origin}\n")
+        text.append(f" · {info.key_model} · {info.state} · {info.backup_model} · {info.origin}\n")
+        if info.xpub:
+            text.append(f"account    [{info.key_origin}]{info.xpub}\n")
+            text.append(
+                "           fresh addresses from this account; the seed stays in the HSM,\n"
+            )
+            text.append(
+                "           read into station memory only while a ceremony signs\n", style="dim"
+            )
         text.append(f"public key {info.public_key}\nkey id     {info.key_id}")
         if label == AUDIT_KEY_LABEL:
             text.append("\nsigns the journal: it is never suspended", style="dim")
