@@ -25,17 +25,20 @@ from pathlib import Path
 from appliance.appliance import Appliance
 from appliance.backup import new_kek_shares
 from appliance.exit_codes import REFUSALS, ExitCode, failure
-from appliance.initialise import EnrolmentPlan, enrol, initialise
+from appliance.initialise import MAX_PIN, MIN_PIN, EnrolmentPlan, enrol, initialise
 from appliance.keystore import BackupModel, KeyState
 from appliance.pins import PinSource
 from appliance.policy_draft import PolicyChanges, draft_next
 from appliance.signing import SigningSession, approved_request
 from appliance.state import ApplianceState
 from appliance.station import CeremonyError
+from shared.adapters.console import add_version, quiet_broken_pipe
+from shared.bitcoin.bip32 import fingerprint
 from shared.bitcoin.descriptor import Descriptor
 from shared.journal import audit_key_fingerprint, export_journal
 from shared.key_models import HSM_KEY, KEY_MODELS
 from shared.policy import Policy, SignedPolicy
+from shared.policy_text import policy_diff, policy_lines
 from shared.review import Review, review_locks_text
 from shared.ur.payload import cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
@@ -65,6 +68,7 @@ def _command(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coldstation-appliance", description=__doc__)
+    add_version(parser)
     _add_state(parser, DEFAULT_STATE)
     parser.add_argument("--pin-fd", type=int, help="read PINs, one per line, from this fd")
     parser.add_argument(
@@ -130,7 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="draft, sign, install and show policies")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     draft = _command(psub, "draft", help="the next policy version, with changes")
-    draft.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    draft.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting, its unit in its name: per_tx_limit_btc=0.5, per_day_limit_btc=2, "
+        "max_fee_sat=25000, fee_rate_ceiling_sat_per_vb=50, request_ttl_max_s=86400, "
+        "approval_quorum=2, require_address_book=true (see docs/runbooks/key-ceremony.md 7)",
+    )
     draft.add_argument("--add-address", action="append", default=[], metavar="ADDRESS=LABEL")
     draft.add_argument(
         "--revoke",
@@ -157,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     install = with_officers(_command(psub, "install", help="install a signed policy"))
     install.add_argument("signed", type=Path)
     install.set_defaults(handler=policy_install_command)
-    show = _command(psub, "show", help="print the installed policy as JSON")
+    show = _command(psub, "show", help="print the installed policy, in units (--json: as stored)")
+    show.add_argument("--json", action="store_true", help="the document itself, as JSON")
     show.set_defaults(handler=policy_show_command)
 
     journal = sub.add_parser("journal", help="verify, export or recover the journal")
@@ -281,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
@@ -349,8 +363,12 @@ def init_command(args: argparse.Namespace) -> int:
     else:
         officers = [f"officer-{i}" for i in range(1, args.officers + 1)]
         admins = [f"admin-{i}" for i in range(1, args.admins + 1)]
-        presented = [(label, pins.pin(f"{label} (new token)")) for label in officers]
-        admin_pins = [(label, pins.pin(f"{label} (new token)")) for label in admins]
+        presented = [
+            (label, pins.new_pin(f"{label}'s new token", MIN_PIN, MAX_PIN)) for label in officers
+        ]
+        admin_pins = [
+            (label, pins.new_pin(f"{label}'s new token", MIN_PIN, MAX_PIN)) for label in admins
+        ]
         result = initialise(
             args.state,
             args.network,
@@ -389,7 +407,8 @@ def keygen_command(args: argparse.Namespace) -> int:
         xpub = entry.record.details.get("xpub")
         if xpub:
             print(f"account [{entry.record.details['key_origin']}]{xpub}")
-        print(f"public key {entry.record.subjects['public_key'].hex()}")
+        public_key = entry.record.subjects["public_key"]
+        print(f"public key {public_key.hex()} (fingerprint {fingerprint(public_key).hex()})")
         return _done(entry.record.seq, f"generated key {args.label}")
 
 
@@ -427,6 +446,7 @@ def policy_draft_command(args: argparse.Namespace) -> int:
         current = appliance.policy()
     draft = draft_next(current, changes)
     args.out.write_bytes(draft.to_bytes())
+    _show_change(current, draft)
     print(f"policy version {draft.version} drafted: {args.out}")
     return 0
 
@@ -434,6 +454,7 @@ def policy_draft_command(args: argparse.Namespace) -> int:
 def policy_sign_command(args: argparse.Namespace) -> int:
     draft = Policy.from_bytes(args.draft.read_bytes())
     with _appliance(args) as appliance:
+        _show_change(appliance.policy(), draft)  # before any administrator's PIN is asked
         signed = appliance.sign_policy(_present(args, _labels(args.admins)), draft)
     args.out.write_bytes(signed.to_bytes())
     print(f"policy version {draft.version} signed by {len(signed.signatures)}: {args.out}")
@@ -443,14 +464,30 @@ def policy_sign_command(args: argparse.Namespace) -> int:
 def policy_install_command(args: argparse.Namespace) -> int:
     signed = SignedPolicy.from_bytes(args.signed.read_bytes())
     with _appliance(args) as appliance:
+        _show_change(appliance.policy(), signed.policy)  # before any officer's PIN is asked
         entry = appliance.install_policy(_present(args, _labels(args.officers)), signed)
         return _done(entry.record.seq, f"policy version {signed.policy.version} installed")
 
 
+def _show_change(installed: Policy, new: Policy) -> None:
+    """What a policy says and what it changes from the installed one, in units (stderr,
+    so stdout stays what scripts read)."""
+    print(f"policy version {new.version}, in full:", file=sys.stderr)
+    for line in policy_lines(new):
+        print(f"  {line}", file=sys.stderr)
+    changes = policy_diff(installed, new)
+    print(f"changes from the installed version {installed.version}:", file=sys.stderr)
+    for line in changes or ["(none: only the version)"]:
+        print(f"  {line}", file=sys.stderr)
+
+
 def policy_show_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        plain = appliance.policy().to_plain()
-    print(json.dumps(plain, indent=2, default=lambda b: b.hex()))
+        policy = appliance.policy()
+    if args.json:
+        print(json.dumps(policy.to_plain(), indent=2, default=lambda b: b.hex()))
+    else:
+        print("\n".join(policy_lines(policy)))
     return 0
 
 

@@ -62,7 +62,10 @@ BAD_INPUT: tuple[type[Exception], ...] = (OSError, ValueError)
 
 def failure(exc: BaseException) -> tuple[ExitCode, str] | None:
     """(exit status, the line for stderr) for an expected failure; None for a bug, which
-    keeps its traceback."""
+    keeps its traceback, and for a reader that went away (``| head``), which
+    shared.adapters.console ends quietly."""
+    if isinstance(exc, BrokenPipeError):
+        return None
     if isinstance(exc, REFUSALS):
         return ExitCode.REFUSED, f"refused: {exc}"
     if isinstance(exc, BAD_INPUT):

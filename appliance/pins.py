@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
+
+#: How often a person may mistype a new PIN and its confirmation before the ceremony stops.
+NEW_PIN_TRIES = 3
 
 
 class PinSourceError(RuntimeError):
@@ -34,6 +38,28 @@ class PinSource:
         if not value:
             raise PinSourceError(f"empty PIN for {purpose}")
         return value
+
+    def new_pin(self, purpose: str, min_chars: int, max_chars: int) -> str:
+        """A PIN being set. At a prompt the rule is said before asking, and the PIN is
+        asked twice (a typo must not lock a token for good), up to NEW_PIN_TRIES times; from
+        a descriptor it is one line, held to the same rule."""
+        rule = f"{min_chars} to {max_chars} characters"
+        if self._fd is not None:
+            value = self.pin(purpose)
+            if not min_chars <= len(value) <= max_chars:
+                raise PinSourceError(f"the new PIN for {purpose} must be {rule}")
+            return value
+        print(f"Choose the PIN for {purpose}: {rule}, asked twice.", file=sys.stderr)
+        for _ in range(NEW_PIN_TRIES):
+            value = getpass.getpass(f"new PIN for {purpose}: ")
+            if not min_chars <= len(value) <= max_chars:
+                print(f"  refused: the PIN must be {rule}", file=sys.stderr)
+                continue
+            if getpass.getpass(f"the same PIN again for {purpose}: ") != value:
+                print("  the two PINs differ: choose it again", file=sys.stderr)
+                continue
+            return value
+        raise PinSourceError(f"no PIN chosen for {purpose} after {NEW_PIN_TRIES} tries")
 
 
 def _read_line(fd: int) -> str | None:

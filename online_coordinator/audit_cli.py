@@ -39,6 +39,7 @@ from typing import BinaryIO
 from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
 from online_coordinator.commands.common import CommandError, read_limited
 from online_coordinator.transport import receive
+from shared.adapters.console import add_version, quiet_broken_pipe
 from shared.audit.chain import ChainScanError, ChainScanner, walk_start
 from shared.audit.evidence import (
     ApplianceBundle,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="coldstation-audit",
         description="Replay Coldstation signing ceremonies from the evidence alone.",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("replay", help="replay every ceremony; write JSON and HTML reports")
     run.add_argument(
@@ -434,6 +436,7 @@ def verify_receipt_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

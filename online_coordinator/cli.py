@@ -22,6 +22,7 @@ from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
 from online_coordinator.commands.common import DEFAULT_STATE, add_state
 from online_coordinator.exit_codes import failure
+from shared.adapters.console import add_version, quiet_broken_pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="coldstation-coordinator",
         description="Coldstation online coordinator: prepare, combine, finalize and track PSBTs.",
     )
+    add_version(parser)
     add_state(parser, DEFAULT_STATE)  # before the command, or after it (as each command takes it)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     psbt_commands.register(commands)
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -16,8 +16,8 @@ Example::
     timeout_seconds = 30         # the deadline for each whole RPC call, reply included
 
     [fees]
-    max_fee_rate = 100000        # sat/kvB: never pay more, whatever the node estimates
-    fallback_fee_rate = 2000     # sat/kvB when the node has no estimate (fresh regtest)
+    max_fee_rate_sat_per_vb = 100        # never pay more, whatever the node estimates
+    fallback_fee_rate_sat_per_vb = 2     # when the node has no estimate (fresh regtest)
     target_blocks = 6
 
     [requests]
@@ -41,6 +41,7 @@ from online_coordinator.chain.rpc import DEFAULT_TIMEOUT, BitcoinCoreRPC, ChainU
 from online_coordinator.fees import MIN_RELAY_FEE_RATE
 from online_coordinator.store import Store
 from shared.bitcoin.address import Network, network_by_name
+from shared.bitcoin.amount import AmountError, parse_sat_per_vb
 
 CONFIG_NAME = "coordinator.toml"
 DATABASE_NAME = "coordinator.sqlite"
@@ -155,8 +156,8 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
         node=node,
         requester=_get(doc, "requester", str, path, "ops"),
         confirmations=_get(doc, "confirmations", int, path, 6),
-        max_fee_rate=_get(fees, "max_fee_rate", int, path, 100_000),
-        fallback_fee_rate=_get(fees, "fallback_fee_rate", int, path, 2_000),
+        max_fee_rate=_fee_rate(fees, "max_fee_rate", path, 100_000),
+        fallback_fee_rate=_fee_rate(fees, "fallback_fee_rate", path, 2_000),
         target_blocks=_get(fees, "target_blocks", int, path, 6),
         expiry_hours=_get(requests, "expiry_hours", int, path, 24),
     )
@@ -215,7 +216,8 @@ def _check_ranges(config: Config, path: Path) -> None:
         raise ConfigError(f"{path}: confirmations must be 1..1000")
     if not MIN_RELAY_FEE_RATE <= config.fallback_fee_rate <= config.max_fee_rate:
         raise ConfigError(
-            f"{path}: need {MIN_RELAY_FEE_RATE} <= fallback_fee_rate <= max_fee_rate (sat/kvB)"
+            f"{path}: need {MIN_RELAY_FEE_RATE / 1000:g} <= fallback_fee_rate_sat_per_vb <= "
+            "max_fee_rate_sat_per_vb"
         )
     if not 1 <= config.target_blocks <= 1008 or not 1 <= config.expiry_hours <= 24 * 30:
         raise ConfigError(f"{path}: target_blocks must be 1..1008 and expiry_hours 1..720")
@@ -234,6 +236,35 @@ def _table(
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: [{name}] section is missing")
     return value
+
+
+_FEE_KEYS = frozenset({"max_fee_rate_sat_per_vb", "fallback_fee_rate_sat_per_vb", "target_blocks"})
+
+
+def _fee_rate(fees: dict[str, Any], name: str, path: Path, default_sat_per_kvb: int) -> int:
+    """``[fees] NAME_sat_per_vb`` (a number, up to 3 decimals) as sat/kvB. The unit is in
+    the key: the old unitless ``NAME`` (sat/kvB) is refused with its replacement, because
+    people read it as sat/vB."""
+    unknown = sorted(set(fees) - _FEE_KEYS - {"max_fee_rate", "fallback_fee_rate"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting [fees] {unknown[0]!r}")
+    if name in fees:
+        old = fees[name]
+        shown = f"{old / 1000:g}" if isinstance(old, int) and not isinstance(old, bool) else "N"
+        raise ConfigError(
+            f"{path}: [fees] {name} has no unit; write {name}_sat_per_vb = {shown} "
+            "(the old value was sat/kvB)"
+        )
+    key = f"{name}_sat_per_vb"
+    value = fees.get(key)
+    if value is None:
+        return default_sat_per_kvb
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: [fees] {key} must be a number of sat/vB")
+    try:
+        return parse_sat_per_vb(repr(value))
+    except AmountError as exc:
+        raise ConfigError(f"{path}: [fees] {key}: {exc}") from None
 
 
 def _get(table: dict[str, Any], name: str, kind: type, path: Path, default: Any = None) -> Any:
@@ -268,7 +299,8 @@ def write_config(
     text = (
         f"network = {_toml(network)}\nrequester = {_toml(requester)}\nconfirmations = 6\n\n"
         f"[node]\n{node_table}\n"
-        "[fees]\nmax_fee_rate = 100000\nfallback_fee_rate = 2000\ntarget_blocks = 6\n\n"
+        "[fees]\nmax_fee_rate_sat_per_vb = 100\nfallback_fee_rate_sat_per_vb = 2\n"
+        "target_blocks = 6\n\n"
         "[requests]\nexpiry_hours = 24\n"
     )
     config = _from_document(tomllib.loads(text), state_dir, path)  # check before writing

@@ -81,7 +81,10 @@ FAILURES: tuple[tuple[type[BaseException], ExitCode, Callable[[BaseException], s
 
 
 def failure(exc: BaseException) -> tuple[ExitCode, str] | None:
-    """(exit status, one-line message) for an expected failure; None for a bug."""
+    """(exit status, one-line message) for an expected failure; None for a bug, and for a
+    reader that went away (``| head``), which shared.adapters.console ends quietly."""
+    if isinstance(exc, BrokenPipeError):
+        return None
     if isinstance(exc, CommandError):
         return exc.code, str(exc)
     for kind, code, message in FAILURES:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.bitcoin.address import AddressError, Network, address_to_script
-from shared.bitcoin.amount import COIN, MAX_MONEY, dust_threshold
+from shared.bitcoin.amount import COIN, MAX_MONEY, AmountError, dust_threshold, parse_btc
 from shared.bitcoin.script import classify
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
@@ -30,15 +30,7 @@ MAX_REFERENCE_CHARS = 64
 SHOWN_PROBLEMS = 50
 
 HEADER = ("address", "amount", "reference")
-_MAX_BTC_DIGITS = len(str(MAX_MONEY // COIN))
-_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]{1,8}))?")
-_OVER_PRECISE = re.compile(r"[0-9]+\.[0-9]{9,}")
-# Every pattern is unambiguous (no two quantifiers can share a character), so matching is
-# linear: a 131,072-character field must not become a quadratic regex search.
-_EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+")
-_NOT_A_NUMBER = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
-_SEPARATED = re.compile(r"[0-9]+(?:[,_' .][0-9]+)+")
-_MAX_AMOUNT_CHARS = 64
+_SATS_HEADER = re.compile(r"(?<![a-z])sat(?:s|oshis?)?(?![a-z])", re.IGNORECASE)
 _SHOWN_CHARS = 90  # the longest valid address: never cut one short in a message
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by surrogateescape
 
@@ -171,6 +163,12 @@ class _Parser:
     def _record(self, line: int, row: list[str]) -> bool:
         """Check one record; False once the file has too many payouts to go on."""
         if line == 1 and _is_header(row):
+            if _SATS_HEADER.search(row[1]):
+                self.problem(
+                    line,
+                    f"the amount column is headed {_show(row[1].strip())}, but amounts are BTC "
+                    "such as 0.015, not satoshis",
+                )
             return True
         self.rows += 1
         if self.rows > MAX_PAYOUTS:
@@ -234,7 +232,10 @@ class _Parser:
 
 
 def _is_header(row: list[str]) -> bool:
-    return tuple(field.strip().lower() for field in row) == HEADER
+    """A first row naming the columns, however a spreadsheet spelled them: ``address``,
+    ``Address``, ``Amount (BTC)``, ``amount_btc``, ``Reference`` or ``Ref``."""
+    names = [field.strip().lower() for field in row]
+    return len(names) >= 2 and names[0].startswith(HEADER[0]) and names[1].startswith(HEADER[1])
 
 
 def _column_message(row: list[str]) -> str:
@@ -246,39 +247,10 @@ def _column_message(row: list[str]) -> str:
 
 def _amount(text: str) -> int:
     """Satoshis for a BTC amount written as a plain decimal, or :class:`_FieldError` saying why."""
-    text = text.strip()
-    shown = _show(text)
-    if not text:
-        raise _FieldError("amount is empty")
-    if len(text) > _MAX_AMOUNT_CHARS:
-        raise _FieldError(f"amount {shown} is {len(text)} characters, too long for an amount")
-    match = _AMOUNT.fullmatch(text)
-    if match is None:
-        raise _FieldError(_amount_refusal(text, shown))
-    whole, fraction = match.group(1).lstrip("0"), match.group(2) or ""
-    if len(whole) > _MAX_BTC_DIGITS:
-        raise _FieldError(f"amount {shown} is over 21,000,000 BTC")
-    sats = int(whole or "0") * COIN + int(fraction.ljust(8, "0"))
-    if sats == 0:
-        raise _FieldError(f"amount {shown} is zero")
-    if sats > MAX_MONEY:
-        raise _FieldError(f"amount {shown} is over 21,000,000 BTC")
-    return sats
-
-
-def _amount_refusal(text: str, shown: str) -> str:
-    """Why ``text`` is not a plain decimal, naming the spreadsheet habit that produced it."""
-    if _NOT_A_NUMBER.fullmatch(text):
-        return f"amount {shown} is not a number"
-    if _EXPONENT.fullmatch(text):
-        return f"amount {shown} uses exponent notation; write it as a plain decimal"
-    if text.startswith("-"):
-        return f"amount {shown} is negative"
-    if _OVER_PRECISE.fullmatch(text):
-        return f"amount {shown} is over-precise: more than 8 decimal places"
-    if _SEPARATED.fullmatch(text):
-        return f"amount {shown} has a thousands or decimal separator other than one '.'"
-    return f"amount {shown} is not a BTC amount such as 0.015 (digits, '.', up to 8 decimals)"
+    try:
+        return parse_btc(text, shown=_show(text.strip()))
+    except AmountError as exc:
+        raise _FieldError(str(exc)) from None
 
 
 def _reference(text: str) -> str:

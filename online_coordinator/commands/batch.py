@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +39,7 @@ from online_coordinator.status import acknowledge_alert, coordinator_status
 from online_coordinator.store import outcome, storage_error
 from online_coordinator.sync import SyncReport, sync_with
 from online_coordinator.transport import receive, ur_parts, write_bbqr, write_qr_video
+from shared.bitcoin.amount import AmountError, parse_sat_per_vb
 from shared.psbt.model import Psbt
 from shared.request import hash_words
 from shared.ur.registry import encode_psbt
@@ -138,13 +138,9 @@ def register(commands: Any) -> None:
 def parse_fee_rate(text: str) -> int:
     """sat/vB as typed by a person -> integer sat/kvB."""
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise CommandError(f"--fee-rate {text!r} is not a number of sat/vB") from None
-    rate = value * 1000
-    if not value.is_finite() or rate != rate.to_integral_value() or rate < MIN_RELAY_FEE_RATE:
-        raise CommandError("--fee-rate must be at least 1 sat/vB with at most 3 decimals")
-    return int(rate)
+        return parse_sat_per_vb(text, MIN_RELAY_FEE_RATE)
+    except AmountError as exc:
+        raise CommandError(f"--fee-rate {exc}") from None
 
 
 def write_request(

@@ -9,11 +9,13 @@ named in ``<datadir>/regtest.json``. That file exists exactly while the server r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -28,7 +30,8 @@ from online_coordinator.chain.rpc import (
     RpcError,
     btc_to_sats,
 )
-from online_coordinator.commands.common import CommandError, ExitCode
+from online_coordinator.commands.common import CommandError, ExitCode, add_state
+from online_coordinator.config import CONFIG_NAME
 
 # These must match online_coordinator.regtest.server; importing it here would load the
 # whole node (and libbitcoinkernel) for every coordinator command.
@@ -48,9 +51,11 @@ def register(commands: Any) -> None:
     """Add ``regtest`` and its actions to the coordinator's command parser."""
     group = commands.add_parser("regtest", help="run a local regtest node (tests and demo)")
     sub = group.add_subparsers(dest="regtest_command", required=True, metavar="ACTION")
-    common = argparse.ArgumentParser(add_help=False)
+    common = add_state(argparse.ArgumentParser(add_help=False))  # whose config names the node
     common.add_argument(
-        "--datadir", type=Path, default=DEFAULT_DATADIR, help="node directory (default %(default)s)"
+        "--datadir",
+        type=Path,
+        help=f"node directory (default: the one coordinator.toml names, else {DEFAULT_DATADIR})",
     )
 
     start = sub.add_parser("start", parents=[common], help="start the node in the background")
@@ -86,6 +91,29 @@ def register(commands: Any) -> None:
 
 
 # -- the running server -------------------------------------------------------------------
+
+
+def _datadir(args: argparse.Namespace) -> Path:
+    """``--datadir``, else the local regtest the coordinator's config names (``init
+    --regtest DIR`` wrote it), else ``coldstation-regtest``."""
+    if args.datadir is not None:
+        return Path(args.datadir)
+    try:
+        with (Path(args.state) / CONFIG_NAME).open("rb") as handle:
+            named = tomllib.load(handle).get("node", {}).get("regtest")
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        named = None
+    return Path(named) if isinstance(named, str) else DEFAULT_DATADIR
+
+
+def _require_kernel() -> None:
+    """The node validates blocks with libbitcoinkernel (py-bitcoinkernel, the ``regtest``
+    extra); without it, say so instead of the server's traceback."""
+    if importlib.util.find_spec("pbk") is None:
+        raise CommandError(
+            "the local regtest node needs the 'regtest' extra (py-bitcoinkernel): "
+            "pip install 'coldstation[regtest]'"
+        )
 
 
 def _read_info(datadir: Path) -> dict[str, Any] | None:
@@ -159,7 +187,8 @@ def _print_json(value: dict[str, Any]) -> None:
 
 
 def start_command(args: argparse.Namespace) -> int:
-    datadir: Path = args.datadir.resolve()
+    _require_kernel()
+    datadir = _datadir(args).resolve()
     info = _read_info(datadir)
     if info is not None and _answers(info):
         _print_json({**info, "already_running": True})
@@ -217,7 +246,7 @@ def _wait_ready(datadir: Path, process: subprocess.Popen[bytes]) -> dict[str, An
 
 
 def stop_command(args: argparse.Namespace) -> int:
-    datadir: Path = args.datadir
+    datadir = _datadir(args)
     info = _read_info(datadir)
     if info is None:
         print(f"not running ({datadir})")
@@ -242,7 +271,7 @@ def stop_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """JSON status; exit 0 when running, 1 when not (so scripts can test it)."""
-    datadir: Path = args.datadir
+    datadir = _datadir(args)
     info = _read_info(datadir)
     if info is None:
         _print_json({"running": False, "datadir": str(datadir)})
@@ -265,10 +294,11 @@ def status_command(args: argparse.Namespace) -> int:
 def mine_command(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CommandError("count must not be negative")
-    address = args.address or (_read_info(args.datadir) or {}).get("faucet_address")
-    with _rpc(args.datadir) as rpc:
+    datadir = _datadir(args)
+    address = args.address or (_read_info(datadir) or {}).get("faucet_address")
+    with _rpc(datadir) as rpc:
         if not isinstance(address, str):
-            raise CommandError(f"{args.datadir / INFO_FILE} names no faucet; pass --address")
+            raise CommandError(f"{datadir / INFO_FILE} names no faucet; pass --address")
         hashes = rpc.generate_to_address(args.count, address)
     for block_hash in hashes:
         print(block_hash)
@@ -282,13 +312,13 @@ def fund_command(args: argparse.Namespace) -> int:
         raise CommandError(f"bad amount {args.amount!r}: {exc}") from exc
     if sats <= 0:
         raise CommandError("amount must be positive")
-    with _rpc(args.datadir) as rpc:
+    with _rpc(_datadir(args)) as rpc:
         print(rpc.send_to_address(args.address, sats))
     return 0
 
 
 def reorg_command(args: argparse.Namespace) -> int:
-    with _rpc(args.datadir) as rpc:
+    with _rpc(_datadir(args)) as rpc:
         hashes = rpc.coldstation_reorg(args.depth, args.keep_transactions, args.extra_blocks)
     for block_hash in hashes:
         print(block_hash)

@@ -141,6 +141,7 @@ def bip32_station(appliance, tmp_path) -> tuple[Path, Descriptor, Path]:
     done = run(state, "keygen", "treasury", "--key-model", "bip32-seed", *TWO, pins=TWO_PINS)
     assert done.returncode == 0, done.stderr
     assert "account [" in done.stdout
+    assert "public key " in done.stdout and "(fingerprint " in done.stdout  # issue 18
     out = tmp_path / "export"
     done = run(state, "export-wallet", "treasury", "--out", str(out), *TWO, pins=TWO_PINS)
     assert done.returncode == 0, done.stderr

@@ -191,11 +191,14 @@ def test_suspend_and_policy_signatures(appliance):
     assert audit.returncode == 1 and "audit key" in audit.stderr
     assert run(state, "journal", "verify").returncode == 0
     draft, signed = state.parent / "d.cbor", state.parent / "s.cbor"
-    run(state, "policy", "draft", "--set", "per_tx_limit=5000", "-o", str(draft))
+    drafted = run(state, "policy", "draft", "--set", "per_tx_limit_sat=5000", "-o", str(draft))
+    assert "per-transaction limit: 10 BTC -> 0.00005 BTC" in drafted.stderr  # issue 18
     one_admin = run(
         state, "policy", "sign", str(draft), "--admins", "admin-1", "-o", str(signed), pins=["ad11"]
     )
     assert one_admin.returncode == 0
+    assert "per-transaction limit: 10 BTC -> 0.00005 BTC" in one_admin.stderr
+    assert "policy version 2, in full:" in one_admin.stderr
     refused = run(
         state,
         "policy",

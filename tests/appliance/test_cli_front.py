@@ -4,6 +4,7 @@ mapped to its exit status and line in one place, and policy drafting as a rule o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def test_a_draft_is_the_next_version_chained_to_the_current_one() -> None:
     draft = draft_next(
         current,
         PolicyChanges(
-            settings=[("per_tx_limit", "5000"), ("allow_timelocks", "True")],
+            settings=[("per_tx_limit_sat", "5000"), ("allow_timelocks", "True")],
             addresses=[(NEW_PAYEE, "New payee")],
             revoked=[fp(APPROVERS[2])],
         ),
@@ -107,9 +108,53 @@ def test_a_draft_is_the_next_version_chained_to_the_current_one() -> None:
 
 def test_a_draft_refuses_what_it_may_not_change() -> None:
     current = make_policy()
-    with pytest.raises(CeremonyError, match="network: not a field a draft may change"):
+    with pytest.raises(CeremonyError, match="network: not a setting a draft may change"):
         draft_next(current, PolicyChanges(settings=[("network", "mainnet")]))
     with pytest.raises(CeremonyError, match="no such officer"):
         draft_next(current, PolicyChanges(revoked=["0" * 16]))
-    with pytest.raises(ValueError, match="invalid literal"):
-        draft_next(current, PolicyChanges(settings=[("max_fee", "lots")]))
+    with pytest.raises(CeremonyError, match=r"max_fee_btc: amount 'lots' is not a BTC amount"):
+        draft_next(current, PolicyChanges(settings=[("max_fee_btc", "lots")]))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("per_tx_limit_btc", "0.5", "per_tx_limit", 50_000_000),
+        ("per_day_limit_btc", "2", "per_day_limit", 200_000_000),
+        ("max_fee_sat", "25000", "max_fee", 25_000),
+        ("fee_rate_ceiling_sat_per_vb", "50", "fee_rate_ceiling", 50_000),
+        ("fee_rate_ceiling_sat_per_vb", "2.5", "fee_rate_ceiling", 2_500),
+        ("fee_rate_ceiling_sat_per_kvb", "50000", "fee_rate_ceiling", 50_000),
+        ("request_ttl_max_s", "3600", "request_ttl_max", 3600),
+        ("require_address_book", "TRUE", "require_address_book", True),
+    ],
+)
+def test_settings_name_their_unit_and_are_read_in_it(name, value, field, expected) -> None:
+    """Issue 18: fee_rate_ceiling=50 was read as sat/kvB (0.05 sat/vB: every request then
+    refused) and per_tx_limit=0.5 failed with `invalid literal for int()`."""
+    draft = draft_next(make_policy(), PolicyChanges(settings=[(name, value)]))
+    assert getattr(draft, field) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "fee_rate_ceiling",
+            "50",
+            "name the unit: fee_rate_ceiling_sat_per_kvb=... or fee_rate_ceiling_sat_per_vb=...",
+        ),
+        ("per_tx_limit", "0.5", "name the unit: per_tx_limit_btc=... or per_tx_limit_sat=..."),
+        ("per_tx_limit_sat", "0.5", "not a whole number of satoshis"),
+        ("per_tx_limit_btc", "1e3", "exponent notation"),
+        ("per_tx_limit_btc", "0.000000001", "over-precise"),
+        ("fee_rate_ceiling_sat_per_vb", "2.0005", "at most 3 decimals"),
+        ("fee_rate_ceiling_sat_per_vb", "fast", "not a number of sat/vB"),
+        ("allow_timelocks", "yes", "not true or false"),
+        ("approval_quorum", "-1", "not a whole number"),
+    ],
+)
+def test_a_malformed_setting_is_refused_in_one_line_naming_it(name, value, message) -> None:
+    with pytest.raises(CeremonyError, match=re.escape(message)) as caught:
+        draft_next(make_policy(), PolicyChanges(settings=[(name, value)]))
+    assert "\n" not in str(caught.value) and name in str(caught.value)

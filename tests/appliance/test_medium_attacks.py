@@ -332,7 +332,7 @@ def test_planted_policy_files_are_ignored(base, tmp_path):
     (st / "policies" / "0003.cbor").write_bytes(base.next_v3.to_bytes())
     v4 = replace(base.next_v3.policy, version=4, previous_hash=base.next_v3.policy.hash())
     (st / "policies" / "0004.cbor").write_bytes(SignedPolicy(v4, {}).to_bytes())
-    shown = ok(run(st, "policy", "show"))
+    shown = ok(run(st, "policy", "show", "--json"))
     policy = json.loads(shown.stdout)
     assert policy["version"] == 2 and policy["per_tx_limit"] == 100_000
     assert policy["require_address_book"] is True

@@ -258,7 +258,9 @@ def test_daily_total_counts_what_was_signed_today(tmp_path):
     )
     draft, signed = tmp_path / "d.cbor", tmp_path / "s.cbor"
     assert (
-        run(state, "policy", "draft", "--set", "per_day_limit=700000", "-o", str(draft)).returncode
+        run(
+            state, "policy", "draft", "--set", "per_day_limit_sat=700000", "-o", str(draft)
+        ).returncode
         == 0
     )
     assert (

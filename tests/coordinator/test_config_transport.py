@@ -43,12 +43,34 @@ def test_password_in_a_world_readable_config_is_refused(tmp_path: Path) -> None:
         (f'network = "regtest"\n{NODE}', "cookie, or user and password"),
         (f'network = "regtest"\nconfirmations = 0\n{NODE}cookie = "/c"\n', "confirmations"),
         ('network = "regtest"\n[node\n', "coordinator.toml"),
+        (
+            f'network = "regtest"\n{NODE}cookie = "/c"\n[fees]\nmax_fee_rate = 100000\n',
+            "max_fee_rate has no unit; write max_fee_rate_sat_per_vb = 100",
+        ),
+        (
+            f'network = "regtest"\n{NODE}cookie = "/c"\n[fees]\nmax_fee_rate_sat_per_vb = "x"\n',
+            "must be a number of sat/vB",
+        ),
+        (
+            f'network = "regtest"\n{NODE}cookie = "/c"\n'
+            "[fees]\nfallback_fee_rate_sat_per_vb = 2.0001\n",
+            "at most 3 decimals",
+        ),
+        (f'network = "regtest"\n{NODE}cookie = "/c"\n[fees]\nmax_fee = 1\n', "unknown setting"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     write(tmp_path, text)
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path)
+
+
+def test_fee_rates_are_read_in_the_sat_per_vb_their_keys_name(tmp_path: Path) -> None:
+    """Issue 18: `max_fee_rate = 100000` had no unit while the docs said sat/vB."""
+    fees = "[fees]\nmax_fee_rate_sat_per_vb = 55.5\nfallback_fee_rate_sat_per_vb = 3\n"
+    write(tmp_path, f'network = "regtest"\n{NODE}cookie = "/c"\n{fees}')
+    config = load_config(tmp_path)
+    assert (config.max_fee_rate, config.fallback_fee_rate) == (55_500, 3_000)
 
 
 def test_a_database_from_a_newer_coordinator_is_refused(tmp_path: Path) -> None:

@@ -157,7 +157,9 @@ def test_fee_bump_is_held_to_the_configured_cap_as_asked_and_as_paid(desk: Desk)
     """The cap a new batch obeys holds for a bump too, including when BIP-125 (the original
     fee plus 1 sat/vB) makes the replacement pay more than the rate asked for."""
     config = desk.state / "coordinator.toml"
-    config.write_text(config.read_text().replace("max_fee_rate = 100000", "max_fee_rate = 5500"))
+    config.write_text(
+        config.read_text().replace("max_fee_rate_sat_per_vb = 100", "max_fee_rate_sat_per_vb = 5.5")
+    )
     appliance = SoftAppliance("cold-1")
     funded_single(desk, appliance)
     request = create(desk, "b1", [(payee(1), "0.5", "INV-1")], "--fee-rate", "5")
@@ -176,7 +178,9 @@ def test_fee_bump_is_held_to_the_configured_cap_as_asked_and_as_paid(desk: Desk)
     with desk.store() as store:
         assert store.one("SELECT COUNT(*) AS n FROM requests")["n"] == 1
         assert store.one("SELECT COUNT(*) AS n FROM events WHERE kind = 'fee_bump'")["n"] == 0
-    config.write_text(config.read_text().replace("max_fee_rate = 5500", "max_fee_rate = 6000"))
+    config.write_text(
+        config.read_text().replace("max_fee_rate_sat_per_vb = 5.5", "max_fee_rate_sat_per_vb = 6")
+    )
     desk.ok("batch", "bump", "b1", "--fee-rate", "5.5", "--out", str(out))  # 6 sat/vB: allowed
 
 

@@ -275,6 +275,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
 
 
+def test_start_without_the_regtest_extra_says_which_extra(tmp_path, monkeypatch, capsys):
+    """Issue 18: a plain `pip install` (no py-bitcoinkernel) failed with a traceback."""
+    from online_coordinator.cli import main
+
+    monkeypatch.setitem(sys.modules, "pbk", None)  # as if not installed
+    assert main(["regtest", "start", "--datadir", str(tmp_path / "rt")]) == 2
+    err = capsys.readouterr().err
+    assert "needs the 'regtest' extra" in err and "Traceback" not in err
+    assert not (tmp_path / "rt").exists()
+
+
 def test_cli_constants_match_the_server():
     assert regtest_commands.INFO_FILE == regtest_server.INFO_FILE
     assert regtest_commands.PID_FILE == regtest_server.PID_FILE
@@ -301,6 +312,16 @@ def test_cli_start_mine_fund_reorg_stop(tmp_path: Path):
         status = _cli("status", "--datadir", datadir)
         assert status.returncode == 0, status.stderr
         height = json.loads(status.stdout)["height"]
+        # the coordinator's config names the node: no --datadir again (issue 18)
+        state = tmp_path / "coordinator"
+        init = subprocess.run(
+            [sys.executable, "-m", "online_coordinator.cli", "init", "--state", str(state),
+             "--regtest", datadir],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert init.returncode == 0, init.stderr
+        known = _cli("status", "--state", str(state))
+        assert known.returncode == 0 and json.loads(known.stdout)["height"] == height
 
         mined = _cli("mine", "3", "--datadir", datadir)
         assert mined.returncode == 0, mined.stderr

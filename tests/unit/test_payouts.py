@@ -104,8 +104,29 @@ def test_header_anywhere_but_line_1_is_data() -> None:
     ]
 
 
-def test_other_first_line_is_data() -> None:
-    data = csv_bytes("address,amount,ref", f"{addr()},1,a")
+@pytest.mark.parametrize(
+    "header",
+    ["address,amount,ref", "Address,Amount (BTC),Reference", "address,amount_btc,memo"],
+)
+def test_a_header_spelled_as_spreadsheets_do_is_a_header(header: str) -> None:
+    """Issue 18: a capitalised or annotated header was read as data (bad base58 checksum)."""
+    assert [p.line for p in parse_payouts(csv_bytes(header, f"{addr()},1,a"), MAIN)] == [2]
+
+
+@pytest.mark.parametrize("amount", ["Amount (sats)", "amount_sats", "Amount in satoshis"])
+def test_a_header_saying_satoshis_is_refused_because_amounts_are_btc(amount: str) -> None:
+    found = problems_of(csv_bytes(f"address,{amount},reference", f"{addr()},1,a"))
+    assert found == [
+        (
+            1,
+            f"the amount column is headed {amount!r}, but amounts are BTC such as 0.015, "
+            "not satoshis",
+        )
+    ]
+
+
+def test_a_first_line_that_names_no_columns_is_data() -> None:
+    data = csv_bytes("payee,value,ref", f"{addr()},1,a")
     found = problems_of(data)
     assert {line for line, _ in found} == {1}
 
