@@ -13,10 +13,11 @@ import sys
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from appliance.appliance import Appliance
@@ -47,6 +48,10 @@ class ColdstationApp(App[None]):
     # Textual declares it `ClassVar[...] | None`, which a type checker reads as an instance
     # variable; a ClassVar here would contradict that, so ruff's ClassVar rule yields
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
+    #: Textual's own ctrl+q, shown in the footer (issue 18: officers did not find it)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, key_display="^q")
+    ]
 
     def __init__(
         self,

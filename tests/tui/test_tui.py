@@ -49,7 +49,7 @@ from shared.adapters.video import write_video
 from shared.bitcoin.address import Network, address_to_script
 from shared.bitcoin.script import p2wpkh_script
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
-from shared.journal import Entry
+from shared.journal import Entry, audit_key_fingerprint
 from shared.psbt import Psbt
 from shared.qr.frames import FrameRenderer
 from shared.request import RequestMetadata, attach_request, read_receipts
@@ -275,6 +275,10 @@ def test_home_shows_the_real_appliance(appliance: Appliance, size: tuple[int, in
             assert re.search(rf"{label}\s+{state}", text), text
         assert "TORN" not in text
         assert "Keys" in text.splitlines()[-1]  # the footer shows the navigation keys
+        assert "Quit" in text.splitlines()[-1]  # and how to leave (issue 18)
+        # issue 18: what ops ask the officers to compare, and the station's clock
+        assert f"fingerprint {audit_key_fingerprint(appliance.journal.audit_key)}" in text
+        assert re.search(r"Clock\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), text
 
     run(ColdstationApp(appliance), size, body)
 
@@ -351,6 +355,10 @@ def test_journal_filters_by_event_and_request_and_verifies(appliance: Appliance)
         screen.query_one("#event", Select).value = "officer_enrolled"
         await pilot.pause()
         assert table.row_count == 5  # three approvers, two administrators
+        screen.query_one("#event", Select).value = "activation"
+        await pilot.pause()
+        actors = str(table.get_row_at(0)[4])  # issue 18: named, not counted
+        assert re.fullmatch(r"officer-\d(, officer-\d)+", actors), actors
         screen.query_one("#event", Select).clear()
         await pilot.pause()
         assert table.row_count == total
@@ -547,7 +555,9 @@ def test_review_shows_what_is_signed(
         assert "11.9 sat/vB" in full
         assert review.request.requester in full
         assert review.request_hash.hex() in flat
-        assert review.hash_words.split(" / ")[0] in full
+        # issue 18: every group of four words whole on one line, even at 80 columns
+        for group in review.hash_words.split(" / "):
+            assert group in full, group
         assert "regtest" in full
 
     run(app, size, body)

@@ -18,7 +18,7 @@ from textual.widgets import Header, Input, Static
 
 from appliance.appliance import Appliance
 from appliance.tui.engine import Ceremony, EngineError, ReviewView
-from appliance.tui.screens.common import KeysFooter, btc_or_unknown, off_thread
+from appliance.tui.screens.common import KeysFooter, btc_or_unknown, hash_word_lines, off_thread
 from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import encode_psbt
 from shared.ur.ur import UR
@@ -36,7 +36,8 @@ def summary_text(review: ReviewView) -> Text:
         f"{btc_or_unknown(review.fee_sat)} · request {request[:16]}\n"
     )
     text.append("Request hash words: ", style="bold")
-    text.append(str(review.hash_words), style="bold cyan")
+    label = len("Request hash words: ")
+    text.append(hash_word_lines(review.hash_words, label), style="bold cyan")
     return text
 
 

@@ -57,6 +57,24 @@ def hex_text(value: Any) -> str:
     return value.hex() if isinstance(value, bytes | bytearray) else str(value)
 
 
+#: Word groups per line: two groups (at most 41 characters) fit beside a label at 80x24.
+HASH_GROUPS_PER_LINE = 2
+
+
+def hash_word_lines(words: str | None, indent: int) -> str:
+    """The request hash words (``a b c d / e f g h / ...``) two groups to a line, so a
+    narrow terminal never breaks a group in two (issue 18); later lines are indented by
+    ``indent`` to sit under the first."""
+    if not words:
+        return "-"
+    groups = words.split(" / ")
+    lines = [
+        " / ".join(groups[i : i + HASH_GROUPS_PER_LINE])
+        for i in range(0, len(groups), HASH_GROUPS_PER_LINE)
+    ]
+    return ("\n" + " " * indent).join(lines)
+
+
 def grouped(text: str, size: int = 4) -> str:
     """Long hex and addresses in groups of four, the way officers compare them aloud."""
     return " ".join(text[i : i + size] for i in range(0, len(text), size))

@@ -17,6 +17,7 @@ from appliance.appliance import Appliance
 from appliance.keystore import KeyInfo, KeyState
 from appliance.tui.engine import EngineError, pinned_wallets
 from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread, when
+from shared.journal import audit_key_fingerprint
 from shared.policy import SignedPolicy
 
 STATE_STYLE = {
@@ -119,6 +120,14 @@ class HomeScreen(NavScreen):
         self.notify(f"{count} pending record(s) written to the journal.")
         self.refresh_facts()
 
+    def _clock(self) -> Text:
+        """The station's UTC time; red when it is behind the journal (nothing signs then)."""
+        now = int(time.time())
+        shown = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+        if now < self.appliance.journal.last_time:
+            return Text(f"{shown}: BEHIND the journal's last record, set it right", "bold red")
+        return Text(shown)
+
     def _identity(self) -> Text:
         appliance = self.appliance
         config = appliance.config
@@ -129,7 +138,7 @@ class HomeScreen(NavScreen):
         lines = Text()
 
         def line(name: str, value: str | Text, style: str = "") -> None:
-            lines.append(f"{name:<9}", style="bold")
+            lines.append(f"{name:<10}", style="bold")
             lines.append(value if isinstance(value, Text) else Text(value, style=style))
             lines.append("\n")
 
@@ -138,6 +147,14 @@ class HomeScreen(NavScreen):
             f"{config.appliance_id} · {config.network}"
             + (" · demo tokens (SoftHSM2)" if config.demo else ""),
         )
+        audit = appliance.journal.audit_key
+        line(
+            "Audit key",
+            f"fingerprint {audit_key_fingerprint(audit)} (ops compare it on wallet import)"
+            if audit
+            else "none yet",
+        )
+        line("Clock", self._clock())
         if signed is None:
             line("Policy", "none installed: no ceremony can run", "bold red")
         else:

@@ -115,6 +115,13 @@ class JournalScreen(NavScreen):
         value = self.query_one("#event", Select).value
         return value if isinstance(value, str) else None
 
+    def actor_names(self, actors: tuple[str, ...] | list[str]) -> str:
+        """Who acted, by the token each enrolled with (the fingerprint when unknown): an
+        approval reads ``officer-1, officer-3``, not a count."""
+        enrolled = self.appliance.journal.enrolled
+        names = [enrolled[a].token if a in enrolled else a[:8] for a in actors]
+        return ", ".join(names) or "-"
+
     def apply_filter(self) -> None:
         table = self.query_one("#rows", DataTable)
         table.clear()
@@ -128,7 +135,7 @@ class JournalScreen(NavScreen):
                     when(r.time)[:16],
                     r.event,
                     r.decision or "",
-                    str(len(r.actors)),
+                    self.actor_names(r.actors),
                     ids[0][:16] if ids else "",
                     key=str(r.seq),
                 )

@@ -26,6 +26,7 @@ from appliance.tui.screens.common import (
     btc_or_unknown,
     go_home,
     grouped,
+    hash_word_lines,
     hex_text,
     off_thread,
     until,
@@ -135,7 +136,7 @@ def hash_text(view: ReviewView) -> Text:
     text.append("hex    ", style="bold")
     text.append(f"{grouped(hex_text(view.request_hash))}\n")
     text.append("words  ", style="bold")
-    text.append(str(view.hash_words), style="bold cyan")
+    text.append(hash_word_lines(view.hash_words, len("words  ")), style="bold cyan")
     return text
 
 
