@@ -693,6 +693,42 @@ def test_refusing_at_review_tells_the_engine(made: tuple[Appliance, dict[str, An
     run(app, SMALL, body)
 
 
+def test_escape_is_labelled_as_what_it_does(made: tuple[Appliance, dict[str, Any]]) -> None:
+    """Issue 18: the footer said "Leave" where escape refused the request. An approvable
+    request shows "Refuse & leave" (and escape asks for the reason); a refused one, "Leave"."""
+    appliance, info = made
+    session = StandInSession(valid_case(), info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: session)
+
+    async def body(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Refuse & leave" in footer and " Leave" not in footer.replace("& leave", "")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert "Refuse this request?" in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert session.refused == ["officers declined at review"]
+
+    run(app, SMALL, body)
+
+    refused = StandInSession(refused_case(), info["officers"])
+    app = ColdstationApp(appliance, session_factory=lambda _a: refused)
+
+    async def leave(pilot: Any) -> None:
+        app.scanned(b"psbt\xff")
+        await settle(pilot)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Leave" in footer and "Refuse" not in footer
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen) and refused.refused == []
+
+    run(app, SMALL, leave)
+
+
 # -- the real engine, end to end ----------------------------------------------------------------
 
 
@@ -784,6 +820,31 @@ def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[st
         assert table.get_row_at(0)[2:4] == ["signing_decision", "approved"]
 
     run(app, SMALL, body)
+
+
+def test_an_officers_refusal_before_any_token_opened_says_it_is_pending(
+    made: tuple[Appliance, dict[str, Any]],
+) -> None:
+    """Issue 18: the toast said "in the journal" while home showed the refusal pending."""
+    appliance, _info = made
+    pubkey = appliance.keystore.info("treasury").public_key_bytes
+    app = ColdstationApp(appliance)
+    before = len(appliance.state.pending())
+
+    async def body(pilot: Any) -> None:
+        app.scanned(own_request(pubkey, "ops-alice"))
+        await settle(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(pilot)
+        said = [n.message for n in app._notifications]
+        assert any("waits as a pending record" in m for m in said), said
+        assert not any("is in the journal" in m for m in said), said
+        assert len(appliance.state.pending()) == before + 1
+
+    run(app, SMALL, body)
+    appliance.flush_pending([("officer-1", "1111"), ("officer-2", "2222")])  # as home's w does
 
 
 def test_a_refusal_waits_for_officers_who_write_it_from_home(

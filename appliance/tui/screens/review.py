@@ -146,6 +146,8 @@ class ReviewScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
         Binding("r", "refuse", "Refuse"),
+        # one key, two meanings, each labelled as what it does (issue 18: "Leave" refused)
+        Binding("escape", "refuse_and_leave", "Refuse & leave"),
         Binding("escape", "leave", "Leave"),
     ]
 
@@ -183,8 +185,12 @@ class ReviewScreen(Screen[None]):
         self.query_one("#review").focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("approve", "refuse"):
+        """Approve and refuse only an approvable request; plain leave only a refused one
+        (the engine journaled that refusal when it reviewed)."""
+        if action in ("approve", "refuse", "refuse_and_leave"):
             return bool(self.review.approved_for_signing)
+        if action == "leave":
+            return not self.review.approved_for_signing
         return True
 
     def action_approve(self) -> None:
@@ -195,11 +201,11 @@ class ReviewScreen(Screen[None]):
     def action_refuse(self) -> None:
         self.refuse()
 
+    def action_refuse_and_leave(self) -> None:
+        self.refuse()  # leaving an approvable request is refusing it
+
     def action_leave(self) -> None:
-        if self.review.approved_for_signing:
-            self.refuse()  # leaving an approvable request is refusing it
-        else:
-            go_home(self)  # the engine journaled the refusal when it reviewed
+        go_home(self)
 
     @work(group="ceremony")
     async def refuse(self) -> None:
@@ -212,6 +218,7 @@ class ReviewScreen(Screen[None]):
         )
         if reason is None:
             return
+        pending = len(self.appliance.state.pending())
         try:
             await off_thread(lambda: self.ceremony.refuse(reason))
         except EngineError as exc:
@@ -219,5 +226,11 @@ class ReviewScreen(Screen[None]):
                 str(exc), title="Could not record the refusal", severity="error", timeout=10
             )
             return
-        self.notify("Request refused; the refusal is in the journal.")
+        if len(self.appliance.state.pending()) > pending:  # no officer had opened the token
+            self.notify(
+                "Request refused. The refusal waits as a pending record: officers write it "
+                "into the journal with w on the home screen."
+            )
+        else:
+            self.notify("Request refused; the refusal is in the journal.")
         go_home(self)
