@@ -214,8 +214,9 @@ step configure
     install -m 0644 -o root -g root "$HERE/rootfs/$f" "$ROOT/$f"
 done
 chmod 0755 "$ROOT"/usr/lib/coldstation/* "$ROOT/etc/initramfs-tools/hooks/coldstation-airgap"
-install -m 0644 "$HERE/config/selfcheck.conf" "$ROOT/etc/coldstation/selfcheck.conf"
-install -m 0644 "$HERE/config/appliance.conf" "$ROOT/etc/coldstation/appliance.conf"
+# -D: git keeps no empty folder, so nothing in rootfs/ makes etc/coldstation (issue 18)
+install -D -m 0644 "$HERE/config/selfcheck.conf" "$ROOT/etc/coldstation/selfcheck.conf"
+install -D -m 0644 "$HERE/config/appliance.conf" "$ROOT/etc/coldstation/appliance.conf"
 echo coldstation > "$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost coldstation\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
 rm -f "$ROOT/etc/resolv.conf"   # debootstrap copies the build host's
