@@ -62,6 +62,8 @@ from pkcs11.constants import DEFAULT, MechanismFlag
 from pkcs11.exceptions import PinIncorrect, PinLenRange, PKCS11Error
 from pkcs11.types import SignMixin, UnwrapMixin, WrapMixin
 from shamir_mnemonic import MnemonicError
+from shamir_mnemonic.share import Share
+from shamir_mnemonic.wordlist import WORD_INDEX_MAP
 
 from appliance.hsm import Hsm, HsmError, WrongPinError
 from appliance.keystore import (
@@ -73,9 +75,12 @@ from appliance.keystore import (
     ec_point_der,
     private_key_template,
     secp256k1_params,
+    wipe,
 )
 from shared.bitcoin.ecdsa import der_from_raw, verify
 
+#: Words in one SLIP-39 share: 20 for a 128-bit secret, 33 for the 256-bit KEK.
+SHARE_WORDS = (20, 33)
 KEK_LABEL = "coldstation-kek"
 KEK_BYTES = 32
 MAX_SHARES = 16
@@ -112,6 +117,23 @@ def new_kek_shares(threshold: int, count: int) -> list[str]:
     return list(groups[0])
 
 
+def share_problem(mnemonic: str) -> str | None:
+    """What is wrong with one typed KEK share, without repeating any of its words (they are
+    a secret): the word count, which word (by position) is not a SLIP-39 word, or a failed
+    checksum (a word mistyped into another list word); None when the share is sound."""
+    words = mnemonic.lower().split()
+    if len(words) not in SHARE_WORDS:
+        return f"it has {len(words)} words; a KEK share has 20 or 33"
+    for position, word in enumerate(words, start=1):
+        if word not in WORD_INDEX_MAP:
+            return f"word {position} is not a SLIP-39 word (mistyped?)"
+    try:
+        Share.from_mnemonic(" ".join(words))
+    except (MnemonicError, ValueError):
+        return "its checksum fails: a word is mistyped into another list word"
+    return None
+
+
 def combine_kek_shares(mnemonics: Iterable[str]) -> bytearray:
     """The KEK from k shares, as a bytearray the caller wipes (see :func:`combined_kek`)."""
     try:
@@ -132,12 +154,6 @@ def combined_kek(mnemonics: Iterable[str]) -> Iterator[bytearray]:
         yield secret
     finally:
         wipe(secret)
-
-
-def wipe(buffer: bytearray) -> None:
-    """Overwrite a secret buffer in place (best effort: copies made elsewhere remain)."""
-    for i in range(len(buffer)):
-        buffer[i] = 0
 
 
 def _share_problem(exc: Exception) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.appliance import Appliance
-from appliance.backup import new_kek_shares
+from appliance.backup import new_kek_shares, share_problem
 from appliance.exit_codes import REFUSALS, ExitCode, failure
 from appliance.initialise import MAX_PIN, MIN_PIN, EnrolmentPlan, enrol, initialise
 from appliance.keystore import BackupModel, KeyState
@@ -577,7 +577,8 @@ def kek_command(args: argparse.Namespace) -> int:
 
 def _kek_shares(args: argparse.Namespace) -> list[str]:
     pins = PinSource(args.pin_fd)
-    return [pins.pin(f"KEK share {i}") for i in range(1, args.kek_shares + 1)]
+    count = args.kek_shares
+    return [pins.checked(f"KEK share {i} of {count}", share_problem) for i in range(1, count + 1)]
 
 
 def backup_command(args: argparse.Namespace) -> int:

@@ -853,7 +853,8 @@ def _read_secret(
 
 
 def wipe(buffer: bytearray) -> None:
-    """Overwrite a secret we hold in a mutable buffer (best effort in CPython)."""
+    """Overwrite a secret we hold in a mutable buffer, in place (best effort in CPython:
+    copies made elsewhere, such as the ``bytes`` a library needed, remain)."""
     buffer[:] = bytes(len(buffer))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Callable
 
 #: How often a person may mistype a new PIN and its confirmation before the ceremony stops.
 NEW_PIN_TRIES = 3
@@ -60,6 +61,20 @@ class PinSource:
                 continue
             return value
         raise PinSourceError(f"no PIN chosen for {purpose} after {NEW_PIN_TRIES} tries")
+
+    def checked(self, purpose: str, problem_of: Callable[[str], str | None]) -> str:
+        """A secret checked as soon as it is typed (a KEK share): at a prompt a bad one is
+        asked again, saying what is wrong (never its content), up to NEW_PIN_TRIES times;
+        from a descriptor it fails at once, naming ``purpose`` and the problem."""
+        for _ in range(NEW_PIN_TRIES if self._fd is None else 1):
+            value = self.pin(purpose)
+            problem = problem_of(value)
+            if problem is None:
+                return value
+            if self._fd is not None:
+                break
+            print(f"  {purpose}: {problem}; type it again", file=sys.stderr)
+        raise PinSourceError(f"{purpose}: {problem}")
 
 
 def _read_line(fd: int) -> str | None:

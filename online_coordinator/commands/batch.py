@@ -38,6 +38,7 @@ from online_coordinator.payouts import MAX_CSV_BYTES
 from online_coordinator.status import acknowledge_alert, coordinator_status
 from online_coordinator.store import outcome, storage_error
 from online_coordinator.sync import SyncReport, sync_with
+from online_coordinator.tables import status_text
 from online_coordinator.transport import receive, ur_parts, write_bbqr, write_qr_video
 from shared.bitcoin.amount import AmountError, parse_sat_per_vb
 from shared.psbt.model import Psbt
@@ -129,6 +130,7 @@ def register(commands: Any) -> None:
     status = add_state(commands.add_parser("status", help="every batch's state and alerts"))
     status.add_argument("label", nargs="?")
     status.add_argument("--sync", action="store_true", help="sync with the node first")
+    status.add_argument("--json", action="store_true", help="the status document, for machines")
     status.set_defaults(handler=status_command)
 
 
@@ -333,13 +335,13 @@ def sync_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    """JSON; 3 with open alerts, else 4 when the node is unavailable (states as last
-    recorded, confirmations null), else 0."""
+    """A table (JSON with --json); 3 with open alerts, else 4 when the node is unavailable
+    (states as last recorded, confirmations null), else 0."""
     with opened(args) as (config, store):
         status = coordinator_status(config, store, label=args.label, sync_first=args.sync)
     if status.synced is not None:  # stdout stays pure JSON: the sync summary goes to stderr
         _print_sync(status.synced, sys.stderr)
-    print(json.dumps(status.document, indent=2))
+    print(json.dumps(status.document, indent=2) if args.json else status_text(status.document))
     if status.open_alerts:
         return ExitCode.ALERT
     return ExitCode.NODE_UNAVAILABLE if not status.node_available else 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from online_coordinator.commands.common import CommandError, add_state, opened
 from online_coordinator.config import Config, init_state
+from online_coordinator.tables import wallet_text
 from online_coordinator.transport import receive
 from online_coordinator.wallet import (
     ApplianceExport,
@@ -115,6 +116,7 @@ def register(commands: Any) -> None:
 
     show = add_state(sub.add_parser("show", help="balance, coins and address inventory"))
     show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="the summary document, for machines")
     show.set_defaults(handler=show_command)
 
     check = add_state(sub.add_parser("reconcile", help="inventory and coins against the node"))
@@ -255,7 +257,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 def show_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
-        print(json.dumps(wallet_summary(store, load_wallet(store, args.name).id), indent=2))
+        summary = wallet_summary(store, load_wallet(store, args.name).id)
+    print(json.dumps(summary, indent=2) if args.json else wallet_text(summary))
     return 0
 
 

@@ -43,7 +43,7 @@ def signed_batch(desk: Desk, label: str = "b1") -> SoftAppliance:
 
 
 def status_of(desk: Desk, label: str = "b1") -> dict:
-    return json.loads(desk.run("status", label).out)["batches"][0]
+    return json.loads(desk.run("status", label, "--json").out)["batches"][0]
 
 
 def broadcast_rows(desk: Desk) -> list[dict]:
@@ -52,7 +52,7 @@ def broadcast_rows(desk: Desk) -> list[dict]:
 
 
 def alerts(desk: Desk) -> list[dict]:
-    return json.loads(desk.run("status").out)["alerts"]
+    return json.loads(desk.run("status", "--json").out)["alerts"]
 
 
 def settle_and_check_paid_once(desk: Desk, label: str = "b1") -> None:
@@ -210,7 +210,7 @@ def test_status_while_the_node_is_unreachable_says_so(proxied: ProxiedDesk) -> N
     proxied.node.mine(1)
     proxied.ok("sync")
     proxied.stop_node()
-    result = proxied.run("status", "b1")
+    result = proxied.run("status", "b1", "--json")
     assert result.code == 4
     shown = json.loads(result.out)
     assert shown["node"].startswith("unavailable: ") and shown["tip"] is None

@@ -222,5 +222,5 @@ def test_sync_on_a_full_disk_keeps_what_it_walked(full: tuple[Desk, Disk]) -> No
     disk.free()
     out = desk.ok("sync")
     assert "ALERT" not in out
-    shown = json.loads(desk.ok("status", "b1"))
+    shown = json.loads(desk.ok("status", "b1", "--json"))
     assert shown["batches"][0]["state"] == "confirmed" and shown["alerts"] == []

@@ -64,7 +64,7 @@ def sign_and_import(desk: Desk, label: str, request: Path, *appliances: SoftAppl
 
 
 def status(desk: Desk, label: str) -> dict:
-    result = desk.run("status", label)
+    result = desk.run("status", label, "--json")
     return json.loads(result.out)["batches"][0]
 
 
@@ -242,7 +242,7 @@ def test_outflow_without_a_request_raises_an_alert(desk: Desk) -> None:
     stolen = steal(desk, appliance, address)
     result = desk.run("sync")
     assert result.code == 3 and "outflow without a signed request" in result.out
-    alerts = json.loads(desk.run("status").out)["alerts"]
+    alerts = json.loads(desk.run("status", "--json").out)["alerts"]
     assert alerts and stolen in alerts[0]["message"]
     assert desk.run("status").code == 3  # open until someone says what was done
     desk.ok("acknowledge", str(alerts[0]["id"]), "--note", "key compromise protocol started")

@@ -34,7 +34,7 @@ def test_an_exhausted_pool_refuses_instead_of_reusing_and_keeps_every_note(desk:
     issued = _issued(desk.store())
     assert [note for _, note in issued] == ["customer 43", "customer 44"]
     assert len({address for address, _ in issued}) == 2
-    warnings = json.loads(desk.ok("status"))["address_warnings"]
+    warnings = json.loads(desk.ok("status", "--json"))["address_warnings"]
     assert [(w["wallet"], w["fresh_addresses"]) for w in warnings] == [("treasury", 0)]
 
 
@@ -106,4 +106,20 @@ def test_a_bip32_wallet_hands_out_fresh_receive_and_change_addresses(desk: Desk)
     )
     assert [r["idx"] for r in change] == [0, 1, 2]
     assert not {r["address"] for r in change} & set(receive)
-    assert json.loads(desk.ok("status"))["address_warnings"] == []
+    assert json.loads(desk.ok("status", "--json"))["address_warnings"] == []
+
+
+def test_status_and_wallet_show_read_as_tables_and_as_json_with_a_flag(desk: Desk) -> None:
+    """Issue 18: both were JSON only."""
+    desk.import_soft("treasury", SoftAppliance("cold-1", pool=2))
+    address = desk.ok("wallet", "address", "treasury", "--note", "customer 7").split()[0]
+    desk.fund(address, BTC, 2)
+    desk.ok("sync")
+    shown = desk.ok("wallet", "show", "treasury")
+    assert "available  2      2 BTC" in shown
+    assert address in shown and "customer 7" in shown and "receive" in shown
+    assert json.loads(desk.ok("wallet", "show", "treasury", "--json"))["wallet"] == "treasury"
+    status = desk.ok("status")
+    assert status.startswith("node: ok") and "no batches" in status
+    assert "warning: wallet treasury has 1 fresh address(es) left" in status
+    assert json.loads(desk.ok("status", "--json"))["batches"] == []

@@ -169,4 +169,4 @@ def test_init_writes_a_private_state_folder(desk: Desk) -> None:
     )
     assert mode(fresh) == 0o700
     assert mode(fresh / "coordinator.toml") == mode(fresh / "coordinator.sqlite") == 0o600
-    assert json.loads(desk.run("status", "--state", str(fresh)).out)["batches"] == []
+    assert json.loads(desk.run("status", "--state", str(fresh), "--json").out)["batches"] == []

@@ -347,7 +347,9 @@ def fund(demo: Demo, wallet: str, coins: Sequence[str]) -> None:
     demo.coordinator("1 block mined", "regtest", "mine", "1", *demo.datadir)
     demo.coordinator("coordinator synced with the node", "sync", *demo.state)
     shown = json_of(
-        demo.run("coldstation-coordinator", ["wallet", "show", wallet, *demo.state]).stdout
+        demo.run(
+            "coldstation-coordinator", ["wallet", "show", wallet, "--json", *demo.state]
+        ).stdout
     )
     available = shown["coins"].get("available", {"count": 0, "sats": 0})
     if available["count"] != len(coins):
@@ -436,7 +438,9 @@ def finish(demo: Demo, payment: Payment, signed: Sequence[Path]) -> None:
         f"{CONFIRMATIONS} blocks mined", "regtest", "mine", str(CONFIRMATIONS), *demo.datadir
     )
     status = json_of(
-        demo.coordinator(f"batch {label}: status synced", "status", "--sync", label, *demo.state)
+        demo.coordinator(
+            f"batch {label}: status synced", "status", "--sync", "--json", label, *demo.state
+        )
     )
     batch = next(b for b in status["batches"] if b["label"] == label)
     payment.confirmations = int(batch["confirmations"])
