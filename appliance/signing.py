@@ -413,6 +413,42 @@ class SigningSession:
         self.appliance.defer_refusal(subjects, kept)
 
 
+#: How many of the newest records "show the last signed PSBT again" looks through.
+LAST_SIGNED_LOOKBACK = 5_000
+
+
+def last_signed(appliance: Appliance) -> SignedResult | None:
+    """The newest approved signing's PSBT as the station kept it, to show again after its
+    screen was left (issue 18): no approval, no HSM, nothing journaled. Only a copy that
+    is exactly what its verified journal record vouches for is returned (same transaction,
+    that record attached as its receipt, the signatures digest the record names); None
+    when there is none within LAST_SIGNED_LOOKBACK records or the copy does not match."""
+    store, journal = appliance.recorder.store, appliance.journal
+    newest = len(store) - 1
+    for seq in range(newest, max(-1, newest - LAST_SIGNED_LOOKBACK), -1):
+        entry = Entry.from_bytes(store.entry(seq))
+        record = entry.record
+        if record.event != "signing_decision" or record.decision != "approved":
+            continue
+        if record.hash() != journal.hash_at(seq):
+            return None
+        txid = str(record.details.get("txid"))
+        try:
+            data = appliance.state.signed_path(txid).read_bytes()
+            kept = Psbt.parse(data)
+        except (OSError, PsbtError):
+            return None
+        if (
+            kept.unsigned_tx.txid_hex != txid
+            or read_receipts(kept) != [entry.to_bytes()]
+            or _partial_sigs_digest(kept) != record.subjects.get("signatures")
+        ):
+            return None
+        count = sum(len(inp.partial_sigs) > 0 for inp in kept.inputs)
+        return SignedResult(data, seq, count)
+    return None
+
+
 def _signed_by_us(psbt: Psbt, inputs: list) -> bool:
     """Every one of our inputs carries our key's valid SIGHASH_ALL signature (the copy kept
     on the medium is shown again only if the HSM really made what it holds)."""
@@ -437,4 +473,4 @@ def _partial_sigs_digest(psbt: Psbt) -> bytes:
     return digest.digest()
 
 
-__all__ = ["ApprovalState", "SignedResult", "SigningError", "SigningSession"]
+__all__ = ["ApprovalState", "SignedResult", "SigningError", "SigningSession", "last_signed"]

@@ -56,6 +56,7 @@ from shared.request import RequestMetadata, attach_request, read_receipts
 from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import decode_psbt, encode_psbt
 from shared.ur.ur import UR, UREncoder, upper
+from tests.coordinator.softappliance import strip_receipts
 
 EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
 OFFICER_PINS = {"officer-1": "1111", "officer-2": "2222", "officer-3": "3333"}
@@ -818,8 +819,43 @@ def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[st
         table = app.screen.query_one("#rows", DataTable)
         assert table.row_count == 1  # this request's signing decision, nothing else
         assert table.get_row_at(0)[2:4] == ["signing_decision", "approved"]
+        # issue 18: the signed QR again from home, after its screen was left: no approval
+        length = len(appliance.recorder.store)
+        await pilot.press("escape", "h")
+        await pilot.pause()
+        await pilot.press("l")
+        await settle(pilot)
+        again = app.screen
+        assert isinstance(again, ShowQrScreen) and "again" in screen_text(app)
+        again.action_pause()
+        receiver = QrReceiver(expected_types=["crypto-psbt"])
+        for _ in range(20 * again.stream.parts):
+            again.advance()
+            receiver.feed(frame_image(again.frame_text))
+            if receiver.is_complete:
+                break
+        assert receiver.result is not None
+        assert Psbt.parse(decode_psbt(receiver.result.cbor)).serialize() == signed.serialize()
+        assert len(appliance.recorder.store) == length  # nothing journaled, nothing signed
 
     run(app, SMALL, body)
+    # someone with the medium swaps the kept copy (no receipt) or deletes it: home's "last
+    # signed" refuses it instead of showing a PSBT the journal does not vouch for
+    from appliance.signing import last_signed
+
+    found = last_signed(appliance)
+    assert found is not None
+    kept = Psbt.parse(found.psbt_bytes)
+    path = appliance.state.signed_path(kept.unsigned_tx.txid_hex)
+    original = path.read_bytes()
+    try:
+        path.write_bytes(strip_receipts(kept).serialize())
+        assert last_signed(appliance) is None
+        path.unlink()
+        assert last_signed(appliance) is None
+    finally:
+        path.write_bytes(original)
+    assert last_signed(appliance) is not None
 
 
 def test_an_officers_refusal_before_any_token_opened_says_it_is_pending(

@@ -53,6 +53,7 @@ class HomeScreen(NavScreen):
     NAME: ClassVar[str] = "home"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "write_pending", "Write pending"),
+        Binding("l", "last_signed", "Last signed QR"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -94,6 +95,30 @@ class HomeScreen(NavScreen):
         if action == "write_pending":
             return bool(self.appliance.state.pending())
         return super().check_action(action, parameters)
+
+    def action_last_signed(self) -> None:
+        """The newest signed PSBT again, from the station's checked copy (no approval)."""
+        from appliance.signing import last_signed
+        from shared.ui.show_qr import ShowQrScreen
+        from shared.ur.registry import encode_psbt
+        from shared.ur.ur import UR
+
+        try:
+            result = last_signed(self.appliance)
+        except Exception as exc:  # a damaged journal or medium: say so, do not crash
+            self.notify(f"cannot show it again: {exc}", severity="error", timeout=10)
+            return
+        if result is None:
+            self.notify(
+                "No signed PSBT to show again: none was approved recently, or the station's "
+                "copy does not match its journal record.",
+                severity="warning",
+                timeout=10,
+            )
+            return
+        ur = UR("crypto-psbt", encode_psbt(result.psbt_bytes))
+        note = f"shown again: journal record {result.receipt_seq} · no new approval"
+        self.app.push_screen(ShowQrScreen(ur, "Signed PSBT (again)", note))
 
     def action_write_pending(self) -> None:
         self.write_pending(self.appliance.policy().approval_quorum)
