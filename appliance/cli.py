@@ -31,7 +31,7 @@ from appliance.pins import PinSource
 from appliance.policy_draft import PolicyChanges, draft_next
 from appliance.signing import SigningSession, approved_request
 from appliance.state import ApplianceState
-from appliance.station import CeremonyError
+from appliance.station import ADDRESS_CHECK_DEPTH, CeremonyError
 from shared.adapters.console import add_version, quiet_broken_pipe
 from shared.bitcoin.bip32 import fingerprint
 from shared.bitcoin.descriptor import Descriptor
@@ -288,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("officer", help="the locked-out officer's token label")
     reset.add_argument("--admins", required=True, help="administrator token labels")
     reset.set_defaults(handler=reset_lockout_command)
+
+    check = _command(sub, "address-check", help="is this address one of our wallets'?")
+    check.add_argument("address")
+    check.add_argument(
+        "--up-to",
+        type=int,
+        default=ADDRESS_CHECK_DEPTH,
+        help="highest index looked at on each branch of a ranged wallet (default %(default)s)",
+    )
+    check.set_defaults(handler=address_check_command)
 
     status = _command(sub, "status", help="appliance, keys, policy and journal head")
     status.set_defaults(handler=status_command)
@@ -766,6 +776,24 @@ def reset_lockout_command(args: argparse.Namespace) -> int:
         f"{args.officer} may try its PIN again; the reset is journaled at the next "
         f"activation ({evidence.name})"
     )
+    return 0
+
+
+def address_check_command(args: argparse.Namespace) -> int:
+    """0 and where it is, for an address of a pinned wallet; 1 (refused) when it is not."""
+    if not 0 <= args.up_to <= 1_000_000:
+        raise CeremonyError("--up-to must be 0..1000000")
+    with _appliance(args) as appliance:
+        found = appliance.address_owner(args.address, args.up_to)
+    if found is None:
+        raise CeremonyError(
+            f"{args.address.strip()} is NOT an address of this station's wallets "
+            f"(indexes 0..{args.up_to} of each branch looked at)"
+        )
+    key = found.our_key
+    model = "bip32 seed" if key.account is not None else "hsm key"
+    print(f"ours: {found.describe()} · key {key.label} ({model}, {key.state})")
+    print(f"  wallet {found.descriptor}")
     return 0
 
 

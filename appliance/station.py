@@ -51,12 +51,12 @@ from appliance.token_objects import (
     read_anchor,
 )
 from appliance.tokens import Modules, TokenDirectory, TokenIdentity
-from shared.bitcoin.address import Network, network_by_name
+from shared.bitcoin.address import AddressError, Network, address_to_script, network_by_name
 from shared.bitcoin.descriptor import Descriptor
 from shared.closing import Closing
 from shared.journal import Entry
 from shared.policy import Policy, SignedPolicy
-from shared.review import OurKey, PinnedWallet
+from shared.review import OurKey, PinnedWallet, WalletMatch
 from shared.station import StationState
 
 #: Officers or administrators presented for a ceremony: (token label, PIN).
@@ -64,6 +64,8 @@ Presented = Sequence[tuple[str, str]]
 #: Pending files journaled per activation: a flood of planted ones is worked off slowly,
 #: never all at once (each still verified, and counted toward nothing).
 MAX_PENDING_PER_ACTIVATION = 64
+#: How deep the address check looks on each branch of a ranged wallet (issue 18).
+ADDRESS_CHECK_DEPTH = 1000
 
 
 class CeremonyError(RuntimeError):
@@ -288,6 +290,21 @@ class Station(Closing):
             if e.label != AUDIT_KEY_LABEL
         )
         return PinnedWallet(descriptors, keys)
+
+    def address_owner(
+        self, address: str, max_index: int = ADDRESS_CHECK_DEPTH
+    ) -> WalletMatch | None:
+        """Which pinned wallet, branch and index ``address`` is, or None: the check an
+        officer makes before a customer is given an address (on the policy's network)."""
+        try:
+            script = address_to_script(address.strip(), self.network)
+        except AddressError as exc:
+            raise CeremonyError(
+                f"{address.strip()[:90]!r} is not a {self.network.label} address: {exc}"
+            ) from None
+        if not self.journal.wallets:
+            return None
+        return self.pinned_wallet().search(script, max_index)
 
     def tokens(self) -> TokenDirectory:
         """Officer and administrator tokens, each in the module it was enrolled from and

@@ -273,6 +273,22 @@ class PinnedWallet:
                         return self._make_match(position, index, change)
         return None
 
+    def search(self, script_pubkey: bytes, max_index: int) -> WalletMatch | None:
+        """Which pinned wallet, branch and index pays ``script_pubkey``, looking at indexes
+        0..``max_index`` of every ranged descriptor (the address check: COLDCARD's address
+        explorer); None when none does."""
+        found = self._fixed.get(script_pubkey)
+        if found is not None:
+            return found
+        for position, descriptor in enumerate(self.descriptors):
+            if not descriptor.is_ranged:
+                continue
+            for index in range(max_index + 1):
+                for change in _branches(descriptor):
+                    if descriptor.derive(index, change).script_pubkey == script_pubkey:
+                        return self._make_match(position, index, change)
+        return None
+
     def claims_ours(self, hints: Mapping[bytes, KeyOrigin], scripts: Iterable[bytes]) -> bool:
         """True when PSBT data says a script is this wallet's: our keys or fingerprints in
         the derivation hints, or one of our keys inside a given witness/redeem script (a

@@ -10,7 +10,10 @@ from textual.widgets import Footer
 
 
 class KeysFooter(Footer):
-    """The Footer, compact below 120 columns so every key still fits at 80x24."""
+    """The Footer, compact below 120 columns so every key still fits at 80x24; there the
+    command palette's ``^p`` gives its room to the screen's own keys (it still works)."""
 
     def on_resize(self) -> None:
-        self.compact = self.size.width < 120
+        narrow = self.size.width < 120
+        self.compact = narrow
+        self.show_command_palette = not narrow

@@ -264,3 +264,21 @@ def test_the_account_matches_the_seed_path_rules():
     assert account.xpub == master.derive_path("m/84h/1h/0h").neuter()
     _, main = account_from_seed(seed, Network.MAINNET)
     assert str(main.xpub).startswith("xpub") and main.origin.path[1] == 0x80000000
+
+
+def test_the_station_says_whether_an_address_is_ours_and_where(bip32_station):
+    """Issue 18, COLDCARD's address explorer: an officer checks an address before a
+    customer gets it. Ours: which wallet, branch, index and key; anyone else's: refused."""
+    state, descriptor, _ = bip32_station
+    receive = descriptor.address(37, Network.REGTEST)
+    change = descriptor.address(5, Network.REGTEST, change=True)
+    done = run(state, "address-check", receive)
+    assert done.returncode == 0, done.stderr
+    assert "receive index 37" in done.stdout and "key treasury (bip32 seed, active)" in done.stdout
+    assert "change index 5" in run(state, "address-check", change).stdout
+    beyond = run(state, "address-check", descriptor.address(60, Network.REGTEST), "--up-to", "50")
+    assert beyond.returncode == 1 and "NOT an address of this station's wallets" in beyond.stderr
+    stranger = run(state, "address-check", PAYEE)
+    assert stranger.returncode == 1 and "NOT an address" in stranger.stderr
+    garbage = run(state, "address-check", "bc1qnotanaddress")
+    assert garbage.returncode == 1 and "is not a regtest address" in garbage.stderr

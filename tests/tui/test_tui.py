@@ -46,7 +46,7 @@ from appliance.tui.screens.review import ReviewScreen
 from appliance.tui.screens.scan import ScanScreen
 from shared.adapters.receiver import QrReceiver
 from shared.adapters.video import write_video
-from shared.bitcoin.address import Network, address_to_script
+from shared.bitcoin.address import Network, address_to_script, network_by_name
 from shared.bitcoin.script import p2wpkh_script
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.journal import Entry, audit_key_fingerprint
@@ -282,6 +282,38 @@ def test_home_shows_the_real_appliance(appliance: Appliance, size: tuple[int, in
         assert re.search(r"Clock\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), text
 
     run(ColdstationApp(appliance), size, body)
+
+
+def test_home_checks_whether_an_address_is_ours(appliance: Appliance) -> None:
+    """Issue 18: an address check on the station (COLDCARD's address explorer)."""
+    from appliance.tui.screens.address_check import AddressCheckScreen
+    from shared.bitcoin.address import script_to_address
+
+    network = network_by_name(appliance.policy().network)
+    ours = script_to_address(
+        p2wpkh_script(appliance.keystore.info("treasury").public_key_bytes), network
+    )
+    stranger = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, AddressCheckScreen)
+        for address, expected in (
+            (ours, "OURS: wallet"),
+            (stranger, "NOT OURS"),
+            ("bc1qnonsense", "is not a regtest address"),
+        ):
+            pilot.app.screen.query_one("#address").value = address
+            await pilot.press("enter")
+            await settle(pilot)
+            assert expected in screen_text(pilot.app), screen_text(pilot.app)
+        assert "key treasury (hsm key, active)" not in screen_text(pilot.app)  # last: garbage
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, HomeScreen)
+
+    run(ColdstationApp(appliance), SMALL, body)
 
 
 def test_navigation_by_keys_and_palette(appliance: Appliance) -> None:

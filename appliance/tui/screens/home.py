@@ -53,7 +53,8 @@ class HomeScreen(NavScreen):
     NAME: ClassVar[str] = "home"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "write_pending", "Write pending"),
-        Binding("l", "last_signed", "Last signed QR"),
+        Binding("l", "last_signed", "Last QR"),
+        Binding("a", "address_check", "Address"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -95,6 +96,11 @@ class HomeScreen(NavScreen):
         if action == "write_pending":
             return bool(self.appliance.state.pending())
         return super().check_action(action, parameters)
+
+    def action_address_check(self) -> None:
+        from appliance.tui.screens.address_check import AddressCheckScreen
+
+        self.app.push_screen(AddressCheckScreen(self.appliance))
 
     def action_last_signed(self) -> None:
         """The newest signed PSBT again, from the station's checked copy (no approval)."""
