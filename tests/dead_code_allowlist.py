@@ -17,3 +17,4 @@ _.wrap_unwrap  # profiles.ModuleProfile: read by name through require("wrap_unwr
 _.raw_signatures  # profiles.ModuleProfile: a module's documented quirk (docs/hardware.md);
 # every profiled module returns raw r||s, and approve() refuses anything else by its length
 _.session_objects  # profiles.ModuleProfile: documented capability; no ceremony needs it yet
+_.show_command_palette  # textual Footer reactive: KeysFooter hides ^p below 120 columns
