@@ -150,6 +150,9 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     node = _node(_table(doc, "node", path), path)
     fees, requests = _table(doc, "fees", path, {}), _table(doc, "requests", path, {})
+    unknown = sorted(set(fees) - _FEE_KEYS - {"max_fee_rate", "fallback_fee_rate"})
+    if unknown:  # the old unitless keys are named by _fee_rate, with their replacement
+        raise ConfigError(f"{path}: unknown setting [fees] {unknown[0]!r}")
     config = Config(
         state_dir=state_dir,
         network=network,
@@ -245,9 +248,6 @@ def _fee_rate(fees: dict[str, Any], name: str, path: Path, default_sat_per_kvb: 
     """``[fees] NAME_sat_per_vb`` (a number, up to 3 decimals) as sat/kvB. The unit is in
     the key: the old unitless ``NAME`` (sat/kvB) is refused with its replacement, because
     people read it as sat/vB."""
-    unknown = sorted(set(fees) - _FEE_KEYS - {"max_fee_rate", "fallback_fee_rate"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting [fees] {unknown[0]!r}")
     if name in fees:
         old = fees[name]
         shown = f"{old / 1000:g}" if isinstance(old, int) and not isinstance(old, bool) else "N"

@@ -91,6 +91,10 @@ REFUSAL_CODES = (
 _RANK = {code: rank for rank, code in enumerate(REFUSAL_CODES)}
 _SIGHASH_NAMES = {0x01: "ALL", 0x02: "NONE", 0x03: "SINGLE"}
 _MAX_CANDIDATES = 8
+#: The highest index at which an output may pay one of our ranged wallets. Everything that
+#: looks for our coins (the coordinator's gap, Core's import range, the address check, the
+#: audit's derivation) stops by here, so coins sent beyond it would be lost from view.
+MAX_OUR_INDEX = 20_000
 _MAX_CACHE = 4096
 
 
@@ -994,6 +998,12 @@ class _Reviewer:
                     "is marked as our wallet's, but its script does "
                     "not derive from the pinned wallet",
                 )
+        elif found.index > MAX_OUR_INDEX:
+            self.refuse(
+                "change_not_ours",
+                f"output {index} ({out.value} sat to {shown}) pays our wallet at index "
+                f"{found.index}, beyond {MAX_OUR_INDEX}: no wallet scan would find those coins",
+            )
         elif found.our_key.state != "active":
             self.refuse(
                 "suspended_key",
@@ -1013,8 +1023,11 @@ class _Reviewer:
         )
 
     def _is_change(self, found: WalletMatch) -> bool:
-        """Change pays the wallet the inputs spend from, or one the policy calls internal;
-        any other pinned wallet is paid like an outside address (limits apply)."""
+        """Change pays the change branch (when the wallet has one) of the wallet the inputs
+        spend from, or of one the policy calls internal; a receive address, or any other
+        pinned wallet, is paid like an outside address (limits apply)."""
+        if found.descriptor.branch_count >= 2 and not found.change:
+            return False
         return found.position in self.input_wallets or str(found.descriptor) in self.internal
 
     # -- whole-transaction checks ------------------------------------------------------

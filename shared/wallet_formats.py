@@ -63,7 +63,9 @@ def bitcoin_core_request(descriptor: Descriptor, label: str) -> list[dict[str, o
         if branch == 0:  # Core refuses a label on an internal (change) descriptor
             item["label"] = label
         if single.is_ranged:
-            item |= {"active": True, "range": [0, CORE_RANGE_END], "internal": branch == 1}
+            # not active: Core watches the range but never hands out addresses itself (the
+            # coordinator is the one issuer; an address is never handed out twice)
+            item |= {"active": False, "range": [0, CORE_RANGE_END], "internal": branch == 1}
         request.append(item)
     return request
 
@@ -136,8 +138,8 @@ def _single_key_of(text: str) -> str:
 def _coldcard_json_key(text: str) -> str:
     try:
         export = json.loads(text)
-    except ValueError as exc:
-        raise WalletFormatError(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # a nesting bomb is not JSON we read
+        raise WalletFormatError(f"not JSON: {str(exc)[:80] or 'nested too deeply'}") from None
     if isinstance(export, dict) and isinstance(export.get("outputs"), list):
         return _account_cosigner(export["outputs"])
     if not isinstance(export, dict) or not isinstance(export.get("xfp"), str):

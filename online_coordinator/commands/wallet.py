@@ -48,15 +48,7 @@ def register(commands: Any) -> None:
     sub = group.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
     imp = add_state(sub.add_parser("import", help="import an appliance's wallet export"))
     imp.add_argument("name")
-    imp.add_argument(
-        "--export",
-        nargs=2,
-        action="append",
-        required=True,
-        metavar=("DESCRIPTOR", "RECEIPT"),
-        help="descriptor source and receipt source (file, UR text, video or "
-        "camera:N); repeat for a key pool",
-    )
+    _export_option(imp, "repeat for a key pool")
     imp.add_argument("--birth-height", type=int, help="first block to watch (default: tip)")
     imp.set_defaults(handler=import_command)
 
@@ -71,27 +63,13 @@ def register(commands: Any) -> None:
 
     more = add_state(sub.add_parser("add-keys", help="more exported keys for a wallet's pool"))
     more.add_argument("name")
-    more.add_argument(
-        "--export",
-        nargs=2,
-        action="append",
-        required=True,
-        metavar=("DESCRIPTOR", "RECEIPT"),
-        help="descriptor source and receipt source of one more key; repeat for several",
-    )
+    _export_option(more, "one more key; repeat for several")
     more.set_defaults(handler=add_keys_command)
 
     multi = add_state(sub.add_parser("multisig", help="assemble an M-of-N wallet"))
     multi.add_argument("name")
     multi.add_argument("--threshold", type=int, required=True)
-    multi.add_argument(
-        "--export",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("DESCRIPTOR", "RECEIPT"),
-        help="an appliance's key export",
-    )
+    _export_option(multi, "one appliance's key", required=False)
     multi.add_argument(
         "--cosigner",
         action="append",
@@ -140,6 +118,19 @@ def init_command(args: argparse.Namespace) -> int:
 def _export(descriptor_source: str, receipt_source: str) -> ApplianceExport:
     descriptor = parse_descriptor_source(receive(descriptor_source).data)
     return read_export(descriptor, receive(receipt_source).data)
+
+
+def _export_option(parser: argparse.ArgumentParser, what: str, required: bool = True) -> None:
+    """``--export DESCRIPTOR RECEIPT``: an appliance's wallet export, from any source."""
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        action="append",
+        required=required,
+        default=None if required else [],
+        metavar=("DESCRIPTOR", "RECEIPT"),
+        help=f"descriptor source and receipt source (file, UR text, video or camera:N): {what}",
+    )
 
 
 def _cosigner_text(value: str) -> str:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from shared.audit.evidence import CoordinatorEvidence, WalletEvidence
 from shared.bitcoin.descriptor import DerivedOutput, Descriptor, DescriptorError, parse_key
+from shared.review import MAX_OUR_INDEX
 
 GAP = 100
 #: A hint naming a huge index must not make the replay derive for hours.
-MAX_INDEX = 20_000
+MAX_INDEX = MAX_OUR_INDEX  # the station refuses outputs to our wallets beyond it
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,11 @@ def _add_account(
     index.appliance_keys[account] = appliance_id
     for descriptor in wallet.descriptors:
         for key in descriptor.keys:
-            if key.xpub is None or key.xpub.serialize() != member.xpub.serialize():
+            same = key.xpub is not None and (key.xpub.key, key.xpub.chain_code) == (
+                member.xpub.key,
+                member.xpub.chain_code,
+            )  # as the station's Account.holds: depth and parent bytes do not make a key
+            if not same:
                 continue
             indexes = range(top + 1) if key.wildcard else range(1)
             for branch in range(key.branch_count):

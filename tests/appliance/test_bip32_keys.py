@@ -34,6 +34,7 @@ from shared.request import RequestMetadata, attach_request
 from shared.ur.registry import decode_crypto_account, decode_crypto_hdkey, decode_crypto_output
 from shared.ur.ur import URDecoder
 from tests.appliance.conftest import softhsm_available
+from tests.appliance.medium_tools import decisions
 from tests.appliance.test_ceremonies_cli import appliance, officers, run
 from tests.kernel import verify_all
 
@@ -253,6 +254,27 @@ def test_a_change_hint_with_our_fingerprint_at_another_index_is_refused(bip32_st
     done, out = _sign(state, tmp_path, psbt, "lying")
     assert done.returncode != 0 and not out.exists()
     assert "change_not_ours" in done.stderr or "not derive from the pinned wallet" in done.stderr
+
+
+def test_change_beyond_any_wallet_scan_is_refused(bip32_station, tmp_path):
+    """A compromised coordinator parks "change" at index 2^31-1, where neither it, Core's
+    import, the address check nor the audit would ever look: refused, nothing signed."""
+    state, descriptor, _ = bip32_station
+    psbt, _ = _request(descriptor, [(False, 2)], (True, 2**31 - 1))
+    done, out = _sign(state, tmp_path, psbt, "far")
+    assert done.returncode != 0 and not out.exists()
+    assert "beyond 20000: no wallet scan would find those coins" in done.stderr
+
+
+def test_an_output_to_our_receive_branch_is_paid_not_change(bip32_station, tmp_path):
+    """Change is on the change branch: an output to one of our receive addresses counts
+    as paid out (the policy's limits apply to it), not as change."""
+    state, descriptor, _ = bip32_station
+    psbt, _ = _request(descriptor, [(False, 3)], (False, 9))
+    done, _ = _sign(state, tmp_path, psbt, "receive-change")
+    assert done.returncode == 0, done.stderr
+    record = decisions(state)[-1].record
+    assert record.details["paid_out"] == COIN - 2_000  # both outputs, none of it change
 
 
 def test_the_account_matches_the_seed_path_rules():

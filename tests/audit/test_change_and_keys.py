@@ -365,3 +365,13 @@ def test_an_appliance_account_xpub_maps_each_child_to_its_appliance_and_account(
     assert index.appliance_keys[account.public_key] == "cs-1"
     stranger = theirs.derive(7).keys[0][0]
     assert stranger not in index.appliance_keys and stranger not in index.accounts
+
+    # the same account written with other depth/child-number bytes is the same key, as the
+    # station's Account.holds judges it: its children are still this appliance's
+    from dataclasses import replace as with_fields
+
+    twin = with_fields(account.xpub, child_number=account.xpub.child_number ^ 1)
+    twin_member = Member("cs-1", f"{twin}/<0;1>/*", "appliance", None, None)
+    wallet = WalletEvidence("t", "regtest", "single", None, 0, (ours,), (twin_member,))
+    index = build_index(SimpleNamespace(highest_hint=7, wallets=[wallet]))
+    assert index.appliance_keys[ours.derive(7).keys[0][0]] == "cs-1"

@@ -67,6 +67,19 @@ class Desk:
         self.node.fund([(script, sats)] * count)
         self.node.mine(1)
 
+    def export_args(self, *appliances: SoftAppliance) -> list[str]:
+        """``--export DESC RECEIPT`` for each appliance's first key, as files."""
+        args: list[str] = []
+        for appliance in appliances:
+            descriptor, receipt = appliance.export()
+            name = appliance.appliance_id
+            args += [
+                "--export",
+                self.write(f"{name}.desc", descriptor),
+                self.write(f"{name}.receipt", receipt),
+            ]
+        return args
+
     def import_soft(self, name: str, appliance: SoftAppliance) -> None:
         """Every key of the appliance's pool, as one single-signature wallet."""
         exports: list[str] = []

@@ -267,14 +267,7 @@ def test_two_of_three_multisig_with_an_external_cosigner(desk: Desk) -> None:
     path = "m/48h/1h/0h/2h"
     origin = KeyOrigin(master.fingerprint, parse_path(path)).format("h")
     external = f"[{origin}]{master.derive_path(path).neuter()}/<0;1>/*"
-    exports = []
-    for appliance in (a, b):
-        descriptor, receipt = appliance.export()
-        exports += [
-            "--export",
-            desk.write(f"{appliance.appliance_id}.desc", descriptor),
-            desk.write(f"{appliance.appliance_id}.receipt", receipt),
-        ]
+    exports = desk.export_args(a, b)
     out = desk.ok(
         "wallet", "multisig", "treasury", "--threshold", "2", *exports, "--cosigner", external
     )
@@ -325,14 +318,7 @@ def test_a_cosigner_response_with_only_partial_signatures_is_accepted(desk: Desk
     wallet is ranged, so change has a fresh address.)"""
     a, b = SoftAppliance("cold-a", bip32=True), SoftAppliance("cold-b", bip32=True)
     external_secret = secret("hardware wallet key")
-    exports = []
-    for appliance in (a, b):
-        descriptor, receipt = appliance.export()
-        exports += [
-            "--export",
-            desk.write(f"{appliance.appliance_id}.desc", descriptor),
-            desk.write(f"{appliance.appliance_id}.receipt", receipt),
-        ]
+    exports = desk.export_args(a, b)
     out = desk.ok(
         "wallet",
         "multisig",

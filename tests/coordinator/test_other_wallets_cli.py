@@ -28,14 +28,7 @@ def _coldcard_file(desk: Desk) -> tuple[str, ExtendedKey]:
 
 def test_a_coldcard_cosigner_file_joins_a_vault_and_coldcard_gets_its_setup_file(desk: Desk):
     a, b = SoftAppliance("cold-a", bip32=True), SoftAppliance("cold-b", bip32=True)
-    exports = []
-    for appliance in (a, b):
-        descriptor, receipt = appliance.export()
-        exports += [
-            "--export",
-            desk.write(f"{appliance.appliance_id}.desc", descriptor),
-            desk.write(f"{appliance.appliance_id}.receipt", receipt),
-        ]
+    exports = desk.export_args(a, b)
     path, xpub = _coldcard_file(desk)
     out = desk.ok("wallet", "multisig", "vault", "--threshold", "2", *exports, "--cosigner", path)
     vault = Descriptor.parse(next(x for x in out.splitlines() if x.startswith("wsh(")))
@@ -52,14 +45,7 @@ def test_a_coldcard_cosigner_file_joins_a_vault_and_coldcard_gets_its_setup_file
 
 def test_a_vault_of_plain_keys_gets_no_coldcard_file_and_says_why(desk: Desk):
     a, b = SoftAppliance("cold-a"), SoftAppliance("cold-b")
-    exports = []
-    for appliance in (a, b):
-        descriptor, receipt = appliance.export()
-        exports += [
-            "--export",
-            desk.write(f"{appliance.appliance_id}.desc", descriptor),
-            desk.write(f"{appliance.appliance_id}.receipt", receipt),
-        ]
+    exports = desk.export_args(a, b)
     path, _ = _coldcard_file(desk)
     desk.ok("wallet", "multisig", "vault", "--threshold", "2", *exports, "--cosigner", path)
     folder = desk.tmp / "for-others"

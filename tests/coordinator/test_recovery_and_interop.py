@@ -40,14 +40,7 @@ def core_vault(desk: Desk) -> tuple[SoftAppliance, SoftAppliance]:
         {"success": True}
     ]
     a, b = SoftAppliance("cold-a", bip32=True), SoftAppliance("cold-b", bip32=True)
-    exports = []
-    for appliance in (a, b):
-        descriptor, receipt = appliance.export()
-        exports += [
-            "--export",
-            desk.write(f"{appliance.appliance_id}.desc", descriptor),
-            desk.write(f"{appliance.appliance_id}.receipt", receipt),
-        ]
+    exports = desk.export_args(a, b)
     out = desk.ok(
         "wallet",
         "multisig",

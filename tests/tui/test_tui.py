@@ -794,6 +794,19 @@ def own_request(
     return attach_request(psbt, meta).serialize()
 
 
+def scanned_psbt(qr: ShowQrScreen) -> bytes:
+    """The PSBT a camera reads off the paused screen, frame by frame (at most 20 cycles)."""
+    qr.action_pause()
+    receiver = QrReceiver(expected_types=["crypto-psbt"])
+    for _ in range(20 * qr.stream.parts):
+        qr.advance()
+        receiver.feed(frame_image(qr.frame_text))
+        if receiver.is_complete:
+            break
+    assert receiver.result is not None
+    return decode_psbt(receiver.result.cbor)
+
+
 def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[str, Any]]) -> None:
     from textual.widgets import DataTable
 
@@ -829,15 +842,7 @@ def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[st
         await settle(pilot)
         qr = app.screen
         assert isinstance(qr, ShowQrScreen)
-        qr.action_pause()
-        receiver = QrReceiver(expected_types=["crypto-psbt"])
-        for _ in range(20 * qr.stream.parts):
-            qr.advance()
-            receiver.feed(frame_image(qr.frame_text))
-            if receiver.is_complete:
-                break
-        assert receiver.result is not None
-        signed = Psbt.parse(decode_psbt(receiver.result.cbor))
+        signed = Psbt.parse(scanned_psbt(qr))
         assert pubkey in signed.inputs[0].partial_sigs  # signed inside the HSM
         assert len(read_receipts(signed)) == 1
         last = appliance.recorder.last().record
@@ -859,15 +864,7 @@ def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[st
         await settle(pilot)
         again = app.screen
         assert isinstance(again, ShowQrScreen) and "again" in screen_text(app)
-        again.action_pause()
-        receiver = QrReceiver(expected_types=["crypto-psbt"])
-        for _ in range(20 * again.stream.parts):
-            again.advance()
-            receiver.feed(frame_image(again.frame_text))
-            if receiver.is_complete:
-                break
-        assert receiver.result is not None
-        assert Psbt.parse(decode_psbt(receiver.result.cbor)).serialize() == signed.serialize()
+        assert Psbt.parse(scanned_psbt(again)).serialize() == signed.serialize()
         assert len(appliance.recorder.store) == length  # nothing journaled, nothing signed
 
     run(app, SMALL, body)
