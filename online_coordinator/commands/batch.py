@@ -173,6 +173,8 @@ def write_request(
                     output_path(out, label, ".bbqr.txt"),
                     output_path(out, label, ".bbqr.avi") if video else None,
                 )
+        except CommandError as exc:  # BBQr cannot carry it: say what did happen
+            raise CommandError(f"{exc}; {done}") from exc
         except OSError as exc:
             raise storage_error(exc.filename or out, exc) from exc
         if video:

@@ -65,3 +65,24 @@ def test_qr_video_writes_bbqr_and_refuses_what_bbqr_does_not_carry(desk: Desk) -
         "video", str(out / "b1.psbt"), "--out", str(video), "--bbqr", "--type", "crypto-hdkey"
     )
     assert code != 0 and "BBQr carries PSBTs" in err
+
+
+def test_a_request_too_big_for_bbqr_says_the_batch_is_created(tmp_path) -> None:
+    """BBQr tops out at 1,295 parts; a request past that fails after the batch is recorded,
+    and the message must say so (else staff retry and meet "label exists")."""
+    import os
+
+    import pytest
+
+    from online_coordinator.commands.batch import write_request
+    from online_coordinator.commands.common import CommandError
+    from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
+    from shared.psbt import Psbt
+
+    tx = Transaction(inputs=[TxIn(OutPoint(os.urandom(32), 0))], outputs=[TxOut(1000, b"\x51")])
+    psbt = Psbt.from_unsigned_tx(tx)
+    psbt.globals.set_record(b"\xfc\x05bloat\x00", os.urandom(1_500_000))  # incompressible
+    with pytest.raises(CommandError, match="batch b1 IS created") as caught:
+        write_request(psbt, "b1", tmp_path, False, bbqr=True, done="batch b1 IS created")
+    assert "BBQr" in str(caught.value)
+    assert (tmp_path / "b1.psbt").exists()  # what could be written was
