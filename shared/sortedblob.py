@@ -4,8 +4,11 @@ The station's signing history (request ids seen, outpoints signed, transactions 
 grows by a few entries per ceremony and is read a few hundred times per ceremony. Kept as
 Python sets it would cost one object per entry to load from the signed checkpoint every
 time; kept as a sorted blob it loads as one ``bytes`` and answers by binary search, and the
-entries added since the checkpoint sit in a small overlay. ``to_blob`` merges both, sorted,
-for the next checkpoint. Written here because the standard library has no sorted byte-array
+entries added since the checkpoint sit in a small overlay. ``to_blob`` merges the sorted
+overlay into the blob (one binary search per addition, then one join of slices: a
+1,450-input ceremony adds 1,450 outpoints to a history of hundreds of thousands, and the
+checkpoint it writes must not cost a sort of the whole history) and keeps the result as the
+new blob. Written here because the standard library has no sorted byte-array
 container and the checkpoint format must stay ours (it is hashed and signed).
 """
 
@@ -56,9 +59,11 @@ class FixedSet:
         return [self._blob[i : i + w] for i in range(0, len(self._blob), w)] + list(self._added)
 
     def to_blob(self) -> bytes:
-        if not self._added:
-            return self._blob
-        return b"".join(sorted(self._entries()))
+        if self._added:
+            added = {item: b"" for item in self._added}  # never in the blob (see add)
+            self._blob = _merged(self._blob, self.width, self.width, added)
+            self._added.clear()
+        return self._blob
 
 
 class FixedMap:
@@ -106,9 +111,38 @@ class FixedMap:
         return sorted(merged.items())
 
     def to_blob(self) -> bytes:
-        if not self._added:
-            return self._blob
-        return b"".join(k + v for k, v in self.items())
+        if self._added:
+            self._blob = _merged(self._blob, self._stride, self.key_width, self._added)
+            self._added.clear()
+        return self._blob
+
+
+def _merged(blob: bytes, stride: int, key_width: int, added: dict[bytes, bytes]) -> bytes:
+    """``blob`` with each ``key + added[key]`` in its sorted place (replacing the entry of
+    the same key): slices of the blob between the insertion points, joined once."""
+    pieces: list[bytes] = []
+    taken = 0  # entries of the blob already copied
+    for key in sorted(added):
+        at = _lower_bound(blob, stride, key_width, key, taken)
+        pieces.append(blob[taken * stride : at * stride])
+        pieces.append(key + added[key])
+        same = at * stride
+        taken = at + 1 if blob[same : same + key_width] == key else at
+    pieces.append(blob[taken * stride :])
+    return b"".join(pieces)
+
+
+def _lower_bound(blob: bytes, stride: int, key_width: int, key: bytes, low: int) -> int:
+    """Index of the first entry at or after ``low`` whose key is not below ``key``."""
+    high = len(blob) // stride
+    while low < high:
+        middle = (low + high) >> 1
+        start = middle * stride
+        if blob[start : start + key_width] < key:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _find(blob: bytes, stride: int, key_width: int, key: bytes) -> int:
