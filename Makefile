@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # softhsm2: the embedded token; the TPM stack (tests/tpm_stack.py): a second real PKCS#11
-# module (tpm2-pkcs11 over the swtpm emulator) for officer tokens
+# module (tpm2-pkcs11 over the swtpm emulator) for officer tokens; chromium and its driver:
+# the audit report as auditors open and print it (tests/audit/test_report_browser.py)
 APT_PACKAGES := softhsm2 libzbar0 faketime libtpm2-pkcs11-1 swtpm swtpm-tools tpm2-abrmd \
-	tpm2-tools libtss2-tcti-tabrmd0 dbus
+	tpm2-tools libtss2-tcti-tabrmd0 dbus chromium chromium-driver
 # tests/interop: the UR, UR-registry and BBQr libraries other wallets embed, run by node.
 # Debian's nodejs and npm, unless a node with its own npm (e.g. NodeSource's) is there.
 INTEROP := tests/interop

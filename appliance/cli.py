@@ -26,13 +26,14 @@ from appliance.appliance import Appliance
 from appliance.backup import new_kek_shares, share_problem
 from appliance.exit_codes import REFUSALS, ExitCode, failure
 from appliance.initialise import MAX_PIN, MIN_PIN, EnrolmentPlan, enrol, initialise
+from appliance.journal_store import JournalLockedError
 from appliance.keystore import BackupModel, KeyState
 from appliance.pins import PinSource
 from appliance.policy_draft import PolicyChanges, draft_next
 from appliance.signing import SigningSession, approved_request
 from appliance.state import ApplianceState
 from appliance.station import ADDRESS_CHECK_DEPTH, CeremonyError
-from shared.adapters.console import add_version, quiet_broken_pipe
+from shared.adapters.console import add_version, quiet_exits
 from shared.bitcoin.bip32 import fingerprint
 from shared.bitcoin.descriptor import Descriptor
 from shared.journal import audit_key_fingerprint, export_journal
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@quiet_broken_pipe
+@quiet_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
@@ -337,8 +338,20 @@ def _present(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str
     return [(label, pins.pin(label)) for label in labels]
 
 
-def _appliance(args: argparse.Namespace) -> Appliance:
-    appliance = Appliance(args.state)
+def _appliance(args: argparse.Namespace, read_only_beside: bool = False) -> Appliance:
+    """The station, opened; with ``read_only_beside``, opened read-only when another
+    process (the officers' TUI) holds its journal, and said so on stderr."""
+    try:
+        appliance = Appliance(args.state)
+    except JournalLockedError:
+        if not read_only_beside:
+            raise
+        appliance = Appliance(args.state, read_only=True)
+        print(
+            "note: the station is open in another process (the officers' TUI): shown "
+            "read-only, as its journal stands now",
+            file=sys.stderr,
+        )
     for note in appliance.notes:
         print(f"note: {note}", file=sys.stderr)
     appliance.on_note = lambda text: print(f"note: {text}", file=sys.stderr)
@@ -798,8 +811,9 @@ def address_check_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    """Read-only: what the journal says, and every problem that stops the station."""
-    with _appliance(args) as appliance:
+    """Read-only: what the journal says, and every problem that stops the station (also
+    while the TUI holds the station open)."""
+    with _appliance(args, read_only_beside=True) as appliance:
         journal = appliance.journal
         policy = journal.policy
         audit = journal.audit_key

@@ -115,7 +115,51 @@ def initialise(
     state = ApplianceState(root)
     _clear_half_made(state, start_over)
     config = ApplianceConfig(appliance_id=f"cs-{secrets.token_hex(6)}", network=network, demo=demo)
-    state.create(config)
+    existed = state.root.exists()
+    try:
+        state.create(config)
+        return _demo_tokens(state, config, officers, admins, quorum, admin_quorum)
+    except BaseException as exc:
+        # every demo token lives in the state directory this call made: a failed init
+        # leaves nothing half-made (a crash, which runs no handler, leaves it for
+        # ``--start-over``); a station whose init_completed is journaled is whole and kept
+        whole = _completed(state)[0]
+        if not whole:
+            _remove_made(state.root, existed)
+        if not isinstance(exc, Exception):
+            raise
+        if whole:
+            raise CeremonyError(
+                f"{exc} (after station {config.appliance_id} in {state.root} was complete: "
+                "it is kept; `status` says whether it is usable)"
+            ) from exc
+        raise CeremonyError(
+            f"{exc} (init stopped: station {config.appliance_id} and its demo tokens "
+            f"were removed from {state.root}; run init again)"
+        ) from exc
+
+
+def _remove_made(root: Path, existed: bool) -> None:
+    """Remove what init made in ``root`` (the directory too, unless it was there before)."""
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _demo_tokens(
+    state: ApplianceState,
+    config: ApplianceConfig,
+    officers: Presented,
+    admins: Presented,
+    quorum: int,
+    admin_quorum: int,
+) -> InitResult:
+    """SoftHSM2 tokens made in the state directory, then enrolled."""
     softhsm.configure(state.root)
     hsm = Hsm()
     hsm.rescan()

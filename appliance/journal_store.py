@@ -51,6 +51,10 @@ class JournalStoreError(RuntimeError):
     """The journal file is corrupt, locked by another process, or cannot be written."""
 
 
+class JournalLockedError(JournalStoreError):
+    """Another process (the officers' TUI, a ceremony) holds the journal's writer lock."""
+
+
 @dataclass(frozen=True)
 class Damage:
     """Bytes from ``offset`` on that are not a run of valid frames, as found on open."""
@@ -119,6 +123,9 @@ class JournalStore(Closing):
         self._end = end
         self._failed: str | None = None
         self.damage = damage
+        self.read_only = False
+        #: read-only: the last frame was incomplete, as one the writer is appending looks
+        self.incomplete_tail = False
 
     # --- opening ----------------------------------------------------------------------
 
@@ -143,6 +150,36 @@ class JournalStore(Closing):
         end = damage.offset if damage is not None else start.offset + len(data)
         store = cls(path, fd, frames, start.index, end, damage)
         return store, RecoveryReport(path, len(store), damage, changed)
+
+    @classmethod
+    def open_read_only(
+        cls, path: Path | str, start: Start | None = None
+    ) -> tuple[JournalStore, RecoveryReport]:
+        """Open without the writer's lock, beside the process that holds it (``status``
+        while the TUI runs): what is on disk now, never written to. A damaged last frame
+        with nothing after it is what a frame being appended looks like, so it is left out
+        and flagged (``incomplete_tail``), not reported as damage; damage followed by good
+        frames is reported as :meth:`open` would."""
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise JournalStoreError(f"cannot open journal {path}: {exc}") from exc
+        try:
+            changed = start is not None and not _boundary_holds(fd, start)
+            if start is None or changed:
+                start = Start(0, 0, 0, b"")
+            data = _read_all(fd, path, start.offset)
+            frames, damage = _scan(data, start.offset, start.index)
+        except BaseException:
+            os.close(fd)
+            raise
+        incomplete = damage is not None and not damage.followed_by_valid_frames
+        end = damage.offset if damage is not None else start.offset + len(data)
+        store = cls(path, fd, frames, start.index, end, None if incomplete else damage)
+        store.read_only, store.incomplete_tail = True, incomplete
+        store._failed = "opened read-only (another process holds the journal)"
+        return store, RecoveryReport(path, len(store), store.damage, changed)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -279,6 +316,8 @@ class JournalStore(Closing):
         Only the recovery ceremony calls this, after the loss has been described and
         signed by the administrators; the journal record of it is appended next.
         """
+        if self.read_only:
+            raise JournalStoreError(f"journal {self.path} is open read-only: not cut")
         offset = self._frame(index)[0] if index < len(self) else self._end
         if self.damage is not None and self.damage.followed_by_valid_frames:
             raise JournalStoreError(
@@ -331,7 +370,7 @@ def _open_locked(path: Path) -> tuple[int, bool]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         os.close(fd)
-        raise JournalStoreError(
+        raise JournalLockedError(
             f"journal {path} is locked by another writer (another process or open store)"
         ) from exc
     return fd, created

@@ -90,8 +90,11 @@ class Recorder:
         keystore: Keystore,
         appliance_id: str,
         audit_key: bytes | None,
+        read_only: bool = False,
     ) -> Recorder:
-        """Open and verify; problems are collected, never raised (status must still work)."""
+        """Open and verify; problems are collected, never raised (status must still work).
+        ``read_only``: beside the process that holds the journal, which is never written
+        (see :meth:`JournalStore.open_read_only`)."""
         notes: list[str] = []
         state, start = StationState(), None
         if audit_key is not None:
@@ -102,7 +105,13 @@ class Recorder:
                 if checkpoint_path.exists():
                     notes.append(f"checkpoint not used ({exc}): verified from the first record")
                 state = StationState()
-        store, report = JournalStore.open(journal_path, start)
+        opener = JournalStore.open_read_only if read_only else JournalStore.open
+        store, report = opener(journal_path, start)
+        if store.incomplete_tail:
+            notes.append(
+                f"journal {journal_path}: its last record is still being written by the "
+                "process that holds it; shown up to the one before"
+            )
         problems: list[str] = []
         claimed = None  # the journal length a signed checkpoint vouches for, when it lost some
         if report.prefix_changed and start is not None:

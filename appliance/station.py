@@ -92,7 +92,17 @@ class Activation:
 class Station(Closing):
     """A loaded station: state directory, HSM, keystore, PIN counters, verified journal."""
 
-    def __init__(self, root: Path, hsm: Hsm | None = None, modules: Modules | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        hsm: Hsm | None = None,
+        modules: Modules | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        """``read_only``: opened beside the process that holds the journal (``status`` while
+        the TUI runs): nothing on the medium or in a token is changed, and no ceremony can
+        run (the journal refuses appends)."""
         self.state = ApplianceState(root)
         self.config = self.state.load()
         self.notes: list[str] = []
@@ -114,7 +124,8 @@ class Station(Closing):
                 f"{self.state.config_path} names signing token "
                 f"{self.config.signing_token!r}, which is not there ({exc})." + hint
             ) from exc
-        self._sweep_kek()
+        if not read_only:  # a KEK beside a running backup ceremony is that ceremony's
+            self._sweep_kek()
         audit_key = self.keystore.token_audit_key()
         self.recorder = Recorder.open(
             self.state.journal_path,
@@ -122,6 +133,7 @@ class Station(Closing):
             self.keystore,
             self.config.appliance_id,
             audit_key,
+            read_only,
         )
         for note in self.recorder.notes:
             self.note(note)

@@ -39,7 +39,7 @@ from typing import BinaryIO
 from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
 from online_coordinator.commands.common import CommandError, read_limited
 from online_coordinator.transport import receive
-from shared.adapters.console import add_version, quiet_broken_pipe
+from shared.adapters.console import add_version, quiet_exits
 from shared.audit.chain import ChainScanError, ChainScanner, walk_start
 from shared.audit.evidence import (
     ApplianceBundle,
@@ -436,7 +436,7 @@ def verify_receipt_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-@quiet_broken_pipe
+@quiet_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -22,7 +22,7 @@ from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
 from online_coordinator.commands.common import DEFAULT_STATE, add_state
 from online_coordinator.exit_codes import failure
-from shared.adapters.console import add_version, quiet_broken_pipe
+from shared.adapters.console import add_version, quiet_exits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@quiet_broken_pipe
+@quiet_exits
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,14 @@ class SyncReport:
     final: list[str] = field(default_factory=list)
 
 
-def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
+#: Told (walked height, node tip) after each group of blocks is recorded: a first walk
+#: from an old birth height reads thousands of blocks, and the operator should see it move.
+WalkProgress = Callable[[int, int], None]
+
+
+def run_sync(
+    store: Store, rpc: BitcoinCoreRPC, required: int, progress: WalkProgress | None = None
+) -> SyncReport:
     """Tracking first (so spends are attributed), then coins, settling and finality.
 
     Each step commits as it goes, so a crash or a full disk leaves what was learnt so far
@@ -95,7 +102,7 @@ def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
     payment in flight, this is two questions to the node and a few indexed reads.
     """
     with outcome("sync stopped part way: what it recorded so far is kept; run sync again"):
-        report = walk_chain(store, rpc)
+        report = walk_chain(store, rpc, progress=progress)
         scan_coins(store, rpc, report)
         faults.point("sync.coins")
         settle_broadcasts(store, rpc, report)
@@ -105,17 +112,22 @@ def run_sync(store: Store, rpc: BitcoinCoreRPC, required: int) -> SyncReport:
     return report
 
 
-def sync_with(config: Config, store: Store) -> SyncReport:
+def sync_with(config: Config, store: Store, progress: WalkProgress | None = None) -> SyncReport:
     """``sync``: :func:`run_sync` with the configured node, to the configured depth."""
-    return run_sync(store, config.rpc(), config.confirmations)
+    return run_sync(store, config.rpc(), config.confirmations, progress)
 
 
-def walk_chain(store: Store, rpc: BitcoinCoreRPC, report: SyncReport | None = None) -> SyncReport:
+def walk_chain(
+    store: Store,
+    rpc: BitcoinCoreRPC,
+    report: SyncReport | None = None,
+    progress: WalkProgress | None = None,
+) -> SyncReport:
     """Walk every block not yet seen (from the wallets' earliest birth height)."""
     report = report or SyncReport()
     births = [r["birth_height"] for r in store.all("SELECT birth_height FROM wallets")]
     start = min(births) if births else rpc.block_count()
-    track(store, rpc, report, start)
+    track(store, rpc, report, start, progress)
     return report
 
 
@@ -314,7 +326,13 @@ def _is_coin(db: sqlite3.Connection, txid: str, vout: int) -> bool:
 # -- blocks -----------------------------------------------------------------------------------
 
 
-def track(store: Store, rpc: BitcoinCoreRPC, report: SyncReport, start_height: int) -> None:
+def track(
+    store: Store,
+    rpc: BitcoinCoreRPC,
+    report: SyncReport,
+    start_height: int,
+    progress: WalkProgress | None = None,
+) -> None:
     """Walk new blocks (after undoing any reorg), a group of blocks per transaction.
 
     A group's blocks are recorded in the same transaction as the coins, spends and
@@ -336,7 +354,7 @@ def track(store: Store, rpc: BitcoinCoreRPC, report: SyncReport, start_height: i
         if top is None and first == 0:
             walk.from_genesis = walk.last_address
         hashes = rpc.block_hashes(heights)
-        _walk_groups(walk, rpc, list(zip(heights, hashes, strict=True)), top, tip)
+        _walk_groups(walk, rpc, list(zip(heights, hashes, strict=True)), top, tip, progress)
     if aside and not report.behind:  # walked to the tip: what is still aside is gone
         _still_aside(store, aside, report)
 
@@ -372,6 +390,7 @@ def _walk_groups(
     wanted: list[tuple[int, str]],
     top: sqlite3.Row | None,
     tip: int,
+    progress: WalkProgress | None = None,
 ) -> None:
     """Fetch blocks a group at a time (outside any transaction), record each group in one.
 
@@ -389,6 +408,8 @@ def _walk_groups(
             walk.report.blocks_walked += len(linked)
             previous = linked[-1][1]
             faults.point("sync.block")
+            if progress is not None:
+                progress(linked[-1][0], tip)
         if len(linked) < len(group):
             height = group[len(linked)][0]
             walk.report.behind = tip - height + 1

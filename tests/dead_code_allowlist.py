@@ -18,3 +18,5 @@ _.raw_signatures  # profiles.ModuleProfile: a module's documented quirk (docs/ha
 # every profiled module returns raw r||s, and approve() refuses anything else by its length
 _.session_objects  # profiles.ModuleProfile: documented capability; no ceremony needs it yet
 _.show_command_palette  # textual Footer reactive: KeysFooter hides ^p below 120 columns
+_.binary_location  # selenium ChromeOptions: read by the driver (tests/browser.py)
+_.orientation  # selenium PrintOptions: read by print_page (tests/audit/test_report_browser.py)

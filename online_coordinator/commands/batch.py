@@ -40,6 +40,7 @@ from online_coordinator.store import outcome, storage_error
 from online_coordinator.sync import SyncReport, sync_with
 from online_coordinator.tables import status_text
 from online_coordinator.transport import receive, ur_parts, write_bbqr, write_qr_video
+from shared.adapters.console import ProgressLine
 from shared.bitcoin.amount import AmountError, parse_sat_per_vb
 from shared.psbt.model import Psbt
 from shared.request import hash_words
@@ -331,7 +332,9 @@ def _print_sync(report: SyncReport, file: TextIO | None = None) -> None:
 
 def sync_command(args: argparse.Namespace) -> int:
     with opened(args) as (config, store):
-        report = sync_with(config, store)
+        progress = ProgressLine("sync", "block")
+        report = sync_with(config, store, progress)
+        progress.finish()
         _print_sync(report)
     return ExitCode.ALERT if report.alerts else 0
 

@@ -4,12 +4,15 @@ generated, a KEK created or destroyed, a PIN changed, a share written, a file on
 medium written. Test-only: nothing in the appliance knows about it; the effects are found
 by wrapping the functions that cause them.
 
-    python -m tests.appliance.crashpoint N -- <coldstation-appliance arguments>
+    python -m tests.appliance.crashpoint N [--fail] -- <coldstation-appliance arguments>
 
 Exit status 137 means it died where asked; anything else is the CLI's own status (the
 ceremony had fewer than N effects). Before dying it prints ``CRASH <n> <effect>`` on
 stderr, so a test can say where each crash happened. With N = 0 nothing dies and
 ``EFFECTS <count>`` is printed at exit: how many crash points the ceremony has.
+
+With ``--fail`` the N-th effect raises instead (``OSError`` ENOSPC: the medium full, a token
+pulled), so the program's own error handling runs, as it would for a failure it can see.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ EFFECTS = [
 KILLED = 137
 
 
-def arm(limit: int) -> None:
-    """Wrap every effect so the process exits right after the ``limit``-th one returns."""
+def arm(limit: int, fail: bool = False) -> None:
+    """Wrap every effect so the process exits right after the ``limit``-th one returns (or,
+    with ``fail``, that effect raises OSError ENOSPC)."""
     count = [0]
     if limit == 0:
         atexit.register(lambda: sys.stderr.write(f"EFFECTS {count[0]}\n"))
@@ -56,6 +60,8 @@ def arm(limit: int) -> None:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             result = function(*args, **kwargs)
             count[0] += 1
+            if count[0] == limit and fail:
+                raise OSError(28, f"No space left on device (injected after {name})")
             if count[0] == limit:
                 sys.stderr.write(f"CRASH {limit} {name}\n")
                 sys.stderr.flush()
@@ -80,15 +86,17 @@ def arm(limit: int) -> None:
 
 def main(argv: list[str]) -> int:
     limit = int(argv[0])
+    fail = argv[1] == "--fail"
+    argv = argv[1:] if fail else argv
     if argv[1] != "--":
-        raise SystemExit("usage: crashpoint N -- ARGS")
+        raise SystemExit("usage: crashpoint N [--fail] -- ARGS")
     import appliance.cli  # every module the CLI imports is loaded before wrapping
     import appliance.signing
     import appliance.station
 
     del appliance.signing, appliance.station  # loaded, so their names can be wrapped
 
-    arm(limit)
+    arm(limit, fail)
     return appliance.cli.main(argv[2:])
 
 

@@ -337,3 +337,49 @@ def test_wallet_export_writes_descriptor_receipt_and_ur(appliance, tmp_path):
     audit = next(k["public_key"] for k in status["keys"] if k["label"] == "coldstation-audit")
     assert receipt.verify(bytes.fromhex(audit))
     assert receipt.record.details["descriptor"] == descriptor
+
+
+HOLDER = (
+    "import sys\n"
+    "from appliance.appliance import Appliance\n"
+    "station = Appliance(sys.argv[1])\n"
+    "print('open', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_status_works_read_only_beside_the_open_tui_and_changes_nothing(appliance):
+    """Issue 18: `status` was refused while the officers' TUI held the station. It now
+    opens read-only beside it, says so, and shows the journal as it stands, a frame being
+    appended left out; ceremonies are still refused while the station is held."""
+    state, info = appliance
+    alone = json.loads(run(state, "status").stdout)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        journal = state / "journal.log"
+        before = journal.read_bytes()
+        beside = run(state, "status")
+        assert beside.returncode == 0, beside.stderr
+        shown = json.loads(beside.stdout)
+        assert "open in another process" in beside.stderr
+        assert shown["usable"] and shown["problems"] == []
+        assert shown["journal_head"] == alone["journal_head"]
+        assert shown["appliance"]["appliance_id"] == info["appliance_id"]
+        with journal.open("ab") as file:  # the holder is half-way through an append
+            file.write(before[:20])
+        partial = run(state, "status")
+        assert partial.returncode == 0, partial.stderr
+        assert json.loads(partial.stdout)["usable"]
+        assert "still being written" in partial.stderr
+        os.truncate(journal, len(before))
+        refused = run(state, "keygen", "k", *officers("officer-1", "officer-2")[0], pins=["1111"])
+        assert refused.returncode != 0 and "locked by another writer" in refused.stderr
+        assert journal.read_bytes() == before
+    finally:
+        holder.communicate("", timeout=30)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,8 +49,11 @@ KILLED = 137
 pytestmark = pytest.mark.skipif(not softhsm_available(), reason="SoftHSM2 is not installed")
 
 
-def crash(state: Path, limit: int, *args: str, pins: list[str]) -> subprocess.CompletedProcess:
-    """The CLI, dying right after its ``limit``-th effect (see crashpoint.py)."""
+def crash(
+    state: Path, limit: int, *args: str, pins: list[str], fail: bool = False
+) -> subprocess.CompletedProcess:
+    """The CLI, dying right after its ``limit``-th effect (with ``fail``: that effect
+    raises OSError instead; see crashpoint.py)."""
     read, write = os.pipe()
     os.write(write, "".join(f"{p}\n" for p in pins).encode())
     os.close(write)
@@ -60,6 +64,7 @@ def crash(state: Path, limit: int, *args: str, pins: list[str]) -> subprocess.Co
                 "-m",
                 "tests.appliance.crashpoint",
                 str(limit),
+                *(["--fail"] if fail else []),
                 "--",
                 "--state",
                 str(state),
@@ -581,6 +586,33 @@ def _init_point(limit: int, state: Path, pins: list[str]) -> None:
         status = json.loads(run(state, "status").stdout)
         assert status["usable"], status["problems"]
     shutil.rmtree(state)
+
+
+def test_a_failed_init_removes_what_it_made_and_a_plain_rerun_works(tmp_path):
+    """An error init can see (the medium full, a token pulled) at effects across the
+    ceremony: one line naming the station it removed, nothing left half-made, and ``init``
+    runs again without ``--start-over``; after init_completed the station is kept whole."""
+    pins = [*OFFICER_PINS.values(), *ADMIN_PINS.values()]
+    counted = crash(tmp_path / "count", 0, "init", "--demo", pins=pins)
+    effects = int(counted.stderr.strip().splitlines()[-1].split()[1])
+    for limit in (1, effects // 3, 2 * effects // 3, effects - 1, effects):
+        state = tmp_path / f"fail-{limit}"
+        failed = crash(state, limit, "init", "--demo", pins=pins, fail=True)
+        assert failed.returncode == 1, failed.stderr
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+        if state.exists() and _fold(state).init_complete:  # failed after it was whole
+            assert json.loads(run(state, "status").stdout)["usable"]
+            continue
+        assert "No space left on device" in lines[0] and "were removed" in lines[0]
+        assert re.search(r"station cs-[0-9a-f]{12} ", lines[0])
+        assert not state.exists()
+        again = run(state, "init", "--demo", pins=pins)
+        assert again.returncode == 0, again.stderr
+        assert (
+            json.loads(again.stdout)["appliance_id"]
+            == json.loads((state / "appliance.json").read_text())["appliance_id"]
+        )
 
 
 def test_a_crash_during_init_leaves_a_station_that_refuses_until_started_over(tmp_path):

@@ -293,3 +293,36 @@ def test_an_upgraded_store_scans_every_script_once(proxied: ProxiedDesk) -> None
     with proxied.store() as store:
         assert store.one("SELECT COUNT(*) AS n FROM addresses WHERE scanned IS NULL")["n"] == 0
     assert len(coins(proxied, "available")) == 2
+
+
+def test_a_long_walk_reports_its_progress_group_by_group(desk: Desk, capsys) -> None:
+    """The operator sees a first walk move (issue 18: sync was silent for minutes): the
+    callback hears each recorded group's last height, rising to the node's tip, and the
+    CLI's line is quiet for a short step and names block, total and share for a long one."""
+    from online_coordinator.config import load_config
+    from online_coordinator.sync import run_sync
+    from shared.adapters.console import ProgressLine
+
+    funded_single(desk, SoftAppliance("cold-1"), coins=1)
+    sync(desk)
+    desk.node.mine(2 * BLOCKS_PER_COMMIT + 50)
+    heard: list[tuple[int, int]] = []
+    config = load_config(desk.state)
+    with desk.store() as store:
+        report = run_sync(store, config.rpc(), config.confirmations, lambda *a: heard.append(a))
+    assert report.blocks_walked == 2 * BLOCKS_PER_COMMIT + 50
+    tips = {tip for _, tip in heard}
+    assert tips == {report.tip} and len(heard) >= 3
+    heights = [height for height, _ in heard]
+    assert heights == sorted(heights) and heights[-1] == report.tip
+
+    quiet = ProgressLine("sync", "block", after_s=60)
+    quiet(10, 100)
+    loud = ProgressLine("sync", "block", after_s=0, every_s=0)
+    loud(1_200, 5_000)
+    loud(5_000, 5_000)
+    loud.finish()
+    assert capsys.readouterr().err.splitlines() == [
+        "sync: block 1,200 of 5,000 (24%)",
+        "sync: block 5,000 of 5,000 (100%)",
+    ]

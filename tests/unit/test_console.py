@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.console import BROKEN_PIPE_EXIT
+from shared.adapters.console import BROKEN_PIPE_EXIT, INTERRUPTED_EXIT
 
 BIN = Path(sys.executable).parent
 PROGRAMS = ["coldstation-appliance", "coldstation-coordinator", "coldstation-audit"]
@@ -56,8 +56,8 @@ def test_the_wrapper_ends_quietly_on_a_closed_pipe_and_passes_other_errors(tmp_p
     script = tmp_path / "noisy.py"
     script.write_text(
         "import sys\n"
-        "from shared.adapters.console import quiet_broken_pipe\n"
-        "@quiet_broken_pipe\n"
+        "from shared.adapters.console import quiet_exits\n"
+        "@quiet_exits\n"
         "def main(argv=None):\n"
         "    if argv == ['boom']:\n"
         "        raise ValueError('not a pipe problem')\n"
@@ -83,3 +83,66 @@ def test_the_wrapper_ends_quietly_on_a_closed_pipe_and_passes_other_errors(tmp_p
         env={"PYTHONPATH": root},
     )
     assert other.returncode == 1 and b"ValueError: not a pipe problem" in other.stderr
+
+
+def test_ctrl_c_at_a_pin_prompt_stops_in_one_line_and_leaves_nothing(tmp_path):
+    """An operator who presses Ctrl-C while ``init`` waits for a PIN: exit 130, one line,
+    no traceback, and no state directory (nothing was made before the PINs)."""
+    import os
+    import signal
+    import time
+
+    read, write = os.pipe()  # held open and never written: the prompt waits
+    state = tmp_path / "station"
+    process = subprocess.Popen(
+        [
+            BIN / "coldstation-appliance",
+            "--state",
+            str(state),
+            "--pin-fd",
+            str(read),
+            "init",
+            "--demo",
+        ],
+        pass_fds=(read,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(read)
+    try:
+        time.sleep(3)  # imported and waiting at the first PIN
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(write)
+    assert process.returncode == INTERRUPTED_EXIT, stderr
+    assert b"Traceback" not in stderr and b"interrupted" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not state.exists()
+
+
+COMPLETES = [
+    ("coldstation-coordinator", ["ba"], "batch"),
+    ("coldstation-coordinator", ["batch", "create", "--"], "--fee-rate"),
+    ("coldstation-appliance", ["address-"], "address-check"),
+    ("coldstation-audit", ["replay", "--coordinator-"], "--coordinator-export"),
+]
+
+
+@pytest.mark.parametrize(("program", "words", "offered"), COMPLETES)
+def test_bash_completes_commands_and_options_from_the_parser(program, words, offered):
+    """The script ``--print-completion bash`` prints, loaded into a real bash, offers the
+    program's subcommands and their options."""
+    script = subprocess.run(
+        [BIN / program, "--print-completion", "bash"], capture_output=True, text=True, check=True
+    ).stdout
+    function = "_shtab_" + program.replace("-", "_")
+    line = " ".join([program, *words])
+    probe = (
+        f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words)}; COMP_LINE="{line}"; '
+        f'COMP_POINT=${{#COMP_LINE}}; {function}; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    )
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert offered in done.stdout.split(), done.stdout

@@ -40,3 +40,21 @@ def test_every_file_the_script_installs_lands_in_a_folder_that_exists():
             f"build.sh installs $ROOT/{match['dest']} but nothing creates {parent}/ on a "
             "clean checkout: use install -D"
         )
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised as PEP 503 does."""
+    name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_lock_pins_every_runtime_dependency():
+    """A dependency added to pyproject.toml without regenerating the lock (`wheels.py
+    lock`) would be missing from the station: `cryptography` once was."""
+    import tomllib
+
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = (ROOT / "image-build" / "requirements.lock").read_text()
+    pinned = {_name(m) for m in re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.MULTILINE)}
+    missing = sorted({_name(r) for r in wanted} - pinned)
+    assert not missing, f"image-build/requirements.lock lacks {missing}: run wheels.py lock"

@@ -52,7 +52,7 @@ IO_MODULES = {
 #: The adapters that live in shared/ because both programs use them, and what they may use.
 SHARED_EDGE = {
     "shared/adapters/camera.py": {"cv2", "os", "pathlib", "time"},
-    "shared/adapters/console.py": {"os", "sys"},
+    "shared/adapters/console.py": {"os", "sys", "time"},  # ProgressLine: at most once a second
     "shared/adapters/channel.py": {"cv2"},
     "shared/adapters/decoders.py": {"cv2"},
     "shared/adapters/scan.py": {"time"},
