@@ -152,6 +152,7 @@ class _Judged(NamedTuple):
     claims: tuple[object, ...]  # each output's is_change, as the transcript shows it
     keys: tuple[tuple[int, bytes], ...]  # (input, key) the station shows it signs with
     shown: tr.Shown  # what the coordinator check compares
+    paid: tr.Paid  # the batch, purpose and payees the transcript shows (for the report)
 
 
 def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | None) -> _Judged:
@@ -215,6 +216,7 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
             if isinstance(shown, dict) and isinstance(shown.get("key"), bytes)
         ),
         tr.shown(plain),
+        tr.paid(plain),
     )
 
 
@@ -743,9 +745,12 @@ class ApplianceReplay:
     def _officer_enrolled(self, record: Record) -> None:
         role = record.details.get("role")
         algorithm = record.details.get("algorithm", "secp256k1")
+        token = record.details.get("token")
         for fp in record.actors:
             self._enrolled[fp] = str(role)
             self._algorithms[fp] = str(algorithm)
+            if isinstance(token, str):  # the token's label: how the team names its holder
+                self.status.officers[fp] = token
 
     def _backup(self, record: Record) -> None:
         blob = record.subjects.get("blob")
@@ -955,9 +960,10 @@ class ApplianceReplay:
                 self._transcript_keys(record, ceremony, judged)
         self._remember(record, ceremony, inputs)
         if judged is not None:
-            # only what the coordinator check compares is kept: a year of transcripts is
-            # not held in memory
+            # only what the coordinator check compares, and what the report shows of whom
+            # it paid, is kept: a year of transcripts is not held in memory
             ceremony.transcript = judged.shown
+            ceremony.paid = judged.paid
 
     def _ceremony(self, record: Record) -> Ceremony:
         details = record.details

@@ -12,9 +12,59 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.audit.keys import KeyState
+from shared.audit.transcript import Paid
 
 #: The checks, in the order the report lists them.
 CHECKS = ("journal", "policy", "ceremony", "receipt", "request", "response", "broadcast", "chain")
+
+#: Severities, most urgent first, and each check's: what a finding of it means for the
+#: funds, and the auditor's next step. ``critical``: money may have moved without the
+#: controls, or the record of it is not trustworthy; ``high``: a control or a record
+#: disagrees and must be explained before sign-off.
+SEVERITIES = ("critical", "high")
+TRIAGE: dict[str, tuple[str, str]] = {
+    "journal": (
+        "critical",
+        "treat the journal as tampered or damaged: secure the station and its medium, "
+        "compare this bundle with a fresh `journal export` and the signing token's anchor, "
+        "and escalate to the security officer",
+    ),
+    "policy": (
+        "critical",
+        "a decision was taken outside a validly signed policy: pull the named policy file "
+        "and its signatures, and ask the administrators who installed it",
+    ),
+    "ceremony": (
+        "high",
+        "pull the named journal record and its transcript, and ask the officers named on it "
+        "what they were shown and approved",
+    ),
+    "receipt": (
+        "high",
+        "compare the coordinator's receipt with the station's journal at that seq; a "
+        "receipt the journal does not vouch for was not issued by the station",
+    ),
+    "request": (
+        "high",
+        "compare the coordinator's request with the transcript the station signed, and ask "
+        "ops who built and changed it",
+    ),
+    "response": (
+        "high",
+        "compare the signed response with the station's journal record and its signatures "
+        "digest; ask ops where the file came from",
+    ),
+    "broadcast": (
+        "critical",
+        "a transaction went out that no approved ceremony covers as broadcast: trace it, "
+        "and ask ops who sent it and from which file",
+    ),
+    "chain": (
+        "critical",
+        "funds moved on chain without an approved ceremony, or a sent payment is not "
+        "recorded: trace the transaction on a block explorer you trust and escalate",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +93,22 @@ class Finding:
             parts.append(self.file)
         return ", ".join(parts) or "evidence"
 
+    @property
+    def severity(self) -> str:
+        return TRIAGE.get(self.check, ("high", ""))[0]
+
+    @property
+    def next_step(self) -> str:
+        return TRIAGE.get(self.check, ("high", "ask the team that produced this evidence"))[1]
+
     def __str__(self) -> str:
         return f"[{self.check}] {self.where()}: {self.message}"
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "check": self.check,
+            "severity": self.severity,
+            "next_step": self.next_step,
             "where": self.where(),
             "message": self.message,
             "appliance": self.appliance,
@@ -93,6 +153,8 @@ class Ceremony:
     internal: tuple[str, ...] = field(default=(), repr=False)
     keys: Mapping[bytes, KeyState] = field(default_factory=dict, repr=False)
     findings: list[Finding] = field(default_factory=list)
+    #: the batch, purpose and payees its transcript shows (None: no transcript judged)
+    paid: Paid | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +180,10 @@ class Ceremony:
             "in_coordinator_evidence": self.coordinator_request is not None,
             "broadcast": self.broadcast,
             "height": self.height,
+            "batch": self.paid.batch if self.paid else None,
+            "purpose": self.paid.purpose if self.paid else None,
+            "payees": [list(p) for p in self.paid.payees] if self.paid else [],
+            "payee_count": self.paid.payee_count if self.paid else 0,
             "ok": self.ok,
             "findings": [f.to_plain() for f in self.findings],
         }
@@ -134,6 +200,8 @@ class ApplianceStatus:
     head: str
     anchored: str
     policy_versions: list[int] = field(default_factory=list)
+    #: officer and administrator fingerprints -> the label of the token they enrolled
+    officers: dict[str, str] = field(default_factory=dict)
     approved: int = 0
     refused: int = 0
     journal_findings: int = 0
@@ -153,6 +221,7 @@ class ApplianceStatus:
             "head": self.head,
             "journal_ok": self.journal_ok,
             "policy_versions": self.policy_versions,
+            "officers": dict(sorted(self.officers.items())),
             "approved": self.approved,
             "refused": self.refused,
             "findings": self.findings,
@@ -270,4 +339,5 @@ class Report:
             "broadcasts": len(self.broadcasts),
             "outflows": len(self.chain.outflows) if self.chain else 0,
             "findings": len(self.findings),
+            "critical_findings": sum(1 for f in self.findings if f.severity == "critical"),
         }

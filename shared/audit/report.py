@@ -19,8 +19,9 @@ from collections.abc import Iterator, Sequence
 from html import escape
 from typing import Any, TextIO
 
-from shared.audit.model import CHECKS, Ceremony, OutflowResult, Report
+from shared.audit.model import CHECKS, SEVERITIES, Ceremony, OutflowResult, Report
 from shared.audit.text import printable, printable_lines
+from shared.bitcoin.amount import format_btc
 
 REPORT_TYPE = "coldstation-audit-report"
 REPORT_VERSION = 1
@@ -188,12 +189,20 @@ def summary(report: Report) -> str:
 # -- HTML ---------------------------------------------------------------------------------
 
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-h1{margin-bottom:.2em} table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f2f2f2} td.num{text-align:right} code{font-size:12px}
-.ok{background:#e6f4ea;color:#135c2a} .bad{background:#fdecea;color:#8a1c14}
+body{font:13px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{margin-bottom:.2em} h2{margin-top:1.4em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;width:100%}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;
+overflow-wrap:break-word}
+th{background:#f2f2f2} td.num,td.critical,td.high{white-space:nowrap} td.num{text-align:right}
+.hex{font:11px/1.3 ui-monospace,monospace;word-break:break-all} .path{word-break:break-all}
+.muted{color:#666} .ok{background:#e6f4ea;color:#135c2a} .bad{background:#fdecea;color:#8a1c14}
+.critical{background:#8a1c14;color:#fff;font-weight:bold} .high{background:#fdecea;color:#8a1c14}
 .verdict{padding:.6em 1em;font-size:1.3em;font-weight:bold;display:inline-block}
+table.narrow{width:auto}
+@page{size:A4 landscape;margin:10mm}
+@media print{body{margin:0;font-size:8pt} .hex{font-size:7pt} tr{break-inside:avoid}
+h2,h3{break-after:avoid} *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
 
@@ -227,11 +236,11 @@ def _summary_html(report: Report, inputs: dict[str, Any]) -> str:
     css = "ok" if report.ok else "bad"
     verdict = "OK: every check holds" if report.ok else f"{counts['findings']} finding(s)"
     rows = "".join(_row(_cell(k), _cell(v, "num")) for k, v in counts.items())
-    sources = "".join(_row(_cell(k), _cell(v)) for k, v in sorted(inputs.items()))
+    sources = "".join(_row(_cell(k), _cell(v, "path")) for k, v in sorted(inputs.items()))
     return (
         f'<p class="verdict {css}">{_html(verdict)}</p>'
-        f"<h2>Summary</h2><table>{_head('item', 'count')}{rows}</table>"
-        f"<h2>Inputs</h2><table>{_head('input', 'value')}{sources}</table>"
+        f'<h2>Summary</h2><table class="narrow">{_head("item", "count")}{rows}</table>'
+        f'<h2>Inputs</h2><table class="narrow">{_head("input", "value")}{sources}</table>'
     )
 
 
@@ -239,13 +248,14 @@ def _appliances_html(report: Report) -> str:
     rows = "".join(
         _row(
             _cell(a.appliance_id),
-            _cell(a.source),
-            _cell(a.audit_key),
+            f'<td class="path">{_html(a.source)}</td>',
+            f"<td>{_hex(a.audit_key)}</td>",
             _cell(a.anchored),
             _cell(a.records, "num"),
-            _cell(a.head[:16] + "…"),
+            f"<td>{_hex(a.head[:16] + '…')}</td>",
             _cell("ok" if a.journal_ok else "broken", "ok" if a.journal_ok else "bad"),
             _cell(", ".join(map(str, a.policy_versions))),
+            f"<td>{_named(sorted(a.officers, key=a.officers.__getitem__), a.officers)}</td>",
             _cell(a.findings, "num"),
         )
         for a in report.appliances
@@ -259,6 +269,7 @@ def _appliances_html(report: Report) -> str:
         "head",
         "journal",
         "policies",
+        "officers and administrators (token, key fingerprint)",
         "findings",
     )
     return f"<h2>Appliances</h2><table>{head}{rows}</table>"
@@ -268,26 +279,69 @@ def _utc(timestamp: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
 
 
-def _ceremony_row(c: Ceremony) -> str:
+def _btc(sats: int | None) -> str:
+    return "" if sats is None else format_btc(sats)
+
+
+def _hex(value: object) -> str:
+    """A hash or id: monospace, broken anywhere (a 64-digit txid fits a narrow column)."""
+    return "" if value is None else f'<span class="hex">{_html(value)}</span>'
+
+
+def _lines(*parts: str) -> str:
+    """Cell content of several lines (each already HTML)."""
+    return "<br>".join(part for part in parts if part)
+
+
+def _named(fingerprints: Sequence[str], names: dict[str, str]) -> str:
+    """Officers as the team knows them: ``officer-1 (0a1b2c3d)``."""
+    return ", ".join(
+        f"{_html(names[fp])} ({_html(fp)})" if fp in names else _html(fp) for fp in fingerprints
+    )
+
+
+def _paid_to(c: Ceremony) -> str:
+    if c.paid is None:
+        return ""
+    shown = [
+        f"{_html(_btc(amount))} to {_hex(payee)}" if amount is not None else _hex(payee)
+        for payee, amount in c.paid.payees
+    ]
+    more = c.paid.payee_count - len(c.paid.payees)
+    if more > 0:
+        shown.append(f'<span class="muted">and {more} more</span>')
+    return _lines(*shown)
+
+
+def _ceremony_row(c: Ceremony, names: dict[str, str]) -> str:
     css = "ok" if c.ok else "bad"
-    approvals = f"{len(c.approvals)}/{c.quorum}" if c.quorum is not None else ""
-    broadcast = "" if c.broadcast is None else f"height {c.height}" if c.height else "sent"
-    return _row(
-        _cell(c.seq, "num"),
-        _cell(_utc(c.time)),
-        _cell(c.decision),
-        _cell(c.policy_verdict),
-        _cell(c.request_id),
-        _cell(c.txid),
-        _cell(c.paid_out, "num"),
-        _cell(c.paid_out_rederived, "num"),
-        _cell(c.fee, "num"),
-        _cell(c.policy_version, "num"),
-        _cell(approvals),
-        _cell(", ".join(c.approvals)),
-        _cell(", ".join(c.refusals)),
-        _cell(broadcast),
-        _cell("ok" if c.ok else f"{len(c.findings)} finding(s)", css),
+    quorum = f"{len(c.approvals)} of {c.quorum}" if c.quorum is not None else ""
+    broadcast = "" if c.broadcast is None else f"in block {c.height}" if c.height else "sent"
+    request = _lines(
+        _html(f"batch {c.paid.batch}") if c.paid and c.paid.batch else "",
+        _html(c.paid.purpose) if c.paid and c.paid.purpose else "",
+        _hex(c.request_id),
+    )
+    amounts = _lines(
+        _html(f"paid out {_btc(c.paid_out)}") if c.paid_out is not None else "",
+        _html(f"re-derived {_btc(c.paid_out_rederived)}")
+        if c.paid_out_rederived is not None
+        else "",
+        _html(f"fee {_btc(c.fee)}") if c.fee is not None else "",
+    )
+    approvals = _lines(
+        _html(quorum),
+        _named(c.approvals, names),
+        _html(f"policy v{c.policy_version}") if c.policy_version is not None else "",
+    )
+    decision = _lines(
+        _html(c.decision), _html(f"replayed: {c.policy_verdict}") if c.policy_verdict else ""
+    )
+    return (
+        f'<tr><td class="num">{c.seq}</td>{_cell(_utc(c.time))}<td>{decision}</td>'
+        f"<td>{request}</td><td>{_paid_to(c)}</td><td>{amounts}</td><td>{approvals}</td>"
+        f"{_cell('; '.join(c.refusals))}<td>{_lines(_hex(c.txid), _html(broadcast))}</td>"
+        f"{_cell('ok' if c.ok else f'{len(c.findings)} finding(s)', css)}</tr>"
     )
 
 
@@ -297,17 +351,12 @@ def _ceremonies_html(report: Report) -> Iterator[str]:
         "seq",
         "time (UTC)",
         "decision",
-        "policy verdict (replayed)",
-        "request id",
-        "txid",
-        "paid out (sat)",
-        "paid out, change re-derived (sat)",
-        "fee (sat)",
-        "policy version",
-        "quorum",
-        "approvals (officer fingerprints)",
+        "request (batch, purpose, id)",
+        "paid to",
+        "amounts",
+        "approvals (quorum, officers, policy)",
         "refusals",
-        "broadcast",
+        "transaction",
         "result",
     )
     for appliance in report.appliances:
@@ -315,7 +364,7 @@ def _ceremonies_html(report: Report) -> Iterator[str]:
         rows: list[str] = []
         for c in report.ceremonies:
             if c.appliance == appliance.appliance_id:
-                rows.append(_ceremony_row(c))
+                rows.append(_ceremony_row(c, appliance.officers))
                 if len(rows) >= 4096:
                     yield "".join(rows)
                     rows.clear()
@@ -325,10 +374,10 @@ def _ceremonies_html(report: Report) -> Iterator[str]:
 def _broadcasts_html(report: Report) -> str:
     rows = "".join(
         _row(
-            _cell(b.txid),
+            f"<td>{_hex(b.txid)}</td>",
             _cell(b.state),
             _cell(b.height, "num"),
-            _cell(b.request_id),
+            f"<td>{_hex(b.request_id)}</td>",
             _cell("; ".join(b.approved_by)),
             _cell("ok" if b.approved else "not approved", "ok" if b.approved else "bad"),
         )
@@ -344,7 +393,7 @@ def _chain_html(report: Report) -> str:
         return "<h2>Chain</h2><p>Not checked (no --chain given).</p>"
     rows = "".join(
         _row(
-            _cell(o.txid),
+            f"<td>{_hex(o.txid)}</td>",
             _cell(o.height, "num"),
             _cell(o.broadcast or "none"),
             _cell("yes" if o.malleated else ""),
@@ -383,13 +432,24 @@ def _list_html(title: str, items: list[str]) -> str:
 
 
 def _findings_html(report: Report) -> str:
+    """Most urgent first, each with what it means and the auditor's next step."""
     if not report.findings:
         body = "<p>None.</p>"
     else:
+        rank = {severity: n for n, severity in enumerate(SEVERITIES)}
+        ordered = sorted(report.findings, key=lambda f: rank.get(f.severity, len(rank)))
         rows = "".join(
-            _row(_cell(f.check), _cell(f.where()), _cell(f.message, "bad")) for f in report.findings
+            _row(
+                _cell(f.severity, f.severity),
+                _cell(f.check),
+                _cell(f.where(), "path"),
+                _cell(f.message),
+                _cell(f.next_step),
+            )
+            for f in ordered
         )
-        body = f"<table>{_head('check', 'where', 'finding')}{rows}</table>"
+        head = _head("severity", "check", "where", "finding", "next step")
+        body = f"<table>{head}{rows}</table>"
     return (
         f"<h2>Findings</h2>{body}"
         + _list_html("Notes", report.notes)

@@ -173,6 +173,53 @@ class Shown(NamedTuple):
     fee: object
 
 
+#: Payees a ceremony keeps for the report (the JSON and HTML show these and the count).
+PAYEES_KEPT = 3
+
+
+class Paid(NamedTuple):
+    """Whom a ceremony paid, as its transcript shows: the request's batch and purpose, the
+    first :data:`PAYEES_KEPT` outputs that are not change (address, or script in hex, and
+    amount in sat), and how many there were."""
+
+    batch: str | None
+    purpose: str | None
+    payees: tuple[tuple[str, int | None], ...]
+    payee_count: int
+
+
+def paid(plain: dict[str, Any]) -> Paid:
+    """:class:`Paid` from a transcript (fields of the wrong type are shown as absent)."""
+    meta = request(plain)
+    outputs = plain.get("outputs")
+    payees = [
+        o
+        for o in (outputs if isinstance(outputs, list) else [])
+        if isinstance(o, dict) and o.get("is_change") is not True
+    ]
+    return Paid(
+        _text(meta.get("batch_id")),
+        _text(meta.get("purpose")),
+        tuple((_payee(o), _int(o.get("amount"))) for o in payees[:PAYEES_KEPT]),
+        len(payees),
+    )
+
+
+def _payee(output: dict[str, Any]) -> str:
+    address, script = output.get("address"), output.get("script")
+    if isinstance(address, str) and address:
+        return address
+    return "script " + script.hex() if isinstance(script, bytes) else "unknown"
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
 def shown(plain: dict[str, Any]) -> Shown:
     """:func:`shown_transaction`, kept as :class:`Shown`: :func:`compare_kept` on it says
     what :func:`compare_shown` says on the transcript."""
