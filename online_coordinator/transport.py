@@ -14,6 +14,7 @@ so the commands do not care how a payload arrived.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,15 +41,19 @@ class Payload:
     how: str  # for the record: "file", "ur text", "video", "camera"
 
 
-def receive(source: str, *, timeout: float = 120.0) -> Payload:
-    """The payload from ``source`` (see the module docstring); errors are CommandError."""
+def receive(
+    source: str, *, timeout: float = 120.0, expected: Sequence[str] | None = None
+) -> Payload:
+    """The payload from ``source`` (see the module docstring); errors are CommandError.
+    ``expected``: the UR types a camera or video scan accepts; parts of any other type are
+    passed over (the station's previous screen, still in view, is not taken for this one)."""
     if source.startswith("camera:"):
         index = source.removeprefix("camera:")
         if not index.isdigit():
             raise CommandError(f"{source}: use camera:N with a device number")
-        return _scan(int(index), timeout, "camera")
+        return _scan(int(index), timeout, "camera", expected)
     if Path(source).suffix.lower() in VIDEO_SUFFIXES:
-        return _scan(source, timeout, "video")
+        return _scan(source, timeout, "video", expected)
     data = read_limited(source)
     if _is_ur_text(data):
         return _ur_text(source, data)
@@ -99,12 +104,18 @@ def _to_file(source: str, ur_type: str, cbor: bytes) -> bytes:
         raise CommandError(f"{source}: {exc}") from exc
 
 
-def _scan(device: int | str, timeout: float, how: str) -> Payload:
+def _scan(
+    device: int | str, timeout: float, how: str, expected: Sequence[str] | None = None
+) -> Payload:
     from shared.adapters.scan import incomplete_message, scan_source
 
     live = how == "camera"
     receiver = scan_source(
-        device, error=CommandError, timeout_s=timeout, on_progress=print_progress if live else None
+        device,
+        error=CommandError,
+        expected_types=None if expected is None else list(expected),
+        timeout_s=timeout,
+        on_progress=print_progress if live else None,
     )
     result = receiver.result
     if result is None:

@@ -115,9 +115,14 @@ def init_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What a scanned wallet export is: the station's descriptor screen, then its receipt's.
+DESCRIPTOR_UR = ("crypto-output",)
+RECEIPT_UR = ("bytes",)
+
+
 def _export(descriptor_source: str, receipt_source: str) -> ApplianceExport:
-    descriptor = parse_descriptor_source(receive(descriptor_source).data)
-    return read_export(descriptor, receive(receipt_source).data)
+    descriptor = parse_descriptor_source(receive(descriptor_source, expected=DESCRIPTOR_UR).data)
+    return read_export(descriptor, receive(receipt_source, expected=RECEIPT_UR).data)
 
 
 def _export_option(parser: argparse.ArgumentParser, what: str, required: bool = True) -> None:
@@ -205,7 +210,7 @@ def multisig_command(args: argparse.Namespace) -> int:
 def confirm_pin_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         wallet = load_wallet(store, args.name)
-        appliance = confirm_pin(store, wallet, receive(args.receipt).data)
+        appliance = confirm_pin(store, wallet, receive(args.receipt, expected=RECEIPT_UR).data)
         waiting = unpinned_members(store, wallet)
         print(
             f"appliance {appliance} pinned {wallet.name}; "

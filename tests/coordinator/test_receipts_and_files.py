@@ -170,3 +170,31 @@ def test_init_writes_a_private_state_folder(desk: Desk) -> None:
     assert mode(fresh) == 0o700
     assert mode(fresh / "coordinator.toml") == mode(fresh / "coordinator.sqlite") == 0o600
     assert json.loads(desk.run("status", "--state", str(fresh), "--json").out)["batches"] == []
+
+
+def test_wallet_import_scans_the_stations_two_screens_in_turn(desk: Desk) -> None:
+    """The station's TUI shows a wallet export as two animated QRs, the descriptor then the
+    receipt; a camera pointed at it sees both. The same video (the descriptor's frames
+    first) is given for both sources: the receipt's scan passes over the descriptor's
+    parts instead of taking them for the receipt."""
+    from shared.adapters.video import write_video
+    from shared.bitcoin.descriptor import Descriptor
+    from shared.qr.presets import FAST
+    from shared.ur.registry import encode_bytes, encode_crypto_output
+    from shared.ur.ur import UR, UREncoder
+
+    descriptor, receipt = SoftAppliance("cold-1").export()
+    screens = [
+        UR("crypto-output", encode_crypto_output(Descriptor.parse(descriptor))),
+        UR("bytes", encode_bytes(receipt)),
+    ]
+    renderer = FAST.renderer()
+    frames = [
+        renderer.image(part.upper())
+        for ur in screens
+        for part in UREncoder(ur, FAST.max_fragment_len).cycle_parts(2)
+    ]
+    video = desk.tmp / "station-screens.avi"
+    assert write_video(frames, video, fps=10) == len(frames)
+    out = desk.ok("wallet", "import", "treasury", "--export", str(video), str(video))
+    assert "wallet treasury: 1 descriptor(s) imported" in out

@@ -946,3 +946,103 @@ def test_a_refusal_waits_for_officers_who_write_it_from_home(
         assert "wait for the next activation" not in screen_text(app)
 
     run(app, SMALL, body)
+
+
+# -- receipts as QR ----------------------------------------------------------------------------
+
+
+async def until(pilot: Any, ready: Callable[[], bool], seconds: float = 60) -> None:
+    """Pause until ``ready()`` (a worker waiting on a screen never completes, so
+    :func:`settle` cannot be used), failing after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert time.monotonic() < deadline, f"not ready: {pilot.app.screen}"
+        await pilot.pause(0.05)
+
+
+def scanned_payload(qr: ShowQrScreen, ur_type: str) -> bytes:
+    """The CBOR payload a camera reads off the paused screen, frame by frame."""
+    qr.action_pause()
+    receiver = QrReceiver(expected_types=[ur_type])
+    for _ in range(20 * qr.stream.parts):
+        qr.advance()
+        receiver.feed(frame_image(qr.frame_text))
+        if receiver.is_complete:
+            break
+    assert receiver.result is not None and receiver.result.ur_type == ur_type
+    return receiver.result.cbor
+
+
+def test_keys_export_wallet_shows_the_descriptor_then_its_receipt(appliance: Appliance) -> None:
+    """Issue 18: the wallet export as QR, for a coordinator that scans it (camera:0): the
+    export ceremony runs with two officers, then the descriptor and the new receipt are
+    shown, each decoded here from the frames as a camera would read them."""
+    from textual.widgets import DataTable
+
+    from shared.ur.registry import decode_bytes, decode_crypto_output
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("k")
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#keys", DataTable)
+        table.move_cursor(row=table.get_row_index("treasury"))
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        for label, pin in (("officer-1", "1111"), ("officer-2", "2222")):
+            await type_text(pilot, label)
+            await pilot.press("enter")
+            await type_text(pilot, pin)
+            await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ShowQrScreen))
+        receipt = appliance.recorder.last()
+        assert receipt.record.event == "wallet_exported"
+        descriptor = decode_crypto_output(scanned_payload(pilot.app.screen, "crypto-output"))
+        assert str(descriptor).split("#")[0] == receipt.record.details["descriptor"].split("#")[0]
+        first = pilot.app.screen
+        await pilot.press("enter")
+        await until(pilot, lambda: pilot.app.screen is not first)
+        assert isinstance(pilot.app.screen, ShowQrScreen)
+        assert "receipt" in pilot.app.screen.title_text
+        shown = decode_bytes(scanned_payload(pilot.app.screen, "bytes"))
+        assert shown == receipt.to_bytes() and Entry.from_bytes(shown).verify(
+            appliance.journal.audit_key
+        )
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, KeysScreen))
+
+    run(ColdstationApp(appliance), SMALL, body)
+
+
+def test_journal_shows_a_receipt_again_and_nothing_else(appliance: Appliance) -> None:
+    """``q`` on a wallet_exported record shows its descriptor and receipt (no officer,
+    nothing journaled); on any other record it says which records have receipts."""
+    from textual.widgets import DataTable
+
+    from shared.ur.registry import decode_bytes
+
+    async def body(pilot: Any) -> None:
+        await pilot.press("j")
+        await pilot.pause()
+        screen = pilot.app.screen
+        table = screen.query_one("#rows", DataTable)
+        exported = next(e for e in screen.entries if e.record.event == "wallet_exported")
+        other = next(e for e in screen.entries if e.record.event == "key_generated")
+        length = len(appliance.recorder.store)
+        table.move_cursor(row=table.get_row_index(str(other.record.seq)))
+        await pilot.press("q")
+        await pilot.pause()
+        assert pilot.app.screen is screen
+        said = [n.message for n in pilot.app._notifications]
+        assert any("only they have receipts" in message for message in said), said
+        table.move_cursor(row=table.get_row_index(str(exported.record.seq)))
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ShowQrScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: "receipt" in getattr(pilot.app.screen, "title_text", ""))
+        assert decode_bytes(scanned_payload(pilot.app.screen, "bytes")) == exported.to_bytes()
+        await pilot.press("enter")
+        await until(pilot, lambda: pilot.app.screen is screen)
+        assert len(appliance.recorder.store) == length  # shown again: nothing journaled
+
+    run(ColdstationApp(appliance), SMALL, body)

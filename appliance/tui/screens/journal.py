@@ -1,5 +1,6 @@
 """Journal: every record, newest first, narrowed by event or by request id; Enter shows a
-record in full, ``v`` re-verifies the whole chain and every signature (as the auditors will)."""
+record in full, ``v`` re-verifies the whole chain and every signature (as the auditors will),
+``q`` shows a wallet export's or pin's receipt as animated QR again."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from textual.widgets import DataTable, Input, Select, Static
 from appliance.appliance import Appliance
 from appliance.tui.engine import EngineError
 from appliance.tui.screens.common import KeysFooter, NavScreen, hex_text, off_thread, when
+from appliance.tui.screens.receipts import RECEIPT_EVENTS, receipt_screens, show_receipt
 from shared.journal import Entry, Record
 
 
@@ -80,6 +82,7 @@ class JournalScreen(NavScreen):
     NAME: ClassVar[str] = "journal"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "verify", "Verify"),
+        Binding("q", "receipt", "Receipt QR"),
         # Screen.action_focus (Textual's own) takes a selector
         Binding("e", "focus('#event')", "Event"),
         Binding("r", "focus('#request')", "Request"),
@@ -155,6 +158,34 @@ class JournalScreen(NavScreen):
         seq = int(str(event.row_key.value))
         record = next(e.record for e in self.entries if e.record.seq == seq)
         self.app.push_screen(RecordScreen(record))
+
+    def selected_entry(self) -> Entry | None:
+        table = self.query_one("#rows", DataTable)
+        if not table.row_count:
+            return None
+        seq = int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+        return next((e for e in self.entries if e.record.seq == seq), None)
+
+    def action_receipt(self) -> None:
+        """The selected wallet export or pin as the QR the coordinator scans (no officer:
+        the entry is already signed)."""
+        entry = self.selected_entry()
+        if entry is None or entry.record.event not in RECEIPT_EVENTS:
+            self.notify(
+                "Select a wallet_exported or wallet_pinned record: only they have receipts.",
+                severity="warning",
+            )
+            return
+        try:
+            receipt_screens(entry)  # a descriptor that does not parse is said here
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.show(entry)
+
+    @work(group="receipt")
+    async def show(self, entry: Entry) -> None:
+        await show_receipt(self.app, entry)
 
     def action_verify(self) -> None:
         verdict = self.query_one("#verdict", Static)

@@ -1,5 +1,7 @@
 """Keys: every key in the signing token with its lifecycle state; suspending or reactivating
-one is the ``suspend``/``reactivate`` ceremony, with M officers presenting their tokens."""
+one is the ``suspend``/``reactivate`` ceremony, with M officers presenting their tokens;
+``e`` exports a key's wallet (the ``export-wallet`` ceremony) and shows its descriptor and
+receipt as animated QR for the coordinator."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from appliance.keystore import AUDIT_KEY_LABEL, KeyState
 from appliance.tui.engine import EngineError
 from appliance.tui.screens.common import NavScreen, PresentOfficers, off_thread
 from appliance.tui.screens.home import fill_keys
+from appliance.tui.screens.receipts import show_receipt
 
 VERBS = {KeyState.SUSPENDED: "suspend", KeyState.ACTIVE: "reactivate"}
 
@@ -25,6 +28,7 @@ class KeysScreen(NavScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("u", "change_state('suspended')", "Suspend"),
         Binding("r", "change_state('active')", "Reactivate"),
+        Binding("e", "export_wallet", "Export wallet"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -130,3 +134,41 @@ class KeysScreen(NavScreen):
         problem.update("")
         self.notify(f"Key {label} is now {target} (journal seq {entry.record.seq}).")
         self.reload()
+
+    def action_export_wallet(self) -> None:
+        label = self.selected_label()
+        if label is None:
+            return
+        if label == AUDIT_KEY_LABEL:
+            self.notify("The audit key signs the journal; it has no wallet.", severity="error")
+            return
+        try:
+            quorum = self.appliance.policy().approval_quorum
+        except Exception as exc:  # no policy: say so, do not crash
+            self.notify(str(exc), severity="error")
+            return
+        self.export_wallet(label, quorum)
+
+    @work(group="ceremony")
+    async def export_wallet(self, label: str, quorum: int) -> None:
+        """M officers present their tokens; the receipt is journaled, then shown as QR."""
+        officers = await self.app.push_screen_wait(
+            PresentOfficers(
+                f"Export the wallet of {label}: {quorum} officers present their tokens",
+                quorum,
+                self.appliance.config.officer_tokens.values(),
+            )
+        )
+        if not officers:
+            return
+        problem = self.query_one("#key-problem", Static)
+        problem.update(f"Export {label}: activating the signing token…")
+        try:
+            _, receipt = await off_thread(lambda: self.appliance.export_wallet(officers, label))
+        except EngineError as exc:
+            problem.update(f"Refused: {exc}")
+            self.notify(str(exc), title="Refused", severity="error", timeout=10)
+            return
+        problem.update("")
+        self.notify(f"Wallet of {label} exported (journal seq {receipt.record.seq}).")
+        await show_receipt(self.app, receipt)
