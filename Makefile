@@ -44,6 +44,7 @@ bench: venv
 	$(PY) -m tests.bench.review_bench
 	$(PY) -m tests.bench.fountain_bench
 	$(PY) -m tests.bench.qr_bench
+	$(PY) -m tests.bench.terminal_qr_bench
 	$(PY) -m tests.bench.hsm_bench
 	$(PY) -m tests.bench.sign_bench
 	$(PY) -m tests.bench.coordinator_bench

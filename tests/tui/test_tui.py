@@ -479,7 +479,7 @@ def test_animated_qr_decodes_and_keys_change_density_and_speed(
         qr = screen.query_one("#qr", Static)
         assert str(qr.visual) == screen.frame_text  # what is on screen is the frame
         first = screen.frame_text
-        await pilot.pause(0.5)  # 5 fps: two or three frames later
+        await pilot.pause(0.5)  # 10 fps: several frames later
         assert screen.frame_text != first and screen.stream.shown >= 3
 
         fragment, fps = screen.stream.fragment_len, screen.fps
