@@ -123,7 +123,10 @@ def initialise(
         # every demo token lives in the state directory this call made: a failed init
         # leaves nothing half-made (a crash, which runs no handler, leaves it for
         # ``--start-over``); a station whose init_completed is journaled is whole and kept
-        whole = _completed(state)[0]
+        try:
+            whole = _completed(state)[0]
+        except Exception:  # cannot tell: what may be a finished station is never wiped
+            whole = True
         if not whole:
             _remove_made(state.root, existed)
         if not isinstance(exc, Exception):
