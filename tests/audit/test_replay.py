@@ -399,3 +399,25 @@ def test_reports_escape_hostile_text(single) -> None:
     assert plain["ok"] is False and plain["summary"]["findings"] == 1
     assert plain["findings"][0]["message"] == "<script>alert(1)</script>"
     assert summary(report).startswith("audit replay: 1 FINDING(S)")
+
+
+def test_reports_escape_hostile_batch_purpose_payees_and_token_labels(single) -> None:
+    """What the report now shows of whom a ceremony paid, and the officers' token labels,
+    is evidence text too: escaped like the rest."""
+    from shared.audit.transcript import Paid
+
+    cold, desk = single
+    report = run([cold], desk)
+    ceremony = report.ceremonies[0]
+    ceremony.paid = Paid("<script>b</script>", "<img src=p>", (("<svg onload=x>", 5),), 3)
+    appliance = report.appliances[0]
+    fingerprint = "0a1b2c3d4e5f6a7b"
+    appliance.officers[fingerprint] = "<iframe>"
+    ceremony.approvals = (fingerprint,)
+    page = to_html(report)
+    parser = _Strict()
+    parser.feed(page)
+    assert not {"script", "img", "svg", "iframe"} & set(parser.tags)
+    assert "&lt;script&gt;" in page and "&lt;iframe&gt;" in page and "and 2 more" in page
+    plain = json.loads(to_json(report))["ceremonies"][0]
+    assert plain["batch"] == "<script>b</script>" and plain["payee_count"] == 3
