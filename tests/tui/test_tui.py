@@ -1046,3 +1046,20 @@ def test_journal_shows_a_receipt_again_and_nothing_else(appliance: Appliance) ->
         assert len(appliance.recorder.store) == length  # shown again: nothing journaled
 
     run(ColdstationApp(appliance), SMALL, body)
+
+
+def test_the_tui_starts_without_loading_the_qr_encoder() -> None:
+    """The QR screens (segno, and the urllib, email and xml it loads) are imported when a QR
+    is first shown, not at start: the cold start to Home has a 1.5 s budget (sign_bench)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, appliance.appliance, appliance.tui.app; "
+            "print(sorted(m for m in ('segno', 'shared.ui.show_qr') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout

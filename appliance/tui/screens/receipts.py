@@ -9,13 +9,17 @@ the audit key it pinned.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import App
 
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.journal import Entry
-from shared.ui.show_qr import ShowQrScreen
 from shared.ur.registry import encode_bytes, encode_crypto_output
 from shared.ur.ur import UR
+
+if TYPE_CHECKING:  # the QR screen (segno and what it loads) is imported when first shown,
+    from shared.ui.show_qr import ShowQrScreen  # as home's: the TUI starts faster
 
 #: Records whose entry is a receipt the coordinator imports.
 RECEIPT_EVENTS = ("wallet_exported", "wallet_pinned")
@@ -25,6 +29,8 @@ def receipt_screens(entry: Entry) -> list[ShowQrScreen]:
     """The QR screens of a receipt record, in the order the coordinator reads them (the
     wallet, then its receipt); ValueError when the record is no receipt or its descriptor
     does not parse."""
+    from shared.ui.show_qr import ShowQrScreen
+
     record = entry.record
     if record.event not in RECEIPT_EVENTS:
         raise ValueError(
