@@ -682,6 +682,7 @@ class Appliance(Station):
         replaced file and the checkpoint are kept aside. The anchors then show what the
         export lacks, and ``journal recover`` journals it. Returns the new length.
         """
+        self.require_writable()
         try:
             appliance_id, audit_key, entries = parse_export(export)
         except JournalError as exc:

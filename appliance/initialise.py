@@ -38,6 +38,7 @@ from appliance.activation import (
 )
 from appliance.appliance import ENTROPY_SOURCES, Appliance, so_pin_for
 from appliance.hsm import Hsm, HsmError
+from appliance.journal_store import read_payloads
 from appliance.keystore import KEY_ID_BYTES, Keystore
 from appliance.officers import OfficerCard, enroll_administrator, enroll_officer
 from appliance.profiles import ProfileError, profile_for
@@ -48,7 +49,7 @@ from appliance.tokens import FoundToken, Modules, TokenIdentity, locate, single_
 from shared.approval_keys import ALGORITHMS
 from shared.bitcoin.amount import COIN
 from shared.bitcoin.script import OutputType
-from shared.journal import MAX_ACTORS
+from shared.journal import MAX_ACTORS, Entry
 from shared.policy import NETWORKS, Officer, Policy, verify_signed_policy
 from shared.station import activation_commitment
 
@@ -123,10 +124,7 @@ def initialise(
         # every demo token lives in the state directory this call made: a failed init
         # leaves nothing half-made (a crash, which runs no handler, leaves it for
         # ``--start-over``); a station whose init_completed is journaled is whole and kept
-        try:
-            whole = _completed(state)[0]
-        except Exception:  # cannot tell: what may be a finished station is never wiped
-            whole = True
+        whole = _journaled_complete(state) is not False  # unknown: never wiped
         if not whole:
             _remove_made(state.root, existed)
         if not isinstance(exc, Exception):
@@ -140,6 +138,19 @@ def initialise(
             f"{exc} (init stopped: station {config.appliance_id} and its demo tokens "
             f"were removed from {state.root}; run init again)"
         ) from exc
+
+
+def _journaled_complete(state: ApplianceState) -> bool | None:
+    """Whether the journal file holds ``init_completed``, read straight from the file (no
+    token is opened: the failure being handled may be the token's); None when the file
+    cannot be read or a record cannot be decoded, so the caller cannot tell."""
+    if not state.journal_path.exists():
+        return False
+    try:
+        records = [Entry.from_bytes(raw).record for raw in read_payloads(state.journal_path)]
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return any(record.event == "init_completed" for record in records)
 
 
 def _remove_made(root: Path, existed: bool) -> None:
@@ -454,9 +465,15 @@ def _enrol_tokens(
 
 def _clear_half_made(state: ApplianceState, start_over: bool) -> None:
     """An existing station is never overwritten; a half-made demo one may be wiped, and
-    only while its signing token still carries the init-in-progress marker."""
+    only while its signing token still carries the init-in-progress marker. A directory
+    that holds files but no station config is never wiped: it is not ours."""
     if not state.exists() and not (state.root.exists() and any(state.root.iterdir())):
         return
+    if not state.exists():
+        raise StateError(
+            f"{state.root} is not empty and holds no station (no {state.config_path.name}): "
+            "init never touches it; choose an empty or new --state"
+        )
     complete, why = _completed(state)
     if complete:
         raise StateError(f"{state.root} already holds an appliance: init never overwrites one")

@@ -156,10 +156,10 @@ class JournalStore(Closing):
         cls, path: Path | str, start: Start | None = None
     ) -> tuple[JournalStore, RecoveryReport]:
         """Open without the writer's lock, beside the process that holds it (``status``
-        while the TUI runs): what is on disk now, never written to. A damaged last frame
-        with nothing after it is what a frame being appended looks like, so it is left out
-        and flagged (``incomplete_tail``), not reported as damage; damage followed by good
-        frames is reported as :meth:`open` would."""
+        while the TUI runs): what is on disk now, never written to. A last frame cut short
+        (:data:`IN_FLIGHT`) while a writer holds the lock is what an append in progress
+        looks like, so it is left out and flagged (``incomplete_tail``); any other damage,
+        or a short frame nobody is writing, is reported as :meth:`open` would."""
         path = Path(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -174,7 +174,12 @@ class JournalStore(Closing):
         except BaseException:
             os.close(fd)
             raise
-        incomplete = damage is not None and not damage.followed_by_valid_frames
+        incomplete = (
+            damage is not None
+            and damage.problem in IN_FLIGHT
+            and not damage.followed_by_valid_frames
+            and _writer_holds(fd)
+        )
         end = damage.offset if damage is not None else start.offset + len(data)
         store = cls(path, fd, frames, start.index, end, None if incomplete else damage)
         store.read_only, store.incomplete_tail = True, incomplete
@@ -354,6 +359,22 @@ def read_payloads(path: Path | str) -> list[bytes]:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+#: Damage an append in progress can show: the frame is not all there yet. A complete frame
+#: with a bad magic or CRC is never in flight.
+IN_FLIGHT = ("partial header", "partial frame")
+
+
+def _writer_holds(fd: int) -> bool:
+    """True when another open file description holds the writer's exclusive lock now."""
+    probe = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)
+    return False
 
 
 def _open_locked(path: Path) -> tuple[int, bool]:

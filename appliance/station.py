@@ -124,8 +124,7 @@ class Station(Closing):
                 f"{self.state.config_path} names signing token "
                 f"{self.config.signing_token!r}, which is not there ({exc})." + hint
             ) from exc
-        if not read_only:  # a KEK beside a running backup ceremony is that ceremony's
-            self._sweep_kek()
+        self.read_only = read_only
         audit_key = self.keystore.token_audit_key()
         self.recorder = Recorder.open(
             self.state.journal_path,
@@ -135,6 +134,10 @@ class Station(Closing):
             audit_key,
             read_only,
         )
+        # after the journal's lock is ours: a KEK beside another process's running backup
+        # ceremony is that ceremony's, and a read-only open never touches it
+        if not read_only:
+            self._sweep_kek()
         for note in self.recorder.notes:
             self.note(note)
         # the counters are kept per appliance id: the journal's, never the editable file's
@@ -269,6 +272,14 @@ class Station(Closing):
     def problems(self) -> list[str]:
         return self.recorder.problems
 
+    def require_writable(self) -> None:
+        """StateError when opened read-only beside another process: no ceremony here."""
+        if self.read_only:
+            raise StateError(
+                "the station is open read-only beside another process (the TUI): "
+                "no ceremony runs here"
+            )
+
     def require_usable(self) -> None:
         """StateError unless the journal verified and the station finished initialising."""
         if self.problems:
@@ -340,6 +351,7 @@ class Station(Closing):
     @contextlib.contextmanager
     def activated(self, officers: Presented, *, recovering: bool = False) -> Iterator[Activation]:
         """M officers open the signing token for the length of the block (module docstring)."""
+        self.require_writable()
         if not recovering:
             self.require_usable()
         wrong_module = self._wrong_module()
@@ -371,6 +383,7 @@ class Station(Closing):
     ) -> Iterator[Activation]:
         """Open the signing token with shares already collected (the signing ceremony
         collects them officer by officer, with each approval)."""
+        self.require_writable()
         pin, share_set = self._login(offers, policy.approval_quorum)
         activation = Activation(tuple(actors or pin.officers), pin, offers, share_set)
         try:

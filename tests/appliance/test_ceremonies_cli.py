@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.journal_store import encode_frame
 from shared.journal import parse_export, verify_journal
 
 EXE = str(Path(sys.executable).with_name("coldstation-appliance"))
@@ -378,8 +379,41 @@ def test_status_works_read_only_beside_the_open_tui_and_changes_nothing(applianc
         assert json.loads(partial.stdout)["usable"]
         assert "still being written" in partial.stderr
         os.truncate(journal, len(before))
+        with journal.open("ab") as file:  # a whole frame with a bad CRC is never in flight
+            file.write(encode_frame(b"x" * 40)[:-1] + b"\x00")
+        corrupt = run(state, "status")
+        assert corrupt.returncode == 1 and not json.loads(corrupt.stdout)["usable"]
+        assert "bad CRC" in corrupt.stdout
+        os.truncate(journal, len(before))
         refused = run(state, "keygen", "k", *officers("officer-1", "officer-2")[0], pins=["1111"])
         assert refused.returncode != 0 and "locked by another writer" in refused.stderr
         assert journal.read_bytes() == before
     finally:
         holder.communicate("", timeout=30)
+    with journal.open("ab") as file:  # torn by a crash, and nobody is writing it now
+        file.write(before[:20])
+    opened = subprocess.run(
+        [sys.executable, "-c", READ_ONLY, str(state)], capture_output=True, text=True, check=True
+    )
+    assert "partial" in opened.stdout, opened.stdout  # reported, not taken for an append
+    os.truncate(journal, len(before))
+
+
+READ_ONLY = (
+    "import sys\n"
+    "from appliance.appliance import Appliance\n"
+    "station = Appliance(sys.argv[1], read_only=True)\n"
+    "print(station.problems)\n"
+)
+
+
+def test_start_over_never_wipes_a_directory_that_is_no_station(tmp_path):
+    """A typo'd --state pointing at someone's files: init refuses, and --start-over too."""
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("years of work")
+    pins = [*OFFICER_PINS.values(), *ADMIN_PINS.values()]
+    for extra in ([], ["--start-over"]):
+        done = run(folder, "init", "--demo", *extra, pins=pins)
+        assert done.returncode != 0 and "holds no station" in done.stderr, done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.txt"]
