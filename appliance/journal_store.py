@@ -139,15 +139,10 @@ class JournalStore(Closing):
         try:
             if created:
                 _fsync_dir(path.parent)
-            changed = start is not None and not _boundary_holds(fd, start)
-            if start is None or changed:
-                start = Start(0, 0, 0, b"")
-            data = _read_all(fd, path, start.offset)
-            frames, damage = _scan(data, start.offset, start.index)
+            start, changed, frames, damage, end = _scan_from(fd, path, start)
         except BaseException:
             os.close(fd)
             raise
-        end = damage.offset if damage is not None else start.offset + len(data)
         store = cls(path, fd, frames, start.index, end, damage)
         return store, RecoveryReport(path, len(store), damage, changed)
 
@@ -166,11 +161,7 @@ class JournalStore(Closing):
         except OSError as exc:
             raise JournalStoreError(f"cannot open journal {path}: {exc}") from exc
         try:
-            changed = start is not None and not _boundary_holds(fd, start)
-            if start is None or changed:
-                start = Start(0, 0, 0, b"")
-            data = _read_all(fd, path, start.offset)
-            frames, damage = _scan(data, start.offset, start.index)
+            start, changed, frames, damage, end = _scan_from(fd, path, start)
         except BaseException:
             os.close(fd)
             raise
@@ -180,7 +171,6 @@ class JournalStore(Closing):
             and not damage.followed_by_valid_frames
             and _writer_holds(fd)
         )
-        end = damage.offset if damage is not None else start.offset + len(data)
         store = cls(path, fd, frames, start.index, end, None if incomplete else damage)
         store.read_only, store.incomplete_tail = True, incomplete
         store._failed = "opened read-only (another process holds the journal)"
@@ -359,6 +349,21 @@ def read_payloads(path: Path | str) -> list[bytes]:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _scan_from(
+    fd: int, path: Path, start: Start | None
+) -> tuple[Start, bool, list[tuple[int, int]], Damage | None, int]:
+    """The frames after ``start`` (from the first when its boundary no longer holds):
+    (the start used, whether the boundary changed, frames, damage, end of the valid run)."""
+    changed = start is not None and not _boundary_holds(fd, start)
+    if start is None or changed:
+        start = Start(0, 0, 0, b"")
+    data = _read_all(fd, path, start.offset)
+    frames, damage = _scan(data, start.offset, start.index)
+    end = damage.offset if damage is not None else start.offset + len(data)
+    return start, changed, frames, damage, end
+
 
 #: Damage an append in progress can show: the frame is not all there yet. A complete frame
 #: with a bad magic or CRC is never in flight.

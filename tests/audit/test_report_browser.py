@@ -16,9 +16,8 @@ from pathlib import Path
 
 from selenium.webdriver.common.print_page_options import PrintOptions
 
-from shared.bitcoin.tx import OutPoint, Transaction, TxIn, TxOut
-from tests.audit.conftest import Copy, payee
-from tests.audit.test_tamper import audit
+from tests.audit.conftest import Copy
+from tests.audit.test_tamper import add_rogue_broadcast, audit
 from tests.browser import chromium, require_chromium
 
 #: A4 landscape (297 mm) less the report's 10 mm page margins, in CSS pixels (96 per inch).
@@ -36,32 +35,8 @@ return {width: width, scroll: document.documentElement.scrollWidth, wide: wide, 
 """
 
 
-def _rogue_broadcast(evidence: Copy) -> str:
-    """A broadcast no ceremony approved (the change of the first payment sent elsewhere)."""
-    document = evidence.coordinator_json()
-    first = Transaction.parse(bytes.fromhex(document["broadcasts"][0]["raw"]))
-    rogue = Transaction(
-        2,
-        [TxIn(OutPoint(first.txid, len(first.outputs) - 1), witness=[bytes(71), bytes(33)])],
-        [TxOut(first.outputs[-1].value - 1000, payee(99))],
-    )
-    document["broadcasts"].append(
-        {
-            **document["broadcasts"][0],
-            "raw": rogue.serialize().hex(),
-            "txid": rogue.txid_hex,
-            "wtxid": rogue.wtxid_hex,
-            "state": "sent",
-            "block_hash": None,
-            "height": None,
-        }
-    )
-    evidence.write_coordinator(document)
-    return rogue.txid_hex
-
-
 def _report(evidence: Copy) -> tuple[Path, dict]:
-    rogue = _rogue_broadcast(evidence)
+    rogue = add_rogue_broadcast(evidence)
     run = audit(evidence)
     assert run.code == 1 and run.report is not None
     assert any(f["txid"] == rogue for f in run.report["findings"])

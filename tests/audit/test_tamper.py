@@ -337,7 +337,9 @@ def test_request_hash_that_does_not_recompute_is_named(evidence: Copy) -> None:
 # -- broadcasts and the chain -------------------------------------------------------------
 
 
-def test_broadcast_no_ceremony_approved_is_named(evidence: Copy) -> None:
+def add_rogue_broadcast(evidence: Copy) -> str:
+    """A broadcast no ceremony approved (the change of the first payment sent elsewhere)
+    added to the coordinator evidence; its txid."""
     document = evidence.coordinator_json()
     first = Transaction.parse(bytes.fromhex(document["broadcasts"][0]["raw"]))
     coin = first.outputs[-1]  # the change of b1 is a wallet coin; spend it elsewhere
@@ -358,10 +360,15 @@ def test_broadcast_no_ceremony_approved_is_named(evidence: Copy) -> None:
         }
     )
     evidence.write_coordinator(document)
+    return rogue.txid_hex
+
+
+def test_broadcast_no_ceremony_approved_is_named(evidence: Copy) -> None:
+    rogue_txid = add_rogue_broadcast(evidence)
     run = audit(evidence)
     assert run.code == 1
     assert any(
-        f["txid"] == rogue.txid_hex and "no ceremony approved it" in f["message"]
+        f["txid"] == rogue_txid and "no ceremony approved it" in f["message"]
         for f in run.findings("broadcast")
     )
 

@@ -796,15 +796,20 @@ def own_request(
 
 def scanned_psbt(qr: ShowQrScreen) -> bytes:
     """The PSBT a camera reads off the paused screen, frame by frame (at most 20 cycles)."""
+    return decode_psbt(scanned_payload(qr, "crypto-psbt"))
+
+
+def scanned_payload(qr: ShowQrScreen, ur_type: str) -> bytes:
+    """The CBOR payload a camera reads off the paused screen, frame by frame."""
     qr.action_pause()
-    receiver = QrReceiver(expected_types=["crypto-psbt"])
+    receiver = QrReceiver(expected_types=[ur_type])
     for _ in range(20 * qr.stream.parts):
         qr.advance()
         receiver.feed(frame_image(qr.frame_text))
         if receiver.is_complete:
             break
-    assert receiver.result is not None
-    return decode_psbt(receiver.result.cbor)
+    assert receiver.result is not None and receiver.result.ur_type == ur_type
+    return receiver.result.cbor
 
 
 def test_real_engine_review_approvals_sign_and_qr(made: tuple[Appliance, dict[str, Any]]) -> None:
@@ -958,19 +963,6 @@ async def until(pilot: Any, ready: Callable[[], bool], seconds: float = 60) -> N
     while not ready():
         assert time.monotonic() < deadline, f"not ready: {pilot.app.screen}"
         await pilot.pause(0.05)
-
-
-def scanned_payload(qr: ShowQrScreen, ur_type: str) -> bytes:
-    """The CBOR payload a camera reads off the paused screen, frame by frame."""
-    qr.action_pause()
-    receiver = QrReceiver(expected_types=[ur_type])
-    for _ in range(20 * qr.stream.parts):
-        qr.advance()
-        receiver.feed(frame_image(qr.frame_text))
-        if receiver.is_complete:
-            break
-    assert receiver.result is not None and receiver.result.ur_type == ur_type
-    return receiver.result.cbor
 
 
 def test_keys_export_wallet_shows_the_descriptor_then_its_receipt(appliance: Appliance) -> None:
