@@ -40,7 +40,7 @@ from shared.journal import audit_key_fingerprint, export_journal
 from shared.key_models import HSM_KEY, KEY_MODELS
 from shared.policy import Policy, SignedPolicy
 from shared.policy_text import policy_diff, policy_lines
-from shared.review import Review, review_locks_text
+from shared.review import Review, requester_line, review_locks_text
 from shared.ur.payload import cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
@@ -151,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FINGERPRINT",
         help="revoke an officer (kept listed, inactive)",
+    )
+    draft.add_argument(
+        "--add-requester",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a requester's passkey (coldstation-coordinator requester enrol writes FILE): "
+        "requests must then carry a listed requester's assertion",
+    )
+    draft.add_argument(
+        "--requester-officer",
+        action="append",
+        default=[],
+        metavar="NAME=FINGERPRINT",
+        help="the officer key the requester NAME also holds: it never approves their requests",
+    )
+    draft.add_argument(
+        "--revoke-requester", action="append", default=[], metavar="NAME", help="revoke a requester"
     )
     draft.add_argument(
         "--internal-wallet",
@@ -464,6 +483,9 @@ def policy_draft_command(args: argparse.Namespace) -> int:
         internal_wallets=args.internal_wallet,
         addresses=_pairs(args.add_address),
         revoked=args.revoke,
+        requesters=[path.read_bytes() for path in args.add_requester],
+        requester_officers=_pairs(args.requester_officer),
+        revoked_requesters=args.revoke_requester,
     )
     with _appliance(args) as appliance:
         current = appliance.policy()
@@ -677,7 +699,10 @@ def _scan_psbt(args: argparse.Namespace) -> bytes:
 
 def _print_review(review: Review) -> None:
     request, request_hash = approved_request(review)
-    print(f"request {request.request_id.hex()} from {request.requester}, network {review.network}")
+    print(
+        f"request {request.request_id.hex()} from {requester_line(review)}, "
+        f"network {review.network}"
+    )
     for out in review.outputs:
         tag = "change (ours)" if out.is_change else (out.label or "NOT IN ADDRESS BOOK")
         print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")

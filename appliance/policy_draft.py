@@ -3,8 +3,10 @@
 A draft is only a proposal: the administrators sign it (``policy sign``) and the officers
 install it (``policy install``), where :func:`shared.policy.verify_signed_policy` checks it
 as a successor. Drafting therefore decides only what a draft may change: the limits,
-quorums and flags in :data:`SETTINGS`, the address book, the internal wallets, and which
-officers are revoked (kept listed, inactive). The identity and chain fields never change.
+quorums and flags in :data:`SETTINGS`, the address book, the internal wallets, which
+officers are revoked (kept listed, inactive), and the requesters whose passkeys the
+station verifies (added from the coordinator's enrolment file, linked to the officer key
+the same person holds, revoked). The identity and chain fields never change.
 
 Every setting that has a unit says it in its name (``per_tx_limit_btc=0.5``,
 ``fee_rate_ceiling_sat_per_vb=50``): the policy document keeps satoshis and sat/kvB, and a
@@ -21,6 +23,7 @@ from appliance.station import CeremonyError
 from shared.bitcoin.amount import AmountError, parse_btc, parse_sat_per_vb
 from shared.bitcoin.descriptor import Descriptor
 from shared.policy import Policy
+from shared.requester import RequesterError, from_enrolment_json
 
 
 def _btc(text: str) -> int:
@@ -81,6 +84,9 @@ class PolicyChanges:
     internal_wallets: Sequence[str] = ()  # descriptors, checksum optional
     addresses: Sequence[tuple[str, str]] = ()  # (address, label), appended to the book
     revoked: Sequence[str] = ()  # officer fingerprints
+    requesters: Sequence[str | bytes] = ()  # enrolments (JSON, from the coordinator)
+    requester_officers: Sequence[tuple[str, str]] = ()  # (requester name, officer fingerprint)
+    revoked_requesters: Sequence[str] = ()  # requester names
 
 
 def _setting(name: str) -> Setting:
@@ -93,6 +99,29 @@ def _setting(name: str) -> Setting:
             f"--set {name}: name the unit: {' or '.join(f'{n}=...' for n in named)}"
         )
     raise CeremonyError(f"--set {name}: not a setting a draft may change ({', '.join(SETTINGS)})")
+
+
+def _requesters(listed: list[dict], changes: PolicyChanges) -> list[dict]:
+    """The policy's requesters with the draft's enrolments, officer links and revocations."""
+    requesters = [dict(entry) for entry in listed]
+    for text in changes.requesters:
+        try:
+            requesters.append(from_enrolment_json(text).to_plain())
+        except RequesterError as exc:
+            raise CeremonyError(f"--add-requester: {exc}") from None
+    by_name = {entry["name"]: entry for entry in requesters}
+    for option, names in (
+        ("--requester-officer", [name for name, _ in changes.requester_officers]),
+        ("--revoke-requester", list(changes.revoked_requesters)),
+    ):
+        for name in names:
+            if name not in by_name:
+                raise CeremonyError(f"{option} {name}: no such requester")
+    for name, fingerprint in changes.requester_officers:
+        by_name[name]["officer"] = fingerprint
+    for name in changes.revoked_requesters:
+        by_name[name]["active"] = False
+    return requesters
 
 
 def draft_next(current: Policy, changes: PolicyChanges) -> Policy:
@@ -122,6 +151,9 @@ def draft_next(current: Policy, changes: PolicyChanges) -> Policy:
         if not matches:
             raise CeremonyError(f"--revoke {fingerprint}: no such officer")
         matches[0]["active"] = False
+    plain["requesters"] = _requesters(plain.get("requesters", []), changes)
+    if not plain["requesters"]:
+        del plain["requesters"]
     plain["version"] = current.version + 1
     plain["previous_hash"] = current.hash()
     return Policy.from_plain(plain)

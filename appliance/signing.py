@@ -30,6 +30,7 @@ from shared.psbt import Psbt, PsbtError
 from shared.psbt.fields import PSBT_IN_PARTIAL_SIG
 from shared.psbt.scripts import spend_info
 from shared.request import RequestMetadata, attach_receipt, read_receipts
+from shared.requester import excluded_approver
 from shared.review import InputView, Review, inputs_to_sign, refreshed, review
 from shared.station import OutpointView
 
@@ -182,7 +183,7 @@ class SigningSession:
             policy,
             request_hash,
             {fp: a.signature for fp, a in self._approvals.items()},
-            request.requester,
+            excluded_approver(policy.requesters, current.requester, request.requester),
         )
         return ApprovalState(tally.valid, policy.approval_quorum, tally.rejected)
 

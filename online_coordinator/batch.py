@@ -72,7 +72,14 @@ from shared.bitcoin.size import (
 from shared.bitcoin.tx import SEQUENCE_RBF, OutPoint, Transaction, TxIn, TxOut
 from shared.psbt import fields as f
 from shared.psbt.model import Psbt, PsbtMap
-from shared.request import RequestMetadata, attach_request, read_request, request_hash
+from shared.request import (
+    RequestMetadata,
+    attach_assertion,
+    attach_request,
+    read_request,
+    request_hash,
+)
+from shared.requester import Assertion, RequesterError, assertion_challenge
 
 COINBASE_MATURITY = 100
 #: A label names files (``LABEL.psbt``), so it is kept to characters no file system or
@@ -506,6 +513,51 @@ def cancel_batch(store: Store, rpc: BitcoinCoreRPC, label: str) -> int:
     return released
 
 
+# -- the requester's passkey assertion ---------------------------------------------------------
+
+
+def attest_request(
+    store: Store, label: str, credential_json: bytes, actor: str | None = None
+) -> OpenRequest:
+    """``batch attest``: the requester's passkey assertion over the open request's hash
+    (``navigator.credentials.get`` with the hash as challenge, as JSON), carried in the
+    request's PSBT from now on: ``batch export`` and ``batch show`` hand it to the station,
+    which verifies whose passkey made it (shared.requester). Checked here only as far as
+    the coordinator can: a ``webauthn.get`` over this very request's hash. A second
+    assertion replaces the first. The request hash, and so what officers approve, does
+    not change."""
+    batch = find_batch(store, label)
+    row = store.one(
+        "SELECT * FROM requests WHERE batch_id = ? AND state = 'open' ORDER BY id DESC LIMIT 1",
+        batch["id"],
+    )
+    if row is None:
+        raise BatchError(f"batch {label} has no open request to attest (it is {batch['state']})")
+    digest = bytes(row["request_hash"])
+    try:
+        assertion = Assertion.from_webauthn_json(credential_json)
+        challenge = assertion_challenge(assertion)
+    except RequesterError as exc:
+        raise BatchError(f"the requester's assertion: {exc}") from None
+    if challenge != digest:
+        raise BatchError(
+            f"the requester's assertion is over another request: its challenge is not batch "
+            f"{label}'s request hash {digest.hex()[:16]}..."
+        )
+    psbt = attach_assertion(Psbt.parse(bytes(row["unsigned_psbt"])), assertion)
+    with store.write() as db:
+        db.execute(
+            "UPDATE requests SET unsigned_psbt = ? WHERE id = ?", (psbt.serialize(), row["id"])
+        )
+        store.event(
+            "request_attested",
+            f"batch {label}: the requester's passkey assertion is attached",
+            batch_id=batch["id"],
+            actor=actor,
+        )
+    return OpenRequest(label, psbt.serialize(), digest)
+
+
 # -- recovering a signed output the station never delivered ----------------------------------
 
 
@@ -734,10 +786,12 @@ def create_batch(
     label: str,
     purpose: str,
     fee_rate: int | None,
+    requester: str | None = None,
 ) -> CreatedBatch:
     """``batch create``: the fee rate (as given, the node's estimate or the fallback, never
     above the cap; :func:`online_coordinator.fees.choose_fee_rate`), then
-    :func:`build_request`. Every refusal says that nothing was created."""
+    :func:`build_request`. Every refusal says that nothing was created. ``requester``: who
+    asks (the signed-in web user), else the configuration's ``requester``."""
     wallet = load_wallet(store, wallet_name)
     try:
         fee = fee_choice(config, fee_rate)
@@ -747,7 +801,7 @@ def create_batch(
             csv,
             label=label,
             purpose=purpose,
-            requester=config.requester,
+            requester=requester or config.requester,
             fee_rate=fee.rate,
             tip=config.rpc().block_count(),
             expiry_seconds=config.expiry_hours * 3600,

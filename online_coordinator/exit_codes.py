@@ -23,6 +23,7 @@ from online_coordinator.finish import FinishError
 from online_coordinator.payouts import PayoutsError
 from online_coordinator.status import AlertError
 from online_coordinator.store import StorageError, StoreError, storage_error
+from online_coordinator.users import UserError
 from online_coordinator.wallet import WalletError
 from shared.psbt import PsbtError
 from shared.ur.payload import PayloadError
@@ -68,6 +69,7 @@ FAILURES: tuple[tuple[type[BaseException], ExitCode, Callable[[BaseException], s
     (BatchError, ExitCode.USAGE, str),
     (FinishError, ExitCode.USAGE, str),
     (AlertError, ExitCode.USAGE, str),
+    (UserError, ExitCode.USAGE, str),
     (PsbtError, ExitCode.USAGE, str),
     (PayloadError, ExitCode.USAGE, str),
     (URError, ExitCode.USAGE, str),

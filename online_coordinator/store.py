@@ -211,6 +211,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX utxos_spendable ON utxos (wallet_id, height, txid, vout, value, coinbase,
         address_id) WHERE state = 'available';
     """,
+    # 5: the team (issue 19): users with a role and an argon2 password hash (never the
+    # password), failed logins counted toward a lockout; requesters' passkeys (WebAuthn
+    # COSE public keys, registered at an RP id and origin); every event names the user who
+    # acted (``actor``; NULL for the command line and the node). Nothing is deleted: a user
+    # is disabled, a passkey revoked.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL
+            CHECK (role IN ('requester', 'operator', 'viewer', 'administrator')),
+        password_hash TEXT NOT NULL,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE passkeys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        credential_id BLOB NOT NULL UNIQUE,
+        public_key BLOB NOT NULL,
+        rp_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    );
+    ALTER TABLE events ADD COLUMN actor TEXT;
+    """,
 )
 
 #: File mode of the database and its journal files: the owner only.
@@ -405,14 +434,21 @@ class Store(Closing):
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def event(
-        self, kind: str, message: str, *, severity: str = "info", batch_id: int | None = None
+        self,
+        kind: str,
+        message: str,
+        *,
+        severity: str = "info",
+        batch_id: int | None = None,
+        actor: str | None = None,
     ) -> None:
-        """Append to the event log (inside the caller's transaction when there is one)."""
+        """Append to the event log (inside the caller's transaction when there is one);
+        ``actor`` is the web user who acted (None: the command line or the node)."""
         with self.write() as db:
             db.execute(
-                "INSERT INTO events (time, kind, severity, batch_id, message) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (now(), kind, severity, batch_id, message),
+                "INSERT INTO events (time, kind, severity, batch_id, message, actor) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (now(), kind, severity, batch_id, message, actor),
             )
 
     def check_integrity(self) -> list[str]:

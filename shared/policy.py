@@ -40,6 +40,7 @@ from shared.bitcoin.script import OutputType, classify
 from shared.bitcoin.tx import LOCKTIME_THRESHOLD
 from shared.checks import FieldChecks
 from shared.journal import is_fingerprint
+from shared.requester import Requester, RequesterError, check_requesters, requesters_from_plain
 
 POLICY_TYPE = "coldstation-policy"
 SIGNED_POLICY_TYPE = "coldstation-signed-policy"
@@ -91,6 +92,9 @@ _POLICY_KEYS = frozenset(
         "allow_timelocks",
     }
 )
+#: ``requesters`` is written only when the policy lists some: every policy signed before
+#: requesters were verified keeps its hash
+_POLICY_OPTIONAL = frozenset({"requesters"})
 
 
 class PolicyError(ValueError):
@@ -182,6 +186,15 @@ class Officer:
         return cls(data["fingerprint"], data["pubkey"], data["role"], data["active"], algorithm)
 
 
+def _requesters_from_plain(value: object) -> tuple[Requester, ...]:
+    if value == []:  # one encoding per policy: no requesters is no field
+        raise PolicyError("requesters is an empty list: omit the field")
+    try:
+        return requesters_from_plain(value)
+    except RequesterError as exc:
+        raise PolicyError(str(exc)) from None
+
+
 def _check_officers(officers: object, role: str, name: str) -> tuple[Officer, ...]:
     items = tuple(_check.items(officers, name, MAX_OFFICERS))
     for officer in items:
@@ -225,6 +238,7 @@ class Policy:
     previous_hash: bytes | None = None
     internal_wallets: tuple[str, ...] = ()
     allow_timelocks: bool = False
+    requesters: tuple[Requester, ...] = ()
     _book: dict[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -250,6 +264,21 @@ class Policy:
         self._set("_book", _check_book(self.address_book, self.network))
         self._set("internal_wallets", _check_internal_wallets(self.internal_wallets))
         _check.boolean(self.allow_timelocks, "allow_timelocks")
+        try:
+            self._set("requesters", check_requesters(self.requesters))
+        except RequesterError as exc:
+            raise PolicyError(str(exc)) from None
+        known = {o.fingerprint for o in self.officers}
+        for requester in self.requesters:
+            if requester.officer is not None and requester.officer not in known:
+                raise PolicyError(
+                    f"requester {requester.name!r}: officer {requester.officer} is not an "
+                    "approver of this policy"
+                )
+
+    def requester(self, name: str) -> Requester | None:
+        """The listed requester of this name, revoked or not."""
+        return next((r for r in self.requesters if r.name == name), None)
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -275,7 +304,7 @@ class Policy:
         return script_pubkey in self._book
 
     def to_plain(self) -> dict[str, Any]:
-        return {
+        plain: dict[str, Any] = {
             "type": POLICY_TYPE,
             "format": POLICY_FORMAT,
             "version": self.version,
@@ -297,10 +326,13 @@ class Policy:
             "internal_wallets": list(self.internal_wallets),
             "allow_timelocks": self.allow_timelocks,
         }
+        if self.requesters:
+            plain["requesters"] = [r.to_plain() for r in self.requesters]
+        return plain
 
     @classmethod
     def from_plain(cls, plain: object) -> Policy:
-        data = _check.exact_keys(plain, "policy", _POLICY_KEYS)
+        data = _check.exact_keys(plain, "policy", _POLICY_KEYS, _POLICY_OPTIONAL)
         if data["type"] != POLICY_TYPE:
             raise PolicyError(f"document type {data['type']!r} is not {POLICY_TYPE!r}")
         if data["format"] != POLICY_FORMAT or isinstance(data["format"], bool):
@@ -328,6 +360,7 @@ class Policy:
                 _check.items(data["internal_wallets"], "internal_wallets", MAX_INTERNAL_WALLETS)
             ),
             allow_timelocks=data["allow_timelocks"],
+            requesters=_requesters_from_plain(data["requesters"]) if "requesters" in data else (),
         )
 
     def to_bytes(self) -> bytes:

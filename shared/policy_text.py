@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from shared.bitcoin.amount import format_btc, format_sat_per_vb
 from shared.policy import Officer, Policy
+from shared.requester import Requester, base64url
 
 
 def _hours(seconds: int) -> str:
@@ -40,6 +41,13 @@ def _officer(officer: Officer) -> str:
     return f"{officer.fingerprint} ({officer.algorithm}, {state})"
 
 
+def _requester(requester: Requester) -> str:
+    state = "active" if requester.active else "REVOKED"
+    officer = f", officer {requester.officer}" if requester.officer else ""
+    key = base64url(requester.credential_id)[:16]
+    return f"{requester.name} (passkey {key} at {requester.origin}{officer}, {state})"
+
+
 def policy_lines(policy: Policy) -> list[str]:
     """Every rule of ``policy``, one per line, in words and units."""
     lines = [f"{name}: {value}" for name, value in _settings(policy).items()]
@@ -47,6 +55,9 @@ def policy_lines(policy: Policy) -> list[str]:
     lines += [f"administrator {_officer(o)}" for o in policy.administrators]
     lines += [f"address {address} = {label}" for address, label in policy.address_book]
     lines += [f"internal wallet {text}" for text in policy.internal_wallets]
+    lines += [f"requester {_requester(r)}" for r in policy.requesters]
+    if not policy.requesters:
+        lines.append("requesters: none listed (requests are not verified: any name is taken)")
     return lines
 
 

@@ -6,6 +6,10 @@ already signed. The appliance decodes it strictly (unknown fields, bad types and
 non-canonical CBOR are refused) and folds it into :func:`request_hash`, the digest officers
 approve, so nothing in the metadata can change after approval without changing the hash.
 
+The requester's passkey assertion over the request hash (``shared.requester``) rides in
+an ASSERTION record: made after the hash, it cannot be inside it, and like a receipt it
+changes nothing the officers approve.
+
 After signing, each appliance adds a RECEIPT record: its signed journal entry for the
 decision. Receipts are keyed by appliance id so the appliances of several cosigners can each
 add theirs to the same PSBT without colliding.
@@ -30,11 +34,13 @@ from shared.journal import Entry, JournalError
 from shared.psbt.errors import PsbtError
 from shared.psbt.fields import PSBT_GLOBAL_PROPRIETARY
 from shared.psbt.model import Psbt
+from shared.requester import Assertion, RequesterError
 from shared.ur.bytewords import WORDS
 
 PROPRIETARY_ID = b"coldstation"
 SUBTYPE_REQUEST = 0x00
 SUBTYPE_RECEIPT = 0x01
+SUBTYPE_ASSERTION = 0x02
 REQUEST_FORMAT = 1
 REQUEST_HASH_TYPE = "coldstation-request"
 KINDS = ("payment", "replacement")
@@ -264,6 +270,32 @@ def attach_request(psbt: Psbt, meta: RequestMetadata) -> Psbt:
     result = _copy(psbt)
     keydata = proprietary_keydata(SUBTYPE_REQUEST)
     result.globals.set(PSBT_GLOBAL_PROPRIETARY, meta.to_bytes(), keydata=keydata)
+    return result
+
+
+def read_assertion(psbt: Psbt) -> Assertion | None:
+    """The requester's assertion the PSBT carries, None when it carries none; refuses
+    several or a malformed one."""
+    found = list(_records(psbt, SUBTYPE_ASSERTION))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise RequestError(f"the PSBT carries {len(found)} requester assertions; expected one")
+    suffix, value = found[0]
+    if suffix:
+        raise RequestError("the assertion record's key has unexpected data after the subtype")
+    try:
+        return Assertion.from_bytes(value)
+    except RequesterError as exc:
+        raise RequestError(f"requester assertion: {exc}") from None
+
+
+def attach_assertion(psbt: Psbt, assertion: Assertion) -> Psbt:
+    """A copy of ``psbt`` carrying ``assertion`` in place of any it carried (a requester
+    who signs again replaces their earlier assertion)."""
+    result = _copy(psbt)
+    keydata = proprietary_keydata(SUBTYPE_ASSERTION)
+    result.globals.set(PSBT_GLOBAL_PROPRIETARY, assertion.to_bytes(), keydata=keydata)
     return result
 
 

@@ -54,8 +54,16 @@ from shared.key_models import Account, child_steps
 from shared.policy import Decision, Facts, Payment, Policy, PolicyError, evaluate
 from shared.psbt.model import Psbt, PsbtInput, PsbtOutput
 from shared.psbt.scripts import SpendInfo, SpendKind, spend_info
-from shared.request import MAX_TIME, RequestError, RequestMetadata, hash_words, read_request
+from shared.request import (
+    MAX_TIME,
+    RequestError,
+    RequestMetadata,
+    hash_words,
+    read_assertion,
+    read_request,
+)
 from shared.request import request_hash as compute_request_hash
+from shared.requester import Assertion, Requester, RequesterError, verify_requester
 
 REVIEW_TYPE = "coldstation-review"
 REVIEW_FORMAT = 1
@@ -66,6 +74,7 @@ REFUSAL_CODES = (
     "malformed",  # not a PSBT we can judge: structure, missing full previous transaction
     "weight",  # heavier, signed, than Bitcoin Core relays (MAX_STANDARD_TX_WEIGHT)
     "no_request",  # request metadata missing, malformed or inconsistent with the tx
+    "requester",  # no valid passkey assertion by the listed requester (policy lists them)
     "network",  # request or PSBT for another network than the policy's
     "expired",  # request past its expiry, or living longer than the policy allows
     "future_request",  # request dated ahead of the station clock beyond the allowed skew
@@ -431,6 +440,8 @@ class Review:
     refusals: tuple[Refusal, ...]
     tx_version: int | None = None
     locktime: int | None = None
+    assertion: Assertion | None = None  # the requester's, as the PSBT carried it
+    requester: Requester | None = None  # verified (only when the policy lists requesters)
 
     @property
     def relative_locks(self) -> int:
@@ -478,6 +489,8 @@ class Review:
                 "decision": _decision_plain(self.decision),
                 "refusals": [[r.code, r.message] for r in self.refusals],
                 "approved_for_signing": self.approved_for_signing,
+                "requester_assertion": self.assertion.to_plain() if self.assertion else None,
+                "requester_verified": self.requester.name if self.requester else None,
             }
         )
 
@@ -539,6 +552,17 @@ def _decision_plain(decision: Decision | None) -> dict[str, Any] | None:
     if decision is None:
         return None
     return {"approved": decision.approved, "checks": dict(decision.checks)}
+
+
+def requester_line(review_: Review) -> str:
+    """Who asks, as officers are shown it: verified by passkey, refused as not verified, or
+    taken on trust from the request (a policy that lists no requesters)."""
+    named = review_.request.requester if review_.request else "-"
+    if review_.requester is not None:
+        return f"{named} (passkey verified)"
+    if "requester" in review_.refusal_codes:
+        return f"{named} (NOT verified: see the refusal)"
+    return f"{named} (unverified: the policy lists no requesters)"
 
 
 def review_locks_text(review_: Review) -> str:
@@ -748,6 +772,7 @@ class _Reviewer:
             )
         facts, decision = self._decide(tx, outputs, fee, vsize)
         digest = self._request_hash()
+        assertion, requester = self._requester(digest)
         fee_rate = None if fee is None or fee < 0 else -(-fee * 1000 // vsize)
         refusals = tuple(sorted(self.refusals, key=lambda r: _RANK[r.code]))
         return Review(
@@ -769,6 +794,8 @@ class _Reviewer:
             refusals,
             tx.version,
             tx.locktime,
+            assertion,
+            requester,
         )
 
     def _total(self, what: str, amounts: list[int | None]) -> int | None:
@@ -839,6 +866,26 @@ class _Reviewer:
                 f"request {meta.request_id.hex()} was already presented to this appliance",
             )
         return meta
+
+    def _requester(self, digest: bytes | None) -> tuple[Assertion | None, Requester | None]:
+        """The requester's assertion, and who it proves asked when the policy lists
+        requesters (refused when it proves no listed, active requester who is the one the
+        request names). A request that cannot be hashed is refused already."""
+        try:
+            assertion = read_assertion(self.psbt)
+        except RequestError as exc:
+            self.refuse("requester", str(exc))
+            return None, None
+        if not self.policy.requesters or digest is None or self.meta is None:
+            return assertion, None
+        try:
+            requester = verify_requester(
+                self.policy.requesters, assertion, digest, self.meta.requester
+            )
+        except RequesterError as exc:
+            self.refuse("requester", str(exc))
+            return assertion, None
+        return assertion, requester
 
     def _request_hash(self) -> bytes | None:
         if self.meta is None:
@@ -1200,6 +1247,7 @@ __all__ = [
     "WalletMatch",
     "inputs_to_sign",
     "refreshed",
+    "requester_line",
     "review",
     "review_locks_text",
 ]

@@ -20,3 +20,4 @@ _.session_objects  # profiles.ModuleProfile: documented capability; no ceremony 
 _.show_command_palette  # textual Footer reactive: KeysFooter hides ^p below 120 columns
 _.binary_location  # selenium ChromeOptions: read by the driver (tests/browser.py)
 _.orientation  # selenium PrintOptions: read by print_page (tests/audit/test_report_browser.py)
+_.should_exit  # uvicorn.Server: the flag its run loop polls to stop (tests/coordinator web tests)

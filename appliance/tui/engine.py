@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from appliance.appliance import Appliance
-from shared.review import InputView, OutputView, Review, review_locks_text
+from shared.review import InputView, OutputView, Review, requester_line, review_locks_text
 
 if TYPE_CHECKING:  # the engine itself loads only when a ceremony starts (default_session)
     from appliance.signing import ApprovalState, SignedResult
@@ -200,7 +200,7 @@ def review_view(review: Review) -> ReviewView:
         else RequestLine(
             request.request_id.hex(),
             request.batch_id,
-            request.requester,
+            requester_line(review),
             request.purpose,
             request.kind,
             request.created,

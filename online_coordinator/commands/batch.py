@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from online_coordinator.batch import (
     BuiltRequest,
+    attest_request,
     broadcast_batch,
     bump_batch,
     cancel_batch,
@@ -44,6 +45,7 @@ from shared.adapters.console import ProgressLine
 from shared.bitcoin.amount import AmountError, parse_sat_per_vb
 from shared.psbt.model import Psbt
 from shared.request import hash_words
+from shared.requester import MAX_ASSERTION_BYTES
 from shared.ur.registry import encode_psbt
 
 BBQR_HELP = (
@@ -95,6 +97,16 @@ def register(commands: Any) -> None:
     reshow.add_argument("--video", action="store_true")
     reshow.add_argument("--bbqr", action="store_true", help=BBQR_HELP)
     reshow.set_defaults(handler=reshow_command)
+
+    attest = add_state(
+        sub.add_parser("attest", help="attach the requester's passkey assertion to the request")
+    )
+    attest.add_argument("label")
+    attest.add_argument(
+        "assertion",
+        help="the JSON navigator.credentials.get() returned over the request hash (a file)",
+    )
+    attest.set_defaults(handler=attest_command)
 
     imp = add_state(sub.add_parser("import", help="import signed responses"))
     imp.add_argument("label")
@@ -263,6 +275,18 @@ def reshow_command(args: argparse.Namespace) -> int:
         "  On the station, present this same request: it is refused as replayed and must not "
         "be signed again; the station shows the signed PSBT it journaled for it instead. "
         f"Then: batch import {asked.label} <signed>"
+    )
+    return 0
+
+
+def attest_command(args: argparse.Namespace) -> int:
+    text = read_limited(args.assertion, 2 * MAX_ASSERTION_BYTES)
+    with opened(args) as (_, store):
+        request = attest_request(store, args.label, text)
+    print(
+        f"batch {args.label}: the requester's passkey assertion over request hash "
+        f"{request.request_hash.hex()[:16]}... is attached; the station verifies it. "
+        f"Export or show the request again: batch export {args.label}"
     )
     return 0
 

@@ -93,6 +93,7 @@ from shared.policy import (
     verify_signed_policy,
     wallet_pin_statement,
 )
+from shared.requester import excluded_approver
 from shared.station import PIN_STATUS_FIELDS, TOKEN_PIN_REPORTS
 
 
@@ -153,6 +154,7 @@ class _Judged(NamedTuple):
     keys: tuple[tuple[int, bytes], ...]  # (input, key) the station shows it signs with
     shown: tr.Shown  # what the coordinator check compares
     paid: tr.Paid  # the batch, purpose and payees the transcript shows (for the report)
+    requester: str | None  # why the requester's assertion proves nobody (policy lists them)
 
 
 def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | None) -> _Judged:
@@ -170,6 +172,7 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
     if policy is not None and isinstance(facts, Facts):
         verdict = derive(lambda: _verdict(plain, evaluate(policy, facts)))
     tally = None
+    requester_problem: str | None = None
     request_hash = record.subjects.get("request")
     approvals = details.get("approvals")
     if (
@@ -179,15 +182,13 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
         and len(request_hash) == 32
         and isinstance(approvals, dict)
     ):
-        requester = tr.request(plain).get("requester")
+        verified, requester_problem = tr.requester(plain, policy.requesters, request_hash)
+        excluded = excluded_approver(
+            policy.requesters, verified, tr.request(plain).get("requester")
+        )
         tally = derive(
             lambda: _caught(
-                lambda: count_valid_approvals(
-                    policy,
-                    request_hash,
-                    approvals,
-                    requester if isinstance(requester, str) else None,
-                ),
+                lambda: count_valid_approvals(policy, request_hash, approvals, excluded),
                 PolicyError,
             )
         )
@@ -217,6 +218,7 @@ def judge(record: Record, plain: dict[str, Any], stem: str, policy: Policy | Non
         ),
         tr.shown(plain),
         tr.paid(plain),
+        requester_problem,
     )
 
 
@@ -1132,6 +1134,10 @@ class ApplianceReplay:
             )
             return
         assert tally is not None
+        if judged is not None and judged.requester is not None:
+            self.add(
+                "ceremony", f"requester: {judged.requester}", seq=record.seq, ceremony=ceremony
+            )
         ceremony.approvals, ceremony.quorum = tally.valid, tally.quorum
         for fp, why in tally.rejected:
             self.add(

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from shared.bitcoin.tx import OutPoint
 from shared.policy import Decision, Facts, Payment, PolicyError
+from shared.requester import Assertion, Requester, RequesterError, verify_requester
 from shared.review import REVIEW_FORMAT, REVIEW_TYPE
 
 _TXID = re.compile(r"[0-9a-f]{64}")
@@ -115,6 +116,27 @@ def refusals(plain: dict[str, Any]) -> list[list[str]]:
 def request(plain: dict[str, Any]) -> dict[str, Any]:
     value = plain.get("request")
     return value if isinstance(value, dict) else {}
+
+
+def requester(
+    plain: dict[str, Any], requesters: tuple[Requester, ...], request_hash: bytes
+) -> tuple[Requester | None, str | None]:
+    """Who the transcript's requester assertion proves asked for ``request_hash`` under a
+    policy listing ``requesters`` (as the station decided it: ``shared.requester``), or
+    why it proves nobody; (None, None) when the policy lists no requesters."""
+    if not requesters:
+        return None, None
+    raw = plain.get("requester_assertion")
+    try:
+        assertion = None if raw is None else Assertion.from_plain(raw)
+        named = request(plain).get("requester")
+        found = verify_requester(requesters, assertion, request_hash, named)
+    except RequesterError as exc:
+        return None, str(exc)
+    shown = plain.get("requester_verified")
+    if shown != found.name:
+        return found, f"the transcript shows {shown!r} verified as requester, not {found.name!r}"
+    return found, None
 
 
 def txid_hex(plain: dict[str, Any]) -> str | None:

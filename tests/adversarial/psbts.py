@@ -196,6 +196,7 @@ class Scenario:
     change_to_other_wallet: bool = False  # change pays the other pinned wallet, with hints
     locktime: int = 0  # nLockTime of the spend
     tip_height: int | None = None  # the chain tip the request declares
+    requester: str = REQUESTER  # who the request says asks
     sequence0: int = SEQUENCE_RBF  # nSequence of input 0
 
     def build(self, name: str = "valid", expected: tuple[str, ...] = ()) -> Case:
@@ -337,7 +338,7 @@ class _Builder:
         return RequestMetadata(
             request_id=s.request_id,
             batch_id="batch-2023-11-14-01",
-            requester=REQUESTER,
+            requester=s.requester,
             created=s.created,
             expiry=s.expiry,
             purpose="supplier and exchange payouts",

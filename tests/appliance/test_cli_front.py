@@ -16,6 +16,9 @@ from appliance.station import CeremonyError
 from shared.bitcoin.address import Network, script_to_address
 from shared.bitcoin.descriptor import DescriptorError
 from shared.policy import PolicyError
+from shared.policy_text import policy_diff, policy_lines
+from shared.requester import enrolment_json
+from tests.passkeys import SoftPasskey
 from tests.unit.test_policy import APPROVERS, STRANGER_SCRIPT, fp, make_policy
 
 NEW_PAYEE = script_to_address(STRANGER_SCRIPT, Network.REGTEST)
@@ -114,6 +117,33 @@ def test_a_draft_refuses_what_it_may_not_change() -> None:
         draft_next(current, PolicyChanges(revoked=["0" * 16]))
     with pytest.raises(CeremonyError, match=r"max_fee_btc: amount 'lots' is not a BTC amount"):
         draft_next(current, PolicyChanges(settings=[("max_fee_btc", "lots")]))
+
+
+def test_a_draft_adds_links_and_revokes_requesters_from_enrolment_files() -> None:
+    alice, bob = SoftPasskey("alice"), SoftPasskey("bob")
+    current = make_policy()
+    enrolled = draft_next(
+        current,
+        PolicyChanges(
+            requesters=[enrolment_json(alice.requester()), enrolment_json(bob.requester())],
+            requester_officers=[("alice", fp(APPROVERS[0]))],
+        ),
+    )
+    assert [r.name for r in enrolled.requesters] == ["alice", "bob"]
+    assert enrolled.requester("alice").officer == fp(APPROVERS[0])
+    assert enrolled.requester("alice").public_key == alice.cose_key
+    assert "+ requester alice (passkey" in "\n".join(policy_diff(current, enrolled))
+    revoked = draft_next(enrolled, PolicyChanges(revoked_requesters=["bob"]))
+    assert not revoked.requester("bob").active and revoked.requester("alice").active
+    assert "requesters: none listed" in "\n".join(policy_lines(current))
+    with pytest.raises(CeremonyError, match="--revoke-requester carol: no such requester"):
+        draft_next(enrolled, PolicyChanges(revoked_requesters=["carol"]))
+    with pytest.raises(CeremonyError, match="--add-requester: not JSON"):
+        draft_next(current, PolicyChanges(requesters=["{oops"]))
+    with pytest.raises(PolicyError, match="two requesters share a name"):
+        draft_next(enrolled, PolicyChanges(requesters=[enrolment_json(alice.requester())]))
+    with pytest.raises(PolicyError, match="is not an approver of this policy"):
+        draft_next(enrolled, PolicyChanges(requester_officers=[("bob", "0" * 16)]))
 
 
 @pytest.mark.parametrize(

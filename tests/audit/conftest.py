@@ -631,6 +631,7 @@ class SoftDesk:
         created: int,
         fee: int = 500,
         replaces: Transaction | None = None,
+        requester: str = "ops",
     ) -> Psbt:
         """An unsigned request: every coin spent, payouts, change back to the wallet; with
         ``replaces``, a fee bump of that (signed) transaction."""
@@ -663,7 +664,7 @@ class SoftDesk:
         meta = RequestMetadata(
             request_id=hashlib.sha256(f"r{self._requests}".encode()).digest()[:16],
             batch_id=f"b{self._requests}",
-            requester="ops",
+            requester=requester,
             created=created,
             expiry=created + 86400,
             purpose="payouts",

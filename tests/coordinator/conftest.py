@@ -42,7 +42,7 @@ class Desk:
             try:
                 code = coordinator_main(
                     [*args[:2], "--state", str(self.state), *args[2:]]
-                    if args[0] in ("wallet", "batch")
+                    if args[0] in ("wallet", "batch", "user")
                     else [args[0], "--state", str(self.state), *args[1:]]
                 )
             except SystemExit as exc:  # argparse errors

@@ -1,0 +1,240 @@
+"""The team's web application (issue 19), through Starlette's test client: sign-in with
+argon2 passwords and a lockout, CSRF on every POST, roles, security headers, and the
+requester's passkey enrolled and used on a real batch (a software authenticator here;
+tests/coordinator/test_web_browser.py does it with Chromium's own WebAuthn)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+from online_coordinator.users import MAX_FAILED_LOGINS, add_user
+from online_coordinator.web.app import WebSettings, build_app
+from shared.psbt.model import Psbt
+from shared.request import read_assertion, read_request, request_hash
+from shared.requester import base64url, from_enrolment_json, verify_requester
+from tests.coordinator.conftest import Desk
+from tests.coordinator.softappliance import SoftAppliance
+from tests.coordinator.test_flow import create, funded_single, payee
+from tests.coordinator.test_requester_attest import stored_request
+from tests.passkeys import SoftPasskey
+
+ORIGIN = "https://coordinator.custodian.example"
+PASSWORD = "correct horse battery"
+
+
+def set_requester(desk: Desk, name: str) -> None:
+    """The coordinator builds requests in ``name``'s name (coordinator.toml)."""
+    path = desk.state / "coordinator.toml"
+    path.write_text(re.sub(r'requester = ".*"', f'requester = "{name}"', path.read_text()))
+
+
+@pytest.fixture
+def web(desk: Desk) -> TestClient:
+    with desk.store() as store:
+        for name, role in (("alice", "requester"), ("bob", "requester"), ("vic", "viewer")):
+            add_user(store, name, role, PASSWORD)
+    return TestClient(build_app(WebSettings(desk.state, ORIGIN)), base_url=ORIGIN)
+
+
+def csrf(client: TestClient, path: str = "/login") -> str:
+    page = client.get(path).text
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD):
+    return client.post(
+        "/login",
+        data={"name": name, "password": password, "csrf": csrf(client)},
+        follow_redirects=False,
+    )
+
+
+def api(client: TestClient, path: str, body: object = None, token: str | None = None):
+    token = token if token is not None else csrf(client, "/")
+    return client.post(path, json=body or {}, headers={"X-CSRF-Token": token})
+
+
+def test_sign_in_wrong_passwords_lock_out_and_every_attempt_is_an_event(web, desk) -> None:
+    assert web.get("/", follow_redirects=False).headers["location"] == "/login"
+    refused = login(web, "alice", "wrong password!")
+    assert refused.status_code == 401 and "wrong user name or password" in refused.text
+    assert login(web, "nobody", PASSWORD).status_code == 401  # the same words
+    for _ in range(MAX_FAILED_LOGINS - 1):
+        login(web, "alice", "wrong password!")
+    locked = login(web, "alice", PASSWORD)  # the right one, too late
+    assert locked.status_code == 401 and "locked" in locked.text
+    assert login(web, "bob", PASSWORD).status_code == 303
+    with desk.store() as store:
+        events = store.all("SELECT kind, actor FROM events WHERE kind LIKE 'login%'")
+        stored = store.one("SELECT password_hash FROM users WHERE name = 'alice'")[0]
+    kinds = [(e["kind"], e["actor"]) for e in events]
+    assert ("login_locked", "alice") in kinds and ("login", "bob") in kinds
+    assert kinds.count(("login_failed", "alice")) == MAX_FAILED_LOGINS  # 4 wrong, 1 locked
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_every_post_needs_the_session_s_csrf_token(web) -> None:
+    forged = web.post("/login", data={"name": "bob", "password": PASSWORD, "csrf": "x"})
+    assert forged.status_code == 403
+    assert login(web, "alice").status_code == 303
+    assert api(web, "/passkey/options", token="forged").status_code == 403
+    assert web.post("/passkey/options", json={}).status_code == 403  # no header at all
+    assert api(web, "/passkey/options").status_code == 200
+
+
+def test_roles_and_headers(web) -> None:
+    login(web, "vic")
+    page = web.get("/passkey")
+    assert page.status_code == 403 and "only a requester may do this" in page.text
+    assert api(web, "/passkey/options").json() == {
+        "error": "only a requester may do this; vic is a viewer"
+    }
+    headers = web.get("/").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    cookie = login(web, "bob").headers["set-cookie"].lower()
+    assert "samesite=strict" in cookie and "httponly" in cookie and "secure" in cookie
+
+
+def test_a_requester_enrols_a_passkey_and_signs_their_batch_s_hash(web, desk) -> None:
+    set_requester(desk, "alice")
+    funded_single(desk, SoftAppliance("cold-1"))
+    request = create(desk, "b1", [(payee(1), "0.1", "INV-1")])
+    psbt = Psbt.parse(request.read_bytes())
+    digest = request_hash(psbt, read_request(psbt))
+    passkey = SoftPasskey("alice")
+
+    login(web, "alice")
+    options = api(web, "/passkey/options").json()
+    assert options["rp"]["id"] == "coordinator.custodian.example"
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    challenge = options["challenge"]
+    wrong_site = passkey.register(b"\x00" * 32, origin=ORIGIN)
+    assert api(web, "/passkey/register", wrong_site).status_code == 400  # another challenge
+    options = api(web, "/passkey/options").json()
+    raw = options["challenge"] + "=" * (-len(options["challenge"]) % 4)
+    registration = passkey.register(base64.urlsafe_b64decode(raw), origin=ORIGIN)
+    done = api(web, "/passkey/register", registration).json()
+    assert challenge != options["challenge"]
+    requester = from_enrolment_json(done["enrolment"])
+    assert requester.credential_id == passkey.credential_id and requester.origin == ORIGIN
+    assert web.get("/passkey/enrolment.json").json()["name"] == "alice"
+    assert api(web, "/passkey/options").status_code == 409  # one passkey per requester
+
+    asked = api(web, "/batches/b1/assertion-options").json()
+    assert asked["challenge"] == base64url(digest)
+    assert [c["id"] for c in asked["allowCredentials"]] == [base64url(passkey.credential_id)]
+    other = SoftPasskey("alice").assert_(digest)  # a passkey alice never enrolled
+    refused = api(web, "/batches/b1/attest", other.to_webauthn_json())
+    assert refused.status_code == 400 and "not a requester" in refused.json()["error"]
+    signed = api(web, "/batches/b1/attest", passkey.assert_(digest).to_webauthn_json())
+    assert signed.status_code == 200, signed.text
+    stored = stored_request(desk, "b1")
+    assertion = read_assertion(stored)
+    assert verify_requester((requester,), assertion, digest, "alice").name == "alice"
+    assert "signed" in web.get("/batches/b1").text
+
+    login(web, "bob")  # bob may not sign alice's request
+    bobs = api(web, "/batches/b1/assertion-options")
+    assert bobs.status_code == 403 and "requested by 'alice'" in bobs.json()["error"]
+    with desk.store() as store:
+        kinds = {(e["kind"], e["actor"]) for e in store.all("SELECT kind, actor FROM events")}
+    assert {("passkey_enrolled", "alice"), ("request_attested", "alice")} <= kinds
+
+
+def _add_user(desk: Desk, name: str, role: str, password: bytes):
+    read, write = os.pipe()
+    os.write(write, password + b"\n")
+    os.close(write)
+    try:
+        return desk.run("user", "add", name, "--role", role, "--password-fd", str(read))
+    finally:
+        os.close(read)
+
+
+def test_user_add_reads_the_password_from_a_descriptor_never_argv(desk) -> None:
+    added = _add_user(desk, "carol", "operator", b"a long enough password")
+    assert added.code == 0 and "user carol added as operator" in added.out
+    short = _add_user(desk, "dave", "viewer", b"short")
+    assert short.code == 2 and "12 to 1024 characters" in short.err
+    again = _add_user(desk, "carol", "viewer", b"another long password")
+    assert again.code == 2 and "user carol already exists" in again.err
+
+
+def test_serve_refuses_an_origin_passkeys_cannot_use(desk) -> None:
+    for origin in ("http://coordinator.example", "https://x.example/path", "ftp://x"):
+        result = desk.run("serve", "--origin", origin)
+        assert result.code == 2 and "origin" in result.err, result
+
+
+# -- a batch from an uploaded payout file, and its request as QR frames ---------------------
+
+
+def _new_batch(client: TestClient, csv: str, label: str = "w1", **fields: str):
+    token = csrf(client, "/batches/new")
+    data = {"wallet": "treasury", "label": label, "purpose": "payouts", "csrf": token, **fields}
+    return client.post(
+        "/batches/new",
+        data=data,
+        files={"csv": ("payouts.csv", csv.encode(), "text/csv")},
+        follow_redirects=False,
+    )
+
+
+def _frames_decoded(frames: dict) -> bytes:
+    """The request the frames carry, read back as a camera would: each frame's modules
+    drawn 4 pixels to a module, decoded by zxing-cpp, reassembled by the UR decoder."""
+    import numpy as np
+
+    from shared.adapters.decoders import default_decoder
+    from shared.ur.registry import decode_psbt
+    from shared.ur.ur import URDecoder
+
+    decoder, ur = default_decoder(), URDecoder()
+    side = frames["modules"]
+    for frame in frames["frames"]:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(frame), np.uint8))[: side * side]
+        image = np.where(bits.reshape(side, side), 0, 255).astype(np.uint8)
+        texts = decoder.decode(np.kron(image, np.ones((4, 4), np.uint8)))
+        assert len(texts) == 1
+        ur.receive(texts[0])
+        if ur.is_complete:
+            break
+    result = ur.result
+    assert result is not None and result.type == "crypto-psbt"
+    return decode_psbt(result.cbor)
+
+
+def test_a_requester_makes_a_batch_from_a_file_and_every_bad_row_is_listed(web, desk) -> None:
+    funded_single(desk, SoftAppliance("cold-1"))
+    login(web, "alice")
+    bad = "address,amount,reference\nbc1qnotanaddress,0.1,A\n" + f"{payee(2)},-1,B\n"
+    refused = _new_batch(web, bad)
+    assert refused.status_code == 400
+    assert "line 2" in refused.text and "line 3" in refused.text
+    assert "nothing was created" in refused.text
+    with desk.store() as store:
+        assert store.one("SELECT COUNT(*) AS n FROM batches")["n"] == 0
+    fee = _new_batch(web, f"{payee(1)},0.1,INV-1\n", fee="0.5")
+    assert fee.status_code == 400 and "is below 1 sat/vB" in fee.text
+
+    made = _new_batch(web, f"address,amount,reference\n{payee(1)},0.1,INV-1\n")
+    assert made.status_code == 303 and made.headers["location"] == "/batches/w1"
+    stored = stored_request(desk, "w1")
+    assert read_request(stored).requester == "alice"  # the signed-in requester, not the config
+    page = web.get("/batches/w1").text
+    assert request_hash(stored, read_request(stored)).hex() in page
+
+    for preset in ("fast", "robust"):
+        frames = web.get(f"/batches/w1/qr.json?preset={preset}").json()
+        assert _frames_decoded(frames) == stored.serialize()
+    assert web.get("/batches/w1/qr.json?preset=huge").status_code == 400
+
+    login(web, "vic")  # a viewer may look, not create
+    assert _new_batch(web, f"{payee(3)},0.1,INV-3\n", label="w2").status_code == 403
