@@ -20,6 +20,7 @@ from online_coordinator.commands import qr as qr_commands
 from online_coordinator.commands import regtest as regtest_commands
 from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
+from online_coordinator.commands import watch as watch_commands
 from online_coordinator.commands import web as web_commands
 from online_coordinator.commands.common import DEFAULT_STATE, add_state
 from online_coordinator.exit_codes import failure
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_commands.register(commands)
     regtest_commands.register(commands)
     web_commands.register(commands)
+    watch_commands.register(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ from online_coordinator.chain.rpc import ChainUnavailable, RpcError
 from online_coordinator.config import ConfigError
 from online_coordinator.fees import FeeError
 from online_coordinator.finish import FinishError
+from online_coordinator.monitor import MonitorError
 from online_coordinator.payouts import PayoutsError
 from online_coordinator.status import AlertError
 from online_coordinator.store import StorageError, StoreError, storage_error
@@ -70,6 +71,7 @@ FAILURES: tuple[tuple[type[BaseException], ExitCode, Callable[[BaseException], s
     (FinishError, ExitCode.USAGE, str),
     (AlertError, ExitCode.USAGE, str),
     (UserError, ExitCode.USAGE, str),
+    (MonitorError, ExitCode.USAGE, str),
     (PsbtError, ExitCode.USAGE, str),
     (PayloadError, ExitCode.USAGE, str),
     (URError, ExitCode.USAGE, str),

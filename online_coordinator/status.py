@@ -79,9 +79,9 @@ def open_alerts(store: Store) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def acknowledge_alert(store: Store, alert_id: int, note: str) -> None:
+def acknowledge_alert(store: Store, alert_id: int, note: str, actor: str | None = None) -> None:
     """Close alert ``alert_id`` with ``note`` (who checked it and what was done), and
-    journal that it was closed."""
+    journal that it was closed (by ``actor``, the web user, if any)."""
     row = store.one("SELECT * FROM events WHERE id = ? AND severity = 'alert'", alert_id)
     if row is None:
         raise AlertError(f"no alert with id {alert_id}")
@@ -89,4 +89,4 @@ def acknowledge_alert(store: Store, alert_id: int, note: str) -> None:
         raise AlertError(f"alert {alert_id} was acknowledged: {row['acknowledged']}")
     with outcome("the alert is still open"), store.write() as db:
         db.execute("UPDATE events SET acknowledged = ? WHERE id = ?", (note, alert_id))
-        store.event("alert_acknowledged", f"alert {alert_id} acknowledged: {note}")
+        store.event("alert_acknowledged", f"alert {alert_id} acknowledged: {note}", actor=actor)

@@ -80,6 +80,7 @@ from online_coordinator.config import load_config
 from online_coordinator.fees import MIN_RELAY_FEE_RATE
 from online_coordinator.finish import FinishError, ImportResult
 from online_coordinator.payouts import MAX_CSV_BYTES
+from online_coordinator.status import AlertError, acknowledge_alert, open_alerts
 from online_coordinator.store import Store
 from online_coordinator.users import (
     User,
@@ -180,6 +181,8 @@ def build_app(settings: WebSettings) -> Starlette:
         Route("/", pages.home),
         Route("/login", pages.login, methods=["GET", "POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
+        Route("/alerts", pages.alerts),
+        Route("/alerts/{alert_id:int}/acknowledge", pages.acknowledge, methods=["POST"]),
         Route("/passkey", pages.passkey),
         Route("/passkey/options", pages.passkey_options, methods=["POST"]),
         Route("/passkey/register", pages.passkey_register, methods=["POST"]),
@@ -286,6 +289,42 @@ class Pages:
         user = self.user(store, request)
         batches = store.all("SELECT label, state, created FROM batches ORDER BY id DESC")
         return self.render(request, "home.html", batches=batches, role=user.role)
+
+    async def alerts(self, request: Request) -> Response:
+        return await self._page(request, self._alerts)
+
+    def _alerts(self, request: Request, store: Store) -> Response:
+        user = self.user(store, request)
+        return self.render(
+            request,
+            "alerts.html",
+            alerts=open_alerts(store),
+            may_acknowledge=user.role in ("operator", "administrator"),
+        )
+
+    async def acknowledge(self, request: Request) -> Response:
+        form = await request.form()
+        note = str(form.get("note", "")).strip()
+
+        def close(request: Request, store: Store) -> Response:
+            user = self.user(store, request)
+            if user.role not in ("operator", "administrator"):
+                raise WebError(
+                    403, f"only an operator or administrator may; {user.name} is a {user.role}"
+                )
+            if not _csrf_ok(request, str(form.get("csrf", ""))):
+                raise WebError(403, "the form expired: load it again")
+            if not note or len(note) > 500 or not note.isprintable():
+                raise WebError(400, "say what was checked and done (1 to 500 characters)")
+            try:
+                acknowledge_alert(
+                    store, request.path_params["alert_id"], f"{user.name}: {note}", actor=user.name
+                )
+            except AlertError as exc:
+                raise WebError(400, str(exc)) from None
+            return RedirectResponse("/alerts", status_code=303)
+
+        return await self._page(request, close)
 
     async def passkey(self, request: Request) -> Response:
         return await self._page(request, self._passkey)
