@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # module (tpm2-pkcs11 over the swtpm emulator) for officer tokens; chromium and its driver:
 # the audit report as auditors open and print it (tests/audit/test_report_browser.py)
 APT_PACKAGES := softhsm2 libzbar0 faketime libtpm2-pkcs11-1 swtpm swtpm-tools tpm2-abrmd \
-	tpm2-tools libtss2-tcti-tabrmd0 dbus chromium chromium-driver
+	tpm2-tools libtss2-tcti-tabrmd0 dbus chromium chromium-driver postgresql
 # tests/interop: the UR, UR-registry and BBQr libraries other wallets embed, run by node.
 # Debian's nodejs and npm, unless a node with its own npm (e.g. NodeSource's) is there.
 INTEROP := tests/interop

@@ -82,10 +82,12 @@ class Config:
     fallback_fee_rate: int = 2_000
     target_blocks: int = 6
     expiry_hours: int = 24
+    database_url: str | None = None  # PostgreSQL; None: the SQLite file in the state
 
     @property
-    def database(self) -> Path:
-        return self.state_dir / DATABASE_NAME
+    def database(self) -> Path | str:
+        """Where the store is: a PostgreSQL URL, or the state folder's SQLite file."""
+        return self.database_url or self.state_dir / DATABASE_NAME
 
     def rpc(self) -> BitcoinCoreRPC:
         """The node, once its chain is checked against ``network`` (ChainMismatch if not).
@@ -140,7 +142,7 @@ def secure_state(state_dir: Path) -> None:
 
 
 def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
-    allowed = {"network", "requester", "confirmations", "node", "fees", "requests"}
+    allowed = {"network", "requester", "confirmations", "node", "fees", "requests", "database"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
@@ -163,9 +165,31 @@ def _from_document(doc: dict[str, Any], state_dir: Path, path: Path) -> Config:
         fallback_fee_rate=_fee_rate(fees, "fallback_fee_rate", path, 2_000),
         target_blocks=_get(fees, "target_blocks", int, path, 6),
         expiry_hours=_get(requests, "expiry_hours", int, path, 24),
+        database_url=_database_url(_table(doc, "database", path, {}), path),
     )
     _check_ranges(config, path)
     return config
+
+
+def _database_url(table: dict[str, Any], path: Path) -> str | None:
+    """``[database] url``: a PostgreSQL server instead of the state folder's SQLite file.
+    A password in the URL makes the file a secret: it must then be mode 600 (prefer a
+    ``~/.pgpass`` file or peer authentication over a local socket)."""
+    unknown = sorted(set(table) - {"url"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting [database] {unknown[0]!r}")
+    if "url" not in table:
+        return None
+    url = _get(table, "url", str, path)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{path}: [database] url must be a postgresql:// URL")
+    authority = url.split("//", 1)[1].split("/", 1)[0]
+    has_password = "@" in authority and ":" in authority.split("@", 1)[0]
+    if has_password and _others_can_read(path):
+        raise ConfigError(
+            f"{path} holds a database password and is readable by other users: chmod 600 {path}"
+        )
+    return url
 
 
 def _node(table: dict[str, Any], path: Path) -> NodeConfig:

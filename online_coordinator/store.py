@@ -324,12 +324,20 @@ def now() -> int:
 class Store(Closing):
     """One connection to the coordinator database; open with :meth:`open`."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | str) -> None:
         self.db = connection
         self.path = path
 
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self.path, str)
+
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path | str) -> Store:
+        """The store at ``path``: the SQLite file, or a ``postgresql://`` URL
+        (:mod:`online_coordinator.pgstore`)."""
+        if isinstance(path, str):
+            return cls._open_postgres(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _private_files(path)
@@ -356,10 +364,30 @@ class Store(Closing):
             raise storage_error(path, exc) from exc
         return store
 
+    @classmethod
+    def _open_postgres(cls, url: str) -> Store:
+        from online_coordinator.pgstore import PgConnection
+
+        shown = _without_password(url)
+        try:
+            connection = PgConnection(url)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot open {shown}: {exc}") from exc
+        store = cls(connection, shown)  # type: ignore[arg-type]
+        try:
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{shown}: {exc}") from exc
+        connection.learn_tables()
+        return store
+
     def close(self) -> None:
         self.db.close()
 
     def _migrate(self) -> None:
+        if self.postgres:
+            self._migrate_postgres()
+            return
         with self.write():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
@@ -371,6 +399,26 @@ class Store(Closing):
                 for statement in _statements(MIGRATIONS[number]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _migrate_postgres(self) -> None:
+        """The same numbered migrations, translated; the version in coldstation_schema."""
+        from online_coordinator.pgstore import translate_ddl
+
+        with self.write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS coldstation_schema (version BIGINT NOT NULL)")
+            row = db.execute("SELECT version FROM coldstation_schema").fetchone()
+            if row is None:
+                db.execute("INSERT INTO coldstation_schema (version) VALUES (0)")
+            version = 0 if row is None else int(row[0])
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this coordinator knows up to "
+                    f"{len(MIGRATIONS)}: upgrade the coordinator"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in _statements(translate_ddl(MIGRATIONS[number])):
+                    db.execute(statement)
+                db.execute("UPDATE coldstation_schema SET version = ?", (number + 1,))
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -452,12 +500,25 @@ class Store(Closing):
             )
 
     def check_integrity(self) -> list[str]:
-        """SQLite's own integrity and foreign-key checks; empty when the file is sound."""
+        """SQLite's own integrity and foreign-key checks; empty when the file is sound.
+        (PostgreSQL enforces foreign keys on every write and checks its own pages.)"""
+        if self.postgres:
+            return []
         problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [
             f"foreign key: {tuple(r)}" for r in self.db.execute("PRAGMA foreign_key_check")
         ]
         return problems
+
+
+def _without_password(url: str) -> str:
+    """A database URL as messages may show it."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        user = authority.split("@", 1)[0].split(":", 1)[0]
+        authority = f"{user}@{authority.split('@', 1)[1]}"
+    return f"{scheme}://{authority}{slash}{tail}"
 
 
 def _private_files(path: Path) -> None:

@@ -144,7 +144,7 @@ def pin_appliance(store: Store, export: ApplianceExport) -> None:
     row = store.one("SELECT audit_key FROM appliances WHERE appliance_id = ?", export.appliance_id)
     if row is None:
         store.db.execute(
-            "INSERT INTO appliances VALUES (?, ?, ?)",
+            "INSERT INTO appliances (appliance_id, audit_key, pinned) VALUES (?, ?, ?)",
             (export.appliance_id, export.audit_key, now()),
         )
         store.event(

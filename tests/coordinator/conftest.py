@@ -19,6 +19,7 @@ from online_coordinator.store import Store
 from shared.bitcoin.address import Network, address_to_script
 from tests.coordinator.faultproxy import FaultProxy
 from tests.coordinator.softappliance import SoftAppliance
+from tests.postgres import fresh_database, postgres_server
 
 
 @dataclass
@@ -141,13 +142,31 @@ def proxied(tmp_path: Path) -> Iterator[ProxiedDesk]:
         desk.node.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``BOTH_STORES = True`` runs each desk test on SQLite and on a real
+    PostgreSQL server (issue 19: the same guarantees behind the same interface)."""
+    if "store_kind" in metafunc.fixturenames:
+        both = getattr(metafunc.module, "BOTH_STORES", False)
+        metafunc.parametrize("store_kind", ["sqlite", "postgresql"] if both else ["sqlite"])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
+def desk(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[Desk]:
     node = RegtestNode(tmp_path / "regtest")
     server = start_in_thread(node)
     try:
         state = tmp_path / "coordinator"
         write_config(state, "regtest", (server.url, Path(server.cookie_path)))
+        if store_kind == "postgresql":
+            url = fresh_database(request.getfixturevalue("postgres_url"), tmp_path.name[:60])
+            config = state / "coordinator.toml"
+            config.write_text(config.read_text() + f'\n[database]\nurl = "{url}"\n')
         yield Desk(state, node, tmp_path)
     finally:
         server.shutdown()

@@ -20,6 +20,7 @@ from tests.coordinator.softappliance import SoftAppliance
 from tests.coordinator.test_flow import BTC, csv_for, funded_single, payee
 
 REPO = Path(__file__).resolve().parents[2]
+BOTH_STORES = True  # SQLite and PostgreSQL (tests/coordinator/conftest.py)
 TESTNET_ADDRESS = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
 
 
@@ -154,6 +155,35 @@ while True:
         print(exc, flush=True)
         break
 """
+
+
+def test_eight_workers_build_batches_from_one_wallet_and_share_no_coin(desk: Desk) -> None:
+    """Issue 19: 8 processes build batches from one wallet at once, each until the coins
+    run out; every coin is in at most one request, and every request holds its own."""
+    # a key pool with a fresh change address for every batch
+    funded_single(desk, SoftAppliance("cold-1", pool=24), coins=16, sats=BTC // 10)
+    csv = desk.write("k.csv", csv_for((payee(1), "0.05", "R1")))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILDER, str(desk.state), csv, f"w{n}"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for out, err in outputs:
+        assert out.splitlines()[0] == "ready" and "insufficient" in out, (out, err)
+    with desk.store() as store:
+        batches, requests, locked = counts(store)
+        assert batches == requests == 16 and locked == 16  # one 0.1 BTC coin each
+        spent = _spent_outpoints(store)
+        assert len(spent) == len(set(spent)) == 16
+        held = store.all("SELECT request_id, COUNT(*) AS n FROM utxos GROUP BY request_id")
+        assert all(row["n"] == 1 for row in held if row["request_id"] is not None)
+        assert store.check_integrity() == []
 
 
 def test_sigkill_while_building_leaves_the_database_consistent(desk: Desk) -> None:

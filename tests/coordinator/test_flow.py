@@ -18,6 +18,8 @@ from tests.coordinator.conftest import Desk
 from tests.coordinator.softappliance import SoftAppliance, pubkey, secret
 from tests.kernel import verify_all
 
+BOTH_STORES = True  # SQLite and PostgreSQL (tests/coordinator/conftest.py)
+
 BTC = 100_000_000
 
 

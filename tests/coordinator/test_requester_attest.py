@@ -13,6 +13,8 @@ from tests.coordinator.softappliance import SoftAppliance
 from tests.coordinator.test_flow import create, funded_single, payee, sign_and_import
 from tests.passkeys import SoftPasskey
 
+BOTH_STORES = True  # SQLite and PostgreSQL (tests/coordinator/conftest.py)
+
 ALICE = SoftPasskey("alice")
 
 

@@ -21,6 +21,8 @@ from tests.coordinator.conftest import Desk, ProxiedDesk
 from tests.coordinator.softappliance import SoftAppliance
 from tests.coordinator.test_flow import BTC, create, funded_single, payee, sign_and_import, steal
 
+BOTH_STORES = True  # SQLite and PostgreSQL (tests/coordinator/conftest.py)
+
 SECRET = b"a webhook secret of more than thirty-two bytes"
 
 

@@ -23,6 +23,8 @@ from tests.coordinator.test_flow import create, funded_single, payee
 from tests.coordinator.test_requester_attest import stored_request
 from tests.passkeys import SoftPasskey
 
+BOTH_STORES = True  # SQLite and PostgreSQL (tests/coordinator/conftest.py)
+
 ORIGIN = "https://coordinator.custodian.example"
 PASSWORD = "correct horse battery"
 
