@@ -611,13 +611,17 @@ def bump_batch(config: Config, store: Store, label: str, fee_rate: int) -> Built
         store, store.row("SELECT name FROM wallets WHERE id = ?", batch["wallet_id"])["name"]
     )
     check_fee_cap(fee_rate, config.max_fee_rate)
+    first = store.row(
+        "SELECT unsigned_psbt FROM requests WHERE batch_id = ? ORDER BY id LIMIT 1", batch["id"]
+    )
     return build_replacement(
         store,
         wallet,
         batch["id"],
         fee_rate=fee_rate,
         max_fee_rate=config.max_fee_rate,
-        requester=config.requester,
+        # the batch's own requester: they ask again, and sign the new hash
+        requester=read_request(Psbt.parse(bytes(first["unsigned_psbt"]))).requester,
         expiry_seconds=config.expiry_hours * 3600,
     )
 

@@ -215,7 +215,8 @@ MIGRATIONS: tuple[str, ...] = (
     # password), failed logins counted toward a lockout; requesters' passkeys (WebAuthn
     # COSE public keys, registered at an RP id and origin); every event names the user who
     # acted (``actor``; NULL for the command line and the node). Nothing is deleted: a user
-    # is disabled, a passkey revoked.
+    # is disabled, a passkey revoked. ``session_epoch`` ends every session of a user at
+    # sign-out (a session names the epoch it began in).
     """
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
@@ -226,6 +227,7 @@ MIGRATIONS: tuple[str, ...] = (
         failed_logins INTEGER NOT NULL DEFAULT 0,
         locked_until INTEGER NOT NULL DEFAULT 0,
         disabled INTEGER NOT NULL DEFAULT 0,
+        session_epoch INTEGER NOT NULL DEFAULT 0,
         created INTEGER NOT NULL
     );
     CREATE TABLE passkeys (

@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any
 
 from online_coordinator.store import Store, now
+from shared.journal import is_fingerprint
 from shared.requester import Requester, RequesterError
 
 ROLES = ("requester", "operator", "viewer", "administrator")
@@ -30,6 +31,9 @@ LOCKOUT_SECONDS = 15 * 60
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 MAX_NAME = 64
+#: The one answer to every refused sign-in: an unknown name, a wrong password and a user
+#: locked out look the same, and take as long (no name can be found out by trying).
+REFUSED = "wrong user name or password, or too many failed sign-ins: wait 15 minutes and try again"
 
 
 @cache
@@ -56,13 +60,18 @@ class User:
     id: int
     name: str
     role: str
+    session_epoch: int = 0
 
 
 def check_name(name: str) -> str:
-    """A user name: 1..64 letters, digits, ``.``, ``_`` or ``-`` (it is also the requester
-    name the station shows and the policy lists)."""
-    if not 0 < len(name) <= MAX_NAME or not all(c.isalnum() or c in "._-" for c in name):
+    """A user name: 1..64 ASCII letters, digits, ``.``, ``_`` or ``-``, not 16 hex digits
+    (it is also the requester name the station shows and the policy lists, never to be
+    mistaken for an officer's key fingerprint)."""
+    allowed = all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+    if not 0 < len(name) <= MAX_NAME or not allowed:
         raise UserError(f"user name {name[:MAX_NAME]!r}: use 1..64 letters, digits, . _ or -")
+    if is_fingerprint(name):
+        raise UserError(f"user name {name!r} looks like an officer key fingerprint")
     return name
 
 
@@ -91,8 +100,17 @@ def add_user(store: Store, name: str, role: str, password: str) -> User:
 
 
 def find_user(store: Store, name: str) -> User | None:
-    row = store.one("SELECT id, name, role FROM users WHERE name = ? AND disabled = 0", name)
-    return None if row is None else User(row["id"], row["name"], row["role"])
+    row = store.one(
+        "SELECT id, name, role, session_epoch FROM users WHERE name = ? AND disabled = 0", name
+    )
+    return None if row is None else User(row["id"], row["name"], row["role"], row["session_epoch"])
+
+
+def end_sessions(store: Store, user: User) -> None:
+    """Sign-out: every session ``user`` holds ends (sessions name the epoch they began in)."""
+    with store.write() as db:
+        db.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (user.id,))
+        store.event("logout", f"user {user.name} signed out", actor=user.name)
 
 
 def authenticate(store: Store, name: str, password: str, at: int | None = None) -> User:
@@ -103,11 +121,12 @@ def authenticate(store: Store, name: str, password: str, at: int | None = None) 
     if row is None:
         _verify(_dummy_hash(), password)
         store.event("login_failed", f"login as unknown user {name[:MAX_NAME]!r} refused")
-        raise UserError("wrong user name or password")
+        raise UserError(REFUSED)
+    right = _verify(row["password_hash"], password)  # checked even when locked: same time
     if row["locked_until"] > at:
         store.event("login_failed", f"login as {name} refused: locked out", actor=name)
-        raise UserError(f"too many failed logins: locked for {row['locked_until'] - at} s more")
-    if not _verify(row["password_hash"], password):
+        raise UserError(REFUSED)
+    if not right:
         failures = row["failed_logins"] + 1
         locked = at + LOCKOUT_SECONDS if failures >= MAX_FAILED_LOGINS else 0
         with store.write() as db:
@@ -125,13 +144,10 @@ def authenticate(store: Store, name: str, password: str, at: int | None = None) 
                 )
             else:
                 store.event("login_failed", f"wrong password for {name}", actor=name)
-        raise UserError("wrong user name or password")
-    with store.write() as db:
-        db.execute(
-            "UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?", (row["id"],)
-        )
-        store.event("login", f"user {name} logged in", actor=name)
-    return User(row["id"], row["name"], row["role"])
+        raise UserError(REFUSED)
+    user = User(row["id"], row["name"], row["role"], row["session_epoch"])
+    record_login(store, user, "with a password")
+    return user
 
 
 def _verify(digest: str, password: str) -> bool:
@@ -213,3 +229,25 @@ def revoke_passkeys(store: Store, name: str) -> int:
         ).rowcount
         store.event("passkey_revoked", f"{count} passkey(s) of {name} revoked")
     return int(count)
+
+
+def passkey_owner(store: Store, credential_id: bytes) -> tuple[User, Requester] | None:
+    """The enabled user holding the active passkey ``credential_id``, with it (sign-in by
+    passkey: the browser names the credential, the user follows from it)."""
+    row = store.one(
+        "SELECT u.id, u.name, u.role, u.session_epoch FROM passkeys p JOIN users u "
+        "ON u.id = p.user_id "
+        "WHERE p.credential_id = ? AND p.revoked = 0 AND u.disabled = 0",
+        credential_id,
+    )
+    if row is None:
+        return None
+    user = User(row["id"], row["name"], row["role"], row["session_epoch"])
+    held = [p for p in passkeys(store, user) if p.credential_id == credential_id]
+    return (user, held[0]) if held else None
+
+
+def record_login(store: Store, user: User, how: str) -> None:
+    with store.write() as db:
+        db.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?", (user.id,))
+        store.event("login", f"user {user.name} logged in {how}", actor=user.name)

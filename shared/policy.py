@@ -277,8 +277,9 @@ class Policy:
                 )
 
     def requester(self, name: str) -> Requester | None:
-        """The listed requester of this name, revoked or not."""
-        return next((r for r in self.requesters if r.name == name), None)
+        """The listed requester of this name: the active one, else the last revoked."""
+        named = [r for r in self.requesters if r.name == name]
+        return next((r for r in named if r.active), named[-1] if named else None)
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)

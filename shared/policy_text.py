@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shared.bitcoin.amount import format_btc, format_sat_per_vb
 from shared.policy import Officer, Policy
-from shared.requester import Requester, base64url
+from shared.requester import Requester
 
 
 def _hours(seconds: int) -> str:
@@ -42,10 +42,15 @@ def _officer(officer: Officer) -> str:
 
 
 def _requester(requester: Requester) -> str:
+    """Every field a swap could hide in: the key and credential by fingerprint (SHA-256,
+    16 hex digits, as the enrolment page showed the requester), the RP id and origin."""
     state = "active" if requester.active else "REVOKED"
     officer = f", officer {requester.officer}" if requester.officer else ""
-    key = base64url(requester.credential_id)[:16]
-    return f"{requester.name} (passkey {key} at {requester.origin}{officer}, {state})"
+    return (
+        f"{requester.name} (key {requester.key_fingerprint}, credential "
+        f"{requester.credential_fingerprint}, rp {requester.rp_id} at {requester.origin}"
+        f"{officer}, {state})"
+    )
 
 
 def policy_lines(policy: Policy) -> list[str]:

@@ -25,6 +25,7 @@ to one request hash, which the station signs at most once (request ids are never
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -135,18 +136,36 @@ class Requester:
             cose_p256_point(self.public_key)
         except RequesterError as exc:
             raise RequesterError(f"requester {self.name!r}: {exc}") from None
+        if is_fingerprint(self.name):
+            raise RequesterError(
+                f"requester name {self.name!r} looks like an officer fingerprint: use a name"
+            )
         _check.text(self.rp_id, f"requester {self.name!r} rp_id", MAX_RP_ID)
         _check.text(self.origin, f"requester {self.name!r} origin", MAX_ORIGIN)
-        if not self.origin.startswith(("https://", "http://localhost", "http://127.0.0.1")):
+        try:
+            host = origin_host(self.origin)
+        except RequesterError as exc:
+            raise RequesterError(f"requester {self.name!r}: {exc}") from None
+        if host != self.rp_id and not host.endswith(f".{self.rp_id}"):
             raise RequesterError(
-                f"requester {self.name!r}: origin {self.origin!r} must be https:// "
-                "(or http on localhost)"
+                f"requester {self.name!r}: rp_id {self.rp_id!r} is not the origin's host "
+                f"{host!r} (nor a domain it is under)"
             )
         _check.boolean(self.active, f"requester {self.name!r} active")
         if self.officer is not None and not is_fingerprint(self.officer):
             raise RequesterError(
                 f"requester {self.name!r}: officer {self.officer!r} is not 16 hex digits"
             )
+
+    @property
+    def key_fingerprint(self) -> str:
+        """16 hex digits of SHA-256 over the COSE public key: what the enrolment page shows
+        the requester and the policy draft shows the administrators, to compare."""
+        return hashlib.sha256(self.public_key).digest()[:8].hex()
+
+    @property
+    def credential_fingerprint(self) -> str:
+        return hashlib.sha256(self.credential_id).digest()[:8].hex()
 
     def to_plain(self) -> dict[str, Any]:
         plain: dict[str, Any] = {
@@ -164,6 +183,8 @@ class Requester:
     @classmethod
     def from_plain(cls, plain: object) -> Requester:
         data = _check.exact_keys(plain, "requester", _REQUESTER_KEYS, _REQUESTER_OPTIONAL)
+        if "officer" in data and data["officer"] is None:  # one encoding: no officer, no key
+            raise RequesterError(f"requester {data['name']!r}: officer is null: omit it")
         return cls(
             data["name"],
             data["credential_id"],
@@ -218,11 +239,39 @@ def check_requesters(requesters: Iterable[object]) -> tuple[Requester, ...]:
     for item in items:
         if not isinstance(item, Requester):
             raise RequesterError("requesters must hold Requester entries")
-    for what in ("name", "credential_id"):
-        values = [getattr(r, what) for r in items]
-        if len(set(values)) != len(values):
-            raise RequesterError(f"two requesters share a {what.replace('_', ' ')}")
+    ids = [r.credential_id for r in items]
+    if len(set(ids)) != len(ids):
+        raise RequesterError("two requesters share a credential id")
+    names = [r.name for r in items if r.active]  # a revoked name may be enrolled again
+    if len(set(names)) != len(names):
+        raise RequesterError("two active requesters share a name")
     return items
+
+
+def check_origin(origin: str) -> str:
+    """An origin passkeys may be registered at: ``https://HOST[:PORT]``, or
+    ``http://localhost[:PORT]`` (one workstation, tests), and nothing else (no path, no
+    user, no query): the exact text browsers put in clientDataJSON."""
+    if not isinstance(origin, str) or _ORIGIN.fullmatch(origin) is None:
+        raise RequesterError(
+            f"origin {str(origin)[:MAX_ORIGIN]!r} must be https://HOST[:PORT] "
+            "(or http://localhost[:PORT])"
+        )
+    return origin
+
+
+def origin_host(origin: str) -> str:
+    """The host of an origin :func:`check_origin` accepts (the WebAuthn RP id's domain)."""
+    match = _ORIGIN.fullmatch(check_origin(origin))
+    assert match is not None
+    return match.group("host") or match.group("local") or ""
+
+
+_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ORIGIN = re.compile(
+    rf"https://(?P<host>{_HOST})(?::[0-9]{{1,5}})?|http://(?P<local>localhost|127\.0\.0\.1)"
+    r"(?::[0-9]{1,5})?"
+)
 
 
 # -- assertions ---------------------------------------------------------------------------

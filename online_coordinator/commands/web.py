@@ -56,7 +56,8 @@ def serve_command(args: argparse.Namespace) -> int:
     require_web()
     import uvicorn
 
-    from online_coordinator.web.app import WebSettings, build_app, check_origin
+    from online_coordinator.web.app import WebSettings, build_app
+    from shared.requester import check_origin
 
     try:
         origin = check_origin(args.origin)

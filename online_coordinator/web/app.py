@@ -33,12 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import cv2
 import jinja2
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -77,25 +78,38 @@ from online_coordinator.batch import (
 )
 from online_coordinator.chain.rpc import ChainUnavailable, RpcError
 from online_coordinator.config import load_config
+from online_coordinator.evidence import export_evidence
 from online_coordinator.fees import MIN_RELAY_FEE_RATE
 from online_coordinator.finish import FinishError, ImportResult
 from online_coordinator.payouts import MAX_CSV_BYTES
 from online_coordinator.status import AlertError, acknowledge_alert, open_alerts
 from online_coordinator.store import Store
 from online_coordinator.users import (
+    ROLES,
     User,
     UserError,
+    add_user,
     authenticate,
+    end_sessions,
     find_user,
+    passkey_owner,
     passkeys,
+    record_login,
+    revoke_passkeys,
 )
 from online_coordinator.users import (
     add_passkey as store_passkey,
 )
-from online_coordinator.wallet import WalletError
-from online_coordinator.web.qr import request_frames
+from online_coordinator.wallet import (
+    WalletError,
+    address_warnings,
+    load_wallet,
+    next_address,
+    wallet_summary,
+)
+from online_coordinator.web.qr import jpeg_size, request_frames
 from shared.adapters.decoders import QrDecoder, default_decoder
-from shared.bitcoin.amount import AmountError, parse_sat_per_vb
+from shared.bitcoin.amount import AmountError, format_btc, parse_sat_per_vb
 from shared.psbt.model import Psbt
 from shared.request import hash_words, read_assertion, read_request
 from shared.requester import (
@@ -104,6 +118,7 @@ from shared.requester import (
     RequesterError,
     cose_key_of,
     enrolment_json,
+    origin_host,
     verify_assertion,
 )
 from shared.ur.registry import decode_psbt
@@ -114,6 +129,8 @@ SESSION_KEY_FILE = "web-session.key"
 SESSION_SECONDS = 8 * 3600
 MAX_JSON_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # one camera frame (JPEG)
+MAX_FRAME_PIXELS = 4096 * 4096
+MAX_FORM_OVERHEAD = 64 * 1024  # the batch form's fields and multipart framing
 MAX_SCANS = 32
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -143,23 +160,11 @@ class WebSettings:
 
     @property
     def rp_id(self) -> str:
-        return urlsplit(self.origin).hostname or ""
+        return origin_host(self.origin)
 
     @property
     def secure(self) -> bool:
         return self.origin.startswith("https://")
-
-
-def check_origin(origin: str) -> str:
-    """An origin passkeys may be registered at: https, or http on localhost (tests, a
-    workstation); no path, query or fragment."""
-    parts = urlsplit(origin)
-    local = parts.hostname in ("localhost", "127.0.0.1")
-    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not local):
-        raise ValueError(f"origin {origin!r} must be https:// (or http://localhost)")
-    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"origin {origin!r} must be scheme://host[:port] only")
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def session_key(state: Path) -> str:
@@ -181,6 +186,13 @@ def build_app(settings: WebSettings) -> Starlette:
         Route("/", pages.home),
         Route("/login", pages.login, methods=["GET", "POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
+        Route("/login/passkey-options", pages.login_options, methods=["POST"]),
+        Route("/login/passkey", pages.login_passkey, methods=["POST"]),
+        Route("/wallets", pages.wallets),
+        Route("/wallets/{name}", pages.wallet),
+        Route("/wallets/{name}/address", pages.issue_address, methods=["POST"]),
+        Route("/evidence.json", pages.evidence),
+        Route("/users", pages.users, methods=["GET", "POST"]),
         Route("/alerts", pages.alerts),
         Route("/alerts/{alert_id:int}/acknowledge", pages.acknowledge, methods=["POST"]),
         Route("/passkey", pages.passkey),
@@ -251,8 +263,8 @@ class Pages:
     def user(self, store: Store, request: Request, role: str | None = None) -> User:
         name = request.session.get("user")
         user = find_user(store, name) if isinstance(name, str) else None
-        if user is None:
-            request.session.clear()
+        if user is None or request.session.get("epoch") != user.session_epoch:
+            request.session.clear()  # never signed in, or signed out since (any copy)
             raise WebError(401, "sign in first")
         if role is not None and user.role != role:
             raise WebError(403, f"only a {role} may do this; {user.name} is a {user.role}")
@@ -272,13 +284,51 @@ class Pages:
                 user = authenticate(store, name, password)
         except UserError as exc:
             return self.render(request, "login.html", 401, error=str(exc), name=name)
-        request.session.clear()  # a new session at each login (no fixation)
-        request.session.update({"user": user.name, "csrf": secrets.token_urlsafe(24)})
+        _signed_in(request, user)
         return RedirectResponse("/", status_code=303)
 
+    async def login_options(self, request: Request) -> Response:
+        return await self._api(request, self._login_options)
+
+    def _login_options(self, request: Request, store: Store, _body: object) -> dict[str, Any]:
+        """Sign-in by passkey: a fresh challenge, any credential of this site (the
+        browser offers the discoverable ones it holds)."""
+        options = generate_authentication_options(
+            rp_id=self.settings.rp_id, user_verification=UserVerificationRequirement.REQUIRED
+        )
+        request.session["login_challenge"] = options.challenge.hex()
+        return dict(json.loads(options_to_json(options)))
+
+    async def login_passkey(self, request: Request) -> Response:
+        return await self._api(request, self._login_passkey)
+
+    def _login_passkey(self, request: Request, store: Store, body: object) -> dict[str, Any]:
+        challenge = request.session.pop("login_challenge", None)
+        if not isinstance(challenge, str):
+            raise WebError(400, "no sign-in in progress: start again")
+        try:
+            assertion = Assertion.from_webauthn_json(json.dumps(json_object(body)))
+            owner = passkey_owner(store, assertion.credential_id)
+            if owner is None:
+                raise RequesterError("this passkey is not enrolled here (or was revoked)")
+            verify_assertion(assertion, (owner[1],), bytes.fromhex(challenge))
+        except RequesterError as exc:
+            store.event("login_failed", f"passkey sign-in refused: {exc}")
+            raise WebError(401, f"passkey sign-in refused: {exc}") from None
+        user = owner[0]
+        record_login(store, user, "with a passkey")
+        _signed_in(request, user)
+        return {"message": f"signed in as {user.name}", "next": "/"}
+
     async def logout(self, request: Request) -> Response:
-        form = await request.form()
+        form = await request.form(max_files=0, max_fields=4)
         if _csrf_ok(request, str(form.get("csrf", ""))):
+
+            def end(request: Request, store: Store) -> Response:
+                end_sessions(store, self.user(store, request))
+                return RedirectResponse("/login", status_code=303)
+
+            await self._page(request, end)
             request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -289,6 +339,123 @@ class Pages:
         user = self.user(store, request)
         batches = store.all("SELECT label, state, created FROM batches ORDER BY id DESC")
         return self.render(request, "home.html", batches=batches, role=user.role)
+
+    # -- wallets, evidence, users ---------------------------------------------------------------
+
+    async def wallets(self, request: Request) -> Response:
+        return await self._page(request, self._wallets)
+
+    def _wallets(self, request: Request, store: Store) -> Response:
+        self.user(store, request)
+        rows = store.all("SELECT id, name FROM wallets ORDER BY name")
+        summaries = [wallet_summary(store, row["id"]) for row in rows]
+        return self.render(request, "wallets.html", wallets=[_wallet_line(w) for w in summaries])
+
+    async def wallet(self, request: Request) -> Response:
+        return await self._page(request, self._wallet)
+
+    def _wallet(self, request: Request, store: Store, issued: str | None = None) -> Response:
+        user = self.user(store, request)
+        try:
+            wallet = load_wallet(store, request.path_params["name"])
+        except WalletError as exc:
+            raise WebError(404, str(exc)) from None
+        summary = wallet_summary(store, wallet.id)
+        coins = store.all(
+            "SELECT txid, vout, value, height, state FROM utxos WHERE wallet_id = ? AND "
+            "state IN ('available', 'locked') ORDER BY height, txid, vout",
+            wallet.id,
+        )
+        return self.render(
+            request,
+            "wallet.html",
+            wallet=_wallet_line(summary),
+            addresses=summary["addresses"],
+            coins=[
+                (f"{c['txid']}:{c['vout']}", format_btc(c["value"]), c["height"], c["state"])
+                for c in coins
+            ],
+            issued=issued,
+            may_issue=user.role in ("requester", "operator"),
+            warnings=[w["message"] for w in address_warnings(store) if w["wallet"] == wallet.name],
+        )
+
+    async def issue_address(self, request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=4)
+        note = str(form.get("note", "")).strip()
+
+        def issue(request: Request, store: Store) -> Response:
+            user = self.user(store, request)
+            if user.role not in ("requester", "operator"):
+                raise WebError(403, f"only ops staff issue addresses; {user.name} is a {user.role}")
+            if not _csrf_ok(request, str(form.get("csrf", ""))):
+                raise WebError(403, "the form expired: load it again")
+            if not 0 < len(note) <= 200 or not note.isprintable():
+                raise WebError(400, "say who the address is for (1 to 200 characters)")
+            try:
+                wallet = load_wallet(store, request.path_params["name"])
+                slot = next_address(store, wallet, change=False, note=note)
+            except WalletError as exc:
+                raise WebError(400, str(exc)) from None
+            store.event(
+                "web_address_issued", f"{slot.address} of {wallet.name} for {note}", actor=user.name
+            )
+            return self._wallet(request, store, issued=slot.address)
+
+        return await self._page(request, issue)
+
+    async def evidence(self, request: Request) -> Response:
+        return await self._page(request, self._evidence)
+
+    def _evidence(self, request: Request, store: Store) -> Response:
+        user = self.user(store, request)
+        store.event("web_evidence_export", "coordinator evidence exported", actor=user.name)
+        return Response(
+            export_evidence(store),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="coordinator-evidence.json"'},
+        )
+
+    async def users(self, request: Request) -> Response:
+        if request.method == "GET":
+            return await self._page(request, self._users)
+        form = await request.form(max_files=0, max_fields=8)
+        fields = {k: str(form.get(k, "")) for k in ("name", "role", "password", "csrf", "revoke")}
+
+        def change(request: Request, store: Store) -> Response:
+            user = self.user(store, request, "administrator")
+            if not _csrf_ok(request, fields["csrf"]):
+                raise WebError(403, "the form expired: load it again")
+            try:
+                if fields["revoke"]:
+                    count = revoke_passkeys(store, fields["revoke"])
+                    done = f"{count} passkey(s) of {fields['revoke']} revoked"
+                else:
+                    added = add_user(store, fields["name"], fields["role"], fields["password"])
+                    done = f"user {added.name} added as {added.role}"
+            except UserError as exc:
+                return self._users(request, store, error=str(exc), status=400)
+            store.event("web_user_change", done, actor=user.name)
+            return self._users(request, store, done=done)
+
+        return await self._page(request, change)
+
+    def _users(
+        self,
+        request: Request,
+        store: Store,
+        done: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        self.user(store, request, "administrator")
+        rows = store.all(
+            "SELECT u.name, u.role, u.disabled, (SELECT COUNT(*) FROM passkeys p WHERE "
+            "p.user_id = u.id AND p.revoked = 0) AS passkeys FROM users u ORDER BY u.name"
+        )
+        return self.render(
+            request, "users.html", status, users=rows, roles=ROLES, done=done, error=error
+        )
 
     async def alerts(self, request: Request) -> Response:
         return await self._page(request, self._alerts)
@@ -343,21 +510,37 @@ class Pages:
         return await self._page(request, self._batch)
 
     def _batch(self, request: Request, store: Store) -> Response:
+        """The batch as its requester signs it: every payout (address, BTC, reference), the
+        fee and the purpose beside the request hash; signing is offered only to the
+        requester who made the batch on this site (a batch made elsewhere in their name is
+        flagged, and signed, if at all, with ``batch attest`` after checking it)."""
         user = self.user(store, request)
         label = request.path_params["label"]
         found = _latest_request(store, label)
         psbt = Psbt.parse(bytes(found["unsigned_psbt"]))
+        meta = read_request(psbt)
         digest = bytes(found["request_hash"])
+        made_by = _made_on_the_web_by(store, found["batch_id"])
+        payouts = store.all(
+            "SELECT line, address, amount, reference FROM payouts WHERE batch_id = ? ORDER BY line",
+            found["batch_id"],
+        )
+        mine = user.role == "requester" and made_by == user.name == meta.requester
         return self.render(
             request,
             "batch.html",
             label=label,
             state=found["state"],
-            requester=read_request(psbt).requester,
+            requester=meta.requester,
+            purpose=meta.purpose,
+            made_by=made_by,
+            payouts=[(p["address"], format_btc(p["amount"]), p["reference"]) for p in payouts],
+            fee=format_btc(found["fee"]),
             request_hash=digest.hex(),
             words=hash_words(digest),
             attested=read_assertion(psbt) is not None,
-            may_attest=user.role == "requester" and found["state"] == "open",
+            may_attest=mine and found["state"] == "open",
+            not_made_here=user.role == "requester" and meta.requester == user.name and not mine,
             may_import=user.role == "operator" and found["state"] in ("open", "signed"),
             may_broadcast=user.role == "operator" and found["state"] == "signed",
         )
@@ -365,7 +548,16 @@ class Pages:
     async def new_batch(self, request: Request) -> Response:
         if request.method == "GET":
             return await self._page(request, self._new_batch_form)
-        form = await request.form()
+        try:  # who asks, before a byte of the upload is read
+            await run_in_threadpool(self._with_store, self._requester_only, request)
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit() or int(declared) > MAX_CSV_BYTES + MAX_FORM_OVERHEAD:
+                raise WebError(413, f"the payout file may be at most {MAX_CSV_BYTES} bytes")
+        except WebError as exc:
+            if exc.status == 401:
+                return RedirectResponse("/login", status_code=303)
+            return self.render(request, "error.html", exc.status, error=str(exc))
+        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_CSV_BYTES + 1)
         upload = form.get("csv")
         csv = await upload.read(MAX_CSV_BYTES + 1) if isinstance(upload, UploadFile) else b""
         fields = {k: str(form.get(k, "")).strip() for k in ("wallet", "label", "purpose", "fee")}
@@ -381,7 +573,7 @@ class Pages:
                 rate = (
                     parse_sat_per_vb(fields["fee"], MIN_RELAY_FEE_RATE) if fields["fee"] else None
                 )
-                create_batch(
+                created = create_batch(
                     load_config(self.settings.state),
                     store,
                     fields["wallet"],
@@ -396,9 +588,20 @@ class Pages:
                 return self._new_batch_form(
                     request, store, errors=str(exc).splitlines(), values=fields, status=400
                 )
+            store.event(
+                "web_batch_created",
+                f"batch {created.built.label} made from {csv_name} on the web page",
+                batch_id=store.row("SELECT id FROM batches WHERE label = ?", created.built.label)[
+                    "id"
+                ],
+                actor=user.name,
+            )
             return RedirectResponse(f"/batches/{quote(fields['label'])}", status_code=303)
 
         return await self._page(request, create)
+
+    def _requester_only(self, request: Request, store: Store) -> None:
+        self.user(store, request, "requester")
 
     def _new_batch_form(
         self,
@@ -439,9 +642,16 @@ class Pages:
         imported as ``batch import`` does. Answers the progress (parts known, needed)."""
         if not _csrf_ok(request, request.headers.get("x-csrf-token", "")):
             return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
-        image = await request.body()
-        if len(image) > MAX_FRAME_BYTES:
-            return JSONResponse({"error": "frame too large"}, status_code=413)
+        try:
+            image = await bounded_body(request, MAX_FRAME_BYTES)
+            size = jpeg_size(image)
+            if size is None or size[0] * size[1] > MAX_FRAME_PIXELS:
+                raise WebError(415, "a frame is one JPEG picture of at most 4096 x 4096 pixels")
+        except WebError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return await run_in_threadpool(self._scan, request, image)
+
+    def _scan(self, request: Request, image: bytes) -> Response:
         try:
             with self.store() as store:
                 user = self.user(store, request, "operator")
@@ -525,7 +735,7 @@ class Pages:
         challenge = _pop_challenge(request)
         try:
             verified = verify_registration_response(
-                credential=body,  # type: ignore[arg-type]
+                credential=json_object(body),
                 expected_challenge=challenge,
                 expected_rp_id=self.settings.rp_id,
                 expected_origin=self.settings.origin,
@@ -549,7 +759,8 @@ class Pages:
         except (RequesterError, UserError) as exc:
             raise WebError(400, str(exc)) from None
         return {
-            "message": "passkey enrolled: give the enrolment file to the administrators",
+            "message": f"passkey enrolled (key fingerprint {requester.key_fingerprint}): give "
+            "the enrolment file to the administrators",
             "enrolment": enrolment_json(requester),
         }
 
@@ -573,7 +784,7 @@ class Pages:
 
     def _attest(self, request: Request, store: Store, body: object) -> dict[str, Any]:
         user, digest, label = self._attestable(request, store)
-        text = json.dumps(body)
+        text = json.dumps(json_object(body))
         try:
             assertion = Assertion.from_webauthn_json(text)
             verify_assertion(assertion, passkeys(store, user), digest)
@@ -587,10 +798,16 @@ class Pages:
 
     def _attestable(self, request: Request, store: Store) -> tuple[User, bytes, str]:
         """The requester, the request hash they may sign, and the batch label: the batch's
-        open request must name them."""
+        open request must name them, and they must have made it on this site."""
         user = self.user(store, request, "requester")
         label = request.path_params["label"]
         found = _latest_request(store, label)
+        if _made_on_the_web_by(store, found["batch_id"]) != user.name:
+            raise WebError(
+                403,
+                f"batch {label} was not made by {user.name} on this site: check every payout "
+                "and sign it with `batch attest` if it is yours",
+            )
         if found["state"] != "open":
             raise WebError(409, f"batch {label}'s request is {found['state']}, not open")
         named = read_request(Psbt.parse(bytes(found["unsigned_psbt"]))).requester
@@ -605,32 +822,59 @@ class Pages:
     async def _page(
         self, request: Request, handler: Callable[[Request, Store], Response]
     ) -> Response:
+        """A page: the handler (database, hashing, decoding) runs in a worker thread, so one
+        slow request never stalls the others."""
         try:
-            with self.store() as store:
-                return handler(request, store)
+            return await run_in_threadpool(self._with_store, handler, request)
         except WebError as exc:
             if exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
             return self.render(request, "error.html", exc.status, error=str(exc))
 
+    def _with_store(self, handler: Callable[..., Any], request: Request, *args: Any) -> Any:
+        with self.store() as store:
+            return handler(request, store, *args)
+
     async def _api(
         self, request: Request, handler: Callable[[Request, Store, object], dict[str, Any]]
     ) -> Response:
-        """A JSON call from the page's script: CSRF header checked, body read bounded."""
+        """A JSON call from the page's script: CSRF header checked, body read bounded; the
+        handler asks for the user and role it needs (none, to sign in)."""
         if not _csrf_ok(request, request.headers.get("x-csrf-token", "")):
             return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
-        raw = await request.body()
-        if len(raw) > MAX_JSON_BYTES:
-            return JSONResponse({"error": "request too large"}, status_code=413)
         try:
+            raw = await bounded_body(request, MAX_JSON_BYTES)
             body = json.loads(raw) if raw else {}
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        try:
-            with self.store() as store:
-                return JSONResponse(handler(request, store, body))
         except WebError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except (ValueError, RecursionError):
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        try:
+            return JSONResponse(await run_in_threadpool(self._with_store, handler, request, body))
+        except WebError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) as soon as it is known to pass ``limit`` bytes:
+    by its Content-Length before anything is read, else while it streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise WebError(413, f"request too large (at most {limit} bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WebError(413, f"request too large (at most {limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(body: object) -> dict[str, Any]:
+    """A credential posted by the page: a JSON object, or 400."""
+    if not isinstance(body, dict):
+        raise WebError(400, "the body must be a JSON object")
+    return body
 
 
 class Scans:
@@ -683,6 +927,28 @@ def _imported(label: str, result: ImportResult) -> str:
     )
 
 
+def _wallet_line(summary: dict[str, Any]) -> dict[str, Any]:
+    coins = summary["coins"]
+    spendable = sum(coins.get(state, {}).get("sats") or 0 for state in ("available", "locked"))
+    return {
+        "name": summary["wallet"],
+        "kind": summary["kind"],
+        "network": summary["network"],
+        "balance": format_btc(spendable),
+        "coins": sum(coins.get(state, {}).get("count") or 0 for state in ("available", "locked")),
+    }
+
+
+def _made_on_the_web_by(store: Store, batch_id: int) -> str | None:
+    """Who made the batch on the web page (the ``web_batch_created`` event's actor)."""
+    row = store.one(
+        "SELECT actor FROM events WHERE kind = 'web_batch_created' AND batch_id = ? "
+        "ORDER BY id LIMIT 1",
+        batch_id,
+    )
+    return None if row is None else row["actor"]
+
+
 def _latest_request(store: Store, label: str) -> Any:
     try:
         batch = find_batch(store, label)
@@ -696,6 +962,14 @@ def _latest_request(store: Store, label: str) -> Any:
     return row
 
 
+def _signed_in(request: Request, user: User) -> None:
+    """A new session for ``user`` (never the one the sign-in page had: no fixation)."""
+    request.session.clear()
+    request.session.update(
+        {"user": user.name, "epoch": user.session_epoch, "csrf": secrets.token_urlsafe(24)}
+    )
+
+
 def _csrf(request: Request) -> str:
     token = request.session.get("csrf")
     if not isinstance(token, str):
@@ -706,7 +980,9 @@ def _csrf(request: Request) -> str:
 
 def _csrf_ok(request: Request, given: str) -> bool:
     expected = request.session.get("csrf")
-    return isinstance(expected, str) and hmac.compare_digest(expected, given)
+    return isinstance(expected, str) and hmac.compare_digest(
+        expected.encode(), given.encode("utf-8", "replace")
+    )
 
 
 def _pop_challenge(request: Request) -> bytes:

@@ -46,3 +46,33 @@ def request_frames(psbt: bytes, preset_name: str) -> dict[str, Any]:
         "parts": encoder.seq_len,
         "frames": frames,
     }
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, read before anything is decoded (a
+    small file can decode to gigapixels); None for anything that is not a baseline or
+    progressive JPEG. Written here: OpenCV decodes whole images only, and no imaging
+    library is a dependency of the coordinator."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF and at + 9 <= len(data):
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return width, height
+        if length < 2:
+            return None
+        at += 2 + length
+    return None
+
+
+#: Start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

@@ -15,7 +15,7 @@ from appliance.policy_draft import PolicyChanges, draft_next
 from appliance.station import CeremonyError
 from shared.bitcoin.address import Network, script_to_address
 from shared.bitcoin.descriptor import DescriptorError
-from shared.policy import PolicyError
+from shared.policy import Policy, PolicyError
 from shared.policy_text import policy_diff, policy_lines
 from shared.requester import enrolment_json
 from tests.passkeys import SoftPasskey
@@ -132,7 +132,18 @@ def test_a_draft_adds_links_and_revokes_requesters_from_enrolment_files() -> Non
     assert [r.name for r in enrolled.requesters] == ["alice", "bob"]
     assert enrolled.requester("alice").officer == fp(APPROVERS[0])
     assert enrolled.requester("alice").public_key == alice.cose_key
-    assert "+ requester alice (passkey" in "\n".join(policy_diff(current, enrolled))
+    added = "\n".join(policy_diff(current, enrolled))
+    assert f"+ requester alice (key {alice.requester().key_fingerprint}, credential " in added
+    assert "rp coordinator.custodian.example at https://coordinator.custodian.example" in added
+    # a key swapped under the same name and credential id shows as one line out, one in
+    swapped = enrolled.to_plain()
+    thief = SoftPasskey("alice", credential_id=alice.credential_id)
+    swapped["requesters"][0]["public_key"] = thief.cose_key
+    swapped["version"] += 1
+    swapped["previous_hash"] = enrolled.hash()
+    swap = policy_diff(enrolled, Policy.from_plain(swapped))
+    assert len(swap) == 2 and swap[0].startswith("+ requester alice (key ")
+    assert thief.requester().key_fingerprint in swap[0] and swap[1].startswith("- requester alice")
     revoked = draft_next(enrolled, PolicyChanges(revoked_requesters=["bob"]))
     assert not revoked.requester("bob").active and revoked.requester("alice").active
     assert "requesters: none listed" in "\n".join(policy_lines(current))
@@ -140,7 +151,10 @@ def test_a_draft_adds_links_and_revokes_requesters_from_enrolment_files() -> Non
         draft_next(enrolled, PolicyChanges(revoked_requesters=["carol"]))
     with pytest.raises(CeremonyError, match="--add-requester: not JSON"):
         draft_next(current, PolicyChanges(requesters=["{oops"]))
-    with pytest.raises(PolicyError, match="two requesters share a name"):
+    with pytest.raises(PolicyError, match="two active requesters share a name"):
+        second = SoftPasskey("alice").requester()
+        draft_next(enrolled, PolicyChanges(requesters=[enrolment_json(second)]))
+    with pytest.raises(PolicyError, match="two requesters share a credential id"):
         draft_next(enrolled, PolicyChanges(requesters=[enrolment_json(alice.requester())]))
     with pytest.raises(PolicyError, match="is not an approver of this policy"):
         draft_next(enrolled, PolicyChanges(requester_officers=[("bob", "0" * 16)]))

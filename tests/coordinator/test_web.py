@@ -12,9 +12,8 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from online_coordinator.users import MAX_FAILED_LOGINS, add_user
+from online_coordinator.users import MAX_FAILED_LOGINS, REFUSED, UserError, add_user
 from online_coordinator.web.app import WebSettings, build_app
-from shared.psbt.model import Psbt
 from shared.request import read_assertion, read_request, request_hash
 from shared.requester import base64url, from_enrolment_json, verify_requester
 from tests.coordinator.conftest import Desk
@@ -64,12 +63,12 @@ def api(client: TestClient, path: str, body: object = None, token: str | None = 
 def test_sign_in_wrong_passwords_lock_out_and_every_attempt_is_an_event(web, desk) -> None:
     assert web.get("/", follow_redirects=False).headers["location"] == "/login"
     refused = login(web, "alice", "wrong password!")
-    assert refused.status_code == 401 and "wrong user name or password" in refused.text
+    assert refused.status_code == 401 and REFUSED in refused.text
     assert login(web, "nobody", PASSWORD).status_code == 401  # the same words
     for _ in range(MAX_FAILED_LOGINS - 1):
         login(web, "alice", "wrong password!")
     locked = login(web, "alice", PASSWORD)  # the right one, too late
-    assert locked.status_code == 401 and "locked" in locked.text
+    assert locked.status_code == 401 and REFUSED in locked.text  # the same words as a typo
     assert login(web, "bob", PASSWORD).status_code == 303
     with desk.store() as store:
         events = store.all("SELECT kind, actor FROM events WHERE kind LIKE 'login%'")
@@ -105,14 +104,19 @@ def test_roles_and_headers(web) -> None:
 
 
 def test_a_requester_enrols_a_passkey_and_signs_their_batch_s_hash(web, desk) -> None:
-    set_requester(desk, "alice")
+    set_requester(desk, "alice")  # the command line makes requests in alice's name too
     funded_single(desk, SoftAppliance("cold-1"))
-    request = create(desk, "b1", [(payee(1), "0.1", "INV-1")])
-    psbt = Psbt.parse(request.read_bytes())
-    digest = request_hash(psbt, read_request(psbt))
+    create(desk, "cli", [(payee(2), "0.2", "INV-2")])
     passkey = SoftPasskey("alice")
 
     login(web, "alice")
+    made = _new_batch(web, f"{payee(1)},0.1,INV-1\n", label="b1")
+    assert made.status_code == 303
+    psbt = stored_request(desk, "b1")
+    digest = request_hash(psbt, read_request(psbt))
+    page = web.get("/batches/b1").text
+    assert payee(1) in page and "0.1 BTC" in page and "INV-1" in page  # what she signs
+    assert "on this site by alice" in page
     options = api(web, "/passkey/options").json()
     assert options["rp"]["id"] == "coordinator.custodian.example"
     assert options["authenticatorSelection"]["userVerification"] == "required"
@@ -129,6 +133,11 @@ def test_a_requester_enrols_a_passkey_and_signs_their_batch_s_hash(web, desk) ->
     assert web.get("/passkey/enrolment.json").json()["name"] == "alice"
     assert api(web, "/passkey/options").status_code == 409  # one passkey per requester
 
+    # a batch made elsewhere in alice's name: flagged, and not signed here
+    assert "was not made by" in web.get("/batches/cli").text
+    elsewhere = api(web, "/batches/cli/assertion-options")
+    assert elsewhere.status_code == 403 and "not made by alice on this site" in elsewhere.text
+
     asked = api(web, "/batches/b1/assertion-options").json()
     assert asked["challenge"] == base64url(digest)
     assert [c["id"] for c in asked["allowCredentials"]] == [base64url(passkey.credential_id)]
@@ -142,12 +151,36 @@ def test_a_requester_enrols_a_passkey_and_signs_their_batch_s_hash(web, desk) ->
     assert verify_requester((requester,), assertion, digest, "alice").name == "alice"
     assert "signed" in web.get("/batches/b1").text
 
+    web.cookies.clear()  # signed out; back in with the passkey alone
+    begun = api(web, "/login/passkey-options", token=csrf(web)).json()
+    assert begun["allowCredentials"] == [] and begun["userVerification"] == "required"
+    stranger = SoftPasskey("alice").assert_(_challenge(begun))
+    refused = api(web, "/login/passkey", stranger.to_webauthn_json(), token=csrf(web))
+    assert refused.status_code == 401 and "not enrolled here" in refused.json()["error"]
+    again = api(web, "/login/passkey", stranger.to_webauthn_json(), token=csrf(web))
+    assert again.status_code == 400 and "no sign-in in progress" in again.json()["error"]
+    api(web, "/login/passkey-options", token=csrf(web))
+    other = passkey.assert_(digest)  # alice's passkey, over something else (a request hash)
+    refused = api(web, "/login/passkey", other.to_webauthn_json(), token=csrf(web))
+    assert refused.status_code == 401 and "challenge" in refused.json()["error"]
+    assert "Signed in as" not in web.get("/").text
+    begun = api(web, "/login/passkey-options", token=csrf(web)).json()
+    answer = passkey.assert_(_challenge(begun)).to_webauthn_json()
+    signed_in = api(web, "/login/passkey", answer, token=csrf(web))
+    assert signed_in.json() == {"message": "signed in as alice", "next": "/"}
+    assert "Signed in as <strong>alice</strong>" in web.get("/").text
+
     login(web, "bob")  # bob may not sign alice's request
     bobs = api(web, "/batches/b1/assertion-options")
-    assert bobs.status_code == 403 and "requested by 'alice'" in bobs.json()["error"]
+    assert bobs.status_code == 403 and "not made by bob" in bobs.json()["error"]
     with desk.store() as store:
         kinds = {(e["kind"], e["actor"]) for e in store.all("SELECT kind, actor FROM events")}
     assert {("passkey_enrolled", "alice"), ("request_attested", "alice")} <= kinds
+
+
+def _challenge(options: dict) -> bytes:
+    text = options["challenge"]
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _add_user(desk: Desk, name: str, role: str, password: bytes):
@@ -240,3 +273,130 @@ def test_a_requester_makes_a_batch_from_a_file_and_every_bad_row_is_listed(web, 
 
     login(web, "vic")  # a viewer may look, not create
     assert _new_batch(web, f"{payee(3)},0.1,INV-3\n", label="w2").status_code == 403
+
+
+def test_hostile_requests_get_a_status_and_a_line_never_a_crash(web) -> None:
+    """Before sign-in and after: oversized bodies are refused by their declared length,
+    a non-ASCII CSRF token, JSON nested too deep or not an object, and a scan frame that is
+    not a JPEG of sane size are refused with a status and a line."""
+    token = csrf(web)
+    huge = web.post(
+        "/login/passkey-options",
+        content=b"{}",
+        headers={"X-CSRF-Token": token, "Content-Length": str(200 * 1024 * 1024)},
+    )
+    assert huge.status_code == 413
+    assert (
+        web.post("/login/passkey", json={}, headers={"X-CSRF-Token": "żółw".encode()}).status_code
+        == 403
+    )
+    deep = web.post("/login/passkey", content=b"[" * 60_000, headers={"X-CSRF-Token": token})
+    assert deep.status_code == 400 and deep.json() == {"error": "the body is not JSON"}
+    upload = web.post(
+        "/batches/new",
+        content=b"x",
+        headers={"Content-Length": str(200 * 1024 * 1024)},
+        follow_redirects=False,
+    )
+    assert upload.status_code == 303 and upload.headers["location"] == "/login"  # not read
+
+    login(web, "alice")
+    listed = api(web, "/passkey/register", [1, 2, 3])
+    assert listed.status_code == 400  # no registration in progress, or not an object
+    api(web, "/passkey/options")
+    listed = api(web, "/passkey/register", [1, 2, 3])
+    assert listed.json() == {"error": "the body must be a JSON object"}
+    big = web.post(
+        "/batches/new",
+        content=b"x",
+        headers={"Content-Length": str(50 * 1024 * 1024)},
+        follow_redirects=False,
+    )
+    assert big.status_code == 413 and "at most" in big.text
+
+
+def test_a_scan_frame_must_be_a_jpeg_of_sane_size(web, desk) -> None:
+    with desk.store() as store:
+        add_user(store, "olga", "operator", PASSWORD)
+    login(web, "olga")
+    token = csrf(web, "/")
+    png = web.post("/batches/x/scan", content=b"\x89PNG\r\n\x1a\n", headers={"X-CSRF-Token": token})
+    assert png.status_code == 415
+    # a JPEG header announcing 60000 x 60000 pixels: refused before decoding
+    bomb = b"\xff\xd8\xff\xc0\x00\x11\x08" + (60000).to_bytes(2, "big") * 2 + b"\x03" + bytes(9)
+    refused = web.post("/batches/x/scan", content=bomb, headers={"X-CSRF-Token": token})
+    assert refused.status_code == 415 and "4096" in refused.json()["error"]
+
+
+def test_sign_out_ends_every_copy_of_the_session(web) -> None:
+    login(web, "alice")
+    stolen = dict(web.cookies)
+    assert "Signed in as" in web.get("/").text
+    web.post("/logout", data={"csrf": csrf(web, "/")})
+    thief = TestClient(web.app, base_url=ORIGIN, cookies=stolen)
+    assert thief.get("/", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_unknown_wrong_and_locked_out_look_the_same(web) -> None:
+    answers = {login(web, "nobody", PASSWORD).text.count(REFUSED)}
+    for _ in range(MAX_FAILED_LOGINS):
+        answers.add(login(web, "bob", "wrong password!").text.count(REFUSED))
+    answers.add(login(web, "bob", PASSWORD).text.count(REFUSED))  # locked now
+    assert answers == {1}
+
+
+def test_user_names_are_plain_and_never_a_fingerprint(desk) -> None:
+    with desk.store() as store:
+        for name in ("張偉", "0f8afed15e34d918", "a b", ""):
+            with pytest.raises(UserError):
+                add_user(store, name, "requester", PASSWORD)
+
+
+def test_wallet_pages_issue_an_address_with_its_note_and_export_the_evidence(web, desk) -> None:
+    funded_single(desk, SoftAppliance("cold-1"))
+    login(web, "vic")
+    listing = web.get("/wallets").text
+    assert "treasury" in listing and "3 BTC" in listing
+    assert "Issue a receive address" not in web.get("/wallets/treasury").text
+    evidence = web.get("/evidence.json")
+    assert evidence.json()["type"] == "coldstation-coordinator-evidence"
+    assert "attachment" in evidence.headers["content-disposition"]
+    login(web, "alice")
+    page = web.post(
+        "/wallets/treasury/address",
+        data={"note": "customer 42", "csrf": csrf(web, "/wallets/treasury")},
+    ).text
+    issued = re.search(r'id="issued">([a-z0-9]+)<', page)[1]
+    assert issued.startswith("bcrt1") and "customer 42" in page
+    again = web.post(
+        "/wallets/treasury/address", data={"note": "customer 43", "csrf": csrf(web, "/")}
+    ).text
+    assert re.search(r'id="issued">([a-z0-9]+)<', again)[1] != issued  # never twice
+    assert web.get("/wallets/nothing").status_code == 404
+
+
+def test_administrators_add_users_and_revoke_passkeys(web, desk) -> None:
+    with desk.store() as store:
+        add_user(store, "root", "administrator", PASSWORD)
+    login(web, "alice")
+    assert web.get("/users").status_code == 403
+    login(web, "root")
+    token = csrf(web, "/users")
+    made = web.post(
+        "/users", data={"name": "carl", "role": "operator", "password": PASSWORD, "csrf": token}
+    )
+    assert made.status_code == 200 and "user carl added as operator" in made.text
+    short = web.post(
+        "/users", data={"name": "dora", "role": "viewer", "password": "short", "csrf": token}
+    )
+    assert short.status_code == 400 and "12 to 1024 characters" in short.text
+    forged = web.post(
+        "/users", data={"name": "eve", "role": "administrator", "password": PASSWORD, "csrf": "x"}
+    )
+    assert forged.status_code == 403
+    assert login(web, "carl").status_code == 303
+    with desk.store() as store:
+        actors = {
+            r["actor"] for r in store.all("SELECT actor FROM events WHERE kind = 'web_user_change'")
+        }
+    assert actors == {"root"}

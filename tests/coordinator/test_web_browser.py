@@ -1,9 +1,11 @@
 """The requester's passkey in a real browser (issue 19): Debian's headless Chromium, driven
 by Selenium, with Chromium's virtual authenticator (CTAP2, user verification) standing in
-for a platform passkey. A requester signs in, enrols a passkey on the web page, and signs
-their batch's request hash with it; the assertion Chromium made then passes the station's
-own review (``shared.review.review`` under a policy listing the enrolment file the page
-gave), and the same request naming another requester is refused."""
+for a platform passkey. A requester signs in, enrols a passkey on the web page, signs out,
+signs in again with the passkey alone, makes a batch from a payout file (one with errors
+first: every bad row listed), and signs its request hash; the assertion Chromium made then
+passes the station's own review (``shared.review.review`` under a policy listing the
+enrolment file the page gave), and the same request naming another requester is
+refused."""
 
 from __future__ import annotations
 
@@ -23,13 +25,13 @@ from shared.bitcoin.descriptor import Descriptor
 from shared.policy import Policy
 from shared.psbt.model import Psbt
 from shared.request import read_assertion, read_request, request_hash
-from shared.requester import from_enrolment_json
+from shared.requester import from_enrolment_json, verify_requester
 from shared.review import OurKey, PinnedWallet, review
 from tests.browser import chromium, qr_y4m, require_chromium
 from tests.coordinator.conftest import Desk
 from tests.coordinator.softappliance import SoftAppliance, pubkey
 from tests.coordinator.test_flow import create, funded_single, payee
-from tests.coordinator.test_web import PASSWORD, set_requester
+from tests.coordinator.test_web import PASSWORD
 from tests.unit.test_policy import make_policy
 
 
@@ -67,6 +69,19 @@ def served(desk: Desk) -> Iterator[str]:
         thread.join(10)
 
 
+def _sign_in(browser, name: str) -> None:
+    """Fill the sign-in form and wait for the page that says who is signed in."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "sign-in").click()
+    deadline = time.monotonic() + 20
+    while f"Signed in as <strong>{name}</strong>" not in browser.page_source:
+        assert time.monotonic() < deadline, browser.page_source[-500:]
+        time.sleep(0.05)
+
+
 def _wait_for(browser, element_id: str, css_class: str, seconds: float = 20) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -85,13 +100,15 @@ def _wait_for(browser, element_id: str, css_class: str, seconds: float = 20) -> 
 def test_a_passkey_made_in_chromium_signs_a_request_the_station_accepts(desk, served) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    set_requester(desk, "alice")
     appliance = SoftAppliance("cold-1")
     funded_single(desk, appliance)
-    request = create(desk, "b1", [(payee(1), "0.1", "INV-1")])
     with desk.store() as store:
         add_user(store, "alice", "requester", PASSWORD)
+    bad = desk.write("bad.csv", f"address,amount,reference\nbc1qnope,0.1,A\n{payee(2)},-1,B\n")
+    good = desk.write("good.csv", f"{payee(1)},0.1,INV-1\n")
 
     with chromium(1280) as browser:
         browser.get(f"{served}/login")
@@ -103,10 +120,7 @@ def test_a_passkey_made_in_chromium_signs_a_request_the_station_accepts(desk, se
             is_user_verified=True,
         )
         browser.add_virtual_authenticator(options)
-        browser.find_element(By.ID, "name").send_keys("alice")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
-        assert "Signed in as" in browser.page_source
+        _sign_in(browser, "alice")
 
         browser.get(f"{served}/passkey")
         browser.find_element(By.ID, "enrol").click()
@@ -114,7 +128,31 @@ def test_a_passkey_made_in_chromium_signs_a_request_the_station_accepts(desk, se
         enrolment = browser.find_element(By.ID, "enrolment").text
         assert [c.rp_id for c in browser.get_credentials()] == ["localhost"]
 
-        browser.get(f"{served}/batches/b1")
+        browser.get(f"{served}/")  # sign out, then back in with the passkey alone
+        browser.find_element(By.CSS_SELECTOR, "form.inline button").click()
+        WebDriverWait(browser, 20).until(
+            expected_conditions.element_to_be_clickable((By.ID, "passkey-sign-in"))
+        ).click()
+        deadline = time.monotonic() + 20
+        while "Signed in as" not in browser.page_source and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "Signed in as <strong>alice</strong>" in browser.page_source
+
+        browser.get(f"{served}/batches/new")  # a payout file with two bad rows, then a good one
+        for csv in (bad, good):
+            browser.find_element(By.ID, "label").clear()
+            browser.find_element(By.ID, "label").send_keys("b1")
+            browser.find_element(By.ID, "purpose").clear()
+            browser.find_element(By.ID, "purpose").send_keys("supplier payouts")
+            browser.find_element(By.ID, "csv").send_keys(csv)
+            browser.find_element(By.ID, "create").click()
+            shown = "errors" if csv == bad else "payouts"  # the page the form leads to
+            found = WebDriverWait(browser, 20).until(
+                expected_conditions.presence_of_element_located((By.ID, shown))
+            )
+            if csv == bad:
+                assert "line 2" in found.text and "line 3" in found.text, found.text
+        assert "INV-1" in browser.find_element(By.ID, "payouts").text
         browser.find_element(By.ID, "attest").click()
         assert "signed" in _wait_for(browser, "result", "ok")
 
@@ -125,7 +163,8 @@ def test_a_passkey_made_in_chromium_signs_a_request_the_station_accepts(desk, se
     psbt = Psbt.parse(bytes(row["unsigned_psbt"]))
     assert read_assertion(psbt) is not None
     digest = request_hash(psbt, read_request(psbt))
-    assert digest == request_hash(*_with_meta(Psbt.parse(request.read_bytes())))
+    assert read_request(psbt).requester == "alice"  # made on the page, in her name
+    assert verify_requester((requester,), read_assertion(psbt), digest, "alice") == requester
 
     policy = _policy(requester)
     wallet = PinnedWallet(
@@ -141,10 +180,6 @@ def test_a_passkey_made_in_chromium_signs_a_request_the_station_accepts(desk, se
     other = dataclasses.replace(policy, requesters=(dataclasses.replace(requester, name="bob"),))
     refused = review(psbt, wallet, other, now=now, **history)
     assert [r.code for r in refused.refusals] == ["requester"]
-
-
-def _with_meta(psbt: Psbt) -> tuple[Psbt, object]:
-    return psbt, read_request(psbt)
 
 
 def _policy(requester) -> Policy:
@@ -175,9 +210,7 @@ def test_the_request_drawn_on_the_page_is_read_back_by_a_camera(desk, served) ->
     decoder, ur = default_decoder(), URDecoder()
     with chromium(1280, 1000) as browser:
         browser.get(f"{served}/login")
-        browser.find_element(By.ID, "name").send_keys("vic")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
+        _sign_in(browser, "vic")
         browser.get(f"{served}/batches/b1?fps=4")
         canvas = browser.find_element(By.ID, "qr")
         deadline = time.monotonic() + 60
@@ -214,9 +247,7 @@ def test_the_signed_response_is_scanned_through_the_browser_s_camera(desk, serve
         add_user(store, "olga", "operator", PASSWORD)
     with chromium(1280, 1000, camera=video) as browser:
         browser.get(f"{served}/login")
-        browser.find_element(By.ID, "name").send_keys("olga")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
+        _sign_in(browser, "olga")
         browser.get(f"{served}/batches/b1")
         browser.find_element(By.ID, "scan-start").click()
         progress: set[str] = set()

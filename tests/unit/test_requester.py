@@ -198,7 +198,7 @@ def test_policy_with_requesters_round_trips():
 @pytest.mark.parametrize(
     ("requesters", "message"),
     [
-        ((ALICE.requester(), ALICE.requester()), "two requesters share a name"),
+        ((ALICE.requester(), replace(BOB.requester(), name="alice")), "two active requesters"),
         (
             (ALICE.requester(), replace(BOB.requester(), credential_id=ALICE.credential_id)),
             "two requesters share a credential id",
@@ -228,12 +228,31 @@ def cose(alg: int = -7, x: bytes = b"x" * 32, y: bytes = b"y" * 32) -> bytes:
         ({"credential_id": b""}, r"credential id must be 1\.\.1023 bytes"),
         ({"name": "al\nice"}, "control characters"),
         ({"officer": "ann"}, "not 16 hex digits"),
+        ({"officer": None}, "officer is null: omit it"),
+        ({"name": "0f8afed15e34d918"}, "looks like an officer fingerprint"),
+        ({"origin": "http://localhost.evil.example"}, "must be https://"),
+        ({"origin": "https://coordinator.custodian.example/x"}, "must be https://HOST"),
+        ({"rp_id": "evil.example"}, "is not the origin's host"),
+        ({"rp_id": "custodian.example"}, None),  # a domain the origin's host is under
+        ({"rp_id": "dian.example"}, "is not the origin's host"),
     ],
 )
 def test_requester_entries_are_checked(change, message):
     plain = {**ALICE.requester().to_plain(), **change}
+    if message is None:
+        assert Policy.from_plain({**POLICY.to_plain(), "requesters": [plain]}).requesters
+        return
     with pytest.raises(PolicyError, match=message):
         Policy.from_plain({**POLICY.to_plain(), "requesters": [plain]})
+
+
+def test_a_revoked_requester_can_be_enrolled_again_under_the_same_name():
+    again = SoftPasskey("carol")
+    policy = make_policy(requesters=(CAROL.requester(active=False), again.requester()))
+    assert policy.requester("carol").credential_id == again.credential_id
+    assert verify_requester(policy.requesters, again.assert_(REQUEST_HASH), REQUEST_HASH, "carol")
+    with pytest.raises(RequesterError, match="'carol' is revoked"):
+        verify_requester(policy.requesters, CAROL.assert_(REQUEST_HASH), REQUEST_HASH, "carol")
 
 
 def test_cose_key_of_a_real_passkey_reads_back():

@@ -33,6 +33,7 @@ async function ceremony(button) {
     result.textContent = done.message;
     const attested = document.getElementById("attested");
     if (attested && button.dataset.webauthn === "get") attested.textContent = "signed";
+    if (done.next) window.location.assign(done.next);
   } catch (error) {
     result.className = "error";
     result.textContent = "failed: " + error.message;
