@@ -131,6 +131,7 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # one camera frame (JPEG)
 MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FORM_OVERHEAD = 64 * 1024  # the batch form's fields and multipart framing
+MAX_FORM_BYTES = 16 * 1024  # a form of short fields
 MAX_SCANS = 32
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -275,13 +276,15 @@ class Pages:
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self.render(request, "login.html")
-        form = await request.form()
+        try:
+            form = await small_form(request)
+        except WebError as exc:
+            return self.render(request, "login.html", exc.status, error=str(exc))
         if not _csrf_ok(request, str(form.get("csrf", ""))):
             return self.render(request, "login.html", 403, error="the form expired: try again")
-        name, password = str(form.get("name", "")), str(form.get("password", ""))
-        try:
-            with self.store() as store:
-                user = authenticate(store, name, password)
+        name, password = str(form.get("name", ""))[:100], str(form.get("password", ""))
+        try:  # argon2 takes tens of milliseconds: not on the event loop
+            user = await run_in_threadpool(self._with_store, _authenticate, request, name, password)
         except UserError as exc:
             return self.render(request, "login.html", 401, error=str(exc), name=name)
         _signed_in(request, user)
@@ -321,7 +324,10 @@ class Pages:
         return {"message": f"signed in as {user.name}", "next": "/"}
 
     async def logout(self, request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=4)
+        try:
+            form = await small_form(request)
+        except WebError:
+            return RedirectResponse("/login", status_code=303)
         if _csrf_ok(request, str(form.get("csrf", ""))):
 
             def end(request: Request, store: Store) -> Response:
@@ -381,7 +387,10 @@ class Pages:
         )
 
     async def issue_address(self, request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=4)
+        try:
+            form = await small_form(request)
+        except WebError as exc:
+            return self.render(request, "error.html", exc.status, error=str(exc))
         note = str(form.get("note", "")).strip()
 
         def issue(request: Request, store: Store) -> Response:
@@ -419,7 +428,10 @@ class Pages:
     async def users(self, request: Request) -> Response:
         if request.method == "GET":
             return await self._page(request, self._users)
-        form = await request.form(max_files=0, max_fields=8)
+        try:
+            form = await small_form(request)
+        except WebError as exc:
+            return self.render(request, "error.html", exc.status, error=str(exc))
         fields = {k: str(form.get(k, "")) for k in ("name", "role", "password", "csrf", "revoke")}
 
         def change(request: Request, store: Store) -> Response:
@@ -470,7 +482,10 @@ class Pages:
         )
 
     async def acknowledge(self, request: Request) -> Response:
-        form = await request.form()
+        try:
+            form = await small_form(request)
+        except WebError as exc:
+            return self.render(request, "error.html", exc.status, error=str(exc))
         note = str(form.get("note", "")).strip()
 
         def close(request: Request, store: Store) -> Response:
@@ -868,6 +883,20 @@ async def bounded_body(request: Request, limit: int) -> bytes:
             raise WebError(413, f"request too large (at most {limit} bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def small_form(request: Request) -> Any:
+    """A form of a few short fields (sign-in, a note, a user): its declared length checked
+    before it is read, no files."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        raise WebError(413, f"the form is too large (at most {MAX_FORM_BYTES} bytes)")
+    return await request.form(max_files=0, max_fields=8)
+
+
+def _authenticate(request: Request, store: Store, name: str, password: str) -> User:
+    del request  # the threadpool helper's signature
+    return authenticate(store, name, password)
 
 
 def json_object(body: object) -> dict[str, Any]:
