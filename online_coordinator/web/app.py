@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,11 +80,13 @@ from online_coordinator.batch import (
 from online_coordinator.chain.rpc import ChainUnavailable, RpcError
 from online_coordinator.config import load_config
 from online_coordinator.evidence import export_evidence
+from online_coordinator.exit_codes import CommandError
 from online_coordinator.fees import MIN_RELAY_FEE_RATE
 from online_coordinator.finish import FinishError, ImportResult
 from online_coordinator.payouts import MAX_CSV_BYTES
 from online_coordinator.status import AlertError, acknowledge_alert, open_alerts
 from online_coordinator.store import Store
+from online_coordinator.transport import VIDEO_SUFFIXES, receive
 from online_coordinator.users import (
     ROLES,
     User,
@@ -132,6 +135,7 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024  # one camera frame (JPEG)
 MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FORM_OVERHEAD = 64 * 1024  # the batch form's fields and multipart framing
 MAX_FORM_BYTES = 16 * 1024  # a form of short fields
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # a signed response: a PSBT, UR text, or a short video
 MAX_SCANS = 32
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -204,6 +208,7 @@ def build_app(settings: WebSettings) -> Starlette:
         Route("/batches/{label}", pages.batch),
         Route("/batches/{label}/qr.json", pages.qr_frames),
         Route("/batches/{label}/scan", pages.scan, methods=["POST"]),
+        Route("/batches/{label}/upload", pages.upload, methods=["POST"]),
         Route("/batches/{label}/broadcast", pages.broadcast, methods=["POST"]),
         Route("/batches/{label}/assertion-options", pages.assertion_options, methods=["POST"]),
         Route("/batches/{label}/attest", pages.attest, methods=["POST"]),
@@ -524,7 +529,7 @@ class Pages:
     async def batch(self, request: Request) -> Response:
         return await self._page(request, self._batch)
 
-    def _batch(self, request: Request, store: Store) -> Response:
+    def _batch(self, request: Request, store: Store, note: str | None = None) -> Response:
         """The batch as its requester signs it: every payout (address, BTC, reference), the
         fee and the purpose beside the request hash; signing is offered only to the
         requester who made the batch on this site (a batch made elsewhere in their name is
@@ -558,6 +563,7 @@ class Pages:
             not_made_here=user.role == "requester" and meta.requester == user.name and not mine,
             may_import=user.role == "operator" and found["state"] in ("open", "signed"),
             may_broadcast=user.role == "operator" and found["state"] == "signed",
+            note=note,
         )
 
     async def new_batch(self, request: Request) -> Response:
@@ -684,6 +690,51 @@ class Pages:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except WebError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def upload(self, request: Request) -> Response:
+        """The signed response as a file: a PSBT (binary or base64), UR text, or a video of
+        the station's screen; read by the same code as ``batch import FILE``."""
+        try:
+            await run_in_threadpool(self._with_store, self._operator_only, request)
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit() or int(declared) > MAX_UPLOAD_BYTES + MAX_FORM_OVERHEAD:
+                raise WebError(413, f"a response file may be at most {MAX_UPLOAD_BYTES} bytes")
+        except WebError as exc:
+            if exc.status == 401:
+                return RedirectResponse("/login", status_code=303)
+            return self.render(request, "error.html", exc.status, error=str(exc))
+        form = await request.form(max_files=1, max_fields=4, max_part_size=MAX_UPLOAD_BYTES + 1)
+        upload = form.get("response")
+        if not isinstance(upload, UploadFile) or not _csrf_ok(request, str(form.get("csrf", ""))):
+            return self.render(request, "error.html", 400, error="choose a file (and reload)")
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        suffix = Path(upload.filename or "").suffix.lower()
+        suffix = suffix if suffix in VIDEO_SUFFIXES else ".bin"
+
+        def take(request: Request, store: Store) -> Response:
+            user = self.user(store, request, "operator")
+            label = request.path_params["label"]
+            with tempfile.TemporaryDirectory(prefix="coldstation-upload-") as folder:
+                path = Path(folder) / f"response{suffix}"
+                path.write_bytes(data)
+                try:
+                    payload = receive(str(path), timeout=60, expected=("crypto-psbt", "psbt"))
+                    result = import_signed(store, label, payload.data, "uploaded file", "upload")
+                except (CommandError, BatchError, FinishError) as exc:
+                    message = str(exc).replace(str(path), upload.filename or "the file")
+                    raise WebError(400, message) from None
+            store.event(
+                "web_response_imported",
+                f"batch {label}: a signed response uploaded",
+                batch_id=find_batch(store, label)["id"],
+                actor=user.name,
+            )
+            return self._batch(request, store, note=_imported(label, result))
+
+        return await self._page(request, take)
+
+    def _operator_only(self, request: Request, store: Store) -> None:
+        self.user(store, request, "operator")
 
     async def broadcast(self, request: Request) -> Response:
         return await self._api(request, self._broadcast)

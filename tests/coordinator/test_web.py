@@ -413,3 +413,35 @@ def test_administrators_add_users_and_revoke_passkeys(web, desk) -> None:
             r["actor"] for r in store.all("SELECT actor FROM events WHERE kind = 'web_user_change'")
         }
     assert actors == {"root"}
+
+
+def test_an_operator_imports_a_signed_response_from_a_file(web, desk) -> None:
+    from online_coordinator.transport import ur_parts
+    from shared.ur.registry import encode_psbt
+
+    appliance = SoftAppliance("cold-1")
+    funded_single(desk, appliance)
+    request = create(desk, "b1", [(payee(1), "0.1", "INV-1")])
+    signed = appliance.sign(request.read_bytes())
+    with desk.store() as store:
+        add_user(store, "olga", "operator", PASSWORD)
+
+    def upload(name: str, data: bytes):
+        return web.post(
+            "/batches/b1/upload",
+            data={"csrf": csrf(web, "/batches/b1")},
+            files={"response": (name, data, "application/octet-stream")},
+        )
+
+    login(web, "vic")
+    assert upload("signed.psbt", signed).status_code == 403
+    login(web, "olga")
+    junk = upload("signed.psbt", b"psbt\xff not really")
+    assert junk.status_code == 400 and "not a valid PSBT" in junk.text
+    assert "coldstation-upload-" not in junk.text  # the server's temporary path is not shown
+    text = "\n".join(ur_parts("crypto-psbt", encode_psbt(signed), 200)).encode()
+    done = upload("signed.ur.txt", text)
+    assert done.status_code == 200, done.text
+    assert "1 valid signature(s)" in done.text and "ready to broadcast" in done.text
+    again = upload("signed.psbt", signed)
+    assert "already imported: counted once" in again.text
