@@ -37,6 +37,7 @@ import hmac
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def watch_round(config: Config, store: Store, settings: WatchSettings) -> Round:
     except ChainUnavailable as exc:
         conditions.hold("node_unavailable", "node", f"node unavailable: {exc}")
         return result
+    except RpcError as exc:  # it answers, but not as a node should: watch on, and say so
+        conditions.hold("node_unavailable", "node", f"the node refused: {exc}")
+        return result
     conditions.clear("wrong_chain", "node", "the node is on the configured chain again")
     result.tip = tip
     last = store.meta("watch:tip")
@@ -128,17 +132,29 @@ def watch_round(config: Config, store: Store, settings: WatchSettings) -> Round:
             )
         else:
             conditions.clear("no_fee_estimate", "fees", "the node has a fee estimate again")
-    if result.report is not None:
-        result.raised += [kind for kind in ("unknown_outflow",) if result.report.alerts]
-        if result.report.reorged_blocks >= settings.reorg_depth:
-            conditions.raise_once(
-                "deep_reorg",
-                f"a reorg orphaned {result.report.reorged_blocks} block(s) (alert from "
-                f"{settings.reorg_depth}): payments were moved back and re-sent as needed",
-            )
+    if result.report is not None and result.report.alerts:
+        result.raised.append("unknown_outflow")
+    _reorgs(store, settings, conditions)
     _unconfirmed(store, tip, settings, conditions)
     _addresses(store, conditions)
     return result
+
+
+def _reorgs(store: Store, settings: WatchSettings, conditions: _Conditions) -> None:
+    """Blocks orphaned since the last round, counted from the store's own blocks table
+    (durable: a monitor that stopped between the sync and this check still alerts)."""
+    orphaned = store.row("SELECT COUNT(*) AS n FROM blocks WHERE state = 'orphaned'")["n"]
+    seen = int(store.meta("watch:orphaned") or 0)
+    if orphaned == seen:
+        return
+    with store.write():
+        store.set_meta("watch:orphaned", str(orphaned))
+        if orphaned - seen >= settings.reorg_depth:
+            conditions.raise_once(
+                "deep_reorg",
+                f"a reorg orphaned {orphaned - seen} block(s) (alert from "
+                f"{settings.reorg_depth}): payments were moved back and re-sent as needed",
+            )
 
 
 def _in_flight(store: Store) -> bool:
@@ -219,15 +235,14 @@ class Webhook:
     """Where alerts are POSTed, and the HMAC secret (read from a file: never argv/env)."""
 
     url: str
-    secret: bytes
+    secret: bytes = field(repr=False)
     attempts: int = 4
     backoff_s: float = 0.5
     timeout_s: float = 10.0
 
     @classmethod
     def from_file(cls, url: str, secret_file: Path) -> Webhook:
-        if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise MonitorError(f"webhook {url!r} must be https:// (or http on localhost)")
+        check_webhook_url(url)
         try:
             mode = secret_file.stat().st_mode
             secret = secret_file.read_bytes().strip()
@@ -241,6 +256,26 @@ class Webhook:
 
     def sign(self, body: bytes) -> str:
         return "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+
+
+def check_webhook_url(url: str) -> str:
+    """https to any host, or plain http to this machine only; no user or password in it."""
+    parts = urllib.parse.urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    secure = parts.scheme == "https" or (parts.scheme == "http" and local)
+    if not secure or not parts.hostname or parts.username is not None:
+        raise MonitorError(f"webhook {url!r} must be https:// (or http://localhost)")
+    return url
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery (a GET to elsewhere is not the alert delivered)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def alert_body(row: Any) -> bytes:
@@ -292,7 +327,7 @@ def _post(
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=webhook.timeout_s) as response:
+            with _OPENER.open(request, timeout=webhook.timeout_s) as response:
                 if 200 <= response.status < 300:
                     return None
                 problem = f"HTTP {response.status}"

@@ -162,7 +162,9 @@ class PgCursor:
         text, _ = translate(sql, self.connection.id_tables)
         text = text.removesuffix(" RETURNING id")
         with self.connection.errors():
-            self.connection.raw.cursor().executemany(text, [_values(p) for p in seq])
+            cursor = self.connection.raw.cursor()
+            cursor.executemany(text, [_values(p) for p in seq])
+        self.rowcount = cursor.rowcount
         return self
 
     def fetchone(self) -> Any:
@@ -210,13 +212,26 @@ class PgConnection:
         return PgCursor(self)
 
     def begin_immediate(self) -> None:
+        """``BEGIN`` and the write lock, or no transaction at all (never one left open
+        that later writes would join without committing)."""
         with self.errors():
             self.raw.execute("BEGIN")
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            try:
+                self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            except BaseException:
+                self.raw.execute("ROLLBACK")
+                raise
 
     def commit(self) -> None:
+        """``COMMIT``; a transaction an error already aborted is rolled back and said so
+        (PostgreSQL would roll it back silently; SQLite would have kept the writes)."""
+        aborted = self.raw.info.transaction_status == self._psycopg.pq.TransactionStatus.INERROR
         with self.errors():
-            self.raw.execute("COMMIT")
+            self.raw.execute("ROLLBACK" if aborted else "COMMIT")
+        if aborted:
+            raise sqlite3.OperationalError(
+                "the transaction was aborted by an earlier error: nothing of it was written"
+            )
 
     def rollback(self) -> None:
         with self.errors():
@@ -258,8 +273,12 @@ def _row(values: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _values(params: Sequence[Any]) -> tuple[Any, ...]:
-    """Parameters as SQLite stores them: a bool is the integer 0 or 1."""
-    return tuple(int(p) if isinstance(p, bool) else p for p in params)
+    """Parameters as SQLite stores them: a bool is the integer 0 or 1; text keeps a NUL
+    (which PostgreSQL's text refuses: a node's error message may hold one) as ``\\x00``."""
+    return tuple(
+        int(p) if isinstance(p, bool) else p.replace("\x00", "\\x00") if isinstance(p, str) else p
+        for p in params
+    )
 
 
 def _line(exc: BaseException) -> str:

@@ -514,13 +514,16 @@ class Store(Closing):
 
 
 def _without_password(url: str) -> str:
-    """A database URL as messages may show it."""
-    scheme, _, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        user = authority.split("@", 1)[0].split(":", 1)[0]
-        authority = f"{user}@{authority.split('@', 1)[1]}"
-    return f"{scheme}://{authority}{slash}{tail}"
+    """A database URL as messages may show it: libpq's own parse, less any password
+    (in the authority, the query, or a key=value string)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        parts = conninfo_to_dict(url)
+        parts.pop("password", None)
+        return make_conninfo(**parts)  # type: ignore[arg-type]
+    except Exception:  # not parseable, or psycopg missing: say nothing of it
+        return "the configured PostgreSQL database"
 
 
 def _private_files(path: Path) -> None:

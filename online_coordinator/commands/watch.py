@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,15 @@ def watch_command(args: argparse.Namespace) -> int:
     done = 0
     with Store.open(load_config(args.state).database) as store:
         while True:
-            result = watch_round(load_config(args.state), store, settings)
+            try:
+                result = watch_round(load_config(args.state), store, settings)
+            except Exception as exc:  # the monitor must outlive any one bad round
+                print(f"round failed: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+                done += 1
+                if args.rounds and done >= args.rounds:
+                    return 1
+                time.sleep(args.interval)
+                continue
             line = f"tip {result.tip if result.tip is not None else '?'}"
             if result.raised:
                 line += f"; ALERT {', '.join(result.raised)}"

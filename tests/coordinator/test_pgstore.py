@@ -63,8 +63,41 @@ def test_the_database_url_is_checked_and_its_password_never_shown(desk: Desk) ->
     config.chmod(0o600)
     with pytest.raises(StorageError) as refused:  # nothing listens on port 1
         Store.open(load_config(desk.state).database)
-    assert "hunter2" not in str(refused.value) and "postgresql://ops@127.0.0.1:1" in str(
-        refused.value
-    )
+    assert "hunter2" not in str(refused.value) and "host=127.0.0.1" in str(refused.value)
     result = desk.run("status")
     assert result.code == 5 and "hunter2" not in result.err + result.out
+
+
+def test_postgres_keeps_sqlite_s_semantics_where_the_code_relies_on_them(postgres_url) -> None:
+    import sqlite3
+
+    from tests.postgres import fresh_database
+
+    store = Store.open(fresh_database(postgres_url, "semantics"))
+    try:
+        store.event("node_unavailable", "the node said \x00 and died", severity="alert")
+        kept = store.one("SELECT message FROM events WHERE kind = 'node_unavailable'")
+        assert kept["message"] == "the node said \\x00 and died"  # a NUL PostgreSQL refuses
+        with store.write() as db:
+            count = db.executemany(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [("a", "1"), ("b", "2")]
+            ).rowcount
+        assert count == 2
+        aborted = pytest.raises(StorageError, match="aborted by an earlier error")
+        with aborted, store.write() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("c", "3"))
+            with pytest.raises(sqlite3.IntegrityError):
+                db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("a", "again"))
+        assert store.meta("c") is None and not store.db.in_transaction
+        store.set_meta("d", "4")  # the connection is usable again
+        assert store.meta("d") == "4"
+    finally:
+        store.close()
+
+
+def test_a_password_in_the_query_is_not_shown_either() -> None:
+    from online_coordinator.store import _without_password
+
+    shown = _without_password("postgresql://ops@db/coldstation?password=hunter2hunter2")
+    assert "hunter2" not in shown and "user=ops" in shown
+    assert "p@ss" not in _without_password("postgresql://ops:p%40ss@db/coldstation")

@@ -51,6 +51,12 @@ class _Handler(BaseHTTPRequestHandler):
         if receiver.status == 200:
             receiver.posts.append((dict(self.headers), body))
         self.send_response(receiver.status)
+        if receiver.status == 302:  # "moved": a GET elsewhere would not be a delivery
+            self.send_header("Location", "/elsewhere")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -140,6 +146,9 @@ def test_a_receiver_that_is_down_gets_every_alert_later(desk: Desk, receiver: Re
     receiver.status = 503
     out = watch(desk, receiver)
     assert "0 alert(s) delivered" in out and "not delivered: HTTP 503 (kept for later)" in out
+    receiver.status = 302
+    out = watch(desk, receiver)
+    assert "0 alert(s) delivered" in out and "HTTP 302" in out
     receiver.status = 200
     assert "2 alert(s) delivered" in watch(desk, receiver)
     assert sorted(receiver.kinds()) == ["low_fresh_addresses", "no_fee_estimate"]
