@@ -693,7 +693,41 @@ def run_demo(root: Path, keep_node: bool) -> int:
         if not keep_node:
             stop_node(demo)
     summary(demo, keep_node)
-    return 0
+    problems = shortfalls(demo, keep_node)
+    for problem in problems:
+        print(f"DEMO FAILED: {problem}", file=sys.stderr, flush=True)
+    return 1 if problems else 0
+
+
+#: The whole demo's limit on a 2-core machine (issue 7).
+BUDGET_S = 180
+
+
+def shortfalls(demo: Demo, keep_node: bool) -> list[str]:
+    """What the demo must have achieved, checked by the demo itself (``make demo`` in CI
+    fails on any): within its time budget, both payments on chain and final, the evidence
+    written, no node left."""
+    problems = []
+    took = time.monotonic() - demo.started
+    if took > BUDGET_S:
+        problems.append(f"took {took:.0f} s, over the {BUDGET_S} s budget")
+    txids = {p.txid for p in demo.payments if p.txid}
+    if len(demo.payments) != 2 or len(txids) != 2:
+        problems.append(f"expected 2 distinct payments on chain, got {sorted(txids)}")
+    problems += [
+        f"{p.scenario}: {p.confirmations} confirmations, not 6"
+        for p in demo.payments
+        if p.confirmations < 6
+    ]
+    wanted = [demo.path("evidence", "coordinator.json")] + [
+        demo.path("evidence", name, "journal.cbor") for name in ("a", "b")
+    ]
+    problems += [f"{path} was not written" for path in wanted if not path.is_file()]
+    if not demo.report or not Path(demo.report).is_file():
+        problems.append("no audit report was written")
+    if not keep_node and demo.path("regtest", "regtest.json").exists():
+        problems.append("the regtest node was left running")
+    return problems
 
 
 def stop_node(demo: Demo) -> None:
