@@ -21,4 +21,4 @@ _.show_command_palette  # textual Footer reactive: KeysFooter hides ^p below 120
 _.binary_location  # selenium ChromeOptions: read by the driver (tests/browser.py)
 _.orientation  # selenium PrintOptions: read by print_page (tests/audit/test_report_browser.py)
 _.should_exit  # uvicorn.Server: the flag its run loop polls to stop (tests/coordinator web tests)
-_.redirect_request  # urllib HTTPRedirectHandler protocol: the monitor refuses redirects (monitor._NoRedirect)
+_.redirect_request  # urllib HTTPRedirectHandler protocol: monitor._NoRedirect refuses redirects
