@@ -15,7 +15,7 @@ from online_coordinator.commands.common import CommandError, add_state, opened
 from online_coordinator.users import ROLES, add_user, check_password, revoke_passkeys
 
 #: What ``serve`` needs beyond the coordinator itself (the ``web`` extra).
-WEB_MODULES = ("starlette", "uvicorn", "argon2", "itsdangerous", "multipart", "jinja2")
+WEB_MODULES = ("starlette", "uvicorn", "argon2", "itsdangerous", "python_multipart", "jinja2")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
