@@ -266,14 +266,18 @@ class Pages:
         values |= {"user": request.session.get("user"), "csrf": _csrf(request)}
         return self.templates.TemplateResponse(request, template, values, status_code=status)
 
-    def user(self, store: Store, request: Request, role: str | None = None) -> User:
+    def user(self, store: Store, request: Request, *roles: str) -> User:
+        """The signed-in user (401 when none, or signed out since), of one of ``roles``
+        when any are named (403 otherwise)."""
         name = request.session.get("user")
         user = find_user(store, name) if isinstance(name, str) else None
         if user is None or request.session.get("epoch") != user.session_epoch:
             request.session.clear()  # never signed in, or signed out since (any copy)
             raise WebError(401, "sign in first")
-        if role is not None and user.role != role:
-            raise WebError(403, f"only a {role} may do this; {user.name} is a {user.role}")
+        if roles and user.role not in roles:
+            article = "an" if roles[0][0] in "aeiou" else "a"
+            wanted = f"{article} {' or '.join(roles)}"
+            raise WebError(403, f"only {wanted} may do this; {user.name} is a {user.role}")
         return user
 
     # -- pages --------------------------------------------------------------------------------
@@ -392,31 +396,19 @@ class Pages:
         )
 
     async def issue_address(self, request: Request) -> Response:
+        return await self._form_post(request, ("requester", "operator"), self._issue_address)
+
+    def _issue_address(self, request: Request, store: Store, user: User, form: Any) -> Response:
+        note = _note(form, 200, "say who the address is for")
         try:
-            form = await small_form(request)
-        except WebError as exc:
-            return self.render(request, "error.html", exc.status, error=str(exc))
-        note = str(form.get("note", "")).strip()
-
-        def issue(request: Request, store: Store) -> Response:
-            user = self.user(store, request)
-            if user.role not in ("requester", "operator"):
-                raise WebError(403, f"only ops staff issue addresses; {user.name} is a {user.role}")
-            if not _csrf_ok(request, str(form.get("csrf", ""))):
-                raise WebError(403, "the form expired: load it again")
-            if not 0 < len(note) <= 200 or not note.isprintable():
-                raise WebError(400, "say who the address is for (1 to 200 characters)")
-            try:
-                wallet = load_wallet(store, request.path_params["name"])
-                slot = next_address(store, wallet, change=False, note=note)
-            except WalletError as exc:
-                raise WebError(400, str(exc)) from None
-            store.event(
-                "web_address_issued", f"{slot.address} of {wallet.name} for {note}", actor=user.name
-            )
-            return self._wallet(request, store, issued=slot.address)
-
-        return await self._page(request, issue)
+            wallet = load_wallet(store, request.path_params["name"])
+            slot = next_address(store, wallet, change=False, note=note)
+        except WalletError as exc:
+            raise WebError(400, str(exc)) from None
+        store.event(
+            "web_address_issued", f"{slot.address} of {wallet.name} for {note}", actor=user.name
+        )
+        return self._wallet(request, store, issued=slot.address)
 
     async def evidence(self, request: Request) -> Response:
         return await self._page(request, self._evidence)
@@ -433,29 +425,21 @@ class Pages:
     async def users(self, request: Request) -> Response:
         if request.method == "GET":
             return await self._page(request, self._users)
+        return await self._form_post(request, ("administrator",), self._change_users)
+
+    def _change_users(self, request: Request, store: Store, user: User, form: Any) -> Response:
+        fields = {k: str(form.get(k, "")) for k in ("name", "role", "password", "revoke")}
         try:
-            form = await small_form(request)
-        except WebError as exc:
-            return self.render(request, "error.html", exc.status, error=str(exc))
-        fields = {k: str(form.get(k, "")) for k in ("name", "role", "password", "csrf", "revoke")}
-
-        def change(request: Request, store: Store) -> Response:
-            user = self.user(store, request, "administrator")
-            if not _csrf_ok(request, fields["csrf"]):
-                raise WebError(403, "the form expired: load it again")
-            try:
-                if fields["revoke"]:
-                    count = revoke_passkeys(store, fields["revoke"])
-                    done = f"{count} passkey(s) of {fields['revoke']} revoked"
-                else:
-                    added = add_user(store, fields["name"], fields["role"], fields["password"])
-                    done = f"user {added.name} added as {added.role}"
-            except UserError as exc:
-                return self._users(request, store, error=str(exc), status=400)
-            store.event("web_user_change", done, actor=user.name)
-            return self._users(request, store, done=done)
-
-        return await self._page(request, change)
+            if fields["revoke"]:
+                count = revoke_passkeys(store, fields["revoke"])
+                done = f"{count} passkey(s) of {fields['revoke']} revoked"
+            else:
+                added = add_user(store, fields["name"], fields["role"], fields["password"])
+                done = f"user {added.name} added as {added.role}"
+        except UserError as exc:
+            return self._users(request, store, error=str(exc), status=400)
+        store.event("web_user_change", done, actor=user.name)
+        return self._users(request, store, done=done)
 
     def _users(
         self,
@@ -487,31 +471,16 @@ class Pages:
         )
 
     async def acknowledge(self, request: Request) -> Response:
+        return await self._form_post(request, ("operator", "administrator"), self._acknowledge)
+
+    def _acknowledge(self, request: Request, store: Store, user: User, form: Any) -> Response:
+        note = _note(form, 500, "say what was checked and done")
         try:
-            form = await small_form(request)
-        except WebError as exc:
-            return self.render(request, "error.html", exc.status, error=str(exc))
-        note = str(form.get("note", "")).strip()
-
-        def close(request: Request, store: Store) -> Response:
-            user = self.user(store, request)
-            if user.role not in ("operator", "administrator"):
-                raise WebError(
-                    403, f"only an operator or administrator may; {user.name} is a {user.role}"
-                )
-            if not _csrf_ok(request, str(form.get("csrf", ""))):
-                raise WebError(403, "the form expired: load it again")
-            if not note or len(note) > 500 or not note.isprintable():
-                raise WebError(400, "say what was checked and done (1 to 500 characters)")
-            try:
-                acknowledge_alert(
-                    store, request.path_params["alert_id"], f"{user.name}: {note}", actor=user.name
-                )
-            except AlertError as exc:
-                raise WebError(400, str(exc)) from None
-            return RedirectResponse("/alerts", status_code=303)
-
-        return await self._page(request, close)
+            alert_id = request.path_params["alert_id"]
+            acknowledge_alert(store, alert_id, f"{user.name}: {note}", actor=user.name)
+        except AlertError as exc:
+            raise WebError(400, str(exc)) from None
+        return RedirectResponse("/alerts", status_code=303)
 
     async def passkey(self, request: Request) -> Response:
         return await self._page(request, self._passkey)
@@ -901,6 +870,27 @@ class Pages:
         with self.store() as store:
             return handler(request, store, *args)
 
+    async def _form_post(
+        self,
+        request: Request,
+        roles: tuple[str, ...],
+        handler: Callable[[Request, Store, User, Any], Response],
+    ) -> Response:
+        """A form of short fields posted by a user of one of ``roles``: the form bounded
+        before it is read, the role and the session's CSRF token checked, then ``handler``."""
+        try:
+            form = await small_form(request)
+        except WebError as exc:
+            return self.render(request, "error.html", exc.status, error=str(exc))
+
+        def checked(request: Request, store: Store) -> Response:
+            user = self.user(store, request, *roles)
+            if not _csrf_ok(request, str(form.get("csrf", ""))):
+                raise WebError(403, "the form expired: load it again")
+            return handler(request, store, user, form)
+
+        return await self._page(request, checked)
+
     async def _api(
         self, request: Request, handler: Callable[[Request, Store, object], dict[str, Any]]
     ) -> Response:
@@ -943,6 +933,14 @@ async def small_form(request: Request) -> Any:
     if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
         raise WebError(413, f"the form is too large (at most {MAX_FORM_BYTES} bytes)")
     return await request.form(max_files=0, max_fields=8)
+
+
+def _note(form: Any, limit: int, what: str) -> str:
+    """A free-text note a form carries: printable, 1 to ``limit`` characters."""
+    note = str(form.get("note", "")).strip()
+    if not 0 < len(note) <= limit or not note.isprintable():
+        raise WebError(400, f"{what} (1 to {limit} characters)")
+    return note
 
 
 def _authenticate(request: Request, store: Store, name: str, password: str) -> User:
