@@ -10,7 +10,8 @@ the coordinator never sees. Faults, for the first request naming a given RPC met
 * ``garbage``: forward, then answer HTTP 200 with a body that is not JSON;
 * ``503``: do not forward; answer 503 with the page Core's HTTP server sends while it
   shuts down;
-* ``result``: forward, then answer with ``result`` in place of the node's result.
+* ``result``: forward, then answer with ``result`` in place of the node's result;
+* ``error``: forward, then answer with a JSON-RPC error object (its message holds a NUL).
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ class FaultProxy:
                 ident = json.loads(body).get("id")
                 text = json.dumps({"result": fault.result, "error": None, "id": ident})
                 client.sendall(_http(200, text.encode()))
+            elif fault.kind == "error":  # Core's JSON-RPC error object, with HTTP 500
+                ident = json.loads(body).get("id")
+                error = {"code": -1, "message": "internal error\u0000 in the node"}
+                text = json.dumps({"result": None, "error": error, "id": ident})
+                client.sendall(_http(500, text.encode()))
             elif fault.kind != "drop":
                 raise ValueError(f"unknown fault {fault.kind!r}")
 

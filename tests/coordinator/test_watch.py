@@ -154,6 +154,21 @@ def test_a_receiver_that_is_down_gets_every_alert_later(desk: Desk, receiver: Re
     assert sorted(receiver.kinds()) == ["low_fresh_addresses", "no_fee_estimate"]
 
 
+def test_a_node_answering_with_errors_alerts_and_the_monitor_keeps_watching(
+    proxied: ProxiedDesk,
+) -> None:
+    desk = proxied
+    funded_single(desk, SoftAppliance("cold-1"))
+    desk.proxy.fail("getblockcount", "error", times=2)
+    first = desk.ok("watch", "--rounds", "1")
+    assert "ALERT node_unavailable" in first
+    with desk.store() as store:
+        alert = store.one("SELECT message FROM events WHERE kind = 'node_unavailable'")
+    assert alert["message"].startswith("the node refused: ")
+    assert "ALERT" not in desk.ok("watch", "--rounds", "1")  # still refusing: not again
+    assert "cleared node_unavailable" in desk.ok("watch", "--rounds", "1")
+
+
 def test_node_down_alerts_once_clears_and_the_metrics_parse(proxied: ProxiedDesk) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
