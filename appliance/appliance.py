@@ -184,8 +184,12 @@ class Appliance(Station):
             raise CeremonyError(f"key {label!r} is already {state.value}")
         if entry.state == "archived" or (event == "key_reactivated" and entry.state != "suspended"):
             raise CeremonyError(f"key {label!r} cannot go from {entry.state} to {state.value}")
-        with self.activated(officers) as act:
-            return self.record(event, actors=act.actors, details={"label": label})
+        with self.activated(officers) as act:  # the quorum makes the record a receipt
+            return self.record(
+                event,
+                actors=act.actors,
+                details={"label": label, "quorum": self.policy().approval_quorum},
+            )
 
     # -- wallets ----------------------------------------------------------------------------
 

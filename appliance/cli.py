@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = with_officers(_command(sub, name, help=f"{name} a key"))
         cmd.add_argument("label")
+        cmd.add_argument(
+            "--out",
+            type=Path,
+            help="write the receipt here (key.receipt, receipt.ur) for `wallet key-state`",
+        )
         cmd.set_defaults(handler=key_state_command, key_state=state)
 
     policy = sub.add_parser("policy", help="draft, sign, install and show policies")
@@ -474,7 +479,10 @@ def key_state_command(args: argparse.Namespace) -> int:
         entry = appliance.set_key_state(
             _present(args, _labels(args.officers)), args.label, args.key_state
         )
-        return _done(entry.record.seq, f"key {args.label} is now {args.key_state.value}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_receipt(args.out, entry.to_bytes(), "key.receipt")
+    return _done(entry.record.seq, f"key {args.label} is now {args.key_state.value}")
 
 
 def policy_draft_command(args: argparse.Namespace) -> int:
@@ -801,9 +809,9 @@ def _write_ur(path: Path, ur: UR) -> None:
     path.write_text("\n".join(UREncoder(ur, 200).cycle_parts()) + "\n")
 
 
-def _write_receipt(out: Path, entry_bytes: bytes) -> None:
+def _write_receipt(out: Path, entry_bytes: bytes, name: str = "wallet.receipt") -> None:
     """The signed journal entry for the coordinator, as a file and as ``ur:bytes`` parts."""
-    (out / "wallet.receipt").write_bytes(entry_bytes)
+    (out / name).write_bytes(entry_bytes)
     _write_ur(out / "receipt.ur", UR("bytes", encode_bytes(entry_bytes)))
 
 

@@ -32,23 +32,16 @@ import gc
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
+from online_coordinator.audit_files import read_bundle, read_coordinator
 from online_coordinator.chain.rpc import BitcoinCoreRPC, ChainError, RpcAuth
-from online_coordinator.commands.common import CommandError, read_limited
+from online_coordinator.commands.common import CommandError
 from online_coordinator.transport import receive
 from shared.adapters.console import add_version, quiet_exits
 from shared.audit.chain import ChainScanError, ChainScanner, walk_start
-from shared.audit.evidence import (
-    ApplianceBundle,
-    CoordinatorEvidence,
-    EvidenceError,
-    open_bundle,
-    open_coordinator,
-    parse_coordinator,
-)
+from shared.audit.evidence import CoordinatorEvidence, EvidenceError
 from shared.audit.receipts import standalone_receipt_problem
 from shared.audit.replay import replay
 from shared.audit.report import summary, write_html, write_json
@@ -62,10 +55,6 @@ from shared.journal import Entry, JournalError
 from shared.psbt import Psbt, PsbtError
 from shared.request import RequestError, read_receipts
 
-#: The coordinator's evidence is one JSON document, read as a stream: a year of 100,000
-#: requests is some 0.5 GB of it.
-MAX_COORDINATOR_BYTES = 4 * 1024 * 1024 * 1024
-MAX_FILE_BYTES = 16 * 1024 * 1024
 BLOCKS_PER_CALL = 16
 HASHES_PER_CALL = 1000
 #: Core's chain names -> the network names wallets and policies use.
@@ -171,97 +160,6 @@ def say(line: object = "", *, err: bool = False) -> None:
 
 
 # -- reading the evidence -----------------------------------------------------------------
-
-
-def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    return read_limited(str(path), limit)
-
-
-def _folder(path: Path) -> dict[str, bytes]:
-    if not path.is_dir():
-        return {}
-    return {p.name: _read(p) for p in sorted(path.glob("*.cbor")) if p.is_file()}
-
-
-def _opener(path: Path) -> Callable[[], BinaryIO]:
-    """Opens ``path`` afresh for each pass over the journal (its frame, then its entries)."""
-
-    def open_journal() -> BinaryIO:
-        try:
-            return path.open("rb")
-        except OSError as exc:
-            raise CommandError(f"{path}: {exc.strerror or exc}") from exc
-
-    return open_journal
-
-
-def read_bundle(path: Path) -> ApplianceBundle:
-    """A bundle folder, or a bare journal export (then policies and transcripts are absent,
-    which the replay reports). The journal is read as the replay goes, each transcript when
-    its record is replayed."""
-    if path.is_file():
-        return open_bundle(str(path), _opener(path), {}, (), _no_transcript, journal_name="")
-    journal = path / "journal.cbor"
-    if not journal.is_file():
-        raise CommandError(f"{path}: not an audit bundle (no journal.cbor)")
-    transcripts = path / "transcripts"
-    names = (
-        sorted(p.name for p in transcripts.glob("*.cbor") if p.is_file())
-        if transcripts.is_dir()
-        else []
-    )
-    return open_bundle(
-        str(path),
-        _opener(journal),
-        _folder(path / "policies"),
-        names,
-        _Files(transcripts),
-        portable=True,
-    )
-
-
-class _Files:
-    """Reads a file of ``folder`` by name, as :func:`read_limited` does (a file over the
-    limit is refused before it is read), with no more system calls than needed: a year's
-    bundle holds some 100,000 transcripts, each read when its record is replayed."""
-
-    def __init__(self, folder: Path) -> None:
-        self.prefix = os.path.join(folder, "")
-
-    def __call__(self, name: str) -> bytes:
-        path = self.prefix + name
-        try:
-            with open(path, "rb") as file:
-                if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
-                    raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input limit")
-                data = file.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise CommandError(f"{path}: {exc.strerror or exc}") from exc
-        if len(data) > MAX_FILE_BYTES:
-            raise CommandError(f"{path}: larger than the {MAX_FILE_BYTES}-byte input limit")
-        return data
-
-
-def _no_transcript(name: str) -> bytes:
-    raise CommandError(f"no transcript {name}")  # a bare export names no transcript file
-
-
-def read_coordinator(path: Path, workers: Workers | None = None) -> CoordinatorEvidence:
-    """The coordinator's evidence, read as a stream (see
-    :func:`shared.audit.evidence.open_coordinator`); from stdin (``-``), read whole."""
-    source = str(path)
-    if source == "-":
-        return parse_coordinator(source, _read(path, MAX_COORDINATOR_BYTES), workers)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise CommandError(f"{source}: {exc.strerror or exc}") from exc
-    if size > MAX_COORDINATOR_BYTES:
-        raise CommandError(f"{source}: larger than the {MAX_COORDINATOR_BYTES}-byte input limit")
-    return open_coordinator(source, _opener(path), workers)
-
-
-# -- the chain ----------------------------------------------------------------------------
 
 
 def _rpc(args: argparse.Namespace) -> BitcoinCoreRPC | None:

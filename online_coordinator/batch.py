@@ -47,6 +47,7 @@ from online_coordinator.finish import (
     broadcast,
     import_response,
 )
+from online_coordinator.key_states import blocked_descriptors
 from online_coordinator.payouts import Payout, PayoutsError, parse_payouts
 from online_coordinator.store import Store, now, outcome
 from online_coordinator.wallet import (
@@ -133,10 +134,13 @@ def _candidates(store: Store, wallet: Wallet, tip: int) -> list[Candidate]:
     Read off the ``utxos_spendable`` index in a stable order (height, txid, vout), as plain
     tuples: a 100,000-coin wallet costs one index scan and one small tuple per coin.
     Outpoints and derivation paths are read for the chosen coins alone (:func:`_chosen`).
+    Coins of a key its station suspended or archived are left out (module key_states): the
+    station would refuse the request.
     A wallet whose descriptors all weigh the same per input (a key pool of one script
     type, a multisig) has the weight filled in by SQLite.
     """
     weights = _weights(wallet)
+    blocked = blocked_descriptors(store, wallet.id, wallet.descriptors, spending=True)
     where = (
         "FROM utxos WHERE wallet_id = ? AND state = 'available' AND (coinbase = 0 OR "
         "height <= ?) ORDER BY height, txid, vout"
@@ -144,14 +148,20 @@ def _candidates(store: Store, wallet: Wallet, tip: int) -> list[Candidate]:
     cursor = store.db.cursor()
     cursor.row_factory = None  # tuples, not sqlite3.Row
     mature = tip - COINBASE_MATURITY + 1
-    if len(set(weights.values())) == 1:
+    if len(set(weights.values())) == 1 and not blocked:
         weight = next(iter(weights.values()))
         cursor.execute(f"SELECT rowid, value, ? {where}", (weight, wallet.id, mature))
         return list(map(Candidate._make, cursor))
     rows = store.all("SELECT id, descriptor_id FROM addresses WHERE wallet_id = ?", wallet.id)
-    weight_of = {r["id"]: weights[r["descriptor_id"]] for r in rows}
+    weight_of = {
+        r["id"]: weights[r["descriptor_id"]] for r in rows if r["descriptor_id"] not in blocked
+    }
     cursor.execute(f"SELECT rowid, value, address_id {where}", (wallet.id, mature))
-    return [Candidate(rowid, value, weight_of[address]) for rowid, value, address in cursor]
+    return [
+        Candidate(rowid, value, weight_of[address])
+        for rowid, value, address in cursor
+        if address in weight_of
+    ]
 
 
 def _chosen(store: Store, selection: Selection) -> list[_Coin]:

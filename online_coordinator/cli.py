@@ -18,6 +18,7 @@ from online_coordinator.commands import batch as batch_commands
 from online_coordinator.commands import psbt as psbt_commands
 from online_coordinator.commands import qr as qr_commands
 from online_coordinator.commands import regtest as regtest_commands
+from online_coordinator.commands import store as store_commands
 from online_coordinator.commands import ur as ur_commands
 from online_coordinator.commands import wallet as wallet_commands
 from online_coordinator.commands import watch as watch_commands
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     regtest_commands.register(commands)
     web_commands.register(commands)
     watch_commands.register(commands)
+    store_commands.register(commands)
     return parser
 
 

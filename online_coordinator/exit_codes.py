@@ -20,6 +20,7 @@ from online_coordinator.chain.rpc import ChainUnavailable, RpcError
 from online_coordinator.config import ConfigError
 from online_coordinator.fees import FeeError
 from online_coordinator.finish import FinishError
+from online_coordinator.key_states import KeyStateError
 from online_coordinator.monitor import MonitorError
 from online_coordinator.payouts import PayoutsError
 from online_coordinator.status import AlertError
@@ -65,6 +66,7 @@ FAILURES: tuple[tuple[type[BaseException], ExitCode, Callable[[BaseException], s
     (StoreError, ExitCode.USAGE, str),
     (ConfigError, ExitCode.USAGE, str),
     (WalletError, ExitCode.USAGE, str),
+    (KeyStateError, ExitCode.USAGE, str),
     (PayoutsError, ExitCode.USAGE, str),
     (FeeError, ExitCode.USAGE, str),
     (BatchError, ExitCode.USAGE, str),

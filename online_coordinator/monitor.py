@@ -14,12 +14,16 @@ condition ops must hear about without running anything:
                              ``unconfirmed_blocks`` blocks
 ``deep_reorg``               a reorg orphaned ``reorg_depth`` blocks or more
 ``low_fresh_addresses``      a fixed-key wallet is running out of fresh addresses
+``deposit_to_inactive_key``  a coin paid to a key its station suspended or archived (raised
+                             by the sync; module ``key_states``)
 ==========================  ==============================================================
 
-Every alert is an ``events`` row of severity ``alert`` (so ``status`` shows it and
-``acknowledge`` closes it). A condition raises one alert when it becomes true and none
-while it stays true, across restarts (``watch:*`` keys in the meta table); when it clears,
-an ``info`` event says so and it may alert again later.
+The sync's own alerts (``unknown_outflow``, ``deposit_to_inactive_key``, and
+``cancelled_request_confirmed``: a batch cancelled here that was signed and mined anyway)
+reach the webhook as they are. Every alert is an ``events`` row of severity ``alert`` (so
+``status`` shows it and ``acknowledge`` closes it). A condition raises one alert when it
+becomes true and none while it stays true, across restarts (``watch:*`` keys in the meta
+table); when it clears, an ``info`` event says so and it may alert again later.
 
 Alerts leave by a webhook (:class:`Webhook`): an HTTP POST of one JSON alert, signed with
 HMAC-SHA256 over the body under a secret only the receiver and the monitor hold
@@ -59,6 +63,7 @@ ALERT_KINDS = (
     "broadcast_unconfirmed",
     "deep_reorg",
     "low_fresh_addresses",
+    "deposit_to_inactive_key",
 )
 SIGNATURE_HEADER = "X-Coldstation-Signature"
 DELIVERY_HEADER = "X-Coldstation-Delivery"
@@ -132,8 +137,8 @@ def watch_round(config: Config, store: Store, settings: WatchSettings) -> Round:
             )
         else:
             conditions.clear("no_fee_estimate", "fees", "the node has a fee estimate again")
-    if result.report is not None and result.report.alerts:
-        result.raised.append("unknown_outflow")
+    if result.report is not None:
+        result.raised.extend(result.report.alert_kinds)
     _reorgs(store, settings, conditions)
     _unconfirmed(store, tip, settings, conditions)
     _addresses(store, conditions)

@@ -145,7 +145,7 @@ class PgCursor:
             return self
         text, returning = translate(sql, self.connection.id_tables)
         with self.connection.errors():
-            cursor = self.connection.raw.execute(text, _values(params))
+            cursor = self.connection.raw.execute(text, stored_values(params))
         self.rowcount = cursor.rowcount
         rows = [_row(r) for r in cursor.fetchall()] if cursor.description is not None else []
         if returning:
@@ -163,7 +163,7 @@ class PgCursor:
         text = text.removesuffix(" RETURNING id")
         with self.connection.errors():
             cursor = self.connection.raw.cursor()
-            cursor.executemany(text, [_values(p) for p in seq])
+            cursor.executemany(text, [stored_values(p) for p in seq])
         self.rowcount = cursor.rowcount
         return self
 
@@ -272,7 +272,7 @@ def _row(values: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _values(params: Sequence[Any]) -> tuple[Any, ...]:
+def stored_values(params: Sequence[Any]) -> tuple[Any, ...]:
     """Parameters as SQLite stores them: a bool is the integer 0 or 1; text keeps a NUL
     (which PostgreSQL's text refuses: a node's error message may hold one) as ``\\x00``."""
     return tuple(

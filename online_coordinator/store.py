@@ -242,6 +242,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE events ADD COLUMN actor TEXT;
     """,
+    # 6: key states the stations vouch for (``key_states``): each suspension, reactivation
+    # or archive receipt, verified under the appliance's pinned audit key and kept; a key's
+    # state is its receipt with the highest journal seq (module key_states).
+    """
+    CREATE TABLE key_states (
+        id INTEGER PRIMARY KEY,
+        appliance_id TEXT NOT NULL REFERENCES appliances(appliance_id),
+        label TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'archived')),
+        seq INTEGER NOT NULL,
+        receipt BLOB NOT NULL,
+        recorded INTEGER NOT NULL,
+        UNIQUE (appliance_id, seq)
+    );
+    CREATE INDEX key_states_by_key ON key_states (appliance_id, label, seq);
+    """,
 )
 
 #: File mode of the database and its journal files: the owner only.

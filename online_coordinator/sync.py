@@ -50,6 +50,7 @@ from typing import Any
 from online_coordinator import faults
 from online_coordinator.chain.rpc import BitcoinCoreRPC, MalformedReply, RpcError, ScannedOutput
 from online_coordinator.config import Config
+from online_coordinator.key_states import ALERT_KIND, deposit_alerts
 from online_coordinator.store import Store, now, outcome
 from online_coordinator.wallet import Wallet, extend_inventory, load_wallet
 from shared.bitcoin.block import Block
@@ -82,9 +83,15 @@ class SyncReport:
     rebroadcasts: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)  # 'sending' rows found in the mempool
     alerts: list[str] = field(default_factory=list)
+    alert_kinds: list[str] = field(default_factory=list)  # the event kind of each alert
     warnings: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)
     final: list[str] = field(default_factory=list)
+
+    def alert(self, kind: str, message: str) -> None:
+        """An alert the sync raised (its event is already written)."""
+        self.alerts.append(message)
+        self.alert_kinds.append(kind)
 
 
 #: Told (walked height, node tip) after each group of blocks is recorded: a first walk
@@ -104,6 +111,8 @@ def run_sync(
     with outcome("sync stopped part way: what it recorded so far is kept; run sync again"):
         report = walk_chain(store, rpc, progress=progress)
         scan_coins(store, rpc, report)
+        for message in deposit_alerts(store):
+            report.alert(ALERT_KIND, message)
         faults.point("sync.coins")
         settle_broadcasts(store, rpc, report)
         faults.point("sync.settled")
@@ -678,7 +687,7 @@ def _spends(
                 f"{height} spends {', '.join(f'{t}:{v}' for t, v in ours)}"
             )
             store.event("unknown_outflow", message, severity="alert")
-            report.alerts.append(message)
+            report.alert("unknown_outflow", message)
     db.executemany(
         "UPDATE utxos SET state = 'spent', spent_by = ?, spent_block = ? "
         "WHERE txid = ? AND vout = ?",
@@ -792,7 +801,7 @@ def _adopt(
         store.event(
             "cancelled_request_confirmed", message, severity="alert", batch_id=request["batch_id"]
         )
-        report.alerts.append(message)
+        report.alert("cancelled_request_confirmed", message)
     else:
         store.event("adopted_broadcast", message, severity="warning", batch_id=request["batch_id"])
         report.warnings.append(message)

@@ -99,6 +99,55 @@ def add_user(store: Store, name: str, role: str, password: str) -> User:
     return User(int(cursor.lastrowid or 0), name, role)
 
 
+def _any_user(store: Store, name: str) -> Any:
+    row = store.one("SELECT * FROM users WHERE name = ?", name)
+    if row is None:
+        raise UserError(f"no user {name}")
+    return row
+
+
+def set_disabled(store: Store, name: str, disabled: bool) -> None:
+    """Disable a user (every session ends at once, and neither password nor passkey signs
+    in) or enable them again. The last enabled administrator is never disabled: nobody
+    could manage users from the web pages then."""
+    row = _any_user(store, name)
+    if bool(row["disabled"]) == disabled:
+        raise UserError(f"user {name} is already {'disabled' if disabled else 'enabled'}")
+    with store.write() as db:
+        if disabled and row["role"] == "administrator":
+            others = db.execute(
+                "SELECT COUNT(*) FROM users WHERE role = 'administrator' AND disabled = 0 "
+                "AND id != ?",
+                (row["id"],),
+            ).fetchone()[0]
+            if not others:
+                raise UserError(f"{name} is the last enabled administrator: add another first")
+        db.execute(
+            "UPDATE users SET disabled = ?, session_epoch = session_epoch + 1, "
+            "failed_logins = 0, locked_until = 0 WHERE id = ?",
+            (int(disabled), row["id"]),
+        )
+        store.event(
+            "user_disabled" if disabled else "user_enabled",
+            f"user {name} {'disabled: every session ended' if disabled else 'enabled'}",
+            severity="warning" if disabled else "info",
+        )
+
+
+def set_password(store: Store, name: str, password: str) -> None:
+    """A new password for ``name`` (a reset by an administrator, told in person): the old
+    one stops working, every session ends and a lockout is lifted."""
+    row = _any_user(store, name)
+    digest = _hasher().hash(check_password(password))
+    with store.write() as db:
+        db.execute(
+            "UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1, "
+            "failed_logins = 0, locked_until = 0 WHERE id = ?",
+            (digest, row["id"]),
+        )
+        store.event("password_reset", f"password of {name} reset: every session ended")
+
+
 def find_user(store: Store, name: str) -> User | None:
     row = store.one(
         "SELECT id, name, role, session_epoch FROM users WHERE name = ? AND disabled = 0", name

@@ -32,6 +32,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from online_coordinator.key_states import blocked_descriptors
 from online_coordinator.store import Store, now
 from shared.bitcoin import ecdsa
 from shared.bitcoin.address import Network, network_by_name
@@ -519,7 +520,16 @@ def next_address(store: Store, wallet: Wallet, *, change: bool, note: str) -> Ad
             "a.idx",
             (wallet.id, change),
         ).fetchall()
+        blocked = blocked_descriptors(store, wallet.id, wallet.descriptors, spending=change)
         fitting = [r for r in rows if _fits(wallet, r, change)]
+        if fitting and all(r["descriptor_id"] in blocked for r in fitting):
+            keys = sorted({str(key) for key in blocked.values()})
+            raise WalletError(
+                f"wallet {wallet.name} issues no address: {'; '.join(keys)}, and the station "
+                "does not sign for coins paid to it (reactivate the key on the station and "
+                "record its receipt with `wallet key-state`, or use another wallet)"
+            )
+        fitting = [r for r in fitting if r["descriptor_id"] not in blocked]
         if not fitting:
             kind = "change" if change else "receive"
             raise WalletError(

@@ -67,6 +67,8 @@ EVENTS = frozenset(
 )
 #: Records that vouch for something to the outside (the coordinator, the auditors).
 WALLET_RECEIPT_EVENTS = frozenset({"wallet_exported", "wallet_pinned"})
+#: A key's state changes, receipts too: the coordinator stops receiving to a suspended key.
+KEY_STATE_EVENTS = frozenset({"key_suspended", "key_reactivated", "key_archived"})
 DECISIONS = frozenset({"approved", "refused"})
 
 MAX_SEQ = 2**63 - 1
@@ -640,14 +642,16 @@ def receipt_problem(record: Record, *, wallet: bool) -> str | None:
     ceremony: never a deferred record (written from the pending folder at a later
     activation), and carrying the quorum in force with at least that many distinct officers
     (``actors``; for an approval, also that many approval signatures). ``wallet`` selects a
-    wallet receipt (export or pin) instead of a signing approval.
+    wallet receipt (export, pin or key state) instead of a signing approval.
     """
     details = record.details
     if details.get("deferred") is not None:
         return f"seq {record.seq} is a deferred record, not a receipt"
     if wallet:
-        if record.event not in WALLET_RECEIPT_EVENTS:
-            return f"seq {record.seq} records {record.event!r}, not a wallet export or pin"
+        if record.event not in WALLET_RECEIPT_EVENTS | KEY_STATE_EVENTS:
+            return (
+                f"seq {record.seq} records {record.event!r}, not a wallet export, pin or key state"
+            )
     elif record.event != "signing_decision" or record.decision != "approved":
         return f"seq {record.seq} records {record.event}/{record.decision}, not an approval"
     quorum = details.get("quorum")

@@ -10,6 +10,7 @@ from typing import Any
 
 from online_coordinator.commands.common import CommandError, add_state, opened
 from online_coordinator.config import Config, init_state
+from online_coordinator.key_states import record_key_state
 from online_coordinator.tables import wallet_text
 from online_coordinator.transport import receive
 from online_coordinator.wallet import (
@@ -86,6 +87,15 @@ def register(commands: Any) -> None:
     pin.add_argument("name")
     pin.add_argument("receipt", help="receipt source (file, UR text, video or camera:N)")
     pin.set_defaults(handler=confirm_pin_command)
+
+    state = add_state(
+        sub.add_parser(
+            "key-state",
+            help="record a station's receipt that it suspended, reactivated or archived a key",
+        )
+    )
+    state.add_argument("receipt", help="receipt source (file, UR text, video or camera:N)")
+    state.set_defaults(handler=key_state_command)
 
     address = add_state(sub.add_parser("address", help="issue the next receive address"))
     address.add_argument("name")
@@ -216,6 +226,19 @@ def confirm_pin_command(args: argparse.Namespace) -> int:
             f"appliance {appliance} pinned {wallet.name}; "
             + (f"still waiting for {', '.join(waiting)}" if waiting else "wallet ready")
         )
+    return 0
+
+
+def key_state_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        change = record_key_state(store, receive(args.receipt, expected=RECEIPT_UR).data)
+    held = f"wallet(s) {', '.join(change.wallets)}"
+    if not change.current:
+        print(f"recorded {change.key}, but a newer receipt for the key stays in force ({held})")
+    elif change.key.state == "active":
+        print(f"{change.key}: {held} receive to it again")
+    else:
+        print(f"{change.key}: {held} issue no address on it, and a deposit to it alerts")
     return 0
 
 

@@ -12,7 +12,14 @@ import importlib.util
 import os
 
 from online_coordinator.commands.common import CommandError, add_state, opened
-from online_coordinator.users import ROLES, add_user, check_password, revoke_passkeys
+from online_coordinator.users import (
+    ROLES,
+    add_user,
+    check_password,
+    revoke_passkeys,
+    set_disabled,
+    set_password,
+)
 
 #: What ``serve`` needs beyond the coordinator itself (the ``web`` extra).
 WEB_MODULES = ("starlette", "uvicorn", "argon2", "itsdangerous", "python_multipart", "jinja2")
@@ -30,7 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
     serve.set_defaults(handler=serve_command)
 
-    user = commands.add_parser("user", help="web users: add, revoke a passkey")
+    user = commands.add_parser(
+        "user", help="web users: add, disable, enable, reset a password, revoke a passkey"
+    )
     sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = add_state(sub.add_parser("add", help="a new user (asks for the password twice)"))
     add.add_argument("name")
@@ -40,6 +49,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     revoke = add_state(sub.add_parser("revoke-passkey", help="revoke a requester's passkey"))
     revoke.add_argument("name")
     revoke.set_defaults(handler=revoke_passkey_command)
+    for action, disabled in (("disable", True), ("enable", False)):
+        toggle = add_state(sub.add_parser(action, help=f"{action} a user (every session ends)"))
+        toggle.add_argument("name")
+        toggle.set_defaults(handler=user_toggle_command, disabled=disabled)
+    reset = add_state(
+        sub.add_parser("password", help="set a new password (asks twice; sessions end)")
+    )
+    reset.add_argument("name")
+    reset.add_argument(
+        "--password-fd", type=int, help="read the password from this file descriptor"
+    )
+    reset.set_defaults(handler=user_password_command)
 
 
 def require_web() -> None:
@@ -77,6 +98,22 @@ def user_add_command(args: argparse.Namespace) -> int:
     with opened(args) as (_, store):
         user = add_user(store, args.name, args.role, password)
     print(f"user {user.name} added as {user.role}")
+    return 0
+
+
+def user_toggle_command(args: argparse.Namespace) -> int:
+    with opened(args) as (_, store):
+        set_disabled(store, args.name, args.disabled)
+    print(f"user {args.name} {'disabled: every session ended' if args.disabled else 'enabled'}")
+    return 0
+
+
+def user_password_command(args: argparse.Namespace) -> int:
+    require_web()
+    password = _password(args.password_fd)
+    with opened(args) as (_, store):
+        set_password(store, args.name, password)
+    print(f"password of {args.name} set: every session ended")
     return 0
 
 

@@ -69,6 +69,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from online_coordinator.audit_report import UploadError, replay_upload
 from online_coordinator.batch import (
     BatchError,
     attest_request,
@@ -99,6 +100,8 @@ from online_coordinator.users import (
     passkeys,
     record_login,
     revoke_passkeys,
+    set_disabled,
+    set_password,
 )
 from online_coordinator.users import (
     add_passkey as store_passkey,
@@ -112,6 +115,7 @@ from online_coordinator.wallet import (
 )
 from online_coordinator.web.qr import jpeg_size, request_frames
 from shared.adapters.decoders import QrDecoder, default_decoder
+from shared.audit.report import to_html
 from shared.bitcoin.amount import AmountError, format_btc, parse_sat_per_vb
 from shared.psbt.model import Psbt
 from shared.request import hash_words, read_assertion, read_request
@@ -136,6 +140,9 @@ MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FORM_OVERHEAD = 64 * 1024  # the batch form's fields and multipart framing
 MAX_FORM_BYTES = 16 * 1024  # a form of short fields
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # a signed response: a PSBT, UR text, or a short video
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # a station's audit bundle, packed (a year: ~100 MB)
+#: Who may replay a bundle here: the auditors (viewers) and the administrators.
+AUDIT_ROLES = ("viewer", "administrator")
 MAX_SCANS = 32
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -197,6 +204,7 @@ def build_app(settings: WebSettings) -> Starlette:
         Route("/wallets/{name}", pages.wallet),
         Route("/wallets/{name}/address", pages.issue_address, methods=["POST"]),
         Route("/evidence.json", pages.evidence),
+        Route("/audit", pages.audit, methods=["GET", "POST"]),
         Route("/users", pages.users, methods=["GET", "POST"]),
         Route("/alerts", pages.alerts),
         Route("/alerts/{alert_id:int}/acknowledge", pages.acknowledge, methods=["POST"]),
@@ -428,11 +436,19 @@ class Pages:
         return await self._form_post(request, ("administrator",), self._change_users)
 
     def _change_users(self, request: Request, store: Store, user: User, form: Any) -> Response:
-        fields = {k: str(form.get(k, "")) for k in ("name", "role", "password", "revoke")}
+        names = ("name", "role", "password", "revoke", "disable", "enable", "reset")
+        fields = {k: str(form.get(k, "")) for k in names}
         try:
             if fields["revoke"]:
                 count = revoke_passkeys(store, fields["revoke"])
                 done = f"{count} passkey(s) of {fields['revoke']} revoked"
+            elif fields["disable"] or fields["enable"]:
+                name = fields["disable"] or fields["enable"]
+                set_disabled(store, name, bool(fields["disable"]))
+                done = f"user {name} {'disabled' if fields['disable'] else 'enabled'}"
+            elif fields["reset"]:
+                set_password(store, fields["reset"], fields["password"])
+                done = f"password of {fields['reset']} set: every session of theirs ended"
             else:
                 added = add_user(store, fields["name"], fields["role"], fields["password"])
                 done = f"user {added.name} added as {added.role}"
@@ -538,15 +554,9 @@ class Pages:
     async def new_batch(self, request: Request) -> Response:
         if request.method == "GET":
             return await self._page(request, self._new_batch_form)
-        try:  # who asks, before a byte of the upload is read
-            await run_in_threadpool(self._with_store, self._requester_only, request)
-            declared = request.headers.get("content-length", "")
-            if not declared.isdigit() or int(declared) > MAX_CSV_BYTES + MAX_FORM_OVERHEAD:
-                raise WebError(413, f"the payout file may be at most {MAX_CSV_BYTES} bytes")
-        except WebError as exc:
-            if exc.status == 401:
-                return RedirectResponse("/login", status_code=303)
-            return self.render(request, "error.html", exc.status, error=str(exc))
+        refused = await self._upload_refused(request, ("requester",), MAX_CSV_BYTES, "payout file")
+        if refused is not None:
+            return refused
         form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_CSV_BYTES + 1)
         upload = form.get("csv")
         csv = await upload.read(MAX_CSV_BYTES + 1) if isinstance(upload, UploadFile) else b""
@@ -590,9 +600,6 @@ class Pages:
 
         return await self._page(request, create)
 
-    def _requester_only(self, request: Request, store: Store) -> None:
-        self.user(store, request, "requester")
-
     def _new_batch_form(
         self,
         request: Request,
@@ -620,7 +627,9 @@ class Pages:
         found = _latest_request(store, request.path_params["label"])
         try:
             frames = request_frames(
-                bytes(found["unsigned_psbt"]), request.query_params.get("preset", "fast")
+                bytes(found["unsigned_psbt"]),
+                request.query_params.get("preset", "fast"),
+                request.query_params.get("framing", "ur"),
             )
         except ValueError as exc:
             raise WebError(400, str(exc)) from None
@@ -663,20 +672,10 @@ class Pages:
     async def upload(self, request: Request) -> Response:
         """The signed response as a file: a PSBT (binary or base64), UR text, or a video of
         the station's screen; read by the same code as ``batch import FILE``."""
-        try:
-            await run_in_threadpool(self._with_store, self._operator_only, request)
-            declared = request.headers.get("content-length", "")
-            if not declared.isdigit() or int(declared) > MAX_UPLOAD_BYTES + MAX_FORM_OVERHEAD:
-                raise WebError(413, f"a response file may be at most {MAX_UPLOAD_BYTES} bytes")
-        except WebError as exc:
-            if exc.status == 401:
-                return RedirectResponse("/login", status_code=303)
-            return self.render(request, "error.html", exc.status, error=str(exc))
-        form = await request.form(max_files=1, max_fields=4, max_part_size=MAX_UPLOAD_BYTES + 1)
-        upload = form.get("response")
-        if not isinstance(upload, UploadFile) or not _csrf_ok(request, str(form.get("csrf", ""))):
-            return self.render(request, "error.html", 400, error="choose a file (and reload)")
-        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        received = await self._file_upload(request, ("operator",), "response", MAX_UPLOAD_BYTES)
+        if isinstance(received, Response):
+            return received
+        upload, data = received
         suffix = Path(upload.filename or "").suffix.lower()
         suffix = suffix if suffix in VIDEO_SUFFIXES else ".bin"
 
@@ -702,8 +701,79 @@ class Pages:
 
         return await self._page(request, take)
 
-    def _operator_only(self, request: Request, store: Store) -> None:
-        self.user(store, request, "operator")
+    async def _file_upload(
+        self, request: Request, roles: tuple[str, ...], field: str, limit: int
+    ) -> tuple[UploadFile, bytes] | Response:
+        """One file posted by a user of ``roles``: the role checked and the declared size
+        bounded before the body is read, then the CSRF token; the file and its bytes, or the
+        page that says why not."""
+        refused = await self._upload_refused(request, roles, limit, "file")
+        if refused is not None:
+            return refused
+        form = await request.form(max_files=1, max_fields=4, max_part_size=limit + 1)
+        upload = form.get(field)
+        if not isinstance(upload, UploadFile) or not _csrf_ok(request, str(form.get("csrf", ""))):
+            return self.render(request, "error.html", 400, error="choose a file (and reload)")
+        return upload, await upload.read(limit + 1)
+
+    async def _upload_refused(
+        self, request: Request, roles: tuple[str, ...], limit: int, what: str
+    ) -> Response | None:
+        """Who asks, and how much they declare, before a byte of the upload is read: the
+        page refusing it, or None."""
+        try:
+            await run_in_threadpool(self._with_store, self._role_only, request, roles)
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit() or int(declared) > limit + MAX_FORM_OVERHEAD:
+                raise WebError(413, f"the {what} may be at most {limit} bytes")
+        except WebError as exc:
+            if exc.status == 401:
+                return RedirectResponse("/login", status_code=303)
+            return self.render(request, "error.html", exc.status, error=str(exc))
+        return None
+
+    def _role_only(self, request: Request, store: Store, roles: tuple[str, ...]) -> None:
+        self.user(store, request, *roles)
+
+    async def audit(self, request: Request) -> Response:
+        """The audit replay of an uploaded station bundle against this coordinator's
+        evidence (module ``audit_report``): findings on the page, or the HTML report."""
+        if request.method == "GET":
+            return await self._page(request, self._audit_form)
+        received = await self._file_upload(request, AUDIT_ROLES, "bundle", MAX_BUNDLE_BYTES)
+        if isinstance(received, Response):
+            return received
+        upload, data = received
+        name = (upload.filename or "bundle")[-120:]
+        download = request.query_params.get("as") == "html"
+
+        def replayed(request: Request, store: Store) -> Response:
+            user = self.user(store, request, *AUDIT_ROLES)
+            try:
+                report, inputs = replay_upload(store, name, data)
+            except UploadError as exc:
+                return self._audit_form(request, store, error=str(exc), status=400)
+            store.event(
+                "web_audit_replay",
+                f"audit replay of an uploaded bundle ({len(data)} bytes): "
+                f"{len(report.findings)} finding(s)",
+                actor=user.name,
+            )
+            if download:
+                return Response(
+                    to_html(report, inputs),
+                    media_type="text/html",
+                    headers={"Content-Disposition": 'attachment; filename="audit-report.html"'},
+                )
+            return self.render(request, "audit.html", report=report, counts=report.counts())
+
+        return await self._page(request, replayed)
+
+    def _audit_form(
+        self, request: Request, store: Store, error: str | None = None, status: int = 200
+    ) -> Response:
+        self.user(store, request, *AUDIT_ROLES)
+        return self.render(request, "audit.html", status, report=None, error=error)
 
     async def broadcast(self, request: Request) -> Response:
         return await self._api(request, self._broadcast)

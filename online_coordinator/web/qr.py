@@ -5,7 +5,8 @@ The page draws each frame's modules itself, one square of whole device pixels pe
 matrices made here with the same UR encoder, preset versions and QR code as every other
 Coldstation screen (``shared.ur``, ``shared.qr``): one QR version for the whole stream (the
 camera keeps its focus), two fountain cycles, so a frame lost once is made good by the
-mixed parts of the second cycle.
+mixed parts of the second cycle. A COLDCARD Q cosigner reads BBQr instead (same version,
+the parts in order, looped by the page).
 """
 
 from __future__ import annotations
@@ -17,33 +18,48 @@ import numpy as np
 
 from shared.qr.frames import add_quiet_zone, qr_matrix
 from shared.qr.presets import PRESETS
+from shared.ur.bbqr import BBQrError, split_series
 from shared.ur.registry import encode_psbt
 from shared.ur.ur import UR, UREncoder, upper
 
 #: How many fountain cycles the page loops over.
 CYCLES = 2.0
+#: ``ur`` for Sparrow, Keystone, SeedSigner and the station; ``bbqr`` for a COLDCARD Q.
+FRAMINGS = ("ur", "bbqr")
 
 
-def request_frames(psbt: bytes, preset_name: str) -> dict[str, Any]:
-    """The frames of ``ur:crypto-psbt`` for ``psbt`` at preset ``preset_name`` (``fast``
-    or ``robust``): each frame's modules, quiet zone included, row by row, one bit per
-    module (1 = dark), packed big-endian and base64-encoded."""
+def request_frames(psbt: bytes, preset_name: str, framing: str = "ur") -> dict[str, Any]:
+    """The frames of ``psbt`` at preset ``preset_name`` (``fast`` or ``robust``), framed as
+    ``ur:crypto-psbt`` (``ur``) or as BBQr for a COLDCARD Q (``bbqr``: its parts once, in
+    order, since BBQr has no fountain): each frame's modules, quiet zone included, row by
+    row, one bit per module (1 = dark), packed big-endian and base64-encoded."""
     preset = PRESETS.get(preset_name)
     if preset is None:
         raise ValueError(f"unknown QR preset {preset_name!r} (known: {', '.join(PRESETS)})")
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r} (known: {', '.join(FRAMINGS)})")
     preset = preset.with_overrides(ur_type="crypto-psbt")
-    encoder = UREncoder(UR("crypto-psbt", encode_psbt(psbt)), preset.max_fragment_len)
     version = preset.qr_version()
+    if framing == "bbqr":
+        try:
+            texts = list(split_series(psbt, "P", min_version=version, max_version=version).parts)
+        except BBQrError as exc:
+            raise ValueError(f"BBQr: {exc}") from None
+        count = len(texts)
+    else:
+        encoder = UREncoder(UR("crypto-psbt", encode_psbt(psbt)), preset.max_fragment_len)
+        texts, count = [upper(part) for part in encoder.cycle_parts(CYCLES)], encoder.seq_len
     frames = []
-    for part in encoder.cycle_parts(CYCLES):
-        matrix = add_quiet_zone(qr_matrix(upper(part), version, preset.ecc, mask=preset.mask))
+    for text in texts:
+        matrix = add_quiet_zone(qr_matrix(text, version, preset.ecc, mask=preset.mask))
         frames.append(base64.b64encode(np.packbits(matrix.ravel()).tobytes()).decode("ascii"))
     return {
         "preset": preset.name,
+        "framing": framing,
         "version": version,
         "modules": int(matrix.shape[0]),
         "fps": preset.fps,
-        "parts": encoder.seq_len,
+        "parts": count,
         "frames": frames,
     }
 

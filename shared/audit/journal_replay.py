@@ -71,7 +71,6 @@ from shared.audit.workers import Workers
 from shared.bitcoin.address import network_by_name, script_to_address
 from shared.journal import (
     GENESIS,
-    WALLET_RECEIPT_EVENTS,
     Entry,
     JournalError,
     Record,
@@ -541,7 +540,7 @@ class ApplianceReplay:
         problem = None if deferred is not None else journal_receipt_problem(record)
         if problem is not None:
             self.add("receipt", f"{record.event} is no valid receipt: {problem}", seq=record.seq)
-        if record.event in WALLET_RECEIPT_EVENTS:
+        if record.event != "signing_decision":  # wallet and key-state receipts
             for fp in record.actors:
                 if fp not in self._enrolled:
                     self.add(

@@ -1,12 +1,14 @@
 """What may serve as a receipt, and what a deferred record may say (issue 12, item 4).
 
 A receipt is a journal record the outside relies on: the coordinator imports wallets on
-``wallet_exported``/``wallet_pinned`` receipts and accepts signed responses on approved
-``signing_decision`` receipts. The audit key signs every record, including records written
-from the station's ``pending/`` folder at a later activation (refusals decided before any
-officer was present). So a valid signature alone proves too little: a file dropped in
-``pending/`` once became a signed "wallet export" of an attacker's key. The record
-contract closes this, and the replay holds every record to it:
+``wallet_exported``/``wallet_pinned`` receipts, stops receiving to a key on
+``key_suspended``/``key_archived`` receipts (``key_reactivated`` undoes it), and accepts
+signed responses on approved ``signing_decision`` receipts. The audit key signs every
+record, including records written from the station's ``pending/`` folder at a later
+activation (refusals decided before any officer was present). So a valid signature alone
+proves too little: a file dropped in ``pending/`` once became a signed "wallet export" of
+an attacker's key. The record contract closes this, and the replay holds every record to
+it:
 
 * a receipt is never deferred, and names the quorum in force with at least that many
   distinct officers in ``actors`` (for an approval, each with an approval signature):
@@ -20,7 +22,7 @@ These functions only name problems; the replays decide where the finding is file
 
 from __future__ import annotations
 
-from shared.journal import WALLET_RECEIPT_EVENTS, Record, receipt_problem
+from shared.journal import KEY_STATE_EVENTS, WALLET_RECEIPT_EVENTS, Record, receipt_problem
 
 #: Details a deferred refusal may never carry: amounts counted toward limits, approvals,
 #: wallets, signatures made.
@@ -28,7 +30,11 @@ NOT_IN_DEFERRED = ("paid_out", "approvals", "descriptor", "descriptors", "signat
 
 
 def is_receipt(record: Record) -> bool:
-    """True for records that vouch for something outside the station."""
+    """True for records that vouch for something outside the station. A key-state record
+    is one when it names its quorum (the coordinator stops receiving to a suspended key on
+    it); those written before key states were receipts name none, and vouch for nothing."""
+    if record.event in KEY_STATE_EVENTS:
+        return "quorum" in record.details
     return record.event in WALLET_RECEIPT_EVENTS or (
         record.event == "signing_decision" and record.decision == "approved"
     )
@@ -38,7 +44,7 @@ def journal_receipt_problem(record: Record) -> str | None:
     """For a receipt record of the journal: why it cannot serve as one, or None."""
     if not is_receipt(record):
         return None
-    return receipt_problem(record, wallet=record.event in WALLET_RECEIPT_EVENTS)
+    return receipt_problem(record, wallet=record.event != "signing_decision")
 
 
 def standalone_receipt_problem(record: Record) -> str | None:

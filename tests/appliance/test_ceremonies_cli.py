@@ -417,3 +417,54 @@ def test_start_over_never_wipes_a_directory_that_is_no_station(tmp_path):
         done = run(folder, "init", "--demo", *extra, pins=pins)
         assert done.returncode != 0 and "holds no station" in done.stderr, done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.txt"]
+
+
+def test_a_key_state_receipt_stops_the_coordinator_receiving_to_the_key(appliance, tmp_path):
+    """The station's own receipts, end to end: ``export-wallet`` imported by the
+    coordinator, then ``suspend --out``: the coordinator verifies it under the pinned audit
+    key and hands out no address on the key; ``reactivate --out`` lets it receive again.
+    The TUI's journal shows the same record as a QR receipt."""
+    from appliance.tui.screens.receipts import receipt_screens
+    from online_coordinator.key_states import record_key_state
+    from online_coordinator.store import Store
+    from online_coordinator.wallet import (
+        WalletError,
+        import_single,
+        load_wallet,
+        next_address,
+        read_export,
+    )
+    from shared.bitcoin.address import Network
+    from shared.bitcoin.descriptor import Descriptor
+    from shared.journal import Entry
+
+    state, _ = appliance
+    two, pins = officers("officer-1", "officer-2")[0], ["1111", "2222"]
+    assert run(state, "keygen", "w", *two, pins=pins).returncode == 0
+    assert (
+        run(state, "export-wallet", "w", "--out", str(tmp_path / "x"), *two, pins=pins).returncode
+        == 0
+    )
+    descriptor = Descriptor.parse((tmp_path / "x" / "wallet.descriptor").read_text())
+    with Store.open(tmp_path / "coordinator.sqlite") as store:
+        export = read_export(descriptor, (tmp_path / "x" / "wallet.receipt").read_bytes())
+        import_single(store, "treasury", Network.REGTEST, [export])
+        wallet = load_wallet(store, "treasury")
+        done = run(state, "suspend", "w", "--out", str(tmp_path / "s"), *two, pins=pins)
+        assert done.returncode == 0, done.stderr
+        receipt = (tmp_path / "s" / "key.receipt").read_bytes()
+        assert (tmp_path / "s" / "receipt.ur").read_text().startswith("ur:bytes/")
+        change = record_key_state(store, receipt)
+        assert (change.key.label, change.key.state, change.wallets) == (
+            "w",
+            "suspended",
+            ("treasury",),
+        )
+        with pytest.raises(WalletError, match=r"key w on appliance .* is suspended"):
+            next_address(store, wallet, change=False, note="refused")
+        (screen,) = receipt_screens(Entry.from_bytes(receipt))
+        assert screen.title_text.startswith("Key suspended receipt for key w")
+        done = run(state, "reactivate", "w", "--out", str(tmp_path / "r"), *two, pins=pins)
+        assert done.returncode == 0, done.stderr
+        record_key_state(store, (tmp_path / "r" / "key.receipt").read_bytes())
+        assert next_address(store, wallet, change=False, note="again").address

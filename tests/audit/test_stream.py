@@ -554,7 +554,7 @@ def test_workers_give_the_same_report(monkeypatch, tmp_path) -> None:
     """The coordinator evidence and the journal read by worker processes (in chunks, each
     signing decision judged ahead under the policy then in force) give the report a replay
     in this process gives, findings included, across a policy change."""
-    from online_coordinator.audit_cli import read_bundle
+    from online_coordinator.audit_files import read_bundle
     from shared.audit import evidence as evidence_module
     from shared.audit.report import to_json
     from shared.policy import fingerprint_of

@@ -182,7 +182,7 @@ def stages(bundle: Path, coordinator: Path, processes: int) -> None:
     workers' time is not counted here)."""
     import gc
 
-    from online_coordinator.audit_cli import read_bundle, read_coordinator
+    from online_coordinator.audit_files import read_bundle, read_coordinator
     from shared.audit.change import ChangeDeriver
     from shared.audit.coordinator_replay import CoordinatorReplay
     from shared.audit.journal_replay import ApplianceReplay

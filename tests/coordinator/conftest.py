@@ -43,7 +43,7 @@ class Desk:
             try:
                 code = coordinator_main(
                     [*args[:2], "--state", str(self.state), *args[2:]]
-                    if args[0] in ("wallet", "batch", "user")
+                    if args[0] in ("wallet", "batch", "user", "store")
                     else [args[0], "--state", str(self.state), *args[1:]]
                 )
             except SystemExit as exc:  # argparse errors

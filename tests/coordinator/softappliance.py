@@ -123,8 +123,18 @@ class SoftAppliance:
         self.entries.append(entry)
         return entry
 
+    @staticmethod
+    def label(position: int) -> str:
+        """The station's label of the key exported at ``position``."""
+        return f"key-{position}"
+
     def _wallet_record(
-        self, event: str, descriptor: Descriptor, officers: int | None, deferred: bool
+        self,
+        event: str,
+        descriptor: Descriptor,
+        officers: int | None,
+        deferred: bool,
+        label: str | None = None,
     ) -> bytes:
         text = str(descriptor)
         details: dict[str, object] = {
@@ -132,6 +142,8 @@ class SoftAppliance:
             "audit_key": self.audit_pubkey.hex(),
             "quorum": self.quorum,
         }
+        if label is not None:
+            details["label"] = label
         if deferred:
             details["deferred"] = {"written_at_seq": len(self.entries)}
         return self.record(
@@ -146,8 +158,22 @@ class SoftAppliance:
     ) -> tuple[str, bytes]:
         """(descriptor text, receipt bytes), as `export-wallet` writes them."""
         descriptor = self.descriptor_of(position)
-        receipt = self._wallet_record("wallet_exported", descriptor, officers, deferred)
+        receipt = self._wallet_record(
+            "wallet_exported", descriptor, officers, deferred, self.label(position)
+        )
         return str(descriptor), receipt
+
+    def key_state(
+        self, event: str, position: int = 0, *, officers: int | None = None, quorum: bool = True
+    ) -> bytes:
+        """A ``key_suspended``/``key_reactivated``/``key_archived`` receipt, as
+        ``coldstation-appliance suspend LABEL --out`` writes it."""
+        details: dict[str, object] = {"label": self.label(position)}
+        if quorum:
+            details["quorum"] = self.quorum
+        return self.record(
+            event, actors=[self.fingerprint(k) for k in self.officers(officers)], details=details
+        ).to_bytes()
 
     def pin(
         self, descriptor_text: str, *, officers: int | None = None, deferred: bool = False

@@ -120,6 +120,11 @@ def test_every_alert_class_reaches_the_webhook_once_signed(
     steal(desk, appliance, address)  # spent by a transaction no request built
     assert "unknown_outflow" in watch(desk, receiver)
 
+    suspended = desk.write("suspended.receipt", appliance.key_state("key_suspended"))
+    desk.ok("wallet", "key-state", suspended)
+    desk.fund(address, BTC)  # paid to the key its station suspended
+    assert "deposit_to_inactive_key" in watch(desk, receiver)
+
     desk.node.reorg(3, keep_transactions=True)
     assert "deep_reorg" in watch(desk, receiver)
 

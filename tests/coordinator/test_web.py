@@ -6,13 +6,24 @@ tests/coordinator/test_web_browser.py does it with Chromium's own WebAuthn)."""
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from online_coordinator.users import MAX_FAILED_LOGINS, REFUSED, UserError, add_user
+from online_coordinator.users import (
+    MAX_FAILED_LOGINS,
+    REFUSED,
+    UserError,
+    add_user,
+    authenticate,
+)
 from online_coordinator.web.app import WebSettings, build_app
 from shared.request import read_assertion, read_request, request_hash
 from shared.requester import base64url, from_enrolment_json, verify_requester
@@ -32,6 +43,7 @@ BOTH_STORES = frozenset(
         "test_sign_out_ends_every_copy_of_the_session",
         "test_wallet_pages_issue_an_address_with_its_note_and_export_the_evidence",
         "test_administrators_add_users_and_revoke_passkeys",
+        "test_administrators_disable_enable_and_reset_and_sessions_end",
     }
 )
 
@@ -235,23 +247,32 @@ def _new_batch(client: TestClient, csv: str, label: str = "w1", **fields: str):
 
 def _frames_decoded(frames: dict) -> bytes:
     """The request the frames carry, read back as a camera would: each frame's modules
-    drawn 4 pixels to a module, decoded by zxing-cpp, reassembled by the UR decoder."""
+    drawn 4 pixels to a module, decoded by zxing-cpp, reassembled by the UR decoder (or
+    joined as BBQr)."""
     import numpy as np
 
     from shared.adapters.decoders import default_decoder
+    from shared.ur.bbqr import join
     from shared.ur.registry import decode_psbt
     from shared.ur.ur import URDecoder
 
-    decoder, ur = default_decoder(), URDecoder()
+    decoder, ur, bbqr = default_decoder(), URDecoder(), []
     side = frames["modules"]
     for frame in frames["frames"]:
         bits = np.unpackbits(np.frombuffer(base64.b64decode(frame), np.uint8))[: side * side]
         image = np.where(bits.reshape(side, side), 0, 255).astype(np.uint8)
         texts = decoder.decode(np.kron(image, np.ones((4, 4), np.uint8)))
         assert len(texts) == 1
+        if frames.get("framing") == "bbqr":
+            bbqr.append(texts[0])
+            continue
         ur.receive(texts[0])
         if ur.is_complete:
             break
+    if bbqr:
+        file_type, data = join(bbqr)
+        assert file_type == "P" and len(bbqr) == frames["parts"]
+        return data
     result = ur.result
     assert result is not None and result.type == "crypto-psbt"
     return decode_psbt(result.cbor)
@@ -280,7 +301,11 @@ def test_a_requester_makes_a_batch_from_a_file_and_every_bad_row_is_listed(web, 
     for preset in ("fast", "robust"):
         frames = web.get(f"/batches/w1/qr.json?preset={preset}").json()
         assert _frames_decoded(frames) == stored.serialize()
+        bbqr = web.get(f"/batches/w1/qr.json?preset={preset}&framing=bbqr").json()
+        assert bbqr["framing"] == "bbqr" and bbqr["version"] == frames["version"]
+        assert _frames_decoded(bbqr) == stored.serialize()  # as a COLDCARD Q reads them
     assert web.get("/batches/w1/qr.json?preset=huge").status_code == 400
+    assert web.get("/batches/w1/qr.json?framing=qrcode").status_code == 400
 
     login(web, "vic")  # a viewer may look, not create
     assert _new_batch(web, f"{payee(3)},0.1,INV-3\n", label="w2").status_code == 403
@@ -415,6 +440,61 @@ def test_administrators_add_users_and_revoke_passkeys(web, desk) -> None:
     assert actors == {"root"}
 
 
+def test_administrators_disable_enable_and_reset_and_sessions_end(web, desk) -> None:
+    """Disabling ends the user's open session at once and refuses their password; a reset
+    makes the old password fail and ends sessions too; the last administrator stays."""
+    with desk.store() as store:
+        add_user(store, "root", "administrator", PASSWORD)
+    admin = TestClient(build_app(WebSettings(desk.state, ORIGIN)), base_url=ORIGIN)
+    login(admin, "root")
+    token = csrf(admin, "/users")
+    assert login(web, "alice").status_code == 303 and web.get("/").status_code == 200
+
+    done = admin.post("/users", data={"disable": "alice", "csrf": token})
+    assert done.status_code == 200 and "user alice disabled" in done.text
+    assert web.get("/", follow_redirects=False).headers["location"] == "/login"
+    assert login(web, "alice").status_code != 303
+    assert 'id="enable-alice"' in admin.get("/users").text
+    last = admin.post("/users", data={"disable": "root", "csrf": token})
+    assert last.status_code == 400 and "last enabled administrator" in last.text
+    assert (
+        "user alice enabled" in admin.post("/users", data={"enable": "alice", "csrf": token}).text
+    )
+    assert login(web, "alice").status_code == 303
+
+    new = "a brand new long password"
+    reset = admin.post("/users", data={"reset": "alice", "password": new, "csrf": token})
+    assert reset.status_code == 200 and "password of alice set" in reset.text
+    assert web.get("/", follow_redirects=False).headers["location"] == "/login"
+    assert login(web, "alice").status_code != 303
+    assert login(web, "alice", new).status_code == 303
+    short = admin.post("/users", data={"reset": "alice", "password": "short", "csrf": token})
+    assert short.status_code == 400 and "12 to 1024 characters" in short.text
+    stranger = admin.post("/users", data={"disable": "mallory", "csrf": token})
+    assert stranger.status_code == 400 and "no user mallory" in stranger.text
+    with desk.store() as store:
+        kinds = [r["kind"] for r in store.all("SELECT kind FROM events ORDER BY id")]
+    assert {"user_disabled", "user_enabled", "password_reset"} <= set(kinds)
+
+
+def test_user_disable_and_password_from_the_command_line(desk) -> None:
+    assert _add_user(desk, "carol", "operator", b"a long enough password").code == 0
+    assert "user carol disabled" in desk.ok("user", "disable", "carol")
+    again = desk.run("user", "disable", "carol")
+    assert again.code == 2 and "already disabled" in again.err
+    assert "user carol enabled" in desk.ok("user", "enable", "carol")
+    read, write = os.pipe()
+    os.write(write, b"the next long password\n")
+    os.close(write)
+    try:
+        reset = desk.run("user", "password", "carol", "--password-fd", str(read))
+    finally:
+        os.close(read)
+    assert reset.code == 0 and "password of carol set" in reset.out
+    with desk.store() as store:
+        assert authenticate(store, "carol", "the next long password").name == "carol"
+
+
 def test_an_operator_imports_a_signed_response_from_a_file(web, desk) -> None:
     from online_coordinator.transport import ur_parts
     from shared.ur.registry import encode_psbt
@@ -445,3 +525,109 @@ def test_an_operator_imports_a_signed_response_from_a_file(web, desk) -> None:
     assert "1 valid signature(s)" in done.text and "ready to broadcast" in done.text
     again = upload("signed.psbt", signed)
     assert "already imported: counted once" in again.text
+
+
+def _packed(folder: Path, kind: str) -> bytes:
+    """The bundle folder as the auditor uploads it: a tar.gz or a zip of the folder."""
+    buffer = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path in sorted(folder.rglob("*")):
+                archive.write(path, f"bundle/{path.relative_to(folder)}")
+    else:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            archive.add(folder, "bundle")
+    return buffer.getvalue()
+
+
+def _hostile_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = b"owned"
+        member = tarfile.TarInfo("../../outside.txt")
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _hostile_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../outside.txt", b"owned")
+    return buffer.getvalue()
+
+
+def _linked_tar() -> bytes:
+    """A link in a bundle (the way out of the folder that CVE-2025-4517 opened through the
+    standard library's own filter): refused whatever it points at."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        link = tarfile.TarInfo("bundle/journal.cbor")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    return buffer.getvalue()
+
+
+def _flagged_zip(offset_local: int, offset_central: int, value: int) -> bytes:
+    """A one-file zip with a header byte changed: the encryption flag, or the method."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("journal.cbor", b"x" * 10)
+    data = bytearray(buffer.getvalue())
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    data[local + offset_local] |= value
+    data[central + offset_central] |= value
+    return bytes(data)
+
+
+def test_auditors_replay_an_uploaded_bundle_and_hostile_archives_are_refused(
+    web, desk, tmp_path
+) -> None:
+    """A viewer uploads the station's bundle (tar.gz, zip or the bare journal) and sees the
+    replay's findings, or downloads the HTML report; other roles may not; archives that
+    would write outside their folder, and bytes that are no bundle, get one line."""
+    from tests.audit.conftest import SoftCold
+
+    bundle = SoftCold("cold-x").write_bundle(tmp_path / "station" / "bundle")
+    login(web, "alice")
+    assert web.get("/audit").status_code == 403
+    login(web, "vic")
+    token = csrf(web, "/audit")
+
+    def post(data: bytes, name: str = "bundle.tar.gz", path: str = "/audit"):
+        return web.post(path, data={"csrf": token}, files={"bundle": (name, data)})
+
+    for kind in ("tar", "zip"):
+        shown = post(_packed(bundle, kind), f"bundle.{kind}")
+        assert shown.status_code == 200, shown.text
+        # the coordinator never imported cold-x's wallet: the replay says so
+        assert 'id="findings"' in shown.text and "cold-x" in shown.text
+    bare = post((bundle / "journal.cbor").read_bytes(), "journal.cbor")
+    assert bare.status_code == 200 and 'id="findings"' in bare.text
+    report = post(_packed(bundle, "tar"), path="/audit?as=html")
+    assert report.headers["content-disposition"] == 'attachment; filename="audit-report.html"'
+    assert (
+        "<h1>Coldstation audit replay</h1>" in report.text
+        and "not the audit of record" in report.text
+    )
+
+    outside = tmp_path.parent / "outside.txt"
+    hostile_archives = (
+        (_hostile_tar(), "names &#39;../../outside.txt&#39;: refused"),
+        (_hostile_zip(), "names &#39;../outside.txt&#39;: refused"),
+        (_linked_tar(), "neither a file nor a folder: refused"),
+        (_flagged_zip(6, 8, 1), "the zip archive encrypts"),
+        (_flagged_zip(8, 10, 9), "with method 9: store, deflate, bzip2 or lzma only"),
+        (_packed(bundle, "tar")[: len(_packed(bundle, "tar")) // 2], "does not unpack"),
+    )
+    for hostile, reason in hostile_archives:
+        refused = post(hostile)
+        assert refused.status_code == 400 and reason in refused.text, refused.text
+    assert not outside.exists() and not Path(tempfile.gettempdir(), "outside.txt").exists()
+    empty = post(_packed(tmp_path / "station", "zip"), "other.zip")  # no journal.cbor at root
+    assert empty.status_code == 400
+    garbage = post(b"\x00" * 64, "journal.cbor")
+    assert garbage.status_code == 400 and 'id="error"' in garbage.text
+    with desk.store() as store:
+        replays = store.all("SELECT actor FROM events WHERE kind = 'web_audit_replay'")
+    assert {r["actor"] for r in replays} == {"vic"} and len(replays) == 4

@@ -167,12 +167,12 @@ class JournalScreen(NavScreen):
         return next((e for e in self.entries if e.record.seq == seq), None)
 
     def action_receipt(self) -> None:
-        """The selected wallet export or pin as the QR the coordinator scans (no officer:
-        the entry is already signed)."""
+        """The selected wallet export, pin or key state as the QR the coordinator scans (no
+        officer: the entry is already signed)."""
         entry = self.selected_entry()
         if entry is None or entry.record.event not in RECEIPT_EVENTS:
             self.notify(
-                "Select a wallet_exported or wallet_pinned record: only they have receipts.",
+                f"Select a {', '.join(RECEIPT_EVENTS)} record: only they have receipts.",
                 severity="warning",
             )
             return

@@ -1,10 +1,10 @@
-"""Wallet exports and pin receipts as animated QR, for the coordinator's camera.
+"""Wallet exports, pin and key-state receipts as animated QR, for the coordinator's camera.
 
-A receipt is the signed journal entry itself (``ur:bytes``), exactly what ``export-wallet``
-and ``pin-wallet`` write to ``receipt.ur``; a wallet export also shows its descriptor as
-``ur:crypto-output`` first. Both come from the journal's verified records, so showing them
-again needs no officer and journals nothing: the coordinator checks every receipt against
-the audit key it pinned.
+A receipt is the signed journal entry itself (``ur:bytes``), exactly what ``export-wallet``,
+``pin-wallet`` and ``suspend|reactivate|archive`` write to ``receipt.ur``; a wallet export
+also shows its descriptor as ``ur:crypto-output`` first. Both come from the journal's
+verified records, so showing them again needs no officer and journals nothing: the
+coordinator checks every receipt against the audit key it pinned.
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ from shared.ur.ur import UR
 if TYPE_CHECKING:  # the QR screen (segno and what it loads) is imported when first shown,
     from shared.ui.show_qr import ShowQrScreen  # as home's: the TUI starts faster
 
-#: Records whose entry is a receipt the coordinator imports.
-RECEIPT_EVENTS = ("wallet_exported", "wallet_pinned")
+#: Records whose entry is a receipt the coordinator imports, and what each is.
+RECEIPT_EVENTS = {
+    "wallet_exported": "Wallet export receipt",
+    "wallet_pinned": "Wallet pin receipt",
+    "key_suspended": "Key suspended receipt",
+    "key_reactivated": "Key reactivated receipt",
+    "key_archived": "Key archived receipt",
+}
 
 
 def receipt_screens(entry: Entry) -> list[ShowQrScreen]:
@@ -34,8 +40,8 @@ def receipt_screens(entry: Entry) -> list[ShowQrScreen]:
     record = entry.record
     if record.event not in RECEIPT_EVENTS:
         raise ValueError(
-            f"journal record {record.seq} is {record.event}: only wallet exports and pins "
-            "have receipts to show"
+            f"journal record {record.seq} is {record.event}: only wallet exports, pins and "
+            "key states have receipts to show"
         )
     screens = []
     text = record.details.get("descriptor")
@@ -53,12 +59,14 @@ def receipt_screens(entry: Entry) -> list[ShowQrScreen]:
             )
         )
     step = f"({len(screens) + 1} of {len(screens) + 1})" if screens else ""
-    what = "export" if record.event == "wallet_exported" else "pin"
+    label = record.details.get("label")
+    key = f" for key {label}" if record.event.startswith("key_") and label else ""
     screens.append(
         ShowQrScreen(
             UR("bytes", encode_bytes(entry.to_bytes())),
-            f"Wallet {what} receipt {step}".strip(),
-            f"journal record {record.seq}, signed by the audit key · nothing new is journaled",
+            f"{RECEIPT_EVENTS[record.event]}{key} {step}".strip(),
+            f"journal record {record.seq}, signed by the audit key · nothing new is journaled"
+            + (" · coordinator: wallet key-state camera:0" if key else ""),
         )
     )
     return screens

@@ -53,10 +53,13 @@ function restart(canvas) {
   }, 1000 / qr.fps);
 }
 
-async function load(panel, canvas, preset) {
+async function load(panel, canvas) {
   const status = document.getElementById("qr-status");
-  const response = await fetch(`${panel.dataset.frames}?preset=${encodeURIComponent(preset)}`,
-    { credentials: "same-origin" });
+  const query = new URLSearchParams({
+    preset: document.getElementById("qr-preset").value,
+    framing: document.getElementById("qr-framing").value,
+  });
+  const response = await fetch(`${panel.dataset.frames}?${query}`, { credentials: "same-origin" });
   const answer = await response.json();
   if (!response.ok) {
     status.textContent = answer.error || response.statusText;
@@ -65,7 +68,8 @@ async function load(panel, canvas, preset) {
   Object.assign(qr, { frames: answer.frames, modules: answer.modules, fps: answer.fps, index: 0 });
   const fps = new URLSearchParams(location.search).get("fps");
   if (fps && Number(fps) > 0) qr.fps = Number(fps);
-  status.textContent = `QR version ${answer.version}, ${answer.parts} part(s), ` +
+  status.textContent = `${answer.framing.toUpperCase()}, QR version ${answer.version}, ` +
+    `${answer.parts} part(s), ` +
     `${answer.frames.length} frames in the loop`;
   canvas.dataset.frames = String(answer.frames.length);
   draw(canvas);
@@ -76,8 +80,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const panel = document.getElementById("qr-panel");
   if (!panel) return;
   const canvas = document.getElementById("qr");
-  const preset = document.getElementById("qr-preset");
-  preset.addEventListener("change", () => load(panel, canvas, preset.value));
+  for (const id of ["qr-preset", "qr-framing"]) {
+    document.getElementById(id).addEventListener("change", () => load(panel, canvas));
+  }
   document.getElementById("qr-slower").addEventListener("click", () => {
     qr.fps = Math.max(1, qr.fps / 2);
     restart(canvas);
@@ -94,5 +99,5 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("qr-full").addEventListener("click", () => canvas.requestFullscreen());
   document.addEventListener("fullscreenchange", () => draw(canvas));
   window.addEventListener("resize", () => draw(canvas));
-  load(panel, canvas, preset.value);
+  load(panel, canvas);
 });
