@@ -563,8 +563,8 @@ def _linked_tar() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         link = tarfile.TarInfo("bundle/journal.cbor")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        archive.addfile(link)
+        link.type = tarfile.SYMTYPE
+        archive.addfile(link.replace(linkname="/etc/passwd"))
     return buffer.getvalue()
 
 
