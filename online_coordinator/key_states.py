@@ -254,13 +254,14 @@ def _deposits(
     key: InactiveKey | None = None,
 ) -> list[str]:
     """Deposit alerts for coins to blocked receive descriptors: the coins recorded between
-    two row ids, or (``since_time``) the unspent coins first seen since the station's
-    suspension of ``key``, found when its receipt is recorded."""
+    two row ids, or (``since_time``) the unspent coins first seen after the second of the
+    station's record suspending ``key``, found when its receipt is recorded (coins seen
+    in that same second are taken as paid before it)."""
     params: tuple[int | None, ...]
     if since_time is None:
         where, params = "u.rowid > ? AND u.rowid <= ?", (after_rowid, upto_rowid)
     else:
-        where = "u.first_seen >= ? AND u.state IN ('available', 'locked', 'orphaned')"
+        where = "u.first_seen > ? AND u.state IN ('available', 'locked', 'orphaned')"
         params = (since_time,)
     rows = store.all(
         "SELECT u.txid, u.vout, u.value, u.height, u.wallet_id, a.address, a.descriptor_id, "

@@ -164,16 +164,20 @@ class SoftAppliance:
         return str(descriptor), receipt
 
     def key_state(
-        self, event: str, position: int = 0, *, officers: int | None = None, quorum: bool = True
+        self,
+        event: str,
+        position: int = 0,
+        *,
+        officers: int | None = None,
+        quorum: bool = True,
     ) -> bytes:
         """A ``key_suspended``/``key_reactivated``/``key_archived`` receipt, as
         ``coldstation-appliance suspend LABEL --out`` writes it."""
         details: dict[str, object] = {"label": self.label(position)}
         if quorum:
             details["quorum"] = self.quorum
-        return self.record(
-            event, actors=[self.fingerprint(k) for k in self.officers(officers)], details=details
-        ).to_bytes()
+        actors = [self.fingerprint(k) for k in self.officers(officers)]
+        return self.record(event, actors=actors, details=details).to_bytes()
 
     def pin(
         self, descriptor_text: str, *, officers: int | None = None, deferred: bool = False
