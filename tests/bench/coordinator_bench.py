@@ -164,12 +164,17 @@ def measure(chain: Chain, state: Path, appliance: SoftAppliance, csv: bytes, idl
 def opened(
     chain: Chain, state: Path, appliance: SoftAppliance, birth_height: int
 ) -> Iterator[tuple[Store, Config]]:
-    """A coordinator state on ``chain`` with the bench wallet imported (one address)."""
+    """A coordinator state on ``chain`` with the bench wallet imported: a pool of two fixed
+    keys, the first paid (its one address), the second for the batch's change (an address
+    is never handed out twice)."""
     write_config(state, "regtest", (chain.server.url, Path(chain.server.cookie_path)))
     config = load_config(state)
     with Store.open(config.database) as store:
-        export = read_export(appliance.descriptor, appliance.export()[1])
-        wallet = import_single(store, "treasury", Network.REGTEST, [export], birth_height)
+        exports = [
+            read_export(appliance.descriptor_of(p), appliance.export(position=p)[1])
+            for p in (0, 1)
+        ]
+        wallet = import_single(store, "treasury", Network.REGTEST, exports, birth_height)
         next_address(store, wallet, change=False, note="bench")
         yield store, config
 
