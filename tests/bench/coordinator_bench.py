@@ -171,8 +171,7 @@ def opened(
     config = load_config(state)
     with Store.open(config.database) as store:
         exports = [
-            read_export(appliance.descriptor_of(p), appliance.export(position=p)[1])
-            for p in (0, 1)
+            read_export(appliance.descriptor_of(p), appliance.export(position=p)[1]) for p in (0, 1)
         ]
         wallet = import_single(store, "treasury", Network.REGTEST, exports, birth_height)
         next_address(store, wallet, change=False, note="bench")
