@@ -59,7 +59,7 @@ def replay_upload(store: Store, name: str, data: bytes) -> tuple[Report, dict[st
             evidence = root / "coordinator-evidence.json"
             evidence.write_bytes(export_evidence(store))
             report = replay([read_bundle(bundle)], read_coordinator(evidence))
-        except (CommandError, EvidenceError) as exc:  # said of files the auditor never named
+        except (CommandError, EvidenceError, UploadError) as exc:  # of files never named
             shown = str(exc).replace(f"{root}/bundle/", "").replace(str(root), name)
             raise UploadError(shown) from None
     inputs = {

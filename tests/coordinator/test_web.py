@@ -11,6 +11,7 @@ import os
 import re
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -624,6 +625,14 @@ def test_auditors_replay_an_uploaded_bundle_and_hostile_archives_are_refused(
         refused = post(hostile)
         assert refused.status_code == 400 and reason in refused.text, refused.text
     assert not outside.exists() and not Path(tempfile.gettempdir(), "outside.txt").exists()
+    twice = io.BytesIO()
+    with zipfile.ZipFile(twice, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate it is asked to write
+        archive.writestr("journal.cbor", b"one")
+        archive.writestr("journal.cbor", b"two")
+    repeated = post(twice.getvalue(), "twice.zip")  # a name given twice: refused, one line
+    assert repeated.status_code == 400 and "File exists" in repeated.text
+    assert tempfile.gettempdir() not in repeated.text  # the server's folders are not shown
     empty = post(_packed(tmp_path / "station", "zip"), "other.zip")  # no journal.cbor at root
     assert empty.status_code == 400
     garbage = post(b"\x00" * 64, "journal.cbor")
