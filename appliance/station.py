@@ -108,7 +108,7 @@ class Station(Closing):
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
         if self.config.demo and hsm is None:
-            softhsm.configure(self.state.root)
+            softhsm.configure(self.state.root, read_only=read_only)
         self.hsm = hsm or Hsm(self.config.signing_module or None)
         self.modules = modules or Modules(self.hsm)
         try:

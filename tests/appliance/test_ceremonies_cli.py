@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -468,3 +469,21 @@ def test_a_key_state_receipt_stops_the_coordinator_receiving_to_the_key(applianc
         assert done.returncode == 0, done.stderr
         record_key_state(store, (tmp_path / "r" / "key.receipt").read_bytes())
         assert next_address(store, wallet, change=False, note="again").address
+
+
+def test_a_read_only_open_of_a_moved_medium_writes_nothing(appliance, tmp_path):
+    """The medium mounted at another path (an auditor's machine, status beside the TUI):
+    a read-only open reads the station through a private SoftHSM2 config and leaves every
+    byte of the medium, its SoftHSM2 config included, as it was."""
+    state, _ = appliance
+    moved = tmp_path / "mounted-elsewhere"
+    shutil.copytree(state, moved, symlinks=True)
+    before = {p: p.read_bytes() for p in moved.rglob("*") if p.is_file()}
+    modes = {p: p.stat().st_mode for p in moved.rglob("*")}
+    opened = subprocess.run(
+        [sys.executable, "-c", READ_ONLY, str(moved)], capture_output=True, text=True, check=True
+    )
+    assert opened.stdout.strip() == "[]", opened.stdout + opened.stderr  # no problem found
+    assert {p: p.read_bytes() for p in moved.rglob("*") if p.is_file()} == before
+    assert {p: p.stat().st_mode for p in moved.rglob("*")} == modes
+    assert str(state) in (moved / "softhsm" / "softhsm2.conf").read_text()  # not rewritten
