@@ -72,6 +72,7 @@ class KeyStateChange:
     key: InactiveKey  # its state may be 'active' (a reactivation)
     wallets: tuple[str, ...]
     current: bool  # False: a newer receipt for the key was already recorded
+    alerts: tuple[str, ...] = ()  # deposits found paid to the key since the station's record
 
 
 def record_key_state(store: Store, receipt: bytes) -> KeyStateChange:
@@ -109,7 +110,9 @@ def record_key_state(store: Store, receipt: bytes) -> KeyStateChange:
                 + ("" if current else f" (a newer record, {newest}, stays in force)"),
             )
             if current and state != "active":
-                _alert(store, _deposits(store, since_time=record.time, key=key))
+                alerts = _deposits(store, since_time=record.time, key=key)
+                _alert(store, alerts)
+                return KeyStateChange(key, wallets, current, tuple(alerts))
     return KeyStateChange(key, wallets, current)
 
 

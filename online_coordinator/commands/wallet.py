@@ -10,6 +10,7 @@ from typing import Any
 
 from online_coordinator.commands.common import CommandError, add_state, opened
 from online_coordinator.config import Config, init_state
+from online_coordinator.exit_codes import ExitCode
 from online_coordinator.key_states import record_key_state
 from online_coordinator.tables import wallet_text
 from online_coordinator.transport import receive
@@ -239,7 +240,9 @@ def key_state_command(args: argparse.Namespace) -> int:
         print(f"{change.key}: {held} receive to it again")
     else:
         print(f"{change.key}: {held} issue no address on it, and a deposit to it alerts")
-    return 0
+    for alert in change.alerts:
+        print(f"ALERT: {alert}")
+    return ExitCode.ALERT if change.alerts else 0
 
 
 def address_command(args: argparse.Namespace) -> int:

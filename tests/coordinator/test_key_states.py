@@ -134,7 +134,8 @@ def test_a_coin_paid_after_the_suspension_alerts_when_the_receipt_arrives(desk: 
     time.sleep(1.01 - time.time() % 1)  # records are timed to the second: pay in the next
     desk.fund(early, BTC)  # the customer pays afterwards
     desk.ok("sync")  # the receipt is still on its way
-    assert _key_state_file(desk, suspended).code == 0
+    recorded = _key_state_file(desk, suspended)
+    assert recorded.code == ExitCode.ALERT and "ALERT: deposit to an inactive key" in recorded.out
     with desk.store() as store:
         alerts = store.all("SELECT message FROM events WHERE kind = 'deposit_to_inactive_key'")
     assert len(alerts) == 1 and early in alerts[0]["message"]
