@@ -79,21 +79,19 @@ def import_sqlite(source: Store, target: Store) -> list[CopiedTable]:
     see the module docstring."""
     if source.postgres or not target.postgres:
         raise CopyError("the copy goes from a SQLite file into the configured PostgreSQL store")
-    tables = _ordered_tables(source)
-    if "events" not in tables or "wallets" not in tables:
-        raise CopyError(f"{source.path} is not a coordinator database")
+    schema = _shared_schema(source, target)
     with target.write() as db:
-        for name in tables:
+        for name in schema:
             if db.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is not None:
                 raise CopyError(
                     f"the PostgreSQL store already holds rows in {name}: import only into an "
                     "empty database (nothing was copied)"
                 )
-        copied = [_copy_table(source, target, name) for name in tables]
-        for name in tables:
+        copied = [_copy_table(source, target, name, columns) for name, columns in schema.items()]
+        for name in schema:
             _advance_sequence(target, name)
         for table in copied:
-            check = _digest(target, table.name, _columns(source, target, table.name))
+            check = _digest(target, table.name, schema[table.name])
             if (check.rows, check.sha256) != (table.rows, table.sha256):
                 raise CopyError(
                     f"table {table.name} reads back differently ({check.rows} rows, sha256 "
@@ -108,13 +106,42 @@ def import_sqlite(source: Store, target: Store) -> list[CopiedTable]:
     return copied
 
 
-def _ordered_tables(source: Store) -> list[str]:
-    """The source's tables, each after the tables its foreign keys point at."""
-    names = [
+def _shared_schema(source: Store, target: Store) -> dict[str, list[str]]:
+    """Each table to copy, in foreign-key order, with its columns. Every table and column
+    of the file must be one the target's migrations made: names are only ever taken from
+    that schema into SQL, so a file with tables or columns of its own is refused, never
+    spliced into a statement."""
+    tables = {
+        r["table_name"]: _target_columns(target, r["table_name"])
+        for r in target.all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        if r["table_name"] not in OWN_TABLES
+    }
+    found = [
         r["name"]
         for r in source.all("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         if r["name"] not in OWN_TABLES
     ]
+    strangers = sorted(set(found) - set(tables))
+    if strangers or "events" not in found or "wallets" not in found:
+        named = f" (it holds {strangers[0][:64]!r}, which the schema has not)" if strangers else ""
+        raise CopyError(f"{source.path} is not a coordinator database{named}")
+    schema = {}
+    for name in _ordered(source, found):
+        declared = [r["name"] for r in source.all(f"PRAGMA table_info({name})")]
+        unknown = [c for c in declared if c not in tables[name]]
+        if unknown:
+            raise CopyError(
+                f"{source.path}: table {name} has a column {unknown[0][:64]!r} the schema has not"
+            )
+        with_rowid = "id" not in declared and "rowid" in tables[name]
+        schema[name] = ["rowid", *declared] if with_rowid else declared
+    return schema
+
+
+def _ordered(source: Store, names: list[str]) -> list[str]:
+    """``names`` (known tables), each after the tables its foreign keys point at."""
     depends = {
         name: {
             r["table"]
@@ -132,15 +159,6 @@ def _ordered_tables(source: Store) -> list[str]:
     return ordered
 
 
-def _columns(source: Store, target: Store, name: str) -> list[str]:
-    """The columns to copy: every declared one, plus SQLite's implicit row id where
-    PostgreSQL keeps it as a ``rowid`` column (tables without an ``id``; module pgstore)."""
-    declared = [r["name"] for r in source.all(f"PRAGMA table_info({name})")]
-    if "id" in declared or "rowid" not in _target_columns(target, name):
-        return declared
-    return ["rowid", *declared]
-
-
 def _target_columns(target: Store, name: str) -> set[str]:
     rows = target.all(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
@@ -150,38 +168,39 @@ def _target_columns(target: Store, name: str) -> set[str]:
     return {r["column_name"] for r in rows}
 
 
-def _select(name: str, columns: Sequence[str]) -> str:
-    """Rows in id (or row id) order; a table with neither (``meta``) is sorted by the
-    reader, since SQLite and PostgreSQL order text differently."""
+def _select(name: str, columns: Sequence[str]) -> tuple[str, bool]:
+    """The query reading ``name`` in id (or row id) order, and whether it is ordered: a
+    table with neither (``meta``) is sorted by the reader, since SQLite and PostgreSQL
+    order text differently."""
     key = next((c for c in ("id", "rowid") if c in columns), None)
-    return f"SELECT {', '.join(columns)} FROM {name}" + (f" ORDER BY {key}" if key else "")
+    query = f"SELECT {', '.join(columns)} FROM {name}"
+    return (f"{query} ORDER BY {key}", True) if key else (query, False)
 
 
-def _copy_table(source: Store, target: Store, name: str) -> CopiedTable:
-    columns = _columns(source, target, name)
+def _copy_table(source: Store, target: Store, name: str, columns: list[str]) -> CopiedTable:
+    """Copy one table in chunks, hashing the rows as PostgreSQL will keep them as they go
+    (one read of the file; a table without an order is hashed apart, sorted)."""
     insert = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-    cursor = source.db.execute(_select(name, columns))
-    count = 0
-    while True:
-        rows = [tuple(row) for row in cursor.fetchmany(CHUNK_ROWS)]
-        if not rows:
-            break
+    query, ordered = _select(name, columns)
+    cursor = source.db.execute(query)
+    digest, count = hashlib.sha256(), 0
+    while rows := [tuple(row) for row in cursor.fetchmany(CHUNK_ROWS)]:
+        if ordered:
+            _hash_rows(digest, [stored_values(row) for row in rows])
         target.db.executemany(insert, rows)
         count += len(rows)
-    digest = _digest(source, name, columns, as_stored=True)
-    if digest.rows != count:
-        raise CopyError(f"table {name} changed while it was copied: nothing was committed")
-    return digest
+    if not ordered:
+        return _digest(source, name, columns, as_stored=True)
+    return CopiedTable(name, count, digest.hexdigest())
 
 
 def _digest(store: Store, name: str, columns: list[str], as_stored: bool = False) -> CopiedTable:
     """Count and SHA-256 of ``name``'s rows as ``store`` reads them (``as_stored``: as
     PostgreSQL keeps them, a NUL in text written as ``\\x00``; module pgstore)."""
     digest, count = hashlib.sha256(), 0
-    cursor = store.db.execute(_select(name, columns))
-    ordered = "ORDER BY" in _select(name, columns)
+    query, ordered = _select(name, columns)
     batch: list[tuple[Any, ...]] = []
-    for row in cursor:
+    for row in store.db.execute(query):
         batch.append(stored_values(tuple(row)) if as_stored else tuple(row))
         if ordered and len(batch) >= CHUNK_ROWS:
             _hash_rows(digest, batch)

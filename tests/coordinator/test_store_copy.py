@@ -112,3 +112,28 @@ def test_an_older_coordinator_file_is_migrated_in_a_copy_never_in_place(
     assert old.read_bytes() == original
     with desk.store() as store:
         assert store.row("SELECT value FROM meta WHERE key = 'last_sync'")["value"] == "{}"
+
+
+def test_a_file_with_tables_or_columns_of_its_own_is_refused_never_spliced_into_sql(
+    desk: Desk, postgres_url: str
+) -> None:
+    """Names reach SQL only from the schema the migrations made: a table or column the
+    file adds (here named to break out of a statement) is refused, and nothing is copied."""
+    desk.store().close()
+    url = fresh_database(postgres_url, "copy_strangers")
+    _use_postgres(desk, url)
+    for n, sql in enumerate(
+        (
+            'CREATE TABLE "events; DROP TABLE wallets; --" (x TEXT)',
+            'ALTER TABLE events ADD COLUMN "kind) VALUES (1); --" TEXT',
+        )
+    ):
+        hostile = desk.tmp / f"hostile{n}.sqlite"
+        shutil.copy(desk.state / DATABASE_NAME, hostile)
+        with sqlite3.connect(hostile) as db:
+            db.execute(sql)
+        refused = desk.run("store", "import-sqlite", str(hostile))
+        assert refused.code == 2 and "the schema has not" in refused.err, refused.err
+    with desk.store() as store:  # the PostgreSQL store: its tables there, and empty
+        assert store.one("SELECT COUNT(*) AS n FROM wallets")["n"] == 0
+        assert store.one("SELECT COUNT(*) AS n FROM events WHERE kind = 'store_imported'")["n"] == 0
