@@ -98,11 +98,11 @@ def import_sqlite(source: Store, target: Store) -> list[CopiedTable]:
                     f"{check.sha256[:16]}… against {table.rows}, {table.sha256[:16]}…): "
                     "nothing was committed"
                 )
-    target.event(
-        "store_imported",
-        f"imported from {source.path}: "
-        + ", ".join(f"{t.name} {t.rows}" for t in copied if t.rows),
-    )
+        target.event(  # in the copy's own transaction: no import without its event
+            "store_imported",
+            f"imported from {source.path}: "
+            + ", ".join(f"{t.name} {t.rows}" for t in copied if t.rows),
+        )
     return copied
 
 
