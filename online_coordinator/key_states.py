@@ -14,9 +14,9 @@ already keeps (``wallet_members.export_receipt`` names the station's label). The
 * **no new address on it**: a key pool skips an inactive key's addresses; a wallet whose
   every key is inactive, or a multisig with an inactive member, gets none (the station
   would refuse to sign for the coins it receives: :func:`blocked_descriptors`);
-* **its coins are not spent** unless the descriptor keeps enough active keys to sign (a
-  multisig's remaining quorum can still move coins away from a suspended member), and
-  change never goes to it;
+* **its coins are not spent, nor change sent to it,** unless the descriptor keeps enough
+  active keys to sign (a multisig's remaining quorum can still move coins away from a
+  suspended member, change included);
 * **an alert on every coin paid to it** (``deposit_to_inactive_key``): each coin the sync
   records after the receipt, raised by the sync itself, so the command line, ``status``,
   the web page and ``watch``'s webhook all see it (:func:`deposit_alerts`); and, when the
