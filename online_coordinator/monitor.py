@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 import urllib.error
 import urllib.parse
@@ -380,6 +381,10 @@ class Metrics:
             "coldstation_batches", "Batches by state", ["state"], registry=self.registry
         )
         self.rounds = Counter("coldstation_watch_rounds", "Monitor rounds", registry=self.registry)
+        # Not measured yet: NaN, so a scrape before the first round ends neither reads as
+        # "node down" (an alert on node_up == 0 would fire at every start) nor as tip 0.
+        self.node_up.set(math.nan)
+        self.tip.set(math.nan)
         self.alerts = Counter(
             "coldstation_alerts_raised", "Alerts raised, by kind", ["kind"], registry=self.registry
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import threading
 import urllib.request
@@ -196,7 +197,7 @@ def test_node_down_alerts_once_clears_and_the_metrics_parse(proxied: ProxiedDesk
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
                 text = reply.read().decode()
-            if "coldstation_chain_tip_height " in text:
+            if _rounds_ended(text) >= 1:
                 break
         except OSError:
             pass
@@ -217,6 +218,34 @@ def test_node_down_alerts_once_clears_and_the_metrics_parse(proxied: ProxiedDesk
         if sample.name == "coldstation_wallet_balance_sat"
     }
     assert balances == {"treasury": 3 * BTC}, text
+
+
+def _rounds_ended(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "coldstation_watch_rounds_total":
+                return sample.value
+    return 0.0
+
+
+def test_before_the_first_round_the_node_is_not_reported_down() -> None:
+    """A scrape while the first round runs must not read as an outage (node_up 0) or tip 0."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from online_coordinator.monitor import Metrics
+
+    text = generate_latest(Metrics().registry).decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert math.isnan(samples["coldstation_node_up"])
+    assert math.isnan(samples["coldstation_chain_tip_height"])
+    assert samples["coldstation_watch_rounds_total"] == 0
 
 
 def _free_port() -> int:
