@@ -677,14 +677,15 @@ class Appliance(Station):
             self._identity_problems(self.keystore.token_audit_key())
             return entry
 
-    def restore_journal(self, export: bytes) -> int:
+    def restore_journal(self, export: bytes) -> tuple[int, list[Path]]:
         """Replace a lost or damaged ``journal.log`` with an export's records.
 
         Only records that verify under the signing token's own audit key, as one unbroken
         chain of this appliance that contains every record the current journal still
         verifies, are written; nothing in them can be forged, so this needs no PIN. The
         replaced file and the checkpoint are kept aside. The anchors then show what the
-        export lacks, and ``journal recover`` journals it. Returns the new length.
+        export lacks, and ``journal recover`` journals it. Returns the new length and the
+        files kept aside (none when the journal was lost).
         """
         self.require_writable()
         try:
@@ -708,7 +709,7 @@ class Appliance(Station):
                 "still verifies: it is not this journal's copy"
             )
         self.recorder.store.close()
-        _replace_journal(self.state, [e.to_bytes() for e in entries])
+        kept_aside = _replace_journal(self.state, [e.to_bytes() for e in entries])
         self.recorder = Recorder.open(
             self.state.journal_path,
             self.state.checkpoint_path,
@@ -718,7 +719,7 @@ class Appliance(Station):
         )
         self._identity_problems(token_key)
         self._refresh()
-        return self.journal.length
+        return self.journal.length, kept_aside
 
     # -- backup -----------------------------------------------------------------------------
 
@@ -1007,8 +1008,9 @@ class _KekInstalled:
         destroy_kek(self.appliance.hsm, self.appliance.config.signing_token)
 
 
-def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> None:
-    """Write ``payloads`` as the journal, keeping the old file and checkpoint aside."""
+def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> list[Path]:
+    """Write ``payloads`` as the journal, keeping the old file and checkpoint aside;
+    returns where they went."""
     path = state.journal_path
     n = 1
     while path.with_name(f"{path.name}.replaced-{n}").exists():
@@ -1017,13 +1019,13 @@ def _replace_journal(state: ApplianceState, payloads: list[bytes]) -> None:
     fresh.unlink(missing_ok=True)
     with JournalStore.open(fresh)[0] as store:
         store.append_many(payloads)
-    if path.exists():
-        os.replace(path, path.with_name(f"{path.name}.replaced-{n}"))
-    if state.checkpoint_path.exists():
-        os.replace(
-            state.checkpoint_path, state.checkpoint_path.with_name(f"checkpoint.cbor.replaced-{n}")
-        )
+    kept_aside = []
+    for old in (path, state.checkpoint_path):
+        if old.exists():
+            kept_aside.append(old.with_name(f"{old.name}.replaced-{n}"))
+            os.replace(old, kept_aside[-1])
     os.replace(fresh, path)
+    return kept_aside
 
 
 def _needs_rekey(current: Policy, new: Policy) -> bool:

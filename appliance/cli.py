@@ -572,11 +572,12 @@ def journal_recover_command(args: argparse.Namespace) -> int:
 
 def journal_restore_command(args: argparse.Namespace) -> int:
     with _appliance(args) as appliance:
-        length = appliance.restore_journal(args.export.read_bytes())
+        length, kept_aside = appliance.restore_journal(args.export.read_bytes())
         left = appliance.problems
+    kept = ", ".join(path.name for path in kept_aside)
     print(
-        f"journal restored from {args.export}: {length} records (the old file is kept as "
-        "journal.log.replaced-N)"
+        f"journal restored from {args.export}: {length} records"
+        + (f" (the old files are kept as {kept})" if kept else "")
     )
     for problem in left:
         print(f"still: {problem}", file=sys.stderr)
