@@ -1,8 +1,9 @@
 """The README and the runbooks, followed literally (issue 18: "every command block of the
 runbooks and README runs in a test against a fresh state").
 
-One team's first week, in a fresh folder: a demo station (SoftHSM2 tokens) and a
-coordinator on a local regtest node. Each step takes its command line *from the docs*
+One team's first week, in a fresh folder: demo stations (SoftHSM2 tokens), stations
+enrolled from a plan (tokens made beforehand, as docs/hardware.md has a trial station do),
+a coordinator on a local regtest node, and a PostgreSQL store. Each step takes its command line *from the docs*
 (found by its beginning in a named doc, so a renamed option or a reworded line fails
 here), fills in only what a reader fills in (a placeholder, a file the earlier step wrote,
 `regtest` for `mainnet`), and runs it for real, with PINs through ``--pin-fd`` as the
@@ -10,8 +11,9 @@ runbooks say scripted runs do. Its exit code is checked, and so is what it print
 the docs say what to read.
 
 The last check is coverage: every command line the docs show either ran here or is listed
-in ``NOT_RUN`` with the reason (a camera, a hardware token, a TUI, a server that never
-ends). ``tests/unit/test_docs_commands.py`` still parses every variant of every line.
+in ``NOT_RUN`` with the reason (a camera, or a screen: the TUI and the QR window are
+driven by Textual's Pilot in tests/tui). Servers (``serve``, ``watch``) run in the
+background until they answer. ``tests/unit/test_docs_commands.py`` still parses every variant of every line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.hsm import DEFAULT_MODULE
 from shared.bitcoin.address import Network, script_to_address
 from shared.requester import enrolment_json
 from tests.appliance.test_crash_ceremonies import SPARE, token_script
@@ -55,12 +58,9 @@ ALICE = SoftPasskey("alice")
 #: Lines the docs show that this test does not run, and why. Each must still be a line of
 #: the docs (a stale entry fails), and each is parsed by tests/unit/test_docs_commands.py.
 NOT_RUN = {
-    (README, "$C init --network mainnet"): "needs a mainnet Bitcoin Core node",
     (README, "$A sign --camera 0"): "needs a camera (the scan loop is tested on videos)",
     (SIGNING, "A sign --camera 0"): "needs a camera (the scan loop is tested on videos)",
     (SIGNING, "C batch import B-2025-07-01 camera:0"): "needs a camera",
-    (README, "$A init --plan plan.toml"): "needs the custodian's HSM and tokens",
-    (KEY_CEREMONY, "A init --plan plan.toml"): "needs the custodian's HSM and tokens",
     (README, "$A   "): "the TUI: tests/tui drives every screen with Textual's Pilot",
     (README, "$C batch show"): "an animated QR window: tests/tui",
     (SIGNING, "C batch show"): "an animated QR window: tests/tui",
@@ -106,10 +106,12 @@ class Runbook:
         stdin: str | None = None,
         station: Path | None = None,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
         """Run the documented line; ``optional`` puts its ``[...]`` parts in, ``edits``
         fill placeholders (each must occur in the line), ``station`` is another station's
-        folder. Returns what it printed."""
+        folder, ``env`` more environment. Returns what it printed (and, for an expected
+        failure, its error too)."""
         command = self.find(doc, start)
         text = variants(command.text)[-1 if optional else 0]
         for old, new in (edits or {}).items():
@@ -117,11 +119,11 @@ class Runbook:
             text = text.replace(old, new)
         words = command.words(first_alternatives(text))
         assert words, text
-        done = self._spawn(words, pins, stdin, station, cwd)
+        done = self._spawn(words, pins, stdin, station, cwd, env)
         self.ran.add(command)
         output = done.stdout + done.stderr
         assert done.returncode == exit_code, f"{doc}: {text}\n  exit {done.returncode}\n{output}"
-        return done.stdout
+        return done.stdout if exit_code == 0 else output
 
     def start(self, doc: str, start: str, edits: dict[str, str]) -> subprocess.Popen[str]:
         """A documented line that runs until stopped (a server), started in the background."""
@@ -146,7 +148,7 @@ class Runbook:
     def shell(self, argv: list[str], pins: Sequence[str] = (), exit_code: int | None = 0) -> str:
         """A glue step the docs describe in words (mine a block, pay a faucet); any exit
         code is accepted with ``exit_code=None``."""
-        done = self._spawn(argv, pins, None, None, None)
+        done = self._spawn(argv, pins, None, None, None, None)
         if exit_code is not None:
             assert done.returncode == exit_code, f"{argv}\n{done.stdout}{done.stderr}"
         return done.stdout
@@ -176,6 +178,7 @@ class Runbook:
         stdin: str | None,
         station: Path | None,
         cwd: Path | None,
+        env: dict[str, str] | None,
     ) -> subprocess.CompletedProcess[str]:
         read, write = os.pipe()
         argv = self._argv(words, read if pins else None, station)
@@ -186,7 +189,7 @@ class Runbook:
                 argv,
                 start_new_session=True,  # no terminal: a password prompt reads stdin
                 cwd=cwd or self.root,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 input=stdin,
                 capture_output=True,
                 text=True,
@@ -218,6 +221,7 @@ def book(tmp_path: Path) -> Iterator[Runbook]:
 
 def test_the_first_week_follows_the_docs(book: Runbook) -> None:
     key_ceremony(book)
+    custodian_tokens(book)
     coordinator_setup(book)
     signing(book)
     audit(book)
@@ -322,6 +326,20 @@ def coordinator_setup(book: Runbook) -> None:
     )
     book.facts["node_url"], book.facts["cookie"] = node["url"], node["cookie"]
     book.run(README, "$C init --regtest rt")
+    elsewhere = book.root / "mainnet-desk"
+    elsewhere.mkdir()
+    refused = book.run(  # the mainnet line, pointed at a regtest node by mistake
+        README,
+        "$C init --network mainnet",
+        edits={
+            "http://127.0.0.1:8332": book.facts["node_url"],
+            "~/.bitcoin/.cookie": book.facts["cookie"],
+        },
+        cwd=elsewhere,
+        exit_code=2,
+    )
+    assert "is on chain 'regtest'" in refused and "init wrote nothing" in refused, refused
+    assert not (elsewhere / "coldstation-coordinator" / "coordinator.toml").exists()
     imported = book.run(
         KEY_CEREMONY,
         "coldstation-coordinator wallet import treasury",
@@ -891,3 +909,54 @@ def webhook_receiver() -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://localhost:{server.server_address[1]}/hook"
+
+
+def custodian_tokens(book: Runbook) -> None:
+    """``init --plan``: tokens made beforehand, as docs/hardware.md has a trial station do
+    with SoftHSM2 (its own token store, named by ``SOFTHSM2_CONF``), enrolled by a plan."""
+    for doc, start, name in (
+        (KEY_CEREMONY, "A init --plan", "plan-c"),
+        (README, "$A init --plan", "plan-d"),
+    ):
+        store = book.root / f"{name}-tokens"
+        (store / "tokens").mkdir(parents=True)
+        conf = store / "softhsm2.conf"
+        conf.write_text(f"directories.tokendir = {store / 'tokens'}\nobjectstore.backend = file\n")
+        env = {"SOFTHSM2_CONF": str(conf)}
+        labels = [f"{name}-signing", *(f"{name}-{who}" for who in PINS)]
+        pins = ["so-pin-1234", *PINS.values()]  # the signing token's SO PIN, then each user's
+        made = subprocess.run(
+            [sys.executable, "-c", MAKE_TOKENS, *labels],
+            input="\n".join(pins) + "\n",
+            env={**book.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        module = DEFAULT_MODULE
+        plan = ['network = "regtest"', "quorum = 2", "admin_quorum = 2"]
+        plan += ["[signing]", f'module = "{module}"', f'label = "{labels[0]}"']
+        for label in labels[1:]:
+            table = "administrators" if "admin" in label else "officers"
+            plan += [f"[[{table}]]", f'module = "{module}"', f'label = "{label}"']
+        (book.root / "plan.toml").write_text("\n".join(plan) + "\n")
+        station = book.root / name
+        enrolled = json.loads(book.run(doc, start, pins=pins, station=station, env=env))
+        assert list(enrolled["officers"]) == labels[1:4], enrolled
+
+
+#: Initialises one SoftHSM2 token per label (argv) through the PKCS#11 API, the first as
+#: the signing token (SO PIN only), the others with the user PIN; PINs from stdin.
+MAKE_TOKENS = """
+import sys
+from appliance.hsm import Hsm
+hsm = Hsm()
+labels = sys.argv[1:]
+so_pin = sys.stdin.readline().strip()
+hsm.init_token(labels[0], so_pin, None)
+for label in labels[1:]:
+    pin = sys.stdin.readline().strip()
+    hsm.init_token(label, pin + "-so", pin)
+"""
