@@ -50,9 +50,11 @@ class DocCommand:
 
 
 def blocks(text: str) -> list[list[str]]:
-    """The lines of each fenced code block, continuation lines joined."""
+    """The lines of each fenced code block, continuation lines joined; a block indented
+    under a list item is read without its indent."""
     found, inside, current = [], False, []
-    for line in text.splitlines():
+    for raw in text.splitlines():
+        line = raw.lstrip(" ")
         if line.startswith("```"):
             if inside:
                 found.append(current)
@@ -70,7 +72,7 @@ def variants(text: str) -> list[str]:
     """The text with each ``[optional]`` part left out, and with all of them put in. An
     optional part opens at a word's start, outside quotes, and may hold quoted brackets
     (``[--cosigner '[fp/48h]xpub...']``)."""
-    bare, full, depth, quote = [], [], 0, ""
+    bare, full, group, depth, quote = [], [], [], 0, ""
     for index, char in enumerate(text):
         if quote:
             quote = "" if char == quote else quote
@@ -78,12 +80,18 @@ def variants(text: str) -> list[str]:
             quote = char
         elif char == "[" and (index == 0 or text[index - 1].isspace()):
             depth += 1
-            continue
+            if depth == 1:
+                continue
         elif char == "]" and depth:
             depth -= 1
-            continue
-        full.append(char)
-        if not depth:
+            if not depth:  # `[a | b]` put in: its first alternative
+                full.append("".join(group).split(" | ")[0])
+                group = []
+                continue
+        if depth:
+            group.append(char)
+        else:
+            full.append(char)
             bare.append(char)
     bare_text = re.sub(r" {2,}", " ", "".join(bare)).rstrip()
     full_text = "".join(full)

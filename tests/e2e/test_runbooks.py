@@ -3,17 +3,18 @@ runbooks and README runs in a test against a fresh state").
 
 One team's first week, in a fresh folder: demo stations (SoftHSM2 tokens), stations
 enrolled from a plan (tokens made beforehand, as docs/hardware.md has a trial station do),
-a coordinator on a local regtest node, and a PostgreSQL store. Each step takes its command line *from the docs*
-(found by its beginning in a named doc, so a renamed option or a reworded line fails
-here), fills in only what a reader fills in (a placeholder, a file the earlier step wrote,
-`regtest` for `mainnet`), and runs it for real, with PINs through ``--pin-fd`` as the
-runbooks say scripted runs do. Its exit code is checked, and so is what it printed where
-the docs say what to read.
+a coordinator on a local regtest node, and a PostgreSQL store. Each step takes its command
+line *from the docs* (found by its beginning in a named doc, so a renamed option or a
+reworded line fails here), fills in only what a reader fills in (a placeholder, a file an
+earlier step wrote, `regtest` for `mainnet`), and runs it for real, with PINs through
+``--pin-fd`` as the runbooks say scripted runs do. Its exit code is checked, and so is
+what it printed where the docs say what to read.
 
 The last check is coverage: every command line the docs show either ran here or is listed
 in ``NOT_RUN`` with the reason (a camera, or a screen: the TUI and the QR window are
 driven by Textual's Pilot in tests/tui). Servers (``serve``, ``watch``) run in the
-background until they answer. ``tests/unit/test_docs_commands.py`` still parses every variant of every line.
+background until they answer. ``tests/unit/test_docs_commands.py`` still parses every
+variant of every line.
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ def test_the_first_week_follows_the_docs(book: Runbook) -> None:
     signing(book)
     audit(book)
     multisig(book)
+    vault(book)
     lockouts(book)
     requester(book)
     backups(book)
@@ -602,6 +604,35 @@ def multisig(book: Runbook) -> None:
     )
 
 
+def vault(book: Runbook) -> None:
+    """key-ceremony section 6: a 2-of-2 of both stations' keys that the policy names as the
+    custodian's own wallet, pinned by officers alone, confirmed at the coordinator."""
+    station_b = book.root / "station-b"
+    new_key(book, "vault2-a")
+    new_key(book, "vault2-b", station_b)
+    book.run(
+        KEY_CEREMONY,
+        "coldstation-coordinator wallet multisig vault",
+        edits={"A/": "export-vault2-a/", "B/": "export-vault2-b/"},
+    )
+    descriptor = (book.root / "vault.descriptor").read_text().strip()
+    quoted = {'"$(cat vault.descriptor)"': f"'{descriptor}'"}
+    book.run(KEY_CEREMONY, "A policy draft --internal-wallet", edits=quoted)
+    sign_and_install(book)
+    book.run(KEY_CEREMONY, "A pin-wallet", edits=quoted, pins=pins_of("officer-1", "officer-2"))
+    book.run(KEY_CEREMONY, "coldstation-coordinator wallet confirm-pin vault")
+    book.run(  # station B's policy does not name it: its administrators authorise the pin
+        README,
+        "$A pin-wallet",
+        optional=True,
+        edits={"wsh(sortedmulti(2,...))": descriptor},
+        pins=pins_of("admin-1", "admin-2", "officer-1", "officer-2"),
+        station=station_b,
+    )
+    book.run(KEY_CEREMONY, "coldstation-coordinator wallet confirm-pin vault")
+    assert book.run(README, "$C wallet address treasury", edits={"treasury": "vault"})
+
+
 def lockouts(book: Runbook) -> None:
     """Three wrong PINs lock a token; administrators reset it (key-ceremony, lockouts)."""
     for officer in ("officer-3", "officer-1"):
@@ -726,6 +757,21 @@ def backups(book: Runbook) -> None:
         station=book.root / "station-b",
     )
     assert "key treasury-1 restored and proven" in restored
+    station_e = book.root / "station-e"  # a second replacement, by the runbook's own line
+    book.run(
+        README,
+        "$A init --demo",
+        edits={"--network mainnet": "--network regtest"},
+        pins=list(PINS.values()),
+        station=station_e,
+    )
+    book.run(
+        KEY_CEREMONY,
+        "A restore treasury-1.blob",
+        edits={"03a4e0...d000": book.facts["public_key"]},
+        pins=[*officers, shares[1], shares[2]],
+        station=station_e,
+    )
 
 
 def journal(book: Runbook) -> None:
@@ -749,13 +795,13 @@ def journal(book: Runbook) -> None:
             else {},
             pins=[*officers, *admins],
         )
-    for doc, start in ((KEY_CEREMONY, "A journal restore"), (README, "$A journal restore")):
-        book.run(
-            README,
-            "$A journal export",
-            edits={"--officers ...": "--officers officer-1,officer-2"},
-            pins=officers,
-        )
+    exports = (
+        (README, "$A journal export", {"--officers ...": "--officers officer-1,officer-2"}),
+        (KEY_CEREMONY, "A journal export", {}),
+    )
+    restores = ((KEY_CEREMONY, "A journal restore"), (README, "$A journal restore"))
+    for (doc, start), (export_doc, export, edits) in zip(restores, exports, strict=True):
+        book.run(export_doc, export, optional=True, edits=edits, pins=officers)
         log.unlink()
         restored = book.run(doc, start)
         kept = re.search(r"the old files are kept as (.+)\)$", restored.strip())
