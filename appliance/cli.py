@@ -40,7 +40,7 @@ from shared.journal import audit_key_fingerprint, export_journal
 from shared.key_models import HSM_KEY, KEY_MODELS
 from shared.policy import Policy, SignedPolicy
 from shared.policy_text import policy_diff, policy_lines
-from shared.review import Review, requester_line, review_locks_text
+from shared.review import OutputView, Review, requester_line, review_locks_text
 from shared.ur.payload import cbor_to_file
 from shared.ur.registry import encode_bytes, encode_crypto_output, encode_psbt
 from shared.ur.ur import UR, UREncoder
@@ -713,13 +713,24 @@ def _print_review(review: Review) -> None:
         f"network {review.network}"
     )
     for out in review.outputs:
-        tag = "change (ours)" if out.is_change else (out.label or "NOT IN ADDRESS BOOK")
-        print(f"  output {out.index}: {out.amount} sat to {out.address} [{tag}]")
+        print(f"  output {out.index}: {out.amount} sat to {out.address} [{_output_tag(out)}]")
     rate = "?" if review.fee_rate is None else f"{review.fee_rate / 1000:g}"
     print(f"  fee {review.fee} sat, {rate} sat/vB (about {review.vsize} vB)")
     print(f"  {review_locks_text(review)}")
     print(f"  request hash {request_hash.hex()}")
     print(f"  words: {review.hash_words}")
+
+
+def _output_tag(out: OutputView) -> str:
+    """What an output is to the officers: change, or a payment (to the address book or
+    not), naming our own key when a payment goes to another of this station's wallets."""
+    if out.is_change:
+        return "change (ours)"
+    book = out.label or "NOT IN ADDRESS BOOK"
+    if out.wallet is None:
+        return book
+    key = out.wallet.our_key.label
+    return f"{book}; a pinned wallet with our key {key!r}, not change here: counted as paid out"
 
 
 def sign_command(args: argparse.Namespace) -> int:

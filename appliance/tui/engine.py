@@ -146,7 +146,8 @@ class OutputLine:
     script_type: str
     label: str | None
     is_change: bool
-    change_path: str | None  # where the wallet re-derived the change, when it did
+    change_path: str | None  # the pinned wallet that re-derives it, when one does
+    our_key: str | None = None  # that wallet's key of ours (a payment to it is not change)
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ def _output(out: OutputView) -> OutputLine:
         out.label,
         out.is_change,
         wallet.describe() if wallet else None,
+        wallet.our_key.label if wallet else None,
     )
 
 

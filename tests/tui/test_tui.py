@@ -596,6 +596,26 @@ def test_review_shows_what_is_signed(
     run(app, size, body)
 
 
+def test_a_payment_to_another_wallet_of_ours_is_named_as_such() -> None:
+    """An output a pinned wallet derives that is not this request's change (another key of
+    a key pool, a vault the policy does not name internal) is a payment: the officers read
+    whose key it is and that it counts as paid out, not a bare NOT IN THE ADDRESS BOOK."""
+    from types import SimpleNamespace
+
+    from appliance.tui.engine import OutputLine
+    from appliance.tui.screens.review import outputs_text
+
+    lines = [
+        OutputLine(0, 150_000_000, "bcrt1qours", "p2wpkh", None, False, "wallet 2", "pool-2"),
+        OutputLine(1, 1_000, "bcrt1qtheirs", "p2wpkh", None, False, None, None),
+        OutputLine(2, 5_000, "bcrt1qchange", "p2wpkh", None, True, "wallet 1", "pool-1"),
+    ]
+    text = outputs_text(SimpleNamespace(outputs=lines)).plain
+    assert "our key pool-2" in text and "counted as paid out" in text
+    assert text.count("NOT IN THE ADDRESS BOOK") == 2 and text.count("our key") == 1
+    assert "CHANGE, back to our wallet" in text
+
+
 def test_refused_request_says_why_and_cannot_be_approved(
     made: tuple[Appliance, dict[str, Any]],
 ) -> None:
