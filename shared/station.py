@@ -455,7 +455,10 @@ class StationState:
     def _signing(self, record: Record) -> None:
         details, history = record.details, self.history
         request_id = details.get("request_id")
-        if request_id is not None:
+        # A deferred refusal came from a pending file nobody signed (the token was locked):
+        # it is evidence, but it must not burn its request id, or anyone who can write the
+        # medium could have any genuine request refused as `replayed`.
+        if request_id is not None and details.get("deferred") is None:
             history.request_ids.add(_check.fixed_bytes(request_id, "request id", REQUEST_ID_BYTES))
         pending = details.get("pending")
         if pending is not None:

@@ -1277,7 +1277,8 @@ class ApplianceReplay:
     def _remember(self, record: Record, ceremony: Ceremony, inputs: list[str]) -> None:
         history = self._history
         request_id = record.details.get("request_id")
-        if isinstance(request_id, bytes):
+        if isinstance(request_id, bytes) and record.details.get("deferred") is None:
+            # as the station folds it (shared.station): a deferred refusal binds no id
             history.seen_requests.setdefault(request_id, record.seq)
         if ceremony.request_hash is not None:
             self.by_request.setdefault(ceremony.request_hash, []).append(ceremony)

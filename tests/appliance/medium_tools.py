@@ -424,3 +424,33 @@ def token_dir(state: Path, label: str) -> Path:
         if padded in (directory / "token.object").read_bytes():
             return directory
     raise LookupError(label)
+
+
+def replay_findings(state: Path, tmp: Path, pins: list[str]) -> list[str]:
+    """Export the journal (officer-1 and officer-2 activate, with ``pins``) and replay it
+    with the auditors' code; its findings as ``check: message``."""
+    from shared.audit.change import ChangeDeriver
+    from shared.audit.evidence import parse_bundle
+    from shared.audit.journal_replay import ApplianceReplay
+
+    bundle = tmp / "bundle"
+    out = tmp / "j.cbor"
+    done = run(
+        state,
+        "journal",
+        "export",
+        "--out",
+        str(out),
+        "--evidence",
+        str(bundle),
+        *officers_args(*TWO),
+        pins=pins,
+    )
+    assert done.returncode == 0, done.stderr
+    policies = {p.name: p.read_bytes() for p in (bundle / "policies").glob("*.cbor")}
+    transcripts = {p.stem: p.read_bytes() for p in (bundle / "transcripts").glob("*.cbor")}
+    parsed = parse_bundle(
+        str(bundle), (bundle / "journal.cbor").read_bytes(), policies, transcripts
+    )
+    result = ApplianceReplay(parsed, parsed.audit_key, {}, ChangeDeriver(0)).run()
+    return [f"{f.check}: {f.message}" for f in result.findings]

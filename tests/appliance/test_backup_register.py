@@ -12,14 +12,9 @@ import pytest
 
 from shared.journal import Record
 from shared.station import BACKUP_TEST_INTERVAL_DAYS, StationError, StationState
+from tests.appliance.medium_tools import replay_findings
 from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, officers, run
-from tests.appliance.test_crash_ceremonies import (
-    SPARE,
-    events,
-    replay_findings,
-    spare_objects,
-    token_script,
-)
+from tests.appliance.test_crash_ceremonies import SPARE, events, spare_objects, token_script
 
 TWO, TWO_PINS = officers("officer-1", "officer-2")
 
@@ -179,7 +174,7 @@ def test_overdue_follows_the_last_good_test_and_the_auditors_agree(station, tmp_
     assert entry.tested > 0  # the good test of the test above (a later failure keeps it)
     assert not folded.overdue_backups(entry.tested + (BACKUP_TEST_INTERVAL_DAYS - 1) * day)
     assert folded.overdue_backups(entry.tested + BACKUP_TEST_INTERVAL_DAYS * day) == [entry]
-    assert replay_findings(state, tmp_path) == []
+    assert replay_findings(state, tmp_path, TWO_PINS) == []
     # a register record naming a blob no backup exported is refused by the fold
     forged = Record(
         seq=folded.seq + 1,

@@ -29,13 +29,11 @@ from pathlib import Path
 import pytest
 
 from shared import canonical
-from shared.audit.change import ChangeDeriver
-from shared.audit.evidence import parse_bundle
-from shared.audit.journal_replay import ApplianceReplay
 from shared.psbt import Psbt, extract, finalize
 from shared.request import read_receipts
 from shared.station import StationState, transcript_outpoints
 from tests.appliance.conftest import softhsm_available
+from tests.appliance.medium_tools import replay_findings
 from tests.appliance.test_ceremonies_cli import ADMIN_PINS, OFFICER_PINS, run
 from tests.appliance.test_signing_cli import request
 from tests.kernel import verify_all
@@ -146,30 +144,6 @@ def kek_left(state: Path) -> bool:
         cwd=ROOT,
     )
     return done.stdout.strip() == "True"
-
-
-def replay_findings(state: Path, tmp: Path) -> list[str]:
-    """Export the journal (an activation) and replay it with the auditors' code."""
-    bundle = tmp / "bundle"
-    done = run(
-        state,
-        "journal",
-        "export",
-        "--out",
-        str(tmp / "j.cbor"),
-        "--evidence",
-        str(bundle),
-        *TWO,
-        pins=TWO_PINS,
-    )
-    assert done.returncode == 0, done.stderr
-    policies = {p.name: p.read_bytes() for p in (bundle / "policies").glob("*.cbor")}
-    transcripts = {p.stem: p.read_bytes() for p in (bundle / "transcripts").glob("*.cbor")}
-    parsed = parse_bundle(
-        str(bundle), (bundle / "journal.cbor").read_bytes(), policies, transcripts
-    )
-    result = ApplianceReplay(parsed, parsed.audit_key, {}, ChangeDeriver(0)).run()
-    return [f"{f.check}: {f.message}" for f in result.findings]
 
 
 @dataclass
@@ -529,7 +503,7 @@ def _crash_and_rerun(bases: dict, ceremony: Ceremony, limit: int, case: Path, de
         status = json.loads(run(state, "status").stdout)
         assert status["usable"], (where, status["problems"])
         ceremony.works(state, ctx)
-        assert replay_findings(state, case) == [], where
+        assert replay_findings(state, case, TWO_PINS) == [], where
     shutil.rmtree(case)
     return where + (" (KEK left, then destroyed)" if kek else "")
 
@@ -546,7 +520,7 @@ def test_a_crash_after_any_effect_is_completed_by_a_rerun(bases, name, tmp_path)
     assert effects >= 3, f"{name}: only {effects} effects: the harness found nothing"
     ceremony.done(whole, ctx)
     ceremony.works(whole, ctx)
-    assert replay_findings(whole, tmp_path / "whole") == []
+    assert replay_findings(whole, tmp_path / "whole", TWO_PINS) == []
     with ThreadPoolExecutor(max_workers=2) as pool:  # each point is its own processes
         points = list(
             pool.map(

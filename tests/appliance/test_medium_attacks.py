@@ -76,6 +76,7 @@ from tests.appliance.medium_tools import (
     payee_script,
     pins_of,
     read_share_objects,
+    replay_findings,
     run,
     run_watching_proc,
     said,
@@ -575,14 +576,10 @@ def test_forged_pending_files_are_rejected_never_journaled(base, tmp_path):
     assert verify.returncode == 0 and verify.stdout.strip().endswith("OK"), said(verify)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS: a forged, well-formed deferred refusal "
-    "naming a request id is journaled (by design) and puts that id in the "
-    "signing history, so the genuine request is then refused as `replayed`: an "
-    "insider who sees request ids on the medium can block any request",
-)
 def test_a_forged_refusal_cannot_burn_a_genuine_request_id(base, tmp_path):
+    """A forged, well-formed deferred refusal naming a request id is journaled (pending
+    files are evidence) but binds no id: the genuine request is then signed, not refused as
+    `replayed` (an insider who sees request ids on the medium cannot block requests)."""
     st = station(base, tmp_path)
     request_id = os.urandom(16)
     (st / "pending").mkdir(exist_ok=True)
@@ -597,8 +594,14 @@ def test_a_forged_refusal_cannot_burn_a_genuine_request_id(base, tmp_path):
         )
     )
     ok(run(st, "keygen", "after", *officers_args(*TWO), pins=pins_of(*TWO)))
+    assert any(d.record.details.get("deferred") for d in decisions(st))  # journaled
     done, out = sign(st, tmp_path, build_request(base.keys["hot"], request_id=request_id), "r")
     assert done.returncode == 0 and out.exists(), said(done)
+    again, _ = sign(st, tmp_path, build_request(base.keys["hot"], request_id=request_id), "r2")
+    assert again.returncode == 1 and "replayed" in again.stderr, said(again)  # approved: bound
+    # the auditors fold request ids as the station does: the approval is no replay
+    findings = replay_findings(st, tmp_path, pins_of(*TWO))
+    assert not [f for f in findings if "already presented" in f], findings
 
 
 def test_a_rejected_pending_file_is_named_to_the_operator(base, tmp_path):
