@@ -40,7 +40,10 @@ from shared.key_models import (
 from shared.sortedblob import BlobError, FixedMap, FixedSet
 
 STATE_TYPE = "coldstation-station-state"
-STATE_FORMAT = 3
+#: Raised whenever the fold changes what it keeps, so a checkpoint folded by older rules is
+#: not used (the station verifies once from the first record): 4, deferred refusals bind
+#: no request id.
+STATE_FORMAT = 4
 KEY_STATES = ("active", "suspended", "archived")
 BACKUP_MODELS = ("non-extractable", "wrap-with-trusted")
 AUDIT_KEY_LABEL = "coldstation-audit"
