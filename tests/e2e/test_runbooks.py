@@ -350,40 +350,12 @@ def coordinator_setup(book: Runbook) -> None:
     status = json.loads(book.run(AUDIT, "coldstation-appliance --state STATE_DIR status"))
     # the runbook: compare the fingerprint the import prints with the station's status
     assert f"audit key fingerprint {status['audit_key_fingerprint']}" in imported, imported
-    book.run(
-        README,
-        "$A keygen treasury-1",
-        edits={"treasury-1": "treasury-2"},
-        pins=pins_of("officer-1", "officer-2"),
-    )
-    book.run(
-        README,
-        "$A export-wallet treasury-1",
-        edits={"treasury-1": "treasury-2", "export/": "export-2/"},
-        pins=pins_of("officer-1", "officer-3"),
-    )
-    book.run(
-        README,
-        "$C wallet add-keys treasury",
-        edits={"w2.ur": "export-2/wallet.ur", "r2.ur": "export-2/receipt.ur"},
-    )
-    for key in ("treasury-3", "treasury-4", "treasury-5"):  # more single-use addresses
-        book.run(
-            README,
-            "$A keygen treasury-1",
-            edits={"treasury-1": key},
-            pins=pins_of("officer-1", "officer-2"),
-        )
-        book.run(
-            README,
-            "$A export-wallet treasury-1",
-            edits={"treasury-1": key, "export/": f"export-{key}/"},
-            pins=pins_of("officer-1", "officer-3"),
-        )
+    for key in ("treasury-2", "treasury-3", "treasury-4", "treasury-5"):  # a key pool
+        export = new_key(book, key).name
         book.run(
             README,
             "$C wallet add-keys treasury",
-            edits={"w2.ur": f"export-{key}/wallet.ur", "r2.ur": f"export-{key}/receipt.ur"},
+            edits={"w2.ur": f"{export}/wallet.ur", "r2.ur": f"{export}/receipt.ur"},
         )
     address = book.run(README, "$C wallet address treasury").split()[0]
     book.facts["deposit_address"] = address
@@ -522,7 +494,7 @@ def audit(book: Runbook) -> None:
     book.run(
         README,
         "coldstation-audit verify-receipt receipt.ur",
-        edits={"receipt.ur": "export-2/receipt.ur"},
+        edits={"receipt.ur": "export-treasury-2/receipt.ur"},
     )
 
 
