@@ -650,21 +650,13 @@ def requester(book: Runbook) -> None:
     book.run(README, "$C batch attest B-2025-07-01", edits={"B-2025-07-01": "B-2025-07-04"})
     # "Export or show the request after attesting."
     book.run(README, "$C batch export B-2025-07-01", edits={"B-2025-07-01": "B-2025-07-04"})
-    review = book.run(
-        SIGNING,
-        "A sign --in request.psbt",
-        edits={"request.psbt": "req/B-2025-07-04.psbt", "signed.psbt": "signed-4.psbt"},
-        pins=pins_of("officer-1", "officer-2"),
-    )
+    files = {"request.psbt": "req/B-2025-07-04.psbt", "signed.psbt": "signed-4.psbt"}
+    officers = pins_of("officer-1", "officer-2")
+    review = book.run(SIGNING, "A sign --in request.psbt", edits=files, pins=officers)
     assert "alice (passkey verified)" in review, review
     (book.root / "signed-4.psbt").unlink()  # lost on the way back: the request again
     book.run(README, "$C batch reshow-request B-2025-07-01", edits={"B-2025-07-01": "B-2025-07-04"})
-    shown = book.run(
-        SIGNING,
-        "A sign --in request.psbt",
-        edits={"request.psbt": "req/B-2025-07-04.psbt", "signed.psbt": "signed-4.psbt"},
-        pins=pins_of("officer-1", "officer-2"),
-    )
+    shown = book.run(SIGNING, "A sign --in request.psbt", edits=files, pins=officers)
     assert "signed PSBT shown again" in shown, shown
     book.run(
         README,
