@@ -235,6 +235,40 @@ def test_no_state_medium_refuses(machine, tmp_path):
     assert "will not keep its journal and keys in memory" in done.stdout
 
 
+@pytest.mark.parametrize("appears", [True, False])
+def test_a_medium_udev_names_late_is_mounted_and_a_missing_one_still_fails(
+    machine, tmp_path, monkeypatch, appears
+):
+    """At boot, systemd waits 20 s for the medium's device; a slower udev (a loaded CI
+    machine's qemu did this) must not halt a station whose medium is there. The boot check
+    waits for udev and mounts it (here: the mount appears in mountinfo); without a medium
+    it still fails, naming the missing medium."""
+    late = tmp_path / "late-medium"
+    late.mkdir()
+    asked = []
+
+    def mount_late(settings) -> bool:
+        asked.append(settings.state_dir)
+        if appears:
+            machine.mount(str(late), "ext4", "/dev/sdb1", "rw,relatime")
+        return appears
+
+    monkeypatch.setattr(selfcheck, "mount_late", mount_late)
+    settings = selfcheck.Settings.load(CONFIG)
+    settings.state_dir = str(late)
+    report = selfcheck.Report()
+    selfcheck.check_state(machine.proc, settings, report, prepare=False, late=True)
+    assert asked == [str(late)]
+    if appears:
+        assert report.problems == [], report.problems
+        assert any("mounted late" in note for note in report.notes), report.notes
+    else:
+        assert any("no state medium" in problem for problem in report.problems)
+    asked.clear()
+    selfcheck.check_state(machine.proc, settings, selfcheck.Report(), prepare=False)
+    assert asked == []  # only the boot check on the real machine mounts anything
+
+
 @pytest.mark.parametrize("fstype", ["tmpfs", "overlay", "squashfs"])
 def test_a_state_directory_in_memory_or_on_the_image_refuses(machine, tmp_path, fstype):
     point = tmp_path / "memory"
