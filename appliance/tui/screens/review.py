@@ -88,13 +88,13 @@ def outputs_text(view: ReviewView) -> Text:
             text.append(" (address book)", style="dim")
         else:
             text.append("NOT IN THE ADDRESS BOOK", style="bold yellow")
+        text.append(f"  {out.script_type}\n", style="dim")
         if not out.is_change and out.our_key:
             text.append(
-                f"\n     a pinned wallet with our key {out.our_key}, not this request's "
-                "change: counted as paid out",
+                f"     a pinned wallet with our key {out.our_key}, not this request's "
+                "change: counted as paid out\n",
                 style="yellow",
             )
-        text.append(f"  {out.script_type}\n", style="dim")
         text.append(f"     {grouped(out.address)}\n")
     text.rstrip()
     return text
