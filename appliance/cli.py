@@ -730,7 +730,7 @@ def _output_tag(out: OutputView) -> str:
     if out.wallet is None:
         return book
     key = out.wallet.our_key.label
-    return f"{book}; a pinned wallet with our key {key!r}, not change here: counted as paid out"
+    return f"{book}; our key {key!r} (another wallet): counted as paid out"
 
 
 def sign_command(args: argparse.Namespace) -> int:

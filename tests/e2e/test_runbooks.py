@@ -407,7 +407,7 @@ def signing(book: Runbook) -> None:
     )
     assert "signed 1 input(s)" in signed and "signed PSBT shown again" in again, again
     # the key pool's change goes to another key: a payment to it, said so (key-ceremony 2)
-    assert "our key 'treasury-2', not change here: counted as paid out" in signed, signed
+    assert "our key 'treasury-2' (another wallet): counted as paid out" in signed, signed
     book.run(README, "$C batch import B-2025-07-01 signed.psbt")
     sent = book.run(SIGNING, "C batch broadcast B-2025-07-01")
     assert "broadcast" in sent

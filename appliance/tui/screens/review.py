@@ -91,8 +91,7 @@ def outputs_text(view: ReviewView) -> Text:
         text.append(f"  {out.script_type}\n", style="dim")
         if not out.is_change and out.our_key:
             text.append(
-                f"     a pinned wallet with our key {out.our_key}, not this request's "
-                "change: counted as paid out\n",
+                f"     our key {out.our_key} (another wallet): counted as paid out\n",
                 style="yellow",
             )
         text.append(f"     {grouped(out.address)}\n")
