@@ -177,6 +177,19 @@ class WalletMatch:
         return f"wallet {self.position} ({self.descriptor.script_type.value}){ranged}"
 
 
+def pool_change(output: Descriptor, spent: Iterable[Descriptor]) -> bool:
+    """A key pool's change: inputs that spend only single-key wallets, paying another
+    single-key wallet. Every pinned descriptor holds exactly one of the station's keys, so
+    a single-key one is spendable by this station alone, under the same policy and quorum:
+    moving coins between two such wallets pays nobody. An ``hsm-key`` has one address, so
+    the coordinator sends a pool's change to the pool's next key; counting it as paid out
+    would charge the whole coin against the limits. A wallet with other keys (a vault) is
+    never reached this way: its outputs count as paid unless the policy names it internal.
+    The station's review and the audit's re-derivation (shared.audit.change) both use this."""
+    inputs = list(spent)
+    return len(output.keys) == 1 and bool(inputs) and all(len(d.keys) == 1 for d in inputs)
+
+
 @dataclass(frozen=True)
 class PinnedWallet:
     """Descriptors pinned on the appliance plus the keys its HSM holds, with their states.
@@ -1071,11 +1084,15 @@ class _Reviewer:
 
     def _is_change(self, found: WalletMatch) -> bool:
         """Change pays the change branch (when the wallet has one) of the wallet the inputs
-        spend from, or of one the policy calls internal; a receive address, or any other
+        spend from, of one the policy calls internal, or, from a key pool, another of this
+        station's single-key wallets (:func:`pool_change`); a receive address, or any other
         pinned wallet, is paid like an outside address (limits apply)."""
         if found.descriptor.branch_count >= 2 and not found.change:
             return False
-        return found.position in self.input_wallets or str(found.descriptor) in self.internal
+        if found.position in self.input_wallets or str(found.descriptor) in self.internal:
+            return True
+        spent = [self.wallet.descriptors[position] for position in self.input_wallets]
+        return pool_change(found.descriptor, spent)
 
     # -- whole-transaction checks ------------------------------------------------------
 

@@ -12,7 +12,9 @@ recomputes it from two signed sources only, with the station's own rule (DESIGN 
   read as none) name wallets the administrators declare the custodian's own.
 
     An output is change only if a pinned descriptor derives its script, and that
-    descriptor is the wallet the inputs spend from, or one the policy names as internal.
+    descriptor is the wallet the inputs spend from, one the policy names as internal, or
+    a single-key wallet while every input spends single-key wallets (a key pool's change:
+    :func:`shared.review.pool_change`).
 
 Scripts come from the request's PSBT, which the journal record binds through the request
 hash (it covers the unsigned transaction and every spent output, amount and script).
@@ -30,6 +32,7 @@ from shared.audit.facts import ChangeFacts, change_facts, value
 from shared.bitcoin.bip32 import HARDENED
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.psbt import Psbt
+from shared.review import pool_change
 
 #: At most this many hinted indexes beyond the derived range are tried per script (the
 #: station tries as many); a PSBT cannot make the replay derive without bound.
@@ -162,6 +165,14 @@ class ChangeDeriver:
             if (found := self._scripts(text)) is not None and found.derives(script, hinted)
         ]
 
+    def _pool_change(self, wallet: str, input_wallets: set[str]) -> bool:
+        """The station's key-pool rule (:func:`shared.review.pool_change`) on pinned texts."""
+        output = self._scripts(wallet)
+        spent = [self._scripts(w) for w in input_wallets]
+        if output is None or not all(spent):
+            return False
+        return pool_change(output.descriptor, [s.descriptor for s in spent if s is not None])
+
     def rederive(self, psbt: Psbt, pinned: Sequence[str], internal: Iterable[str]) -> Rederived:
         """Apply the rule of the module docstring to ``psbt``'s transaction."""
         return self.rederive_facts(change_facts(psbt), pinned, internal)
@@ -185,7 +196,11 @@ class ChangeDeriver:
         outputs = []
         for j, (amount, script, hints) in enumerate(value(facts.outputs)):
             found = self.wallet_of(script, pinned, hints)
-            change = [w for w in found if w in input_wallets or w in internal_set]
+            change = [
+                w
+                for w in found
+                if w in input_wallets or w in internal_set or self._pool_change(w, input_wallets)
+            ]
             wallet = change[0] if change else (found[0] if found else None)
             outputs.append(OutputChange(j, amount, script, wallet, bool(change)))
         return Rederived(tuple(outputs), frozenset(input_wallets), tuple(foreign))

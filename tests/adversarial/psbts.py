@@ -89,6 +89,10 @@ WSH_DESCRIPTOR = Descriptor.parse(
     require_checksum=False,
 )
 
+#: A key pool's second single-key wallet (an hsm-key pool: one address per key).
+POOL_KEY_2 = "coldstation hsm pool key 2"
+POOL_2 = Descriptor.parse(f"wpkh({pubkey(POOL_KEY_2).hex()})", require_checksum=False)
+
 
 def make_wallet(state: str = "active") -> PinnedWallet:
     """Both descriptors pinned; both HSM keys in ``state``."""
@@ -194,6 +198,7 @@ class Scenario:
     bad_cosigner_signature: bool = False  # ... input 0's over the wrong message
     stranger_signature: bool = False  # input 0 signed by a key not in its script
     change_to_other_wallet: bool = False  # change pays the other pinned wallet, with hints
+    change_to: Descriptor | None = None  # change pays this descriptor's first address
     locktime: int = 0  # nLockTime of the spend
     tip_height: int | None = None  # the chain tip the request declares
     requester: str = REQUESTER  # who the request says asks
@@ -248,6 +253,8 @@ class _Builder:
         return self.descriptor.derive(self.s.receive_index + i)
 
     def change(self) -> DerivedOutput:
+        if self.s.change_to is not None:
+            return self.s.change_to.derive(0)
         kind = self.s.kind
         if self.s.change_to_other_wallet:
             kind = "wsh" if kind == "wpkh" else "wpkh"

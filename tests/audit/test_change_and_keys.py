@@ -375,3 +375,18 @@ def test_an_appliance_account_xpub_maps_each_child_to_its_appliance_and_account(
     wallet = WalletEvidence("t", "regtest", "single", None, 0, (ours,), (twin_member,))
     index = build_index(SimpleNamespace(highest_hint=7, wallets=[wallet]))
     assert index.appliance_keys[ours.derive(7).keys[0][0]] == "cs-1"
+
+
+def test_the_audit_rederives_a_key_pools_change_as_the_station_does() -> None:
+    """A key pool's change to its next key is change for the auditors too; a vault's coins
+    sent to a single-key wallet are paid out (shared.review.pool_change, both sides)."""
+    from shared.audit.change import ChangeDeriver
+    from tests.adversarial.psbts import POOL_2, WPKH_DESCRIPTOR, WSH_DESCRIPTOR, Scenario
+
+    pinned = [str(WPKH_DESCRIPTOR), str(WSH_DESCRIPTOR), str(POOL_2)]
+    deriver = ChangeDeriver(10)
+    pool = deriver.rederive(Scenario(change_to=POOL_2).build().psbt, pinned, ())
+    assert pool.outputs[2].is_change and pool.outputs[2].wallet == str(POOL_2)
+    assert pool.paid_out == 650_000
+    vault = deriver.rederive(Scenario(kind="wsh", change_to=POOL_2).build().psbt, pinned, ())
+    assert not vault.outputs[2].is_change and vault.outputs[2].wallet == str(POOL_2)

@@ -406,8 +406,8 @@ def signing(book: Runbook) -> None:
         README, "$A sign --in request.psbt", edits=request, pins=pins_of("officer-1", "officer-2")
     )
     assert "signed 1 input(s)" in signed and "signed PSBT shown again" in again, again
-    # the key pool's change goes to another key: a payment to it, said so (key-ceremony 2)
-    assert "our key 'treasury-2' (another wallet): counted as paid out" in signed, signed
+    # the key pool's change goes to the pool's next key: change, not a payment (key-ceremony 2)
+    assert "[change (ours)]" in signed and "(another wallet)" not in signed, signed
     book.run(README, "$C batch import B-2025-07-01 signed.psbt")
     sent = book.run(SIGNING, "C batch broadcast B-2025-07-01")
     assert "broadcast" in sent

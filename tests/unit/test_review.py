@@ -34,8 +34,11 @@ from tests.adversarial.psbts import (
     LABELS,
     NETWORK,
     OUR_SECRETS,
+    OUR_WPKH,
     OUR_WSH,
     PARTNER,
+    POOL_2,
+    POOL_KEY_2,
     VARIANTS,
     WPKH_DESCRIPTOR,
     WSH_DESCRIPTOR,
@@ -301,6 +304,37 @@ def test_change_without_hints_counts_as_a_payment_to_an_unknown_address():
     r = case.review()
     assert not r.outputs[2].is_change
     assert r.refusal_codes == ("address_book",)
+
+
+def pool_wallet() -> PinnedWallet:
+    """A key pool's two single-key wallets and a vault, each with one key of this station."""
+    return PinnedWallet(
+        (WPKH_DESCRIPTOR, WSH_DESCRIPTOR, POOL_2),
+        (
+            OurKey(pubkey(OUR_WPKH), "pool-1"),
+            OurKey(pubkey(OUR_WSH), "vault"),
+            OurKey(pubkey(POOL_KEY_2), "pool-2"),
+        ),
+    )
+
+
+def test_a_key_pools_change_to_its_next_key_is_change():
+    """The coordinator sends an hsm-key pool's change to the pool's next key (one address
+    per key): both wallets are this station's key alone, so it is change, not paid out."""
+    case = Scenario(change_to=POOL_2).build()
+    r = review(case.psbt, pool_wallet(), case.policy, **case.context())
+    assert r.refusal_codes == (), r.refusals
+    assert r.outputs[2].is_change and r.outputs[2].wallet.our_key.label == "pool-2"
+    assert r.paid_out == 650_000  # the two payments, not the change
+
+
+def test_a_vaults_coins_sent_to_a_single_key_wallet_are_a_payment():
+    """From a wallet with other keys (a 2-of-3 vault), a single-key wallet of ours is not
+    change: moving coins out of the vault stays under the limits and the address book."""
+    case = Scenario(kind="wsh", change_to=POOL_2).build()
+    r = review(case.psbt, pool_wallet(), case.policy, **case.context())
+    assert not r.outputs[2].is_change
+    assert "address_book" in r.refusal_codes
 
 
 def _wsh_wallet(text: str) -> PinnedWallet:
