@@ -178,16 +178,25 @@ class WalletMatch:
 
 
 def pool_change(output: Descriptor, spent: Iterable[Descriptor]) -> bool:
-    """A key pool's change: inputs that spend only single-key wallets, paying another
-    single-key wallet. Every pinned descriptor holds exactly one of the station's keys, so
-    a single-key one is spendable by this station alone, under the same policy and quorum:
-    moving coins between two such wallets pays nobody. An ``hsm-key`` has one address, so
-    the coordinator sends a pool's change to the pool's next key; counting it as paid out
-    would charge the whole coin against the limits. A wallet with other keys (a vault) is
-    never reached this way: its outputs count as paid unless the policy names it internal.
-    The station's review and the audit's re-derivation (shared.audit.change) both use this."""
+    """A key pool's change: inputs that spend only ``hsm-key`` wallets (one plain key),
+    paying another such wallet. Every pinned descriptor holds exactly one of the station's
+    keys, so a one-key wallet is spendable by this station alone, under the same policy and
+    quorum: moving coins between two of them pays nobody. An ``hsm-key`` has one address,
+    so the coordinator sends a pool's change to the pool's next key; counting it as paid
+    out would charge the whole coin against the limits. Wallets with other keys (a vault)
+    and ranged accounts (which have their own change branch) are never reached this way.
+    The station's review and the audit's re-derivation (shared.audit.change, which also
+    requires each key to be one the journal registered) both use this."""
     inputs = list(spent)
-    return len(output.keys) == 1 and bool(inputs) and all(len(d.keys) == 1 for d in inputs)
+    return pool_key(output) is not None and bool(inputs) and all(pool_key(d) for d in inputs)
+
+
+def pool_key(descriptor: Descriptor) -> bytes | None:
+    """The plain public key of a one-key, unranged wallet (an ``hsm-key``), else None."""
+    keys = descriptor.keys
+    if len(keys) != 1 or keys[0].xpub is not None:
+        return None
+    return keys[0].pubkey
 
 
 @dataclass(frozen=True)

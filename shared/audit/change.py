@@ -13,7 +13,8 @@ recomputes it from two signed sources only, with the station's own rule (DESIGN 
 
     An output is change only if a pinned descriptor derives its script, and that
     descriptor is the wallet the inputs spend from, one the policy names as internal, or
-    a single-key wallet while every input spends single-key wallets (a key pool's change:
+    an ``hsm-key`` wallet while every input spends ``hsm-key`` wallets, each key one the
+    journal registered to the station and active (a key pool's change:
     :func:`shared.review.pool_change`).
 
 Scripts come from the request's PSBT, which the journal record binds through the request
@@ -32,7 +33,7 @@ from shared.audit.facts import ChangeFacts, change_facts, value
 from shared.bitcoin.bip32 import HARDENED
 from shared.bitcoin.descriptor import Descriptor, DescriptorError
 from shared.psbt import Psbt
-from shared.review import pool_change
+from shared.review import pool_change, pool_key
 
 #: At most this many hinted indexes beyond the derived range are tried per script (the
 #: station tries as many); a PSBT cannot make the replay derive without bound.
@@ -165,20 +166,34 @@ class ChangeDeriver:
             if (found := self._scripts(text)) is not None and found.derives(script, hinted)
         ]
 
-    def _pool_change(self, wallet: str, input_wallets: set[str]) -> bool:
-        """The station's key-pool rule (:func:`shared.review.pool_change`) on pinned texts."""
-        output = self._scripts(wallet)
-        spent = [self._scripts(w) for w in input_wallets]
-        if output is None or not all(spent):
+    def _pool_change(self, wallet: str, input_wallets: set[str], own: frozenset[bytes]) -> bool:
+        """The station's key-pool rule (:func:`shared.review.pool_change`) on pinned texts,
+        and every key one the journal registered to this station (``own``): a pin is a
+        journal record, and a station running other code could pin a stranger's key."""
+        texts = [wallet, *input_wallets]
+        scripts = [self._scripts(text) for text in texts]
+        descriptors = [s.descriptor for s in scripts if s is not None]
+        if len(descriptors) != len(texts) or not pool_change(descriptors[0], descriptors[1:]):
             return False
-        return pool_change(output.descriptor, [s.descriptor for s in spent if s is not None])
+        return all(pool_key(d) in own for d in descriptors)
 
-    def rederive(self, psbt: Psbt, pinned: Sequence[str], internal: Iterable[str]) -> Rederived:
-        """Apply the rule of the module docstring to ``psbt``'s transaction."""
-        return self.rederive_facts(change_facts(psbt), pinned, internal)
+    def rederive(
+        self,
+        psbt: Psbt,
+        pinned: Sequence[str],
+        internal: Iterable[str],
+        own: frozenset[bytes] = frozenset(),
+    ) -> Rederived:
+        """Apply the rule of the module docstring to ``psbt``'s transaction; ``own`` are the
+        station's active keys the journal registered (a key pool's keys must be among them)."""
+        return self.rederive_facts(change_facts(psbt), pinned, internal, own)
 
     def rederive_facts(
-        self, facts: ChangeFacts, pinned: Sequence[str], internal: Iterable[str]
+        self,
+        facts: ChangeFacts,
+        pinned: Sequence[str],
+        internal: Iterable[str],
+        own: frozenset[bytes] = frozenset(),
     ) -> Rederived:
         """:meth:`rederive` from what the request's PSBT says (read where it was parsed)."""
         internal = tuple(internal)
@@ -199,7 +214,9 @@ class ChangeDeriver:
             change = [
                 w
                 for w in found
-                if w in input_wallets or w in internal_set or self._pool_change(w, input_wallets)
+                if w in input_wallets
+                or w in internal_set
+                or self._pool_change(w, input_wallets, own)
             ]
             wallet = change[0] if change else (found[0] if found else None)
             outputs.append(OutputChange(j, amount, script, wallet, bool(change)))

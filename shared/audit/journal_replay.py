@@ -1189,7 +1189,12 @@ class ApplianceReplay:
         if request is None or self._deriver is None:
             self.unrederived += 1
             return
-        derived = self._deriver.rederive_facts(request, ceremony.pinned, ceremony.internal)
+        own = frozenset(
+            key
+            for key, state in ceremony.keys.items()
+            if state.state == "active" and key != self.keys.audit_key
+        )
+        derived = self._deriver.rederive_facts(request, ceremony.pinned, ceremony.internal, own)
         ceremony.paid_out_rederived = derived.paid_out
         for i in derived.foreign_inputs:
             self.add(

@@ -378,15 +378,73 @@ def test_an_appliance_account_xpub_maps_each_child_to_its_appliance_and_account(
 
 
 def test_the_audit_rederives_a_key_pools_change_as_the_station_does() -> None:
-    """A key pool's change to its next key is change for the auditors too; a vault's coins
-    sent to a single-key wallet are paid out (shared.review.pool_change, both sides)."""
+    """A key pool's change to its next key is change for the auditors too, when both keys
+    are the station's by its journal; a vault's coins sent to a single-key wallet, or a
+    pool spend to a pinned key the journal never registered, are paid out."""
     from shared.audit.change import ChangeDeriver
-    from tests.adversarial.psbts import POOL_2, WPKH_DESCRIPTOR, WSH_DESCRIPTOR, Scenario
+    from tests.adversarial.psbts import (
+        OUR_WPKH,
+        POOL_2,
+        POOL_KEY_2,
+        WPKH_DESCRIPTOR,
+        WSH_DESCRIPTOR,
+        Scenario,
+    )
+    from tests.adversarial.psbts import pubkey as our_pubkey
 
     pinned = [str(WPKH_DESCRIPTOR), str(WSH_DESCRIPTOR), str(POOL_2)]
+    own = frozenset({our_pubkey(OUR_WPKH), our_pubkey(POOL_KEY_2)})
     deriver = ChangeDeriver(10)
-    pool = deriver.rederive(Scenario(change_to=POOL_2).build().psbt, pinned, ())
-    assert pool.outputs[2].is_change and pool.outputs[2].wallet == str(POOL_2)
-    assert pool.paid_out == 650_000
-    vault = deriver.rederive(Scenario(kind="wsh", change_to=POOL_2).build().psbt, pinned, ())
+    pool = Scenario(change_to=POOL_2).build().psbt
+    derived = deriver.rederive(pool, pinned, (), own)
+    assert derived.outputs[2].is_change and derived.outputs[2].wallet == str(POOL_2)
+    assert derived.paid_out == 650_000
+    stranger = deriver.rederive(pool, pinned, (), own - {our_pubkey(POOL_KEY_2)})
+    assert not stranger.outputs[2].is_change  # pinned, but no key_generated registers it
+    vault = deriver.rederive(Scenario(kind="wsh", change_to=POOL_2).build().psbt, pinned, (), own)
     assert not vault.outputs[2].is_change and vault.outputs[2].wallet == str(POOL_2)
+
+
+def test_a_forged_single_key_pin_is_no_pool_change_for_the_auditors() -> None:
+    """A station running other code journals a wallet_exported of a stranger's key (the
+    record meets the contract: officers, quorum, audit key) and calls a pool spend to it
+    change: the auditors re-derive a payment, past the limit (found by attacking the pool
+    rule: before the key check the replay was silent)."""
+    cold, desk = SoftCold("cold-1", per_tx_limit=100_000), SoftDesk()
+    wallet = desk.import_single("treasury", cold)
+    attacker = Descriptor.parse(f"wpkh({pubkey(secret('attacker')).hex()})", require_checksum=False)
+    cold.pin(attacker, "wallet_exported")  # the subverted code writes the export record
+    cold.descriptors.remove(attacker)  # SoftCold's own review would refuse a foreign key
+    to_attacker = attacker.derive(0).script_pubkey
+    entry = pay(desk, wallet, cold, to_attacker, 50_000_000, BTC, calls_change(0))
+    report = run([cold], desk)
+    ceremony = next(c for c in report.ceremonies if c.seq == entry.record.seq)
+    assert ceremony.paid_out_rederived == 50_000_000
+    assert "per_tx_limit" in messages(report), messages(report)
+
+
+def test_station_and_auditors_agree_on_a_pool_spend_to_an_accounts_receive_address() -> None:
+    """From an hsm-key wallet to a bip32-seed account's receive address: a payment for the
+    station (a ranged account is no pool key) and for the auditors alike."""
+    from shared.audit.change import ChangeDeriver
+    from shared.key_models import account_from_seed
+    from shared.review import OurKey, PinnedWallet, review
+    from tests.adversarial.psbts import NETWORK, OUR_WPKH, WPKH_DESCRIPTOR, Scenario
+    from tests.adversarial.psbts import pubkey as our_pubkey
+    from tests.adversarial.psbts import secret as our_secret
+
+    _, account = account_from_seed(our_secret("bip32 seed of this station"), NETWORK)
+    descriptor = account.descriptor()
+    wallet = PinnedWallet(
+        (WPKH_DESCRIPTOR, descriptor),
+        (
+            OurKey(our_pubkey(OUR_WPKH), "pool-1"),
+            OurKey(account.public_key, "seed", account=account),
+        ),
+    )
+    case = Scenario(change_to=descriptor).build()
+    station = review(case.psbt, wallet, case.policy, **case.context()).outputs[2].is_change
+    own = frozenset({our_pubkey(OUR_WPKH), account.public_key})
+    pinned = [str(WPKH_DESCRIPTOR), str(descriptor)]
+    auditors = ChangeDeriver(10).rederive(case.psbt, pinned, (), own).outputs[2].is_change
+    assert station is False and auditors is False
