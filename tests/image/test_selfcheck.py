@@ -269,6 +269,43 @@ def test_a_medium_udev_names_late_is_mounted_and_a_missing_one_still_fails(
     assert asked == []  # only the boot check on the real machine mounts anything
 
 
+def test_the_late_mount_uses_the_options_fstab_gives_the_medium():
+    """The self-check mounts a late medium itself: with exactly fstab's filesystem type and
+    options (nosuid, nodev, noexec), never looser."""
+    fstab = (SELFCHECK.parents[3] / "etc" / "fstab").read_text()
+    line = next(x.split() for x in fstab.splitlines() if x.startswith("LABEL=COLDSTATE "))
+    options = {o for o in line[3].split(",") if o != "nofail" and not o.startswith("x-")}
+    assert line[2] == selfcheck.STATE_FSTYPE
+    assert options == set(selfcheck.STATE_MOUNT_OPTIONS.split(","))
+
+
+@pytest.mark.parametrize(
+    ("devices", "mounted"), [(["/dev/vdb"], True), ([], False), (["/dev/sdb1", "/dev/sdc1"], False)]
+)
+def test_a_late_medium_is_found_by_probing_and_never_guessed(monkeypatch, devices, mounted):
+    """After udev settles, the medium is found by blkid's own probe (no udev link needed);
+    none, or two media with the label, mount nothing."""
+    calls = []
+
+    def run(argv, **_):
+        calls.append(argv)
+        out = "\n".join(devices) if argv[0] == "blkid" else ""
+        return subprocess.CompletedProcess(argv, 0 if argv[0] != "blkid" or devices else 2, out)
+
+    monkeypatch.setattr(selfcheck.subprocess, "run", run)
+    settings = selfcheck.Settings.load(CONFIG)
+    assert selfcheck.mount_late(settings) is mounted
+    assert calls[0][:2] == ["udevadm", "settle"]
+    assert calls[1][:3] == ["blkid", "-c", "/dev/null"] and "LABEL=COLDSTATE" in calls[1]
+    mounts = [c for c in calls if c[0] == "mount"]
+    if mounted:
+        assert mounts == [
+            ["mount", "-t", "ext4", "-o", "rw,nosuid,nodev,noexec", "/dev/vdb", settings.state_dir]
+        ]
+    else:
+        assert mounts == []
+
+
 @pytest.mark.parametrize("fstype", ["tmpfs", "overlay", "squashfs"])
 def test_a_state_directory_in_memory_or_on_the_image_refuses(machine, tmp_path, fstype):
     point = tmp_path / "memory"
