@@ -32,14 +32,9 @@ from dataclasses import dataclass
 from online_coordinator.store import Store, now
 from shared.bitcoin.amount import format_btc
 from shared.bitcoin.descriptor import Descriptor
-from shared.journal import Entry, JournalError, Record, receipt_problem
+from shared.journal import KEY_TRANSITIONS, Entry, JournalError, Record, receipt_problem
 
 #: The station's key-state events and the state each leaves the key in.
-STATE_OF_EVENT = {
-    "key_suspended": "suspended",
-    "key_reactivated": "active",
-    "key_archived": "archived",
-}
 ALERT_KIND = "deposit_to_inactive_key"
 #: The last utxos row the deposit check has looked at (rows only grow).
 CURSOR_KEY = "key_states:utxo_cursor"
@@ -81,7 +76,7 @@ def record_key_state(store: Store, receipt: bytes) -> KeyStateChange:
     label = record.details.get("label")
     if not isinstance(label, str) or not label:
         raise KeyStateError(f"the receipt (seq {record.seq}) names no key label")
-    state = STATE_OF_EVENT[record.event]
+    state = KEY_TRANSITIONS[record.event][1]
     wallets = _wallets_holding(store, record.appliance_id, label)
     if not wallets:
         raise KeyStateError(
@@ -122,7 +117,7 @@ def _verified(store: Store, receipt: bytes) -> Record:
     except JournalError as exc:
         raise KeyStateError(f"not an appliance receipt: {exc}") from exc
     record = entry.record
-    if record.event not in STATE_OF_EVENT:
+    if record.event not in KEY_TRANSITIONS:
         raise KeyStateError(
             f"the receipt records {record.event!r}, not a key suspension, reactivation or archive"
         )

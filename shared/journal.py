@@ -67,8 +67,15 @@ EVENTS = frozenset(
 )
 #: Records that vouch for something to the outside (the coordinator, the auditors).
 WALLET_RECEIPT_EVENTS = frozenset({"wallet_exported", "wallet_pinned"})
-#: A key's state changes, receipts too: the coordinator stops receiving to a suspended key.
-KEY_STATE_EVENTS = frozenset({"key_suspended", "key_reactivated", "key_archived"})
+#: A key's state changes (receipts too: the coordinator stops receiving to a suspended key):
+#: event -> (the states a key may leave by it, the state it sets). The one rule the station's
+#: fold, the auditors' key book and the coordinator's key states all apply.
+KEY_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "key_suspended": (frozenset({"active"}), "suspended"),
+    "key_reactivated": (frozenset({"suspended"}), "active"),
+    "key_archived": (frozenset({"active", "suspended"}), "archived"),
+}
+KEY_STATE_EVENTS = frozenset(KEY_TRANSITIONS)
 DECISIONS = frozenset({"approved", "refused"})
 
 MAX_SEQ = 2**63 - 1

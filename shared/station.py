@@ -29,7 +29,7 @@ from shared import canonical
 from shared.approval_keys import ALGORITHMS, SECP256K1
 from shared.bitcoin.tx import OutPoint
 from shared.checks import FieldChecks
-from shared.journal import GENESIS, MAX_DETAIL_TEXT, Record, outpoints_digest
+from shared.journal import GENESIS, KEY_TRANSITIONS, MAX_DETAIL_TEXT, Record, outpoints_digest
 from shared.key_models import (
     BIP32_SEED,
     HSM_KEY,
@@ -47,11 +47,6 @@ STATE_FORMAT = 4
 KEY_STATES = ("active", "suspended", "archived")
 BACKUP_MODELS = ("non-extractable", "wrap-with-trusted")
 AUDIT_KEY_LABEL = "coldstation-audit"
-_TRANSITIONS = {
-    "key_suspended": ({"active"}, "suspended"),
-    "key_reactivated": ({"suspended"}, "active"),
-    "key_archived": ({"active", "suspended"}, "archived"),
-}
 REQUEST_ID_BYTES = 16
 OUTPOINT_BYTES = 36
 TXID_BYTES = 32
@@ -409,7 +404,7 @@ class StationState:
         entry = self.keys.get(label)
         if entry is None:
             raise StationError(f"no key labelled {label!r}")
-        allowed, target = _TRANSITIONS[record.event]
+        allowed, target = KEY_TRANSITIONS[record.event]
         if entry.state not in allowed:
             raise StationError(f"key {label!r} cannot go from {entry.state} to {target}")
         self.keys[label] = replace(entry, state=target)

@@ -64,7 +64,7 @@ from shared.audit.journal_stream import (
     parse_entry,
     read_entries,
 )
-from shared.audit.keys import KeyBook
+from shared.audit.keys import KeyBook, KeyState
 from shared.audit.model import ApplianceStatus, Ceremony, Finding
 from shared.audit.receipts import deferred_problem, is_receipt, journal_receipt_problem
 from shared.audit.workers import Workers
@@ -390,6 +390,7 @@ class ApplianceReplay:
         self._revoked: set[str] = set()
         self._pins = PinnedWallets()
         self.keys = KeyBook(bundle.audit_key)
+        self._active: tuple[Mapping[bytes, KeyState], frozenset[bytes]] | None = None
         self._requests: Mapping[bytes, ChangeFacts] = requests or {}
         self._deriver = change
         self.unrederived = 0
@@ -1183,18 +1184,27 @@ class ApplianceReplay:
 
     # -- change re-derived, keys ---------------------------------------------------------
 
+    def _active_keys(self, keys: Mapping[bytes, KeyState]) -> frozenset[bytes]:
+        """The station's active keys in a key-book snapshot, less the audit key; one set per
+        snapshot (a snapshot is shared by every ceremony until the next key event)."""
+        if self._active is None or self._active[0] is not keys:
+            active = frozenset(
+                key
+                for key, state in keys.items()
+                if state.state == "active" and key != self.keys.audit_key
+            )
+            self._active = (keys, active)
+        return self._active[1]
+
     def _rederive(self, record: Record, ceremony: Ceremony, judged: _Judged | None) -> None:
         """Change from the journal-pinned descriptors, never from the transcript."""
         request = self._requests.get(ceremony.request_hash) if ceremony.request_hash else None
         if request is None or self._deriver is None:
             self.unrederived += 1
             return
-        own = frozenset(
-            key
-            for key, state in ceremony.keys.items()
-            if state.state == "active" and key != self.keys.audit_key
+        derived = self._deriver.rederive_facts(
+            request, ceremony.pinned, ceremony.internal, self._active_keys(ceremony.keys)
         )
-        derived = self._deriver.rederive_facts(request, ceremony.pinned, ceremony.internal, own)
         ceremony.paid_out_rederived = derived.paid_out
         for i in derived.foreign_inputs:
             self.add(

@@ -23,16 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from shared.journal import Record
+from shared.journal import KEY_STATE_EVENTS, KEY_TRANSITIONS, Record
 
-#: event -> (states it may leave, state it sets); mirrors the station's own rule.
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "key_suspended": (frozenset({"active"}), "suspended"),
-    "key_reactivated": (frozenset({"suspended"}), "active"),
-    "key_archived": (frozenset({"active", "suspended"}), "archived"),
-}
 REGISTERING = frozenset({"key_generated", "restore"})
-KEY_EVENTS = REGISTERING | frozenset(TRANSITIONS)
+KEY_EVENTS = REGISTERING | KEY_STATE_EVENTS
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ class KeyBook:
             return f"{record.event} names no key label"
         if record.event in REGISTERING:
             return self._register(record, label)
-        allowed, target = TRANSITIONS[record.event]
+        allowed, target = KEY_TRANSITIONS[record.event]
         public = self._by_label.get(label)
         if public is None:
             return (
@@ -146,4 +140,4 @@ class KeyBook:
         return None
 
 
-__all__ = ["KEY_EVENTS", "TRANSITIONS", "KeyBook", "KeyState"]
+__all__ = ["KEY_EVENTS", "KeyBook", "KeyState"]
