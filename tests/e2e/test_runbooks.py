@@ -498,6 +498,19 @@ def audit(book: Runbook) -> None:
     )
 
 
+def demo_station(book: Runbook, name: str) -> Path:
+    """Another demo station by README's init line (on regtest); its folder."""
+    station = book.root / name
+    book.run(
+        README,
+        "$A init --demo",
+        edits={"--network mainnet": "--network regtest"},
+        pins=list(PINS.values()),
+        station=station,
+    )
+    return station
+
+
 def new_key(book: Runbook, label: str, station: Path | None = None) -> Path:
     """README's keygen and export-wallet lines for another key; its export folder."""
     book.run(
@@ -520,14 +533,7 @@ def new_key(book: Runbook, label: str, station: Path | None = None) -> Path:
 def multisig(book: Runbook) -> None:
     """README: a multisig from two exports, pinned on the station, confirmed, unpinned;
     an address checked on the station."""
-    station_b = book.root / "station-b"
-    book.run(
-        README,
-        "$A init --demo",
-        edits={"--network mainnet": "--network regtest"},
-        pins=list(PINS.values()),
-        station=station_b,
-    )
+    station_b = demo_station(book, "station-b")
     new_key(book, "vault-a")
     new_key(book, "vault-b", station_b)
     new_key(book, "ops-b", station_b)
@@ -723,14 +729,7 @@ def backups(book: Runbook) -> None:
         station=book.root / "station-b",
     )
     assert "key treasury-1 restored and proven" in restored
-    station_e = book.root / "station-e"  # a second replacement, by the runbook's own line
-    book.run(
-        README,
-        "$A init --demo",
-        edits={"--network mainnet": "--network regtest"},
-        pins=list(PINS.values()),
-        station=station_e,
-    )
+    station_e = demo_station(book, "station-e")  # a second replacement, by the runbook's line
     book.run(
         KEY_CEREMONY,
         "A restore treasury-1.blob",
